@@ -1,0 +1,93 @@
+"""The dataset type every source returns: uint8 image tensors plus labels."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from al_sim.errors import DataError
+
+
+@dataclass
+class ALDataset:
+    """A pool to query, a test split to evaluate on, and optionally a validation split.
+
+    Images are uint8 tensors ``N x C x H x W``; conversion to float happens per
+    batch. ``pool_y`` holds the answers the simulated oracle reveals.
+    ``initial_labeled`` fixes the initial labelled set when the source defines
+    one (image folders); otherwise the budget draws it.
+    """
+
+    name: str
+    pool_x: torch.Tensor
+    pool_y: np.ndarray
+    test_x: torch.Tensor
+    test_y: np.ndarray
+    class_names: list[str]
+    val_x: torch.Tensor | None = None
+    val_y: np.ndarray | None = None
+    initial_labeled: np.ndarray | None = None
+    pool_ids: list[str] | None = None
+    extra: dict[str, object] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.pool_y = np.asarray(self.pool_y, dtype=np.int64)
+        self.test_y = np.asarray(self.test_y, dtype=np.int64)
+        if self.val_y is not None:
+            self.val_y = np.asarray(self.val_y, dtype=np.int64)
+        self._check()
+
+    @property
+    def n_classes(self) -> int:
+        """Number of classes."""
+        return len(self.class_names)
+
+    @property
+    def n_pool(self) -> int:
+        """Number of images in the pool (labelled or not)."""
+        return int(self.pool_x.shape[0])
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """``(C, H, W)`` of every image."""
+        return tuple(self.pool_x.shape[1:])  # type: ignore[return-value]
+
+    def _check(self) -> None:
+        splits = [("pool", self.pool_x, self.pool_y), ("test", self.test_x, self.test_y)]
+        if self.val_x is not None and self.val_y is not None:
+            splits.append(("val", self.val_x, self.val_y))
+        for split, x, y in splits:
+            if x.dtype != torch.uint8 or x.ndim != 4:
+                raise DataError(
+                    f"{self.name}: {split} images must be uint8 N x C x H x W, "
+                    f"got {x.dtype} with shape {tuple(x.shape)}"
+                )
+            if x.shape[0] != len(y):
+                raise DataError(
+                    f"{self.name}: {split} has {x.shape[0]} images but {len(y)} labels"
+                )
+            if x.shape[1:] != self.pool_x.shape[1:]:
+                raise DataError(
+                    f"{self.name}: {split} images are {tuple(x.shape[1:])}, pool images are "
+                    f"{tuple(self.pool_x.shape[1:])}; resize them to one size "
+                    "(dataset.image_size=...)"
+                )
+            if len(y) and (y.min() < 0 or y.max() >= self.n_classes):
+                raise DataError(
+                    f"{self.name}: {split} labels must be in [0, {self.n_classes}), "
+                    f"got range [{y.min()}, {y.max()}]"
+                )
+        if len(self.pool_y) == 0:
+            raise DataError(f"{self.name}: the pool is empty")
+        if len(self.test_y) == 0:
+            raise DataError(f"{self.name}: the test split is empty")
+        missing = sorted(set(np.unique(self.test_y)) - set(np.unique(self.pool_y)))
+        if missing:
+            names = ", ".join(self.class_names[i] for i in missing)
+            raise DataError(
+                f"{self.name}: the test split has class(es) {names} that never occur in the "
+                "pool, so no model can learn them; remove them from the test split or add "
+                "pool images of them"
+            )

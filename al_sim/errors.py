@@ -1,0 +1,21 @@
+"""User-facing errors: each message names the problem and the fix."""
+
+
+class ALSimError(Exception):
+    """Base class of every error al_sim reports as one clear line (no traceback)."""
+
+
+class ConfigError(ALSimError):
+    """A configuration value is invalid or inconsistent."""
+
+
+class BudgetError(ConfigError):
+    """The labelling budget does not fit the pool."""
+
+
+class DataError(ALSimError):
+    """A dataset file or folder is missing, unreadable or malformed."""
+
+
+class TrackingError(ALSimError):
+    """The tracking store cannot be reached or written."""

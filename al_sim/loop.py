@@ -1,0 +1,240 @@
+"""The active-learning cycle. Pure: no Hydra, no MLflow; every side effect leaves via callbacks.
+
+Round 0 labels the initial set; each later round queries ``query_size``
+images. Every round ends with train -> evaluate, so the learning curve has
+``rounds + 1`` points at ``initial, initial + q, ...`` labelled images.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from al_sim.config import BudgetConf
+from al_sim.data.base import ALDataset
+from al_sim.errors import BudgetError
+from al_sim.metrics import aulc, classification_metrics
+from al_sim.models.base import ALModel
+from al_sim.oracle import Oracle
+from al_sim.pool import LabelPool
+from al_sim.strategies.base import QueryContext, Selection, Strategy
+from al_sim.training import FitReport, Trainer
+
+
+@dataclass(frozen=True)
+class Seeds:
+    """Independent seeds for each random part of a run, derived from one ``seed``.
+
+    Strategies compared under the same ``seed`` share the initial set, the
+    initial weights and the training order.
+    """
+
+    initial: int
+    model: int
+    train: int
+    strategy: int
+    oracle: int
+
+    @classmethod
+    def derive(cls, seed: int) -> Seeds:
+        """Seeds spawned from ``seed`` (stable across releases: SeedSequence)."""
+        values = np.random.SeedSequence(seed).generate_state(5)
+        return cls(*(int(v) for v in values))
+
+
+@dataclass
+class QueryRecord:
+    """The images labelled in one round (round 0: the initial set)."""
+
+    round: int
+    indices: np.ndarray
+    scores: np.ndarray
+    oracle_labels: np.ndarray
+    true_labels: np.ndarray
+
+
+@dataclass
+class RoundResult:
+    """Metrics after training on the labelled set of one round."""
+
+    round: int
+    n_labeled: int
+    metrics: dict[str, float]
+    train_s: float
+    query_s: float
+    fit: FitReport
+
+
+@dataclass
+class ALResult:
+    """Everything a finished run produced."""
+
+    rounds: list[RoundResult] = field(default_factory=list)
+    queries: list[QueryRecord] = field(default_factory=list)
+    n_annotated: int = 0
+
+    @property
+    def aulc(self) -> float:
+        """Area under test accuracy vs labelled images, normalised to [0, 1]."""
+        return aulc(
+            np.array([r.n_labeled for r in self.rounds]),
+            np.array([r.metrics["test/accuracy"] for r in self.rounds]),
+        )
+
+
+class Callback:
+    """Receives the loop's events; override what you need."""
+
+    def on_run_start(self, dataset: ALDataset, budget: BudgetConf) -> None:
+        """Before the initial set is drawn."""
+
+    def on_query(self, record: QueryRecord, dataset: ALDataset) -> None:
+        """After the oracle labelled a round's images."""
+
+    def on_round_end(self, result: RoundResult) -> None:
+        """After a round's training and evaluation."""
+
+    def on_run_end(self, result: ALResult) -> None:
+        """After the last round."""
+
+
+def plan_sizes(budget: BudgetConf, n_pool: int, fixed_initial: int | None = None) -> list[int]:
+    """Labelled counts after each round; raises BudgetError if the budget exceeds the pool."""
+    if budget.full:
+        return [n_pool]
+    initial = budget.initial if fixed_initial is None else fixed_initial
+    sizes = [initial + r * budget.query_size for r in range(budget.rounds + 1)]
+    if sizes[-1] > n_pool:
+        room = (n_pool - initial) // budget.query_size if n_pool > initial else 0
+        raise BudgetError(
+            f"the budget needs {initial} initial + {budget.rounds} rounds x "
+            f"{budget.query_size} = {sizes[-1]} labelled images but the pool has only {n_pool}; "
+            f"lower budget.rounds (at most {room} here), budget.query_size or budget.initial, "
+            "or use a larger pool"
+        )
+    return sizes
+
+
+def initial_indices(
+    budget: BudgetConf, dataset: ALDataset, rng: np.random.Generator
+) -> np.ndarray:
+    """The initial labelled set: the dataset's own, the whole pool, or drawn per the budget."""
+    if dataset.initial_labeled is not None:
+        return np.asarray(dataset.initial_labeled, dtype=np.int64)
+    n = dataset.n_pool
+    if budget.full:
+        return np.arange(n)
+    if budget.initial_selection == "random":
+        return np.sort(rng.choice(n, size=budget.initial, replace=False))
+    return stratified_sample(dataset.pool_y, budget.initial, rng)
+
+
+def stratified_sample(y: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """``k`` indices with the class shares of ``y`` (every class >= 1 when ``k`` allows)."""
+    classes, counts = np.unique(y, return_counts=True)
+    quota = counts / counts.sum() * k
+    take = np.floor(quota).astype(int)
+    if k >= len(classes):
+        take = np.maximum(take, 1)
+    while take.sum() > k:
+        take[np.argmax(take - quota)] -= 1
+    remainder = quota - take
+    for c in np.argsort(-remainder, kind="stable"):
+        if take.sum() >= k:
+            break
+        take[c] += 1
+    take = np.minimum(take, counts)
+    picked = [rng.choice(np.flatnonzero(y == c), size=t, replace=False)
+              for c, t in zip(classes, take, strict=True)]
+    return np.sort(np.concatenate(picked))
+
+
+class _TrainedModelView:
+    """The strategies' window on the current model (see ``ModelView``)."""
+
+    def __init__(self, trainer: Trainer, model: ALModel, pool_x: torch.Tensor, seed: int) -> None:
+        self._trainer, self._model, self._x, self._seed = trainer, model, pool_x, seed
+
+    def _images(self, indices: np.ndarray) -> torch.Tensor:
+        return self._x[torch.from_numpy(np.asarray(indices, dtype=np.int64))]
+
+    def probs(self, indices: np.ndarray) -> np.ndarray:
+        return self._trainer.predict_proba(self._model, self._images(indices))
+
+    def features(self, indices: np.ndarray) -> np.ndarray:
+        return self._trainer.embed(self._model, self._images(indices))
+
+    def mc_probs(self, indices: np.ndarray, samples: int) -> np.ndarray:
+        return self._trainer.mc_proba(self._model, self._images(indices), samples, self._seed)
+
+
+def run_active_learning(
+    dataset: ALDataset,
+    model_factory: Callable[[int], ALModel],
+    strategy: Strategy,
+    oracle: Oracle,
+    trainer: Trainer,
+    budget: BudgetConf,
+    seed: int,
+    callbacks: Sequence[Callback] = (),
+) -> ALResult:
+    """Run the whole AL experiment and return its result; callbacks see every step as it ends."""
+    fixed = None if dataset.initial_labeled is None else len(dataset.initial_labeled)
+    sizes = plan_sizes(budget, dataset.n_pool, fixed)
+    seeds = Seeds.derive(seed)
+    for cb in callbacks:
+        cb.on_run_start(dataset, budget)
+    pool = LabelPool(dataset.n_pool)
+    result = ALResult()
+    model: ALModel | None = None
+    for round_, expected in enumerate(sizes):
+        start = time.perf_counter()
+        if round_ == 0:
+            picked = initial_indices(budget, dataset, np.random.default_rng(seeds.initial))
+            selection = Selection(picked, np.full(len(picked), np.nan))
+        else:
+            ctx = QueryContext(
+                model=_TrainedModelView(trainer, model, dataset.pool_x, seeds.strategy + round_),
+                unlabeled=pool.unlabeled_indices(),
+                labeled=pool.labeled_indices(),
+                labeled_y=pool.labels_of(pool.labeled_indices()),
+                n_classes=dataset.n_classes,
+                rng=np.random.default_rng([seeds.strategy, round_]),
+                round=round_,
+            )
+            selection = strategy.select(ctx, budget.query_size)
+        query_s = time.perf_counter() - start
+        answers = oracle.query(selection.indices)
+        pool.add(selection.indices, answers, round_)
+        if pool.n_labeled != expected:
+            raise RuntimeError(
+                f"strategy {strategy.name} returned {len(selection.indices)} images in round "
+                f"{round_}; the labelled set has {pool.n_labeled} instead of {expected}"
+            )
+        record = QueryRecord(round_, selection.indices, selection.scores, answers,
+                             oracle.truth(selection.indices))
+        result.queries.append(record)
+        for cb in callbacks:
+            cb.on_query(record, dataset)
+
+        start = time.perf_counter()
+        if model is None or trainer.conf.reinit_each_round:
+            model = model_factory(seeds.model)
+        labeled = pool.labeled_indices()
+        fit = trainer.fit(model, dataset.pool_x[torch.from_numpy(labeled)],
+                          pool.labels_of(labeled), dataset.n_classes, seeds.train + round_)
+        train_s = time.perf_counter() - start
+        probs = trainer.predict_proba(model, dataset.test_x)
+        metrics = {f"test/{k}": v for k, v in classification_metrics(dataset.test_y, probs).items()}
+        round_result = RoundResult(round_, pool.n_labeled, metrics, train_s, query_s, fit)
+        result.rounds.append(round_result)
+        for cb in callbacks:
+            cb.on_round_end(round_result)
+    result.n_annotated = oracle.n_annotated
+    for cb in callbacks:
+        cb.on_run_end(result)
+    return result

@@ -1,0 +1,70 @@
+"""Per-round test metrics and the area under the learning curve."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+from sklearn.metrics import (
+    accuracy_score,
+    balanced_accuracy_score,
+    f1_score,
+    log_loss,
+    roc_auc_score,
+)
+
+METRIC_NAMES = ("accuracy", "f1_macro", "balanced_accuracy", "auroc", "loss")
+
+
+def classification_metrics(y_true: np.ndarray, probs: np.ndarray) -> dict[str, float]:
+    """Accuracy, macro-F1, balanced accuracy, AUROC (binary or one-vs-rest macro) and loss.
+
+    AUROC is NaN when the test labels hold a single class.
+    """
+    y_true = np.asarray(y_true, dtype=np.int64)
+    probs = np.asarray(probs, dtype=np.float64)
+    n_classes = probs.shape[1]
+    labels = np.arange(n_classes)
+    y_pred = probs.argmax(axis=1)
+    probs = np.clip(probs, 1e-12, 1.0)
+    probs /= probs.sum(axis=1, keepdims=True)
+    present = np.unique(y_true)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # sklearn warns on classes absent from y_pred
+        out = {
+            "accuracy": float(accuracy_score(y_true, y_pred)),
+            "f1_macro": float(
+                f1_score(y_true, y_pred, labels=present, average="macro", zero_division=0)
+            ),
+            "balanced_accuracy": float(balanced_accuracy_score(y_true, y_pred)),
+            "loss": float(log_loss(y_true, probs, labels=labels)),
+        }
+        if len(present) < 2:
+            out["auroc"] = float("nan")
+        elif n_classes == 2:
+            out["auroc"] = float(roc_auc_score(y_true, probs[:, 1]))
+        else:
+            sub = probs[:, present] / probs[:, present].sum(axis=1, keepdims=True)
+            out["auroc"] = float(
+                roc_auc_score(y_true, sub, multi_class="ovr", average="macro", labels=present)
+            )
+    return out
+
+
+def aulc(n_labeled: np.ndarray, values: np.ndarray) -> float:
+    """Area under ``values`` vs ``n_labeled`` (trapezoids), divided by the x-range.
+
+    With values in [0, 1] the result is in [0, 1]; a single point gives its value.
+    """
+    x = np.asarray(n_labeled, dtype=np.float64)
+    y = np.asarray(values, dtype=np.float64)
+    if len(x) != len(y) or len(x) == 0:
+        raise ValueError("aulc needs as many values as labelled counts, at least one")
+    if len(x) == 1:
+        return float(y[0])
+    order = np.argsort(x, kind="stable")
+    x, y = x[order], y[order]
+    span = x[-1] - x[0]
+    if span <= 0:
+        return float(y.mean())
+    return float(np.trapezoid(y, x) / span)

@@ -1,0 +1,41 @@
+"""The simulated annotator: reveals pool labels, optionally with errors, and counts its cost."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class Oracle:
+    """Answers label queries from ``truth``; flips a ``noise_rate`` share to another class."""
+
+    def __init__(self, truth: np.ndarray, n_classes: int, noise_rate: float = 0.0,
+                 seed: int = 0) -> None:
+        if not 0.0 <= noise_rate < 1.0:
+            raise ValueError(f"oracle noise_rate must be in [0, 1), got {noise_rate}")
+        self._truth = np.asarray(truth, dtype=np.int64)
+        self._n_classes = n_classes
+        self._noise_rate = noise_rate
+        self._rng = np.random.default_rng(seed)
+        self.n_annotated = 0
+
+    def truth(self, indices: np.ndarray) -> np.ndarray:
+        """The true labels (for logging only: the loop learns from :meth:`query`)."""
+        return self._truth[np.asarray(indices, dtype=np.int64)]
+
+    def query(self, indices: np.ndarray) -> np.ndarray:
+        """The annotator's labels for ``indices``; each call adds ``len(indices)`` to the cost."""
+        answers = self.truth(indices).copy()
+        if self._noise_rate > 0 and self._n_classes > 1:
+            flip = self._rng.random(len(answers)) < self._noise_rate
+            shift = self._rng.integers(1, self._n_classes, size=int(flip.sum()))
+            answers[flip] = (answers[flip] + shift) % self._n_classes
+        self.n_annotated += len(answers)
+        return answers
+
+    def rng_state(self) -> dict:
+        """The noise generator's state (for checkpoints)."""
+        return self._rng.bit_generator.state
+
+    def set_rng_state(self, state: dict) -> None:
+        """Restore the noise generator's state."""
+        self._rng.bit_generator.state = state

@@ -1,0 +1,158 @@
+"""Entry point: ``python -m al_sim.run [overrides]`` composes the config and runs one AL experiment.
+
+Exit status: 0 on success, 2 on a user error (one ``error:`` line naming the
+problem and the fix; the MLflow run marked FAILED), 130 on Ctrl-C (KILLED).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+import hydra
+import numpy as np
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from al_sim.artifacts import RunDirWriter
+from al_sim.config import register_configs, validate
+from al_sim.data.base import ALDataset
+from al_sim.data.transforms import Preprocess
+from al_sim.errors import ALSimError, ConfigError
+from al_sim.loop import Callback, Seeds, run_active_learning
+from al_sim.models import build_model
+from al_sim.oracle import Oracle
+from al_sim.progress import ProgressPrinter
+from al_sim.strategies.base import Strategy
+from al_sim.sweep import mark_job_failed, sweep_context
+from al_sim.training import Trainer, resolve_device
+
+log = logging.getLogger("al_sim")
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+register_configs()
+
+
+def run_name(cfg: DictConfig) -> str:
+    """``<strategy>-<dataset>-seed<seed>`` as in the MLflow contract."""
+    dataset = cfg.dataset.name
+    return f"{cfg.strategy.name}-{dataset}-seed{cfg.seed}"
+
+
+def _strategy_tag(cfg: DictConfig) -> str:
+    return "full" if cfg.budget.full else str(cfg.strategy.name)
+
+
+def build_dataset(cfg: DictConfig) -> ALDataset:
+    """The configured dataset (``cfg.dataset._target_``)."""
+    dataset = hydra.utils.instantiate(cfg.dataset, _convert_="object")
+    if not isinstance(dataset, ALDataset):
+        raise ConfigError(f"dataset._target_={cfg.dataset._target_} did not return an ALDataset")
+    return dataset
+
+
+def build_strategy(cfg: DictConfig) -> Strategy:
+    """The configured query strategy (``cfg.strategy._target_``)."""
+    strategy = hydra.utils.instantiate(cfg.strategy, _convert_="all")
+    if not isinstance(strategy, Strategy):
+        raise ConfigError(f"strategy._target_={cfg.strategy._target_} is not an al_sim Strategy")
+    return strategy
+
+
+def _tracker(cfg: DictConfig, launch_dir: Path, writer: RunDirWriter) -> Callback | None:
+    if not cfg.tracking.enabled:
+        return None
+    from al_sim.tracking import MLflowTracker, default_uri, flatten
+
+    sweep = sweep_context()
+    tags = {"strategy": _strategy_tag(cfg), "dataset": str(cfg.dataset.name),
+            "model": str(cfg.model.name), "seed": str(cfg.seed), "budget": str(cfg.budget.name)}
+    if sweep is not None:
+        tags["sweep_id"] = sweep.sweep_id
+    artifact_location = cfg.tracking.artifact_location or (launch_dir / "mlartifacts").as_uri()
+    return MLflowTracker(
+        uri=cfg.tracking.uri or default_uri(launch_dir),
+        experiment=cfg.tracking.experiment,
+        run_name=run_name(cfg),
+        tags=tags,
+        params=flatten(OmegaConf.to_container(cfg, resolve=True)),
+        writer=writer,
+        artifact_location=artifact_location,
+        parent_run_id=None if sweep is None else sweep.parent_run_id,
+        retries=cfg.tracking.retries,
+    )
+
+
+def execute(cfg: DictConfig, run_dir: Path, launch_dir: Path) -> float:
+    """Run one experiment from a composed config; returns its AULC."""
+    validate(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config_yaml = run_dir / "config.yaml"
+    config_yaml.write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    if cfg.trainer.num_threads:
+        torch.set_num_threads(cfg.trainer.num_threads)
+    writer = RunDirWriter(run_dir, grids=cfg.tracking.query_grids,
+                          max_grid_images=cfg.tracking.max_grid_images, title=run_name(cfg))
+    progress = ProgressPrinter(run_name(cfg), enabled=cfg.progress)
+    tracker = _tracker(cfg, launch_dir, writer)
+    if tracker is not None:
+        tracker.start(config_yaml)
+    try:
+        dataset = build_dataset(cfg)
+        preprocess = Preprocess(OmegaConf.to_object(cfg.dataset.preprocess),
+                                channels=dataset.image_shape[0])
+        trainer = Trainer(OmegaConf.to_object(cfg.trainer), preprocess,
+                          resolve_device(cfg.trainer.device))
+        strategy = build_strategy(cfg)
+        oracle = Oracle(dataset.pool_y, dataset.n_classes, cfg.oracle.noise_rate,
+                        seed=Seeds.derive(cfg.seed).oracle)
+
+        def model_factory(seed: int):  # noqa: ANN202
+            return build_model(cfg.model, dataset.image_shape[0], dataset.n_classes, seed)
+
+        callbacks = [writer, *([tracker] if tracker else []), progress]
+        result = run_active_learning(dataset, model_factory, strategy, oracle, trainer,
+                                     OmegaConf.to_object(cfg.budget), cfg.seed, callbacks)
+    except KeyboardInterrupt:
+        progress.close()
+        if tracker is not None:
+            tracker.end_unfinished("KILLED", "interrupted (Ctrl-C)")
+        raise
+    except BaseException as exc:
+        progress.close()
+        if tracker is not None:
+            tracker.end_unfinished("FAILED", f"{type(exc).__name__}: {exc}")
+        raise
+    return result.aulc
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> float | None:
+    """Hydra task: one run, or one job of a sweep."""
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    launch_dir = Path(hydra.utils.get_original_cwd())
+    np.set_printoptions(precision=4)
+    try:
+        return execute(cfg, run_dir, launch_dir)
+    except ALSimError as exc:
+        message = f"error: {exc}"
+        log.error(message)
+        print(message, file=sys.stderr, flush=True)
+        if hydra_cfg.mode == RunMode.MULTIRUN:
+            mark_job_failed(message)
+            return None
+        sys.exit(EXIT_USER_ERROR)
+    except KeyboardInterrupt:
+        print("interrupted: the MLflow run is marked KILLED", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("HYDRA_FULL_ERROR", "0")
+    main()

@@ -1,0 +1,105 @@
+"""Sweeps: one MLflow parent run per multirun, a ``sweep_id`` for its jobs, failures counted.
+
+``SweepCallback`` is a Hydra callback (registered in ``conf/config.yaml``). It
+runs in the launching process; it writes ``al_sim_sweep.json`` into the sweep
+directory so every job, in-process or in a joblib worker, finds its parent run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+log = logging.getLogger("al_sim")
+SWEEP_FILE = "al_sim_sweep.json"
+FAILED_DIR = "failed_jobs"
+EXIT_SWEEP_FAILED = 1
+
+
+@dataclass
+class SweepContext:
+    """What a job of a sweep needs to know about its sweep."""
+
+    sweep_id: str
+    parent_run_id: str | None
+
+
+def _sweep_dir() -> Path | None:
+    if not HydraConfig.initialized():
+        return None
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        return None
+    return Path(hydra_cfg.sweep.dir)
+
+
+def sweep_context() -> SweepContext | None:
+    """The current job's sweep, or None outside a multirun."""
+    sweep_dir = _sweep_dir()
+    if sweep_dir is None:
+        return None
+    path = sweep_dir / SWEEP_FILE
+    if path.exists():
+        data = json.loads(path.read_text())
+        return SweepContext(data["sweep_id"], data.get("parent_run_id"))
+    return SweepContext(str(sweep_dir), None)
+
+
+def mark_job_failed(message: str) -> None:
+    """Record that the current sweep job failed, so the sweep exits non-zero."""
+    sweep_dir = _sweep_dir()
+    if sweep_dir is None:
+        return
+    job = HydraConfig.get().job
+    folder = sweep_dir / FAILED_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{job.num}.txt").write_text(f"{job.override_dirname}\n{message}\n")
+
+
+class SweepCallback(Callback):
+    """Creates the sweep's parent run before the jobs and closes it after them."""
+
+    def __init__(self) -> None:
+        self._parent: tuple[str, str] | None = None  # (tracking uri, run id)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        sweep_id = str(sweep_dir)
+        parent_id = None
+        if config.tracking.enabled:
+            from al_sim.tracking import default_uri, start_parent_run
+
+            launch_dir = Path(os.getcwd())
+            uri = config.tracking.uri or default_uri(launch_dir)
+            artifacts = config.tracking.artifact_location or (launch_dir / "mlartifacts").as_uri()
+            parent_id = start_parent_run(uri, config.tracking.experiment, artifacts,
+                                         name=f"sweep {sweep_id}",
+                                         tags={"sweep_id": sweep_id, "al_sim.role": "sweep"})
+            self._parent = (uri, parent_id)
+        (sweep_dir / SWEEP_FILE).write_text(
+            json.dumps({"sweep_id": sweep_id, "parent_run_id": parent_id}))
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        failed_dir = Path(config.hydra.sweep.dir) / FAILED_DIR
+        failures = sorted(failed_dir.glob("*.txt")) if failed_dir.exists() else []
+        if self._parent is not None:
+            from al_sim.tracking import end_run
+
+            end_run(*self._parent, status="FAILED" if failures else "FINISHED")
+        if failures:
+            print(f"error: {len(failures)} sweep job(s) failed:", file=sys.stderr)
+            for path in failures:
+                overrides, message = (path.read_text().splitlines() + ["", ""])[:2]
+                print(f"  job {path.stem} [{overrides}]: {message}", file=sys.stderr)
+            sys.exit(EXIT_SWEEP_FAILED)

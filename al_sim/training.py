@@ -1,0 +1,177 @@
+"""Fit and predict: batched, seeded, on uint8 tensors converted per batch."""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from al_sim.config import TrainerConf
+from al_sim.data.transforms import Preprocess
+from al_sim.errors import ConfigError
+from al_sim.models.base import ALModel
+
+_MIN_EARLY_STOPPING_IMAGES = 10
+
+
+def resolve_device(name: str) -> torch.device:
+    """``cpu``, ``cuda`` or ``auto`` (CUDA when present) as a torch device."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("trainer.device=cuda but no CUDA GPU is visible; use trainer.device=auto")
+    return torch.device(name)
+
+
+@dataclass
+class FitReport:
+    """What one training did."""
+
+    epochs: int
+    steps: int
+    train_loss: float
+    val_loss: float | None = None
+
+
+class Trainer:
+    """Trains and runs a model with the settings of ``TrainerConf``."""
+
+    def __init__(self, conf: TrainerConf, preprocess: Preprocess, device: torch.device) -> None:
+        self.conf = conf
+        self.preprocess = preprocess
+        self.device = device
+        self._memory_format = (
+            torch.channels_last if conf.channels_last else torch.contiguous_format
+        )
+
+    # ------------------------------------------------------------------ training
+    def fit(
+        self, model: ALModel, x: torch.Tensor, y: np.ndarray, n_classes: int, seed: int
+    ) -> FitReport:
+        """Train ``model`` in place on uint8 images ``x`` and labels ``y``."""
+        conf = self.conf
+        gen = torch.Generator().manual_seed(seed)
+        labels = torch.as_tensor(y, dtype=torch.long)
+        train_idx, val_idx = self._split(len(labels), gen)
+        model.to(self.device, memory_format=self._memory_format)
+        optimiser = torch.optim.AdamW(model.parameters(), lr=conf.lr,
+                                      weight_decay=conf.weight_decay)
+        weight = self._class_weights(labels[train_idx], n_classes)
+        per_epoch = math.ceil(len(train_idx) / conf.batch_size)
+        epochs = max(conf.epochs, math.ceil(conf.min_steps / per_epoch))
+        schedule = None
+        if conf.lr_schedule == "cosine":
+            schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser,
+                                                                  T_max=epochs * per_epoch)
+        best = (math.inf, None, 0)  # val loss, state, epoch
+        steps, loss_sum, seen = 0, 0.0, 0
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            epoch = 0
+            for epoch in range(1, epochs + 1):  # noqa: B007 - the last epoch is reported
+                model.train()
+                loss_sum, seen = 0.0, 0
+                for batch in self._batches(train_idx, gen):
+                    xb = self._inputs(x[batch], train=True, gen=gen)
+                    yb = labels[batch].to(self.device)
+                    loss = F.cross_entropy(model(xb), yb, weight=weight)
+                    optimiser.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimiser.step()
+                    if schedule is not None:
+                        schedule.step()
+                    steps += 1
+                    loss_sum += float(loss.detach()) * len(batch)
+                    seen += len(batch)
+                if val_idx is None:
+                    continue
+                val_loss = self._loss(model, x[val_idx], labels[val_idx], weight)
+                if val_loss < best[0]:
+                    best = (val_loss, copy.deepcopy(model.state_dict()), epoch)
+                elif epoch - best[2] >= (conf.early_stopping_patience or 0):
+                    break
+        if best[1] is not None:
+            model.load_state_dict(best[1])
+        return FitReport(epochs=epoch, steps=steps, train_loss=loss_sum / max(seen, 1),
+                         val_loss=None if val_idx is None else best[0])
+
+    def _split(self, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
+        order = torch.randperm(n, generator=gen)
+        if self.conf.early_stopping_patience is None or n < _MIN_EARLY_STOPPING_IMAGES:
+            return torch.arange(n), None
+        n_val = max(1, round(n * self.conf.early_stopping_fraction))
+        return order[n_val:].sort().values, order[:n_val].sort().values
+
+    def _batches(self, idx: torch.Tensor, gen: torch.Generator) -> Iterator[torch.Tensor]:
+        order = idx[torch.randperm(len(idx), generator=gen)]
+        for start in range(0, len(order), self.conf.batch_size):
+            batch = order[start : start + self.conf.batch_size]
+            if len(batch) == 1 and len(order) > 1:
+                continue  # batch norm cannot train on a single image
+            yield batch
+
+    def _class_weights(self, y: torch.Tensor, n_classes: int) -> torch.Tensor | None:
+        if not self.conf.class_weighted_loss:
+            return None
+        counts = torch.bincount(y, minlength=n_classes).float()
+        present = counts > 0
+        weight = torch.ones(n_classes)
+        weight[present] = counts[present].sum() / (present.sum() * counts[present])
+        return weight.to(self.device)
+
+    def _inputs(self, xb: torch.Tensor, train: bool = False,
+                gen: torch.Generator | None = None) -> torch.Tensor:
+        xb = self.preprocess(xb, train=train, generator=gen).to(self.device)
+        return xb.contiguous(memory_format=self._memory_format)
+
+    def _loss(self, model: ALModel, x: torch.Tensor, y: torch.Tensor,
+              weight: torch.Tensor | None) -> float:
+        logits = torch.from_numpy(self.predict_logits(model, x))
+        return float(F.cross_entropy(logits, y, weight=None if weight is None else weight.cpu()))
+
+    # ------------------------------------------------------------------ inference
+    def _map(self, model: ALModel, x: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor],
+             dropout: bool = False) -> np.ndarray:
+        model.eval()
+        if dropout:
+            for module in model.modules():
+                if isinstance(module, torch.nn.Dropout):
+                    module.train()
+        model.to(self.device, memory_format=self._memory_format)
+        outs = []
+        try:
+            with torch.inference_mode():
+                for start in range(0, len(x), self.conf.eval_batch_size):
+                    xb = self._inputs(x[start : start + self.conf.eval_batch_size])
+                    outs.append(fn(xb).float().cpu())
+        finally:
+            model.eval()
+        return torch.cat(outs).numpy()
+
+    def predict_logits(self, model: ALModel, x: torch.Tensor) -> np.ndarray:
+        """Logits ``N x C`` in eval mode."""
+        return self._map(model, x, model)
+
+    def predict_proba(self, model: ALModel, x: torch.Tensor) -> np.ndarray:
+        """Softmax probabilities ``N x C`` in eval mode."""
+        return self._map(model, x, lambda xb: torch.softmax(model(xb), dim=1))
+
+    def embed(self, model: ALModel, x: torch.Tensor) -> np.ndarray:
+        """Penultimate embeddings ``N x D`` in eval mode."""
+        return self._map(model, x, model.features)
+
+    def mc_proba(self, model: ALModel, x: torch.Tensor, samples: int, seed: int) -> np.ndarray:
+        """MC-dropout probabilities ``N x T x C``: the trunk once, the dropout head T times."""
+
+        def sample(xb: torch.Tensor) -> torch.Tensor:
+            z = model.features(xb)
+            return torch.stack([torch.softmax(model.head(z), dim=1) for _ in range(samples)], 1)
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self._map(model, x, sample, dropout=True)
