@@ -99,10 +99,13 @@ class MedMNISTDatasetConf:
     root: str = "~/.medmnist"
     verify_checksum: bool = False
     download: bool = False
-    max_pool: int | None = None
+    max_pool: int | None = None  # cap the pool (stratified subsample of the train split)
+    seed: int = 0  # the dataset's own seed (the max_pool subsample): fixed across run seeds
     preprocess: PreprocessConf = field(default_factory=PreprocessConf)
 
     def __post_init__(self) -> None:
+        if not self.name:
+            raise ConfigError("dataset.name must name a MedMNIST dataset, e.g. pneumoniamnist")
         if self.size not in (28, 64, 128, 224):
             raise ConfigError(f"dataset.size must be one of 28, 64, 128, 224, got {self.size}")
         if self.max_pool is not None:
@@ -115,7 +118,7 @@ class FolderDatasetConf:
 
     _target_: str = "al_sim.data.folder.load_folder"
     name: str = "folder"
-    root: str = MISSING
+    root: str | None = None
     image_size: int = 28
     channels: int = 1
     test_fraction: float | None = None
@@ -124,6 +127,11 @@ class FolderDatasetConf:
     preprocess: PreprocessConf = field(default_factory=PreprocessConf)
 
     def __post_init__(self) -> None:
+        if not self.root:
+            raise ConfigError(
+                "dataset.root is not set; point it at the image folder, e.g. dataset=folder "
+                "dataset.root=/data/xrays (python -m al_sim.data.export_folder --help builds one)"
+            )
         _positive("dataset", image_size=self.image_size)
         if self.channels not in (1, 3):
             raise ConfigError(f"dataset.channels must be 1 or 3, got {self.channels}")
@@ -163,6 +171,7 @@ class ResNet18Conf:
 
 
 # --------------------------------------------------------------------------- strategies
+# Strategy schemas: one per family; the helper that owns al_sim/strategies may extend them.
 @dataclass
 class StrategyConf:
     """A query strategy; ``_target_`` names its class."""
@@ -171,8 +180,50 @@ class StrategyConf:
     name: str = MISSING
 
 
+@dataclass
+class BaldConf(StrategyConf):
+    """BALD with MC dropout."""
+
+    mc_samples: int = 20
+
+    def __post_init__(self) -> None:
+        _positive("strategy", mc_samples=self.mc_samples)
+
+
+@dataclass
+class PowerConf(StrategyConf):
+    """Stochastic power sampling over a base score (Kirsch et al. 2023)."""
+
+    beta: float = 1.0  # sampling probability proportional to score ** beta
+    mc_samples: int = 20  # MC-dropout samples; used by power_bald only
+
+    def __post_init__(self) -> None:
+        _positive("strategy", beta=self.beta, mc_samples=self.mc_samples)
+
+
+@dataclass
+class DiversityConf(StrategyConf):
+    """Core-set / BADGE: embedding-space selection, processed in chunks."""
+
+    chunk_size: int = 8192
+
+    def __post_init__(self) -> None:
+        _positive("strategy", chunk_size=self.chunk_size)
+
+
+@dataclass
+class TypiclustConf(StrategyConf):
+    """TypiClust: typical images of distinct clusters."""
+
+    k_neighbors: int = 20
+    max_clusters: int = 500
+
+    def __post_init__(self) -> None:
+        _positive("strategy", k_neighbors=self.k_neighbors, max_clusters=self.max_clusters)
+
+
 # --------------------------------------------------------------------------- budget
-INITIAL_SELECTIONS = ("random", "stratified")
+INITIAL_SELECTIONS = ("random", "stratified", "typiclust")
 
 
 @dataclass
@@ -292,6 +343,10 @@ def register_configs() -> None:
     cs.store(group="model", name="schema_simple_cnn", node=SimpleCNNConf)
     cs.store(group="model", name="schema_resnet18", node=ResNet18Conf)
     cs.store(group="strategy", name="schema_strategy", node=StrategyConf)
+    cs.store(group="strategy", name="schema_bald", node=BaldConf)
+    cs.store(group="strategy", name="schema_power", node=PowerConf)
+    cs.store(group="strategy", name="schema_diversity", node=DiversityConf)
+    cs.store(group="strategy", name="schema_typiclust", node=TypiclustConf)
     cs.store(group="budget", name="schema_budget", node=BudgetConf)
     cs.store(group="trainer", name="schema_trainer", node=TrainerConf)
     cs.store(group="tracking", name="schema_tracking", node=TrackingConf)
@@ -299,7 +354,7 @@ def register_configs() -> None:
 
 def validate(cfg: DictConfig) -> None:
     """Run every schema's semantic checks; raises ConfigError naming the field."""
-    for key in ("dataset", "model", "budget", "trainer", "tracking", "oracle"):
+    for key in ("dataset", "model", "strategy", "budget", "trainer", "tracking", "oracle"):
         node = cfg[key]
         if OmegaConf.get_type(node) is dict:
             continue  # an untyped group (user-supplied); instantiate will check it

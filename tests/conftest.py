@@ -1,0 +1,59 @@
+"""Shared fixtures: small synthetic datasets, fast trainer settings, a real-CLI runner."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from al_sim.config import PreprocessConf, TrainerConf
+from al_sim.data.synthetic import load_synthetic
+from al_sim.data.transforms import Preprocess
+from al_sim.training import Trainer
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_MEDMNIST = REPO.parent / "shared" / "data" / "medmnist"
+
+# Small enough for seconds per run on 2 cores, big enough for every class to appear.
+FAST_CLI = [
+    "dataset.n_pool=400",
+    "dataset.n_test=200",
+    "trainer.epochs=2",
+    "trainer.min_steps=4",
+    "trainer.num_threads=1",
+    "progress=false",
+]
+
+
+def run_cli(args: list[str], cwd: Path, module: str = "al_sim.run", timeout: float = 300,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m <module> <args>`` in ``cwd`` like a user would; capture its output."""
+    full_env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=full_env,
+                          capture_output=True, text=True, timeout=timeout, check=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset():
+    """A 3-class synthetic dataset of 300 pool / 150 test images."""
+    return load_synthetic(n_pool=300, n_test=150)
+
+
+@pytest.fixture()
+def fast_trainer() -> Trainer:
+    """A trainer that fits in a fraction of a second on tiny data."""
+    torch.set_num_threads(1)
+    conf = TrainerConf(epochs=2, min_steps=4, batch_size=32, eval_batch_size=256)
+    return Trainer(conf, Preprocess(PreprocessConf(), channels=1), torch.device("cpu"))
+
+
+@pytest.fixture()
+def rng() -> np.random.Generator:
+    """A fixed-seed generator."""
+    return np.random.default_rng(0)

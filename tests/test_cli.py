@@ -1,0 +1,127 @@
+"""The real CLI end to end: runs in a temp dir, then reads the MLflow store back."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import FAST_CLI, run_cli
+
+pytestmark = pytest.mark.slow
+
+
+def client_for(cwd: Path) -> MlflowClient:
+    return MlflowClient(tracking_uri=f"sqlite:///{cwd / 'mlflow.db'}")
+
+
+def runs_of(cwd: Path, experiment: str = "al_sim"):
+    client = client_for(cwd)
+    exp = client.get_experiment_by_name(experiment)
+    assert exp is not None, "no MLflow experiment was created"
+    return client, client.search_runs([exp.experiment_id])
+
+
+def artifact_paths(client: MlflowClient, run_id: str, path: str | None = None) -> set[str]:
+    out = set()
+    for item in client.list_artifacts(run_id, path):
+        out |= artifact_paths(client, run_id, item.path) if item.is_dir else {item.path}
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    cwd = tmp_path_factory.mktemp("tiny")
+    proc = run_cli(["budget=tiny", "strategy=margin", "seed=3", *FAST_CLI], cwd)
+    return cwd, proc
+
+
+def test_tiny_run_logs_the_mlflow_contract(tiny_run) -> None:
+    cwd, proc = tiny_run
+    assert proc.returncode == 0, proc.stderr
+    assert "labelled" in proc.stdout and "accuracy" in proc.stdout and "AULC" in proc.stdout
+    client, runs = runs_of(cwd)
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.info.status == "FINISHED"
+    assert run.info.run_name == "margin-synthetic-seed3"
+    assert {k: run.data.tags[k] for k in ("strategy", "dataset", "model", "seed")} == {
+        "strategy": "margin", "dataset": "synthetic", "model": "simple_cnn", "seed": "3"}
+    assert run.data.params["budget.query_size"] == "10"
+    history = client.get_metric_history(run.info.run_id, "test/accuracy")
+    assert sorted(m.step for m in history) == [20, 30, 40]
+    for name in ("test/f1_macro", "test/balanced_accuracy", "test/auroc", "test/loss",
+                 "round", "n_labeled", "time/train_s", "time/query_s"):
+        assert len(client.get_metric_history(run.info.run_id, name)) == 3, name
+    assert 0.0 <= run.data.metrics["final/aulc"] <= 1.0
+    assert {"config.yaml", "queries.csv", "labeled_set.csv", "learning_curve.png",
+            "queries/round_00.png", "queries/round_01.png",
+            "queries/round_02.png"} <= artifact_paths(client, run.info.run_id)
+    assert "mlartifacts" in client.get_experiment(run.info.experiment_id).artifact_location
+
+
+def test_tiny_run_writes_results_into_its_run_dir(tiny_run) -> None:
+    cwd, _ = tiny_run
+    run_dirs = list((cwd / "outputs").glob("*/*"))
+    assert len(run_dirs) == 1
+    with (run_dirs[0] / "queries.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["round"]) for r in rows].count(0) == 20 and len(rows) == 40
+    assert set(rows[0]) == {"round", "pool_index", "score", "oracle_label", "true_label"}
+    assert rows[0]["score"] == "" and rows[-1]["score"] != ""  # the initial set has no score
+
+
+def test_same_config_and_seed_give_identical_results(tiny_run, tmp_path) -> None:
+    cwd, _ = tiny_run
+    proc = run_cli(["budget=tiny", "strategy=margin", "seed=3", *FAST_CLI], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    first = next((cwd / "outputs").glob("*/*"))
+    second = next((tmp_path / "outputs").glob("*/*"))
+    assert (first / "queries.csv").read_text() == (second / "queries.csv").read_text()
+
+    def metrics(run_dir: Path) -> list[dict[str, str]]:
+        with (run_dir / "metrics.csv").open() as f:
+            return [{k: v for k, v in r.items() if not k.startswith("time/")}
+                    for r in csv.DictReader(f)]
+
+    assert metrics(first) == metrics(second)
+
+
+def test_budget_larger_than_pool_is_one_clear_error_and_a_failed_run(tmp_path) -> None:
+    proc = run_cli(["budget.initial=300", "budget.rounds=20", *FAST_CLI], tmp_path)
+    assert proc.returncode == 2
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "pool has only 400" in errors[0] and "budget.rounds" in errors[0]
+    assert "Traceback" not in proc.stderr
+    _, runs = runs_of(tmp_path)
+    assert [r.info.status for r in runs] == ["FAILED"]
+    assert "pool has only 400" in runs[0].data.tags["error"]
+
+
+def test_unknown_strategy_is_refused_at_composition(tmp_path) -> None:
+    proc = run_cli(["strategy=best_one", *FAST_CLI], tmp_path)
+    assert proc.returncode != 0
+    assert "strategy/best_one" in proc.stderr and "entropy" in proc.stderr
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_small_multirun_logs_every_job_under_one_parent(tmp_path) -> None:
+    proc = run_cli(["-m", "strategy=random,entropy", "seed=0,1", "budget=tiny", *FAST_CLI],
+                   tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    client, runs = runs_of(tmp_path)
+    parents = [r for r in runs if r.data.tags.get("al_sim.role") == "sweep"]
+    children = [r for r in runs if r not in parents]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert len(children) == 4
+    assert {(r.data.tags["strategy"], r.data.tags["seed"]) for r in children} == {
+        ("random", "0"), ("random", "1"), ("entropy", "0"), ("entropy", "1")}
+    for r in children:
+        assert r.info.status == "FINISHED"
+        assert r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
+        assert r.data.tags["sweep_id"] == parents[0].data.tags["sweep_id"]
+        steps = [m.step for m in client.get_metric_history(r.info.run_id, "test/accuracy")]
+        assert sorted(steps) == [20, 30, 40]
+    assert len(list((tmp_path / "multirun").glob("*/*/[0-9]*"))) == 4

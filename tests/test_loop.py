@@ -1,0 +1,136 @@
+"""The AL loop run directly (no Hydra, no MLflow) on a tiny synthetic dataset."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from al_sim.artifacts import RunDirWriter
+from al_sim.config import BudgetConf
+from al_sim.errors import BudgetError
+from al_sim.loop import Callback, run_active_learning, stratified_sample
+from al_sim.models.simple_cnn import SimpleCNN
+from al_sim.oracle import Oracle
+from al_sim.strategies.random import RandomSampling
+from al_sim.strategies.uncertainty import Entropy, Margin
+
+BUDGET = BudgetConf(name="t", initial=20, query_size=10, rounds=2)
+
+
+class Recorder(Callback):
+    def __init__(self) -> None:
+        self.queries, self.rounds, self.ended = [], [], False
+
+    def on_query(self, record, dataset) -> None:
+        self.queries.append(record)
+
+    def on_round_end(self, result) -> None:
+        self.rounds.append(result)
+
+    def on_run_end(self, result) -> None:
+        self.ended = True
+
+
+class Factory:
+    """Builds SimpleCNNs and remembers the weights each one started from."""
+
+    def __init__(self) -> None:
+        self.initial_states: list[dict[str, torch.Tensor]] = []
+
+    def __call__(self, seed: int) -> SimpleCNN:
+        torch.manual_seed(seed)
+        model = SimpleCNN(1, 3, widths=[8, 16], hidden=16)
+        self.initial_states.append({k: v.clone() for k, v in model.state_dict().items()})
+        return model
+
+
+def run(dataset, trainer, strategy, seed=0, budget=BUDGET, callbacks=(), factory=None):
+    return run_active_learning(dataset, factory or Factory(), strategy,
+                               Oracle(dataset.pool_y, dataset.n_classes), trainer, budget,
+                               seed, callbacks)
+
+
+def test_rounds_grow_the_labelled_set_by_query_size(tiny_dataset, fast_trainer) -> None:
+    rec = Recorder()
+    result = run(tiny_dataset, fast_trainer, Entropy(), callbacks=[rec])
+    assert [r.n_labeled for r in result.rounds] == [20, 30, 40]
+    assert [len(q.indices) for q in result.queries] == [20, 10, 10]
+    picked = np.concatenate([q.indices for q in result.queries])
+    assert len(np.unique(picked)) == 40
+    assert result.n_annotated == 40
+    assert len(rec.rounds) == 3 and rec.ended
+    assert set(result.rounds[0].metrics) == {f"test/{m}" for m in
+                                            ("accuracy", "f1_macro", "balanced_accuracy",
+                                             "auroc", "loss")}
+    assert 0.0 <= result.aulc <= 1.0
+
+
+def test_same_seed_same_selections_and_metrics(tiny_dataset, fast_trainer) -> None:
+    a = run(tiny_dataset, fast_trainer, Margin(), seed=5)
+    b = run(tiny_dataset, fast_trainer, Margin(), seed=5)
+    for qa, qb in zip(a.queries, b.queries, strict=True):
+        assert qa.indices.tolist() == qb.indices.tolist()
+        np.testing.assert_array_equal(qa.scores, qb.scores)
+    assert [r.metrics for r in a.rounds] == [r.metrics for r in b.rounds]
+
+
+def test_strategies_share_initial_set_and_initial_weights(tiny_dataset, fast_trainer) -> None:
+    fa, fb = Factory(), Factory()
+    a = run(tiny_dataset, fast_trainer, Entropy(), seed=1, factory=fa)
+    b = run(tiny_dataset, fast_trainer, RandomSampling(), seed=1, factory=fb)
+    assert a.queries[0].indices.tolist() == b.queries[0].indices.tolist()
+    assert a.rounds[0].metrics == b.rounds[0].metrics  # same data, weights, training order
+    for state in fa.initial_states + fb.initial_states:  # every round restarts alike
+        for key, value in fa.initial_states[0].items():
+            assert torch.equal(state[key], value)
+    c = run(tiny_dataset, fast_trainer, Entropy(), seed=2)
+    assert c.queries[0].indices.tolist() != a.queries[0].indices.tolist()
+
+
+def test_warm_start_keeps_one_model(tiny_dataset, fast_trainer) -> None:
+    factory = Factory()
+    warm = replace(fast_trainer.conf, reinit_each_round=False)
+    trainer = type(fast_trainer)(warm, fast_trainer.preprocess, fast_trainer.device)
+    run(tiny_dataset, trainer, Entropy(), factory=factory)
+    assert len(factory.initial_states) == 1
+
+
+def test_budget_larger_than_pool_fails_before_training(tiny_dataset, fast_trainer) -> None:
+    factory = Factory()
+    big = BudgetConf(name="big", initial=100, query_size=100, rounds=5)
+    with pytest.raises(BudgetError, match="pool has only 300"):
+        run(tiny_dataset, fast_trainer, Entropy(), budget=big, factory=factory)
+    assert factory.initial_states == []
+
+
+def test_full_budget_trains_once_on_the_whole_pool(tiny_dataset, fast_trainer) -> None:
+    result = run(tiny_dataset, fast_trainer, Entropy(), budget=BudgetConf(name="full", full=True))
+    assert [r.n_labeled for r in result.rounds] == [tiny_dataset.n_pool]
+
+
+def test_a_crash_keeps_the_rounds_already_done(tiny_dataset, fast_trainer, tmp_path) -> None:
+    class Crash(Callback):
+        def on_round_end(self, result) -> None:
+            if result.round == 1:
+                raise RuntimeError("boom")
+
+    writer = RunDirWriter(tmp_path, grids=False)
+    with pytest.raises(RuntimeError, match="boom"):
+        run(tiny_dataset, fast_trainer, Entropy(), callbacks=[writer, Crash()])
+    with (tmp_path / "metrics.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["n_labeled"]) for r in rows] == [20, 30]
+    with (tmp_path / "queries.csv").open() as f:
+        assert len(list(csv.DictReader(f))) == 30
+
+
+def test_stratified_initial_set_keeps_class_shares() -> None:
+    y = np.array([0] * 60 + [1] * 30 + [2] * 10)
+    picked = stratified_sample(y, 20, np.random.default_rng(0))
+    assert np.bincount(y[picked]).tolist() == [12, 6, 2]
+    few = stratified_sample(y, 3, np.random.default_rng(0))
+    assert sorted(y[few].tolist()) == [0, 1, 2]  # every class once when k allows
