@@ -57,16 +57,31 @@ class RunDirWriter(Callback):
         files, self.new_files = self.new_files, []
         return files
 
-    def on_run_start(self, dataset: ALDataset, budget: BudgetConf) -> None:
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+    def restore(self, result: ALResult, dataset: ALDataset) -> None:
+        """Rewrite the files from a resumed run's rounds (dropping anything written later)."""
+        self._start_files()
         self._dataset = dataset
+        for record in result.queries:
+            self._queries.append(record)
+            self._append_queries(record)
+        for round_result in result.rounds:
+            self._rounds.append(round_result)
+            self._append_metrics(round_result)
+        self.new_files += [self.queries_csv, self.metrics_csv]
+
+    def on_run_start(self, dataset: ALDataset, budget: BudgetConf) -> None:
+        self._dataset = dataset
+        if not self._queries:  # a fresh run, not a restored one
+            self._start_files()
+
+    def _start_files(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
         with self.queries_csv.open("w", newline="") as f:
             csv.writer(f).writerow(QUERIES_HEADER)
         with self.metrics_csv.open("w", newline="") as f:
             csv.writer(f).writerow(METRICS_HEADER)
 
-    def on_query(self, record: QueryRecord, dataset: ALDataset) -> None:
-        self._queries.append(record)
+    def _append_queries(self, record: QueryRecord) -> None:
         with self.queries_csv.open("a", newline="") as f:
             writer = csv.writer(f)
             for idx, score, given, true in zip(record.indices, record.scores,
@@ -74,17 +89,24 @@ class RunDirWriter(Callback):
                                                strict=True):
                 writer.writerow((record.round, int(idx), _fmt(float(score)), int(given),
                                  int(true)))
+
+    def _append_metrics(self, result: RoundResult) -> None:
+        row = [result.round, result.n_labeled]
+        row += [_fmt(result.metrics[k]) for k in METRICS_HEADER[2:7]]
+        row += [_fmt(result.train_s), _fmt(result.query_s)]
+        with self.metrics_csv.open("a", newline="") as f:
+            csv.writer(f).writerow(row)
+
+    def on_query(self, record: QueryRecord, dataset: ALDataset) -> None:
+        self._queries.append(record)
+        self._append_queries(record)
         self.new_files.append(self.queries_csv)
         if self.grids:
             self.new_files.append(self._grid(record, dataset))
 
     def on_round_end(self, result: RoundResult) -> None:
         self._rounds.append(result)
-        row = [result.round, result.n_labeled]
-        row += [_fmt(result.metrics[k]) for k in METRICS_HEADER[2:7]]
-        row += [_fmt(result.train_s), _fmt(result.query_s)]
-        with self.metrics_csv.open("a", newline="") as f:
-            csv.writer(f).writerow(row)
+        self._append_metrics(result)
         self.new_files.append(self.metrics_csv)
 
     def on_run_end(self, result: ALResult) -> None:

@@ -8,6 +8,7 @@ range) run in ``__post_init__`` when :func:`to_schema` builds the objects.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -316,6 +317,9 @@ class OracleConf:
 
 
 # --------------------------------------------------------------------------- top level
+RESUME_MODES = ("auto", "true", "false")
+
+
 @dataclass
 class Config:
     """The whole run."""
@@ -329,6 +333,7 @@ class Config:
     oracle: OracleConf = field(default_factory=OracleConf)
     seed: int = 0
     progress: bool = True
+    resume: str = "auto"  # auto | true | false (see README, "When things go wrong")
 
 
 def register_configs() -> None:
@@ -359,3 +364,52 @@ def validate(cfg: DictConfig) -> None:
         if OmegaConf.get_type(node) is dict:
             continue  # an untyped group (user-supplied); instantiate will check it
         OmegaConf.to_object(node)
+    if str(cfg.resume).lower() not in RESUME_MODES:
+        raise ConfigError(f"resume must be one of {', '.join(RESUME_MODES)}, got {cfg.resume!r}")
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": "1"}``; lists keep their string form."""
+    out: dict[str, str] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten(value, prefix=f"{name}."))
+        else:
+            out[name] = str(value)
+    return out
+
+
+# --------------------------------------------------------------------------- compare (report)
+# Schema of ``python -m al_sim.compare`` (conf/compare.yaml); owned by the comparison report.
+@dataclass
+class CompareConf:
+    """The cross-run report: which runs, which metric, which target, where it goes.
+
+    The store and experiment come from the ``tracking`` group, as for runs:
+    ``tracking.experiment=...``, ``tracking.uri=...`` (or ``MLFLOW_TRACKING_URI``).
+    """
+
+    tracking: TrackingConf = MISSING
+    sweep_id: str = "latest"  # latest | all | a sweep dir as given to Hydra | its parent run id
+    metric: str = "test/accuracy"
+    reference: str = "random"
+    target_fraction: float = 0.95  # of the full-data baseline's final metric
+    target_value: float | None = None  # an absolute target; wins over target_fraction
+    alpha: float = 0.05
+    output_dir: str | None = None  # None: <sweep dir>/compare, else ./al_sim_compare/<sweep>
+    log_artifacts: bool = True
+
+    def __post_init__(self) -> None:
+        _fraction("compare", low_open=True, alpha=self.alpha)
+        _positive("compare", target_fraction=self.target_fraction)
+        if not self.metric.strip():
+            raise ConfigError("compare.metric must name a logged metric, e.g. test/accuracy")
+
+
+def register_compare_config() -> None:
+    """Register the compare schema as ``compare_schema``, with the schemas it uses (idempotent)."""
+    from hydra.core.config_store import ConfigStore
+
+    register_configs()
+    ConfigStore.instance().store(name="compare_schema", node=CompareConf)

@@ -22,6 +22,7 @@ from al_sim.models.base import ALModel
 from al_sim.oracle import Oracle
 from al_sim.pool import LabelPool
 from al_sim.strategies.base import QueryContext, Selection, Strategy
+from al_sim.strategies.typiclust import initial_typiclust
 from al_sim.training import FitReport, Trainer
 
 
@@ -98,6 +99,9 @@ class Callback:
     def on_round_end(self, result: RoundResult) -> None:
         """After a round's training and evaluation."""
 
+    def on_checkpoint(self, state: LoopState) -> None:
+        """After ``on_round_end``: the state to save to resume later."""
+
     def on_run_end(self, result: ALResult) -> None:
         """After the last round."""
 
@@ -130,6 +134,8 @@ def initial_indices(
         return np.arange(n)
     if budget.initial_selection == "random":
         return np.sort(rng.choice(n, size=budget.initial, replace=False))
+    if budget.initial_selection == "typiclust":
+        return np.sort(initial_typiclust(dataset.pool_x, budget.initial, rng))
     return stratified_sample(dataset.pool_y, budget.initial, rng)
 
 
@@ -168,8 +174,41 @@ class _TrainedModelView:
     def features(self, indices: np.ndarray) -> np.ndarray:
         return self._trainer.embed(self._model, self._images(indices))
 
+    def features_and_probs(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self._trainer.features_and_proba(self._model, self._images(indices))
+
     def mc_probs(self, indices: np.ndarray, samples: int) -> np.ndarray:
         return self._trainer.mc_proba(self._model, self._images(indices), samples, self._seed)
+
+
+@dataclass
+class LoopState:
+    """Everything needed to continue a run after its last completed round."""
+
+    round: int
+    pool: LabelPool
+    oracle: dict
+    result: ALResult
+    model_state: dict[str, torch.Tensor]
+
+
+def _select(round_: int, budget: BudgetConf, dataset: ALDataset, pool: LabelPool,
+            strategy: Strategy, trainer: Trainer, model: ALModel | None,
+            seeds: Seeds) -> Selection:
+    if round_ == 0:
+        picked = initial_indices(budget, dataset, np.random.default_rng(seeds.initial))
+        return Selection(picked, np.full(len(picked), np.nan))
+    labeled = pool.labeled_indices()
+    ctx = QueryContext(
+        model=_TrainedModelView(trainer, model, dataset.pool_x, seeds.strategy + round_),
+        unlabeled=pool.unlabeled_indices(),
+        labeled=labeled,
+        labeled_y=pool.labels_of(labeled),
+        n_classes=dataset.n_classes,
+        rng=np.random.default_rng([seeds.strategy, round_]),
+        round=round_,
+    )
+    return strategy.select(ctx, budget.query_size)
 
 
 def run_active_learning(
@@ -181,39 +220,34 @@ def run_active_learning(
     budget: BudgetConf,
     seed: int,
     callbacks: Sequence[Callback] = (),
+    resume: LoopState | None = None,
 ) -> ALResult:
-    """Run the whole AL experiment and return its result; callbacks see every step as it ends."""
+    """Run the whole AL experiment and return its result; callbacks see every step as it ends.
+
+    With ``resume``, continue after its last completed round: the outcome is
+    identical to an uninterrupted run with the same seed.
+    """
     fixed = None if dataset.initial_labeled is None else len(dataset.initial_labeled)
     sizes = plan_sizes(budget, dataset.n_pool, fixed)
     seeds = Seeds.derive(seed)
     for cb in callbacks:
         cb.on_run_start(dataset, budget)
-    pool = LabelPool(dataset.n_pool)
-    result = ALResult()
-    model: ALModel | None = None
-    for round_, expected in enumerate(sizes):
+    pool, result, model, first = LabelPool(dataset.n_pool), ALResult(), None, 0
+    if resume is not None:
+        pool, result, first = resume.pool, resume.result, resume.round + 1
+        oracle.restore(resume.oracle)
+        model = model_factory(seeds.model)
+        model.load_state_dict(resume.model_state)
+    for round_ in range(first, len(sizes)):
         start = time.perf_counter()
-        if round_ == 0:
-            picked = initial_indices(budget, dataset, np.random.default_rng(seeds.initial))
-            selection = Selection(picked, np.full(len(picked), np.nan))
-        else:
-            ctx = QueryContext(
-                model=_TrainedModelView(trainer, model, dataset.pool_x, seeds.strategy + round_),
-                unlabeled=pool.unlabeled_indices(),
-                labeled=pool.labeled_indices(),
-                labeled_y=pool.labels_of(pool.labeled_indices()),
-                n_classes=dataset.n_classes,
-                rng=np.random.default_rng([seeds.strategy, round_]),
-                round=round_,
-            )
-            selection = strategy.select(ctx, budget.query_size)
+        selection = _select(round_, budget, dataset, pool, strategy, trainer, model, seeds)
         query_s = time.perf_counter() - start
         answers = oracle.query(selection.indices)
         pool.add(selection.indices, answers, round_)
-        if pool.n_labeled != expected:
+        if pool.n_labeled != sizes[round_]:
             raise RuntimeError(
                 f"strategy {strategy.name} returned {len(selection.indices)} images in round "
-                f"{round_}; the labelled set has {pool.n_labeled} instead of {expected}"
+                f"{round_}; the labelled set has {pool.n_labeled} instead of {sizes[round_]}"
             )
         record = QueryRecord(round_, selection.indices, selection.scores, answers,
                              oracle.truth(selection.indices))
@@ -232,9 +266,12 @@ def run_active_learning(
         metrics = {f"test/{k}": v for k, v in classification_metrics(dataset.test_y, probs).items()}
         round_result = RoundResult(round_, pool.n_labeled, metrics, train_s, query_s, fit)
         result.rounds.append(round_result)
+        result.n_annotated = oracle.n_annotated
         for cb in callbacks:
             cb.on_round_end(round_result)
-    result.n_annotated = oracle.n_annotated
+        state = LoopState(round_, pool, oracle.state(), result, model.state_dict())
+        for cb in callbacks:
+            cb.on_checkpoint(state)
     for cb in callbacks:
         cb.on_run_end(result)
     return result

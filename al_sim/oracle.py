@@ -32,10 +32,11 @@ class Oracle:
         self.n_annotated += len(answers)
         return answers
 
-    def rng_state(self) -> dict:
-        """The noise generator's state (for checkpoints)."""
-        return self._rng.bit_generator.state
+    def state(self) -> dict:
+        """The annotation count and noise generator state (for checkpoints)."""
+        return {"n_annotated": self.n_annotated, "rng": self._rng.bit_generator.state}
 
-    def set_rng_state(self, state: dict) -> None:
-        """Restore the noise generator's state."""
-        self._rng.bit_generator.state = state
+    def restore(self, state: dict) -> None:
+        """Continue from a :meth:`state`."""
+        self.n_annotated = int(state["n_annotated"])
+        self._rng.bit_generator.state = state["rng"]

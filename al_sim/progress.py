@@ -54,11 +54,16 @@ class ProgressPrinter(Callback):
         self.enabled = enabled
         self.stream = stream or sys.stdout
         self._bar: tqdm | None = None
+        self._done = 0
+
+    def skip(self, rounds: int) -> None:
+        """Count ``rounds`` already done (a resumed run)."""
+        self._done = rounds
 
     def on_run_start(self, dataset: ALDataset, budget: BudgetConf) -> None:
         total = 1 if budget.full else budget.rounds + 1
-        self._bar = tqdm(total=total, desc=self.title, unit="round", disable=not self.enabled,
-                         file=sys.stderr, dynamic_ncols=True)
+        self._bar = tqdm(total=total, initial=self._done, desc=self.title, unit="round",
+                         disable=not self.enabled, file=sys.stderr, dynamic_ncols=True)
 
     def on_round_end(self, result: RoundResult) -> None:
         if self._bar is not None:

@@ -19,7 +19,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from al_sim.artifacts import RunDirWriter
-from al_sim.config import register_configs, validate
+from al_sim.checkpoint import CHECKPOINT_FILE, AlreadyFinishedError, Checkpointer, find_resumable
+from al_sim.config import flatten, register_configs, validate
 from al_sim.data.base import ALDataset
 from al_sim.data.transforms import Preprocess
 from al_sim.errors import ALSimError, ConfigError
@@ -64,10 +65,11 @@ def build_strategy(cfg: DictConfig) -> Strategy:
     return strategy
 
 
-def _tracker(cfg: DictConfig, launch_dir: Path, writer: RunDirWriter) -> Callback | None:
+def _tracker(cfg: DictConfig, launch_dir: Path, writer: RunDirWriter,
+             params: dict[str, str]) -> Callback | None:
     if not cfg.tracking.enabled:
         return None
-    from al_sim.tracking import MLflowTracker, default_uri, flatten
+    from al_sim.tracking import MLflowTracker, default_uri
 
     sweep = sweep_context()
     tags = {"strategy": _strategy_tag(cfg), "dataset": str(cfg.dataset.name),
@@ -80,7 +82,7 @@ def _tracker(cfg: DictConfig, launch_dir: Path, writer: RunDirWriter) -> Callbac
         experiment=cfg.tracking.experiment,
         run_name=run_name(cfg),
         tags=tags,
-        params=flatten(OmegaConf.to_container(cfg, resolve=True)),
+        params=params,
         writer=writer,
         artifact_location=artifact_location,
         parent_run_id=None if sweep is None else sweep.parent_run_id,
@@ -88,20 +90,47 @@ def _tracker(cfg: DictConfig, launch_dir: Path, writer: RunDirWriter) -> Callbac
     )
 
 
-def execute(cfg: DictConfig, run_dir: Path, launch_dir: Path) -> float:
-    """Run one experiment from a composed config; returns its AULC."""
+def job_threads(num_threads: int | None, parallel_jobs: int) -> int:
+    """Torch threads for one job: ``num_threads`` if set, else this job's share of the cores."""
+    if num_threads:
+        return num_threads
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = cores or 1
+    jobs = cores if parallel_jobs < 1 else parallel_jobs
+    return max(1, cores // min(jobs, cores))
+
+
+def _parallel_jobs() -> int:
+    """How many jobs the launcher runs at once (1 outside a parallel sweep)."""
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        return 1
+    return int(hydra_cfg.launcher.get("n_jobs", 1) or 1)
+
+
+def execute(cfg: DictConfig, run_dir: Path, launch_dir: Path, parallel_jobs: int = 1) -> float:
+    """Run one experiment from a composed config (or continue it); returns its AULC."""
     validate(cfg)
+    params = flatten(OmegaConf.to_container(cfg, resolve=True))
+    previous = find_resumable(run_dir, str(cfg.resume).lower(), params)
     run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / CHECKPOINT_FILE).unlink(missing_ok=True)  # a stale one must not outlive a restart
     config_yaml = run_dir / "config.yaml"
     config_yaml.write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    if cfg.trainer.num_threads:
-        torch.set_num_threads(cfg.trainer.num_threads)
+    torch.set_num_threads(job_threads(cfg.trainer.num_threads, parallel_jobs))
     writer = RunDirWriter(run_dir, grids=cfg.tracking.query_grids,
                           max_grid_images=cfg.tracking.max_grid_images, title=run_name(cfg))
     progress = ProgressPrinter(run_name(cfg), enabled=cfg.progress)
-    tracker = _tracker(cfg, launch_dir, writer)
+    checkpointer = Checkpointer(run_dir, params)
+    tracker = _tracker(cfg, launch_dir, writer, params)
     if tracker is not None:
-        tracker.start(config_yaml)
+        if previous is not None and previous.run_id:
+            checkpointer.run_id = tracker.resume(previous.run_id, config_yaml)
+        else:
+            checkpointer.run_id = tracker.start(config_yaml)
+    if previous is not None:
+        checkpointer.on_checkpoint(previous.state)  # keep it on disk until the next round
+        log.info("resuming %s after round %d", run_dir, previous.state.round)
     try:
         dataset = build_dataset(cfg)
         preprocess = Preprocess(OmegaConf.to_object(cfg.dataset.preprocess),
@@ -115,9 +144,13 @@ def execute(cfg: DictConfig, run_dir: Path, launch_dir: Path) -> float:
         def model_factory(seed: int):  # noqa: ANN202
             return build_model(cfg.model, dataset.image_shape[0], dataset.n_classes, seed)
 
-        callbacks = [writer, *([tracker] if tracker else []), progress]
+        if previous is not None:
+            writer.restore(previous.state.result, dataset)
+            progress.skip(len(previous.state.result.rounds))
+        callbacks = [writer, *([tracker] if tracker else []), progress, checkpointer]
         result = run_active_learning(dataset, model_factory, strategy, oracle, trainer,
-                                     OmegaConf.to_object(cfg.budget), cfg.seed, callbacks)
+                                     OmegaConf.to_object(cfg.budget), cfg.seed, callbacks,
+                                     resume=None if previous is None else previous.state)
     except KeyboardInterrupt:
         progress.close()
         if tracker is not None:
@@ -139,7 +172,13 @@ def main(cfg: DictConfig) -> float | None:
     launch_dir = Path(hydra.utils.get_original_cwd())
     np.set_printoptions(precision=4)
     try:
-        return execute(cfg, run_dir, launch_dir)
+        return execute(cfg, run_dir, launch_dir, _parallel_jobs())
+    except AlreadyFinishedError as exc:
+        if hydra_cfg.mode == RunMode.MULTIRUN:
+            print(f"skipped: {exc}", file=sys.stderr, flush=True)
+            return None
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        sys.exit(EXIT_USER_ERROR)
     except ALSimError as exc:
         message = f"error: {exc}"
         log.error(message)

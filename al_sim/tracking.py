@@ -35,18 +35,6 @@ def default_uri(launch_dir: Path) -> str:
     return f"sqlite:///{Path(launch_dir).resolve() / 'mlflow.db'}"
 
 
-def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
-    """``{"a": {"b": 1}}`` -> ``{"a.b": "1"}``; lists stay as their string form."""
-    out: dict[str, str] = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            out.update(flatten(value, prefix=f"{name}."))
-        else:
-            out[name] = str(value)[:PARAM_MAX_CHARS]
-    return out
-
-
 class MLflowTracker(Callback):
     """Creates the MLflow run and logs every round as it ends."""
 
@@ -66,12 +54,13 @@ class MLflowTracker(Callback):
         self.tags = dict(tags)
         if parent_run_id:
             self.tags["mlflow.parentRunId"] = parent_run_id
-        self.params = dict(params)
+        self.params = {k: v[:PARAM_MAX_CHARS] for k, v in params.items()}
         self.writer = writer
         self.artifact_location = artifact_location
         self.retries = retries
         self.client = MlflowClient(tracking_uri=uri)
         self.run_id: str | None = None
+        self._logged_steps: set[int] = set()  # rounds an interrupted attempt already logged
 
     # ------------------------------------------------------------------ plumbing
     def _call(self, what: str, fn: Callable[[], T]) -> T:
@@ -116,6 +105,17 @@ class MLflowTracker(Callback):
         self._upload([config_yaml])
         return self.run_id
 
+    def resume(self, run_id: str, config_yaml: Path) -> str:
+        """Take over the run ``run_id`` of an interrupted attempt (RUNNING, FAILED or KILLED)."""
+        run = self._call("run lookup", lambda: self.client.get_run(run_id))
+        self.run_id = run.info.run_id
+        history = self._call("metric lookup",
+                             lambda: self.client.get_metric_history(run_id, "n_labeled"))
+        self._logged_steps = {m.step for m in history}
+        self._call("run restart", lambda: self.client.update_run(run_id, status="RUNNING"))
+        self._upload([config_yaml])
+        return run_id
+
     def on_run_start(self, dataset: ALDataset, budget: BudgetConf) -> None:
         if self.run_id is None:
             raise RuntimeError("MLflowTracker.start() must run before the loop")
@@ -125,6 +125,9 @@ class MLflowTracker(Callback):
 
     def on_round_end(self, result: RoundResult) -> None:
         step, now = result.n_labeled, int(time.time() * 1000)
+        if step in self._logged_steps:  # logged before a crash, recomputed identically
+            self._upload(self.writer.take_new_files())
+            return
         values = dict(result.metrics)
         values.update({"round": result.round, "n_labeled": result.n_labeled,
                        "time/train_s": result.train_s, "time/query_s": result.query_s})
@@ -180,3 +183,133 @@ def start_parent_run(uri: str, experiment: str, artifact_location: str | None, n
 def end_run(uri: str, run_id: str, status: str = "FINISHED") -> None:
     """Mark ``run_id`` terminated with ``status``."""
     MlflowClient(tracking_uri=uri).set_terminated(run_id, status)
+
+
+# =============================================================================================
+# Reading runs back for the comparison report (al_sim.compare). Owned by the compare feature:
+# plain data out, no MLflow types leak; selection errors are ConfigError (one clear line).
+# =============================================================================================
+from dataclasses import dataclass, field  # noqa: E402
+
+from al_sim.errors import ConfigError  # noqa: E402
+
+SWEEP_ROLE = "sweep"
+LATEST, ALL = "latest", "all"
+
+
+@dataclass
+class StoredRun:
+    """A run as the report needs it: tags, params, latest metrics, per-step histories."""
+
+    run_id: str
+    name: str
+    status: str
+    start_time: int
+    tags: dict[str, str]
+    params: dict[str, str]
+    metrics: dict[str, float]
+    history: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+
+
+@dataclass
+class SweepRef:
+    """The runs a report covers: one sweep (its parent run) or a whole experiment."""
+
+    experiment: str
+    experiment_id: str
+    sweep_id: str | None  # None: every run of the experiment
+    parent_run_id: str | None
+
+
+def _same_sweep(tag: str, wanted: str) -> bool:
+    return Path(tag) == Path(wanted) or Path(tag).resolve() == Path(wanted).resolve()
+
+
+class RunReader:
+    """Finds a sweep's finished runs and the full-data baselines; logs report artifacts."""
+
+    def __init__(self, uri: str) -> None:
+        if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+            raise ConfigError(
+                f"no MLflow store at {uri}: run a sweep from this directory first "
+                "(python -m al_sim.run -m ...), or set tracking.uri=<uri of the sweep's store>"
+            )
+        self.uri = uri
+        self.client = MlflowClient(tracking_uri=uri)
+
+    def _search(self, experiment_id: str, filter_string: str = "") -> list[Any]:
+        runs: list[Any] = []
+        token = None
+        while True:
+            page = self.client.search_runs([experiment_id], filter_string, max_results=1000,
+                                           order_by=["attributes.start_time DESC"],
+                                           page_token=token)
+            runs.extend(page)
+            token = page.token
+            if not token:
+                return runs
+
+    def select(self, experiment: str, sweep_id: str) -> SweepRef:
+        """The sweep ``sweep_id`` (a sweep dir, a parent run id, ``latest`` or ``all``)."""
+        found = self.client.get_experiment_by_name(experiment)
+        if found is None or found.lifecycle_stage != "active":
+            names = sorted(e.name for e in self.client.search_experiments())
+            raise ConfigError(f"experiment {experiment!r} not found in {self.uri} (known: "
+                              f"{', '.join(names) or 'none'}); set tracking.experiment=<name>")
+        exp_id = found.experiment_id
+        if sweep_id == ALL:
+            return SweepRef(experiment, exp_id, None, None)
+        parents = self._search(exp_id, f"tags.`al_sim.role` = '{SWEEP_ROLE}'")
+        if sweep_id == LATEST:
+            if not parents:
+                raise ConfigError(f"no sweep in experiment {experiment!r} at {self.uri}: run one "
+                                  "(python -m al_sim.run -m ...) or set sweep_id=all")
+            parents = parents[:1]
+        for run in parents:
+            tag = run.data.tags.get("sweep_id", "")
+            if sweep_id in (LATEST, run.info.run_id) or _same_sweep(tag, sweep_id):
+                return SweepRef(experiment, exp_id, tag, run.info.run_id)
+        known = ", ".join(r.data.tags.get("sweep_id", r.info.run_id) for r in parents[:5])
+        raise ConfigError(f"unknown sweep_id {sweep_id!r} in experiment {experiment!r} "
+                          f"(latest sweeps: {known or 'none'}); set sweep_id=<sweep dir>, "
+                          "latest or all")
+
+    def runs(self, ref: SweepRef, keys: Iterable[str]) -> tuple[list[StoredRun], dict[str, int]]:
+        """The FINISHED runs of ``ref`` with histories of ``keys``, and a count per status."""
+        if ref.parent_run_id is not None:
+            found = self._search(ref.experiment_id,
+                                 f"tags.`mlflow.parentRunId` = '{ref.parent_run_id}'")
+        else:
+            found = [r for r in self._search(ref.experiment_id)
+                     if r.data.tags.get("al_sim.role") != SWEEP_ROLE]
+        statuses: dict[str, int] = {}
+        for run in found:
+            statuses[run.info.status] = statuses.get(run.info.status, 0) + 1
+        finished = [r for r in found if r.info.status == "FINISHED"]
+        return [self._load(r, keys) for r in finished], statuses
+
+    def baselines(self, ref: SweepRef, keys: Iterable[str]) -> list[StoredRun]:
+        """FINISHED full-data runs (tag ``strategy=full``) of the experiment."""
+        found = self._search(ref.experiment_id, "tags.strategy = 'full'")
+        return [self._load(r, keys) for r in found if r.info.status == "FINISHED"]
+
+    def _load(self, run: Any, keys: Iterable[str]) -> StoredRun:
+        history: dict[str, list[tuple[int, float]]] = {}
+        for key in keys:
+            if key not in run.data.metrics:
+                continue
+            points = sorted(self.client.get_metric_history(run.info.run_id, key),
+                            key=lambda m: (m.step, m.timestamp))
+            last = {m.step: m.value for m in points}  # a re-logged step keeps its last value
+            history[key] = sorted(last.items())
+        return StoredRun(run.info.run_id, run.info.run_name or run.info.run_id, run.info.status,
+                         run.info.start_time or 0, dict(run.data.tags), dict(run.data.params),
+                         dict(run.data.metrics), history)
+
+    def log_artifacts(self, run_id: str, folder: Path, artifact_path: str) -> None:
+        """Upload every file of ``folder`` to ``run_id`` under ``artifact_path``."""
+        try:
+            self.client.log_artifacts(run_id, str(folder), artifact_path)
+        except (MlflowException, OSError) as exc:
+            raise TrackingError(f"cannot log the report to run {run_id} at {self.uri}: "
+                                f"{str(exc).splitlines()[0]}") from exc

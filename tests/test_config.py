@@ -37,7 +37,7 @@ def test_every_config_file_composes_and_validates(group: str, option: str) -> No
 
 @pytest.mark.parametrize("option", _options("experiment"))
 def test_every_experiment_composes(option: str) -> None:
-    validate(_compose([f"+experiment={option}"]))
+    validate(_compose([f"experiment={option}"]))
 
 
 def test_defaults_match_the_design() -> None:
