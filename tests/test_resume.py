@@ -1,0 +1,108 @@
+"""Nothing lost: a SIGKILLed run resumes into the same MLflow run with identical results."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import FAST_CLI, run_cli
+
+pytestmark = pytest.mark.slow
+
+ARGS = ["budget.initial=20", "budget.query_size=10", "budget.rounds=6", "strategy=entropy",
+        "seed=1", *FAST_CLI]
+
+
+def metrics_rows(run_dir: Path) -> list[dict[str, str]]:
+    with (run_dir / "metrics.csv").open() as f:
+        return [{k: v for k, v in r.items() if not k.startswith("time/")}
+                for r in csv.DictReader(f)]
+
+
+def start_and_stop_after(args: list[str], cwd: Path, run_dir: Path, rounds: int,
+                         sig: int) -> subprocess.Popen:
+    """Start the CLI, then send ``sig`` once ``rounds`` rounds are in metrics.csv."""
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    proc = subprocess.Popen([sys.executable, "-m", "al_sim.run", *args], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    metrics = run_dir / "metrics.csv"
+    while time.monotonic() < deadline and proc.poll() is None:
+        done = metrics.exists() and len(metrics.read_text().splitlines()) > rounds
+        if done and (run_dir / "checkpoint.pt").exists():
+            proc.send_signal(sig)
+            break
+        time.sleep(0.02)
+    proc.communicate(timeout=120)
+    return proc
+
+
+def only_run(cwd: Path):
+    client = MlflowClient(tracking_uri=f"sqlite:///{cwd / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("al_sim")
+    runs = client.search_runs([exp.experiment_id])
+    assert len(runs) == 1
+    return client, runs[0]
+
+
+def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path) -> None:
+    straight = tmp_path / "straight"
+    straight.mkdir()
+    ok = run_cli([*ARGS, f"hydra.run.dir={straight / 'run'}"], straight)
+    assert ok.returncode == 0, ok.stderr
+
+    killed = tmp_path / "killed"
+    killed.mkdir()
+    run_dir = killed / "run"
+    args = [*ARGS, f"hydra.run.dir={run_dir}"]
+    proc = start_and_stop_after(args, killed, run_dir, rounds=2, sig=signal.SIGKILL)
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    client, run = only_run(killed)
+    assert run.info.status == "RUNNING"  # SIGKILL leaves it to be taken over
+
+    again = run_cli(args, killed)
+    assert again.returncode == 0, again.stderr
+    client, resumed = only_run(killed)
+    assert resumed.info.run_id == run.info.run_id and resumed.info.status == "FINISHED"
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "test/accuracy")]
+    assert sorted(steps) == [20, 30, 40, 50, 60, 70, 80]  # none twice, none missing
+    assert (run_dir / "queries.csv").read_text() == (straight / "run" / "queries.csv").read_text()
+    assert metrics_rows(run_dir) == metrics_rows(straight / "run")
+    _, reference = only_run(straight)
+    assert resumed.data.metrics["final/aulc"] == reference.data.metrics["final/aulc"]
+
+    # Finished now: the same command refuses to run it again by accident.
+    twice = run_cli(args, killed)
+    assert twice.returncode == 2 and "already finished" in twice.stderr
+    assert "resume=false" in twice.stderr
+
+
+def test_resume_with_a_different_config_is_refused(tmp_path) -> None:
+    run_dir = tmp_path / "run"
+    proc = start_and_stop_after([*ARGS, f"hydra.run.dir={run_dir}"], tmp_path, run_dir,
+                                rounds=1, sig=signal.SIGKILL)
+    assert proc.returncode == -signal.SIGKILL
+    other = run_cli([*ARGS, "strategy=margin", f"hydra.run.dir={run_dir}"], tmp_path)
+    assert other.returncode == 2
+    assert "different config" in other.stderr and "strategy.name" in other.stderr
+    fresh = run_cli([*ARGS, "strategy=margin", "resume=false", f"hydra.run.dir={run_dir}"],
+                    tmp_path)
+    assert fresh.returncode == 0, fresh.stderr
+
+
+def test_ctrl_c_marks_the_run_killed(tmp_path) -> None:
+    run_dir = tmp_path / "run"
+    proc = start_and_stop_after([*ARGS, f"hydra.run.dir={run_dir}"], tmp_path, run_dir,
+                                rounds=1, sig=signal.SIGINT)
+    assert proc.returncode == 130
+    _, run = only_run(tmp_path)
+    assert run.info.status == "KILLED"
+    assert "interrupted" in run.data.tags["error"]
