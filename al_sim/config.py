@@ -413,3 +413,25 @@ def register_compare_config() -> None:
 
     register_configs()
     ConfigStore.instance().store(name="compare_schema", node=CompareConf)
+
+
+def instantiate(node: Any, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate``, re-raising al_sim's own errors as they are.
+
+    Hydra wraps whatever a target raises; a user error from a loader must
+    still reach the CLI as one clear line.
+    """
+    import hydra
+    from hydra.errors import InstantiationException
+
+    from al_sim.errors import ALSimError
+
+    try:
+        return hydra.utils.instantiate(node, **kwargs)
+    except InstantiationException as exc:
+        cause = exc.__cause__
+        while cause is not None and not isinstance(cause, ALSimError):
+            cause = cause.__cause__
+        if cause is not None:
+            raise cause from None
+        raise

@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from al_sim.artifacts import RunDirWriter
 from al_sim.checkpoint import CHECKPOINT_FILE, AlreadyFinishedError, Checkpointer, find_resumable
-from al_sim.config import flatten, register_configs, validate
+from al_sim.config import flatten, instantiate, register_configs, validate
 from al_sim.data.base import ALDataset
 from al_sim.data.transforms import Preprocess
 from al_sim.errors import ALSimError, ConfigError
@@ -41,8 +41,7 @@ register_configs()
 
 def run_name(cfg: DictConfig) -> str:
     """``<strategy>-<dataset>-seed<seed>`` as in the MLflow contract."""
-    dataset = cfg.dataset.name
-    return f"{cfg.strategy.name}-{dataset}-seed{cfg.seed}"
+    return f"{_strategy_tag(cfg)}-{cfg.dataset.name}-seed{cfg.seed}"
 
 
 def _strategy_tag(cfg: DictConfig) -> str:
@@ -51,7 +50,7 @@ def _strategy_tag(cfg: DictConfig) -> str:
 
 def build_dataset(cfg: DictConfig) -> ALDataset:
     """The configured dataset (``cfg.dataset._target_``)."""
-    dataset = hydra.utils.instantiate(cfg.dataset, _convert_="object")
+    dataset = instantiate(cfg.dataset, _convert_="object")
     if not isinstance(dataset, ALDataset):
         raise ConfigError(f"dataset._target_={cfg.dataset._target_} did not return an ALDataset")
     return dataset
@@ -59,7 +58,7 @@ def build_dataset(cfg: DictConfig) -> ALDataset:
 
 def build_strategy(cfg: DictConfig) -> Strategy:
     """The configured query strategy (``cfg.strategy._target_``)."""
-    strategy = hydra.utils.instantiate(cfg.strategy, _convert_="all")
+    strategy = instantiate(cfg.strategy, _convert_="all")
     if not isinstance(strategy, Strategy):
         raise ConfigError(f"strategy._target_={cfg.strategy._target_} is not an al_sim Strategy")
     return strategy

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import hydra
 import torch
 from omegaconf import DictConfig
 
+from al_sim.config import instantiate
 from al_sim.errors import ConfigError
 from al_sim.models.base import ALModel
 
@@ -14,7 +14,7 @@ def build_model(model_cfg: DictConfig, in_channels: int, n_classes: int, seed: i
     """Instantiate the configured model with weights drawn from ``seed``."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = hydra.utils.instantiate(
+        model = instantiate(
             model_cfg, in_channels=in_channels, n_classes=n_classes, _convert_="all"
         )
     if not isinstance(model, ALModel):

@@ -1,0 +1,219 @@
+"""Image folders as an annotation workflow keeps them.
+
+```
+<root>/initial_labeled_images/<class_name>/*.png|jpg|jpeg|tif|tiff|bmp   initial labelled set
+<root>/unlabeled_pool_images/*                                        the pool to query
+<root>/pool_labels.csv   file,label: the answers the simulated oracle reveals
+<root>/test_images/<class_name>/*   hold-out (or dataset.test_fraction of the unlabelled pool)
+```
+Class names are the sorted folder names of ``initial_labeled_images``. Every
+image is converted to ``channels`` (L or RGB) and resized to ``image_size``
+squared with PIL. Every problem is reported by file name.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from al_sim.config import FolderDatasetConf
+from al_sim.data.base import ALDataset
+from al_sim.data.medmnist import stratified_subset
+from al_sim.errors import ConfigError, DataError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+INITIAL_DIR = "initial_labeled_images"
+POOL_DIR = "unlabeled_pool_images"
+TEST_DIR = "test_images"
+_SHOWN = 5  # names listed per problem in an error message
+
+
+def _listing(items: list[str]) -> str:
+    shown = ", ".join(items[:_SHOWN])
+    return shown + (f" and {len(items) - _SHOWN} more" if len(items) > _SHOWN else "")
+
+
+def _visible(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+
+
+def _images_in(folder: Path) -> list[Path]:
+    return [p for p in _visible(folder) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+
+
+def _rel(path: Path, root: Path) -> str:
+    return path.relative_to(root).as_posix()
+
+
+def _require_dir(path: Path, what: str) -> None:
+    if not path.is_dir():
+        raise DataError(f"{path} does not exist: {what}")
+
+
+def _class_folders(folder: Path, root: Path) -> dict[str, list[Path]]:
+    """Images per class sub-folder; DataError for images lying outside a class folder."""
+    loose = _images_in(folder)
+    if loose:
+        raise DataError(
+            f"{_rel(folder, root)}/ holds images outside class folders "
+            f"({_listing([p.name for p in loose])}); move each into "
+            f"{_rel(folder, root)}/<class_name>/"
+        )
+    return {d.name: _images_in(d) for d in _visible(folder) if d.is_dir()}
+
+
+def read_image(path: Path, size: int, channels: int) -> np.ndarray:
+    """One image as uint8 ``C x size x size`` (16-bit and float images are rescaled to 8 bit)."""
+    with Image.open(path) as img:
+        img.load()
+        if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+            arr = np.asarray(img, dtype=np.float32)
+            if img.mode == "F":
+                arr = (arr - arr.min()) / max(float(arr.max() - arr.min()), 1e-12) * 255
+            elif img.mode != "I" or arr.max() > 255:
+                arr = arr / 257.0
+            img = Image.fromarray(np.clip(arr + 0.5, 0, 255).astype(np.uint8))
+        img = img.convert("L" if channels == 1 else "RGB")
+        if img.size != (size, size):
+            img = img.resize((size, size), Image.Resampling.BILINEAR)
+        arr = np.asarray(img, dtype=np.uint8)
+    return arr[None] if channels == 1 else arr.transpose(2, 0, 1)
+
+
+def read_images(paths: list[Path], root: Path, size: int, channels: int) -> torch.Tensor:
+    """uint8 ``N x C x size x size`` of ``paths``; one DataError naming every unreadable file."""
+    out = np.empty((len(paths), channels, size, size), dtype=np.uint8)
+    bad: list[str] = []
+    for i, path in enumerate(paths):
+        try:
+            out[i] = read_image(path, size, channels)
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+            bad.append(f"{_rel(path, root)} ({type(exc).__name__}: {exc})")
+    if bad:
+        raise DataError(f"{len(bad)} image(s) cannot be read: {_listing(bad)}; "
+                        "replace or remove them")
+    return torch.from_numpy(out)
+
+
+def read_pool_labels(csv_path: Path, root: Path, pool: list[Path], classes: list[str],
+                     initial: dict[str, str]) -> np.ndarray:
+    """Class index of every ``pool`` image from the ``file,label`` CSV.
+
+    ``file`` is a name in ``unlabeled_pool_images/`` or a path relative to the
+    root; rows for initial images must agree with their folder.
+    """
+    name = _rel(csv_path, root)
+    if not csv_path.is_file():
+        raise DataError(f"{csv_path} not found: it must list every image of {POOL_DIR}/ "
+                        "as `file,label` rows (the oracle's answers); set dataset.labels_file= "
+                        "if it has another name")
+    index = {c: i for i, c in enumerate(classes)}
+    wanted = {_rel(p, root): p for p in pool}
+    found: dict[str, int] = {}
+    unknown_file, unknown_label, conflicts = [], [], []
+    with csv_path.open(newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        if reader.fieldnames is None or not {"file", "label"} <= set(reader.fieldnames):
+            raise DataError(f"{name} must start with the header `file,label`, got "
+                            f"{','.join(reader.fieldnames or [])!r}")
+        for row_no, row in enumerate(reader, start=2):
+            file, label = (row["file"] or "").strip(), (row["label"] or "").strip()
+            key = file if "/" in file else f"{POOL_DIR}/{file}"
+            key = PurePosixPath(key).as_posix()
+            if key in initial:
+                if label != initial[key]:
+                    conflicts.append(f"{file} (csv {label!r}, folder {initial[key]!r})")
+            elif key not in wanted:
+                unknown_file.append(f"{file} (line {row_no})")
+            elif label not in index:
+                unknown_label.append(f"{file}: {label!r} (line {row_no})")
+            elif found.setdefault(key, index[label]) != index[label]:
+                conflicts.append(f"{file} (two different labels)")
+    problems = []
+    if unknown_file:
+        problems.append(f"row(s) for files not in {POOL_DIR}/: {_listing(unknown_file)}")
+    if unknown_label:
+        problems.append(f"label(s) that are not a class ({', '.join(classes)}): "
+                        f"{_listing(unknown_label)}")
+    if conflicts:
+        problems.append(f"conflicting labels: {_listing(conflicts)}")
+    unlabeled = [k for k in wanted if k not in found]
+    if unlabeled:
+        problems.append(f"no row for {len(unlabeled)} pool image(s): {_listing(unlabeled)}")
+    if problems:
+        raise DataError(f"{name}: " + "; ".join(problems))
+    return np.array([found[k] for k in wanted], dtype=np.int64)
+
+
+def _test_split(conf: FolderDatasetConf, root: Path, classes: list[str], pool: list[Path],
+                pool_y: np.ndarray) -> tuple[list[Path], np.ndarray, np.ndarray]:
+    """Test images and labels, and the mask of the unlabelled pool kept in the pool."""
+    test_dir = root / TEST_DIR
+    keep = np.ones(len(pool), dtype=bool)
+    if not test_dir.is_dir():
+        if conf.test_fraction is None:
+            raise DataError(f"{test_dir} does not exist: add {TEST_DIR}/<class_name>/ images, "
+                            "or set dataset.test_fraction=0.2 to hold out part of the pool")
+        n_test = max(1, round(conf.test_fraction * len(pool)))
+        held = stratified_subset(pool_y, n_test, conf.seed)
+        keep[held] = False
+        return [pool[i] for i in held], pool_y[held], keep
+    if conf.test_fraction is not None:
+        raise ConfigError(f"{test_dir} exists and dataset.test_fraction={conf.test_fraction} is "
+                          "set: use one hold-out, so drop dataset.test_fraction or the folder")
+    per_class = _class_folders(test_dir, root)
+    strange = sorted(set(per_class) - set(classes))
+    if strange:
+        raise DataError(f"{TEST_DIR}/ has class folder(s) {', '.join(strange)} that "
+                        f"{INITIAL_DIR}/ lacks (classes: {', '.join(classes)})")
+    paths = [p for c in classes for p in per_class.get(c, [])]
+    labels = np.array([i for i, c in enumerate(classes) for _ in per_class.get(c, [])],
+                      dtype=np.int64)
+    if not paths:
+        raise DataError(f"{TEST_DIR}/ has no images ({', '.join(IMAGE_SUFFIXES)}) in its "
+                        "class folders")
+    return paths, labels, keep
+
+
+def load_folder(**cfg: object) -> ALDataset:
+    """Build a dataset from an image folder (see ``FolderDatasetConf`` and the module doc)."""
+    conf = FolderDatasetConf(**cfg)  # type: ignore[arg-type]
+    root = Path(str(conf.root)).expanduser().resolve()
+    _require_dir(root, "set dataset.root to the folder holding "
+                 f"{INITIAL_DIR}/, {POOL_DIR}/ and {conf.labels_file}")
+    _require_dir(root / INITIAL_DIR, f"put the initial labelled images in {INITIAL_DIR}/"
+                 "<class_name>/ (one folder per class)")
+    _require_dir(root / POOL_DIR, f"put the images to query in {POOL_DIR}/")
+    per_class = _class_folders(root / INITIAL_DIR, root)
+    classes = sorted(per_class)
+    if not classes or not any(per_class.values()):
+        raise DataError(f"{root / INITIAL_DIR} has no class folders with images "
+                        f"({', '.join(IMAGE_SUFFIXES)}); add {INITIAL_DIR}/<class_name>/*.png")
+    initial = [p for c in classes for p in per_class[c]]
+    initial_y = np.array([i for i, c in enumerate(classes) for _ in per_class[c]],
+                         dtype=np.int64)
+    unlabeled = _images_in(root / POOL_DIR)
+    if not unlabeled:
+        raise DataError(f"{root / POOL_DIR} has no images ({', '.join(IMAGE_SUFFIXES)}): "
+                        "the pool to query is empty")
+    unlabeled_y = read_pool_labels(root / conf.labels_file, root, unlabeled, classes,
+                                   {_rel(p, root): classes[y] for p, y in zip(initial, initial_y,
+                                                                              strict=True)})
+    test, test_y, keep = _test_split(conf, root, classes, unlabeled, unlabeled_y)
+    pool = initial + [p for p, k in zip(unlabeled, keep, strict=True) if k]
+    pool_y = np.concatenate([initial_y, unlabeled_y[keep]])
+    return ALDataset(
+        name=conf.name,
+        pool_x=read_images(pool, root, conf.image_size, conf.channels),
+        pool_y=pool_y,
+        test_x=read_images(test, root, conf.image_size, conf.channels),
+        test_y=test_y,
+        class_names=classes,
+        initial_labeled=np.arange(len(initial)),
+        pool_ids=[_rel(p, root) for p in pool],
+        extra={"source": str(root)},
+    )

@@ -1,0 +1,275 @@
+"""MedMNIST v2 (2D) from the official ``.npz`` archives: pool = train, test = test, val kept.
+
+Metadata (task, label names, channels, split sizes, MD5s, URLs) comes from the
+``medmnist`` package's ``INFO``. Images stay uint8 and are never copied whole:
+grey arrays gain a channel axis by a view, RGB arrays ``N x H x W x 3`` become
+``N x 3 x H x W`` by a view too (a channels-last tensor, the layout the trainer
+uses anyway). Archives are read with ``allow_pickle=False`` only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from al_sim.config import MedMNISTDatasetConf
+from al_sim.data.base import ALDataset
+from al_sim.errors import DataError
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+_HASH_CHUNK = 1 << 20
+
+
+def _info_table() -> dict[str, dict]:
+    from medmnist.info import INFO
+
+    return INFO
+
+
+def dataset_names() -> list[str]:
+    """Every 2D MedMNIST dataset the installed ``medmnist`` package knows."""
+    return [name for name in _info_table() if not name.endswith("3d")]
+
+
+def dataset_info(name: str) -> dict:
+    """``medmnist.INFO[name]`` for a 2D dataset; DataError naming the valid names otherwise."""
+    table = _info_table()
+    if name not in dataset_names():
+        kind = "a 3D dataset (al_sim handles 2D images only)" if name in table else "unknown"
+        raise DataError(
+            f"dataset.name={name!r} is {kind}; valid names: {', '.join(dataset_names())}"
+        )
+    return table[name]
+
+
+def file_name(name: str, size: int) -> str:
+    """The archive's name as the medmnist package stores it: ``name.npz`` or ``name_64.npz``."""
+    return f"{name}.npz" if size == 28 else f"{name}_{size}.npz"
+
+
+def _size_key(key: str, size: int) -> str:
+    return key if size == 28 else f"{key}_{size}"
+
+
+def md5sum(path: Path) -> str:
+    """MD5 of a file, read in 1 MiB chunks."""
+    digest = hashlib.md5(usedforsecurity=False)
+    with path.open("rb") as f:
+        while chunk := f.read(_HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _fetch_hint(info: dict, name: str, size: int, root: Path) -> str:
+    return (
+        f"get it with dataset.download=true (needs internet), or download "
+        f"{info[_size_key('url', size)]} into {root}, or run `python -m medmnist download "
+        f"--size={size} --root={root}` (fetches every MedMNIST dataset of that size); or point "
+        f"dataset.root= at the folder that holds {file_name(name, size)}"
+    )
+
+
+def _download(info: dict, name: str, size: int, root: Path) -> None:
+    """Fetch the archive with the package's URL and MD5 (the call ``medmnist`` itself makes)."""
+    from torchvision.datasets import utils as tv_utils
+
+    url = info[_size_key("url", size)]
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        tv_utils.download_url(url, root=str(root), filename=file_name(name, size),
+                              md5=info[_size_key("MD5", size)])
+    except Exception as exc:  # noqa: BLE001 - network, disk and HTTP errors alike
+        (root / file_name(name, size)).unlink(missing_ok=True)  # no half-written archive
+        raise DataError(
+            f"could not download {file_name(name, size)} from {url} into {root} "
+            f"({type(exc).__name__}: {exc}); download it on a machine with internet and put "
+            f"it in {root}, or point dataset.root= at a folder that holds it"
+        ) from exc
+
+
+def check_checksum(path: Path, info: dict, size: int, verify: bool) -> None:
+    """Compare the file's MD5 with the official one: a warning, or a DataError if ``verify``."""
+    expected = info.get(_size_key("MD5", size))
+    if not expected:
+        return
+    actual = md5sum(path)
+    if actual == expected:
+        return
+    if verify:
+        raise DataError(
+            f"{path}: MD5 {actual} does not match the official {expected}; re-download the "
+            "file, or set dataset.verify_checksum=false to use this copy anyway"
+        )
+    log.warning("%s: MD5 %s differs from the official %s (a re-saved copy or a damaged file); "
+                "set dataset.verify_checksum=true to refuse it", path, actual, expected)
+
+
+@dataclass
+class MedMNISTSplits:
+    """Validated arrays of one archive: uint8 images (``N x H x W [x C]``) and int64 labels."""
+
+    path: Path
+    info: dict
+    images: dict[str, np.ndarray]
+    labels: dict[str, np.ndarray]
+
+    @property
+    def class_names(self) -> list[str]:
+        """Label names in label order."""
+        labels = self.info["label"]
+        return [labels[str(i)] for i in range(len(labels))]
+
+
+def _read_array(archive: np.lib.npyio.NpzFile, key: str, path: Path) -> np.ndarray:
+    try:
+        return archive[key]
+    except ValueError as exc:
+        if "pickle" in str(exc):
+            raise DataError(
+                f"{path}: array {key!r} holds pickled Python objects; al_sim never loads pickles "
+                "(allow_pickle=False): save the images and labels as plain integer arrays"
+            ) from exc
+        raise DataError(f"{path}: array {key!r} cannot be read ({exc}); re-download the file") \
+            from exc
+    except (OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise DataError(f"{path}: array {key!r} is damaged ({exc}); re-download the file") from exc
+
+
+def _check_images(x: np.ndarray, key: str, path: Path, info: dict, size: int) -> np.ndarray:
+    channels = info["n_channels"]
+    if x.ndim == 4 and x.shape[-1] == 1 and channels == 1:
+        x = x[..., 0]
+    expected = (size, size) if channels == 1 else (size, size, channels)
+    if x.dtype != np.uint8 or x.shape[1:] != expected:
+        raise DataError(
+            f"{path}: {key!r} must be uint8 N x {' x '.join(map(str, expected))} "
+            f"(size {size}, {channels} channel(s)), got {x.dtype} {x.shape}; is dataset.size "
+            "right and is the file an official MedMNIST archive?"
+        )
+    return x
+
+
+def _check_labels(y: np.ndarray, key: str, path: Path, n_images: int, n_classes: int
+                  ) -> np.ndarray:
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1 or len(y) != n_images or not np.issubdtype(y.dtype, np.integer):
+        raise DataError(
+            f"{path}: {key!r} must be {n_images} integer class labels (N or N x 1), "
+            f"got {y.dtype} {y.shape}"
+        )
+    if len(y) and (y.min() < 0 or y.max() >= n_classes):
+        raise DataError(
+            f"{path}: {key!r} has labels in [{y.min()}, {y.max()}] but the dataset has "
+            f"{n_classes} classes (0..{n_classes - 1})"
+        )
+    return y.astype(np.int64)
+
+
+def read_medmnist(name: str, size: int = 28, root: str | Path = "~/.medmnist",
+                  verify_checksum: bool = False, download: bool = False) -> MedMNISTSplits:
+    """Open, check and read every split of one MedMNIST archive (DataError on any problem)."""
+    info = dataset_info(name)
+    if "multi-label" in info["task"]:
+        raise DataError(
+            f"dataset.name={name} is a multi-label task ({info['task']}: each image may carry "
+            "several findings); al_sim simulates single-label classification only, so pick "
+            "another dataset"
+        )
+    root = Path(root).expanduser().resolve()
+    path = root / file_name(name, size)
+    if download and not path.exists():
+        _download(info, name, size, root)
+    if not path.is_file():
+        where = f"in {root}" if root.is_dir() else f"(the folder {root} does not exist)"
+        raise DataError(f"MedMNIST file {path.name} not found {where}; "
+                        + _fetch_hint(info, name, size, root))
+    check_checksum(path, info, size, verify_checksum)
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise DataError(f"{path} is not a readable .npz archive ({exc}); re-download it") from exc
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise DataError(f"{path} holds a single array, not an .npz archive of splits; "
+                        "re-download the official file")
+    n_classes = len(info["label"])
+    images: dict[str, np.ndarray] = {}
+    labels: dict[str, np.ndarray] = {}
+    with archive:
+        wanted = [f"{s}_{k}" for s in SPLITS for k in ("images", "labels")]
+        missing = [k for k in wanted if k not in archive.files]
+        if missing:
+            raise DataError(
+                f"{path} lacks the array(s) {', '.join(missing)} (it has: "
+                f"{', '.join(archive.files) or 'none'}); a MedMNIST archive holds "
+                f"{', '.join(wanted)}"
+            )
+        for split in SPLITS:
+            x = _check_images(_read_array(archive, f"{split}_images", path), f"{split}_images",
+                              path, info, size)
+            labels[split] = _check_labels(_read_array(archive, f"{split}_labels", path),
+                                          f"{split}_labels", path, len(x), n_classes)
+            images[split] = x
+    counts = {s: len(labels[s]) for s in SPLITS}
+    if counts != info["n_samples"]:
+        log.warning("%s: split sizes %s differ from the official %s", path, counts,
+                    info["n_samples"])
+    return MedMNISTSplits(path, info, images, labels)
+
+
+def stratified_subset(y: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """Sorted indices of ``k`` items in the class shares of ``y`` (each class >= 1 if k allows)."""
+    if k >= len(y):
+        return np.arange(len(y))
+    rng = np.random.default_rng(seed)
+    classes, counts = np.unique(y, return_counts=True)
+    quota = counts / counts.sum() * k
+    take = np.floor(quota).astype(int)
+    if k >= len(classes):
+        take = np.maximum(take, 1)
+    while take.sum() > k:  # trim the classes most above their quota (never below 1)
+        take[np.argmax(np.where(take > 1, take - quota, -np.inf))] -= 1
+    while take.sum() < k:  # top up the classes most below their quota
+        take[np.argmax(np.where(take < counts, quota - take, -np.inf))] += 1
+    picked = [rng.choice(np.flatnonzero(y == c), size=t, replace=False)
+              for c, t in zip(classes, take, strict=True)]
+    return np.sort(np.concatenate(picked))
+
+
+def to_tensor(images: np.ndarray) -> torch.Tensor:
+    """uint8 ``N x C x H x W`` view of ``N x H x W`` or ``N x H x W x C`` images (no copy)."""
+    x = torch.from_numpy(images)
+    return x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)
+
+
+def load_medmnist(**cfg: object) -> ALDataset:
+    """Build a MedMNIST dataset from its config fields (see ``MedMNISTDatasetConf``)."""
+    conf = MedMNISTDatasetConf(**cfg)  # type: ignore[arg-type]
+    data = read_medmnist(conf.name, conf.size, conf.root, conf.verify_checksum, conf.download)
+    pool_x, pool_y = data.images["train"], data.labels["train"]
+    keep = np.arange(len(pool_y))
+    if conf.max_pool is not None and conf.max_pool < len(pool_y):
+        keep = stratified_subset(pool_y, conf.max_pool, conf.seed)
+        pool_x, pool_y = pool_x[keep], pool_y[keep]
+    if data.info["task"] == "ordinal-regression":
+        log.info("%s: ordinal grades are used as %d classes", conf.name, len(data.class_names))
+    return ALDataset(
+        name=conf.name,
+        pool_x=to_tensor(pool_x),
+        pool_y=pool_y,
+        test_x=to_tensor(data.images["test"]),
+        test_y=data.labels["test"],
+        class_names=data.class_names,
+        val_x=to_tensor(data.images["val"]),
+        val_y=data.labels["val"],
+        pool_ids=[f"train_{i:06d}" for i in keep],
+        extra={"source": str(data.path), "task": data.info["task"]},
+    )
