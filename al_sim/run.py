@@ -15,8 +15,10 @@ import hydra
 import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from al_sim.artifacts import RunDirWriter
 from al_sim.checkpoint import CHECKPOINT_FILE, AlreadyFinishedError, Checkpointer, find_resumable
@@ -191,6 +193,21 @@ def main(cfg: DictConfig) -> float | None:
         sys.exit(EXIT_INTERRUPTED)
 
 
+def cli() -> None:
+    """``python -m al_sim.run``: Hydra's errors and OS errors as one ``error:`` message."""
+    os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # let them reach us instead of a trace
+    try:
+        main()
+    except (HydraException, OmegaConfBaseException) as exc:
+        cause = f"\n{exc.__cause__}" if exc.__cause__ and str(exc.__cause__) not in str(exc) else ""
+        print(f"error: {exc}{cause}", file=sys.stderr, flush=True)
+        sys.exit(EXIT_USER_ERROR)
+    except OSError as exc:
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"error: {exc.strerror or exc}{where}; check that the path exists and is writable "
+              "(hydra.run.dir / hydra.sweep.dir for output dirs)", file=sys.stderr, flush=True)
+        sys.exit(EXIT_USER_ERROR)
+
+
 if __name__ == "__main__":
-    os.environ.setdefault("HYDRA_FULL_ERROR", "0")
-    main()
+    cli()

@@ -7,10 +7,12 @@ one ``log_batch`` call per round, artifacts uploaded as they are written.
 from __future__ import annotations
 
 import logging
+import socket
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlparse
 
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
@@ -33,6 +35,23 @@ _TRANSIENT = ("database is locked", "connection", "timed out", "temporarily", "5
 def default_uri(launch_dir: Path) -> str:
     """``sqlite:///<launch_dir>/mlflow.db`` (absolute, so every job of a sweep shares it)."""
     return f"sqlite:///{Path(launch_dir).resolve() / 'mlflow.db'}"
+
+
+def check_reachable(uri: str, timeout: float = 5.0) -> None:
+    """Fail fast, with the fix, when an http(s) tracking server does not answer."""
+    parsed = urlparse(uri)
+    if parsed.scheme not in ("http", "https"):
+        return
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parsed.hostname, port), timeout=timeout):
+            pass
+    except OSError as exc:
+        raise TrackingError(
+            f"cannot reach the MLflow server at {uri} ({exc.strerror or exc}); start it "
+            f"(mlflow server --host 127.0.0.1 --port {port}), fix tracking.uri, or set "
+            "tracking.enabled=false"
+        ) from exc
 
 
 class MLflowTracker(Callback):
@@ -73,7 +92,7 @@ class MLflowTracker(Callback):
                 text = str(exc).lower()
                 if attempt == self.retries or not any(t in text for t in _TRANSIENT):
                     raise TrackingError(
-                        f"MLflow {what} failed at {self.uri}: {str(exc).splitlines()[0]}; "
+                        f"MLflow {what} failed at {self.uri}: {str(exc).splitlines()[0][:300]}; "
                         "check tracking.uri (or MLFLOW_TRACKING_URI) or set tracking.enabled=false"
                     ) from exc
                 log.warning("MLflow %s: %s; retrying in %.1fs", what, text[:120], delay)
@@ -92,6 +111,7 @@ class MLflowTracker(Callback):
     # ------------------------------------------------------------------ lifecycle
     def start(self, config_yaml: Path) -> str:
         """Create the run, log params, tags and the resolved config; return the run id."""
+        check_reachable(self.uri)
         exp_id = self._call("experiment lookup", lambda: _experiment_id(
             self.client, self.experiment, self.artifact_location))
         run = self._call("run creation", lambda: self.client.create_run(
@@ -107,6 +127,7 @@ class MLflowTracker(Callback):
 
     def resume(self, run_id: str, config_yaml: Path) -> str:
         """Take over the run ``run_id`` of an interrupted attempt (RUNNING, FAILED or KILLED)."""
+        check_reachable(self.uri)
         run = self._call("run lookup", lambda: self.client.get_run(run_id))
         self.run_id = run.info.run_id
         history = self._call("metric lookup",
@@ -172,6 +193,7 @@ def _experiment_id(client: MlflowClient, name: str, artifact_location: str | Non
 def start_parent_run(uri: str, experiment: str, artifact_location: str | None, name: str,
                      tags: Mapping[str, str]) -> str:
     """Create a sweep's parent run and return its id."""
+    check_reachable(uri)
     client = MlflowClient(tracking_uri=uri)
     try:
         exp_id = _experiment_id(client, experiment, artifact_location)

@@ -1,0 +1,180 @@
+"""Bad input through the real CLI: a non-zero exit, one clear message, no run passed off as done.
+
+Each case builds its bad input in a temp dir, runs ``python -m al_sim.run``
+and checks: exit status 2; exactly one ``error:`` message naming the field or
+file (and how to fix it); no traceback; the MLflow run FAILED or never
+created.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+from PIL import Image
+
+from tests.conftest import FAST_CLI, run_cli
+
+pytestmark = pytest.mark.slow
+
+
+def medmnist_npz(path: Path, train=None, test=None, n_classes: int = 2, **extra) -> None:
+    """A small archive in the official layout (pneumoniamnist-like), optionally altered."""
+    rng = np.random.default_rng(0)
+
+    def images(n: int) -> np.ndarray:
+        return rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+
+    def labels(n: int) -> np.ndarray:
+        return (np.arange(n) % n_classes).astype(np.uint8).reshape(-1, 1)
+
+    arrays = {"train_images": images(60), "train_labels": labels(60),
+              "val_images": images(20), "val_labels": labels(20),
+              "test_images": images(30), "test_labels": labels(30)}
+    arrays.update(train or {})
+    arrays.update(test or {})
+    arrays.update(extra)
+    np.savez(path, **arrays)
+
+
+def folder_layout(root: Path, pool_labels: list[tuple[str, str]] | None = None,
+                  broken: str | None = None) -> Path:
+    """A valid folder dataset (classes a/b) unless told otherwise."""
+    rng = np.random.default_rng(0)
+
+    def save(path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (28, 28), dtype=np.uint8)).save(path)
+
+    for cls in ("a", "b"):
+        for i in range(4):
+            save(root / "initial_labeled_images" / cls / f"{cls}{i}.png")
+            save(root / "test_images" / cls / f"t{cls}{i}.png")
+    rows = pool_labels or [(f"p{i}.png", "ab"[i % 2]) for i in range(30)]
+    for name, _ in rows:
+        if not name.startswith("ghost"):  # a CSV row whose image does not exist
+            save(root / "unlabeled_pool_images" / name)
+    if broken:
+        (root / "unlabeled_pool_images" / broken).write_bytes(b"not an image")
+    with (root / "pool_labels.csv").open("w", newline="") as f:
+        csv.writer(f).writerows([("file", "label"), *rows])
+    return root
+
+
+def _pickled(tmp: Path) -> list[str]:
+    path = tmp / "pneumoniamnist.npz"
+    medmnist_npz(path)
+    buf = io.BytesIO()
+    np.save(buf, np.array([{"evil": 1}] * 60, dtype=object), allow_pickle=True)
+    with zipfile.ZipFile(path, "a") as zf:  # replace train_labels by a pickled object array
+        data = {n: zf.read(n) for n in zf.namelist() if n != "train_labels.npy"}
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, blob in data.items():
+            zf.writestr(name, blob)
+        zf.writestr("train_labels.npy", buf.getvalue())
+    return _medmnist_args(tmp)
+
+
+def _medmnist_args(tmp: Path) -> list[str]:
+    return ["dataset=medmnist", f"dataset.root={tmp}", "budget=tiny"]
+
+
+def _corrupt(tmp: Path) -> list[str]:
+    (tmp / "pneumoniamnist.npz").write_bytes(b"PK\x03\x04 this is not really a zip")
+    return _medmnist_args(tmp)
+
+
+def _wrong_keys(tmp: Path) -> list[str]:
+    np.savez(tmp / "pneumoniamnist.npz", x=np.zeros((3, 28, 28), np.uint8))
+    return _medmnist_args(tmp)
+
+
+def _mixed_channels(tmp: Path) -> list[str]:
+    rgb = np.zeros((30, 28, 28, 3), dtype=np.uint8)
+    medmnist_npz(tmp / "pneumoniamnist.npz", test={"test_images": rgb})
+    return _medmnist_args(tmp)
+
+
+def _test_class_missing(tmp: Path) -> list[str]:
+    medmnist_npz(tmp / "pneumoniamnist.npz",
+                 train={"train_labels": np.zeros((60, 1), np.uint8)})
+    return _medmnist_args(tmp)
+
+
+def _folder(tmp: Path, **kwargs) -> list[str]:
+    return ["dataset=folder", f"dataset.root={folder_layout(tmp / 'data', **kwargs)}",
+            "budget.query_size=5", "budget.rounds=1"]
+
+
+def _unwritable(tmp: Path) -> list[str]:
+    (tmp / "a_file").write_text("x")
+    return ["budget=tiny", f"hydra.run.dir={tmp / 'a_file' / 'run'}"]
+
+
+# name -> (build args in tmp, words the error line must contain, whether a run may exist)
+CASES: dict[str, tuple[Callable[[Path], list[str]], list[str], bool]] = {
+    "unknown strategy": (lambda t: ["strategy=smartest"], ["strategy/smartest", "entropy"],
+                         False),
+    "unknown dataset": (lambda t: ["dataset=imagenet"], ["dataset/imagenet", "synthetic"],
+                        False),
+    "unknown model": (lambda t: ["model=vit"], ["model/vit", "simple_cnn"], False),
+    "budget larger than pool": (lambda t: ["budget.initial=390", "budget.rounds=3"],
+                                ["pool has only 400", "budget.rounds"], True),
+    "zero query size": (lambda t: ["budget.query_size=0"], ["budget.query_size", "> 0"], False),
+    "negative initial": (lambda t: ["budget.initial=-3"], ["budget.initial", "> 0"], False),
+    "ill-typed value": (lambda t: ["budget.rounds=ten"], ["budget.rounds", "ten"], False),
+    "missing dataset file": (_medmnist_args, ["pneumoniamnist.npz", "dataset.root"], True),
+    "corrupt npz": (_corrupt, ["pneumoniamnist.npz", "re-download"], True),
+    "npz with wrong keys": (_wrong_keys, ["train_images"], True),
+    "pickled npz": (_pickled, ["train_labels"], True),
+    "mixed channel counts": (_mixed_channels, ["test"], True),
+    "test class missing from training": (_test_class_missing, ["never occur in the pool"],
+                                         True),
+    "unreadable image": (lambda t: _folder(t, broken="p3.png"), ["p3.png"], True),
+    "labels csv with unknown file": (
+        lambda t: _folder(t, pool_labels=[*[(f"p{i}.png", "ab"[i % 2]) for i in range(20)],
+                                          ("ghost.png", "a")]), ["ghost.png"], True),
+    "labels csv with unknown class": (
+        lambda t: _folder(t, pool_labels=[*[(f"p{i}.png", "ab"[i % 2]) for i in range(20)],
+                                          ("p20.png", "zebra")]), ["zebra"], True),
+    "unwritable output dir": (_unwritable, ["a_file", "hydra.run.dir"], False),
+    "unreachable tracking server": (lambda t: ["tracking.uri=http://127.0.0.1:9"],
+                                    ["127.0.0.1:9", "tracking.uri"], False),
+    "cuda without a GPU": (lambda t: ["trainer.device=cuda"], ["trainer.device"], True),
+    "bad resume mode": (lambda t: ["resume=maybe"], ["resume"], False),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input_fails_clearly(case: str, tmp_path: Path) -> None:
+    build, words, run_may_exist = CASES[case]
+    data = tmp_path / "data_in"
+    data.mkdir()
+    args = build(data)
+    fast = [a for a in FAST_CLI if not a.startswith("dataset.")
+            or not any(x.startswith("dataset=") for x in args)]
+    proc = run_cli([*args, *fast], tmp_path, timeout=180)
+    assert proc.returncode == 2, f"exit {proc.returncode}\n{proc.stderr[-2000:]}"
+    assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, proc.stderr[-2000:]
+    message = proc.stderr[proc.stderr.index("error:"):]
+    for word in words:
+        assert word in message, f"{word!r} not in: {message}"
+    db = tmp_path / "mlflow.db"
+    if not db.exists():
+        return
+    client = MlflowClient(tracking_uri=f"sqlite:///{db}")
+    exp = client.get_experiment_by_name("al_sim")
+    runs = client.search_runs([exp.experiment_id]) if exp else []
+    assert run_may_exist or not runs
+    for run in runs:
+        assert run.info.status == "FAILED"
+        assert run.data.tags.get("error")
+        assert "final/aulc" not in run.data.metrics
