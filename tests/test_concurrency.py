@@ -1,0 +1,78 @@
+"""Parallel jobs share one store without losing anything: sqlite file and a local mlflow server."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import FAST_CLI, run_cli
+
+pytestmark = pytest.mark.slow
+
+SWEEP = ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=4",
+         "strategy=random,entropy", "seed=0,1", "budget=tiny",
+         *[a for a in FAST_CLI if a != "trainer.num_threads=1"]]
+METRICS = ("test/accuracy", "test/f1_macro", "test/balanced_accuracy", "test/auroc",
+           "test/loss", "round", "n_labeled", "time/train_s", "time/query_s")
+
+
+def count_everything(uri: str) -> None:
+    """Every job FINISHED under one parent, with every metric at every step."""
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("al_sim")
+    runs = client.search_runs([exp.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("al_sim.role") == "sweep"]
+    children = [r for r in runs if r not in parents]
+    assert len(parents) == 1 and len(children) == 4
+    for run in children:
+        assert run.info.status == "FINISHED"
+        assert run.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
+        for name in METRICS:
+            steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, name))
+            assert steps == [20, 30, 40], (run.info.run_name, name, steps)
+        assert "final/aulc" in run.data.metrics
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_four_parallel_jobs_on_one_sqlite_store(tmp_path: Path) -> None:
+    proc = run_cli(SWEEP, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "database is locked" not in proc.stderr
+    count_everything(f"sqlite:///{tmp_path / 'mlflow.db'}")
+
+
+def test_four_parallel_jobs_against_a_local_mlflow_server(tmp_path: Path) -> None:
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+         "--default-artifact-root", (tmp_path / "server_artifacts").as_uri(), "--workers", "1"],
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("mlflow server did not start")
+        proc = run_cli([*SWEEP, f"tracking.uri={uri}"], tmp_path)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        count_everything(uri)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
