@@ -21,7 +21,7 @@ from al_sim.plots import learning_curve, query_grid
 QUERIES_HEADER = ("round", "pool_index", "score", "oracle_label", "true_label")
 METRICS_HEADER = ("round", "n_labeled", "test/accuracy", "test/f1_macro",
                   "test/balanced_accuracy", "test/auroc", "test/loss", "time/train_s",
-                  "time/query_s")
+                  "time/query_s", "time/eval_s")
 
 
 def _fmt(value: float) -> str:
@@ -93,7 +93,7 @@ class RunDirWriter(Callback):
     def _append_metrics(self, result: RoundResult) -> None:
         row = [result.round, result.n_labeled]
         row += [_fmt(result.metrics[k]) for k in METRICS_HEADER[2:7]]
-        row += [_fmt(result.train_s), _fmt(result.query_s)]
+        row += [_fmt(result.train_s), _fmt(result.query_s), _fmt(result.eval_s)]
         with self.metrics_csv.open("a", newline="") as f:
             csv.writer(f).writerow(row)
 

@@ -70,7 +70,8 @@ def _encode(state: LoopState, run_id: str | None, finished: bool,
                      "oracle_labels": t(q.oracle_labels), "true_labels": t(q.true_labels)}
                     for q in state.result.queries],
         "rounds": [{"round": r.round, "n_labeled": r.n_labeled, "metrics": dict(r.metrics),
-                    "train_s": r.train_s, "query_s": r.query_s, "fit": asdict(r.fit)}
+                    "train_s": r.train_s, "query_s": r.query_s, "eval_s": r.eval_s,
+                    "fit": asdict(r.fit)}
                    for r in state.result.rounds],
         "n_annotated": state.result.n_annotated,
         "model": {k: v.detach().cpu() for k, v in state.model_state.items()},
@@ -80,7 +81,8 @@ def _encode(state: LoopState, run_id: str | None, finished: bool,
 def _decode(data: dict[str, Any]) -> Checkpoint:
     result = ALResult(
         rounds=[RoundResult(r["round"], r["n_labeled"], r["metrics"], r["train_s"],
-                            r["query_s"], FitReport(**r["fit"])) for r in data["rounds"]],
+                            r["query_s"], FitReport(**r["fit"]), r["eval_s"])
+                for r in data["rounds"]],
         queries=[QueryRecord(q["round"], q["indices"].numpy(), q["scores"].numpy(),
                              q["oracle_labels"].numpy(), q["true_labels"].numpy())
                  for q in data["queries"]],

@@ -68,6 +68,7 @@ class RoundResult:
     train_s: float
     query_s: float
     fit: FitReport
+    eval_s: float = 0.0
 
 
 @dataclass
@@ -262,9 +263,11 @@ def run_active_learning(
         fit = trainer.fit(model, dataset.pool_x[torch.from_numpy(labeled)],
                           pool.labels_of(labeled), dataset.n_classes, seeds.train + round_)
         train_s = time.perf_counter() - start
+        start = time.perf_counter()
         probs = trainer.predict_proba(model, dataset.test_x)
+        eval_s = time.perf_counter() - start
         metrics = {f"test/{k}": v for k, v in classification_metrics(dataset.test_y, probs).items()}
-        round_result = RoundResult(round_, pool.n_labeled, metrics, train_s, query_s, fit)
+        round_result = RoundResult(round_, pool.n_labeled, metrics, train_s, query_s, fit, eval_s)
         result.rounds.append(round_result)
         result.n_annotated = oracle.n_annotated
         for cb in callbacks:

@@ -165,6 +165,17 @@ class Trainer:
         """Penultimate embeddings ``N x D`` in eval mode."""
         return self._map(model, x, model.features)
 
+    def features_and_proba(self, model: ALModel, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """Embeddings ``N x D`` and softmax probabilities ``N x C`` from one eval-mode pass."""
+
+        def both(xb: torch.Tensor) -> torch.Tensor:
+            z = model.features(xb)
+            return torch.cat([z, torch.softmax(model.head(z), dim=1)], dim=1)
+
+        out = self._map(model, x, both)
+        dim = out.shape[1] - model.n_classes
+        return np.ascontiguousarray(out[:, :dim]), np.ascontiguousarray(out[:, dim:])
+
     def mc_proba(self, model: ALModel, x: torch.Tensor, samples: int, seed: int) -> np.ndarray:
         """MC-dropout probabilities ``N x T x C``: the trunk once, the dropout head T times."""
 

@@ -20,6 +20,10 @@ class ModelView(Protocol):
         """Penultimate embeddings ``N x D``."""
         ...
 
+    def features_and_probs(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``features`` and ``probs`` from one pass over the model."""
+        ...
+
     def mc_probs(self, indices: np.ndarray, samples: int) -> np.ndarray:
         """MC-dropout probabilities ``N x T x C``."""
         ...
