@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,20 +76,26 @@ class SweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        sweep_id = str(sweep_dir)
-        parent_id = None
+        shutil.rmtree(sweep_dir / FAILED_DIR, ignore_errors=True)  # failures of an earlier try
+        sweep_file = sweep_dir / SWEEP_FILE
+        earlier = json.loads(sweep_file.read_text()) if sweep_file.exists() else {}
+        sweep_id = earlier.get("sweep_id", str(sweep_dir))
+        parent_id = earlier.get("parent_run_id")
         if config.tracking.enabled:
-            from al_sim.tracking import default_uri, start_parent_run
+            from al_sim.tracking import default_uri, restart_run, start_parent_run
 
             launch_dir = Path(os.getcwd())
             uri = config.tracking.uri or default_uri(launch_dir)
-            artifacts = config.tracking.artifact_location or (launch_dir / "mlartifacts").as_uri()
-            parent_id = start_parent_run(uri, config.tracking.experiment, artifacts,
-                                         name=f"sweep {sweep_id}",
-                                         tags={"sweep_id": sweep_id, "al_sim.role": "sweep"})
+            if parent_id:  # a re-run of this sweep dir: its jobs stay under the same parent
+                restart_run(uri, parent_id)
+            else:
+                artifacts = (config.tracking.artifact_location
+                             or (launch_dir / "mlartifacts").as_uri())
+                parent_id = start_parent_run(uri, config.tracking.experiment, artifacts,
+                                             name=f"sweep {sweep_id}",
+                                             tags={"sweep_id": sweep_id, "al_sim.role": "sweep"})
             self._parent = (uri, parent_id)
-        (sweep_dir / SWEEP_FILE).write_text(
-            json.dumps({"sweep_id": sweep_id, "parent_run_id": parent_id}))
+        sweep_file.write_text(json.dumps({"sweep_id": sweep_id, "parent_run_id": parent_id}))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         failed_dir = Path(config.hydra.sweep.dir) / FAILED_DIR

@@ -202,6 +202,12 @@ def start_parent_run(uri: str, experiment: str, artifact_location: str | None, n
         raise TrackingError(f"cannot create the sweep's MLflow run at {uri}: {exc}") from exc
 
 
+def restart_run(uri: str, run_id: str) -> None:
+    """Mark ``run_id`` RUNNING again (a sweep re-run into its old directory)."""
+    check_reachable(uri)
+    MlflowClient(tracking_uri=uri).update_run(run_id, status="RUNNING")
+
+
 def end_run(uri: str, run_id: str, status: str = "FINISHED") -> None:
     """Mark ``run_id`` terminated with ``status``."""
     MlflowClient(tracking_uri=uri).set_terminated(run_id, status)

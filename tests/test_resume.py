@@ -106,3 +106,21 @@ def test_ctrl_c_marks_the_run_killed(tmp_path) -> None:
     _, run = only_run(tmp_path)
     assert run.info.status == "KILLED"
     assert "interrupted" in run.data.tags["error"]
+
+
+def test_sweep_rerun_skips_finished_jobs_and_keeps_one_parent(tmp_path) -> None:
+    sweep_dir = tmp_path / "sweep"
+    base = ["-m", "seed=0", "budget=tiny", *FAST_CLI, f"hydra.sweep.dir={sweep_dir}"]
+    first = run_cli([*base, "strategy=random,entropy"], tmp_path)
+    assert first.returncode == 0, first.stderr
+    again = run_cli([*base, "strategy=random,entropy,margin"], tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert again.stderr.count("skipped: ") == 2 and "already finished" in again.stderr
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("al_sim").experiment_id])
+    parents = [r for r in runs if r.data.tags.get("al_sim.role") == "sweep"]
+    children = [r for r in runs if r not in parents]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert sorted(r.data.tags["strategy"] for r in children) == ["entropy", "margin", "random"]
+    assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
+    assert all(r.info.status == "FINISHED" for r in children)
