@@ -270,6 +270,7 @@ class TrainerConf:
     class_weighted_loss: bool = False
     early_stopping_patience: int | None = None
     early_stopping_fraction: float = 0.2
+    early_stopping_source: str = "labeled"  # labeled (a held-out slice) | val (the val split)
     device: str = "cpu"  # cpu | cuda | auto
     num_threads: int | None = None
     channels_last: bool = True
@@ -285,6 +286,9 @@ class TrainerConf:
             raise ConfigError(
                 f"trainer.lr_schedule must be cosine or constant, got {self.lr_schedule!r}"
             )
+        if self.early_stopping_source not in ("labeled", "val"):
+            raise ConfigError("trainer.early_stopping_source must be labeled or val, "
+                              f"got {self.early_stopping_source!r}")
         if self.device not in ("cpu", "cuda", "auto"):
             raise ConfigError(f"trainer.device must be cpu, cuda or auto, got {self.device!r}")
         if self.num_threads is not None:

@@ -16,7 +16,7 @@ import torch
 
 from al_sim.config import BudgetConf
 from al_sim.data.base import ALDataset
-from al_sim.errors import BudgetError
+from al_sim.errors import BudgetError, ConfigError
 from al_sim.metrics import aulc, classification_metrics
 from al_sim.models.base import ALModel
 from al_sim.oracle import Oracle
@@ -231,6 +231,12 @@ def run_active_learning(
     fixed = None if dataset.initial_labeled is None else len(dataset.initial_labeled)
     sizes = plan_sizes(budget, dataset.n_pool, fixed)
     seeds = Seeds.derive(seed)
+    val = None
+    if trainer.conf.early_stopping_source == "val":
+        if dataset.val_x is None or dataset.val_y is None:
+            raise ConfigError(f"trainer.early_stopping_source=val but {dataset.name} has no "
+                              "validation split; use trainer.early_stopping_source=labeled")
+        val = (dataset.val_x, dataset.val_y)
     for cb in callbacks:
         cb.on_run_start(dataset, budget)
     pool, result, model, first = LabelPool(dataset.n_pool), ALResult(), None, 0
@@ -261,7 +267,7 @@ def run_active_learning(
             model = model_factory(seeds.model)
         labeled = pool.labeled_indices()
         fit = trainer.fit(model, dataset.pool_x[torch.from_numpy(labeled)],
-                          pool.labels_of(labeled), dataset.n_classes, seeds.train + round_)
+                          pool.labels_of(labeled), dataset.n_classes, seeds.train + round_, val)
         train_s = time.perf_counter() - start
         start = time.perf_counter()
         probs = trainer.predict_proba(model, dataset.test_x)

@@ -51,13 +51,23 @@ class Trainer:
 
     # ------------------------------------------------------------------ training
     def fit(
-        self, model: ALModel, x: torch.Tensor, y: np.ndarray, n_classes: int, seed: int
+        self, model: ALModel, x: torch.Tensor, y: np.ndarray, n_classes: int, seed: int,
+        val: tuple[torch.Tensor, np.ndarray] | None = None,
     ) -> FitReport:
-        """Train ``model`` in place on uint8 images ``x`` and labels ``y``."""
+        """Train ``model`` in place on uint8 images ``x`` and labels ``y``.
+
+        With early stopping on, the best epoch is chosen on ``val`` when given,
+        else on a held-out slice of the labelled set.
+        """
         conf = self.conf
         gen = torch.Generator().manual_seed(seed)
         labels = torch.as_tensor(y, dtype=torch.long)
-        train_idx, val_idx = self._split(len(labels), gen)
+        if val is not None and conf.early_stopping_patience is not None:
+            train_idx, val_x, val_y = torch.arange(len(labels)), val[0], torch.as_tensor(val[1])
+        else:
+            train_idx, val_idx = self._split(len(labels), gen)
+            val_x = None if val_idx is None else x[val_idx]
+            val_y = None if val_idx is None else labels[val_idx]
         model.to(self.device, memory_format=self._memory_format)
         optimiser = torch.optim.AdamW(model.parameters(), lr=conf.lr,
                                       weight_decay=conf.weight_decay)
@@ -88,9 +98,9 @@ class Trainer:
                     steps += 1
                     loss_sum += float(loss.detach()) * len(batch)
                     seen += len(batch)
-                if val_idx is None:
+                if val_x is None:
                     continue
-                val_loss = self._loss(model, x[val_idx], labels[val_idx], weight)
+                val_loss = self._loss(model, val_x, val_y, weight)
                 if val_loss < best[0]:
                     best = (val_loss, copy.deepcopy(model.state_dict()), epoch)
                 elif epoch - best[2] >= (conf.early_stopping_patience or 0):
@@ -98,7 +108,7 @@ class Trainer:
         if best[1] is not None:
             model.load_state_dict(best[1])
         return FitReport(epochs=epoch, steps=steps, train_loss=loss_sum / max(seen, 1),
-                         val_loss=None if val_idx is None else best[0])
+                         val_loss=None if val_x is None else best[0])
 
     def _split(self, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
         order = torch.randperm(n, generator=gen)

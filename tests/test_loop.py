@@ -11,7 +11,7 @@ import torch
 
 from al_sim.artifacts import RunDirWriter
 from al_sim.config import BudgetConf
-from al_sim.errors import BudgetError
+from al_sim.errors import BudgetError, ConfigError
 from al_sim.loop import Callback, run_active_learning, stratified_sample
 from al_sim.models.simple_cnn import SimpleCNN
 from al_sim.oracle import Oracle
@@ -134,3 +134,23 @@ def test_stratified_initial_set_keeps_class_shares() -> None:
     assert np.bincount(y[picked]).tolist() == [12, 6, 2]
     few = stratified_sample(y, 3, np.random.default_rng(0))
     assert sorted(y[few].tolist()) == [0, 1, 2]  # every class once when k allows
+
+
+def test_early_stopping_on_the_val_split(tiny_dataset, fast_trainer) -> None:
+    conf = replace(fast_trainer.conf, early_stopping_patience=1, epochs=6,
+                   early_stopping_source="val")
+    trainer = type(fast_trainer)(conf, fast_trainer.preprocess, fast_trainer.device)
+    with pytest.raises(ConfigError, match="no validation split"):
+        run(tiny_dataset, trainer, Entropy())
+    with_val = replace(tiny_dataset, val_x=tiny_dataset.test_x[:50],
+                       val_y=tiny_dataset.test_y[:50])
+    result = run(with_val, trainer, Entropy())
+    for r in result.rounds:
+        assert r.fit.val_loss is not None and r.fit.epochs <= 6
+
+
+def test_early_stopping_on_a_held_out_slice(tiny_dataset, fast_trainer) -> None:
+    conf = replace(fast_trainer.conf, early_stopping_patience=2, epochs=5)
+    trainer = type(fast_trainer)(conf, fast_trainer.preprocess, fast_trainer.device)
+    report = run(tiny_dataset, trainer, Entropy()).rounds[-1].fit
+    assert report.val_loss is not None
