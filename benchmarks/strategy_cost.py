@@ -1,0 +1,147 @@
+"""Cost of the advanced strategies on one SimpleCNN and one pool of synthetic 28x28 images.
+
+Prints, from one run: a deterministic pool pass vs BALD with T MC samples
+(target <= 1.5x), core-set and BADGE selection on growing pools (target:
+linear growth), and peak memory (tracemalloc for numpy, ru_maxrss for the process).
+
+    .venv/bin/python benchmarks/strategy_cost.py [--sizes 10000 30000 100000] [--k 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import time
+import tracemalloc
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from threadpoolctl import threadpool_limits
+
+from al_sim.config import PreprocessConf, TrainerConf
+from al_sim.data.synthetic import load_synthetic
+from al_sim.data.transforms import Preprocess
+from al_sim.loop import _TrainedModelView
+from al_sim.models.simple_cnn import SimpleCNN
+from al_sim.strategies.base import QueryContext, Selection, Strategy
+from al_sim.strategies.bayesian import BALD
+from al_sim.strategies.diversity import BADGE, CoreSet
+from al_sim.training import Trainer
+
+MB = 2**20
+
+
+class CachedView:
+    """Serves one pass's embeddings and probabilities, so selection is timed on its own."""
+
+    def __init__(self, features: np.ndarray, probs: np.ndarray) -> None:
+        self._features, self._probs = features, probs
+
+    def probs(self, indices: np.ndarray) -> np.ndarray:
+        return self._probs[indices]
+
+    def features(self, indices: np.ndarray) -> np.ndarray:
+        return self._features[indices]
+
+    def features_and_probs(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self._features[indices], self._probs[indices]
+
+    def mc_probs(self, indices: np.ndarray, samples: int) -> np.ndarray:
+        raise NotImplementedError("not needed by core-set or BADGE")
+
+
+def timed(fn: Callable[[], object]) -> tuple[float, object]:
+    """Seconds one call of ``fn`` took, and its result."""
+    start = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - start, out
+
+
+def traced(fn: Callable[[], Selection], repeats: int) -> tuple[float, float]:
+    """Best seconds of ``repeats`` calls of ``fn``, and the peak traced (numpy) MiB of the first."""
+    tracemalloc.start()
+    try:
+        _, first = timed(fn)
+        peak = tracemalloc.get_traced_memory()[1] / MB
+    finally:
+        tracemalloc.stop()
+    seconds = min(timed(fn)[0] for _ in range(repeats))
+    np.testing.assert_array_equal(first.indices, fn().indices)  # type: ignore[attr-defined]
+    return seconds, peak
+
+
+def context(view: object, n: int, n_labeled: int, seed: int = 0) -> QueryContext:
+    """The first ``n_labeled`` of ``n`` pool images labelled, the rest unlabelled."""
+    return QueryContext(model=view, unlabeled=np.arange(n_labeled, n),  # type: ignore[arg-type]
+                        labeled=np.arange(n_labeled), labeled_y=np.zeros(n_labeled, np.int64),
+                        n_classes=3, rng=np.random.default_rng(seed))
+
+
+def main() -> None:
+    """Run the measurements and print them as markdown tables."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 30_000, 100_000])
+    parser.add_argument("--k", type=int, default=100, help="images selected per query")
+    parser.add_argument("--labeled", type=int, default=100, help="labelled images (core-set)")
+    parser.add_argument("--mc-samples", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=5, help="timings: best of")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch and BLAS threads (1: least noise on a shared 2-core machine)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    threadpool_limits(args.threads)  # numpy's BLAS too: idle BLAS threads spin on a busy machine
+    torch.manual_seed(0)
+    model = SimpleCNN(1, 3)
+    trainer = Trainer(TrainerConf(epochs=5, min_steps=100),
+                      Preprocess(PreprocessConf(), channels=1), torch.device("cpu"))
+    data = load_synthetic(n_pool=max(args.sizes), n_test=10)
+    pool = data.pool_x
+    t_fit, _ = timed(lambda: trainer.fit(model, pool[:1000], data.pool_y[:1000], 3, seed=0))
+    print(f"SimpleCNN (widths 16/32/64, D={model.embedding_dim}, C=3) fitted on 1,000 labelled "
+          f"images ({t_fit:.0f} s); pool: synthetic 28x28 images; CPU, torch+BLAS "
+          f"threads={args.threads}; k={args.k}, labelled={args.labeled}\n")
+
+    n0 = min(args.sizes)
+    view = _TrainedModelView(trainer, model, pool[:n0], seed=0)
+    bald: Strategy = BALD(mc_samples=args.mc_samples)
+    passes, balds = [], []
+    for _ in range(args.repeats):  # interleaved so both see the same machine load
+        passes.append(timed(lambda: view.probs(np.arange(n0)))[0])
+        balds.append(timed(lambda: bald.select(context(view, n0, 0), args.k))[0])
+    t_pass, t_bald = min(passes), min(balds)
+    print(f"## Pass vs BALD on {n0:,} images (best of {args.repeats})\n")
+    print("| measurement | seconds | ratio to one pass |\n| --- | ---: | ---: |")
+    print(f"| deterministic pass (predict_proba) | {t_pass:.2f} | 1.00 |")
+    print(f"| BALD T={args.mc_samples} (mc_probs + score + top-k) | {t_bald:.2f} "
+          f"| {t_bald / t_pass:.2f} |\n")
+
+    rows = []
+    for n in args.sizes:
+        t_fp, (feats, probs) = timed(lambda n=n: trainer.features_and_proba(model, pool[:n]))
+        cached = CachedView(feats, probs)
+        selections = [lambda s=strategy, c=cached, n=n: s.select(context(c, n, args.labeled),
+                                                                 args.k)
+                      for strategy in (CoreSet(), BADGE())]
+        (t_core, m_core), (t_badge, m_badge) = (traced(f, args.repeats) for f in selections)
+        full_g = n * probs.shape[1] * feats.shape[1] * 4 / MB
+        rows.append((n, t_fp, t_core, m_core, t_badge, m_badge, feats.nbytes / MB, full_g))
+    print("## Core-set and BADGE selection (after one features_and_proba pass)\n")
+    print("| pool | pass s | core-set s | core-set peak MiB | BADGE s | BADGE peak MiB "
+          "| embeddings MiB | N x C*D float32 MiB (never built) |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for n, t_fp, t_core, m_core, t_badge, m_badge, emb, full_g in rows:
+        print(f"| {n:,} | {t_fp:.2f} | {t_core:.3f} | {m_core:.1f} | {t_badge:.3f} "
+              f"| {m_badge:.1f} | {emb:.1f} | {full_g:.1f} |")
+    first = rows[0]
+    print(f"\nGrowth relative to {first[0]:,} images (linear = the pool ratio):\n")
+    print("| pool | pool ratio | pass | core-set | BADGE |\n| ---: | ---: | ---: | ---: | ---: |")
+    for row in rows:
+        print(f"| {row[0]:,} | {row[0] / first[0]:.0f}x | {row[1] / first[1]:.1f}x "
+              f"| {row[2] / first[2]:.1f}x | {row[4] / first[4]:.1f}x |")
+    print(f"\nProcess peak RSS (ru_maxrss): "
+          f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()
