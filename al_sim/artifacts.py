@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import math
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +39,9 @@ class RunDirWriter(Callback):
         self.max_grid_images = max_grid_images
         self.title = title
         self.new_files: list[Path] = []  # written since the last take_new_files()
+        # Query grids render on one background thread, off the training path.
+        self._renderer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="al_sim-plots")
+        self._pending: list[Future[Path]] = []
         self._rounds: list[RoundResult] = []
         self._queries: list[QueryRecord] = []
         self._dataset: ALDataset | None = None
@@ -54,7 +58,9 @@ class RunDirWriter(Callback):
 
     def take_new_files(self) -> list[Path]:
         """Files written since the last call (and forget them)."""
-        files, self.new_files = self.new_files, []
+        done = [f for f in self._pending if f.done()]
+        self._pending = [f for f in self._pending if not f.done()]
+        files, self.new_files = self.new_files + [f.result() for f in done], []
         return files
 
     def restore(self, result: ALResult, dataset: ALDataset) -> None:
@@ -102,7 +108,7 @@ class RunDirWriter(Callback):
         self._append_queries(record)
         self.new_files.append(self.queries_csv)
         if self.grids:
-            self.new_files.append(self._grid(record, dataset))
+            self._pending.append(self._renderer.submit(self._grid, record, dataset))
 
     def on_round_end(self, result: RoundResult) -> None:
         self._rounds.append(result)
@@ -115,6 +121,9 @@ class RunDirWriter(Callback):
     def finish(self) -> list[Path]:
         """Write ``labeled_set.csv`` and ``learning_curve.png`` from the rounds done so far."""
         files = [self.queries_csv, self.metrics_csv]
+        for future in self._pending:  # wait for the grids still rendering
+            files.append(future.result())
+        self._pending = []
         if self._queries and self._dataset is not None:
             files.append(self._labeled_set(self._queries, self._dataset))
         if self._rounds:

@@ -262,7 +262,7 @@ class TrainerConf:
     epochs: int = 20
     min_steps: int = 100
     batch_size: int = 64
-    eval_batch_size: int = 1024
+    eval_batch_size: int = 64
     lr: float = 1e-3
     weight_decay: float = 1e-4
     lr_schedule: str = "cosine"  # cosine | constant

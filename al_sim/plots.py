@@ -9,15 +9,16 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 
 
 def learning_curve(
     n_labeled: Sequence[int], curves: dict[str, Sequence[float]], path: Path, title: str = ""
 ) -> Path:
     """Plot each metric in ``curves`` against the labelled count and save a PNG."""
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
+    fig = Figure(figsize=(6, 4), dpi=110)
+    ax = fig.add_subplot()
     for name, values in curves.items():
         ax.plot(n_labeled, values, marker="o", markersize=3, label=name)
     ax.set_xlabel("labelled images")
@@ -28,7 +29,6 @@ def learning_curve(
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
-    plt.close(fig)
     return path
 
 
@@ -38,24 +38,31 @@ def query_grid(
     path: Path,
     title: str = "",
 ) -> Path:
-    """Save a grid of uint8 images ``N x C x H x W`` with one caption each."""
-    n = len(images)
+    """Save a grid of uint8 images ``N x C x H x W`` with one caption each.
+
+    The tiles go into one mosaic drawn on a single axes: one image artist
+    instead of one axes per tile keeps this cheap enough to run every round.
+    """
+    n, c, h, w = images.shape
     cols = min(8, max(n, 1))
     rows = max(1, math.ceil(n / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(1.4 * cols, 1.55 * rows + 0.4), dpi=100,
-                             squeeze=False)
-    for ax in axes.ravel():
-        ax.axis("off")
-    for ax, img, caption in zip(axes.ravel(), images, captions, strict=False):
-        if img.shape[0] == 1:
-            ax.imshow(img[0], cmap="gray", vmin=0, vmax=255)
-        else:
-            ax.imshow(np.transpose(img, (1, 2, 0)))
-        ax.set_title(caption, fontsize=6)
+    pad, band = max(2, h // 14), max(8, h // 2)  # gap between tiles, caption band under each
+    mosaic = np.full((rows * (h + pad + band), cols * (w + pad), c), 255, dtype=np.uint8)
+    for i, img in enumerate(images):
+        r, q = divmod(i, cols)
+        y, x = r * (h + pad + band), q * (w + pad)
+        mosaic[y : y + h, x : x + w] = np.transpose(img, (1, 2, 0))
+    fig = Figure(figsize=(1.3 * cols, 1.45 * rows + 0.35), dpi=90)
+    ax = fig.add_axes((0, 0, 1, 0.94 if title else 1))
+    ax.imshow(mosaic[..., 0] if c == 1 else mosaic, cmap="gray" if c == 1 else None,
+              vmin=0, vmax=255, interpolation="nearest")
+    ax.axis("off")
+    for i, caption in enumerate(captions[:n]):
+        r, q = divmod(i, cols)
+        ax.text(q * (w + pad) + w / 2, r * (h + pad + band) + h + 1, caption, fontsize=5.5,
+                ha="center", va="top")
     if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+        fig.suptitle(title, fontsize=8)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
-    plt.close(fig)
     return path

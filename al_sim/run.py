@@ -19,6 +19,7 @@ from hydra.errors import HydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
+from threadpoolctl import threadpool_limits
 
 from al_sim.artifacts import RunDirWriter
 from al_sim.checkpoint import CHECKPOINT_FILE, AlreadyFinishedError, Checkpointer, find_resumable
@@ -118,7 +119,9 @@ def execute(cfg: DictConfig, run_dir: Path, launch_dir: Path, parallel_jobs: int
     (run_dir / CHECKPOINT_FILE).unlink(missing_ok=True)  # a stale one must not outlive a restart
     config_yaml = run_dir / "config.yaml"
     config_yaml.write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    torch.set_num_threads(job_threads(cfg.trainer.num_threads, parallel_jobs))
+    threads = job_threads(cfg.trainer.num_threads, parallel_jobs)
+    torch.set_num_threads(threads)
+    threadpool_limits(limits=threads)  # numpy/BLAS too (core-set, BADGE, metrics)
     writer = RunDirWriter(run_dir, grids=cfg.tracking.query_grids,
                           max_grid_images=cfg.tracking.max_grid_images, title=run_name(cfg))
     progress = ProgressPrinter(run_name(cfg), enabled=cfg.progress)

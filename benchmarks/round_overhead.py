@@ -1,0 +1,80 @@
+"""Round overhead: the share of a default run's wall time outside training and model passes.
+
+Runs ``python -m al_sim.run`` in-process on the default config (MLflow to a
+fresh sqlite store in a temp dir), times every callback (run-dir files,
+plots, MLflow logging, checkpoints, progress) and the dataset build, and
+prints where the time went. Target: overhead under 5% of the run.
+
+    python benchmarks/round_overhead.py [overrides ...]   # e.g. budget=tiny
+"""
+
+from __future__ import annotations
+
+import csv
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+
+from al_sim import run as run_module
+from al_sim.artifacts import RunDirWriter
+from al_sim.checkpoint import Checkpointer
+from al_sim.config import register_configs
+from al_sim.progress import ProgressPrinter
+from al_sim.tracking import MLflowTracker
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+SPENT: dict[str, float] = defaultdict(float)
+
+
+def timed(owner: type, method: str, label: str) -> None:
+    """Wrap ``owner.method`` so its wall time adds to ``SPENT[label]``."""
+    original = getattr(owner, method)
+
+    def wrapper(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        start = time.perf_counter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            SPENT[label] += time.perf_counter() - start
+
+    setattr(owner, method, wrapper)
+
+
+def main() -> None:
+    overrides = sys.argv[1:]
+    for cls, label in ((RunDirWriter, "run-dir files + plots"), (MLflowTracker, "MLflow logging"),
+                       (Checkpointer, "checkpoints"), (ProgressPrinter, "progress/summary")):
+        for method in ("__init__", "on_run_start", "on_query", "on_round_end", "on_checkpoint",
+                       "on_run_end", "start", "restore"):
+            if method in vars(cls):
+                timed(cls, method, label)
+    timed(run_module, "build_dataset", "dataset build")
+    register_configs()
+    with tempfile.TemporaryDirectory() as tmp, \
+            initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=["progress=false", *overrides])
+        launch = Path(tmp)
+        run_dir = launch / "run"
+        start = time.perf_counter()
+        run_module.execute(cfg, run_dir, launch)
+        wall = time.perf_counter() - start
+        with (run_dir / "metrics.csv").open() as f:
+            rows = list(csv.DictReader(f))
+    core = {name: sum(float(r[f"time/{key}"]) for r in rows)
+            for name, key in (("training", "train_s"), ("pool scoring + selection", "query_s"),
+                              ("test evaluation", "eval_s"))}
+    print(f"default run ({len(rows)} rounds{', ' + ' '.join(overrides) if overrides else ''}): "
+          f"{wall:.1f} s wall")
+    for name, value in {**core, **SPENT}.items():
+        print(f"  {name:<28}{value:8.2f} s  {100 * value / wall:5.1f}%")
+    overhead = wall - sum(core.values())
+    print(f"overhead outside training, pool scoring and evaluation: {overhead:.2f} s = "
+          f"{100 * overhead / wall:.1f}% of the run (target < 5%)")
+
+
+if __name__ == "__main__":
+    main()

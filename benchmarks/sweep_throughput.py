@@ -1,0 +1,58 @@
+"""Sweep throughput: the same 8-job sweep with Hydra's basic launcher and with joblib.
+
+Runs ``python -m al_sim.run -m strategy=random,entropy,margin,least_confidence
+seed=0,1`` twice in fresh temp dirs (each with its own sqlite store): once
+with the basic launcher (one job after another, all cores each) and once with
+``hydra/launcher=joblib hydra.launcher.n_jobs=2`` (each job gets its share of
+the cores as torch threads). Prints both wall times and the speed-up, and
+checks every child run FINISHED with every step.
+
+    python benchmarks/sweep_throughput.py [extra overrides ...]
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+
+SWEEP = ["-m", "strategy=random,entropy,margin,least_confidence", "seed=0,1",
+         "budget.rounds=4", "progress=false"]
+
+
+def sweep(launcher: list[str], extra: list[str]) -> tuple[float, int, int]:
+    """Wall time, FINISHED child runs and logged accuracy points of one sweep."""
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "al_sim.run", *SWEEP, *launcher, *extra],
+                       cwd=tmp, env=env, check=True, capture_output=True)
+        wall = time.perf_counter() - start
+        client = MlflowClient(tracking_uri=f"sqlite:///{Path(tmp) / 'mlflow.db'}")
+        exp = client.get_experiment_by_name("al_sim")
+        runs = [r for r in client.search_runs([exp.experiment_id])
+                if r.data.tags.get("al_sim.role") != "sweep"]
+        finished = sum(r.info.status == "FINISHED" for r in runs)
+        points = sum(len(client.get_metric_history(r.info.run_id, "test/accuracy"))
+                     for r in runs)
+        return wall, finished, points
+
+
+def main() -> None:
+    extra = sys.argv[1:]
+    basic = sweep([], extra)
+    joblib = sweep(["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], extra)
+    cores = len(os.sched_getaffinity(0))
+    print(f"8-job sweep on {cores} cores ({' '.join(SWEEP[1:] + extra)})")
+    for name, (wall, finished, points) in (("basic", basic), ("joblib n_jobs=2", joblib)):
+        print(f"  {name:<16} {wall:7.1f} s   {finished}/8 runs FINISHED, {points} accuracy points")
+    print(f"speed-up joblib vs basic: {basic[0] / joblib[0]:.2f}x (target >= 1.6x)")
+
+
+if __name__ == "__main__":
+    main()
