@@ -92,7 +92,17 @@ def k_center_greedy(pool: np.ndarray, labeled: np.ndarray, k: int,
     return picked, scores
 
 
-class CoreSet(Strategy):
+class _ChunkedStrategy(Strategy):
+    """A strategy that processes the pool ``chunk_size`` rows at a time."""
+
+    def __init__(self, name: str | None = None, chunk_size: int = 8192) -> None:
+        super().__init__(name)
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        self.chunk_size = chunk_size
+
+
+class CoreSet(_ChunkedStrategy):
     """Core-set (Sener & Savarese 2018): k-center greedy on embeddings of labelled + pool images.
 
     Cost: one trunk pass over labelled + pool images; memory O(N x d); time
@@ -100,12 +110,6 @@ class CoreSet(Strategy):
     """
 
     name = "coreset"
-
-    def __init__(self, name: str | None = None, chunk_size: int = 8192) -> None:
-        super().__init__(name)
-        if chunk_size < 1:
-            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-        self.chunk_size = chunk_size
 
     def select(self, ctx: QueryContext, k: int) -> Selection:
         check_budget(k, len(ctx.unlabeled))
@@ -169,7 +173,7 @@ def kmeanspp_outer(a: np.ndarray, z: np.ndarray, k: int, rng: np.random.Generato
     return picked, scores
 
 
-class BADGE(Strategy):
+class BADGE(_ChunkedStrategy):
     """BADGE (Ash et al. 2020): k-means++ seeding on last-layer gradient embeddings.
 
     Cost: one pass over the pool giving embeddings and probabilities; memory
@@ -177,12 +181,6 @@ class BADGE(Strategy):
     """
 
     name = "badge"
-
-    def __init__(self, name: str | None = None, chunk_size: int = 8192) -> None:
-        super().__init__(name)
-        if chunk_size < 1:
-            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-        self.chunk_size = chunk_size
 
     def select(self, ctx: QueryContext, k: int) -> Selection:
         check_budget(k, len(ctx.unlabeled))
