@@ -24,31 +24,12 @@ from al_sim.data.synthetic import load_synthetic
 from al_sim.data.transforms import Preprocess
 from al_sim.loop import _TrainedModelView
 from al_sim.models.simple_cnn import SimpleCNN
-from al_sim.strategies.base import QueryContext, Selection, Strategy
+from al_sim.strategies.base import ArrayModelView, QueryContext, Selection, Strategy
 from al_sim.strategies.bayesian import BALD
 from al_sim.strategies.diversity import BADGE, CoreSet
 from al_sim.training import Trainer
 
 MB = 2**20
-
-
-class CachedView:
-    """Serves one pass's embeddings and probabilities, so selection is timed on its own."""
-
-    def __init__(self, features: np.ndarray, probs: np.ndarray) -> None:
-        self._features, self._probs = features, probs
-
-    def probs(self, indices: np.ndarray) -> np.ndarray:
-        return self._probs[indices]
-
-    def features(self, indices: np.ndarray) -> np.ndarray:
-        return self._features[indices]
-
-    def features_and_probs(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return self._features[indices], self._probs[indices]
-
-    def mc_probs(self, indices: np.ndarray, samples: int) -> np.ndarray:
-        raise NotImplementedError("not needed by core-set or BADGE")
 
 
 def timed(fn: Callable[[], object]) -> tuple[float, object]:
@@ -119,7 +100,7 @@ def main() -> None:
     rows = []
     for n in args.sizes:
         t_fp, (feats, probs) = timed(lambda n=n: trainer.features_and_proba(model, pool[:n]))
-        cached = CachedView(feats, probs)
+        cached = ArrayModelView(probs=probs, features=feats)
         selections = [lambda s=strategy, c=cached, n=n: s.select(context(c, n, args.labeled),
                                                                  args.k)
                       for strategy in (CoreSet(), BADGE())]

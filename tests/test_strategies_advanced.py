@@ -17,7 +17,7 @@ from al_sim.loop import initial_indices, run_active_learning
 from al_sim.models.simple_cnn import SimpleCNN
 from al_sim.oracle import Oracle
 from al_sim.run import build_strategy
-from al_sim.strategies.base import QueryContext
+from al_sim.strategies.base import ArrayModelView, QueryContext
 from al_sim.strategies.bayesian import BALD, bald_score
 from al_sim.strategies.diversity import (
     BADGE,
@@ -33,25 +33,16 @@ from al_sim.strategies.typiclust import TypiClust, pixel_embedding, typiclust_se
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
-class ArrayView:
-    """A ModelView over fixed per-pool-image arrays; records the MC sample counts asked for."""
+class ArrayView(ArrayModelView):
+    """An ArrayModelView that records the MC sample counts asked for."""
 
     def __init__(self, probs: np.ndarray, features: np.ndarray, mc: np.ndarray) -> None:
-        self._probs, self._features, self._mc = probs, features, mc
+        super().__init__(probs, features, mc)
         self.mc_asked: list[int] = []
-
-    def probs(self, indices: np.ndarray) -> np.ndarray:
-        return self._probs[indices]
-
-    def features(self, indices: np.ndarray) -> np.ndarray:
-        return self._features[indices]
-
-    def features_and_probs(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return self._features[indices], self._probs[indices]
 
     def mc_probs(self, indices: np.ndarray, samples: int) -> np.ndarray:
         self.mc_asked.append(samples)
-        return self._mc[indices]
+        return super().mc_probs(indices, samples)
 
 
 def context(view: ArrayView, n: int, labeled: list[int] | np.ndarray, seed: int = 0,

@@ -90,3 +90,33 @@ class ScoringStrategy(Strategy):
         scores = self.score(ctx.model.probs(ctx.unlabeled))
         picked = top_k(scores, k)
         return Selection(ctx.unlabeled[picked], scores[picked])
+
+
+class ArrayModelView:
+    """A ModelView over fixed per-pool-image arrays: run any strategy without a model.
+
+    Useful to test a strategy on hand-made arrays, or to time selection
+    separately from the model pass. An array left out raises if asked for.
+    """
+
+    def __init__(self, probs: np.ndarray | None = None, features: np.ndarray | None = None,
+                 mc: np.ndarray | None = None) -> None:
+        self._probs, self._features, self._mc = probs, features, mc
+
+    @staticmethod
+    def _take(array: np.ndarray | None, what: str, indices: np.ndarray) -> np.ndarray:
+        if array is None:
+            raise ValueError(f"this ArrayModelView holds no {what}")
+        return array[indices]
+
+    def probs(self, indices: np.ndarray) -> np.ndarray:
+        return self._take(self._probs, "probabilities", indices)
+
+    def features(self, indices: np.ndarray) -> np.ndarray:
+        return self._take(self._features, "features", indices)
+
+    def features_and_probs(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self.features(indices), self.probs(indices)
+
+    def mc_probs(self, indices: np.ndarray, samples: int) -> np.ndarray:
+        return self._take(self._mc, "MC samples", indices)
