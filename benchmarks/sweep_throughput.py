@@ -1,7 +1,7 @@
 """Sweep throughput: the same 8-job sweep with Hydra's basic launcher and with joblib.
 
 Runs ``python -m al_sim.run -m strategy=random,entropy,margin,least_confidence
-seed=0,1`` twice in fresh temp dirs (each with its own sqlite store): once
+seed=0,1`` (default budget) twice in fresh temp dirs (each with its own sqlite store): once
 with the basic launcher (one job after another, all cores each) and once with
 ``hydra/launcher=joblib hydra.launcher.n_jobs=2`` (each job gets its share of
 the cores as torch threads). Prints both wall times and the speed-up, and
@@ -21,8 +21,7 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-SWEEP = ["-m", "strategy=random,entropy,margin,least_confidence", "seed=0,1",
-         "budget.rounds=4", "progress=false"]
+SWEEP = ["-m", "strategy=random,entropy,margin,least_confidence", "seed=0,1", "progress=false"]
 
 
 def sweep(launcher: list[str], extra: list[str]) -> tuple[float, int, int]:
