@@ -116,7 +116,8 @@ def execute(cfg: DictConfig, run_dir: Path, launch_dir: Path, parallel_jobs: int
     params = flatten(OmegaConf.to_container(cfg, resolve=True))
     previous = find_resumable(run_dir, str(cfg.resume).lower(), params)
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / CHECKPOINT_FILE).unlink(missing_ok=True)  # a stale one must not outlive a restart
+    if previous is None:  # a stale checkpoint must not outlive a restart
+        (run_dir / CHECKPOINT_FILE).unlink(missing_ok=True)
     config_yaml = run_dir / "config.yaml"
     config_yaml.write_text(OmegaConf.to_yaml(cfg, resolve=True))
     threads = job_threads(cfg.trainer.num_threads, parallel_jobs)
@@ -133,7 +134,7 @@ def execute(cfg: DictConfig, run_dir: Path, launch_dir: Path, parallel_jobs: int
         else:
             checkpointer.run_id = tracker.start(config_yaml)
     if previous is not None:
-        checkpointer.on_checkpoint(previous.state)  # keep it on disk until the next round
+        checkpointer.on_checkpoint(previous.state)  # now carrying this attempt's run id
         log.info("resuming %s after round %d", run_dir, previous.state.round)
     try:
         dataset = build_dataset(cfg)
