@@ -82,7 +82,7 @@ class SweepCallback(Callback):
         sweep_id = earlier.get("sweep_id", str(sweep_dir))
         parent_id = earlier.get("parent_run_id")
         if config.tracking.enabled:
-            from al_sim.tracking import default_uri, restart_run, start_parent_run
+            from al_sim.tracking import SWEEP_ROLE, default_uri, restart_run, start_parent_run
 
             launch_dir = Path(os.getcwd())
             uri = config.tracking.uri or default_uri(launch_dir)
@@ -93,7 +93,7 @@ class SweepCallback(Callback):
                              or (launch_dir / "mlartifacts").as_uri())
                 parent_id = start_parent_run(uri, config.tracking.experiment, artifacts,
                                              name=f"sweep {sweep_id}",
-                                             tags={"sweep_id": sweep_id, "al_sim.role": "sweep"})
+                                             tags={"sweep_id": sweep_id, "al_sim.role": SWEEP_ROLE})
             self._parent = (uri, parent_id)
         sweep_file.write_text(json.dumps({"sweep_id": sweep_id, "parent_run_id": parent_id}))
 
