@@ -19,3 +19,7 @@ class DataError(ALSimError):
 
 class TrackingError(ALSimError):
     """The tracking store cannot be reached or written."""
+
+
+class AlreadyFinishedError(ALSimError):
+    """The run directory holds a finished run."""

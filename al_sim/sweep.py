@@ -21,6 +21,14 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from al_sim.contract import (
+    ROLE_TAG,
+    SWEEP_ID_TAG,
+    SWEEP_ROLE,
+    default_artifact_location,
+    tracking_uri,
+)
+
 log = logging.getLogger("al_sim")
 SWEEP_FILE = "al_sim_sweep.json"
 FAILED_DIR = "failed_jobs"
@@ -82,18 +90,18 @@ class SweepCallback(Callback):
         sweep_id = earlier.get("sweep_id", str(sweep_dir))
         parent_id = earlier.get("parent_run_id")
         if config.tracking.enabled:
-            from al_sim.tracking import SWEEP_ROLE, default_uri, restart_run, start_parent_run
+            from al_sim.sinks.mlflow_writer import restart_run, start_parent_run
 
             launch_dir = Path(os.getcwd())
-            uri = config.tracking.uri or default_uri(launch_dir)
+            uri = tracking_uri(config.tracking.uri, launch_dir)
             if parent_id:  # a re-run of this sweep dir: its jobs stay under the same parent
                 restart_run(uri, parent_id)
             else:
-                artifacts = (config.tracking.artifact_location
-                             or (launch_dir / "mlartifacts").as_uri())
+                artifacts = default_artifact_location(config.tracking.artifact_location,
+                                                      launch_dir)
                 parent_id = start_parent_run(uri, config.tracking.experiment, artifacts,
                                              name=f"sweep {sweep_id}",
-                                             tags={"sweep_id": sweep_id, "al_sim.role": SWEEP_ROLE})
+                                             tags={SWEEP_ID_TAG: sweep_id, ROLE_TAG: SWEEP_ROLE})
             self._parent = (uri, parent_id)
         sweep_file.write_text(json.dumps({"sweep_id": sweep_id, "parent_run_id": parent_id}))
 
@@ -101,7 +109,7 @@ class SweepCallback(Callback):
         failed_dir = Path(config.hydra.sweep.dir) / FAILED_DIR
         failures = sorted(failed_dir.glob("*.txt")) if failed_dir.exists() else []
         if self._parent is not None:
-            from al_sim.tracking import end_run
+            from al_sim.sinks.mlflow_writer import end_run
 
             end_run(*self._parent, status="FAILED" if failures else "FINISHED")
         if failures:

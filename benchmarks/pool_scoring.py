@@ -20,11 +20,12 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from al_sim.config import PreprocessConf, TrainerConf
+from al_sim.config.data import PreprocessConf
+from al_sim.config.schema import TrainerConf
+from al_sim.core.training import Trainer
 from al_sim.data.transforms import Preprocess
 from al_sim.models.resnet import ResNet18
 from al_sim.models.simple_cnn import SimpleCNN
-from al_sim.training import Trainer
 
 
 def best_of(fn, repeats: int = 3) -> float:  # noqa: ANN001

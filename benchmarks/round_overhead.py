@@ -19,12 +19,13 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 
+from al_sim import experiment as experiment_module
 from al_sim import run as run_module
-from al_sim.artifacts import RunDirWriter
-from al_sim.checkpoint import Checkpointer
-from al_sim.config import register_configs
-from al_sim.progress import ProgressPrinter
-from al_sim.tracking import MLflowTracker
+from al_sim.config.store import register_configs
+from al_sim.sinks.checkpoint import Checkpointer
+from al_sim.sinks.mlflow_writer import MLflowWriter
+from al_sim.sinks.progress import ProgressPrinter
+from al_sim.sinks.run_dir import RunDirWriter
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 SPENT: dict[str, float] = defaultdict(float)
@@ -46,14 +47,14 @@ def timed(owner: type, method: str, label: str) -> None:
 
 def main() -> None:
     overrides = sys.argv[1:]
-    for cls, label in ((RunDirWriter, "run-dir files + plots"), (MLflowTracker, "MLflow logging"),
+    for cls, label in ((RunDirWriter, "run-dir files + plots"), (MLflowWriter, "MLflow logging"),
                        (Checkpointer, "checkpoints"), (ProgressPrinter, "progress/summary")):
-        for method in ("__init__", "on_run_start", "on_query", "on_round_end", "on_checkpoint",
-                       "on_run_end", "start", "restore"):
+        for method in ("__init__", "setup", "on_run_start", "on_query", "on_round_end",
+                       "on_checkpoint", "on_run_end", "on_close"):
             if method in vars(cls):
                 timed(cls, method, label)
-    timed(run_module, "build_dataset", "dataset build")
-    timed(run_module, "run_active_learning", "the AL loop")
+    timed(experiment_module, "build_dataset", "dataset build")
+    timed(experiment_module, "run_active_learning", "the AL loop")
     register_configs()
     with tempfile.TemporaryDirectory() as tmp, \
             initialize_config_dir(config_dir=str(CONF), version_base="1.3"):

@@ -19,15 +19,16 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
-from al_sim.config import PreprocessConf, TrainerConf
+from al_sim.config.data import PreprocessConf
+from al_sim.config.schema import TrainerConf
+from al_sim.core.loop import _TrainedModelView
+from al_sim.core.training import Trainer
 from al_sim.data.synthetic import load_synthetic
 from al_sim.data.transforms import Preprocess
-from al_sim.loop import _TrainedModelView
 from al_sim.models.simple_cnn import SimpleCNN
 from al_sim.strategies.base import ArrayModelView, QueryContext, Selection, Strategy
 from al_sim.strategies.bayesian import BALD
 from al_sim.strategies.diversity import BADGE, CoreSet
-from al_sim.training import Trainer
 
 MB = 2**20
 
@@ -73,7 +74,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     threadpool_limits(args.threads)  # numpy's BLAS too: idle BLAS threads spin on a busy machine
     torch.manual_seed(0)
-    model = SimpleCNN(1, 3)
+    model = SimpleCNN(1, 3, widths=[16, 32, 64], hidden=128, dropout=0.3)
     trainer = Trainer(TrainerConf(epochs=5, min_steps=100),
                       Preprocess(PreprocessConf(), channels=1), torch.device("cpu"))
     data = load_synthetic(n_pool=max(args.sizes), n_test=10)
@@ -103,7 +104,7 @@ def main() -> None:
         cached = ArrayModelView(probs=probs, features=feats)
         selections = [lambda s=strategy, c=cached, n=n: s.select(context(c, n, args.labeled),
                                                                  args.k)
-                      for strategy in (CoreSet(), BADGE())]
+                      for strategy in (CoreSet(chunk_size=8192), BADGE(chunk_size=8192))]
         (t_core, m_core), (t_badge, m_badge) = (traced(f, args.repeats) for f in selections)
         full_g = n * probs.shape[1] * feats.shape[1] * 4 / MB
         rows.append((n, t_fp, t_core, m_core, t_badge, m_badge, feats.nbytes / MB, full_g))

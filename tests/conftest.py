@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from al_sim.config import PreprocessConf, TrainerConf
+from al_sim.config.data import PreprocessConf
+from al_sim.config.schema import TrainerConf
+from al_sim.core.training import Trainer
 from al_sim.data.synthetic import load_synthetic
 from al_sim.data.transforms import Preprocess
-from al_sim.training import Trainer
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_MEDMNIST = REPO.parent / "shared" / "data" / "medmnist"
@@ -57,3 +58,11 @@ def fast_trainer() -> Trainer:
 def rng() -> np.random.Generator:
     """A fixed-seed generator."""
     return np.random.default_rng(0)
+
+
+def setup_sink(sink, run_dir: Path, name: str = "test"):
+    """A callback set up for a fresh run writing into ``run_dir`` (as the entry point does)."""
+    from al_sim.events import RunInfo
+
+    sink.setup(RunInfo(run_dir=run_dir, launch_dir=run_dir, name=name, tags={}, params={}))
+    return sink

@@ -13,17 +13,17 @@ from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 from scipy import stats
 
-from al_sim.compare import (
+from al_sim.compare import cli
+from al_sim.config.schema import CompareConf, TrackingConf
+from al_sim.core.aulc import aulc
+from al_sim.report.build import (
     ReportError,
     build_report,
     check_budgets,
-    cli,
     group_settings,
     run_compare,
 )
-from al_sim.config import CompareConf, TrackingConf
-from al_sim.metrics import aulc
-from al_sim.tracking import StoredRun, SweepRef
+from al_sim.report.reader import StoredRun, SweepRef
 from tests.conftest import FAST_CLI, REPO, run_cli
 
 pytestmark = pytest.mark.slow

@@ -9,7 +9,7 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
-from al_sim.config import register_configs, validate
+from al_sim.config.store import register_configs, validate
 from al_sim.errors import ConfigError
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -57,6 +57,11 @@ def test_ill_typed_value_fails_at_composition() -> None:
         _compose(["budget.rounds=many"])
 
 
+def test_unknown_initial_selection_fails_at_composition() -> None:
+    with pytest.raises(ConfigCompositionException, match="budget.initial_selection"):
+        _compose(["budget.initial_selection=smart"])
+
+
 def test_unknown_key_fails_at_composition() -> None:
     with pytest.raises(ConfigCompositionException):
         _compose(["budget.round=3"])
@@ -66,7 +71,6 @@ def test_unknown_key_fails_at_composition() -> None:
     ("override", "field"),
     [("budget.query_size=0", "budget.query_size"), ("budget.initial=-5", "budget.initial"),
      ("budget.rounds=-1", "budget.rounds"), ("trainer.lr=0", "trainer.lr"),
-     ("budget.initial_selection=smart", "budget.initial_selection"),
      ("model.dropout=1.5", "model.dropout"), ("trainer.device=tpu", "trainer.device")],
 )
 def test_semantic_errors_name_the_field(override: str, field: str) -> None:

@@ -9,14 +9,17 @@ import numpy as np
 import pytest
 import torch
 
-from al_sim.artifacts import RunDirWriter
-from al_sim.config import BudgetConf
+from al_sim.config.schema import BudgetConf
+from al_sim.core.loop import run_active_learning
+from al_sim.core.oracle import Oracle
+from al_sim.core.sampling import stratified_sample
 from al_sim.errors import BudgetError, ConfigError
-from al_sim.loop import Callback, run_active_learning, stratified_sample
+from al_sim.events import Callback
 from al_sim.models.simple_cnn import SimpleCNN
-from al_sim.oracle import Oracle
+from al_sim.sinks.run_dir import RunDirWriter
 from al_sim.strategies.random import RandomSampling
 from al_sim.strategies.uncertainty import Entropy, Margin
+from tests.conftest import setup_sink
 
 BUDGET = BudgetConf(name="t", initial=20, query_size=10, rounds=2)
 
@@ -43,7 +46,7 @@ class Factory:
 
     def __call__(self, seed: int) -> SimpleCNN:
         torch.manual_seed(seed)
-        model = SimpleCNN(1, 3, widths=[8, 16], hidden=16)
+        model = SimpleCNN(1, 3, widths=[8, 16], hidden=16, dropout=0.3)
         self.initial_states.append({k: v.clone() for k, v in model.state_dict().items()})
         return model
 
@@ -118,7 +121,7 @@ def test_a_crash_keeps_the_rounds_already_done(tiny_dataset, fast_trainer, tmp_p
             if result.round == 1:
                 raise RuntimeError("boom")
 
-    writer = RunDirWriter(tmp_path, grids=False)
+    writer = setup_sink(RunDirWriter(grids=False), tmp_path)
     with pytest.raises(RuntimeError, match="boom"):
         run(tiny_dataset, fast_trainer, Entropy(), callbacks=[writer, Crash()])
     with (tmp_path / "metrics.csv").open() as f:

@@ -15,8 +15,9 @@ from hydra import compose, initialize_config_dir
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from al_sim.core.sampling import stratified_sample
 from al_sim.data import medmnist as mm
-from al_sim.data.medmnist import load_medmnist, read_medmnist, stratified_subset
+from al_sim.data.medmnist import load_medmnist, read_medmnist
 from al_sim.errors import ConfigError, DataError
 from tests.conftest import REPO, SHARED_MEDMNIST, run_cli
 
@@ -228,9 +229,10 @@ def test_download_failure_offline_is_a_clear_error(tmp_path: Path, monkeypatch) 
        seed=st.integers(0, 3))
 def test_stratified_subset_size_classes_and_shares(counts: list[int], k: int, seed: int) -> None:
     y = np.repeat(np.arange(len(counts)), counts)
-    idx = stratified_subset(y, k, seed)
+    idx = stratified_sample(y, k, np.random.default_rng(seed))
     assert len(idx) == min(k, len(y)) and len(np.unique(idx)) == len(idx)
-    assert (np.diff(idx) > 0).all() and (idx == stratified_subset(y, k, seed)).all()
+    again = stratified_sample(y, k, np.random.default_rng(seed))
+    assert (np.diff(idx) > 0).all() and (idx == again).all()
     if k >= len(counts):
         assert set(y[idx]) == set(range(len(counts)))
     if k < len(y) and k >= 2 * len(counts):
@@ -255,7 +257,7 @@ def test_cli_runs_medmnist_end_to_end_and_logs_labelled_counts(tmp_path: Path) -
 
 
 def test_run_reports_a_missing_archive_as_a_data_error(tmp_path: Path) -> None:
-    from al_sim.run import build_dataset
+    from al_sim.experiment import build_dataset
 
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = compose(config_name="config", overrides=["dataset=medmnist",

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from al_sim.oracle import Oracle
-from al_sim.pool import LabelPool
+from al_sim.core.oracle import Oracle
+from al_sim.core.pool import LabelPool
 
 
 def test_add_moves_images_from_unlabelled_to_labelled() -> None:

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from al_sim.report import (
+from al_sim.report.stats import (
     RunSeries,
     aggregate,
     beats,

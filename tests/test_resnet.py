@@ -8,13 +8,15 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from al_sim.config import PreprocessConf, ResNet18Conf, TrainerConf
+from al_sim.config.data import PreprocessConf
+from al_sim.config.schema import TrainerConf
+from al_sim.core.training import Trainer
 from al_sim.data.transforms import Preprocess
 from al_sim.errors import ConfigError
 from al_sim.models import build_model
 from al_sim.models.base import ALModel, DropoutHead
 from al_sim.models.resnet import ResNet18
-from al_sim.training import Trainer
+from tests.conftest import REPO
 
 
 @pytest.fixture(autouse=True)
@@ -25,7 +27,7 @@ def _one_thread() -> None:
 @pytest.mark.parametrize("channels", [1, 3])
 @pytest.mark.parametrize("size", [28, 64])
 def test_features_and_logits_shapes(channels: int, size: int) -> None:
-    model = ResNet18(in_channels=channels, n_classes=4).eval()
+    model = ResNet18(in_channels=channels, n_classes=4, **KNOBS).eval()
     x = torch.randn(2, channels, size, size)
     with torch.no_grad():
         z = model.features(x)
@@ -34,22 +36,24 @@ def test_features_and_logits_shapes(channels: int, size: int) -> None:
     assert z.shape == (2, 512) and logits.shape == (2, 4)
     assert torch.allclose(model.head(z), logits)
 
+KNOBS = {"dropout": 0.3, "small_input_stem": True}
+
 
 def test_small_input_stem_keeps_resolution_and_imagenet_stem_is_optional() -> None:
-    small = ResNet18(1, 2)
+    small = ResNet18(1, 2, **KNOBS)
     assert small.trunk[0].kernel_size == (3, 3) and small.trunk[0].stride == (1, 1)
     assert small.trunk[0].in_channels == 1 and isinstance(small.trunk[3], nn.Identity)
-    big = ResNet18(1, 2, small_input_stem=False)
+    big = ResNet18(1, 2, dropout=0.3, small_input_stem=False)
     assert big.trunk[0].kernel_size == (7, 7) and big.trunk[0].stride == (2, 2)
     assert big.trunk[0].in_channels == 1 and isinstance(big.trunk[3], nn.MaxPool2d)
-    assert ResNet18(3, 2, small_input_stem=False).trunk[0].in_channels == 3
+    assert ResNet18(3, 2, dropout=0.3, small_input_stem=False).trunk[0].in_channels == 3
     x = torch.randn(1, 1, 28, 28)
     layer4_small = small.trunk[:-2](x)  # before pooling
     assert layer4_small.shape[-2:] == (4, 4)
 
 
 def test_the_head_holds_the_only_dropout() -> None:
-    model = ResNet18(3, 5, dropout=0.5)
+    model = ResNet18(3, 5, dropout=0.5, small_input_stem=True)
     dropouts = [m for m in model.modules() if isinstance(m, nn.Dropout)]
     assert len(dropouts) == 1 and dropouts[0] is model.classifier.dropout
     assert isinstance(model.classifier, DropoutHead) and dropouts[0].p == 0.5
@@ -65,11 +69,11 @@ def test_never_downloads_weights(monkeypatch) -> None:
         raise AssertionError("ResNet18 tried to download weights")
 
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_network)
-    ResNet18(1, 2)
+    ResNet18(1, 2, **KNOBS)
 
 
 def test_built_from_config_with_seeded_weights() -> None:
-    cfg = OmegaConf.structured(ResNet18Conf)
+    cfg = OmegaConf.load(REPO / "conf" / "model" / "resnet18.yaml")
     a = build_model(cfg, in_channels=1, n_classes=3, seed=7)
     b = build_model(cfg, in_channels=1, n_classes=3, seed=7)
     c = build_model(cfg, in_channels=1, n_classes=3, seed=8)
@@ -77,13 +81,13 @@ def test_built_from_config_with_seeded_weights() -> None:
     assert torch.equal(a.trunk[0].weight, b.trunk[0].weight)
     assert not torch.equal(a.trunk[0].weight, c.trunk[0].weight)
     with pytest.raises(ConfigError, match="model.dropout"):
-        ResNet18Conf(dropout=1.0)
+        ResNet18(1, 2, dropout=1.0, small_input_stem=True)
 
 
 def test_trains_and_predicts_with_the_trainer() -> None:
     conf = TrainerConf(epochs=1, min_steps=2, batch_size=8, eval_batch_size=16)
     trainer = Trainer(conf, Preprocess(PreprocessConf(), channels=3), torch.device("cpu"))
-    model = ResNet18(3, 2)
+    model = ResNet18(3, 2, **KNOBS)
     x = torch.randint(0, 256, (16, 3, 28, 28), dtype=torch.uint8)
     y = np.arange(16) % 2
     report = trainer.fit(model, x, y, n_classes=2, seed=0)

@@ -12,11 +12,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.spatial.distance import cdist
 
-from al_sim.config import BudgetConf, register_configs
-from al_sim.loop import initial_indices, run_active_learning
+from al_sim.config.schema import BudgetConf
+from al_sim.config.store import register_configs
+from al_sim.core.loop import initial_indices, run_active_learning
+from al_sim.core.oracle import Oracle
+from al_sim.experiment import build_strategy
 from al_sim.models.simple_cnn import SimpleCNN
-from al_sim.oracle import Oracle
-from al_sim.run import build_strategy
 from al_sim.strategies.base import ArrayModelView, QueryContext
 from al_sim.strategies.bayesian import BALD, bald_score
 from al_sim.strategies.diversity import (
@@ -27,8 +28,9 @@ from al_sim.strategies.diversity import (
     kmeanspp_outer,
     min_sq_distances,
 )
+from al_sim.strategies.initial import initial_policy, pixel_embedding
 from al_sim.strategies.stochastic import PowerBALD, PowerEntropy, power_sample
-from al_sim.strategies.typiclust import TypiClust, pixel_embedding, typiclust_select
+from al_sim.strategies.typiclust import TypiClust, typiclust_select
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -132,7 +134,7 @@ POINTS = np.array([[0, 0], [1, 0], [10, 0], [0, 10], [5, 5], [10, 10]], dtype=fl
 
 def test_coreset_greedy_picks_on_known_points() -> None:
     view = ArrayView(np.full((6, 3), 1 / 3), POINTS, np.zeros((6, 1, 3)))
-    sel = CoreSet().select(context(view, 6, [0]), 3)
+    sel = CoreSet(chunk_size=8192).select(context(view, 6, [0]), 3)
     # farthest from (0,0) is (10,10); then (10,0) and (0,10) tie at 10: the lower index first
     assert sel.indices.tolist() == [5, 2, 3]
     np.testing.assert_allclose(sel.scores, [np.sqrt(200), 10, 10])
@@ -180,7 +182,7 @@ def test_badge_picks_distinct_images_not_copies(dtype: type) -> None:
     copies = np.repeat(np.arange(4), 6)  # 24 pool images: 6 copies of each of 4 images
     view = ArrayView(base_p[copies].astype(dtype), base_z[copies], np.zeros((24, 1, 3)))
     for seed in range(20):
-        sel = BADGE().select(context(view, 24, [], seed), 6)
+        sel = BADGE(chunk_size=8192).select(context(view, 24, [], seed), 6)
         assert sorted(set(copies[sel.indices[:4]].tolist())) == [0, 1, 2, 3]
         assert len(set(sel.indices.tolist())) == 6  # beyond the distinct ones: still no repeats
 
@@ -211,8 +213,10 @@ def test_cold_start_typiclust_is_deterministic_and_diverse() -> None:
     assert pixel_embedding(images).shape == (100, 32)  # 16x16 pooled, first 32 components
     ds = type("DS", (), {"initial_labeled": None, "n_pool": 100, "pool_x": images})()
     budget = BudgetConf(initial=4, initial_selection="typiclust")
-    first = initial_indices(budget, ds, np.random.default_rng(1))
-    np.testing.assert_array_equal(first, initial_indices(budget, ds, np.random.default_rng(1)))
+    policy = initial_policy(budget.initial_selection)
+    first = initial_indices(budget, ds, np.random.default_rng(1), policy)
+    np.testing.assert_array_equal(first,
+                                  initial_indices(budget, ds, np.random.default_rng(1), policy))
     assert sorted(blob[first].tolist()) == [0, 1, 2, 3]
 
 
@@ -258,7 +262,7 @@ class CountingCNN(SimpleCNN):
     """SimpleCNN that counts trunk and head calls."""
 
     def __init__(self) -> None:
-        super().__init__(1, 3, widths=(4,), hidden=8)
+        super().__init__(1, 3, widths=[4], hidden=8, dropout=0.3)
         self.calls = {"features": 0, "head": 0}
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
@@ -288,7 +292,7 @@ def test_strategy_runs_in_the_real_loop(name: str, tiny_dataset, fast_trainer) -
 
     def model_factory(seed: int) -> SimpleCNN:
         torch.manual_seed(seed)
-        return SimpleCNN(1, tiny_dataset.n_classes, widths=(8, 16), hidden=16)
+        return SimpleCNN(1, tiny_dataset.n_classes, widths=[8, 16], hidden=16, dropout=0.3)
 
     result = run_active_learning(tiny_dataset, model_factory, NEW_STRATEGIES[name](),
                                  Oracle(tiny_dataset.pool_y, tiny_dataset.n_classes), fast_trainer,

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from al_sim.data.synthetic import flip_labels, generate_images, load_synthetic
+from al_sim.core.sampling import flip_labels
+from al_sim.data.synthetic import generate_images, load_synthetic
 from al_sim.errors import ConfigError, DataError
 
 
@@ -39,7 +40,7 @@ def test_lesion_classes_are_brighter_at_the_centre_than_normal() -> None:
 
 def test_label_noise_flips_the_requested_share_of_pool_labels() -> None:
     y = np.zeros(10_000, dtype=np.int64)
-    noisy = flip_labels(y, 0.1, n_classes=3, seed=0)
+    noisy = flip_labels(y, 0.1, 3, np.random.default_rng(0))
     assert 0.09 < (noisy != y).mean() < 0.11
     ds = load_synthetic(n_pool=300, n_test=100, label_noise=0.2)
     clean = load_synthetic(n_pool=300, n_test=100)

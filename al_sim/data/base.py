@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -30,7 +30,6 @@ class ALDataset:
     val_y: np.ndarray | None = None
     initial_labeled: np.ndarray | None = None
     pool_ids: list[str] | None = None
-    extra: dict[str, object] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.pool_y = np.asarray(self.pool_y, dtype=np.int64)

@@ -21,8 +21,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from al_sim.core.sampling import stratified_sample
 from al_sim.data.folder import INITIAL_DIR, POOL_DIR, TEST_DIR
-from al_sim.data.medmnist import read_medmnist, stratified_subset
+from al_sim.data.medmnist import read_medmnist
 from al_sim.errors import ALSimError, DataError
 
 EXIT_USER_ERROR = 2
@@ -58,16 +59,18 @@ def export(name: str, out: Path, root: str | Path = "~/.medmnist", size: int = 2
     train_x, train_y = data.images["train"], data.labels["train"]
     pool = np.arange(len(train_y))
     if max_pool is not None and max_pool < len(pool):
-        pool = stratified_subset(train_y, max_pool, seed)  # the subset dataset.max_pool picks
+        # the subset dataset.max_pool picks
+        pool = stratified_sample(train_y, max_pool, np.random.default_rng(seed))
     if not 0 < initial < len(pool):
         raise DataError(f"--initial must be in [1, {len(pool) - 1}] (the pool has {len(pool)} "
                         f"images), got {initial}")
-    picked = pool[stratified_subset(train_y[pool], initial, seed + 1)]
+    picked = pool[stratified_sample(train_y[pool], initial,
+                                    np.random.default_rng(seed + 1))]
     rest = np.setdiff1d(pool, picked)
     test_x, test_y = data.images["test"], data.labels["test"]
     test = np.arange(len(test_y))
     if max_test is not None and max_test < len(test):
-        test = stratified_subset(test_y, max_test, seed)
+        test = stratified_sample(test_y, max_test, np.random.default_rng(seed))
     folders = class_folder_names(data.class_names)
     for c, folder in enumerate(folders):
         _save(train_x, picked[train_y[picked] == c], out / INITIAL_DIR / folder, "train")

@@ -20,9 +20,9 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from al_sim.config import FolderDatasetConf
+from al_sim.config.data import FolderDatasetConf
+from al_sim.core.sampling import stratified_sample
 from al_sim.data.base import ALDataset
-from al_sim.data.medmnist import stratified_subset
 from al_sim.errors import ConfigError, DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
@@ -159,7 +159,7 @@ def _test_split(conf: FolderDatasetConf, root: Path, classes: list[str], pool: l
             raise DataError(f"{test_dir} does not exist: add {TEST_DIR}/<class_name>/ images, "
                             "or set dataset.test_fraction=0.2 to hold out part of the pool")
         n_test = max(1, round(conf.test_fraction * len(pool)))
-        held = stratified_subset(pool_y, n_test, conf.seed)
+        held = stratified_sample(pool_y, n_test, np.random.default_rng(conf.seed))
         keep[held] = False
         return [pool[i] for i in held], pool_y[held], keep
     if conf.test_fraction is not None:
@@ -215,5 +215,4 @@ def load_folder(**cfg: object) -> ALDataset:
         class_names=classes,
         initial_labeled=np.arange(len(initial)),
         pool_ids=[_rel(p, root) for p in pool],
-        extra={"source": str(root)},
     )

@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from al_sim.config import MedMNISTDatasetConf
+from al_sim.config.data import MedMNISTDatasetConf
+from al_sim.core.sampling import stratified_sample
 from al_sim.data.base import ALDataset
 from al_sim.errors import DataError
 
@@ -225,25 +226,6 @@ def read_medmnist(name: str, size: int = 28, root: str | Path = "~/.medmnist",
     return MedMNISTSplits(path, info, images, labels)
 
 
-def stratified_subset(y: np.ndarray, k: int, seed: int) -> np.ndarray:
-    """Sorted indices of ``k`` items in the class shares of ``y`` (each class >= 1 if k allows)."""
-    if k >= len(y):
-        return np.arange(len(y))
-    rng = np.random.default_rng(seed)
-    classes, counts = np.unique(y, return_counts=True)
-    quota = counts / counts.sum() * k
-    take = np.floor(quota).astype(int)
-    if k >= len(classes):
-        take = np.maximum(take, 1)
-    while take.sum() > k:  # trim the classes most above their quota (never below 1)
-        take[np.argmax(np.where(take > 1, take - quota, -np.inf))] -= 1
-    while take.sum() < k:  # top up the classes most below their quota
-        take[np.argmax(np.where(take < counts, quota - take, -np.inf))] += 1
-    picked = [rng.choice(np.flatnonzero(y == c), size=t, replace=False)
-              for c, t in zip(classes, take, strict=True)]
-    return np.sort(np.concatenate(picked))
-
-
 def to_tensor(images: np.ndarray) -> torch.Tensor:
     """uint8 ``N x C x H x W`` view of ``N x H x W`` or ``N x H x W x C`` images (no copy)."""
     x = torch.from_numpy(images)
@@ -257,7 +239,7 @@ def load_medmnist(**cfg: object) -> ALDataset:
     pool_x, pool_y = data.images["train"], data.labels["train"]
     keep = np.arange(len(pool_y))
     if conf.max_pool is not None and conf.max_pool < len(pool_y):
-        keep = stratified_subset(pool_y, conf.max_pool, conf.seed)
+        keep = stratified_sample(pool_y, conf.max_pool, np.random.default_rng(conf.seed))
         pool_x, pool_y = pool_x[keep], pool_y[keep]
     if data.info["task"] == "ordinal-regression":
         log.info("%s: ordinal grades are used as %d classes", conf.name, len(data.class_names))
@@ -271,5 +253,4 @@ def load_medmnist(**cfg: object) -> ALDataset:
         val_x=to_tensor(data.images["val"]),
         val_y=data.labels["val"],
         pool_ids=[f"train_{i:06d}" for i in keep],
-        extra={"source": str(data.path), "task": data.info["task"]},
     )

@@ -14,7 +14,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from al_sim.config import SyntheticDatasetConf
+from al_sim.config.data import SyntheticDatasetConf
+from al_sim.core.sampling import flip_labels
 from al_sim.data.base import ALDataset
 
 _CHUNK = 2048
@@ -115,16 +116,6 @@ def generate_images(
     return images, labels.astype(np.int64)
 
 
-def flip_labels(labels: np.ndarray, rate: float, n_classes: int, seed: int) -> np.ndarray:
-    """A copy of ``labels`` with a ``rate`` share flipped to a different class."""
-    rng = np.random.default_rng(seed)
-    out = labels.copy()
-    flip = rng.random(len(labels)) < rate
-    shift = rng.integers(1, n_classes, size=int(flip.sum()))
-    out[flip] = (out[flip] + shift) % n_classes
-    return out
-
-
 def load_synthetic(**cfg: object) -> ALDataset:
     """Build the synthetic dataset from its config fields (see ``SyntheticDatasetConf``)."""
     conf = SyntheticDatasetConf(**cfg)  # type: ignore[arg-type]
@@ -134,7 +125,8 @@ def load_synthetic(**cfg: object) -> ALDataset:
     test_x, test_y = generate_images(conf.n_test, *args, seed=int(test_seed))
     n_classes = len(conf.class_proportions)
     if conf.label_noise > 0:
-        pool_y = flip_labels(pool_y, conf.label_noise, n_classes, int(noise_seed))
+        pool_y = flip_labels(pool_y, conf.label_noise, n_classes,
+                             np.random.default_rng(int(noise_seed)))
     names = ["normal", "benign", "malignant"] if n_classes == 3 else ["benign", "malignant"]
     return ALDataset(
         name=conf.name,

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms import v2
 
-from al_sim.config import PreprocessConf
+from al_sim.config.data import PreprocessConf
 from al_sim.errors import ConfigError
 
 

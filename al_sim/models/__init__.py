@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from omegaconf import DictConfig
 
-from al_sim.config import instantiate
+from al_sim.config.store import instantiate
 from al_sim.errors import ConfigError
 from al_sim.models.base import ALModel
 

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 from torchvision.models import resnet18
 
+from al_sim.config.checks import fraction
 from al_sim.models.base import ALModel, DropoutHead
 
 
@@ -21,11 +22,13 @@ class ResNet18(ALModel):
         self,
         in_channels: int,
         n_classes: int,
-        dropout: float = 0.3,
-        small_input_stem: bool = True,
+        *,
+        dropout: float,
+        small_input_stem: bool,
         name: str = "resnet18",
     ) -> None:
         super().__init__()
+        fraction("model", dropout=dropout)
         net = resnet18(weights=None)
         if small_input_stem:
             net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)

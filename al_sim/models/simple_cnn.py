@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from al_sim.config.checks import fraction, positive
+from al_sim.errors import ConfigError
 from al_sim.models.base import ALModel, DropoutHead
 
 
@@ -15,12 +17,17 @@ class SimpleCNN(ALModel):
         self,
         in_channels: int,
         n_classes: int,
-        widths: list[int] | tuple[int, ...] = (16, 32, 64),
-        hidden: int = 128,
-        dropout: float = 0.3,
+        *,
+        widths: list[int],
+        hidden: int,
+        dropout: float,
         name: str = "simple_cnn",
     ) -> None:
         super().__init__()
+        if not widths:
+            raise ConfigError("model.widths must be a non-empty list of positive ints")
+        positive("model", hidden=hidden, **{f"widths[{i}]": w for i, w in enumerate(widths)})
+        fraction("model", dropout=dropout)
         layers: list[nn.Module] = []
         prev = in_channels
         for width in widths:

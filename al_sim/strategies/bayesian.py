@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from al_sim.config.checks import positive
 from al_sim.strategies.base import QueryContext, Selection, Strategy, top_k
 from al_sim.strategies.uncertainty import entropy_score
 
@@ -39,10 +40,9 @@ class BALD(Strategy):
 
     name = "bald"
 
-    def __init__(self, name: str | None = None, mc_samples: int = 20) -> None:
+    def __init__(self, name: str | None = None, *, mc_samples: int) -> None:
         super().__init__(name)
-        if mc_samples < 1:
-            raise ValueError(f"mc_samples must be >= 1, got {mc_samples}")
+        positive("strategy", mc_samples=mc_samples)
         self.mc_samples = mc_samples
 
     def select(self, ctx: QueryContext, k: int) -> Selection:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from al_sim.config.checks import positive
 from al_sim.strategies.base import QueryContext, Selection, Strategy
 
 _CENTRE_BLOCK = 256  # centres per distance block: temporaries are chunk_size x 256 doubles
@@ -95,10 +96,9 @@ def k_center_greedy(pool: np.ndarray, labeled: np.ndarray, k: int,
 class _ChunkedStrategy(Strategy):
     """A strategy that processes the pool ``chunk_size`` rows at a time."""
 
-    def __init__(self, name: str | None = None, chunk_size: int = 8192) -> None:
+    def __init__(self, name: str | None = None, *, chunk_size: int) -> None:
         super().__init__(name)
-        if chunk_size < 1:
-            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        positive("strategy", chunk_size=chunk_size)
         self.chunk_size = chunk_size
 
 

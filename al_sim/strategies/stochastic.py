@@ -13,6 +13,7 @@ from abc import abstractmethod
 
 import numpy as np
 
+from al_sim.config.checks import positive
 from al_sim.strategies.base import QueryContext, Selection, Strategy
 from al_sim.strategies.bayesian import bald_score
 from al_sim.strategies.uncertainty import entropy_score
@@ -40,10 +41,9 @@ def power_sample(scores: np.ndarray, k: int, beta: float, rng: np.random.Generat
 class _PowerSampling(Strategy):
     """Power sampling over the pool scores given by :meth:`scores`."""
 
-    def __init__(self, name: str | None = None, beta: float = 1.0) -> None:
+    def __init__(self, name: str | None = None, *, beta: float) -> None:
         super().__init__(name)
-        if beta <= 0:
-            raise ValueError(f"beta must be > 0, got {beta}")
+        positive("strategy", beta=beta)
         self.beta = beta
 
     @abstractmethod
@@ -60,14 +60,9 @@ class PowerEntropy(_PowerSampling):
     """PowerEntropy (Kirsch et al. 2023): entropy, sampled proportional to ``entropy ** beta``.
 
     Cost: one deterministic pool pass; memory O(N x C).
-    ``mc_samples`` comes with the shared ``schema_power`` and is not used here.
     """
 
     name = "power_entropy"
-
-    def __init__(self, name: str | None = None, beta: float = 1.0,
-                 mc_samples: int | None = None) -> None:
-        super().__init__(name, beta)
 
     def scores(self, ctx: QueryContext) -> np.ndarray:
         return entropy_score(ctx.model.probs(ctx.unlabeled))
@@ -81,10 +76,9 @@ class PowerBALD(_PowerSampling):
 
     name = "power_bald"
 
-    def __init__(self, name: str | None = None, beta: float = 1.0, mc_samples: int = 20) -> None:
-        super().__init__(name, beta)
-        if mc_samples < 1:
-            raise ValueError(f"mc_samples must be >= 1, got {mc_samples}")
+    def __init__(self, name: str | None = None, *, beta: float, mc_samples: int) -> None:
+        super().__init__(name, beta=beta)
+        positive("strategy", mc_samples=mc_samples)
         self.mc_samples = mc_samples
 
     def scores(self, ctx: QueryContext) -> np.ndarray:

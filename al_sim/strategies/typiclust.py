@@ -11,19 +11,15 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from sklearn.cluster import KMeans, MiniBatchKMeans
-from sklearn.decomposition import PCA
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.neighbors import NearestNeighbors
 
+from al_sim.config.checks import positive
 from al_sim.strategies.base import QueryContext, Selection, Strategy
 from al_sim.strategies.diversity import check_budget
 
 _MINIBATCH_ABOVE = 50  # clusters; above this MiniBatchKMeans, as in the authors' code
-_PIXEL_SIDE = 16  # cold-start embedding: images average-pooled to at most 16 x 16
-_PIXEL_COMPONENTS = 32  # ... then projected on their first 32 principal components
 
 
 def typicality(x: np.ndarray, k_neighbors: int) -> np.ndarray:
@@ -80,31 +76,6 @@ def typiclust_select(
     return picked, scores
 
 
-def pixel_embedding(images: torch.Tensor, chunk_size: int = 4096) -> np.ndarray:
-    """A training-free deterministic embedding: PCA of average-pooled pixels scaled to [0, 1].
-
-    Images (uint8 ``N x C x H x W``) are pooled to at most 16 x 16 per channel,
-    then projected on their first (up to) 32 principal components (exact
-    covariance eigendecomposition, so no randomness).
-    """
-    side = (min(_PIXEL_SIDE, images.shape[2]), min(_PIXEL_SIDE, images.shape[3]))
-    flat = [F.adaptive_avg_pool2d(images[s : s + chunk_size].float() / 255.0, side).flatten(1)
-            for s in range(0, len(images), chunk_size)]
-    x = torch.cat(flat).numpy()
-    n_comp = min(_PIXEL_COMPONENTS, x.shape[0], x.shape[1])
-    return PCA(n_components=n_comp, svd_solver="covariance_eigh").fit_transform(x)
-
-
-def initial_typiclust(images: torch.Tensor, k: int, rng: np.random.Generator,
-                      k_neighbors: int = 20, max_clusters: int = 500) -> np.ndarray:
-    """Pool indices of a ``k``-image initial set chosen by TypiClust on :func:`pixel_embedding`."""
-    emb = pixel_embedding(images)
-    seed = int(rng.integers(2**31 - 1))
-    picked, _ = typiclust_select(emb, np.zeros(len(emb), dtype=bool), k, seed,
-                                 k_neighbors, max_clusters)
-    return picked
-
-
 class TypiClust(Strategy):
     """TypiClust (Hacohen et al. 2022): the most typical image of each uncovered k-means cluster.
 
@@ -115,11 +86,9 @@ class TypiClust(Strategy):
 
     name = "typiclust"
 
-    def __init__(self, name: str | None = None, k_neighbors: int = 20,
-                 max_clusters: int = 500) -> None:
+    def __init__(self, name: str | None = None, *, k_neighbors: int, max_clusters: int) -> None:
         super().__init__(name)
-        if k_neighbors < 1 or max_clusters < 1:
-            raise ValueError("k_neighbors and max_clusters must be >= 1")
+        positive("strategy", k_neighbors=k_neighbors, max_clusters=max_clusters)
         self.k_neighbors, self.max_clusters = k_neighbors, max_clusters
 
     def select(self, ctx: QueryContext, k: int) -> Selection:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from al_sim.report import CurveStats, SummaryRow
+from al_sim.report.stats import CurveStats, SummaryRow
 
 
 def short_name(metric: str) -> str:

@@ -9,21 +9,22 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from al_sim.config import BudgetConf
+from al_sim.config.schema import BudgetConf
+from al_sim.core.metrics import classification_metrics
+from al_sim.core.oracle import Oracle
+from al_sim.core.pool import LabelPool
+from al_sim.core.training import Trainer
 from al_sim.data.base import ALDataset
 from al_sim.errors import BudgetError, ConfigError
-from al_sim.metrics import aulc, classification_metrics
+from al_sim.events import ALResult, Callback, CallbackList, LoopState, QueryRecord, RoundResult
 from al_sim.models.base import ALModel
-from al_sim.oracle import Oracle
-from al_sim.pool import LabelPool
 from al_sim.strategies.base import QueryContext, Selection, Strategy
-from al_sim.strategies.typiclust import initial_typiclust
-from al_sim.training import FitReport, Trainer
+from al_sim.strategies.initial import InitialPolicy, initial_policy
 
 
 @dataclass(frozen=True)
@@ -47,66 +48,6 @@ class Seeds:
         return cls(*(int(v) for v in values))
 
 
-@dataclass
-class QueryRecord:
-    """The images labelled in one round (round 0: the initial set)."""
-
-    round: int
-    indices: np.ndarray
-    scores: np.ndarray
-    oracle_labels: np.ndarray
-    true_labels: np.ndarray
-
-
-@dataclass
-class RoundResult:
-    """Metrics after training on the labelled set of one round."""
-
-    round: int
-    n_labeled: int
-    metrics: dict[str, float]
-    train_s: float
-    query_s: float
-    fit: FitReport
-    eval_s: float = 0.0
-
-
-@dataclass
-class ALResult:
-    """Everything a finished run produced."""
-
-    rounds: list[RoundResult] = field(default_factory=list)
-    queries: list[QueryRecord] = field(default_factory=list)
-    n_annotated: int = 0
-
-    @property
-    def aulc(self) -> float:
-        """Area under test accuracy vs labelled images, normalised to [0, 1]."""
-        return aulc(
-            np.array([r.n_labeled for r in self.rounds]),
-            np.array([r.metrics["test/accuracy"] for r in self.rounds]),
-        )
-
-
-class Callback:
-    """Receives the loop's events; override what you need."""
-
-    def on_run_start(self, dataset: ALDataset, budget: BudgetConf) -> None:
-        """Before the initial set is drawn."""
-
-    def on_query(self, record: QueryRecord, dataset: ALDataset) -> None:
-        """After the oracle labelled a round's images."""
-
-    def on_round_end(self, result: RoundResult) -> None:
-        """After a round's training and evaluation."""
-
-    def on_checkpoint(self, state: LoopState) -> None:
-        """After ``on_round_end``: the state to save to resume later."""
-
-    def on_run_end(self, result: ALResult) -> None:
-        """After the last round."""
-
-
 def plan_sizes(budget: BudgetConf, n_pool: int, fixed_initial: int | None = None) -> list[int]:
     """Labelled counts after each round; raises BudgetError if the budget exceeds the pool."""
     if budget.full:
@@ -124,40 +65,14 @@ def plan_sizes(budget: BudgetConf, n_pool: int, fixed_initial: int | None = None
     return sizes
 
 
-def initial_indices(
-    budget: BudgetConf, dataset: ALDataset, rng: np.random.Generator
-) -> np.ndarray:
-    """The initial labelled set: the dataset's own, the whole pool, or drawn per the budget."""
+def initial_indices(budget: BudgetConf, dataset: ALDataset, rng: np.random.Generator,
+                    policy: InitialPolicy) -> np.ndarray:
+    """The initial labelled set: the dataset's own, the whole pool, or drawn by ``policy``."""
     if dataset.initial_labeled is not None:
         return np.asarray(dataset.initial_labeled, dtype=np.int64)
-    n = dataset.n_pool
     if budget.full:
-        return np.arange(n)
-    if budget.initial_selection == "random":
-        return np.sort(rng.choice(n, size=budget.initial, replace=False))
-    if budget.initial_selection == "typiclust":
-        return np.sort(initial_typiclust(dataset.pool_x, budget.initial, rng))
-    return stratified_sample(dataset.pool_y, budget.initial, rng)
-
-
-def stratified_sample(y: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
-    """``k`` indices with the class shares of ``y`` (every class >= 1 when ``k`` allows)."""
-    classes, counts = np.unique(y, return_counts=True)
-    quota = counts / counts.sum() * k
-    take = np.floor(quota).astype(int)
-    if k >= len(classes):
-        take = np.maximum(take, 1)
-    while take.sum() > k:
-        take[np.argmax(take - quota)] -= 1
-    remainder = quota - take
-    for c in np.argsort(-remainder, kind="stable"):
-        if take.sum() >= k:
-            break
-        take[c] += 1
-    take = np.minimum(take, counts)
-    picked = [rng.choice(np.flatnonzero(y == c), size=t, replace=False)
-              for c, t in zip(classes, take, strict=True)]
-    return np.sort(np.concatenate(picked))
+        return np.arange(dataset.n_pool)
+    return policy(dataset, budget.initial, rng)
 
 
 class _TrainedModelView:
@@ -182,22 +97,11 @@ class _TrainedModelView:
         return self._trainer.mc_proba(self._model, self._images(indices), samples, self._seed)
 
 
-@dataclass
-class LoopState:
-    """Everything needed to continue a run after its last completed round."""
-
-    round: int
-    pool: LabelPool
-    oracle: dict
-    result: ALResult
-    model_state: dict[str, torch.Tensor]
-
-
 def _select(round_: int, budget: BudgetConf, dataset: ALDataset, pool: LabelPool,
             strategy: Strategy, trainer: Trainer, model: ALModel | None,
-            seeds: Seeds) -> Selection:
+            seeds: Seeds, initial: InitialPolicy) -> Selection:
     if round_ == 0:
-        picked = initial_indices(budget, dataset, np.random.default_rng(seeds.initial))
+        picked = initial_indices(budget, dataset, np.random.default_rng(seeds.initial), initial)
         return Selection(picked, np.full(len(picked), np.nan))
     labeled = pool.labeled_indices()
     ctx = QueryContext(
@@ -222,12 +126,16 @@ def run_active_learning(
     seed: int,
     callbacks: Sequence[Callback] = (),
     resume: LoopState | None = None,
+    initial: InitialPolicy | None = None,
 ) -> ALResult:
     """Run the whole AL experiment and return its result; callbacks see every step as it ends.
 
-    With ``resume``, continue after its last completed round: the outcome is
-    identical to an uninterrupted run with the same seed.
+    ``initial`` draws the initial labelled set (default: the policy ``budget.initial_selection``
+    names). With ``resume``, continue after its last completed round: the outcome is identical
+    to an uninterrupted run with the same seed.
     """
+    hooks = callbacks if isinstance(callbacks, CallbackList) else CallbackList(callbacks)
+    initial = initial or initial_policy(budget.initial_selection)
     fixed = None if dataset.initial_labeled is None else len(dataset.initial_labeled)
     sizes = plan_sizes(budget, dataset.n_pool, fixed)
     seeds = Seeds.derive(seed)
@@ -237,8 +145,7 @@ def run_active_learning(
             raise ConfigError(f"trainer.early_stopping_source=val but {dataset.name} has no "
                               "validation split; use trainer.early_stopping_source=labeled")
         val = (dataset.val_x, dataset.val_y)
-    for cb in callbacks:
-        cb.on_run_start(dataset, budget)
+    hooks.fire("on_run_start", dataset, len(sizes))
     pool, result, model, first = LabelPool(dataset.n_pool), ALResult(), None, 0
     if resume is not None:
         pool, result, first = resume.pool, resume.result, resume.round + 1
@@ -247,7 +154,8 @@ def run_active_learning(
         model.load_state_dict(resume.model_state)
     for round_ in range(first, len(sizes)):
         start = time.perf_counter()
-        selection = _select(round_, budget, dataset, pool, strategy, trainer, model, seeds)
+        selection = _select(round_, budget, dataset, pool, strategy, trainer, model, seeds,
+                            initial)
         query_s = time.perf_counter() - start
         answers = oracle.query(selection.indices)
         pool.add(selection.indices, answers, round_)
@@ -259,8 +167,7 @@ def run_active_learning(
         record = QueryRecord(round_, selection.indices, selection.scores, answers,
                              oracle.truth(selection.indices))
         result.queries.append(record)
-        for cb in callbacks:
-            cb.on_query(record, dataset)
+        hooks.fire("on_query", record, dataset)
 
         start = time.perf_counter()
         if model is None or trainer.conf.reinit_each_round:
@@ -276,11 +183,9 @@ def run_active_learning(
         round_result = RoundResult(round_, pool.n_labeled, metrics, train_s, query_s, fit, eval_s)
         result.rounds.append(round_result)
         result.n_annotated = oracle.n_annotated
-        for cb in callbacks:
-            cb.on_round_end(round_result)
-        state = LoopState(round_, pool, oracle.state(), result, model.state_dict())
-        for cb in callbacks:
-            cb.on_checkpoint(state)
-    for cb in callbacks:
-        cb.on_run_end(result)
+        hooks.fire("on_round_end", round_result)
+        state = LoopState(round_, pool, oracle.state(), result, model.state_dict(),
+                          hooks.states())
+        hooks.fire("on_checkpoint", state)
+    hooks.fire("on_run_end", result)
     return result

@@ -8,17 +8,17 @@ from typing import TextIO
 
 from tqdm import tqdm
 
-from al_sim.config import BudgetConf
+from al_sim.contract import ACCURACY, N_LABELED, ROUND, TEST_KEYS
 from al_sim.data.base import ALDataset
-from al_sim.loop import ALResult, Callback, RoundResult
+from al_sim.events import ALResult, Callback, RoundResult, RunInfo
 
 SUMMARY_COLUMNS = (
-    ("round", "round", "{:d}"),
-    ("labelled", "n_labeled", "{:d}"),
-    ("accuracy", "test/accuracy", "{:.4f}"),
-    ("macro-F1", "test/f1_macro", "{:.4f}"),
-    ("bal. acc", "test/balanced_accuracy", "{:.4f}"),
-    ("AUROC", "test/auroc", "{:.4f}"),
+    ("round", ROUND, "{:d}"),
+    ("labelled", N_LABELED, "{:d}"),
+    ("accuracy", TEST_KEYS[0], "{:.4f}"),
+    ("macro-F1", TEST_KEYS[1], "{:.4f}"),
+    ("bal. acc", TEST_KEYS[2], "{:.4f}"),
+    ("AUROC", TEST_KEYS[3], "{:.4f}"),
     ("train s", "train_s", "{:.1f}"),
     ("query s", "query_s", "{:.2f}"),
 )
@@ -29,7 +29,7 @@ def summary_table(result: ALResult) -> str:
     header = [name for name, _, _ in SUMMARY_COLUMNS]
     rows = []
     for r in result.rounds:
-        values = {"round": r.round, "n_labeled": r.n_labeled, "train_s": r.train_s,
+        values = {ROUND: r.round, N_LABELED: r.n_labeled, "train_s": r.train_s,
                   "query_s": r.query_s, **r.metrics}
         cells = []
         for _, key, fmt in SUMMARY_COLUMNS:
@@ -49,31 +49,33 @@ def summary_table(result: ALResult) -> str:
 class ProgressPrinter(Callback):
     """Shows a bar that advances once per round, then prints the summary table."""
 
-    def __init__(self, title: str, enabled: bool = True, stream: TextIO | None = None) -> None:
-        self.title = title
-        self.enabled = enabled
+    def __init__(self, bar: bool = True, stream: TextIO | None = None) -> None:
+        self.title = ""
+        self.bar = bar
         self.stream = stream or sys.stdout
         self._bar: tqdm | None = None
         self._done = 0
 
-    def skip(self, rounds: int) -> None:
-        """Count ``rounds`` already done (a resumed run)."""
-        self._done = rounds
+    def setup(self, run: RunInfo) -> None:
+        self.title = run.name
+        self._done = 0 if run.resume is None else len(run.resume.result.rounds)
 
-    def on_run_start(self, dataset: ALDataset, budget: BudgetConf) -> None:
-        total = 1 if budget.full else budget.rounds + 1
-        self._bar = tqdm(total=total, initial=self._done, desc=self.title, unit="round",
-                         disable=not self.enabled, file=sys.stderr, dynamic_ncols=True)
+    def on_run_start(self, dataset: ALDataset, rounds: int) -> None:
+        self._bar = tqdm(total=rounds, initial=self._done, desc=self.title, unit="round",
+                         disable=not self.bar, file=sys.stderr, dynamic_ncols=True)
 
     def on_round_end(self, result: RoundResult) -> None:
         if self._bar is not None:
             self._bar.set_postfix(labelled=result.n_labeled,
-                                  acc=f"{result.metrics['test/accuracy']:.3f}")
+                                  acc=f"{result.metrics[ACCURACY]:.3f}")
             self._bar.update(1)
 
     def on_run_end(self, result: ALResult) -> None:
         self.close()
         print(f"\n{self.title}\n{summary_table(result)}", file=self.stream, flush=True)
+
+    def on_close(self, status: str) -> None:
+        self.close()
 
     def close(self) -> None:
         """Close the bar (also on failure)."""

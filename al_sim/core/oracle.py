@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from al_sim.core.sampling import flip_labels
+
 
 class Oracle:
     """Answers label queries from ``truth``; flips a ``noise_rate`` share to another class."""
@@ -24,11 +26,7 @@ class Oracle:
 
     def query(self, indices: np.ndarray) -> np.ndarray:
         """The annotator's labels for ``indices``; each call adds ``len(indices)`` to the cost."""
-        answers = self.truth(indices).copy()
-        if self._noise_rate > 0 and self._n_classes > 1:
-            flip = self._rng.random(len(answers)) < self._noise_rate
-            shift = self._rng.integers(1, self._n_classes, size=int(flip.sum()))
-            answers[flip] = (answers[flip] + shift) % self._n_classes
+        answers = flip_labels(self.truth(indices), self._noise_rate, self._n_classes, self._rng)
         self.n_annotated += len(answers)
         return answers
 

@@ -13,8 +13,6 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-METRIC_NAMES = ("accuracy", "f1_macro", "balanced_accuracy", "auroc", "loss")
-
 
 def classification_metrics(y_true: np.ndarray, probs: np.ndarray) -> dict[str, float]:
     """Accuracy, macro-F1, balanced accuracy, AUROC (binary or one-vs-rest macro) and loss.
@@ -49,22 +47,3 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray) -> dict[str, f
                 roc_auc_score(y_true, sub, multi_class="ovr", average="macro", labels=present)
             )
     return out
-
-
-def aulc(n_labeled: np.ndarray, values: np.ndarray) -> float:
-    """Area under ``values`` vs ``n_labeled`` (trapezoids), divided by the x-range.
-
-    With values in [0, 1] the result is in [0, 1]; a single point gives its value.
-    """
-    x = np.asarray(n_labeled, dtype=np.float64)
-    y = np.asarray(values, dtype=np.float64)
-    if len(x) != len(y) or len(x) == 0:
-        raise ValueError("aulc needs as many values as labelled counts, at least one")
-    if len(x) == 1:
-        return float(y[0])
-    order = np.argsort(x, kind="stable")
-    x, y = x[order], y[order]
-    span = x[-1] - x[0]
-    if span <= 0:
-        return float(y.mean())
-    return float(np.trapezoid(y, x) / span)

@@ -13,7 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from al_sim.report import CurveStats  # noqa: E402
+from al_sim.report.stats import CurveStats  # noqa: E402
 
 REFERENCE_STYLE = {"color": "black", "linestyle": "--", "linewidth": 2.0, "zorder": 5}
 BASELINE_STYLE = {"color": "0.35", "linestyle": ":", "linewidth": 1.5}

@@ -2,7 +2,7 @@
 
 Files: ``queries.csv`` (appended every round), ``labeled_set.csv``,
 ``metrics.csv``, ``learning_curve.png`` and ``queries/round_XX.png``. The
-MLflow tracker uploads these same files; they stay on disk either way.
+MLflow writer mirrors this directory; the files stay on disk either way.
 """
 
 from __future__ import annotations
@@ -14,15 +14,26 @@ from pathlib import Path
 
 import numpy as np
 
-from al_sim.config import BudgetConf
+from al_sim.contract import (
+    BALANCED_ACCURACY,
+    CURVE_FILE,
+    EVAL_S,
+    GRIDS_DIR,
+    LABELED_SET_FILE,
+    METRICS_FILE,
+    N_LABELED,
+    QUERIES_FILE,
+    QUERY_S,
+    ROUND,
+    TEST_KEYS,
+    TRAIN_S,
+)
 from al_sim.data.base import ALDataset
-from al_sim.loop import ALResult, Callback, QueryRecord, RoundResult
-from al_sim.plots import learning_curve, query_grid
+from al_sim.events import ALResult, Callback, QueryRecord, RoundResult, RunInfo
+from al_sim.sinks.plots import learning_curve, query_grid
 
-QUERIES_HEADER = ("round", "pool_index", "score", "oracle_label", "true_label")
-METRICS_HEADER = ("round", "n_labeled", "test/accuracy", "test/f1_macro",
-                  "test/balanced_accuracy", "test/auroc", "test/loss", "time/train_s",
-                  "time/query_s", "time/eval_s")
+QUERIES_HEADER = (ROUND, "pool_index", "score", "oracle_label", "true_label")
+METRICS_HEADER = (ROUND, N_LABELED, *TEST_KEYS, TRAIN_S, QUERY_S, EVAL_S)
 
 
 def _fmt(value: float) -> str:
@@ -32,13 +43,11 @@ def _fmt(value: float) -> str:
 class RunDirWriter(Callback):
     """Keeps the run directory's result files current after every round."""
 
-    def __init__(self, run_dir: Path, grids: bool = True, max_grid_images: int = 64,
-                 title: str = "") -> None:
-        self.run_dir = Path(run_dir)
+    def __init__(self, grids: bool = True, max_grid_images: int = 64) -> None:
         self.grids = grids
         self.max_grid_images = max_grid_images
-        self.title = title
-        self.new_files: list[Path] = []  # written since the last take_new_files()
+        self.run_dir = Path(".")
+        self.title = ""
         # Query grids render on one background thread, off the training path.
         self._renderer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="al_sim-plots")
         self._pending: list[Future[Path]] = []
@@ -49,36 +58,26 @@ class RunDirWriter(Callback):
     @property
     def queries_csv(self) -> Path:
         """Path of ``queries.csv``."""
-        return self.run_dir / "queries.csv"
+        return self.run_dir / QUERIES_FILE
 
     @property
     def metrics_csv(self) -> Path:
         """Path of ``metrics.csv``."""
-        return self.run_dir / "metrics.csv"
+        return self.run_dir / METRICS_FILE
 
-    def take_new_files(self) -> list[Path]:
-        """Files written since the last call (and forget them)."""
-        done = [f for f in self._pending if f.done()]
-        self._pending = [f for f in self._pending if not f.done()]
-        files, self.new_files = self.new_files + [f.result() for f in done], []
-        return files
-
-    def restore(self, result: ALResult, dataset: ALDataset) -> None:
-        """Rewrite the files from a resumed run's rounds (dropping anything written later)."""
+    def setup(self, run: RunInfo) -> None:
+        self.run_dir, self.title = Path(run.run_dir), run.name
         self._start_files()
-        self._dataset = dataset
-        for record in result.queries:
-            self._queries.append(record)
-            self._append_queries(record)
-        for round_result in result.rounds:
-            self._rounds.append(round_result)
-            self._append_metrics(round_result)
-        self.new_files += [self.queries_csv, self.metrics_csv]
+        if run.resume is not None:  # rewrite the rounds kept, dropping anything written later
+            for record in run.resume.result.queries:
+                self._queries.append(record)
+                self._append_queries(record)
+            for round_result in run.resume.result.rounds:
+                self._rounds.append(round_result)
+                self._append_metrics(round_result)
 
-    def on_run_start(self, dataset: ALDataset, budget: BudgetConf) -> None:
+    def on_run_start(self, dataset: ALDataset, rounds: int) -> None:
         self._dataset = dataset
-        if not self._queries:  # a fresh run, not a restored one
-            self._start_files()
 
     def _start_files(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -98,7 +97,7 @@ class RunDirWriter(Callback):
 
     def _append_metrics(self, result: RoundResult) -> None:
         row = [result.round, result.n_labeled]
-        row += [_fmt(result.metrics[k]) for k in METRICS_HEADER[2:7]]
+        row += [_fmt(result.metrics[k]) for k in TEST_KEYS]
         row += [_fmt(result.train_s), _fmt(result.query_s), _fmt(result.eval_s)]
         with self.metrics_csv.open("a", newline="") as f:
             csv.writer(f).writerow(row)
@@ -106,38 +105,36 @@ class RunDirWriter(Callback):
     def on_query(self, record: QueryRecord, dataset: ALDataset) -> None:
         self._queries.append(record)
         self._append_queries(record)
-        self.new_files.append(self.queries_csv)
         if self.grids:
             self._pending.append(self._renderer.submit(self._grid, record, dataset))
 
     def on_round_end(self, result: RoundResult) -> None:
         self._rounds.append(result)
         self._append_metrics(result)
-        self.new_files.append(self.metrics_csv)
 
     def on_run_end(self, result: ALResult) -> None:
-        self.new_files += self.finish()
+        self.finish()
 
-    def finish(self) -> list[Path]:
+    def on_exception(self, exc: BaseException) -> None:
+        self.finish()
+
+    def finish(self) -> None:
         """Write ``labeled_set.csv`` and ``learning_curve.png`` from the rounds done so far."""
-        files = [self.queries_csv, self.metrics_csv]
         for future in self._pending:  # wait for the grids still rendering
-            files.append(future.result())
+            future.result()
         self._pending = []
         if self._queries and self._dataset is not None:
-            files.append(self._labeled_set(self._queries, self._dataset))
+            self._labeled_set(self._queries, self._dataset)
         if self._rounds:
-            files.append(learning_curve(
+            learning_curve(
                 [r.n_labeled for r in self._rounds],
-                {"accuracy": [r.metrics["test/accuracy"] for r in self._rounds],
-                 "macro-F1": [r.metrics["test/f1_macro"] for r in self._rounds],
-                 "balanced accuracy": [r.metrics["test/balanced_accuracy"]
-                                       for r in self._rounds]},
-                self.run_dir / "learning_curve.png", title=self.title))
-        return [f for f in files if f.exists()]
+                {"accuracy": [r.metrics[TEST_KEYS[0]] for r in self._rounds],
+                 "macro-F1": [r.metrics[TEST_KEYS[1]] for r in self._rounds],
+                 "balanced accuracy": [r.metrics[BALANCED_ACCURACY] for r in self._rounds]},
+                self.run_dir / CURVE_FILE, title=self.title)
 
     def _labeled_set(self, queries: list[QueryRecord], dataset: ALDataset) -> Path:
-        path = self.run_dir / "labeled_set.csv"
+        path = self.run_dir / LABELED_SET_FILE
         ids = dataset.pool_ids
         with path.open("w", newline="") as f:
             writer = csv.writer(f)
@@ -161,5 +158,5 @@ class RunDirWriter(Callback):
         title = f"round {record.round}: {len(record.indices)} images labelled"
         if len(record.indices) > len(show):
             title += f" (first {len(show)} shown)"
-        path = self.run_dir / "queries" / f"round_{record.round:02d}.png"
+        path = self.run_dir / GRIDS_DIR / f"round_{record.round:02d}.png"
         return query_grid(images, captions, path, title=title)

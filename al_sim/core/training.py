@@ -5,15 +5,15 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from al_sim.config import TrainerConf
+from al_sim.config.schema import TrainerConf
 from al_sim.data.transforms import Preprocess
 from al_sim.errors import ConfigError
+from al_sim.events import FitReport
 from al_sim.models.base import ALModel
 
 _MIN_EARLY_STOPPING_IMAGES = 10
@@ -26,16 +26,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise ConfigError("trainer.device=cuda but no CUDA GPU is visible; use trainer.device=auto")
     return torch.device(name)
-
-
-@dataclass
-class FitReport:
-    """What one training did."""
-
-    epochs: int
-    steps: int
-    train_loss: float
-    val_loss: float | None = None
 
 
 class Trainer:

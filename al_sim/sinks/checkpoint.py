@@ -1,9 +1,10 @@
 """Round checkpoints: written atomically after every round, read back to resume a run.
 
 A checkpoint holds the labelled set, the oracle's state, the trained model,
-the rounds done so far and the MLflow run id. Every other random part of a
-round is derived from ``seed`` and the round number, so a resumed run ends
-exactly as an uninterrupted one would.
+the rounds done so far and every callback's own state (the MLflow run id).
+Every other random part of a round is derived from ``seed`` and the round
+number, so a resumed run ends exactly as an uninterrupted one would. This
+module owns resuming: finding, checking and reading a checkpoint.
 """
 
 from __future__ import annotations
@@ -17,33 +18,34 @@ from typing import Any
 import numpy as np
 import torch
 
-from al_sim.errors import ALSimError, ConfigError
-from al_sim.loop import ALResult, Callback, LoopState, QueryRecord, RoundResult
-from al_sim.pool import LabelPool
-from al_sim.training import FitReport
+from al_sim.contract import results_neutral
+from al_sim.core.pool import LabelPool
+from al_sim.errors import AlreadyFinishedError, ALSimError, ConfigError
+from al_sim.events import (
+    FINISHED,
+    ALResult,
+    Callback,
+    FitReport,
+    LoopState,
+    QueryRecord,
+    RoundResult,
+    RunInfo,
+)
 
 CHECKPOINT_FILE = "checkpoint.pt"
-FORMAT_VERSION = 1
-# Keys that do not change a run's results: a resume may change them.
-NEUTRAL_KEYS = ("progress", "resume", "tracking.", "trainer.num_threads")
-
-
-class AlreadyFinishedError(ALSimError):
-    """The run directory holds a finished run."""
+FORMAT_VERSION = 2
 
 
 def fingerprint(flat_config: dict[str, str]) -> str:
     """A hash of the settings that determine a run's results."""
-    kept = sorted((k, v) for k, v in flat_config.items()
-                  if not any(k == n or k.startswith(n) for n in NEUTRAL_KEYS))
+    kept = sorted((k, v) for k, v in flat_config.items() if not results_neutral(k))
     return hashlib.sha256(repr(kept).encode()).hexdigest()[:16]
 
 
 def _differences(old: dict[str, str], new: dict[str, str]) -> list[str]:
     keys = sorted(set(old) | set(new))
     return [f"{k}: {old.get(k, '<unset>')} -> {new.get(k, '<unset>')}" for k in keys
-            if old.get(k) != new.get(k)
-            and not any(k == n or k.startswith(n) for n in NEUTRAL_KEYS)]
+            if old.get(k) != new.get(k) and not results_neutral(k)]
 
 
 @dataclass
@@ -51,18 +53,17 @@ class Checkpoint:
     """A saved run state (see module docstring)."""
 
     state: LoopState
-    run_id: str | None
     finished: bool
     config: dict[str, str]
 
 
-def _encode(state: LoopState, run_id: str | None, finished: bool,
-            config: dict[str, str]) -> dict[str, Any]:
+def _encode(state: LoopState, finished: bool, config: dict[str, str]) -> dict[str, Any]:
     def t(a: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(a))
 
     return {
-        "version": FORMAT_VERSION, "run_id": run_id, "finished": finished, "config": config,
+        "version": FORMAT_VERSION, "finished": finished, "config": config,
+        "callbacks": state.callbacks,
         "round": state.round,
         "pool": {k: t(v) for k, v in state.pool.state().items()},
         "oracle": state.oracle,
@@ -89,15 +90,15 @@ def _decode(data: dict[str, Any]) -> Checkpoint:
         n_annotated=int(data["n_annotated"]),
     )
     pool = LabelPool.from_state({k: v.numpy() for k, v in data["pool"].items()})
-    state = LoopState(int(data["round"]), pool, data["oracle"], result, data["model"])
-    return Checkpoint(state, data["run_id"], bool(data["finished"]), data["config"])
+    state = LoopState(int(data["round"]), pool, data["oracle"], result, data["model"],
+                      data["callbacks"])
+    return Checkpoint(state, bool(data["finished"]), data["config"])
 
 
 def save(path: Path, checkpoint: Checkpoint) -> None:
     """Write ``checkpoint`` to ``path`` atomically (temp file, fsync, rename)."""
     tmp = path.with_name(f".{path.name}.tmp")
-    payload = _encode(checkpoint.state, checkpoint.run_id, checkpoint.finished,
-                      checkpoint.config)
+    payload = _encode(checkpoint.state, checkpoint.finished, checkpoint.config)
     with tmp.open("wb") as f:
         torch.save(payload, f)
         f.flush()
@@ -148,16 +149,20 @@ def find_resumable(run_dir: Path, mode: str, config: dict[str, str]) -> Checkpoi
 class Checkpointer(Callback):
     """Saves a checkpoint after every round and marks it finished at the end."""
 
-    def __init__(self, run_dir: Path, config: dict[str, str]) -> None:
-        self.path = Path(run_dir) / CHECKPOINT_FILE
-        self.config = config
-        self.run_id: str | None = None
+    def __init__(self) -> None:
+        self.path = Path(CHECKPOINT_FILE)
+        self.config: dict[str, str] = {}
         self._last: LoopState | None = None
+
+    def setup(self, run: RunInfo) -> None:
+        self.path, self.config = Path(run.run_dir) / CHECKPOINT_FILE, run.params
+        if run.resume is None:  # a stale checkpoint must not outlive a restart
+            self.path.unlink(missing_ok=True)
 
     def on_checkpoint(self, state: LoopState) -> None:
         self._last = state
-        save(self.path, Checkpoint(state, self.run_id, False, self.config))
+        save(self.path, Checkpoint(state, False, self.config))
 
-    def on_run_end(self, result: ALResult) -> None:
-        if self._last is not None:
-            save(self.path, Checkpoint(self._last, self.run_id, True, self.config))
+    def on_close(self, status: str) -> None:
+        if status == FINISHED and self._last is not None:
+            save(self.path, Checkpoint(self._last, True, self.config))

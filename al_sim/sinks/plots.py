@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,9 +28,7 @@ def learning_curve(
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    return path
+    return _save(fig, path)
 
 
 def query_grid(
@@ -63,6 +62,13 @@ def query_grid(
                 ha="center", va="top")
     if title:
         fig.suptitle(title, fontsize=8)
+    return _save(fig, path)
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    """Save ``fig`` as ``path`` atomically, so a reader never sees half a PNG."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fig.savefig(tmp, format="png")
+    os.replace(tmp, path)
     return path

@@ -20,11 +20,6 @@ class LabelPool:
         return len(self._labels)
 
     @property
-    def labeled_mask(self) -> np.ndarray:
-        """Boolean mask of labelled images (a copy)."""
-        return self._round >= 0
-
-    @property
     def n_labeled(self) -> int:
         """Number of labelled images."""
         return int(np.count_nonzero(self._round >= 0))

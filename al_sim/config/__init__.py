@@ -1,0 +1,1 @@
+"""Configuration: the schemas (torch-free), their registration and validation."""

@@ -1,0 +1,110 @@
+"""Schemas of the ``dataset`` group and its preprocessing; each loader takes its schema as is."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from al_sim.config.checks import fraction, non_negative, positive
+from al_sim.errors import ConfigError
+
+
+@dataclass
+class PreprocessConf:
+    """Per-batch normalisation and optional train-time augmentation."""
+
+    mean: list[float] = field(default_factory=lambda: [0.5])
+    std: list[float] = field(default_factory=lambda: [0.5])
+    hflip: bool = False
+    vflip: bool = False
+    rotation_degrees: float = 0.0
+    random_resized_crop_scale: float = 1.0  # 1.0 = off; e.g. 0.8 crops 80-100% of the area
+
+    def __post_init__(self) -> None:
+        if len(self.mean) != len(self.std):
+            raise ConfigError("dataset.preprocess.mean and .std must have the same length")
+        if any(s <= 0 for s in self.std):
+            raise ConfigError("dataset.preprocess.std values must be > 0")
+        non_negative("dataset.preprocess", rotation_degrees=self.rotation_degrees)
+        if not 0.0 < self.random_resized_crop_scale <= 1.0:
+            raise ConfigError("dataset.preprocess.random_resized_crop_scale must be in (0, 1]")
+
+
+@dataclass
+class SyntheticDatasetConf:
+    """Generated screening images: normal / benign round lesion / malignant irregular lesion."""
+
+    _target_: str = "al_sim.data.synthetic.load_synthetic"
+    name: str = "synthetic"
+    n_pool: int = 5000
+    n_test: int = 2000
+    image_size: int = 28
+    class_proportions: list[float] = field(default_factory=lambda: [0.6, 0.25, 0.15])
+    difficulty: float = 0.5
+    label_noise: float = 0.0
+    seed: int = 0
+    preprocess: PreprocessConf = field(default_factory=PreprocessConf)
+
+    def __post_init__(self) -> None:
+        positive("dataset", n_pool=self.n_pool, n_test=self.n_test)
+        if self.image_size < 16:
+            raise ConfigError(f"dataset.image_size must be >= 16, got {self.image_size}")
+        if len(self.class_proportions) not in (2, 3) or any(
+            p <= 0 for p in self.class_proportions
+        ):
+            raise ConfigError(
+                "dataset.class_proportions must be 2 or 3 positive numbers "
+                "(normal, benign[, malignant])"
+            )
+        if not 0.0 <= self.difficulty <= 1.0:
+            raise ConfigError(f"dataset.difficulty must be in [0, 1], got {self.difficulty}")
+        fraction("dataset", label_noise=self.label_noise)
+
+
+@dataclass
+class MedMNISTDatasetConf:
+    """Official MedMNIST ``.npz`` archives from ``root``."""
+
+    _target_: str = "al_sim.data.medmnist.load_medmnist"
+    name: str = "pneumoniamnist"
+    size: int = 28
+    root: str = "~/.medmnist"
+    verify_checksum: bool = False
+    download: bool = False
+    max_pool: int | None = None  # cap the pool (stratified subsample of the train split)
+    seed: int = 0  # the dataset's own seed (the max_pool subsample): fixed across run seeds
+    preprocess: PreprocessConf = field(default_factory=PreprocessConf)
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise ConfigError("dataset.name must name a MedMNIST dataset, e.g. pneumoniamnist")
+        if self.size not in (28, 64, 128, 224):
+            raise ConfigError(f"dataset.size must be one of 28, 64, 128, 224, got {self.size}")
+        if self.max_pool is not None:
+            positive("dataset", max_pool=self.max_pool)
+
+
+@dataclass
+class FolderDatasetConf:
+    """Image folders laid out as the annotation workflow keeps them (see README)."""
+
+    _target_: str = "al_sim.data.folder.load_folder"
+    name: str = "folder"
+    root: str | None = None
+    image_size: int = 28
+    channels: int = 1
+    test_fraction: float | None = None
+    labels_file: str = "pool_labels.csv"
+    seed: int = 0
+    preprocess: PreprocessConf = field(default_factory=PreprocessConf)
+
+    def __post_init__(self) -> None:
+        if not self.root:
+            raise ConfigError(
+                "dataset.root is not set; point it at the image folder, e.g. dataset=folder "
+                "dataset.root=/data/xrays (python -m al_sim.data.export_folder --help builds one)"
+            )
+        positive("dataset", image_size=self.image_size)
+        if self.channels not in (1, 3):
+            raise ConfigError(f"dataset.channels must be 1 or 3, got {self.channels}")
+        if self.test_fraction is not None:
+            fraction("dataset", low_open=True, test_fraction=self.test_fraction)

@@ -1,0 +1,157 @@
+"""Schemas of the run: budget, trainer, tracking, oracle and the top level; the compare report.
+
+Config-object groups (these, and ``al_sim.config.data``) are validated by their
+dataclasses; groups that build a class (``strategy``, ``model``, ``callbacks``)
+take their schema from the class's constructor (``al_sim.config.derive``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from omegaconf import MISSING
+
+from al_sim.config.checks import fraction, non_negative, positive
+from al_sim.errors import ConfigError
+
+
+# --------------------------------------------------------------------------- budget
+class InitialSelection(Enum):
+    """How the initial labelled set is drawn (policies: ``al_sim.strategies.initial``)."""
+
+    random = "random"
+    stratified = "stratified"
+    typiclust = "typiclust"
+
+
+@dataclass
+class BudgetConf:
+    """How many images are labelled: ``initial`` then ``rounds`` x ``query_size``."""
+
+    name: str = "default"
+    initial: int = 100
+    query_size: int = 100
+    rounds: int = 8
+    initial_selection: InitialSelection = InitialSelection.stratified
+    full: bool = False  # train once on the whole pool (the upper bound), no queries
+
+    def __post_init__(self) -> None:
+        if not self.full:
+            positive("budget", initial=self.initial, query_size=self.query_size)
+            non_negative("budget", rounds=self.rounds)
+
+
+# --------------------------------------------------------------------------- trainer
+@dataclass
+class TrainerConf:
+    """Training and inference settings, identical for every strategy in a comparison."""
+
+    epochs: int = 20
+    min_steps: int = 100
+    batch_size: int = 64
+    eval_batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    lr_schedule: str = "cosine"  # cosine | constant
+    reinit_each_round: bool = True
+    class_weighted_loss: bool = False
+    early_stopping_patience: int | None = None
+    early_stopping_fraction: float = 0.2
+    early_stopping_source: str = "labeled"  # labeled (a held-out slice) | val (the val split)
+    device: str = "cpu"  # cpu | cuda | auto
+    num_threads: int | None = None
+    channels_last: bool = True
+
+    def __post_init__(self) -> None:
+        positive("trainer", epochs=self.epochs, batch_size=self.batch_size,
+                  eval_batch_size=self.eval_batch_size, lr=self.lr)
+        non_negative("trainer", min_steps=self.min_steps, weight_decay=self.weight_decay)
+        if self.early_stopping_patience is not None:
+            positive("trainer", early_stopping_patience=self.early_stopping_patience)
+        fraction("trainer", low_open=True, early_stopping_fraction=self.early_stopping_fraction)
+        if self.lr_schedule not in ("cosine", "constant"):
+            raise ConfigError(
+                f"trainer.lr_schedule must be cosine or constant, got {self.lr_schedule!r}"
+            )
+        if self.early_stopping_source not in ("labeled", "val"):
+            raise ConfigError("trainer.early_stopping_source must be labeled or val, "
+                              f"got {self.early_stopping_source!r}")
+        if self.device not in ("cpu", "cuda", "auto"):
+            raise ConfigError(f"trainer.device must be cpu, cuda or auto, got {self.device!r}")
+        if self.num_threads is not None:
+            positive("trainer", num_threads=self.num_threads)
+
+
+# --------------------------------------------------------------------------- tracking
+@dataclass
+class TrackingConf:
+    """Where and how runs are logged (MLflow)."""
+
+    enabled: bool = True
+    uri: str | None = None  # None: sqlite:///<launch dir>/mlflow.db
+    experiment: str = "al_sim"
+    artifact_location: str | None = None  # None: <launch dir>/mlartifacts for new experiments
+    query_grids: bool = True
+    max_grid_images: int = 64
+    retries: int = 5
+
+
+# --------------------------------------------------------------------------- oracle
+@dataclass
+class OracleConf:
+    """The simulated annotator."""
+
+    noise_rate: float = 0.0
+
+    def __post_init__(self) -> None:
+        fraction("oracle", noise_rate=self.noise_rate)
+
+
+# --------------------------------------------------------------------------- top level
+RESUME_MODES = ("auto", "true", "false")
+
+
+@dataclass
+class Config:
+    """The whole run."""
+
+    dataset: Any = MISSING
+    model: Any = MISSING
+    strategy: Any = MISSING
+    callbacks: Any = MISSING
+    budget: BudgetConf = MISSING
+    trainer: TrainerConf = MISSING
+    tracking: TrackingConf = MISSING
+    oracle: OracleConf = field(default_factory=OracleConf)
+    seed: int = 0
+    progress: bool = True
+    resume: str = "auto"  # auto | true | false (see README, "When things go wrong")
+
+
+# --------------------------------------------------------------------------- compare (report)
+# Schema of ``python -m al_sim.compare`` (conf/compare.yaml); owned by the comparison report.
+@dataclass
+class CompareConf:
+    """The cross-run report: which runs, which metric, which target, where it goes.
+
+    The store and experiment come from the ``tracking`` group, as for runs:
+    ``tracking.experiment=...``, ``tracking.uri=...`` (or ``MLFLOW_TRACKING_URI``).
+    """
+
+    tracking: TrackingConf = MISSING
+    sweep_id: str = "latest"  # latest | all | a sweep dir as given to Hydra | its parent run id
+    metric: str = "test/accuracy"
+    reference: str = "random"
+    target_fraction: float = 0.95  # of the full-data baseline's final metric
+    target_value: float | None = None  # an absolute target; wins over target_fraction
+    alpha: float = 0.05
+    output_dir: str | None = None  # None: <sweep dir>/compare, else ./al_sim_compare/<sweep>
+    log_artifacts: bool = True
+
+    def __post_init__(self) -> None:
+        fraction("compare", low_open=True, alpha=self.alpha)
+        positive("compare", target_fraction=self.target_fraction)
+        if not self.metric.strip():
+            raise ConfigError("compare.metric must name a logged metric, e.g. test/accuracy")

@@ -1,0 +1,58 @@
+"""The MLflow contract in one place: metric, tag and artifact names, the store's default URI.
+
+Every writer (run dir, progress table, MLflow) and reader (comparison report)
+takes these names from here. Torch-free and MLflow-free, so the report can
+import it cheaply.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+# Per-round test metrics, in table order; logged as ``test/<name>`` with step = labelled images.
+TEST_METRICS = ("accuracy", "f1_macro", "balanced_accuracy", "auroc", "loss")
+TEST_KEYS = tuple(f"test/{name}" for name in TEST_METRICS)
+ACCURACY, BALANCED_ACCURACY = "test/accuracy", "test/balanced_accuracy"
+ROUND, N_LABELED = "round", "n_labeled"
+TRAIN_S, QUERY_S, EVAL_S = "time/train_s", "time/query_s", "time/eval_s"
+FINAL_AULC, FINAL_N_ANNOTATED = "final/aulc", "final/n_annotated"
+
+# Tags of every run, of a sweep's parent run, and the strategy tag of a full-data baseline.
+RUN_TAGS = ("strategy", "dataset", "model", "seed", "budget")
+SWEEP_ID_TAG, ERROR_TAG, ROLE_TAG = "sweep_id", "error", "al_sim.role"
+SWEEP_ROLE = "sweep"
+FULL_STRATEGY = "full"
+
+# Artifacts, relative to the run directory (which holds the same files).
+CONFIG_FILE = "config.yaml"
+QUERIES_FILE = "queries.csv"
+METRICS_FILE = "metrics.csv"
+LABELED_SET_FILE = "labeled_set.csv"
+CURVE_FILE = "learning_curve.png"
+GRIDS_DIR = "queries"
+ARTIFACTS = (CONFIG_FILE, QUERIES_FILE, METRICS_FILE, LABELED_SET_FILE, CURVE_FILE)
+
+# Flattened config keys that do not change a run's results: a resume may change them and the
+# comparison report does not split settings on them. A key ending in "." is a prefix.
+RESULTS_NEUTRAL_KEYS = ("progress", "resume", "tracking.", "callbacks.", "trainer.num_threads",
+                        "trainer.device")
+
+
+def results_neutral(key: str) -> bool:
+    """Whether the flattened config key ``key`` leaves a run's results unchanged."""
+    return any(key == n or (n.endswith(".") and key.startswith(n)) for n in RESULTS_NEUTRAL_KEYS)
+
+
+def default_tracking_uri(launch_dir: Path) -> str:
+    """``sqlite:///<launch_dir>/mlflow.db`` (absolute, so every job of a sweep shares it)."""
+    return f"sqlite:///{Path(launch_dir).resolve() / 'mlflow.db'}"
+
+
+def tracking_uri(configured: str | None, launch_dir: Path) -> str:
+    """The store a run, a sweep or a report uses: ``tracking.uri`` or the default."""
+    return configured or default_tracking_uri(launch_dir)
+
+
+def default_artifact_location(configured: str | None, launch_dir: Path) -> str:
+    """Where a new experiment keeps artifacts: ``tracking.artifact_location`` or ``mlartifacts``."""
+    return configured or (Path(launch_dir).resolve() / "mlartifacts").as_uri()

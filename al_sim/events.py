@@ -1,0 +1,182 @@
+"""What the loop reports and to whom: result types and the callback protocol. Torch-free.
+
+A run's side effects (run-dir files, progress bar, checkpoints, MLflow) are
+callbacks. The entry point fires ``setup`` before building the components (so
+a data error still reaches every sink) and ``on_exception`` / ``on_close`` if
+anything fails; the loop fires the rest. Each event goes to every callback in
+list order, and no callback depends on another's position: producers write in
+``on_run_end`` / ``on_exception``; ``on_close`` comes after every callback has
+produced, for mirrors (MLflow uploads the run dir) and clean-up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from al_sim.contract import ACCURACY
+from al_sim.core.aulc import aulc
+
+if TYPE_CHECKING:
+    from al_sim.core.pool import LabelPool
+    from al_sim.data.base import ALDataset
+
+FINISHED, FAILED, KILLED = "FINISHED", "FAILED", "KILLED"
+
+
+@dataclass
+class FitReport:
+    """What one training did."""
+
+    epochs: int
+    steps: int
+    train_loss: float
+    val_loss: float | None = None
+
+
+@dataclass
+class QueryRecord:
+    """The images labelled in one round (round 0: the initial set)."""
+
+    round: int
+    indices: np.ndarray
+    scores: np.ndarray
+    oracle_labels: np.ndarray
+    true_labels: np.ndarray
+
+
+@dataclass
+class RoundResult:
+    """Metrics after training on the labelled set of one round."""
+
+    round: int
+    n_labeled: int
+    metrics: dict[str, float]
+    train_s: float
+    query_s: float
+    fit: FitReport
+    eval_s: float = 0.0
+
+
+@dataclass
+class ALResult:
+    """Everything a run produced so far."""
+
+    rounds: list[RoundResult] = field(default_factory=list)
+    queries: list[QueryRecord] = field(default_factory=list)
+    n_annotated: int = 0
+
+    @property
+    def aulc(self) -> float:
+        """Area under test accuracy vs labelled images, normalised to [0, 1]."""
+        return aulc(np.array([r.n_labeled for r in self.rounds]),
+                    np.array([r.metrics[ACCURACY] for r in self.rounds]))
+
+
+@dataclass
+class LoopState:
+    """Everything needed to continue a run after its last completed round.
+
+    ``callbacks`` holds each callback's own :meth:`Callback.state_dict`, by key.
+    """
+
+    round: int
+    pool: LabelPool
+    oracle: dict
+    result: ALResult
+    model_state: dict[str, Any]
+    callbacks: dict[str, dict] = field(default_factory=dict)
+
+
+@dataclass
+class RunInfo:
+    """Who a run is, for the sinks: where its files go, what it is called, what it is."""
+
+    run_dir: Path
+    launch_dir: Path
+    name: str
+    tags: dict[str, str]
+    params: dict[str, str]
+    parent: str | None = None  # the sweep's parent run in the tracking store
+    resume: LoopState | None = None  # the checkpointed state a resumed run continues from
+
+
+class Callback:
+    """Receives a run's events; override what you need.
+
+    ``key`` names the callback's entry in a checkpoint's ``LoopState.callbacks``.
+    """
+
+    key: str = ""
+
+    def setup(self, run: RunInfo) -> None:
+        """Before the components are built; ``run.resume`` is set when the run continues."""
+
+    def on_run_start(self, dataset: ALDataset, rounds: int) -> None:
+        """Before the first round the loop runs; ``rounds`` is the run's total round count."""
+
+    def on_query(self, record: QueryRecord, dataset: ALDataset) -> None:
+        """After the oracle labelled a round's images."""
+
+    def on_round_end(self, result: RoundResult) -> None:
+        """After a round's training and evaluation."""
+
+    def on_checkpoint(self, state: LoopState) -> None:
+        """After every callback's ``on_round_end``: the state to save to resume later."""
+
+    def on_run_end(self, result: ALResult) -> None:
+        """After the last round."""
+
+    def on_exception(self, exc: BaseException) -> None:
+        """The run failed (or was interrupted) with ``exc``."""
+
+    def on_close(self, status: str) -> None:
+        """Last, once: ``FINISHED``, ``FAILED`` or ``KILLED``."""
+
+    def state_dict(self) -> dict:
+        """What this callback needs back on resume (plain values)."""
+        return {}
+
+
+class CallbackList(Sequence[Callback]):
+    """Callbacks in order; ``fire(event, ...)`` calls the hook on each."""
+
+    def __init__(self, callbacks: Sequence[Callback] = ()) -> None:
+        self._items = list(callbacks)
+
+    def __getitem__(self, i: int) -> Callback:  # type: ignore[override]
+        return self._items[i]
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __iter__(self) -> Iterator[Callback]:
+        return iter(self._items)
+
+    def fire(self, event: str, *args: Any) -> None:
+        """Call ``event`` on every callback, in order."""
+        for callback in self._items:
+            getattr(callback, event)(*args)
+
+    def states(self) -> dict[str, dict]:
+        """Every keyed callback's state, for a checkpoint."""
+        return {cb.key: cb.state_dict() for cb in self._items if cb.key}
+
+    def close(self, exc: BaseException | None) -> None:
+        """``on_exception`` (when failing) then ``on_close`` on every callback, each attempted."""
+        status = FINISHED if exc is None else (
+            KILLED if isinstance(exc, KeyboardInterrupt | SystemExit) else FAILED)
+        errors: list[BaseException] = []
+        for event, args in ((("on_exception", (exc,)),) if exc is not None else ()) + (
+                ("on_close", (status,)),):
+            for callback in self._items:
+                try:
+                    getattr(callback, event)(*args)
+                except Exception as err:  # noqa: BLE001 - every sink gets its chance to close
+                    errors.append(err)
+        if errors and exc is None:
+            raise errors[0]

@@ -1,0 +1,1 @@
+"""The cross-run report: MLflow reader, statistics, tables, figures. Imports no torch."""

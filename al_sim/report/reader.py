@@ -1,0 +1,137 @@
+"""Reads runs back from MLflow for the comparison report: plain data out, no MLflow types leak.
+
+Selection problems are ConfigError (one clear line). Imports no torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from al_sim.contract import FULL_STRATEGY, ROLE_TAG, SWEEP_ID_TAG, SWEEP_ROLE
+from al_sim.errors import ConfigError, TrackingError
+
+LATEST, ALL = "latest", "all"
+
+
+@dataclass
+class StoredRun:
+    """A run as the report needs it: tags, params, latest metrics, per-step histories."""
+
+    run_id: str
+    name: str
+    status: str
+    start_time: int
+    tags: dict[str, str]
+    params: dict[str, str]
+    metrics: dict[str, float]
+    history: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+
+
+@dataclass
+class SweepRef:
+    """The runs a report covers: one sweep (its parent run) or a whole experiment."""
+
+    experiment: str
+    experiment_id: str
+    sweep_id: str | None  # None: every run of the experiment
+    parent_run_id: str | None
+
+
+def _same_sweep(tag: str, wanted: str) -> bool:
+    return Path(tag) == Path(wanted) or Path(tag).resolve() == Path(wanted).resolve()
+
+
+class RunReader:
+    """Finds a sweep's finished runs and the full-data baselines; logs report artifacts."""
+
+    def __init__(self, uri: str) -> None:
+        if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+            raise ConfigError(
+                f"no MLflow store at {uri}: run a sweep from this directory first "
+                "(python -m al_sim.run -m ...), or set tracking.uri=<uri of the sweep's store>"
+            )
+        self.uri = uri
+        self.client = MlflowClient(tracking_uri=uri)
+
+    def _search(self, experiment_id: str, filter_string: str = "") -> list[Any]:
+        runs: list[Any] = []
+        token = None
+        while True:
+            page = self.client.search_runs([experiment_id], filter_string, max_results=1000,
+                                           order_by=["attributes.start_time DESC"],
+                                           page_token=token)
+            runs.extend(page)
+            token = page.token
+            if not token:
+                return runs
+
+    def select(self, experiment: str, sweep_id: str) -> SweepRef:
+        """The sweep ``sweep_id`` (a sweep dir, a parent run id, ``latest`` or ``all``)."""
+        found = self.client.get_experiment_by_name(experiment)
+        if found is None or found.lifecycle_stage != "active":
+            names = sorted(e.name for e in self.client.search_experiments())
+            raise ConfigError(f"experiment {experiment!r} not found in {self.uri} (known: "
+                              f"{', '.join(names) or 'none'}); set tracking.experiment=<name>")
+        exp_id = found.experiment_id
+        if sweep_id == ALL:
+            return SweepRef(experiment, exp_id, None, None)
+        parents = self._search(exp_id, f"tags.`{ROLE_TAG}` = '{SWEEP_ROLE}'")
+        if sweep_id == LATEST:
+            if not parents:
+                raise ConfigError(f"no sweep in experiment {experiment!r} at {self.uri}: run one "
+                                  "(python -m al_sim.run -m ...) or set sweep_id=all")
+            parents = parents[:1]
+        for run in parents:
+            tag = run.data.tags.get(SWEEP_ID_TAG, "")
+            if sweep_id in (LATEST, run.info.run_id) or _same_sweep(tag, sweep_id):
+                return SweepRef(experiment, exp_id, tag, run.info.run_id)
+        known = ", ".join(r.data.tags.get(SWEEP_ID_TAG, r.info.run_id) for r in parents[:5])
+        raise ConfigError(f"unknown sweep_id {sweep_id!r} in experiment {experiment!r} "
+                          f"(latest sweeps: {known or 'none'}); set sweep_id=<sweep dir>, "
+                          "latest or all")
+
+    def runs(self, ref: SweepRef, keys: Iterable[str]) -> tuple[list[StoredRun], dict[str, int]]:
+        """The FINISHED runs of ``ref`` with histories of ``keys``, and a count per status."""
+        if ref.parent_run_id is not None:
+            found = self._search(ref.experiment_id,
+                                 f"tags.`mlflow.parentRunId` = '{ref.parent_run_id}'")
+        else:
+            found = [r for r in self._search(ref.experiment_id)
+                     if r.data.tags.get(ROLE_TAG) != SWEEP_ROLE]
+        statuses: dict[str, int] = {}
+        for run in found:
+            statuses[run.info.status] = statuses.get(run.info.status, 0) + 1
+        finished = [r for r in found if r.info.status == "FINISHED"]
+        return [self._load(r, keys) for r in finished], statuses
+
+    def baselines(self, ref: SweepRef, keys: Iterable[str]) -> list[StoredRun]:
+        """FINISHED full-data runs (tag ``strategy=full``) of the experiment."""
+        found = self._search(ref.experiment_id, f"tags.strategy = '{FULL_STRATEGY}'")
+        return [self._load(r, keys) for r in found if r.info.status == "FINISHED"]
+
+    def _load(self, run: Any, keys: Iterable[str]) -> StoredRun:
+        history: dict[str, list[tuple[int, float]]] = {}
+        for key in keys:
+            if key not in run.data.metrics:
+                continue
+            points = sorted(self.client.get_metric_history(run.info.run_id, key),
+                            key=lambda m: (m.step, m.timestamp))
+            last = {m.step: m.value for m in points}  # a re-logged step keeps its last value
+            history[key] = sorted(last.items())
+        return StoredRun(run.info.run_id, run.info.run_name or run.info.run_id, run.info.status,
+                         run.info.start_time or 0, dict(run.data.tags), dict(run.data.params),
+                         dict(run.data.metrics), history)
+
+    def log_artifacts(self, run_id: str, folder: Path, artifact_path: str) -> None:
+        """Upload every file of ``folder`` to ``run_id`` under ``artifact_path``."""
+        try:
+            self.client.log_artifacts(run_id, str(folder), artifact_path)
+        except (MlflowException, OSError) as exc:
+            raise TrackingError(f"cannot log the report to run {run_id} at {self.uri}: "
+                                f"{str(exc).splitlines()[0]}") from exc

@@ -1,0 +1,94 @@
+"""The package's layering, checked on the source: who may import whom, and what stays light."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+PACKAGE = REPO / "al_sim"
+HEAVY = ("torch", "torchvision", "sklearn")
+
+
+def imports_of(path: Path) -> set[str]:
+    """Every module ``path`` imports, at any depth of the file (deferred imports too)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+    return found
+
+
+def modules() -> dict[str, set[str]]:
+    out = {}
+    for path in PACKAGE.rglob("*.py"):
+        name = ".".join(path.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__")
+        out[name] = imports_of(path)
+    return out
+
+
+def loaded_after(code: str) -> set[str]:
+    """Top-level packages in ``sys.modules`` after running ``code`` in a fresh interpreter."""
+    probe = f"{code}\nimport sys\nprint(' '.join(sorted({{m.split('.')[0] for m in sys.modules}})))"
+    out = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True,
+                         check=True, timeout=120).stdout
+    return set(out.split())
+
+
+def test_the_report_imports_no_torch_torchvision_or_sklearn() -> None:
+    loaded = loaded_after("import al_sim.compare, al_sim.report.build")
+    assert not loaded & set(HEAVY), loaded & set(HEAVY)
+
+
+@pytest.mark.parametrize("module", ["al_sim.events", "al_sim.contract", "al_sim.config.store",
+                                    "al_sim.run"])
+def test_light_modules_stay_light(module: str) -> None:
+    loaded = loaded_after(f"import {module}")
+    assert not loaded & {*HEAVY, "mlflow"}, loaded & {*HEAVY, "mlflow"}
+
+
+def test_a_misspelt_override_fails_before_the_heavy_imports(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "al_sim.run",
+                           "strategy=entropi"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2
+    assert [line for line in proc.stderr.splitlines() if line.startswith("error:")] == [
+        "error: In 'config': Could not find 'strategy/entropi'"]
+    imported = {line.split("|")[-1].strip().split(".")[0] for line in proc.stderr.splitlines()
+                if line.startswith("import time:")}
+    assert not imported & {*HEAVY, "mlflow"}, imported & {*HEAVY, "mlflow"}
+
+
+def test_only_the_entry_layer_imports_the_loop() -> None:
+    users = {m for m, deps in modules().items() if "al_sim.core.loop" in deps}
+    assert users <= {"al_sim.experiment"}, users
+
+
+def test_no_sink_imports_another_sink() -> None:
+    sinks = {m for m in modules() if m.startswith("al_sim.sinks.") and m != "al_sim.sinks.plots"}
+    for name, deps in modules().items():
+        if name in sinks:
+            assert not (deps & sinks), f"{name} imports {deps & sinks}"
+
+
+def test_mlflow_is_imported_by_the_writer_and_the_reader_only() -> None:
+    users = {m for m, deps in modules().items() if any(d.split(".")[0] == "mlflow" for d in deps)}
+    assert users == {"al_sim.sinks.mlflow_writer", "al_sim.report.reader"}, users
+
+
+def test_hydra_lives_in_the_entry_points_only() -> None:
+    users = {m for m, deps in modules().items() if any(d.split(".")[0] == "hydra" for d in deps)}
+    assert users <= {"al_sim.run", "al_sim.compare", "al_sim.sweep", "al_sim.config.store"}, users
+
+
+def test_modules_stay_short() -> None:
+    long = {p.name: n for p in PACKAGE.rglob("*.py")
+            if (n := len(p.read_text().splitlines())) > 320}
+    assert not long, long
