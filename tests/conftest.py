@@ -66,3 +66,26 @@ def setup_sink(sink, run_dir: Path, name: str = "test"):
 
     sink.setup(RunInfo(run_dir=run_dir, launch_dir=run_dir, name=name, tags={}, params={}))
     return sink
+
+
+def query_context(model, n: int, labeled, seed: int = 0, n_classes: int = 3):
+    """A QueryContext over a pool of ``n`` images with ``labeled`` (label 0) taken."""
+    from al_sim.strategies.base import QueryContext
+
+    mask = np.zeros(n, dtype=bool)
+    mask[np.asarray(labeled, dtype=np.int64)] = True
+    return QueryContext(model=model, unlabeled=np.flatnonzero(~mask),
+                        labeled=np.flatnonzero(mask),
+                        labeled_y=np.zeros(int(mask.sum()), dtype=np.int64),
+                        n_classes=n_classes, rng=np.random.default_rng(seed))
+
+
+def compose_config(overrides: list[str], config_name: str = "config", hydra: bool = False):
+    """The config ``python -m al_sim.run <overrides>`` would compose (not validated)."""
+    from hydra import compose, initialize_config_dir
+
+    from al_sim.config.store import register_configs
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return compose(config_name=config_name, overrides=overrides, return_hydra_config=hydra)

@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
-from al_sim.config.store import register_configs, validate
+from al_sim.config.store import validate
 from al_sim.errors import ConfigError
+from tests.conftest import SHARED_MEDMNIST, compose_config, run_cli
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 GROUPS = ["dataset", "model", "strategy", "budget", "trainer", "tracking"]
@@ -18,9 +18,7 @@ NEEDS = {("dataset", "folder"): ["dataset.root=/nonexistent"]}
 
 
 def _compose(overrides: list[str]):
-    register_configs()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose(config_name="config", overrides=overrides)
+    return compose_config(overrides)
 
 
 def _options(group: str) -> list[str]:
@@ -32,12 +30,35 @@ def _options(group: str) -> list[str]:
 def test_every_config_file_composes_and_validates(group: str, option: str) -> None:
     cfg = _compose([f"{group}={option}", *NEEDS.get((group, option), [])])
     validate(cfg)
-    assert OmegaConf.to_yaml(cfg, resolve=True)
+    resolved = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    if group in ("model", "strategy", "budget"):  # run names and tags use these names
+        assert resolved[group]["name"] == option
 
 
+def _sweep_values(option: str, key: str) -> list[str]:
+    params = compose_config([f"experiment={option}"], hydra=True).hydra.sweeper.params
+    return str(params[key]).split(",")
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("option", _options("experiment"))
-def test_every_experiment_composes(option: str) -> None:
-    validate(_compose([f"experiment={option}"]))
+def test_every_experiment_runs_as_a_real_sweep(option: str, tmp_path: Path) -> None:
+    """Each named sweep, one seed, tiny budget: every strategy it lists composes, runs, finishes."""
+    medmnist = _compose([f"experiment={option}"]).dataset.name != "synthetic"
+    if medmnist and not SHARED_MEDMNIST.is_dir():
+        pytest.skip("needs ../shared/data/medmnist")
+    data = ([f"dataset.root={SHARED_MEDMNIST}", "dataset.max_pool=120"] if medmnist
+            else ["dataset.n_pool=300", "dataset.n_test=150"])
+    proc = run_cli(["-m", f"experiment={option}", "seed=0", "hydra.launcher.n_jobs=1",
+                    "budget.initial=20", "budget.query_size=10", "budget.rounds=1",
+                    "trainer.epochs=1", "trainer.min_steps=2", "trainer.num_threads=1",
+                    "progress=false", "tracking.enabled=false", "tracking.query_grids=false",
+                    f"hydra.sweep.dir={tmp_path / 'sweep'}", *data], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    jobs = sorted((tmp_path / "sweep").glob("*/metrics.csv"))
+    assert len(jobs) == len(_sweep_values(option, "strategy"))
+    ran = {OmegaConf.load(j.parent / "config.yaml").strategy.name for j in jobs}
+    assert ran == set(_sweep_values(option, "strategy"))
 
 
 def test_defaults_match_the_design() -> None:

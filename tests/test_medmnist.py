@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -19,7 +18,7 @@ from al_sim.core.sampling import stratified_sample
 from al_sim.data import medmnist as mm
 from al_sim.data.medmnist import load_medmnist, read_medmnist
 from al_sim.errors import ConfigError, DataError
-from tests.conftest import REPO, SHARED_MEDMNIST, run_cli
+from tests.conftest import SHARED_MEDMNIST, compose_config, run_cli
 
 needs_shared = pytest.mark.skipif(
     not (SHARED_MEDMNIST / "breastmnist.npz").is_file()
@@ -65,16 +64,17 @@ def test_breastmnist_splits_and_class_counts() -> None:
     assert ds.class_names == ["malignant", "normal, benign"] and ds.image_shape == (1, 28, 28)
 
 
-@needs_shared
-def test_checksum_mismatch_warns_by_default_and_fails_when_verified(caplog) -> None:
-    official = mm.dataset_info("breastmnist")["MD5"]
-    actual = mm.md5sum(SHARED_MEDMNIST / "breastmnist.npz")
-    assert actual != official  # the shared files are re-saved copies
+def test_checksum_mismatch_warns_by_default_and_fails_when_verified(
+        tmp_path: Path, monkeypatch, caplog) -> None:
+    actual = mm.md5sum(write_npz(tmp_path))
+    official = "0123456789abcdef0123456789abcdef"  # what the package says the file should be
+    info = dict(mm._info_table()["breastmnist"], MD5=official)
+    monkeypatch.setattr(mm, "dataset_info", lambda name: info)
     with caplog.at_level(logging.WARNING, logger="al_sim"):
-        load_medmnist(name="breastmnist", root=str(SHARED_MEDMNIST))
+        load_medmnist(name="breastmnist", root=str(tmp_path))  # the user's choice: no check
     assert official in caplog.text and actual in caplog.text
     with pytest.raises(DataError, match=f"{actual}.*{official}.*verify_checksum=false"):
-        load_medmnist(name="breastmnist", root=str(SHARED_MEDMNIST), verify_checksum=True)
+        load_medmnist(name="breastmnist", root=str(tmp_path), verify_checksum=True)
 
 
 @needs_shared
@@ -259,8 +259,6 @@ def test_cli_runs_medmnist_end_to_end_and_logs_labelled_counts(tmp_path: Path) -
 def test_run_reports_a_missing_archive_as_a_data_error(tmp_path: Path) -> None:
     from al_sim.experiment import build_dataset
 
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=["dataset=medmnist",
-                                                       f"dataset.root={tmp_path}"])
+    cfg = compose_config(["dataset=medmnist", f"dataset.root={tmp_path}"])
     with pytest.raises(DataError, match="pneumoniamnist.npz not found"):
         build_dataset(cfg)

@@ -25,13 +25,24 @@ def test_binary_metrics() -> None:
 
 def test_multiclass_macro_f1_and_ovr_auroc() -> None:
     y = np.array([0, 1, 2, 2])
-    probs = np.array([[0.8, 0.1, 0.1], [0.1, 0.8, 0.1], [0.1, 0.1, 0.8], [0.6, 0.2, 0.2]])
+    probs = np.array([[0.8, 0.1, 0.1], [0.1, 0.8, 0.1], [0.1, 0.1, 0.8], [0.6, 0.35, 0.05]])
     m = classification_metrics(y, probs)
     assert m["accuracy"] == 0.75
     # per-class F1: 0 -> 2/3, 1 -> 1, 2 -> 2/3
     assert m["f1_macro"] == pytest.approx((2 / 3 + 1 + 2 / 3) / 3)
     assert m["balanced_accuracy"] == pytest.approx((1 + 1 + 0.5) / 3)
-    assert 0.0 <= m["auroc"] <= 1.0
+    # one-vs-rest AUROC: classes 0 and 1 rank their positive first (1.0); class 2's positives
+    # score 0.8 and 0.05 against negatives 0.1, 0.1: 2 of 4 pairs ordered (0.5)
+    assert m["auroc"] == pytest.approx((1.0 + 1.0 + 0.5) / 3)
+    assert m["auroc"] == roc_auc_score(y, probs, multi_class="ovr", average="macro")
+
+
+def test_multiclass_auroc_ignores_classes_absent_from_the_test_labels() -> None:
+    y = np.array([0, 0, 1, 1])
+    probs = np.array([[0.5, 0.3, 0.2], [0.2, 0.2, 0.6], [0.1, 0.6, 0.3], [0.45, 0.45, 0.1]])
+    sub = probs[:, :2] / probs[:, :2].sum(axis=1, keepdims=True)
+    assert classification_metrics(y, probs)["auroc"] == pytest.approx(
+        roc_auc_score(y, sub[:, 1]))
 
 
 def test_single_class_test_set_gives_nan_auroc_not_a_crash() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from al_sim.strategies.base import QueryContext, Selection, top_k
+from al_sim.strategies.base import ArrayModelView, QueryContext, Selection, top_k
 from al_sim.strategies.random import RandomSampling
 from al_sim.strategies.uncertainty import (
     Entropy,
@@ -15,30 +15,12 @@ from al_sim.strategies.uncertainty import (
     least_confidence_score,
     margin_score,
 )
-
-
-class ArrayView:
-    """A ModelView over fixed arrays, indexed by pool index."""
-
-    def __init__(self, probs: np.ndarray) -> None:
-        self._probs = probs
-
-    def probs(self, indices: np.ndarray) -> np.ndarray:
-        return self._probs[indices]
-
-    def features(self, indices: np.ndarray) -> np.ndarray:
-        raise AssertionError("uncertainty strategies must not ask for features")
-
-    def mc_probs(self, indices: np.ndarray, samples: int) -> np.ndarray:
-        raise AssertionError("uncertainty strategies must not ask for MC samples")
+from tests.conftest import query_context
 
 
 def context(probs: np.ndarray, labeled: list[int], seed: int = 0) -> QueryContext:
-    mask = np.zeros(len(probs), dtype=bool)
-    mask[labeled] = True
-    return QueryContext(model=ArrayView(probs), unlabeled=np.flatnonzero(~mask),
-                        labeled=np.flatnonzero(mask), labeled_y=np.zeros(mask.sum(), int),
-                        n_classes=probs.shape[1], rng=np.random.default_rng(seed))
+    # probabilities only: asking an uncertainty strategy's view for features or MC samples raises
+    return query_context(ArrayModelView(probs=probs), len(probs), labeled, seed, probs.shape[1])
 
 
 PROBS = np.array([

@@ -7,15 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.spatial.distance import cdist
 
 from al_sim.config.schema import BudgetConf
-from al_sim.config.store import register_configs
 from al_sim.core.loop import initial_indices, run_active_learning
 from al_sim.core.oracle import Oracle
+from al_sim.data.base import ALDataset
 from al_sim.experiment import build_strategy
 from al_sim.models.simple_cnn import SimpleCNN
 from al_sim.strategies.base import ArrayModelView, QueryContext
@@ -30,7 +29,8 @@ from al_sim.strategies.diversity import (
 )
 from al_sim.strategies.initial import initial_policy, pixel_embedding
 from al_sim.strategies.stochastic import PowerBALD, PowerEntropy, power_sample
-from al_sim.strategies.typiclust import TypiClust, typiclust_select
+from al_sim.strategies.typiclust import TypiClust, typicality, typiclust_select
+from tests.conftest import compose_config, query_context
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -49,11 +49,7 @@ class ArrayView(ArrayModelView):
 
 def context(view: ArrayView, n: int, labeled: list[int] | np.ndarray, seed: int = 0,
             n_classes: int = 3) -> QueryContext:
-    mask = np.zeros(n, dtype=bool)
-    mask[np.asarray(labeled, dtype=np.int64)] = True
-    return QueryContext(model=view, unlabeled=np.flatnonzero(~mask), labeled=np.flatnonzero(mask),
-                        labeled_y=np.zeros(mask.sum(), dtype=np.int64), n_classes=n_classes,
-                        rng=np.random.default_rng(seed))
+    return query_context(view, n, labeled, seed, n_classes)
 
 
 def random_view(n: int, seed: int, c: int = 3, d: int = 4, t: int = 5,
@@ -198,12 +194,17 @@ def blobs(per: int = 25) -> tuple[np.ndarray, np.ndarray]:
 
 def test_typiclust_picks_the_typical_image_of_each_uncovered_cluster() -> None:
     emb, blob = blobs()
-    picked, _ = typiclust_select(emb, np.zeros(100, dtype=bool), 4, seed=0, k_neighbors=10)
+    picked, scores = typiclust_select(emb, np.zeros(100, dtype=bool), 4, seed=0, k_neighbors=10)
     assert sorted(blob[picked].tolist()) == [0, 1, 2, 3]
+    for p, score in zip(picked, scores, strict=True):  # the blob's most typical point, its score
+        members = np.flatnonzero(blob == blob[p])
+        typ = typicality(emb[members], 10)
+        knn = np.sort(cdist(emb[members], emb[members]), axis=1)[:, 1:11].mean(axis=1)
+        np.testing.assert_allclose(typ, 1.0 / (knn + 1e-5))  # typicality, by its definition
+        assert p == members[np.argmax(typ)] and score == pytest.approx(typ.max())
     view = ArrayView(np.full((100, 3), 1 / 3), emb, np.zeros((100, 1, 3)))
     sel = TypiClust(k_neighbors=10, max_clusters=50).select(context(view, 100, [0, 1, 2]), 3)
     assert sorted(blob[sel.indices].tolist()) == [1, 2, 3]  # blob 0 is covered already
-    assert np.all(sel.scores > 0)
 
 
 def test_cold_start_typiclust_is_deterministic_and_diverse() -> None:
@@ -211,7 +212,7 @@ def test_cold_start_typiclust_is_deterministic_and_diverse() -> None:
     noise = np.random.default_rng(0).integers(0, 30, size=(100, 1, 20, 20))
     images = torch.from_numpy((blob[:, None, None, None] * 60 + noise).astype(np.uint8))
     assert pixel_embedding(images).shape == (100, 32)  # 16x16 pooled, first 32 components
-    ds = type("DS", (), {"initial_labeled": None, "n_pool": 100, "pool_x": images})()
+    ds = ALDataset("blobs", images, blob, images[:4], blob[:4], ["a", "b", "c", "d"])
     budget = BudgetConf(initial=4, initial_selection="typiclust")
     policy = initial_policy(budget.initial_selection)
     first = initial_indices(budget, ds, np.random.default_rng(1), policy)
@@ -249,10 +250,7 @@ def test_any_arrays_and_budget_give_valid_selections(n: int, c: int, d: int, see
 
 @pytest.mark.parametrize("name", sorted(NEW_STRATEGIES))
 def test_config_builds_the_strategy(name: str) -> None:
-    register_configs()
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[f"strategy={name}"])
-    strategy = build_strategy(cfg)
+    strategy = build_strategy(compose_config([f"strategy={name}"]))
     assert strategy.name == name
     assert type(strategy) is type(NEW_STRATEGIES[name]())
 

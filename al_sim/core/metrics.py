@@ -1,4 +1,4 @@
-"""Per-round test metrics and the area under the learning curve."""
+"""Per-round test metrics (accuracy, macro-F1, balanced accuracy, AUROC, log loss)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from sklearn.metrics import (
 def classification_metrics(y_true: np.ndarray, probs: np.ndarray) -> dict[str, float]:
     """Accuracy, macro-F1, balanced accuracy, AUROC (binary or one-vs-rest macro) and loss.
 
-    AUROC is NaN when the test labels hold a single class.
+    AUROC covers the classes present in the test labels (NaN when only one is).
     """
     y_true = np.asarray(y_true, dtype=np.int64)
     probs = np.asarray(probs, dtype=np.float64)
@@ -41,6 +41,9 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray) -> dict[str, f
             out["auroc"] = float("nan")
         elif n_classes == 2:
             out["auroc"] = float(roc_auc_score(y_true, probs[:, 1]))
+        elif len(present) == 2:  # two of several classes in the test labels: a binary AUROC
+            score = probs[:, present[1]] / probs[:, present].sum(axis=1)
+            out["auroc"] = float(roc_auc_score(y_true == present[1], score))
         else:
             sub = probs[:, present] / probs[:, present].sum(axis=1, keepdims=True)
             out["auroc"] = float(

@@ -33,7 +33,7 @@ from al_sim.events import (
 )
 
 CHECKPOINT_FILE = "checkpoint.pt"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 
 
 def fingerprint(flat_config: dict[str, str]) -> str:
@@ -68,28 +68,27 @@ def _encode(state: LoopState, finished: bool, config: dict[str, str]) -> dict[st
         "pool": {k: t(v) for k, v in state.pool.state().items()},
         "oracle": state.oracle,
         "queries": [{"round": q.round, "indices": t(q.indices), "scores": t(q.scores),
-                     "oracle_labels": t(q.oracle_labels), "true_labels": t(q.true_labels)}
-                    for q in state.result.queries],
+                     "true_labels": t(q.true_labels)}
+                    for q in state.result.queries],  # the labels given are the pool's
         "rounds": [{"round": r.round, "n_labeled": r.n_labeled, "metrics": dict(r.metrics),
                     "train_s": r.train_s, "query_s": r.query_s, "eval_s": r.eval_s,
                     "fit": asdict(r.fit)}
                    for r in state.result.rounds],
-        "n_annotated": state.result.n_annotated,
         "model": {k: v.detach().cpu() for k, v in state.model_state.items()},
     }
 
 
 def _decode(data: dict[str, Any]) -> Checkpoint:
+    pool = LabelPool.from_state({k: v.numpy() for k, v in data["pool"].items()})
     result = ALResult(
         rounds=[RoundResult(r["round"], r["n_labeled"], r["metrics"], r["train_s"],
                             r["query_s"], FitReport(**r["fit"]), r["eval_s"])
                 for r in data["rounds"]],
         queries=[QueryRecord(q["round"], q["indices"].numpy(), q["scores"].numpy(),
-                             q["oracle_labels"].numpy(), q["true_labels"].numpy())
+                             pool.labels_of(q["indices"].numpy()), q["true_labels"].numpy())
                  for q in data["queries"]],
-        n_annotated=int(data["n_annotated"]),
+        n_annotated=int(data["oracle"]["n_annotated"]),
     )
-    pool = LabelPool.from_state({k: v.numpy() for k, v in data["pool"].items()})
     state = LoopState(int(data["round"]), pool, data["oracle"], result, data["model"],
                       data["callbacks"])
     return Checkpoint(state, bool(data["finished"]), data["config"])

@@ -28,8 +28,9 @@ from al_sim.contract import (
     TEST_KEYS,
     TRAIN_S,
 )
+from al_sim.core.pool import LabelPool
 from al_sim.data.base import ALDataset
-from al_sim.events import ALResult, Callback, QueryRecord, RoundResult, RunInfo
+from al_sim.events import ALResult, Callback, LoopState, QueryRecord, RoundResult, RunInfo
 from al_sim.sinks.plots import learning_curve, query_grid
 
 QUERIES_HEADER = (ROUND, "pool_index", "score", "oracle_label", "true_label")
@@ -52,7 +53,7 @@ class RunDirWriter(Callback):
         self._renderer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="al_sim-plots")
         self._pending: list[Future[Path]] = []
         self._rounds: list[RoundResult] = []
-        self._queries: list[QueryRecord] = []
+        self._pool: LabelPool | None = None  # the labelled set, as of the last checkpoint
         self._dataset: ALDataset | None = None
 
     @property
@@ -69,8 +70,8 @@ class RunDirWriter(Callback):
         self.run_dir, self.title = Path(run.run_dir), run.name
         self._start_files()
         if run.resume is not None:  # rewrite the rounds kept, dropping anything written later
+            self._pool = run.resume.pool
             for record in run.resume.result.queries:
-                self._queries.append(record)
                 self._append_queries(record)
             for round_result in run.resume.result.rounds:
                 self._rounds.append(round_result)
@@ -103,7 +104,6 @@ class RunDirWriter(Callback):
             csv.writer(f).writerow(row)
 
     def on_query(self, record: QueryRecord, dataset: ALDataset) -> None:
-        self._queries.append(record)
         self._append_queries(record)
         if self.grids:
             self._pending.append(self._renderer.submit(self._grid, record, dataset))
@@ -111,6 +111,9 @@ class RunDirWriter(Callback):
     def on_round_end(self, result: RoundResult) -> None:
         self._rounds.append(result)
         self._append_metrics(result)
+
+    def on_checkpoint(self, state: LoopState) -> None:
+        self._pool = state.pool
 
     def on_run_end(self, result: ALResult) -> None:
         self.finish()
@@ -123,8 +126,8 @@ class RunDirWriter(Callback):
         for future in self._pending:  # wait for the grids still rendering
             future.result()
         self._pending = []
-        if self._queries and self._dataset is not None:
-            self._labeled_set(self._queries, self._dataset)
+        if self._pool is not None and self._dataset is not None:
+            self._labeled_set(self._pool, self._dataset)
         if self._rounds:
             learning_curve(
                 [r.n_labeled for r in self._rounds],
@@ -133,17 +136,20 @@ class RunDirWriter(Callback):
                  "balanced accuracy": [r.metrics[BALANCED_ACCURACY] for r in self._rounds]},
                 self.run_dir / CURVE_FILE, title=self.title)
 
-    def _labeled_set(self, queries: list[QueryRecord], dataset: ALDataset) -> Path:
+    def _labeled_set(self, pool: LabelPool, dataset: ALDataset) -> Path:
         path = self.run_dir / LABELED_SET_FILE
         ids = dataset.pool_ids
+        labeled = pool.labeled_indices()
+        rounds = pool.round_of(labeled)
+        order = np.lexsort((labeled, rounds))  # by round, then pool index
         with path.open("w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(("pool_index", "id", "label", "class_name", "round"))
-            for q in queries:
-                for idx, label in zip(q.indices, q.oracle_labels, strict=True):
-                    ident = ids[idx] if ids is not None else str(int(idx))
-                    writer.writerow((int(idx), ident, int(label), dataset.class_names[label],
-                                     q.round))
+            for idx, label, round_ in zip(labeled[order], pool.labels_of(labeled[order]),
+                                          rounds[order], strict=True):
+                ident = ids[idx] if ids is not None else str(int(idx))
+                writer.writerow((int(idx), ident, int(label), dataset.class_names[label],
+                                 int(round_)))
         return path
 
     def _grid(self, record: QueryRecord, dataset: ALDataset) -> Path:
