@@ -98,3 +98,16 @@ def test_semantic_errors_name_the_field(override: str, field: str) -> None:
     cfg = _compose([override])
     with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
         validate(cfg)
+
+
+@pytest.mark.parametrize("path", sorted(str(p.relative_to(CONF)) for g in
+                                        ("dataset", "model", "strategy")
+                                        for p in (CONF / g).glob("*.yaml")))
+def test_every_instantiable_file_shows_its_target(path: str) -> None:
+    assert "_target_" in OmegaConf.load(CONF / path)
+
+
+def test_every_callback_node_shows_its_target() -> None:
+    for option in _options("callbacks"):
+        nodes = OmegaConf.load(CONF / "callbacks" / f"{option}.yaml")
+        assert nodes and all("_target_" in node for node in nodes.values())
