@@ -92,3 +92,12 @@ def test_modules_stay_short() -> None:
     long = {p.name: n for p in PACKAGE.rglob("*.py")
             if (n := len(p.read_text().splitlines())) > 320}
     assert not long, long
+
+
+def test_a_run_without_tracking_never_imports_mlflow(tmp_path: Path) -> None:
+    code = ("import sys; from tests.conftest import compose_config; "
+            "from al_sim.config.store import validate; from al_sim.run import build_callbacks; "
+            "cfg = compose_config(['tracking.enabled=false']); validate(cfg); "
+            "print(len(build_callbacks(cfg)))")
+    loaded = loaded_after(code)
+    assert "mlflow" not in loaded

@@ -59,13 +59,12 @@ def validate(cfg: DictConfig) -> None:
     # The constructors own the range checks: build each once (cheap: no data, no training).
     instantiate(cfg.strategy, _convert_="all")
     instantiate(cfg.model, in_channels=1, n_classes=2, _convert_="all")
-    for key, node in (cfg.get("callbacks") or {}).items():
-        if node is not None:
-            checked = typed_node(_without(node, ENABLED), f"callbacks.{key}")
-            if ENABLED in node:
-                with open_dict(checked):
-                    checked[ENABLED] = node[ENABLED]
-            _retype(cfg.callbacks, key, checked)
+    for key, node in enabled_nodes(cfg.get("callbacks")).items():  # a disabled sink is not read
+        checked = typed_node(node, f"callbacks.{key}")
+        if ENABLED in cfg.callbacks[key]:
+            with open_dict(checked):
+                checked[ENABLED] = True
+        _retype(cfg.callbacks, key, checked)
     if str(cfg.resume).lower() not in RESUME_MODES:
         raise ConfigError(f"resume must be one of {', '.join(RESUME_MODES)}, got {cfg.resume!r}")
 
