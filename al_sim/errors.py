@@ -27,3 +27,7 @@ class LabelsIncompleteError(ALSimError):
 
 class AlreadyFinishedError(ALSimError):
     """The run directory holds a finished run."""
+
+
+class LabelError(ALSimError):
+    """An expert's label, or a file of labels, is refused (nothing is written)."""
