@@ -61,7 +61,8 @@ def create_app(batch: Batch, run_dir: Path, token: str, annotator: str,
 
     @app.get("/")
     def page() -> Response:
-        return Response(_asset("page.html"), mimetype="text/html")
+        html = _asset("page.html").replace("__TOKEN__", token)  # token_urlsafe: no escaping
+        return Response(html, mimetype="text/html")
 
     @app.get("/page.js")
     def script() -> Response:
