@@ -118,3 +118,37 @@ def test_an_expert_labels_two_rounds_and_the_run_resumes_twice(tmp_path: Path) -
         assert row["label"] == label and row["annotator"] == "dr.who"
         assert row["file"] == f"initial_labeled_images/{label}/p{index:03d}.png"
     assert {m["round"] for m in manifest} == {"0", "1", "2"}
+
+
+def test_the_expert_labels_the_initial_set_too_and_imports_a_csv(tmp_path: Path) -> None:
+    """Synthetic data has no given initial set: round 0 waits, before any model exists."""
+    from al_sim.data.synthetic import load_synthetic
+
+    run_dir = tmp_path / "run"
+    args = ["oracle=human", "strategy=random", "dataset.n_pool=200", "dataset.n_test=100",
+            "budget.initial=10", "budget.query_size=5", "budget.rounds=1", *FAST,
+            f"hydra.run.dir={run_dir}"]
+    first = run_cli(args, tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert "round 0: 10 images wait" in first.stdout
+    batch = run_dir / "labels" / "round_00"
+    with (batch / "batch.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 10 and {r["predicted"] for r in rows} == {""}  # no model yet
+    truth = load_synthetic(n_pool=200, n_test=100)
+    labels = tmp_path / "labels.csv"
+    labels.write_text("file,label\n" + "".join(
+        f"{r['image']},{truth.class_names[truth.pool_y[int(r['pool_index'])]]}\n" for r in rows))
+    imported = run_cli([str(run_dir), "--import", str(labels), "--annotator", "lab"], tmp_path,
+                       module="al_sim.label")
+    assert imported.returncode == 0 and "the batch is complete" in imported.stdout
+    second = run_cli(args, tmp_path)
+    assert second.returncode == 0, second.stderr
+    assert "round 1: 5 images wait" in second.stdout
+    with (run_dir / "labels" / "round_01" / "batch.csv").open() as f:
+        assert all(r["predicted"] and float(r["confidence"]) > 0 for r in csv.DictReader(f))
+    with (run_dir / "metrics.csv").open() as f:
+        assert [r["n_labeled"] for r in csv.DictReader(f)] == ["10"]
+    with (run_dir / "queries.csv").open() as f:  # the truth is known here: logged beside
+        queried = list(csv.DictReader(f))
+    assert [r["oracle_label"] for r in queried] == [r["true_label"] for r in queried]
