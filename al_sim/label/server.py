@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 
@@ -37,7 +38,7 @@ def _asset(name: str) -> str:
 
 
 def create_app(batch: Batch, run_dir: Path, token: str, annotator: str,
-               suggest: bool = False, on_done: object = None) -> Flask:
+               suggest: bool = False, on_done: Callable[[], None] | None = None) -> Flask:
     """The page and its API for ``batch``; ``on_done()`` is called after a successful done."""
     app = Flask("al_sim.label")
     book = AnswerBook(batch)
@@ -109,7 +110,7 @@ def create_app(batch: Batch, run_dir: Path, token: str, annotator: str,
     @app.post("/api/done")
     def done() -> Response:
         book.done(annotator)
-        if callable(on_done):
+        if on_done is not None:
             on_done()
         return jsonify(ok=True, **book.progress())
 
