@@ -20,6 +20,9 @@ FINAL_AULC, FINAL_N_ANNOTATED = "final/aulc", "final/n_annotated"
 # Tags of every run, of a sweep's parent run, and the strategy tag of a full-data baseline.
 RUN_TAGS = ("strategy", "dataset", "model", "seed", "budget")
 SWEEP_ID_TAG, ERROR_TAG, ROLE_TAG = "sweep_id", "error", "al_sim.role"
+# Set while a run (status RUNNING) waits for an expert's labels (oracle=human): the round and
+# the batch folder; removed when the run continues.
+WAITING_TAG = "al_sim.waiting_for_labels"
 SWEEP_ROLE = "sweep"
 FULL_STRATEGY = "full"
 

@@ -21,5 +21,13 @@ class TrackingError(ALSimError):
     """The tracking store cannot be reached or written."""
 
 
+class LabelsIncompleteError(ALSimError):
+    """A human oracle's batch is only partly labelled (the run keeps waiting)."""
+
+
 class AlreadyFinishedError(ALSimError):
     """The run directory holds a finished run."""
+
+
+class LabelError(ALSimError):
+    """An expert's label, or a file of labels, is refused (nothing is written)."""

@@ -26,6 +26,25 @@ if TYPE_CHECKING:
     from al_sim.data.base import ALDataset
 
 FINISHED, FAILED, KILLED = "FINISHED", "FAILED", "KILLED"
+# ``on_close`` status of a run that stopped to wait for an expert's labels (``LabelsPending``):
+# its checkpoint holds the pending query; the same command continues it later.
+PAUSED = "PAUSED"
+
+
+class LabelsPending(Exception):  # noqa: N818 - an event, not an error
+    """Raised by an oracle whose answers are not there yet (a human labels the batch).
+
+    The loop checkpoints the pending query and re-raises; the sinks close with
+    ``PAUSED``; the entry point prints ``str(exc)`` (where to label, how to
+    continue) and exits 0. ``missing`` counts the images still without a label;
+    ``partial`` is true when the batch was already written and is only partly
+    labelled (the entry point refuses it, exit 2).
+    """
+
+    def __init__(self, message: str, round_: int, batch_dir: Path, missing: int,
+                 partial: bool = False) -> None:
+        super().__init__(message)
+        self.round, self.batch_dir, self.missing, self.partial = round_, batch_dir, missing, partial
 
 
 @dataclass
@@ -78,10 +97,22 @@ class ALResult:
 
 
 @dataclass
+class PendingQuery:
+    """A round's selection waiting for labels: a resume labels exactly these images."""
+
+    round: int
+    indices: np.ndarray
+    scores: np.ndarray
+    query_s: float
+
+
+@dataclass
 class LoopState:
     """Everything needed to continue a run after its last completed round.
 
     ``callbacks`` holds each callback's own :meth:`Callback.state_dict`, by key.
+    ``pending`` is set when round ``round + 1`` stopped for labels (``LabelsPending``);
+    ``model_state`` is empty when no round has been trained yet.
     """
 
     round: int
@@ -90,6 +121,7 @@ class LoopState:
     result: ALResult
     model_state: dict[str, Any]
     callbacks: dict[str, dict] = field(default_factory=dict)
+    pending: PendingQuery | None = None
 
 
 @dataclass
@@ -135,7 +167,7 @@ class Callback:
         """The run failed (or was interrupted) with ``exc``."""
 
     def on_close(self, status: str) -> None:
-        """Last, once: ``FINISHED``, ``FAILED`` or ``KILLED``."""
+        """Last, once: ``FINISHED``, ``FAILED``, ``KILLED`` or ``PAUSED`` (waits for labels)."""
 
     def state_dict(self) -> dict:
         """What this callback needs back on resume (plain values)."""
@@ -167,16 +199,21 @@ class CallbackList(Sequence[Callback]):
         return {cb.key: cb.state_dict() for cb in self._items if cb.key}
 
     def close(self, exc: BaseException | None) -> None:
-        """``on_exception`` (when failing) then ``on_close`` on every callback, each attempted."""
+        """``on_exception`` (when failing) then ``on_close`` on every callback, each attempted.
+
+        ``LabelsPending`` is no failure: no ``on_exception``, and the status is ``PAUSED``.
+        """
         status = FINISHED if exc is None else (
+            PAUSED if isinstance(exc, LabelsPending) else
             KILLED if isinstance(exc, KeyboardInterrupt | SystemExit) else FAILED)
+        failing = exc is not None and status != PAUSED
         errors: list[BaseException] = []
-        for event, args in ((("on_exception", (exc,)),) if exc is not None else ()) + (
+        for event, args in ((("on_exception", (exc,)),) if failing else ()) + (
                 ("on_close", (status,)),):
             for callback in self._items:
                 try:
                     getattr(callback, event)(*args)
                 except Exception as err:  # noqa: BLE001 - every sink gets its chance to close
                     errors.append(err)
-        if errors and exc is None:
+        if errors and not failing:
             raise errors[0]

@@ -1,7 +1,9 @@
 """Entry point: ``python -m al_sim.run [overrides]`` composes the config and runs one AL experiment.
 
-Exit status: 0 on success, 2 on a user error (one ``error:`` line naming the
-problem and the fix; the MLflow run marked FAILED), 130 on Ctrl-C (KILLED).
+Exit status: 0 on success or when a human oracle's batch waits for labels (the
+MLflow run stays RUNNING; the printed command continues it), 2 on a user error
+(one ``error:`` line naming the problem and the fix; the MLflow run marked
+FAILED, except a partly labelled batch: still waiting), 130 on Ctrl-C (KILLED).
 In a sweep, a failing job is listed at the end and the sweep exits 1.
 """
 
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -27,8 +30,8 @@ from al_sim.config.store import (
     validate,
 )
 from al_sim.contract import CONFIG_FILE, FULL_STRATEGY
-from al_sim.errors import AlreadyFinishedError, ALSimError, ConfigError
-from al_sim.events import Callback, CallbackList, RunInfo
+from al_sim.errors import AlreadyFinishedError, ALSimError, ConfigError, LabelsIncompleteError
+from al_sim.events import Callback, CallbackList, LabelsPending, RunInfo
 from al_sim.sweep import mark_job_failed, sweep_context
 
 log = logging.getLogger("al_sim")
@@ -108,6 +111,25 @@ def execute(cfg: DictConfig, run_dir: Path, launch_dir: Path, parallel_jobs: int
                                                             parallel_jobs)).aulc
 
 
+def continue_command(run_dir: Path) -> str:
+    """The command that continues this run: the same overrides, into the same run dir."""
+    overrides = [str(o) for o in HydraConfig.get().overrides.task]
+    if not any(o.startswith(("hydra.run.dir=", "hydra.sweep.dir=")) for o in overrides):
+        overrides.append(f"hydra.run.dir={run_dir}")
+    return " ".join(["python -m al_sim.run", *(shlex.quote(o) for o in overrides)])
+
+
+def paused(pending: LabelsPending, run_dir: Path) -> None:
+    """Tell the user where to label and how to continue; refuse a partly labelled batch."""
+    if pending.partial:
+        raise LabelsIncompleteError(
+            f"round {pending.round}: {pending.missing} image(s) of the batch in "
+            f"{pending.batch_dir} still have no label; label them (python -m al_sim.label "
+            f"{run_dir}, or --import <file>), then run the same command again")
+    print(f"waiting for labels: {pending}\n  then continue the run: "
+          f"{continue_command(run_dir)}", flush=True)
+
+
 def error_line(exc: BaseException) -> str | None:
     """The one line a user reads for ``exc``; None when it is a bug (keep the traceback)."""
     if isinstance(exc, ALSimError):
@@ -127,9 +149,13 @@ def error_line(exc: BaseException) -> str | None:
 def main(cfg: DictConfig) -> float | None:
     """Hydra task: one run, or one job of a sweep (whose failure never stops the sweep)."""
     hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
     try:
-        return execute(cfg, Path(hydra_cfg.runtime.output_dir),
-                       Path(hydra.utils.get_original_cwd()), _parallel_jobs())
+        try:
+            return execute(cfg, run_dir, Path(hydra.utils.get_original_cwd()), _parallel_jobs())
+        except LabelsPending as pending:  # the sinks closed PAUSED: the run waits, no failure
+            paused(pending, run_dir)
+            return None
     except Exception as exc:
         if hydra_cfg.mode != RunMode.MULTIRUN:
             raise

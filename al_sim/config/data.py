@@ -94,6 +94,7 @@ class FolderDatasetConf:
     channels: int = 1
     test_fraction: float | None = None
     labels_file: str = "pool_labels.csv"
+    labels_required: bool = True  # false: the pool may lack labels (set by oracle=human)
     seed: int = 0
     preprocess: PreprocessConf = field(default_factory=PreprocessConf)
 

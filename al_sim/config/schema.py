@@ -7,7 +7,7 @@ take their schema from the class's constructor (``al_sim.config.derive``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
@@ -99,14 +99,30 @@ class TrackingConf:
 
 
 # --------------------------------------------------------------------------- oracle
+ORACLES = ("simulated", "human")
+
+
 @dataclass
 class OracleConf:
-    """The simulated annotator."""
+    """Who labels the queried images: ``simulated`` (the pool's labels) or ``human`` (an expert).
 
+    ``noise_rate``: the simulated annotator gives a wrong class to this share of its answers.
+    ``image_size``: the human oracle shows images smaller than this enlarged to it (pixels).
+    """
+
+    name: str = "simulated"
     noise_rate: float = 0.0
+    image_size: int = 256
 
     def __post_init__(self) -> None:
         fraction("oracle", noise_rate=self.noise_rate)
+        positive("oracle", image_size=self.image_size)
+        if self.name not in ORACLES:
+            raise ConfigError(f"oracle.name must be one of {', '.join(ORACLES)}, got "
+                              f"{self.name!r} (choose the group: oracle=simulated|human)")
+        if self.name == "human" and self.noise_rate:
+            raise ConfigError("oracle.noise_rate simulates annotation errors; a human oracle "
+                              "makes its own: drop oracle.noise_rate with oracle=human")
 
 
 # --------------------------------------------------------------------------- top level
@@ -124,7 +140,7 @@ class Config:
     budget: BudgetConf = MISSING
     trainer: TrainerConf = MISSING
     tracking: TrackingConf = MISSING
-    oracle: OracleConf = field(default_factory=OracleConf)
+    oracle: OracleConf = MISSING
     seed: int = 0
     progress: bool = True
     resume: str = "auto"  # auto | true | false (see README, "When things go wrong")

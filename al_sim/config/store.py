@@ -13,6 +13,7 @@ from al_sim.config.schema import (
     BudgetConf,
     CompareConf,
     Config,
+    OracleConf,
     TrackingConf,
     TrainerConf,
 )
@@ -36,6 +37,7 @@ def register_configs() -> None:
     cs.store(group="budget", name="_schema_budget", node=BudgetConf)
     cs.store(group="trainer", name="_schema_trainer", node=TrainerConf)
     cs.store(group="tracking", name="_schema_tracking", node=TrackingConf)
+    cs.store(group="oracle", name="_schema_oracle", node=OracleConf)
     cs.store(name="_compare_schema", node=CompareConf)
 
 

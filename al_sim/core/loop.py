@@ -21,7 +21,16 @@ from al_sim.core.pool import LabelPool
 from al_sim.core.training import Trainer
 from al_sim.data.base import ALDataset
 from al_sim.errors import BudgetError, ConfigError
-from al_sim.events import ALResult, Callback, CallbackList, LoopState, QueryRecord, RoundResult
+from al_sim.events import (
+    ALResult,
+    Callback,
+    CallbackList,
+    LabelsPending,
+    LoopState,
+    PendingQuery,
+    QueryRecord,
+    RoundResult,
+)
 from al_sim.models.base import ALModel
 from al_sim.strategies.base import QueryContext, Selection, Strategy
 from al_sim.strategies.initial import InitialPolicy, initial_policy
@@ -98,14 +107,14 @@ class _TrainedModelView:
 
 
 def _select(round_: int, budget: BudgetConf, dataset: ALDataset, pool: LabelPool,
-            strategy: Strategy, trainer: Trainer, model: ALModel | None,
+            strategy: Strategy, view: _TrainedModelView | None,
             seeds: Seeds, initial: InitialPolicy) -> Selection:
-    if round_ == 0:
+    if round_ == 0 or view is None:  # view: None only before the first training
         picked = initial_indices(budget, dataset, np.random.default_rng(seeds.initial), initial)
         return Selection(picked, np.full(len(picked), np.nan))
     labeled = pool.labeled_indices()
     ctx = QueryContext(
-        model=_TrainedModelView(trainer, model, dataset.pool_x, seeds.strategy + round_),
+        model=view,
         unlabeled=pool.unlabeled_indices(),
         labeled=labeled,
         labeled_y=pool.labels_of(labeled),
@@ -147,17 +156,30 @@ def run_active_learning(
         val = (dataset.val_x, dataset.val_y)
     hooks.fire("on_run_start", dataset, len(sizes))
     pool, result, model, first = LabelPool(dataset.n_pool), ALResult(), None, 0
+    pending = None if resume is None else resume.pending
     if resume is not None:
         pool, result, first = resume.pool, resume.result, resume.round + 1
         oracle.restore(resume.oracle)
-        model = model_factory(seeds.model)
-        model.load_state_dict(resume.model_state)
+        if resume.model_state:  # empty when round 0 itself waited for labels
+            model = model_factory(seeds.model)
+            model.load_state_dict(resume.model_state)
     for round_ in range(first, len(sizes)):
-        start = time.perf_counter()
-        selection = _select(round_, budget, dataset, pool, strategy, trainer, model, seeds,
-                            initial)
-        query_s = time.perf_counter() - start
-        answers = oracle.query(selection.indices)
+        view = None if model is None else _TrainedModelView(trainer, model, dataset.pool_x,
+                                                            seeds.strategy + round_)
+        if pending is not None and pending.round == round_:  # the batch the expert labels
+            selection, query_s = Selection(pending.indices, pending.scores), pending.query_s
+        else:
+            start = time.perf_counter()
+            selection = _select(round_, budget, dataset, pool, strategy, view, seeds, initial)
+            query_s = time.perf_counter() - start
+        try:
+            answers = oracle.query(selection.indices, round_, view)
+        except LabelsPending:  # keep the selection so the resumed run labels exactly it
+            hooks.fire("on_checkpoint", LoopState(
+                round_ - 1, pool, oracle.state(), result,
+                {} if model is None else model.state_dict(), hooks.states(),
+                PendingQuery(round_, selection.indices, selection.scores, query_s)))
+            raise
         pool.add(selection.indices, answers, round_)
         if pool.n_labeled != sizes[round_]:
             raise RuntimeError(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from al_sim.core.sampling import flip_labels
+from al_sim.strategies.base import ModelView
 
 
 class Oracle:
@@ -24,8 +25,13 @@ class Oracle:
         """The true labels (for logging only: the loop learns from :meth:`query`)."""
         return self._truth[np.asarray(indices, dtype=np.int64)]
 
-    def query(self, indices: np.ndarray) -> np.ndarray:
-        """The annotator's labels for ``indices``; each call adds ``len(indices)`` to the cost."""
+    def query(self, indices: np.ndarray, round_: int = 0, model: ModelView | None = None
+              ) -> np.ndarray:
+        """The annotator's labels for ``indices``; each call adds ``len(indices)`` to the cost.
+
+        ``round_`` and ``model`` (the current model, None before the first training) are what
+        a human oracle shows the expert; the simulated one needs neither.
+        """
         answers = flip_labels(self.truth(indices), self._noise_rate, self._n_classes, self._rng)
         self.n_annotated += len(answers)
         return answers

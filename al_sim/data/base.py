@@ -15,7 +15,8 @@ class ALDataset:
     """A pool to query, a test split to evaluate on, and optionally a validation split.
 
     Images are uint8 tensors ``N x C x H x W``; conversion to float happens per
-    batch. ``pool_y`` holds the answers the simulated oracle reveals.
+    batch. ``pool_y`` holds the answers the simulated oracle reveals; -1 marks a pool image
+    whose label is unknown (an unlabelled folder pool, for a human oracle).
     ``initial_labeled`` fixes the initial labelled set when the source defines
     one (image folders); otherwise the budget draws it.
     """
@@ -73,7 +74,8 @@ class ALDataset:
                     f"{tuple(self.pool_x.shape[1:])}; resize them to one size "
                     "(dataset.image_size=...)"
                 )
-            if len(y) and (y.min() < 0 or y.max() >= self.n_classes):
+            low = -1 if split == "pool" else 0
+            if len(y) and (y.min() < low or y.max() >= self.n_classes):
                 raise DataError(
                     f"{self.name}: {split} labels must be in [0, {self.n_classes}), "
                     f"got range [{y.min()}, {y.max()}]"
@@ -82,6 +84,8 @@ class ALDataset:
             raise DataError(f"{self.name}: the pool is empty")
         if len(self.test_y) == 0:
             raise DataError(f"{self.name}: the test split is empty")
+        if (self.pool_y < 0).any():
+            return  # the pool's classes are known only once an expert labelled it
         missing = sorted(set(np.unique(self.test_y)) - set(np.unique(self.pool_y)))
         if missing:
             names = ", ".join(self.class_names[i] for i in missing)

@@ -3,7 +3,8 @@
 ```
 <root>/initial_labeled_images/<class_name>/*.png|jpg|jpeg|tif|tiff|bmp   initial labelled set
 <root>/unlabeled_pool_images/*                                        the pool to query
-<root>/pool_labels.csv   file,label: the answers the simulated oracle reveals
+<root>/pool_labels.csv   file,label: the answers the simulated oracle reveals (optional
+                         with labels_required=false, as a human oracle sets: labels unknown)
 <root>/test_images/<class_name>/*   hold-out (or dataset.test_fraction of the unlabelled pool)
 ```
 Class names are the sorted folder names of ``initial_labeled_images``. Every
@@ -110,7 +111,7 @@ def read_pool_labels(csv_path: Path, root: Path, pool: list[Path], classes: list
     if not csv_path.is_file():
         raise DataError(f"{csv_path} not found: it must list every image of {POOL_DIR}/ "
                         "as `file,label` rows (the oracle's answers); set dataset.labels_file= "
-                        "if it has another name")
+                        "if it has another name, or let an expert label the pool: oracle=human")
     index = {c: i for i, c in enumerate(classes)}
     wanted = {_rel(p, root): p for p in pool}
     found: dict[str, int] = {}
@@ -200,9 +201,16 @@ def load_folder(**cfg: object) -> ALDataset:
     if not unlabeled:
         raise DataError(f"{root / POOL_DIR} has no images ({', '.join(IMAGE_SUFFIXES)}): "
                         "the pool to query is empty")
-    unlabeled_y = read_pool_labels(root / conf.labels_file, root, unlabeled, classes,
-                                   {_rel(p, root): classes[y] for p, y in zip(initial, initial_y,
-                                                                              strict=True)})
+    labels = root / conf.labels_file
+    if labels.exists() or conf.labels_required:
+        unlabeled_y = read_pool_labels(labels, root, unlabeled, classes,
+                                       {_rel(p, root): classes[y] for p, y in zip(
+                                           initial, initial_y, strict=True)})
+    else:
+        unlabeled_y = np.full(len(unlabeled), -1, dtype=np.int64)
+        if conf.test_fraction is not None:
+            raise DataError(f"dataset.test_fraction needs the pool's labels ({labels} is "
+                            f"missing); add {TEST_DIR}/<class_name>/ images instead")
     test, test_y, keep = _test_split(conf, root, classes, unlabeled, unlabeled_y)
     pool = initial + [p for p, k in zip(unlabeled, keep, strict=True) if k]
     pool_y = np.concatenate([initial_y, unlabeled_y[keep]])

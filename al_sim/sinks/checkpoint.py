@@ -1,7 +1,8 @@
 """Round checkpoints: written atomically after every round, read back to resume a run.
 
 A checkpoint holds the labelled set, the oracle's state, the trained model,
-the rounds done so far and every callback's own state (the MLflow run id).
+the rounds done so far, every callback's own state (the MLflow run id) and,
+when a human oracle paused the run, the selection that waits for labels.
 Every other random part of a round is derived from ``seed`` and the round
 number, so a resumed run ends exactly as an uninterrupted one would. This
 module owns resuming: finding, checking and reading a checkpoint.
@@ -27,6 +28,7 @@ from al_sim.events import (
     Callback,
     FitReport,
     LoopState,
+    PendingQuery,
     QueryRecord,
     RoundResult,
     RunInfo,
@@ -75,6 +77,9 @@ def _encode(state: LoopState, finished: bool, config: dict[str, str]) -> dict[st
                     "fit": asdict(r.fit)}
                    for r in state.result.rounds],
         "model": {k: v.detach().cpu() for k, v in state.model_state.items()},
+        "pending": None if state.pending is None else {
+            "round": state.pending.round, "indices": t(state.pending.indices),
+            "scores": t(state.pending.scores), "query_s": state.pending.query_s},
     }
 
 
@@ -89,8 +94,12 @@ def _decode(data: dict[str, Any]) -> Checkpoint:
                  for q in data["queries"]],
         n_annotated=int(data["oracle"]["n_annotated"]),
     )
+    held = data.get("pending")
+    pending = None if held is None else PendingQuery(
+        int(held["round"]), held["indices"].numpy(), held["scores"].numpy(),
+        float(held["query_s"]))
     state = LoopState(int(data["round"]), pool, data["oracle"], result, data["model"],
-                      data["callbacks"])
+                      data["callbacks"], pending)
     return Checkpoint(state, bool(data["finished"]), data["config"])
 
 

@@ -29,11 +29,12 @@ from al_sim.contract import (
     QUERY_S,
     ROUND,
     TRAIN_S,
+    WAITING_TAG,
     default_artifact_location,
     tracking_uri,
 )
 from al_sim.errors import TrackingError
-from al_sim.events import ALResult, Callback, LoopState, RoundResult, RunInfo
+from al_sim.events import PAUSED, ALResult, Callback, LoopState, RoundResult, RunInfo
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -84,6 +85,7 @@ class MLflowWriter(Callback):
         self.run_dir = Path(".")
         self._logged_steps: set[int] = set()  # rounds an interrupted attempt already logged
         self._uploaded: dict[Path, tuple[int, int]] = {}  # file -> (size, mtime) when uploaded
+        self._waiting = ""  # the pending query a PAUSED close leaves the run waiting for
 
     # ------------------------------------------------------------------ plumbing
     def _call(self, what: str, fn: Callable[[], T]) -> T:
@@ -145,6 +147,8 @@ class MLflowWriter(Callback):
                              lambda: self.client.get_metric_history(run_id, N_LABELED))
         self._logged_steps = {m.step for m in history}
         self._call("run restart", lambda: self.client.update_run(run_id, status="RUNNING"))
+        if WAITING_TAG in found.data.tags:  # the labels are (about to be) in: it runs again
+            self._call("tag removal", lambda: self.client.delete_tag(run_id, WAITING_TAG))
 
     def state_dict(self) -> dict:
         return {"run_id": self.run_id}
@@ -161,6 +165,8 @@ class MLflowWriter(Callback):
         self._call("metric logging", lambda: self.client.log_batch(self.run_id, metrics=metrics))
 
     def on_checkpoint(self, state: LoopState) -> None:
+        if state.pending is not None:
+            self._waiting = f"round {state.pending.round}: {len(state.pending.indices)} images"
         self._sync()
 
     def on_run_end(self, result: ALResult) -> None:
@@ -180,7 +186,11 @@ class MLflowWriter(Callback):
         try:
             self._sync()
         finally:
-            self._call("run end", lambda: self.client.set_terminated(self.run_id, status))
+            if status == PAUSED:  # stays RUNNING; the same command continues it
+                tag = RunTag(WAITING_TAG, self._waiting or "yes")
+                self._call("tag logging", lambda: self.client.log_batch(self.run_id, tags=[tag]))
+            else:
+                self._call("run end", lambda: self.client.set_terminated(self.run_id, status))
 
 
 def call_with_retries(what: str, fn: Callable[[], T], uri: str, retries: int) -> T:

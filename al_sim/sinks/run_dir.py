@@ -30,7 +30,15 @@ from al_sim.contract import (
 )
 from al_sim.core.pool import LabelPool
 from al_sim.data.base import ALDataset
-from al_sim.events import ALResult, Callback, LoopState, QueryRecord, RoundResult, RunInfo
+from al_sim.events import (
+    PAUSED,
+    ALResult,
+    Callback,
+    LoopState,
+    QueryRecord,
+    RoundResult,
+    RunInfo,
+)
 from al_sim.sinks.plots import learning_curve, query_grid
 
 QUERIES_HEADER = (ROUND, "pool_index", "score", "oracle_label", "true_label")
@@ -94,7 +102,7 @@ class RunDirWriter(Callback):
                                                record.oracle_labels, record.true_labels,
                                                strict=True):
                 writer.writerow((record.round, int(idx), _fmt(float(score)), int(given),
-                                 int(true)))
+                                 int(true) if true >= 0 else ""))  # -1: truth unknown
 
     def _append_metrics(self, result: RoundResult) -> None:
         row = [result.round, result.n_labeled]
@@ -120,6 +128,10 @@ class RunDirWriter(Callback):
 
     def on_exception(self, exc: BaseException) -> None:
         self.finish()
+
+    def on_close(self, status: str) -> None:
+        if status == PAUSED:  # waiting for labels: the files show the rounds done so far
+            self.finish()
 
     def finish(self) -> None:
         """Write ``labeled_set.csv`` and ``learning_curve.png`` from the rounds done so far."""

@@ -1,0 +1,150 @@
+"""The human annotator: writes each query batch for an expert and reads the answers back.
+
+``query`` answers from the batch's ``answers.csv`` once every image has a
+label; until then it writes the batch (first time) and raises
+``LabelsPending``, which pauses the run (see ``al_sim.events``).
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from al_sim.data.base import ALDataset
+from al_sim.errors import DataError
+from al_sim.events import LabelsPending
+from al_sim.label.batch import Batch, Item, batch_dir, write_batch
+from al_sim.strategies.base import ModelView
+
+MAX_SOURCE_SIDE = 2048  # original images larger than this are shrunk for the page
+
+
+def _png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _enlarged(img: Image.Image, size: int) -> Image.Image:
+    """``img`` enlarged by a whole factor (nearest: no invented detail) towards ``size``."""
+    scale = max(1, size // max(img.size))
+    if scale > 1:
+        img = img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST)
+    return img
+
+
+def view_png(pixels: np.ndarray, size: int) -> bytes:
+    """A ``C x H x W`` uint8 image as PNG, enlarged towards ``size`` pixels."""
+    arr = pixels[0] if pixels.shape[0] == 1 else pixels.transpose(1, 2, 0)
+    return _png(_enlarged(Image.fromarray(np.ascontiguousarray(arr)), size))
+
+
+def source_png(path: Path, size: int) -> bytes:
+    """An original image file as PNG: small ones enlarged, huge ones shrunk."""
+    with Image.open(path) as img:
+        img.load()
+        if img.mode not in ("L", "RGB"):
+            img = img.convert("RGB" if img.mode in ("RGBA", "P", "CMYK") else "L")
+        img.thumbnail((MAX_SOURCE_SIDE, MAX_SOURCE_SIDE))
+        return _png(_enlarged(img, size))
+
+
+class HumanOracle:
+    """Asks an expert through files in the run directory; counts the images they labelled.
+
+    ``dataset.initial_labeled`` images keep their given labels (no question);
+    ``dataset.pool_y`` is the truth where known (-1: unknown), for logging only.
+    With ``source_root`` (image folders), the page shows the original files.
+    """
+
+    def __init__(self, run_dir: Path, dataset: ALDataset, view_size: int = 256,
+                 source_root: Path | None = None) -> None:
+        self.run_dir, self.dataset, self.view_size = Path(run_dir), dataset, view_size
+        self.source_root = source_root
+        given = dataset.initial_labeled if dataset.initial_labeled is not None else []
+        self._given = {int(i): int(dataset.pool_y[i]) for i in given}
+        self.n_annotated = 0
+
+    def truth(self, indices: np.ndarray) -> np.ndarray:
+        """The true labels where known, -1 elsewhere (for logging only)."""
+        return self.dataset.pool_y[np.asarray(indices, dtype=np.int64)]
+
+    def query(self, indices: np.ndarray, round_: int = 0, model: ModelView | None = None
+              ) -> np.ndarray:
+        """The expert's labels for ``indices``; ``LabelsPending`` until all are there."""
+        indices = np.asarray(indices, dtype=np.int64)
+        if all(int(i) in self._given for i in indices):
+            self.n_annotated += len(indices)
+            return np.array([self._given[int(i)] for i in indices], dtype=np.int64)
+        folder = batch_dir(self.run_dir, round_)
+        batch = self._existing(folder, indices)
+        if batch is None:
+            batch = self._write(folder, indices, round_, model)
+            missing, partial = len(indices), False
+        else:
+            missing, partial = len(batch.missing()), True
+        if missing:
+            raise LabelsPending(self._message(batch, missing, partial), round_, folder, missing,
+                                partial)
+        answers = batch.read_answers()
+        index = {c: k for k, c in enumerate(self.dataset.class_names)}
+        strange = sorted({a.label for a in answers.values()} - set(index))
+        if strange:
+            raise DataError(f"{batch.answers_path} has label(s) {', '.join(strange)} that are "
+                            f"not classes ({', '.join(index)}); fix them with "
+                            f"python -m al_sim.label {self.run_dir}")
+        self.n_annotated += len(indices)
+        return np.array([index[answers[name].label] for name in batch.images], dtype=np.int64)
+
+    def _existing(self, folder: Path, indices: np.ndarray) -> Batch | None:
+        """The batch already written for exactly ``indices`` (a stale one is removed)."""
+        if not folder.exists():
+            return None
+        try:
+            batch = Batch.load(folder)
+        except Exception:  # noqa: BLE001 - a half-written batch is rewritten
+            batch = None
+        if batch is not None and [i.pool_index for i in batch.items] == indices.tolist():
+            return batch
+        shutil.rmtree(folder)
+        return None
+
+    def _write(self, folder: Path, indices: np.ndarray, round_: int,
+               model: ModelView | None) -> Batch:
+        probs = None if model is None else model.probs(indices)
+        ids = self.dataset.pool_ids
+        items, pngs = [], []
+        for k, idx in enumerate(indices.tolist()):
+            ident = ids[idx] if ids is not None else str(idx)
+            predicted, confidence = "", None
+            if probs is not None:
+                predicted = self.dataset.class_names[int(probs[k].argmax())]
+                confidence = float(probs[k].max())
+            items.append(Item(f"{idx:07d}.png", idx, ident, predicted, confidence))
+            source = None if self.source_root is None or ids is None else self.source_root / ident
+            if source is not None and source.is_file():
+                pngs.append(source_png(source, self.view_size))
+            else:
+                pngs.append(view_png(self.dataset.pool_x[idx].numpy(), self.view_size))
+        return write_batch(folder, round_, self.dataset.class_names, items, pngs)
+
+    def _message(self, batch: Batch, missing: int, partial: bool) -> str:
+        n = len(batch.items)
+        what = (f"round {batch.round}: {missing} of {n} images still have no label"
+                if partial else f"round {batch.round}: {n} images wait for an expert's labels")
+        return (f"{what} in {batch.dir}\n"
+                f"  label them in the browser: python -m al_sim.label {self.run_dir}\n"
+                f"  or import a Label Studio / file,label CSV export: python -m al_sim.label "
+                f"{self.run_dir} --import <file>")
+
+    def state(self) -> dict:
+        """The annotation count (for checkpoints)."""
+        return {"n_annotated": self.n_annotated}
+
+    def restore(self, state: dict) -> None:
+        """Continue from a :meth:`state`."""
+        self.n_annotated = int(state["n_annotated"])

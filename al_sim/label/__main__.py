@@ -1,0 +1,92 @@
+"""``python -m al_sim.label <run dir>``: label the run's waiting batch in the browser.
+
+``--import FILE`` takes labels from a Label Studio export (JSON or CSV) or a
+``file,label`` CSV instead; ``--export DIR`` writes the run's labelled images
+as an image-folder dataset. Every refusal is one ``error:`` line, exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+from pathlib import Path
+
+from al_sim.errors import ALSimError, LabelError
+from al_sim.label.batch import current_batch
+
+EXIT_USER_ERROR = 2
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line."""
+    parser = argparse.ArgumentParser(prog="python -m al_sim.label", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run_dir", type=Path, help="the run directory of an oracle=human run")
+    parser.add_argument("--import", dest="import_file", type=Path, metavar="FILE",
+                        help="labels from a Label Studio JSON/CSV export or a file,label CSV")
+    parser.add_argument("--export", type=Path, metavar="DIR",
+                        help="write the labelled images as an image-folder dataset into DIR")
+    parser.add_argument("--annotator", default=None,
+                        help="who labels (default: the login name)")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to serve on (default 127.0.0.1: this machine only)")
+    parser.add_argument("--port", type=int, default=0, help="port (default: a free one)")
+    parser.add_argument("--suggest", action="store_true",
+                        help="show the model's suggestion (off by default: it biases experts)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command; returns the exit status."""
+    args = parse_args(argv)
+    run_dir = args.run_dir.expanduser().resolve()
+    annotator = args.annotator or getpass.getuser()
+    if not run_dir.is_dir():
+        raise LabelError(f"{args.run_dir} is not a directory: pass the run dir of an "
+                         "oracle=human run (printed when it stopped for labels)")
+    if args.export is not None:
+        from al_sim.label.export import export_dataset
+
+        n = export_dataset(run_dir, args.export)
+        print(f"exported {n} labelled images to {args.export} (manifest.csv: who, which round)")
+        return 0
+    batch = current_batch(run_dir)
+    if args.import_file is not None:
+        from al_sim.label.importer import import_labels
+
+        n = import_labels(args.import_file, batch, annotator)
+        left = len(batch.missing())
+        print(f"imported {n} labels into round {batch.round} ({batch.dir}); "
+              + (f"{left} image(s) still need a label" if left else
+                 "the batch is complete: run the same python -m al_sim.run command again"))
+        return 0
+    from al_sim.label.server import LabelServer
+
+    server = LabelServer(batch, run_dir, annotator, args.host, args.port, args.suggest)
+    print(f"label round {batch.round} ({len(batch.items)} images) at {server.url}", flush=True)
+    print("press done on the page when finished (Ctrl-C stops; answers are saved as you go)",
+          flush=True)
+    server.serve_until_done()
+    print("done: every image is labelled; continue with the same python -m al_sim.run command",
+          flush=True)
+    return 0
+
+
+def cli() -> None:
+    """Entry point: user errors as one ``error:`` line, exit status 2."""
+    try:
+        sys.exit(main())
+    except ALSimError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        sys.exit(EXIT_USER_ERROR)
+    except OSError as exc:
+        print(f"error: {exc.strerror or exc}: {exc.filename or ''}", file=sys.stderr, flush=True)
+        sys.exit(EXIT_USER_ERROR)
+    except KeyboardInterrupt:
+        print("stopped: the answers given so far are saved", file=sys.stderr, flush=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,108 @@
+"""A run's labels as a dataset: the image-folder layout ``dataset=folder`` reads, plus a manifest.
+
+```
+<out>/initial_labeled_images/<class>/<file>   every labelled image (given and answered)
+<out>/manifest.csv                            file,label,round,annotator,labelled_at,source
+<out>/unlabeled_pool_images/, test_images/    image-folder runs: the rest, to continue later
+```
+Images come from the run's image folder when it has one (the originals),
+else from the batches' PNGs.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import shutil
+from pathlib import Path, PurePosixPath
+
+from omegaconf import OmegaConf
+
+from al_sim.contract import CONFIG_FILE, LABELED_SET_FILE
+from al_sim.errors import LabelError
+from al_sim.label.batch import IMAGES_DIR, all_batches, write_atomic
+
+INITIAL_DIR, POOL_DIR, TEST_DIR = "initial_labeled_images", "unlabeled_pool_images", "test_images"
+MANIFEST_FILE = "manifest.csv"
+MANIFEST_HEADER = ("file", "label", "round", "annotator", "labelled_at", "source")
+GIVEN = "given"  # the annotator of labels the run started with (the initial folders)
+
+
+def _folder_root(run_dir: Path) -> Path | None:
+    """The image folder the run read, if its dataset is one."""
+    path = run_dir / CONFIG_FILE
+    if not path.is_file():
+        return None
+    dataset = OmegaConf.load(path).get("dataset", {})
+    if "labels_required" not in dataset or not dataset.get("root"):
+        return None
+    return Path(str(dataset.root)).expanduser().resolve()
+
+
+def _labelled(run_dir: Path) -> list[dict[str, str]]:
+    """One row per labelled image: id, class, round, annotator, when, and where its image is."""
+    rows: dict[str, dict[str, str]] = {}
+    path = run_dir / LABELED_SET_FILE
+    if path.is_file():
+        with path.open(newline="", encoding="utf-8") as f:
+            for r in csv.DictReader(f):
+                rows[r["id"]] = {"id": r["id"], "label": r["class_name"], "round": r["round"],
+                                 "annotator": GIVEN, "labelled_at": "", "png": ""}
+    for batch in all_batches(run_dir):  # answers, also of a batch not yet handed to the loop
+        answers = batch.read_answers()
+        for item in batch.items:
+            if item.image in answers:
+                a = answers[item.image]
+                rows[item.id] = {"id": item.id, "label": a.label, "round": str(batch.round),
+                                 "annotator": a.annotator, "labelled_at": a.labelled_at,
+                                 "png": str(batch.dir / IMAGES_DIR / item.image)}
+    return list(rows.values())
+
+
+def export_dataset(run_dir: Path, out: Path) -> int:
+    """Write the labelled images of ``run_dir`` into ``out``; returns how many."""
+    run_dir, out = Path(run_dir), Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise LabelError(f"{out} is not empty; export into a new folder")
+    rows = _labelled(run_dir)
+    if not rows:
+        raise LabelError(f"{run_dir} has no labelled images yet ({LABELED_SET_FILE} or "
+                         "answered batches); run python -m al_sim.run there first")
+    root = _folder_root(run_dir)
+    manifest = io.StringIO()
+    writer = csv.writer(manifest)
+    writer.writerow(MANIFEST_HEADER)
+    used: set[str] = set()
+    exported: set[str] = set()
+    for row in rows:
+        original = root / row["id"] if root is not None else None
+        source = original if original is not None and original.is_file() else (
+            Path(row["png"]) if row["png"] else None)
+        if source is None:
+            raise LabelError(f"no image file for {row['id']} (round {row['round']}); the run's "
+                             "dataset has no files: only answered batches can be exported")
+        name = PurePosixPath(row["id"]).name if original is not None else f"{row['id']}.png"
+        name = name if name not in used else f"r{row['round']}_{name}"
+        used.add(name)
+        target = out / INITIAL_DIR / row["label"] / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
+        exported.add(row["id"])
+        writer.writerow((target.relative_to(out).as_posix(), row["label"], row["round"],
+                         row["annotator"], row["labelled_at"], row["id"]))
+    write_atomic(out / MANIFEST_FILE, manifest.getvalue())
+    if root is not None:
+        _copy_rest(root, out, exported)
+    return len(rows)
+
+
+def _copy_rest(root: Path, out: Path, exported: set[str]) -> None:
+    """The image folder's still-unlabelled pool and its test images, to continue later."""
+    pool = root / POOL_DIR
+    (out / POOL_DIR).mkdir(parents=True, exist_ok=True)
+    for path in sorted(pool.iterdir()) if pool.is_dir() else []:
+        if path.is_file() and not path.is_symlink() and \
+                f"{POOL_DIR}/{path.name}" not in exported:
+            shutil.copyfile(path, out / POOL_DIR / path.name)
+    if (root / TEST_DIR).is_dir():
+        shutil.copytree(root / TEST_DIR, out / TEST_DIR, symlinks=False)
