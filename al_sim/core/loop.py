@@ -82,7 +82,7 @@ class _TrainedModelView:
         self._trainer, self._model, self._x, self._seed = trainer, model, pool_x, seed
 
     def _images(self, indices: np.ndarray) -> torch.Tensor:
-        return self._x[torch.from_numpy(np.asarray(indices, dtype=np.int64))]
+        return self._x[torch.from_numpy(np.asarray(indices, dtype=np.int64)).to(self._x.device)]
 
     def probs(self, indices: np.ndarray) -> np.ndarray:
         return self._trainer.predict_proba(self._model, self._images(indices))
@@ -99,13 +99,13 @@ class _TrainedModelView:
 
 def _select(round_: int, budget: BudgetConf, dataset: ALDataset, pool: LabelPool,
             strategy: Strategy, trainer: Trainer, model: ALModel | None,
-            seeds: Seeds, initial: InitialPolicy) -> Selection:
+            seeds: Seeds, initial: InitialPolicy, pool_x: torch.Tensor) -> Selection:
     if round_ == 0:
         picked = initial_indices(budget, dataset, np.random.default_rng(seeds.initial), initial)
         return Selection(picked, np.full(len(picked), np.nan))
     labeled = pool.labeled_indices()
     ctx = QueryContext(
-        model=_TrainedModelView(trainer, model, dataset.pool_x, seeds.strategy + round_),
+        model=_TrainedModelView(trainer, model, pool_x, seeds.strategy + round_),
         unlabeled=pool.unlabeled_indices(),
         labeled=labeled,
         labeled_y=pool.labels_of(labeled),
@@ -145,6 +145,8 @@ def run_active_learning(
             raise ConfigError(f"trainer.early_stopping_source=val but {dataset.name} has no "
                               "validation split; use trainer.early_stopping_source=labeled")
         val = (dataset.val_x, dataset.val_y)
+    # on a GPU the uint8 pool and test images move there once when they fit
+    pool_x, test_x = trainer.place(dataset.pool_x), trainer.place(dataset.test_x)
     hooks.fire("on_run_start", dataset, len(sizes))
     pool, result, model, first = LabelPool(dataset.n_pool), ALResult(), None, 0
     if resume is not None:
@@ -155,7 +157,7 @@ def run_active_learning(
     for round_ in range(first, len(sizes)):
         start = time.perf_counter()
         selection = _select(round_, budget, dataset, pool, strategy, trainer, model, seeds,
-                            initial)
+                            initial, pool_x)
         query_s = time.perf_counter() - start
         answers = oracle.query(selection.indices)
         pool.add(selection.indices, answers, round_)
@@ -173,11 +175,11 @@ def run_active_learning(
         if model is None or trainer.conf.reinit_each_round:
             model = model_factory(seeds.model)
         labeled = pool.labeled_indices()
-        fit = trainer.fit(model, dataset.pool_x[torch.from_numpy(labeled)],
+        fit = trainer.fit(model, pool_x[torch.from_numpy(labeled).to(pool_x.device)],
                           pool.labels_of(labeled), dataset.n_classes, seeds.train + round_, val)
         train_s = time.perf_counter() - start
         start = time.perf_counter()
-        probs = trainer.predict_proba(model, dataset.test_x)
+        probs = trainer.predict_proba(model, test_x)
         eval_s = time.perf_counter() - start
         metrics = {f"test/{k}": v for k, v in classification_metrics(dataset.test_y, probs).items()}
         round_result = RoundResult(round_, pool.n_labeled, metrics, train_s, query_s, fit, eval_s)
