@@ -190,7 +190,7 @@ class Trainer:
 
     def predict_proba(self, model: ALModel, x: torch.Tensor) -> np.ndarray:
         """Softmax probabilities ``N x C`` in eval mode."""
-        return self._map(model, x, lambda xb: torch.softmax(model(xb), dim=1))
+        return self._map(model, x, lambda xb: torch.softmax(model(xb).float(), dim=1))
 
     def embed(self, model: ALModel, x: torch.Tensor) -> np.ndarray:
         """Penultimate embeddings ``N x D`` in eval mode."""
@@ -201,7 +201,7 @@ class Trainer:
 
         def both(xb: torch.Tensor) -> torch.Tensor:
             z = model.features(xb)
-            return torch.cat([z, torch.softmax(model.head(z), dim=1)], dim=1)
+            return torch.cat([z.float(), torch.softmax(model.head(z).float(), dim=1)], dim=1)
 
         out = self._map(model, x, both)
         dim = out.shape[1] - model.n_classes
@@ -212,7 +212,8 @@ class Trainer:
 
         def sample(xb: torch.Tensor) -> torch.Tensor:
             z = model.features(xb)
-            return torch.stack([torch.softmax(model.head(z), dim=1) for _ in range(samples)], 1)
+            draws = [torch.softmax(model.head(z).float(), dim=1) for _ in range(samples)]
+            return torch.stack(draws, 1)
 
         with seeded(seed, self.device):
             return self._map(model, x, sample, dropout=True)
