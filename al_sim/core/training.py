@@ -43,6 +43,8 @@ class Trainer:
     def place(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` moved to the device once when it fits (``trainer.resident_memory_fraction`` of
         the free GPU memory), else ``x`` as it is: its batches then stream over one by one."""
+        if not isinstance(x, torch.Tensor):  # e.g. a memory-mapped pool: read per batch
+            return x
         if fits_on_device(x.numel() * x.element_size(), self.device,
                           self.conf.resident_memory_fraction):
             return x.to(self.device)
