@@ -95,8 +95,13 @@ if ! $PY -c "import al_sim.run, hydra, mlflow, sklearn, torchvision" 2>/dev/null
   fi
 fi
 export PYTHONPATH=$ROOT${PYTHONPATH:+:$PYTHONPATH}
-$PY -c "import al_sim.run, hydra, mlflow, sklearn" 2>&1 | tail -1 && echo "al_sim importable" \
-  || { echo "!!! al_sim still not importable: the steps below will fail"; FAILED+=(imports); }
+if $PY -c "import al_sim.run, hydra, mlflow, sklearn" > "$LOG/imports.txt" 2>&1; then
+  echo "al_sim importable"
+else
+  tail -1 "$LOG/imports.txt"
+  echo "!!! al_sim still not importable: the steps below will fail"
+  FAILED+=(imports)
+fi
 $PY -c "import pytest" 2>/dev/null || timeout 60 $PY -m pip install -q pytest 2>&1 | tail -1
 
 # ---------------------------------------------------------------- 1-2. pool scoring
