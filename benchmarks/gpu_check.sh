@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# GPU figures of issue 11/16 in one go, on a bare GPU machine (about 6 minutes on one H100).
+# GPU figures of issue 11/16 in one go, on a bare GPU machine (about 5 minutes on one H100
+# expected; every step is bounded, worst case 9.5 minutes).
 #
 #   bash benchmarks/gpu_check.sh            # from the repository root
 #
@@ -112,7 +113,7 @@ step pool_scoring_bf16 50 $PY benchmarks/pool_scoring.py --device cuda --pool 65
   --rows "$ROWS" --batches 1024,4096 --fused 1 --repeats 3 --precision bf16
 
 # ---------------------------------------------------------------- 3. time split of a real run
-step resnet18_128px_default_budget 120 $PY benchmarks/round_overhead.py model=resnet18 \
+step resnet18_128px_default_budget 180 $PY benchmarks/round_overhead.py model=resnet18 \
   dataset.image_size=128 trainer.device=cuda
 
 # ---------------------------------------------------------------- 4. same seed twice
