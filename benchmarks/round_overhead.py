@@ -11,6 +11,7 @@ prints where the time went. Target: overhead under 5% of the run.
 from __future__ import annotations
 
 import csv
+import functools
 import sys
 import tempfile
 import time
@@ -35,6 +36,7 @@ def timed(owner: type, method: str, label: str) -> None:
     """Wrap ``owner.method`` so its wall time adds to ``SPENT[label]``."""
     original = getattr(owner, method)
 
+    @functools.wraps(original)  # keeps the signature: config/derive.py reads the knobs from it
     def wrapper(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
         start = time.perf_counter()
         try:

@@ -92,7 +92,13 @@ def test_unknown_key_fails_at_composition() -> None:
     ("override", "field"),
     [("budget.query_size=0", "budget.query_size"), ("budget.initial=-5", "budget.initial"),
      ("budget.rounds=-1", "budget.rounds"), ("trainer.lr=0", "trainer.lr"),
-     ("model.dropout=1.5", "model.dropout"), ("trainer.device=tpu", "trainer.device")],
+     ("model.dropout=1.5", "model.dropout"), ("trainer.device=tpu", "trainer.device"),
+     ("trainer.eval_batch_size=0", "trainer.eval_batch_size"),
+     ("trainer.eval_batch_size=big", "trainer.eval_batch_size"),
+     ("trainer.precision=fp8", "trainer.precision"),
+     ("+trainer.eval_batch_table.tpu=64", "trainer.eval_batch_table"),
+     ("trainer.eval_batch_table.cpu=0", "trainer.eval_batch_table.cpu"),
+     ("trainer.resident_memory_fraction=1.5", "trainer.resident_memory_fraction")],
 )
 def test_semantic_errors_name_the_field(override: str, field: str) -> None:
     cfg = _compose([override])

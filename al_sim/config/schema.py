@@ -7,7 +7,7 @@ take their schema from the class's constructor (``al_sim.config.derive``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
@@ -51,7 +51,9 @@ class TrainerConf:
     epochs: int = 20
     min_steps: int = 100
     batch_size: int = 64
-    eval_batch_size: int = 64
+    eval_batch_size: Any = "auto"  # a number, or auto: eval_batch_table
+    # auto: the first key of <device>-<Model>-<px>, <device>-<Model>, <device> (measured)
+    eval_batch_table: dict[str, int] = field(default_factory=lambda: {"cpu": 64, "cuda": 1024})
     lr: float = 1e-3
     weight_decay: float = 1e-4
     lr_schedule: str = "cosine"  # cosine | constant
@@ -60,13 +62,30 @@ class TrainerConf:
     early_stopping_patience: int | None = None
     early_stopping_fraction: float = 0.2
     early_stopping_source: str = "labeled"  # labeled (a held-out slice) | val (the val split)
-    device: str = "cpu"  # cpu | cuda | auto
+    device: str = "auto"  # cpu | cuda | auto
     num_threads: int | None = None
     channels_last: bool = True
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; fp16 with a grad scaler, CUDA only)
+    deterministic: bool = True  # CUDA: deterministic kernels, same seed => same results
+    resident_memory_fraction: float = 0.5  # data go to the GPU when <= this share of free memory
+    fused_normalise: bool = False  # one multiply-add for uint8 -> normalised float
 
     def __post_init__(self) -> None:
-        positive("trainer", epochs=self.epochs, batch_size=self.batch_size,
-                  eval_batch_size=self.eval_batch_size, lr=self.lr)
+        positive("trainer", epochs=self.epochs, batch_size=self.batch_size, lr=self.lr)
+        if self.eval_batch_size != "auto":
+            if isinstance(self.eval_batch_size, bool) or not isinstance(self.eval_batch_size, int):
+                raise ConfigError("trainer.eval_batch_size must be auto or a number > 0, got "
+                                  f"{self.eval_batch_size!r}")
+            positive("trainer", eval_batch_size=self.eval_batch_size)
+        for key, value in self.eval_batch_table.items():
+            if key.split("-")[0] not in ("cpu", "cuda"):
+                raise ConfigError(f"trainer.eval_batch_table key {key!r} must start with cpu or "
+                                  "cuda (<device>[-<Model>[-<px>]])")
+            positive("trainer", **{f"eval_batch_table.{key}": value})
+        if self.precision not in ("fp32", "bf16", "fp16"):
+            raise ConfigError(f"trainer.precision must be fp32, bf16 or fp16, got "
+                              f"{self.precision!r}")
+        fraction("trainer", low_open=True, resident_memory_fraction=self.resident_memory_fraction)
         non_negative("trainer", min_steps=self.min_steps, weight_decay=self.weight_decay)
         if self.early_stopping_patience is not None:
             positive("trainer", early_stopping_patience=self.early_stopping_patience)

@@ -91,7 +91,7 @@ class _TrainedModelView:
         self._trainer, self._model, self._x, self._seed = trainer, model, pool_x, seed
 
     def _images(self, indices: np.ndarray) -> torch.Tensor:
-        return self._x[torch.from_numpy(np.asarray(indices, dtype=np.int64))]
+        return self._x[torch.from_numpy(np.asarray(indices, dtype=np.int64)).to(self._x.device)]
 
     def probs(self, indices: np.ndarray) -> np.ndarray:
         return self._trainer.predict_proba(self._model, self._images(indices))
@@ -154,6 +154,8 @@ def run_active_learning(
             raise ConfigError(f"trainer.early_stopping_source=val but {dataset.name} has no "
                               "validation split; use trainer.early_stopping_source=labeled")
         val = (dataset.val_x, dataset.val_y)
+    # on a GPU the uint8 pool and test images move there once when they fit
+    pool_x, test_x = trainer.place(dataset.pool_x), trainer.place(dataset.test_x)
     hooks.fire("on_run_start", dataset, len(sizes))
     pool, result, model, first = LabelPool(dataset.n_pool), ALResult(), None, 0
     pending = None if resume is None else resume.pending
@@ -164,7 +166,7 @@ def run_active_learning(
             model = model_factory(seeds.model)
             model.load_state_dict(resume.model_state)
     for round_ in range(first, len(sizes)):
-        view = None if model is None else _TrainedModelView(trainer, model, dataset.pool_x,
+        view = None if model is None else _TrainedModelView(trainer, model, pool_x,
                                                             seeds.strategy + round_)
         if pending is not None and pending.round == round_:  # the batch the expert labels
             selection, query_s = Selection(pending.indices, pending.scores), pending.query_s
@@ -195,11 +197,11 @@ def run_active_learning(
         if model is None or trainer.conf.reinit_each_round:
             model = model_factory(seeds.model)
         labeled = pool.labeled_indices()
-        fit = trainer.fit(model, dataset.pool_x[torch.from_numpy(labeled)],
+        fit = trainer.fit(model, pool_x[torch.from_numpy(labeled).to(pool_x.device)],
                           pool.labels_of(labeled), dataset.n_classes, seeds.train + round_, val)
         train_s = time.perf_counter() - start
         start = time.perf_counter()
-        probs = trainer.predict_proba(model, dataset.test_x)
+        probs = trainer.predict_proba(model, test_x)
         eval_s = time.perf_counter() - start
         metrics = {f"test/{k}": v for k, v in classification_metrics(dataset.test_y, probs).items()}
         round_result = RoundResult(round_, pool.n_labeled, metrics, train_s, query_s, fit, eval_s)

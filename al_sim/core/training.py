@@ -1,4 +1,4 @@
-"""Fit and predict: batched, seeded, on uint8 tensors converted per batch."""
+"""Fit and predict: batched, seeded, on uint8 tensors converted per batch on the device."""
 
 from __future__ import annotations
 
@@ -11,21 +11,21 @@ import torch
 import torch.nn.functional as F
 
 from al_sim.config.schema import TrainerConf
+from al_sim.core.device import (
+    autocast,
+    configure,
+    fits_on_device,
+    resolve_device,
+    seeded,
+    to_device,
+)
 from al_sim.data.transforms import Preprocess
-from al_sim.errors import ConfigError
 from al_sim.events import FitReport
 from al_sim.models.base import ALModel
 
 _MIN_EARLY_STOPPING_IMAGES = 10
 
-
-def resolve_device(name: str) -> torch.device:
-    """``cpu``, ``cuda`` or ``auto`` (CUDA when present) as a torch device."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("trainer.device=cuda but no CUDA GPU is visible; use trainer.device=auto")
-    return torch.device(name)
+__all__ = ["Trainer", "resolve_device"]
 
 
 class Trainer:
@@ -38,6 +38,29 @@ class Trainer:
         self._memory_format = (
             torch.channels_last if conf.channels_last else torch.contiguous_format
         )
+        configure(conf, device)
+
+    def place(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` moved to the device once when it fits (``trainer.resident_memory_fraction`` of
+        the free GPU memory), else ``x`` as it is: its batches then stream over one by one."""
+        if not isinstance(x, torch.Tensor):  # e.g. a memory-mapped pool: read per batch
+            return x
+        if fits_on_device(x.numel() * x.element_size(), self.device,
+                          self.conf.resident_memory_fraction):
+            return x.to(self.device)
+        return x
+
+    def eval_batch_size(self, model: ALModel, x: torch.Tensor) -> int:
+        """``trainer.eval_batch_size``, or with ``auto`` the table's entry for this
+        device, model class and image size (``<device>-<Model>-<px>``, then shorter keys)."""
+        if self.conf.eval_batch_size != "auto":
+            return int(self.conf.eval_batch_size)
+        table, dev = self.conf.eval_batch_table, self.device.type
+        name, px = type(model).__name__, x.shape[-1]
+        for key in (f"{dev}-{name}-{px}", f"{dev}-{name}", dev):
+            if key in table:
+                return int(table[key])
+        return 64 if dev == "cpu" else 1024  # the schema's defaults when a table drops them
 
     # ------------------------------------------------------------------ training
     def fit(
@@ -51,13 +74,13 @@ class Trainer:
         """
         conf = self.conf
         gen = torch.Generator().manual_seed(seed)
-        labels = torch.as_tensor(y, dtype=torch.long)
+        labels = torch.as_tensor(y, dtype=torch.long).to(self.device)
         if val is not None and conf.early_stopping_patience is not None:
             train_idx, val_x, val_y = torch.arange(len(labels)), val[0], torch.as_tensor(val[1])
         else:
             train_idx, val_idx = self._split(len(labels), gen)
-            val_x = None if val_idx is None else x[val_idx]
-            val_y = None if val_idx is None else labels[val_idx]
+            val_x = None if val_idx is None else x[val_idx.to(x.device)]
+            val_y = None if val_idx is None else labels[val_idx.to(self.device)].cpu()
         model.to(self.device, memory_format=self._memory_format)
         optimiser = torch.optim.AdamW(model.parameters(), lr=conf.lr,
                                       weight_decay=conf.weight_decay)
@@ -68,26 +91,34 @@ class Trainer:
         if conf.lr_schedule == "cosine":
             schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser,
                                                                   T_max=epochs * per_epoch)
+        scaler = torch.amp.GradScaler(self.device.type, enabled=conf.precision == "fp16")
         best = (math.inf, None, 0)  # val loss, state, epoch
         steps, loss_sum, seen = 0, 0.0, 0
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        with seeded(seed, self.device):
             epoch = 0
             for epoch in range(1, epochs + 1):  # noqa: B007 - the last epoch is reported
                 model.train()
                 loss_sum, seen = 0.0, 0
+                losses, sizes = [], []
                 for batch in self._batches(train_idx, gen):
-                    xb = self._inputs(x[batch], train=True, gen=gen)
-                    yb = labels[batch].to(self.device)
-                    loss = F.cross_entropy(model(xb), yb, weight=weight)
+                    xb = self._inputs(x[batch.to(x.device)], train=True, gen=gen)
+                    yb = labels[batch.to(self.device)]
+                    with autocast(conf, self.device):
+                        loss = F.cross_entropy(model(xb), yb, weight=weight)
                     optimiser.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimiser.step()
+                    scaler.scale(loss).backward()
+                    scaler.step(optimiser)
+                    scaler.update()
                     if schedule is not None:
                         schedule.step()
                     steps += 1
-                    loss_sum += float(loss.detach()) * len(batch)
+                    losses.append(loss.detach())
+                    sizes.append(len(batch))
                     seen += len(batch)
+                # one device sync per epoch; the same float64 sum, in order, as per batch
+                if losses:
+                    values = torch.stack(losses).float().cpu().tolist()
+                    loss_sum = sum(v * n for v, n in zip(values, sizes, strict=True))
                 if val_x is None:
                     continue
                 val_loss = self._loss(model, val_x, val_y, weight)
@@ -126,7 +157,9 @@ class Trainer:
 
     def _inputs(self, xb: torch.Tensor, train: bool = False,
                 gen: torch.Generator | None = None) -> torch.Tensor:
-        xb = self.preprocess(xb, train=train, generator=gen).to(self.device)
+        """uint8 batch -> model input, converted (and augmented) on the device."""
+        xb = self.preprocess(to_device(xb, self.device), train=train, generator=gen,
+                             fused=self.conf.fused_normalise)
         return xb.contiguous(memory_format=self._memory_format)
 
     def _loss(self, model: ALModel, x: torch.Tensor, y: torch.Tensor,
@@ -143,15 +176,15 @@ class Trainer:
                 if isinstance(module, torch.nn.Dropout):
                     module.train()
         model.to(self.device, memory_format=self._memory_format)
+        size = self.eval_batch_size(model, x)
         outs = []
         try:
-            with torch.inference_mode():
-                for start in range(0, len(x), self.conf.eval_batch_size):
-                    xb = self._inputs(x[start : start + self.conf.eval_batch_size])
-                    outs.append(fn(xb).float().cpu())
+            with torch.inference_mode(), autocast(self.conf, self.device):
+                for start in range(0, len(x), size):
+                    outs.append(fn(self._inputs(x[start : start + size])).float())
         finally:
             model.eval()
-        return torch.cat(outs).numpy()
+        return torch.cat(outs).cpu().numpy()
 
     def predict_logits(self, model: ALModel, x: torch.Tensor) -> np.ndarray:
         """Logits ``N x C`` in eval mode."""
@@ -159,7 +192,7 @@ class Trainer:
 
     def predict_proba(self, model: ALModel, x: torch.Tensor) -> np.ndarray:
         """Softmax probabilities ``N x C`` in eval mode."""
-        return self._map(model, x, lambda xb: torch.softmax(model(xb), dim=1))
+        return self._map(model, x, lambda xb: torch.softmax(model(xb).float(), dim=1))
 
     def embed(self, model: ALModel, x: torch.Tensor) -> np.ndarray:
         """Penultimate embeddings ``N x D`` in eval mode."""
@@ -170,7 +203,7 @@ class Trainer:
 
         def both(xb: torch.Tensor) -> torch.Tensor:
             z = model.features(xb)
-            return torch.cat([z, torch.softmax(model.head(z), dim=1)], dim=1)
+            return torch.cat([z.float(), torch.softmax(model.head(z).float(), dim=1)], dim=1)
 
         out = self._map(model, x, both)
         dim = out.shape[1] - model.n_classes
@@ -181,8 +214,8 @@ class Trainer:
 
         def sample(xb: torch.Tensor) -> torch.Tensor:
             z = model.features(xb)
-            return torch.stack([torch.softmax(model.head(z), dim=1) for _ in range(samples)], 1)
+            draws = [torch.softmax(model.head(z).float(), dim=1) for _ in range(samples)]
+            return torch.stack(draws, 1)
 
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        with seeded(seed, self.device):
             return self._map(model, x, sample, dropout=True)

@@ -1,7 +1,7 @@
 """Batch preprocessing: uint8 -> normalised float, plus optional train-time augmentation.
 
 Works on whole batches of tensors on the training device, never on per-sample
-PIL images. Normalisation uses torchvision ``transforms.v2``; augmentation
+PIL images. Normalisation is ``transforms.v2``'s arithmetic without its dispatch; augmentation
 draws its parameters per image (``v2`` transforms draw once per call, which
 would flip or rotate a whole batch alike) and applies them in one batched
 ``grid_sample``.
@@ -13,7 +13,6 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torchvision.transforms import v2
 
 from al_sim.config.data import PreprocessConf
 from al_sim.errors import ConfigError
@@ -31,9 +30,12 @@ class Preprocess:
                 f"dataset.preprocess.mean has {len(mean)} values but the images have "
                 f"{channels} channel(s); give 1 or {channels} values"
             )
-        self._normalise = v2.Compose(
-            [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean=mean, std=std)]
-        )
+        self._mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
+        self._std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
+        # fused: x * scale + shift == (x / 255 - mean) / std up to float rounding
+        self._scale = (1.0 / (255.0 * self._std)).float()
+        self._shift = (-self._mean / self._std).float()
+        self._on: dict[torch.device, tuple[torch.Tensor, ...]] = {}
         self._conf = conf
 
     @property
@@ -43,13 +45,32 @@ class Preprocess:
         return c.hflip or c.vflip or c.rotation_degrees > 0 or c.random_resized_crop_scale < 1
 
     def __call__(
-        self, batch: torch.Tensor, train: bool = False, generator: torch.Generator | None = None
+        self, batch: torch.Tensor, train: bool = False, generator: torch.Generator | None = None,
+        fused: bool = False,
     ) -> torch.Tensor:
-        """Normalised float batch; augmented when ``train`` and augmentation is configured."""
-        x = self._normalise(batch)
+        """Normalised float batch on ``batch``'s device; augmented when ``train`` asks for it.
+
+        The default path does what ``v2.ToDtype(scale=True)`` + ``v2.Normalize`` do, op for op
+        (same float results) without their per-call dispatch; ``fused`` does one multiply-add.
+        """
+        x = self.normalise(batch, fused)
         if train and self.augments:
             x = self._augment(x, generator)
         return x
+
+    def normalise(self, batch: torch.Tensor, fused: bool = False) -> torch.Tensor:
+        """uint8 ``B x C x H x W`` -> normalised float32, on the batch's device."""
+        if batch.device not in self._on:
+            self._on[batch.device] = tuple(
+                t.to(batch.device) for t in (self._mean, self._std, self._scale, self._shift)
+            )
+        mean, std, scale, shift = self._on[batch.device]
+        if batch.is_floating_point():  # as v2.ToDtype: float input is not rescaled
+            return batch.to(torch.float32).sub(mean).div_(std)
+        x = batch.to(torch.float32)
+        if fused:
+            return x.mul_(scale).add_(shift)
+        return x.mul_(1.0 / 255).sub_(mean).div_(std)
 
     def _augment(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         c, n = self._conf, x.shape[0]

@@ -1,0 +1,79 @@
+"""Where a run computes: the device, CUDA determinism, precision, and which data live on the GPU."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+
+import torch
+
+from al_sim.config.schema import TrainerConf
+from al_sim.errors import ConfigError
+
+# cuBLAS needs this before its first handle for deterministic GEMMs (CUDA >= 10.2)
+_CUBLAS_WORKSPACE = ":4096:8"
+AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resolve_device(name: str) -> torch.device:
+    """``cpu``, ``cuda`` or ``auto`` (CUDA when present) as a torch device."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("trainer.device=cuda but no CUDA GPU is visible; use trainer.device=auto")
+    return torch.device(name)
+
+
+def configure(conf: TrainerConf, device: torch.device) -> None:
+    """Refuse settings the device cannot run; on CUDA, set up (non-)deterministic kernels.
+
+    Deterministic CUDA: ``CUBLAS_WORKSPACE_CONFIG`` (set before the first cuBLAS handle),
+    ``torch.use_deterministic_algorithms`` (``warn_only``: an op without a deterministic
+    kernel warns instead of failing the run), cuDNN autotuning off. CPU runs are already
+    deterministic and are left untouched.
+    """
+    if conf.precision == "fp16" and device.type != "cuda":
+        raise ConfigError("trainer.precision=fp16 needs a CUDA GPU; use trainer.precision=bf16 "
+                          "or fp32 on the CPU")
+    if device.type != "cuda":
+        return
+    if conf.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", _CUBLAS_WORKSPACE)
+    torch.use_deterministic_algorithms(conf.deterministic, warn_only=True)
+    torch.backends.cudnn.benchmark = not conf.deterministic
+    torch.backends.cudnn.deterministic = conf.deterministic
+
+
+def autocast(conf: TrainerConf, device: torch.device) -> contextlib.AbstractContextManager:
+    """Autocast to ``trainer.precision`` (a no-op context for fp32)."""
+    dtype = AMP_DTYPES[conf.precision]
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+@contextlib.contextmanager
+def seeded(seed: int, device: torch.device) -> Iterator[None]:
+    """Global torch RNGs (CPU, and this CUDA device) seeded inside, restored after."""
+    devices = [] if device.type != "cuda" else [device.index or torch.cuda.current_device()]
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+def fits_on_device(nbytes: int, device: torch.device, share: float) -> bool:
+    """Whether ``nbytes`` take at most ``share`` of the device's free memory (CPU: never moved)."""
+    if device.type != "cuda":
+        return False
+    free, _total = torch.cuda.mem_get_info(device)
+    return nbytes <= share * free
+
+
+def to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``x`` on ``device``; a CPU batch bound for CUDA goes through pinned memory, non-blocking."""
+    if x.device == device:
+        return x
+    if device.type == "cuda" and x.device.type == "cpu":
+        return x.pin_memory().to(device, non_blocking=True)
+    return x.to(device)
