@@ -24,9 +24,13 @@ from al_sim import experiment as experiment_module
 from al_sim import run as run_module
 from al_sim.config.store import register_configs
 from al_sim.sinks.checkpoint import Checkpointer
-from al_sim.sinks.mlflow_writer import MLflowWriter
 from al_sim.sinks.progress import ProgressPrinter
 from al_sim.sinks.run_dir import RunDirWriter
+
+try:  # a machine without mlflow measures with tracking.enabled=false
+    from al_sim.sinks.mlflow_writer import MLflowWriter
+except ImportError:
+    MLflowWriter = None
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 SPENT: dict[str, float] = defaultdict(float)
@@ -49,8 +53,9 @@ def timed(owner: type, method: str, label: str) -> None:
 
 def main() -> None:
     overrides = sys.argv[1:]
-    for cls, label in ((RunDirWriter, "run-dir files + plots"), (MLflowWriter, "MLflow logging"),
-                       (Checkpointer, "checkpoints"), (ProgressPrinter, "progress/summary")):
+    sinks = ((RunDirWriter, "run-dir files + plots"), (MLflowWriter, "MLflow logging"),
+             (Checkpointer, "checkpoints"), (ProgressPrinter, "progress/summary"))
+    for cls, label in ((c, name) for c, name in sinks if c is not None):
         for method in ("__init__", "setup", "on_run_start", "on_query", "on_round_end",
                        "on_checkpoint", "on_run_end", "on_close"):
             if method in vars(cls):
