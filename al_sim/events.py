@@ -7,6 +7,11 @@ anything fails; the loop fires the rest. Each event goes to every callback in
 list order, and no callback depends on another's position: producers write in
 ``on_run_end`` / ``on_exception``; ``on_close`` comes after every callback has
 produced, for mirrors (MLflow uploads the run dir) and clean-up.
+
+A run may also pause: an oracle raises ``LabelsPending`` (a human has not
+labelled the batch yet); the loop fires ``on_checkpoint`` with
+``LoopState.pending`` set and re-raises; ``close`` sends ``on_close(PAUSED)``
+(no ``on_exception``); the same command later resumes from that checkpoint.
 """
 
 from __future__ import annotations
