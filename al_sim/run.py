@@ -86,6 +86,17 @@ def _parallel_jobs() -> int:
     return int(hydra_cfg.launcher.get("n_jobs", 1) or 1)
 
 
+def _launcher_cpus() -> int | None:
+    """The cores a cluster launcher reserved for this job (Ray ``num_cpus``, submitit
+    ``cpus_per_task``), or None: then the job takes its share of this machine's cores."""
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    launcher = HydraConfig.get().launcher
+    ray_cfg = launcher.get("ray")
+    cpus = ray_cfg.get("remote", {}).get("num_cpus") if ray_cfg else launcher.get("cpus_per_task")
+    return int(cpus) if cpus else None
+
+
 def execute(cfg: DictConfig, run_dir: Path, launch_dir: Path, parallel_jobs: int = 1) -> float:
     """Run one experiment from a composed config (or continue it); returns its AULC."""
     validate(cfg)
@@ -104,8 +115,8 @@ def execute(cfg: DictConfig, run_dir: Path, launch_dir: Path, parallel_jobs: int
     if previous is not None:
         log.info("resuming %s after round %d", run_dir, previous.state.round)
     callbacks = build_callbacks(cfg)
-    return run_experiment(cfg, info, callbacks, job_threads(cfg.trainer.num_threads,
-                                                            parallel_jobs)).aulc
+    threads = job_threads(cfg.trainer.num_threads or _launcher_cpus(), parallel_jobs)
+    return run_experiment(cfg, info, callbacks, threads).aulc
 
 
 def error_line(exc: BaseException) -> str | None:
@@ -148,6 +159,7 @@ def main(cfg: DictConfig) -> float | None:
 def cli() -> None:
     """``python -m al_sim.run``: every user error as one ``error:`` line and exit status 2."""
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # let errors reach us instead of a trace
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # hydra/launcher=al_ray: no telemetry
     try:
         main()
     except KeyboardInterrupt:

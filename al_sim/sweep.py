@@ -98,7 +98,7 @@ class SweepCallback(Callback):
                 restart_run(uri, parent_id)
             else:
                 artifacts = default_artifact_location(config.tracking.artifact_location,
-                                                      launch_dir)
+                                                      launch_dir, uri)
                 parent_id = start_parent_run(uri, config.tracking.experiment, artifacts,
                                              name=f"sweep {sweep_id}",
                                              tags={SWEEP_ID_TAG: sweep_id, ROLE_TAG: SWEEP_ROLE})

@@ -98,6 +98,7 @@ class TrackingConf:
     retries: int = 20  # retries of one call while the store is locked/unreachable/restarting
     retry_timeout_s: float = 180.0  # ... and at most this long; then the run ends (resumable)
     backoff_max_s: float = 10.0  # the longest wait between two retries
+    connect_wait_s: float = 30.0  # how long a starting run waits for an unreachable server
 
 
 # --------------------------------------------------------------------------- oracle

@@ -89,10 +89,13 @@ class MLflowWriter(Callback):
 
     def __init__(self, uri: str | None = None, experiment: str = "al_sim",
                  artifact_location: str | None = None, retries: int = 20,
-                 retry_timeout_s: float = 180.0, backoff_max_s: float = 10.0) -> None:
+                 retry_timeout_s: float = 180.0, backoff_max_s: float = 10.0,
+                 connect_wait_s: float = 30.0) -> None:
         self.uri, self.experiment = uri or "", experiment
         self.artifact_location = artifact_location
-        non_negative("tracking", retries=retries, retry_timeout_s=retry_timeout_s)
+        non_negative("tracking", retries=retries, retry_timeout_s=retry_timeout_s,
+                     connect_wait_s=connect_wait_s)
+        self.connect_wait_s = connect_wait_s
         positive("tracking", backoff_max_s=backoff_max_s)
         self.policy = RetryPolicy(retries=retries, timeout_s=retry_timeout_s,
                                   backoff_max_s=backoff_max_s)
@@ -129,7 +132,7 @@ class MLflowWriter(Callback):
     def setup(self, run: RunInfo) -> None:
         self.uri = tracking_uri(self.uri or None, run.launch_dir)
         self.run_dir = Path(run.run_dir)
-        check_reachable(self.uri, wait_s=self.policy.timeout_s)
+        check_reachable(self.uri, wait_s=self.connect_wait_s)
         self.client = MlflowClient(tracking_uri=self.uri)
         earlier = None if run.resume is None else run.resume.callbacks.get(self.key, {})
         if earlier and earlier.get("run_id"):
@@ -139,7 +142,8 @@ class MLflowWriter(Callback):
         self._sync()
 
     def _start(self, run: RunInfo) -> None:
-        location = default_artifact_location(self.artifact_location, run.launch_dir)
+        location = default_artifact_location(self.artifact_location, run.launch_dir,
+                                             self.uri)
         exp_id = self._call("experiment lookup", lambda: experiment_id(
             self.client, self.experiment, location))
         tags = dict(run.tags)
