@@ -21,6 +21,7 @@ FINAL_AULC, FINAL_N_ANNOTATED = "final/aulc", "final/n_annotated"
 RUN_TAGS = ("strategy", "dataset", "model", "seed", "budget")
 SWEEP_ID_TAG, ERROR_TAG, ROLE_TAG = "sweep_id", "error", "al_sim.role"
 SWEEP_ROLE = "sweep"
+JOB_TAG = "al_sim.job"  # a sweep job's overrides: finds an earlier attempt of the job
 FULL_STRATEGY = "full"
 
 # Artifacts, relative to the run directory (which holds the same files).

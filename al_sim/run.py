@@ -26,7 +26,7 @@ from al_sim.config.store import (
     register_configs,
     validate,
 )
-from al_sim.contract import CONFIG_FILE, FULL_STRATEGY
+from al_sim.contract import CONFIG_FILE, FULL_STRATEGY, JOB_TAG
 from al_sim.errors import AlreadyFinishedError, ALSimError, ConfigError
 from al_sim.events import Callback, CallbackList, RunInfo
 from al_sim.sweep import mark_job_failed, sweep_context
@@ -53,6 +53,7 @@ def run_tags(cfg: DictConfig, sweep_id: str | None) -> dict[str, str]:
             "model": str(cfg.model.name), "seed": str(cfg.seed), "budget": str(cfg.budget.name)}
     if sweep_id is not None:
         tags["sweep_id"] = sweep_id
+        tags[JOB_TAG] = HydraConfig.get().job.override_dirname
     return tags
 
 

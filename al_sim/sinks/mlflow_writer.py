@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlparse
 
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Metric, Param, Run, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -26,6 +26,7 @@ from al_sim.contract import (
     FINAL_AULC,
     FINAL_N_ANNOTATED,
     GRIDS_DIR,
+    JOB_TAG,
     N_LABELED,
     QUERY_S,
     ROLE_TAG,
@@ -36,7 +37,7 @@ from al_sim.contract import (
     default_artifact_location,
     tracking_uri,
 )
-from al_sim.errors import TrackingError
+from al_sim.errors import AlreadyFinishedError, TrackingError
 from al_sim.events import ALResult, Callback, LoopState, RoundResult, RunInfo
 from al_sim.retry import RetryPolicy, retry
 
@@ -150,6 +151,14 @@ class MLflowWriter(Callback):
         parent = run.parent or self._parent_on_server(exp_id, tags.get(SWEEP_ID_TAG))
         if parent:
             tags[PARENT_TAG] = parent
+            earlier = self._earlier_attempt(exp_id, parent, tags.get(JOB_TAG))
+            if earlier is not None:  # killed before its first checkpoint, or on another node
+                if earlier.info.status == "FINISHED":
+                    raise AlreadyFinishedError(
+                        f"sweep job [{tags[JOB_TAG]}] already finished (MLflow run "
+                        f"{earlier.info.run_id}); to run it again use a new hydra.sweep.dir")
+                self._resume(earlier.info.run_id)  # recomputed identically; logged steps skipped
+                return
         created = self._call("run creation", lambda: self.client.create_run(
             exp_id, run_name=run.name, tags=tags))
         self.run_id = created.info.run_id
@@ -168,6 +177,15 @@ class MLflowWriter(Callback):
         found = self._call("parent lookup", lambda: self.client.search_runs(
             [exp_id], query, max_results=1, order_by=["attributes.start_time DESC"]))
         return found[0].info.run_id if found else None
+
+    def _earlier_attempt(self, exp_id: str, parent: str, job: str | None) -> Run | None:
+        """This sweep job's run from an attempt that left no checkpoint here, if any."""
+        if not job or "'" in job:
+            return None
+        query = f"tags.`{PARENT_TAG}` = '{parent}' and tags.`{JOB_TAG}` = '{job}'"
+        found = self._call("job lookup", lambda: self.client.search_runs(
+            [exp_id], query, order_by=["attributes.start_time ASC"]))
+        return found[0] if found else None
 
     def _resume(self, run_id: str) -> None:
         """Take over the run of an interrupted attempt (RUNNING, FAILED or KILLED)."""
