@@ -7,6 +7,7 @@ directories on 127.0.0.1 and stopped after, whatever happens.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import shutil
@@ -92,10 +93,8 @@ def stop(proc: subprocess.Popen, timeout: float = 60) -> None:
             proc.kill()
             proc.wait(timeout=30)
     for pid in below:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 class Server:
@@ -255,7 +254,8 @@ def test_a_killed_worker_is_finished_by_rerunning_the_sweep(ray_sweep: dict, ser
     first = sweep(args, cwd, ray_head, wait=False)
     killed, deadline = [], time.monotonic() + 300
     while not killed and time.monotonic() < deadline and first.poll() is None:
-        if any((cwd / "sweep").glob("*/checkpoint.pt")):  # a job is past its first round: kill every job process on the node
+        if any((cwd / "sweep").glob("*/checkpoint.pt")):  # a job is past its first round:
+            # kill every job process on the node
             workers = [p for p in descendants(ray_head_pid(workdir)) if "_run_job" in cmdline(p)]
             for pid in workers:
                 os.kill(pid, signal.SIGKILL)
