@@ -29,6 +29,8 @@ from pathlib import Path
 DB_NAME = "mlflow"
 DB_ROLE = "mlflow"
 STATE_FILE = "server.json"
+POOL_SIZE, POOL_OVERFLOW = 10, 20  # connections per mlflow worker process
+SPARE_CONNECTIONS = 20  # for psql, migrations, the driver's own checks
 EXIT_USER_ERROR = 2
 
 
@@ -88,12 +90,14 @@ def init_cluster(data: Path, password: str, db_user: str | None) -> None:
         pwfile.unlink(missing_ok=True)
 
 
-def start_postgres(data: Path, port: int, db_user: str | None, log: Path) -> None:
+def start_postgres(data: Path, port: int, db_user: str | None, log: Path,
+                   max_connections: int = 100) -> None:
     """Start the cluster on 127.0.0.1:``port`` (socket in the data dir) and wait for it."""
     if db_user is not None and not log.exists():
         log.touch()
         shutil.chown(log, db_user)
-    opts = f"-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories={data}"
+    opts = (f"-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories={data} "
+            f"-c max_connections={max_connections}")
     _pg(["pg_ctl", "-D", str(data), "-l", str(log), "-o", opts, "-w", "-t", "60", "start"],
         db_user, log)
 
@@ -149,11 +153,16 @@ def serve(root: Path, host: str, port: int, db_port: int | None, workers: int,
     data, log = root.resolve() / "pgdata", root.resolve() / "postgres.log"
     if not (data / "PG_VERSION").exists():
         init_cluster(data, state["password"], db_user)
-    start_postgres(data, state["db_port"], db_user, log)
+    start_postgres(data, state["db_port"], db_user, log,
+                   workers * (POOL_SIZE + POOL_OVERFLOW) + SPARE_CONNECTIONS)
     mlflow = None
     try:
         env = dict(os.environ, MLFLOW_BACKEND_STORE_URI=create_database(state["db_port"],
                                                                         state["password"]))
+        # MLflow's default pool (5 + 10 overflow per worker) makes many writers queue and time
+        # out (benchmarks/tracking_store_load.py, N=64); PostgreSQL is started with room for all.
+        env.setdefault("MLFLOW_SQLALCHEMYSTORE_POOL_SIZE", str(POOL_SIZE))
+        env.setdefault("MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW", str(POOL_OVERFLOW))
         artifacts = root.resolve() / "artifacts"
         artifacts.mkdir(exist_ok=True)
         mlflow = subprocess.Popen(
