@@ -15,6 +15,7 @@ joblib's process pool.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -70,6 +71,7 @@ def main() -> None:
     finally:
         head.terminate()
         head.wait(timeout=120)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
     base = walls["joblib n_jobs=2"]
     print("| launcher | wall s (8 jobs) | s per job | overhead per job vs joblib, s |\n"
           "| --- | --- | --- | --- |")
