@@ -24,6 +24,7 @@ SWEEP_ID_TAG, ERROR_TAG, ROLE_TAG = "sweep_id", "error", "al_sim.role"
 # the batch folder; removed when the run continues.
 WAITING_TAG = "al_sim.waiting_for_labels"
 SWEEP_ROLE = "sweep"
+JOB_TAG = "al_sim.job"  # a sweep job's overrides: finds an earlier attempt of the job
 FULL_STRATEGY = "full"
 
 # Artifacts, relative to the run directory (which holds the same files).
@@ -56,6 +57,13 @@ def tracking_uri(configured: str | None, launch_dir: Path) -> str:
     return configured or default_tracking_uri(launch_dir)
 
 
-def default_artifact_location(configured: str | None, launch_dir: Path) -> str:
-    """Where a new experiment keeps artifacts: ``tracking.artifact_location`` or ``mlartifacts``."""
-    return configured or (Path(launch_dir).resolve() / "mlartifacts").as_uri()
+def default_artifact_location(configured: str | None, launch_dir: Path,
+                              uri: str | None = None) -> str | None:
+    """Where a new experiment keeps artifacts: ``tracking.artifact_location``, else the
+    server's own store for an http(s) tracking server (``--serve-artifacts``: workers need
+    no shared disk), else ``<launch dir>/mlartifacts``."""
+    if configured:
+        return configured
+    if uri is not None and uri.split(":", 1)[0] in ("http", "https"):
+        return None
+    return (Path(launch_dir).resolve() / "mlartifacts").as_uri()

@@ -29,7 +29,7 @@ from al_sim.config.store import (
     register_configs,
     validate,
 )
-from al_sim.contract import CONFIG_FILE, FULL_STRATEGY
+from al_sim.contract import CONFIG_FILE, FULL_STRATEGY, JOB_TAG
 from al_sim.errors import AlreadyFinishedError, ALSimError, ConfigError, LabelsIncompleteError
 from al_sim.events import Callback, CallbackList, LabelsPending, RunInfo
 from al_sim.sweep import mark_job_failed, sweep_context
@@ -56,6 +56,7 @@ def run_tags(cfg: DictConfig, sweep_id: str | None) -> dict[str, str]:
             "model": str(cfg.model.name), "seed": str(cfg.seed), "budget": str(cfg.budget.name)}
     if sweep_id is not None:
         tags["sweep_id"] = sweep_id
+        tags[JOB_TAG] = HydraConfig.get().job.override_dirname
     return tags
 
 
@@ -89,6 +90,17 @@ def _parallel_jobs() -> int:
     return int(hydra_cfg.launcher.get("n_jobs", 1) or 1)
 
 
+def _launcher_cpus() -> int | None:
+    """The cores a cluster launcher reserved for this job (Ray ``num_cpus``, submitit
+    ``cpus_per_task``), or None: then the job takes its share of this machine's cores."""
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    launcher = HydraConfig.get().launcher
+    ray_cfg = launcher.get("ray")
+    cpus = ray_cfg.get("remote", {}).get("num_cpus") if ray_cfg else launcher.get("cpus_per_task")
+    return int(cpus) if cpus else None
+
+
 def execute(cfg: DictConfig, run_dir: Path, launch_dir: Path, parallel_jobs: int = 1) -> float:
     """Run one experiment from a composed config (or continue it); returns its AULC."""
     validate(cfg)
@@ -107,8 +119,8 @@ def execute(cfg: DictConfig, run_dir: Path, launch_dir: Path, parallel_jobs: int
     if previous is not None:
         log.info("resuming %s after round %d", run_dir, previous.state.round)
     callbacks = build_callbacks(cfg)
-    return run_experiment(cfg, info, callbacks, job_threads(cfg.trainer.num_threads,
-                                                            parallel_jobs)).aulc
+    threads = job_threads(cfg.trainer.num_threads or _launcher_cpus(), parallel_jobs)
+    return run_experiment(cfg, info, callbacks, threads).aulc
 
 
 def continue_command(run_dir: Path) -> str:
@@ -174,6 +186,7 @@ def main(cfg: DictConfig) -> float | None:
 def cli() -> None:
     """``python -m al_sim.run``: every user error as one ``error:`` line and exit status 2."""
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # let errors reach us instead of a trace
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # hydra/launcher=al_ray: no telemetry
     try:
         main()
     except KeyboardInterrupt:

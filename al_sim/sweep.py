@@ -75,6 +75,32 @@ def mark_job_failed(message: str) -> None:
     (folder / f"{job.num}.txt").write_text(f"{job.override_dirname}\n{message}\n")
 
 
+def sweep_size(config: DictConfig) -> int:
+    """How many jobs the sweep's command line and ``hydra.sweeper.params`` make."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    given = list(config.hydra.overrides.task)
+    params = config.hydra.sweeper.get("params") or {}
+    given_keys = {o.split("=", 1)[0].lstrip("+~") for o in given}
+    given += [f"{k}={v}" for k, v in params.items() if k not in given_keys]
+    size = 1
+    for override in OverridesParser.create().parse_overrides(given):
+        if override.is_sweep_override():
+            size *= len(list(override.sweep_string_iterator()))
+    return size
+
+
+def warn_unbounded_launcher(config: DictConfig) -> None:
+    """submitit's local executor starts every job at once: say so when they outnumber cores."""
+    if not str(config.hydra.launcher.get("_target_", "")).endswith(".LocalLauncher"):
+        return
+    jobs, cores = sweep_size(config), os.cpu_count() or 1
+    if jobs > cores:
+        log.warning("submitit_local starts all %d jobs at once on %d cores (it has no "
+                    "array_parallelism); use hydra/launcher=joblib hydra.launcher.n_jobs=%d "
+                    "to cap them", jobs, cores, cores)
+
+
 class SweepCallback(Callback):
     """Creates the sweep's parent run before the jobs and closes it after them."""
 
@@ -82,6 +108,7 @@ class SweepCallback(Callback):
         self._parent: tuple[str, str] | None = None  # (tracking uri, run id)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        warn_unbounded_launcher(config)
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(sweep_dir / FAILED_DIR, ignore_errors=True)  # failures of an earlier try
@@ -98,7 +125,7 @@ class SweepCallback(Callback):
                 restart_run(uri, parent_id)
             else:
                 artifacts = default_artifact_location(config.tracking.artifact_location,
-                                                      launch_dir)
+                                                      launch_dir, uri)
                 parent_id = start_parent_run(uri, config.tracking.experiment, artifacts,
                                              name=f"sweep {sweep_id}",
                                              tags={SWEEP_ID_TAG: sweep_id, ROLE_TAG: SWEEP_ROLE})

@@ -114,7 +114,10 @@ class TrackingConf:
     artifact_location: str | None = None  # None: <launch dir>/mlartifacts for new experiments
     query_grids: bool = True
     max_grid_images: int = 64
-    retries: int = 5
+    retries: int = 20  # retries of one call while the store is locked/unreachable/restarting
+    retry_timeout_s: float = 180.0  # ... and at most this long; then the run ends (resumable)
+    backoff_max_s: float = 10.0  # the longest wait between two retries
+    connect_wait_s: float = 30.0  # how long a starting run waits for an unreachable server
 
 
 # --------------------------------------------------------------------------- oracle

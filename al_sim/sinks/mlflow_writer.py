@@ -15,26 +15,32 @@ from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlparse
 
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Metric, Param, Run, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from al_sim.config.checks import non_negative, positive
 from al_sim.contract import (
     ARTIFACTS,
     ERROR_TAG,
     FINAL_AULC,
     FINAL_N_ANNOTATED,
     GRIDS_DIR,
+    JOB_TAG,
     N_LABELED,
     QUERY_S,
+    ROLE_TAG,
     ROUND,
+    SWEEP_ID_TAG,
+    SWEEP_ROLE,
     TRAIN_S,
     WAITING_TAG,
     default_artifact_location,
     tracking_uri,
 )
-from al_sim.errors import TrackingError
+from al_sim.errors import AlreadyFinishedError, TrackingError
 from al_sim.events import PAUSED, ALResult, Callback, LoopState, RoundResult, RunInfo
+from al_sim.retry import RetryPolicy, retry
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -43,18 +49,26 @@ PARAM_BATCH = 100
 PARAM_MAX_CHARS = 6000
 TAG_MAX_CHARS = 5000
 PARENT_TAG = "mlflow.parentRunId"
-_TRANSIENT = ("database is locked", "connection", "timed out", "temporarily", "503", "502")
 
 
-def check_reachable(uri: str, timeout: float = 5.0) -> None:
-    """Fail fast, with the fix, when an http(s) tracking server does not answer."""
+def check_reachable(uri: str, timeout: float = 5.0, wait_s: float = 0.0) -> None:
+    """Fail, with the fix, when an http(s) tracking server does not accept connections.
+
+    ``wait_s`` > 0: keep trying (with back-off) that long first, for a server
+    that is restarting while a job starts.
+    """
     parsed = urlparse(uri)
     if parsed.scheme not in ("http", "https"):
         return
     port = parsed.port or (443 if parsed.scheme == "https" else 80)
-    try:
+
+    def connect() -> None:
         with socket.create_connection((parsed.hostname, port), timeout=timeout):
             pass
+
+    policy = RetryPolicy(retries=1000, timeout_s=wait_s) if wait_s > 0 else RetryPolicy(0)
+    try:
+        retry(f"connecting to {uri}", connect, policy, (OSError,))
     except OSError as exc:
         raise TrackingError(
             f"cannot reach the MLflow server at {uri} ({exc.strerror or exc}); start it "
@@ -76,10 +90,17 @@ class MLflowWriter(Callback):
     key = "mlflow"
 
     def __init__(self, uri: str | None = None, experiment: str = "al_sim",
-                 artifact_location: str | None = None, retries: int = 5) -> None:
+                 artifact_location: str | None = None, retries: int = 20,
+                 retry_timeout_s: float = 180.0, backoff_max_s: float = 10.0,
+                 connect_wait_s: float = 30.0) -> None:
         self.uri, self.experiment = uri or "", experiment
         self.artifact_location = artifact_location
-        self.retries = retries
+        non_negative("tracking", retries=retries, retry_timeout_s=retry_timeout_s,
+                     connect_wait_s=connect_wait_s)
+        self.connect_wait_s = connect_wait_s
+        positive("tracking", backoff_max_s=backoff_max_s)
+        self.policy = RetryPolicy(retries=retries, timeout_s=retry_timeout_s,
+                                  backoff_max_s=backoff_max_s)
         self.client: MlflowClient | None = None
         self.run_id: str | None = None
         self.run_dir = Path(".")
@@ -90,7 +111,7 @@ class MLflowWriter(Callback):
     # ------------------------------------------------------------------ plumbing
     def _call(self, what: str, fn: Callable[[], T]) -> T:
         """``fn()``, retried with back-off on transient store errors."""
-        return call_with_retries(what, fn, self.uri, self.retries)
+        return call_with_retries(what, fn, self.uri, self.policy)
 
     def _sync(self) -> None:
         """Upload the run directory's result files that are new or changed since last time."""
@@ -114,7 +135,7 @@ class MLflowWriter(Callback):
     def setup(self, run: RunInfo) -> None:
         self.uri = tracking_uri(self.uri or None, run.launch_dir)
         self.run_dir = Path(run.run_dir)
-        check_reachable(self.uri)
+        check_reachable(self.uri, wait_s=self.connect_wait_s)
         self.client = MlflowClient(tracking_uri=self.uri)
         earlier = None if run.resume is None else run.resume.callbacks.get(self.key, {})
         if earlier and earlier.get("run_id"):
@@ -124,12 +145,22 @@ class MLflowWriter(Callback):
         self._sync()
 
     def _start(self, run: RunInfo) -> None:
-        location = default_artifact_location(self.artifact_location, run.launch_dir)
+        location = default_artifact_location(self.artifact_location, run.launch_dir,
+                                             self.uri)
         exp_id = self._call("experiment lookup", lambda: experiment_id(
             self.client, self.experiment, location))
         tags = dict(run.tags)
-        if run.parent:
-            tags[PARENT_TAG] = run.parent
+        parent = run.parent or self._parent_on_server(exp_id, tags.get(SWEEP_ID_TAG))
+        if parent:
+            tags[PARENT_TAG] = parent
+            earlier = self._earlier_attempt(exp_id, parent, tags.get(JOB_TAG))
+            if earlier is not None:  # killed before its first checkpoint, or on another node
+                if earlier.info.status == "FINISHED":
+                    raise AlreadyFinishedError(
+                        f"sweep job [{tags[JOB_TAG]}] already finished (MLflow run "
+                        f"{earlier.info.run_id}); to run it again use a new hydra.sweep.dir")
+                self._resume(earlier.info.run_id)  # recomputed identically; logged steps skipped
+                return
         created = self._call("run creation", lambda: self.client.create_run(
             exp_id, run_name=run.name, tags=tags))
         self.run_id = created.info.run_id
@@ -138,6 +169,25 @@ class MLflowWriter(Callback):
             chunk = items[start : start + PARAM_BATCH]
             self._call("param logging",
                        lambda c=chunk: self.client.log_batch(self.run_id, params=c))
+
+    def _parent_on_server(self, exp_id: str, sweep_id: str | None) -> str | None:
+        """The sweep's parent run, looked up by tag: for workers that do not see the sweep dir."""
+        if not sweep_id:
+            return None
+        query = (f"tags.{SWEEP_ID_TAG} = '{sweep_id.replace(chr(39), '')}' "
+                 f"and tags.`{ROLE_TAG}` = '{SWEEP_ROLE}'")
+        found = self._call("parent lookup", lambda: self.client.search_runs(
+            [exp_id], query, max_results=1, order_by=["attributes.start_time DESC"]))
+        return found[0].info.run_id if found else None
+
+    def _earlier_attempt(self, exp_id: str, parent: str, job: str | None) -> Run | None:
+        """This sweep job's run from an attempt that left no checkpoint here, if any."""
+        if not job or "'" in job:
+            return None
+        query = f"tags.`{PARENT_TAG}` = '{parent}' and tags.`{JOB_TAG}` = '{job}'"
+        found = self._call("job lookup", lambda: self.client.search_runs(
+            [exp_id], query, order_by=["attributes.start_time ASC"]))
+        return found[0] if found else None
 
     def _resume(self, run_id: str) -> None:
         """Take over the run of an interrupted attempt (RUNNING, FAILED or KILLED)."""
@@ -193,23 +243,28 @@ class MLflowWriter(Callback):
                 self._call("run end", lambda: self.client.set_terminated(self.run_id, status))
 
 
-def call_with_retries(what: str, fn: Callable[[], T], uri: str, retries: int) -> T:
-    """``fn()``, retried with exponential back-off on transient store errors; TrackingError else."""
-    delay = 0.2
-    for attempt in range(retries + 1):
-        try:
-            return fn()
-        except (MlflowException, OSError) as exc:
-            text = str(exc).lower()
-            if attempt == retries or not any(t in text for t in _TRANSIENT):
-                raise TrackingError(
-                    f"MLflow {what} failed at {uri}: {str(exc).splitlines()[0][:300]}; "
-                    "check tracking.uri (or MLFLOW_TRACKING_URI) or set tracking.enabled=false"
-                ) from exc
-            log.warning("MLflow %s: %s; retrying in %.1fs", what, text[:120], delay)
-            time.sleep(delay)
-            delay = min(delay * 2, 5.0)
-    raise TrackingError(f"MLflow {what} at {uri}: tracking.retries must be >= 0")
+# ---------------------------------------------------------------------- retry policy
+def call_with_retries(what: str, fn: Callable[[], T], uri: str,
+                      policy: RetryPolicy | int | None = None) -> T:
+    """``fn()``, retried with capped back-off while the store fails transiently.
+
+    Transient: locked, unreachable, restarting (``al_sim.retry``). When the
+    failure persists past ``policy`` (``tracking.retries`` /
+    ``tracking.retry_timeout_s``), TrackingError: the run ends with exit 2, its
+    checkpoint holds the last round whose metrics reached the store, and
+    re-running the same command resumes it into the same MLflow run.
+    """
+    if not isinstance(policy, RetryPolicy):
+        policy = RetryPolicy() if policy is None else RetryPolicy(retries=policy)
+    try:
+        return retry(f"MLflow {what}", fn, policy, (MlflowException, OSError))
+    except (MlflowException, OSError) as exc:
+        first = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+        raise TrackingError(
+            f"MLflow {what} failed at {uri}: {first}; check that the server is up and "
+            "tracking.uri (or MLFLOW_TRACKING_URI) is right, or set tracking.enabled=false; "
+            "the run resumes from its checkpoint when run again"
+        ) from exc
 
 
 def experiment_id(client: MlflowClient, name: str, artifact_location: str | None) -> str:
@@ -241,9 +296,12 @@ def start_parent_run(uri: str, experiment: str, artifact_location: str | None, n
 def restart_run(uri: str, run_id: str) -> None:
     """Mark ``run_id`` RUNNING again (a sweep re-run into its old directory)."""
     check_reachable(uri)
-    MlflowClient(tracking_uri=uri).update_run(run_id, status="RUNNING")
+    client = MlflowClient(tracking_uri=uri)
+    call_with_retries("sweep run restart", lambda: client.update_run(run_id, status="RUNNING"),
+                      uri)
 
 
 def end_run(uri: str, run_id: str, status: str = "FINISHED") -> None:
-    """Mark ``run_id`` terminated with ``status``."""
-    MlflowClient(tracking_uri=uri).set_terminated(run_id, status)
+    """Mark ``run_id`` terminated with ``status`` (retried: the jobs may have outlived a blip)."""
+    client = MlflowClient(tracking_uri=uri)
+    call_with_retries("sweep run end", lambda: client.set_terminated(run_id, status), uri)

@@ -1,0 +1,69 @@
+"""The tracking retry policy: transient failures are retried with capped back-off, others not."""
+
+from __future__ import annotations
+
+import pytest
+
+from al_sim.errors import TrackingError
+from al_sim.retry import RetryPolicy, is_transient, retry
+
+
+class Flaky:
+    """Fails ``times`` times with ``exc``, then returns 42."""
+
+    def __init__(self, times: int, exc: Exception) -> None:
+        self.times, self.exc, self.calls = times, exc, 0
+
+    def __call__(self) -> int:
+        self.calls += 1
+        if self.calls <= self.times:
+            raise self.exc
+        return 42
+
+
+def test_a_server_down_for_a_while_is_waited_for_with_capped_backoff() -> None:
+    waits: list[float] = []
+    fn = Flaky(6, ConnectionRefusedError(111, "Connection refused"))
+    policy = RetryPolicy(retries=10, timeout_s=1e9, backoff_s=0.5, backoff_max_s=4)
+    assert retry("log", fn, policy, (OSError,), sleep=waits.append) == 42
+    assert fn.calls == 7 and len(waits) == 6
+    nominal = [0.5, 1, 2, 4, 4, 4]  # doubling, capped at backoff_max_s
+    assert all(n / 2 <= w <= n for w, n in zip(waits, nominal, strict=True))  # jittered
+
+
+def test_a_non_transient_error_is_not_retried() -> None:
+    fn = Flaky(1, ValueError("INVALID_PARAMETER_VALUE: bad metric name"))
+    with pytest.raises(ValueError):
+        retry("log", fn, RetryPolicy(), (ValueError,), sleep=lambda s: None)
+    assert fn.calls == 1
+
+
+def test_it_gives_up_after_retries_or_past_the_time_budget() -> None:
+    fn = Flaky(100, OSError("database is locked"))
+    with pytest.raises(OSError):
+        retry("log", fn, RetryPolicy(retries=3, timeout_s=1e9), (OSError,), sleep=lambda s: None)
+    assert fn.calls == 4
+    fn = Flaky(100, OSError("503 Service Unavailable"))
+    with pytest.raises(OSError):  # the first wait (>= 0.25 s) would pass the 0.1 s budget
+        retry("log", fn, RetryPolicy(retries=50, timeout_s=0.1), (OSError,),
+              sleep=lambda s: None)
+    assert fn.calls == 1
+
+
+@pytest.mark.parametrize("message", ["Connection refused", "Read timed out",
+                                     "Max retries exceeded with url", "502 Bad Gateway",
+                                     "database is locked", "Connection reset by peer"])
+def test_restarting_and_locked_stores_count_as_transient(message: str) -> None:
+    assert is_transient(RuntimeError(message))
+
+
+def test_the_writer_turns_a_persistent_outage_into_one_error_line() -> None:
+    from mlflow.exceptions import MlflowException
+
+    from al_sim.sinks.mlflow_writer import call_with_retries
+
+    fn = Flaky(100, MlflowException("API request failed: Connection refused"))
+    with pytest.raises(TrackingError, match="resumes from its checkpoint"):
+        call_with_retries("metric logging", fn, "http://127.0.0.1:9",
+                          RetryPolicy(retries=2, timeout_s=30, backoff_s=0.01))
+    assert fn.calls == 3
