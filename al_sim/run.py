@@ -29,6 +29,7 @@ from al_sim.config.store import (
 from al_sim.contract import CONFIG_FILE, FULL_STRATEGY
 from al_sim.errors import AlreadyFinishedError, ALSimError, ConfigError
 from al_sim.events import Callback, CallbackList, RunInfo
+from al_sim.run_lock import RunDirLock
 from al_sim.sweep import mark_job_failed, sweep_context
 
 log = logging.getLogger("al_sim")
@@ -89,12 +90,20 @@ def _parallel_jobs() -> int:
 def execute(cfg: DictConfig, run_dir: Path, launch_dir: Path, parallel_jobs: int = 1) -> float:
     """Run one experiment from a composed config (or continue it); returns its AULC."""
     validate(cfg)
+    params = flat_params(cfg)
+    lock = RunDirLock(run_dir).acquire()  # one owner per run dir, for the whole run
+    try:
+        return _execute_locked(cfg, run_dir, launch_dir, parallel_jobs, params)
+    finally:
+        lock.release()
+
+
+def _execute_locked(cfg: DictConfig, run_dir: Path, launch_dir: Path, parallel_jobs: int,
+                    params: dict[str, str]) -> float:
     from al_sim.experiment import run_experiment  # the heavy imports (torch) start here
     from al_sim.sinks.checkpoint import find_resumable
 
-    params = flat_params(cfg)
     previous = find_resumable(run_dir, str(cfg.resume).lower(), params)
-    run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / CONFIG_FILE).write_text(OmegaConf.to_yaml(cfg, resolve=True))
     sweep = sweep_context()
     info = RunInfo(run_dir=run_dir, launch_dir=launch_dir, name=run_name(cfg),

@@ -105,7 +105,8 @@ def instantiate(node: Any, **kwargs: Any) -> Any:
     """``hydra.utils.instantiate``, re-raising al_sim's own errors as they are.
 
     Hydra wraps whatever a target raises; a user error from a loader must
-    still reach the CLI as one clear line.
+    still reach the CLI as one clear line, and anything else surfaces as what
+    the target raised (Hydra's "Error in call to target" is never the message).
     """
     import hydra
     from hydra.errors import InstantiationException
@@ -118,4 +119,6 @@ def instantiate(node: Any, **kwargs: Any) -> Any:
             cause = cause.__cause__
         if cause is not None:
             raise cause from None
+        if exc.__cause__ is not None and str(exc).startswith("Error in call to target"):
+            raise exc.__cause__ from None  # what the target raised, not Hydra's wrapper around it
         raise

@@ -68,10 +68,10 @@ def plan_sizes(budget: BudgetConf, n_pool: int, fixed_initial: int | None = None
 def initial_indices(budget: BudgetConf, dataset: ALDataset, rng: np.random.Generator,
                     policy: InitialPolicy) -> np.ndarray:
     """The initial labelled set: the dataset's own, the whole pool, or drawn by ``policy``."""
+    if budget.full:  # the upper bound labels everything, whatever the source's own initial set
+        return np.arange(dataset.n_pool)
     if dataset.initial_labeled is not None:
         return np.asarray(dataset.initial_labeled, dtype=np.int64)
-    if budget.full:
-        return np.arange(dataset.n_pool)
     return policy(dataset, budget.initial, rng)
 
 

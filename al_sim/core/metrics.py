@@ -17,7 +17,8 @@ from sklearn.metrics import (
 def classification_metrics(y_true: np.ndarray, probs: np.ndarray) -> dict[str, float]:
     """Accuracy, macro-F1, balanced accuracy, AUROC (binary or one-vs-rest macro) and loss.
 
-    AUROC is NaN when the test labels hold a single class.
+    AUROC is NaN when the test labels hold a single class; classes absent from the
+    test labels are left out of it (one-vs-rest over the classes present).
     """
     y_true = np.asarray(y_true, dtype=np.int64)
     probs = np.asarray(probs, dtype=np.float64)
@@ -41,6 +42,10 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray) -> dict[str, f
             out["auroc"] = float("nan")
         elif n_classes == 2:
             out["auroc"] = float(roc_auc_score(y_true, probs[:, 1]))
+        elif len(present) == 2:  # only two of the classes occur in the test labels
+            pair = probs[:, present]
+            out["auroc"] = float(roc_auc_score(y_true == present[1],
+                                               pair[:, 1] / pair.sum(axis=1)))
         else:
             sub = probs[:, present] / probs[:, present].sum(axis=1, keepdims=True)
             out["auroc"] = float(

@@ -66,7 +66,12 @@ def error_message(exc: BaseException) -> str:
     """The ``error`` tag of a run that ended with ``exc``."""
     if isinstance(exc, KeyboardInterrupt):
         return "interrupted (Ctrl-C)"
-    return f"{type(exc).__name__}: {exc}"
+    return storable(f"{type(exc).__name__}: {exc}")
+
+
+def storable(text: str) -> str:
+    """``text`` as valid UTF-8: a non-UTF-8 file name's bytes escaped (``\\udce9``)."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 class MLflowWriter(Callback):
@@ -131,7 +136,7 @@ class MLflowWriter(Callback):
         created = self._call("run creation", lambda: self.client.create_run(
             exp_id, run_name=run.name, tags=tags))
         self.run_id = created.info.run_id
-        items = [Param(k, v[:PARAM_MAX_CHARS]) for k, v in sorted(run.params.items())]
+        items = [Param(k, storable(v)[:PARAM_MAX_CHARS]) for k, v in sorted(run.params.items())]
         for start in range(0, len(items), PARAM_BATCH):
             chunk = items[start : start + PARAM_BATCH]
             self._call("param logging",
