@@ -36,6 +36,8 @@ log = logging.getLogger("al_sim")
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
 
+_FAILED: list[Exception] = []  # a single run's failure, handed from main() to cli()
+
 register_configs()
 
 
@@ -132,6 +134,15 @@ def error_line(exc: BaseException) -> str | None:
     return None
 
 
+def _to_log_file(text: str) -> None:
+    """Write ``text`` to the run's log file (``run.log``) only; the console gets it once, later."""
+    record = logging.makeLogRecord({"msg": text, "levelno": logging.ERROR,
+                                    "levelname": "ERROR", "name": "al_sim"})
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
     """Hydra task: one run, or one job of a sweep (whose failure never stops the sweep)."""
@@ -141,7 +152,9 @@ def main(cfg: DictConfig) -> float | None:
                        Path(hydra.utils.get_original_cwd()), _parallel_jobs())
     except Exception as exc:
         if hydra_cfg.mode != RunMode.MULTIRUN:
-            raise
+            _FAILED.append(exc)  # cli() reports it; raised here, Hydra prints its own line too
+            _to_log_file(error_line(exc) or f"error: {type(exc).__name__}: {exc}")
+            return None
         if isinstance(exc, AlreadyFinishedError):
             print(f"skipped: {exc}", file=sys.stderr, flush=True)
             return None
@@ -159,6 +172,8 @@ def cli() -> None:
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # let errors reach us instead of a trace
     try:
         main()
+        if _FAILED:
+            raise _FAILED.pop()
     except KeyboardInterrupt:
         print("interrupted: the MLflow run is marked KILLED", file=sys.stderr, flush=True)
         sys.exit(EXIT_INTERRUPTED)

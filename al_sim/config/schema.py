@@ -67,6 +67,9 @@ class TrainerConf:
     def __post_init__(self) -> None:
         positive("trainer", epochs=self.epochs, batch_size=self.batch_size,
                   eval_batch_size=self.eval_batch_size, lr=self.lr)
+        if self.batch_size < 2:  # batch norm cannot train on one image: every step skipped
+            raise ConfigError(f"trainer.batch_size must be >= 2 (batch norm trains on batches), "
+                              f"got {self.batch_size}; set trainer.batch_size=32")
         non_negative("trainer", min_steps=self.min_steps, weight_decay=self.weight_decay)
         if self.early_stopping_patience is not None:
             positive("trainer", early_stopping_patience=self.early_stopping_patience)
@@ -96,6 +99,10 @@ class TrackingConf:
     query_grids: bool = True
     max_grid_images: int = 64
     retries: int = 5
+
+    def __post_init__(self) -> None:
+        positive("tracking", max_grid_images=self.max_grid_images)
+        non_negative("tracking", retries=self.retries)
 
 
 # --------------------------------------------------------------------------- oracle

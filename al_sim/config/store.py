@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -22,6 +23,7 @@ RESUME_MODES = ("auto", "true", "false")
 # Arguments a model receives from the data rather than from its config.
 MODEL_SUPPLIED = ("in_channels", "n_classes")
 ENABLED = "enabled"  # a callback node with enabled: false is not built
+STRATEGY_CONF = Path(__file__).resolve().parents[2] / "conf" / "strategy"  # the built-in ones
 
 
 def register_configs() -> None:
@@ -66,8 +68,23 @@ def validate(cfg: DictConfig) -> None:
                 with open_dict(checked):
                     checked[ENABLED] = node[ENABLED]
             _retype(cfg.callbacks, key, checked)
+    if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int) or cfg.seed < 0:
+        raise ConfigError(f"seed must be an integer >= 0, got {cfg.seed}; set seed=0")
+    _check_strategy_name(cfg.strategy)
     if str(cfg.resume).lower() not in RESUME_MODES:
         raise ConfigError(f"resume must be one of {', '.join(RESUME_MODES)}, got {cfg.resume!r}")
+
+
+def _check_strategy_name(node: DictConfig) -> None:
+    """``strategy.name`` may not name another built-in strategy than its ``_target_`` builds."""
+    for path in sorted(STRATEGY_CONF.glob("*.yaml")):
+        known = OmegaConf.load(path)
+        if known.get("name") == node.name and known.get("_target_") != node._target_:
+            raise ConfigError(
+                f"strategy.name={node.name} is the name of {known._target_}, but "
+                f"strategy._target_={node._target_}; runs would be tagged and compared as "
+                f"{node.name}: use strategy={path.stem}, or give this strategy its own name"
+            )
 
 
 def _without(node: DictConfig, key: str) -> DictConfig:

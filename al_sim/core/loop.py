@@ -21,7 +21,15 @@ from al_sim.core.pool import LabelPool
 from al_sim.core.training import Trainer
 from al_sim.data.base import ALDataset
 from al_sim.errors import BudgetError, ConfigError
-from al_sim.events import ALResult, Callback, CallbackList, LoopState, QueryRecord, RoundResult
+from al_sim.events import (
+    ALResult,
+    Callback,
+    CallbackList,
+    FitReport,
+    LoopState,
+    QueryRecord,
+    RoundResult,
+)
 from al_sim.models.base import ALModel
 from al_sim.strategies.base import QueryContext, Selection, Strategy
 from al_sim.strategies.initial import InitialPolicy, initial_policy
@@ -116,6 +124,18 @@ def _select(round_: int, budget: BudgetConf, dataset: ALDataset, pool: LabelPool
     return strategy.select(ctx, budget.query_size)
 
 
+def _check_trained(fit: FitReport, probs: np.ndarray, round_: int) -> None:
+    """ConfigError when training did nothing or diverged (never a run of untrained metrics)."""
+    if fit.steps == 0:
+        raise ConfigError(f"no training step ran in round {round_}; check trainer.batch_size "
+                          "and trainer.epochs")
+    if not (np.isfinite(fit.train_loss) and np.isfinite(probs).all()):
+        raise ConfigError(
+            f"the training diverged in round {round_} (train loss {fit.train_loss}, "
+            "non-finite predictions); lower trainer.lr (e.g. trainer.lr=1e-3)"
+        )
+
+
 def run_active_learning(
     dataset: ALDataset,
     model_factory: Callable[[int], ALModel],
@@ -178,6 +198,7 @@ def run_active_learning(
         train_s = time.perf_counter() - start
         start = time.perf_counter()
         probs = trainer.predict_proba(model, dataset.test_x)
+        _check_trained(fit, probs, round_)
         eval_s = time.perf_counter() - start
         metrics = {f"test/{k}": v for k, v in classification_metrics(dataset.test_y, probs).items()}
         round_result = RoundResult(round_, pool.n_labeled, metrics, train_s, query_s, fit, eval_s)
