@@ -33,7 +33,7 @@ def cli(cfg: DictConfig, launch_dir: Path) -> int:
     try:
         conf = OmegaConf.to_object(cfg)
         assert isinstance(conf, CompareConf)
-        reader = RunReader(tracking_uri(conf.tracking.uri, launch_dir))
+        reader = RunReader(tracking_uri(conf.tracking.uri, launch_dir), conf.tracking.http_timeout)
         ref = reader.select(conf.tracking.experiment, conf.sweep_id)
         from al_sim.report.build import run_compare  # statistics and figures: now needed
 

@@ -1,7 +1,8 @@
 """Entry point: ``python -m al_sim.run [overrides]`` composes the config and runs one AL experiment.
 
 Exit status: 0 on success, 2 on a user error (one ``error:`` line naming the
-problem and the fix; the MLflow run marked FAILED), 130 on Ctrl-C (KILLED).
+problem and the fix; the MLflow run marked FAILED), 130 on Ctrl-C and 143 on
+SIGTERM (both: the run marked KILLED and resumable).
 In a sweep, a failing job is listed at the end and the sweep exits 1.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -35,6 +37,8 @@ from al_sim.sweep import mark_job_failed, sweep_context
 log = logging.getLogger("al_sim")
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143  # 128 + SIGTERM, what shells and schedulers expect
+SIGTERM_REASON = "SIGTERM"
 
 _FAILED: list[Exception] = []  # a single run's failure, handed from main() to cli()
 
@@ -167,16 +171,23 @@ def main(cfg: DictConfig) -> float | None:
         return None
 
 
+def _terminated(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(SIGTERM_REASON)
+
+
 def cli() -> None:
     """``python -m al_sim.run``: every user error as one ``error:`` line and exit status 2."""
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # let errors reach us instead of a trace
+    signal.signal(signal.SIGTERM, _terminated)  # timeout, docker, SLURM: as Ctrl-C is
     try:
         main()
         if _FAILED:
             raise _FAILED.pop()
-    except KeyboardInterrupt:
-        print("interrupted: the MLflow run is marked KILLED", file=sys.stderr, flush=True)
-        sys.exit(EXIT_INTERRUPTED)
+    except KeyboardInterrupt as exc:
+        by = str(exc) or "Ctrl-C"
+        print(f"interrupted ({by}): the MLflow run is marked KILLED; run the same command "
+              "again to resume it", file=sys.stderr, flush=True)
+        sys.exit(EXIT_TERMINATED if by == SIGTERM_REASON else EXIT_INTERRUPTED)
     except Exception as exc:
         line = error_line(exc)
         if line is None:

@@ -99,9 +99,10 @@ class TrackingConf:
     query_grids: bool = True
     max_grid_images: int = 64
     retries: int = 5
+    http_timeout: float = 10.0  # seconds an http(s) server has to answer each request
 
     def __post_init__(self) -> None:
-        positive("tracking", max_grid_images=self.max_grid_images)
+        positive("tracking", max_grid_images=self.max_grid_images, http_timeout=self.http_timeout)
         non_negative("tracking", retries=self.retries)
 
 

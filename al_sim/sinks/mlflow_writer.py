@@ -8,12 +8,10 @@ uploaded as they change. Also creates and closes a sweep's parent run.
 from __future__ import annotations
 
 import logging
-import socket
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TypeVar
-from urllib.parse import urlparse
 
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
@@ -34,6 +32,7 @@ from al_sim.contract import (
 )
 from al_sim.errors import TrackingError
 from al_sim.events import ALResult, Callback, LoopState, RoundResult, RunInfo
+from al_sim.tracking_http import check_reachable
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -42,30 +41,14 @@ PARAM_BATCH = 100
 PARAM_MAX_CHARS = 6000
 TAG_MAX_CHARS = 5000
 PARENT_TAG = "mlflow.parentRunId"
+RUN_ID_FILE = ".mlflow_run_id"  # in the run dir: the MLflow run of the latest attempt
 _TRANSIENT = ("database is locked", "connection", "timed out", "temporarily", "503", "502")
-
-
-def check_reachable(uri: str, timeout: float = 5.0) -> None:
-    """Fail fast, with the fix, when an http(s) tracking server does not answer."""
-    parsed = urlparse(uri)
-    if parsed.scheme not in ("http", "https"):
-        return
-    port = parsed.port or (443 if parsed.scheme == "https" else 80)
-    try:
-        with socket.create_connection((parsed.hostname, port), timeout=timeout):
-            pass
-    except OSError as exc:
-        raise TrackingError(
-            f"cannot reach the MLflow server at {uri} ({exc.strerror or exc}); start it "
-            f"(mlflow server --host 127.0.0.1 --port {port}), fix tracking.uri, or set "
-            "tracking.enabled=false"
-        ) from exc
 
 
 def error_message(exc: BaseException) -> str:
     """The ``error`` tag of a run that ended with ``exc``."""
     if isinstance(exc, KeyboardInterrupt):
-        return "interrupted (Ctrl-C)"
+        return f"interrupted ({exc or 'Ctrl-C'})"
     return storable(f"{type(exc).__name__}: {exc}")
 
 
@@ -80,10 +63,12 @@ class MLflowWriter(Callback):
     key = "mlflow"
 
     def __init__(self, uri: str | None = None, experiment: str = "al_sim",
-                 artifact_location: str | None = None, retries: int = 5) -> None:
+                 artifact_location: str | None = None, retries: int = 5,
+                 http_timeout: float = 10.0) -> None:
         self.uri, self.experiment = uri or "", experiment
         self.artifact_location = artifact_location
         self.retries = retries
+        self.http_timeout = http_timeout
         self.client: MlflowClient | None = None
         self.run_id: str | None = None
         self.run_dir = Path(".")
@@ -117,14 +102,37 @@ class MLflowWriter(Callback):
     def setup(self, run: RunInfo) -> None:
         self.uri = tracking_uri(self.uri or None, run.launch_dir)
         self.run_dir = Path(run.run_dir)
-        check_reachable(self.uri)
+        check_reachable(self.uri, self.http_timeout)
         self.client = MlflowClient(tracking_uri=self.uri)
         earlier = None if run.resume is None else run.resume.callbacks.get(self.key, {})
         if earlier and earlier.get("run_id"):
             self._resume(str(earlier["run_id"]))
         else:
+            self._close_orphan()
             self._start(run)
+            (self.run_dir / RUN_ID_FILE).write_text(f"{self.run_id}\n")
         self._sync()
+
+    def _close_orphan(self) -> None:
+        """An earlier attempt in this run dir that left no checkpoint (killed in round 0).
+
+        Its MLflow run would stay RUNNING beside this one: deleted when it logged
+        nothing, else marked KILLED.
+        """
+        path = self.run_dir / RUN_ID_FILE
+        if not path.exists():
+            return
+        run_id = path.read_text().strip()
+        try:
+            found = self.client.get_run(run_id)
+        except MlflowException:
+            return  # another store, or deleted already
+        if found.info.status != "RUNNING":
+            return
+        if not found.data.metrics:
+            self._call("orphan run deletion", lambda: self.client.delete_run(run_id))
+        else:
+            self._call("orphan run end", lambda: self.client.set_terminated(run_id, "KILLED"))
 
     def _start(self, run: RunInfo) -> None:
         location = default_artifact_location(self.artifact_location, run.launch_dir)

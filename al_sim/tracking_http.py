@@ -1,0 +1,48 @@
+"""A tracking server's reachability, checked with one bounded HTTP request. No mlflow import.
+
+Connecting is not enough: a server (or a stuck proxy) may accept the TCP
+connection and never answer, and MLflow's client then waits and retries for
+minutes. One GET with a timeout tells, and MLflow's own HTTP client is bounded
+by the same timeout (``MLFLOW_HTTP_REQUEST_TIMEOUT`` / ``_MAX_RETRIES``).
+"""
+
+from __future__ import annotations
+
+import os
+import urllib.error
+import urllib.request
+from urllib.parse import urlparse
+
+from al_sim.errors import TrackingError
+
+HEALTH_PATH = "/health"  # MLflow's server answers it; any HTTP answer proves it is alive
+CLIENT_RETRIES = 2  # MLflow HTTP client retries per request, once the server has answered
+
+
+def bound_client(timeout: float) -> None:
+    """Bound MLflow's HTTP client (unless the user set the variables): timeout, few retries."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(max(1, round(timeout))))
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(CLIENT_RETRIES))
+
+
+def check_reachable(uri: str, timeout: float = 10.0) -> None:
+    """Fail fast, with the fix, when an http(s) tracking server does not answer in ``timeout`` s."""
+    parsed = urlparse(uri)
+    if parsed.scheme not in ("http", "https"):
+        return
+    bound_client(timeout)
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    url = f"{parsed.scheme}://{parsed.netloc}{parsed.path.rstrip('/')}{HEALTH_PATH}"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout):  # noqa: S310 - http(s) only
+            return
+    except urllib.error.HTTPError:
+        return  # it answered (an old server without /health, or a proxy's page)
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", None) or exc
+        what = "did not answer within" if "timed out" in str(reason) else "cannot be reached in"
+        raise TrackingError(
+            f"the MLflow server at {uri} {what} {timeout:g} s ({reason}); start it "
+            f"(mlflow server --host 127.0.0.1 --port {port}), fix tracking.uri, or set "
+            "tracking.enabled=false"
+        ) from None
