@@ -41,6 +41,11 @@ def cli(cfg: DictConfig, launch_dir: Path) -> int:
     except ALSimError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return EXIT_USER_ERROR
+    except OSError as exc:  # the output dir cannot be made or written
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"error: {exc.strerror or exc}{where}; set output_dir=<a writable folder>",
+              file=sys.stderr, flush=True)
+        return EXIT_USER_ERROR
     return 0
 
 

@@ -38,6 +38,15 @@ RESULTS_NEUTRAL_KEYS = ("progress", "resume", "tracking.", "callbacks.", "traine
                         "trainer.device")
 
 
+# Metrics where lower is better (losses, durations); every other metric ranks higher-is-better.
+LOWER_IS_BETTER_SUFFIXES = ("loss", "_s")
+
+
+def lower_is_better(metric: str) -> bool:
+    """Whether a smaller ``metric`` is the better one (``test/loss``, ``time/train_s``)."""
+    return metric.endswith(LOWER_IS_BETTER_SUFFIXES)
+
+
 def results_neutral(key: str) -> bool:
     """Whether the flattened config key ``key`` leaves a run's results unchanged."""
     return any(key == n or (n.endswith(".") and key.startswith(n)) for n in RESULTS_NEUTRAL_KEYS)
