@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import urllib.error
 import urllib.request
+from pathlib import Path
 from urllib.parse import urlparse
 
 from al_sim.errors import TrackingError
@@ -25,9 +26,26 @@ def bound_client(timeout: float) -> None:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(CLIENT_RETRIES))
 
 
+def check_writable_store(uri: str) -> None:
+    """TrackingError, with the fix, when a local sqlite store's folder cannot be written."""
+    parsed = urlparse(uri)
+    if parsed.scheme != "sqlite":
+        return
+    db = Path(uri.removeprefix("sqlite:///"))
+    folder = db.parent if db.parent != Path("") else Path(".")
+    if (db.exists() and not os.access(db, os.W_OK)) or (
+            not db.exists() and not os.access(folder, os.W_OK)):
+        raise TrackingError(
+            f"cannot write the MLflow store {db} (read-only {'file' if db.exists() else 'folder'}"
+            "); run from a writable folder, set tracking.uri=sqlite:////<writable dir>/mlflow.db, "
+            "or set tracking.enabled=false"
+        )
+
+
 def check_reachable(uri: str, timeout: float = 10.0) -> None:
     """Fail fast, with the fix, when an http(s) tracking server does not answer in ``timeout`` s."""
     parsed = urlparse(uri)
+    check_writable_store(uri)
     if parsed.scheme not in ("http", "https"):
         return
     bound_client(timeout)

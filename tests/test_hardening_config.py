@@ -50,3 +50,10 @@ def test_early_stopping_fraction_on_a_small_labelled_set_still_trains(tmp_path: 
     assert proc.returncode == 0, proc.stderr[-2000:]
     with (tmp_path / "run" / "metrics.csv").open() as f:
         assert [r["n_labeled"] for r in csv.DictReader(f)] == ["10", "15"]
+
+
+@pytest.mark.parametrize("group", ["dataset", "budget", "trainer", "tracking"])
+def test_the_options_listed_are_the_users_not_the_schemas(group: str, tmp_path: Path) -> None:
+    proc = run_cli([f"{group}=nonexistent"], tmp_path, timeout=120)
+    assert proc.returncode == 2 and f"Available options in '{group}'" in proc.stderr
+    assert "schema" not in proc.stderr.split("Available options")[1].split("Config search")[0]

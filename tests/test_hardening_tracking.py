@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import time
@@ -78,3 +79,35 @@ def test_a_rerun_after_a_kill_in_round_0_leaves_no_orphan_run(tmp_path: Path) ->
     runs = client.search_runs([exp_id])
     assert [r.info.status for r in runs] == ["FINISHED"]
     assert runs[0].info.run_id != orphan
+
+
+@pytest.mark.slow
+def test_resume_with_tracking_switched_on_backfills_the_earlier_rounds(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    args = [*ARGS, f"hydra.run.dir={run_dir}"]
+    proc = start_and_stop_after([*args, "tracking.enabled=false"], tmp_path, run_dir, rounds=2,
+                                sig=signal.SIGKILL)
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    again = run_cli(args, tmp_path)
+    assert again.returncode == 0, again.stderr[-2000:]
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    [run] = client.search_runs([client.get_experiment_by_name("al_sim").experiment_id])
+    assert run.info.status == "FINISHED"
+    steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "test/accuracy"))
+    assert steps == [20, 30, 40, 50, 60, 70, 80]  # none missing, none twice
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_a_read_only_launch_dir_fails_fast_with_the_store_named(tmp_path: Path) -> None:
+    launch = tmp_path / "launch"
+    launch.mkdir()
+    launch.chmod(0o555)
+    try:
+        start = time.monotonic()
+        proc = run_cli(["budget=tiny", *FAST_CLI, f"hydra.run.dir={tmp_path / 'run'}"], launch,
+                       timeout=120)
+        assert time.monotonic() - start < 60
+    finally:
+        launch.chmod(0o755)
+    assert_refused(proc, launch, ["mlflow.db", "read-only", "tracking.uri"])

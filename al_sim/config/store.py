@@ -26,18 +26,21 @@ ENABLED = "enabled"  # a callback node with enabled: false is not built
 STRATEGY_CONF = Path(__file__).resolve().parents[2] / "conf" / "strategy"  # the built-in ones
 
 
+SCHEMAS = "_schemas"  # schemas live in their own groups: never listed among a group's options
+
+
 def register_configs() -> None:
-    """Register the schemas with Hydra's ConfigStore (idempotent); hidden ``_schema_*`` names."""
+    """Register the schemas with Hydra's ConfigStore (idempotent), outside the user's groups."""
     from hydra.core.config_store import ConfigStore
 
     cs = ConfigStore.instance()
     cs.store(name="_schema", node=Config)
-    cs.store(group="dataset", name="_schema_synthetic", node=SyntheticDatasetConf)
-    cs.store(group="dataset", name="_schema_medmnist", node=MedMNISTDatasetConf)
-    cs.store(group="dataset", name="_schema_folder", node=FolderDatasetConf)
-    cs.store(group="budget", name="_schema_budget", node=BudgetConf)
-    cs.store(group="trainer", name="_schema_trainer", node=TrainerConf)
-    cs.store(group="tracking", name="_schema_tracking", node=TrackingConf)
+    cs.store(group=f"{SCHEMAS}/dataset", name="synthetic", node=SyntheticDatasetConf)
+    cs.store(group=f"{SCHEMAS}/dataset", name="medmnist", node=MedMNISTDatasetConf)
+    cs.store(group=f"{SCHEMAS}/dataset", name="folder", node=FolderDatasetConf)
+    cs.store(group=f"{SCHEMAS}/budget", name="budget", node=BudgetConf)
+    cs.store(group=f"{SCHEMAS}/trainer", name="trainer", node=TrainerConf)
+    cs.store(group=f"{SCHEMAS}/tracking", name="tracking", node=TrackingConf)
     cs.store(name="_compare_schema", node=CompareConf)
 
 

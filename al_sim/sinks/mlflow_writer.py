@@ -111,6 +111,9 @@ class MLflowWriter(Callback):
             self._close_orphan()
             self._start(run)
             (self.run_dir / RUN_ID_FILE).write_text(f"{self.run_id}\n")
+            if run.resume is not None:  # resumed with tracking switched on: log what came before
+                for done in run.resume.result.rounds:
+                    self.on_round_end(done)
         self._sync()
 
     def _close_orphan(self) -> None:
