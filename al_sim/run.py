@@ -171,6 +171,15 @@ def main(cfg: DictConfig) -> float | None:
         return None
 
 
+def quote_home_path(arg: str) -> str:
+    """``key=~/x`` as ``key='~/x'``: Hydra's grammar refuses a bare ``~`` the shell left alone."""
+    key, sep, value = arg.partition("=")
+    if sep and value.startswith("~") and not any(q in value for q in "'\"") and (
+            key and not key.startswith("-")):
+        return f"{key}='{value}'"
+    return arg
+
+
 def _terminated(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(SIGTERM_REASON)
 
@@ -179,6 +188,7 @@ def cli() -> None:
     """``python -m al_sim.run``: every user error as one ``error:`` line and exit status 2."""
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # let errors reach us instead of a trace
     signal.signal(signal.SIGTERM, _terminated)  # timeout, docker, SLURM: as Ctrl-C is
+    sys.argv[1:] = [quote_home_path(arg) for arg in sys.argv[1:]]
     try:
         main()
         if _FAILED:

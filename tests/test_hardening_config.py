@@ -57,3 +57,10 @@ def test_the_options_listed_are_the_users_not_the_schemas(group: str, tmp_path: 
     proc = run_cli([f"{group}=nonexistent"], tmp_path, timeout=120)
     assert proc.returncode == 2 and f"Available options in '{group}'" in proc.stderr
     assert "schema" not in proc.stderr.split("Available options")[1].split("Config search")[0]
+
+
+def test_home_paths_reach_the_loader_unexpanded_by_the_shell(tmp_path: Path) -> None:
+    proc = run_cli(["dataset=medmnist", "dataset.root=~/.medmnist", "--cfg", "job"], tmp_path,
+                   timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "root: ~/.medmnist" in proc.stdout

@@ -79,6 +79,21 @@ def test_a_rerun_after_a_kill_in_round_0_leaves_no_orphan_run(tmp_path: Path) ->
     runs = client.search_runs([exp_id])
     assert [r.info.status for r in runs] == ["FINISHED"]
     assert runs[0].info.run_id != orphan
+    # where the results went: the run dir, the MLflow run, the UI page in its training view
+    assert f"results: {run_dir.resolve()}" in proc.stderr
+    assert f"MLflow run {runs[0].info.run_id} in sqlite:///" in proc.stderr
+    assert f"/runs/{runs[0].info.run_id}?workflowType=machine_learning" in proc.stderr
+
+
+@pytest.mark.slow
+def test_a_sweep_ends_saying_where_its_results_went(tmp_path: Path) -> None:
+    sweep_dir = tmp_path / "sweep"
+    proc = run_cli(["-m", "seed=0", "budget=tiny", *FAST_CLI, f"hydra.sweep.dir={sweep_dir}"],
+                   tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"sweep results: {sweep_dir.resolve()}" in proc.stderr
+    assert "/runs?workflowType=machine_learning" in proc.stderr
+    assert f"next: python -m al_sim.compare sweep_id={sweep_dir}" in proc.stderr
 
 
 @pytest.mark.slow

@@ -8,6 +8,7 @@ uploaded as they change. Also creates and closes a sweep's parent run.
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -29,9 +30,10 @@ from al_sim.contract import (
     TRAIN_S,
     default_artifact_location,
     tracking_uri,
+    where_to_look,
 )
 from al_sim.errors import TrackingError
-from al_sim.events import ALResult, Callback, LoopState, RoundResult, RunInfo
+from al_sim.events import FINISHED, ALResult, Callback, LoopState, RoundResult, RunInfo
 from al_sim.tracking_http import check_reachable
 
 log = logging.getLogger(__name__)
@@ -71,6 +73,8 @@ class MLflowWriter(Callback):
         self.http_timeout = http_timeout
         self.client: MlflowClient | None = None
         self.run_id: str | None = None
+        self.experiment_id = ""
+        self._in_sweep = False
         self.run_dir = Path(".")
         self._logged_steps: set[int] = set()  # rounds an interrupted attempt already logged
         self._uploaded: dict[Path, tuple[int, int]] = {}  # file -> (size, mtime) when uploaded
@@ -102,6 +106,7 @@ class MLflowWriter(Callback):
     def setup(self, run: RunInfo) -> None:
         self.uri = tracking_uri(self.uri or None, run.launch_dir)
         self.run_dir = Path(run.run_dir)
+        self._in_sweep = run.parent is not None
         check_reachable(self.uri, self.http_timeout)
         self.client = MlflowClient(tracking_uri=self.uri)
         earlier = None if run.resume is None else run.resume.callbacks.get(self.key, {})
@@ -146,7 +151,7 @@ class MLflowWriter(Callback):
             tags[PARENT_TAG] = run.parent
         created = self._call("run creation", lambda: self.client.create_run(
             exp_id, run_name=run.name, tags=tags))
-        self.run_id = created.info.run_id
+        self.run_id, self.experiment_id = created.info.run_id, exp_id
         items = [Param(k, storable(v)[:PARAM_MAX_CHARS]) for k, v in sorted(run.params.items())]
         for start in range(0, len(items), PARAM_BATCH):
             chunk = items[start : start + PARAM_BATCH]
@@ -156,7 +161,7 @@ class MLflowWriter(Callback):
     def _resume(self, run_id: str) -> None:
         """Take over the run of an interrupted attempt (RUNNING, FAILED or KILLED)."""
         found = self._call("run lookup", lambda: self.client.get_run(run_id))
-        self.run_id = found.info.run_id
+        self.run_id, self.experiment_id = found.info.run_id, found.info.experiment_id
         history = self._call("metric lookup",
                              lambda: self.client.get_metric_history(run_id, N_LABELED))
         self._logged_steps = {m.step for m in history}
@@ -197,6 +202,9 @@ class MLflowWriter(Callback):
             self._sync()
         finally:
             self._call("run end", lambda: self.client.set_terminated(self.run_id, status))
+        if status == FINISHED and not self._in_sweep:  # a sweep says it once, at its end
+            print(where_to_look(self.uri, self.experiment_id, self.run_id), file=sys.stderr,
+                  flush=True)
 
 
 def call_with_retries(what: str, fn: Callable[[], T], uri: str, retries: int) -> T:
@@ -248,6 +256,11 @@ def restart_run(uri: str, run_id: str) -> None:
     """Mark ``run_id`` RUNNING again (a sweep re-run into its old directory)."""
     check_reachable(uri)
     MlflowClient(tracking_uri=uri).update_run(run_id, status="RUNNING")
+
+
+def experiment_of(uri: str, run_id: str) -> str:
+    """The experiment id of ``run_id``."""
+    return MlflowClient(tracking_uri=uri).get_run(run_id).info.experiment_id
 
 
 def end_run(uri: str, run_id: str, status: str = "FINISHED") -> None:
