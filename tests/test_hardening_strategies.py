@@ -93,3 +93,19 @@ def test_top_k_without_ties_is_unchanged_by_a_generator() -> None:
     tied = np.array([3.0, 1.0, 2.0, 2.0, 2.0, 0.0])
     got = top_k(tied, 3, np.random.default_rng(0))
     assert got[0] == 0 and set(got[1:]) <= {2, 3, 4} and len(set(got)) == 3
+
+
+def test_comparison_figure_ticks_at_logged_steps_and_keeps_the_legend_off_the_axes(
+        tmp_path) -> None:
+    from al_sim.report.plots import CurvePanel, comparison_curves, step_ticks
+    from al_sim.report.stats import aggregate
+
+    steps = np.array([20, 25, 30, 35, 40])
+    assert step_ticks(steps) == [20, 25, 30, 35, 40]
+    assert step_ticks(np.arange(0, 1000, 50)) is None
+    rng = np.random.default_rng(0)
+    curves = {f"s{i}": aggregate(steps, [rng.random(5) for _ in range(3)]) for i in range(9)}
+    curves["random"] = aggregate(steps, [rng.random(5) for _ in range(3)])
+    path = comparison_curves([CurvePanel("ten strategies", curves, 0.9)], "test/accuracy",
+                             tmp_path / "curves.png")
+    assert path.stat().st_size > 0
