@@ -33,13 +33,18 @@ def cli(cfg: DictConfig, launch_dir: Path) -> int:
     try:
         conf = OmegaConf.to_object(cfg)
         assert isinstance(conf, CompareConf)
-        reader = RunReader(tracking_uri(conf.tracking.uri, launch_dir))
+        reader = RunReader(tracking_uri(conf.tracking.uri, launch_dir), conf.tracking.http_timeout)
         ref = reader.select(conf.tracking.experiment, conf.sweep_id)
         from al_sim.report.build import run_compare  # statistics and figures: now needed
 
         run_compare(conf, launch_dir, reader, ref)
     except ALSimError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
+        return EXIT_USER_ERROR
+    except OSError as exc:  # the output dir cannot be made or written
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"error: {exc.strerror or exc}{where}; set output_dir=<a writable folder>",
+              file=sys.stderr, flush=True)
         return EXIT_USER_ERROR
     return 0
 

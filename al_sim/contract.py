@@ -42,9 +42,36 @@ RESULTS_NEUTRAL_KEYS = ("progress", "resume", "tracking.", "callbacks.", "traine
                         "trainer.device", "oracle.image_size")
 
 
+# Metrics where lower is better (losses, durations); every other metric ranks higher-is-better.
+LOWER_IS_BETTER_SUFFIXES = ("loss", "_s")
+
+
+def lower_is_better(metric: str) -> bool:
+    """Whether a smaller ``metric`` is the better one (``test/loss``, ``time/train_s``)."""
+    return metric.endswith(LOWER_IS_BETTER_SUFFIXES)
+
+
 def results_neutral(key: str) -> bool:
     """Whether the flattened config key ``key`` leaves a run's results unchanged."""
     return any(key == n or (n.endswith(".") and key.startswith(n)) for n in RESULTS_NEUTRAL_KEYS)
+
+
+# The MLflow UI (3.x opens in its GenAI view; this query opens the runs of model training).
+UI_ADDRESS = "http://127.0.0.1:5000"
+UI_RUNS_VIEW = "?workflowType=machine_learning"
+
+
+def ui_link(experiment_id: str, run_id: str | None = None) -> str:
+    """The MLflow UI page of an experiment's runs (or of one run), in the training view."""
+    page = f"{UI_ADDRESS}/#/experiments/{experiment_id}"
+    return page + (f"/runs/{run_id}" if run_id else "/runs") + UI_RUNS_VIEW
+
+
+def where_to_look(uri: str, experiment_id: str, run_id: str | None = None) -> str:
+    """Lines telling where a run's (or a sweep's) results went in MLflow, and how to open them."""
+    what = f"MLflow run {run_id}" if run_id else "MLflow experiment"
+    return (f"{what} in {uri}\n  view: mlflow ui --backend-store-uri {uri} --port 5000, then "
+            f"open {ui_link(experiment_id, run_id)}")
 
 
 def default_tracking_uri(launch_dir: Path) -> str:

@@ -31,3 +31,15 @@ class AlreadyFinishedError(ALSimError):
 
 class LabelError(ALSimError):
     """An expert's label, or a file of labels, is refused (nothing is written)."""
+
+
+def error_message(exc: BaseException) -> str:
+    """The ``error`` tag of a run that ended with ``exc``."""
+    if isinstance(exc, KeyboardInterrupt):
+        return f"interrupted ({exc or 'Ctrl-C'})"
+    return storable(f"{type(exc).__name__}: {exc}")
+
+
+def storable(text: str) -> str:
+    """``text`` as valid UTF-8: a non-UTF-8 file name's bytes escaped (``\\udce9``)."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")

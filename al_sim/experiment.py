@@ -6,6 +6,7 @@ once the configuration has been composed and checked.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -59,6 +60,22 @@ def build_oracle(cfg: DictConfig, dataset: ALDataset, run_dir: Path) -> Oracle |
                   seed=Seeds.derive(cfg.seed).oracle)
 
 
+def check_input_size(model_factory: Callable[[int], ALModel], dataset: ALDataset,
+                     model_name: str) -> None:
+    """ConfigError when the model cannot take the dataset's images (too small for its pooling)."""
+    model = model_factory(0).eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(2, *dataset.image_shape))
+    except RuntimeError as exc:
+        side = dataset.image_shape[1]
+        raise ConfigError(
+            f"model {model_name} cannot take {side}x{side} images "
+            f"({str(exc).splitlines()[0][:200]}); raise dataset.image_size (e.g. 28) or use "
+            "a model with less down-sampling"
+        ) from None
+
+
 def run_experiment(cfg: DictConfig, run: RunInfo, callbacks: CallbackList,
                    threads: int) -> ALResult:
     """Set the sinks up, build every component, run the loop; the sinks close however it ends.
@@ -80,6 +97,7 @@ def run_experiment(cfg: DictConfig, run: RunInfo, callbacks: CallbackList,
         def model_factory(seed: int) -> ALModel:
             return build_model(cfg.model, dataset.image_shape[0], dataset.n_classes, seed)
 
+        check_input_size(model_factory, dataset, str(cfg.model.name))
         budget = OmegaConf.to_object(cfg.budget)
         result = run_active_learning(dataset, model_factory, strategy, oracle, trainer, budget,
                                      cfg.seed, callbacks, resume=run.resume,

@@ -3,7 +3,8 @@
 Exit status: 0 on success or when a human oracle's batch waits for labels (the
 MLflow run stays RUNNING; the printed command continues it), 2 on a user error
 (one ``error:`` line naming the problem and the fix; the MLflow run marked
-FAILED, except a partly labelled batch: still waiting), 130 on Ctrl-C (KILLED).
+FAILED, except a partly labelled batch: still waiting), 130 on Ctrl-C and 143
+on SIGTERM (both: the run marked KILLED and resumable).
 In a sweep, a failing job is listed at the end and the sweep exits 1.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import shlex
+import signal
 import sys
 from pathlib import Path
 
@@ -32,11 +34,16 @@ from al_sim.config.store import (
 from al_sim.contract import CONFIG_FILE, FULL_STRATEGY, JOB_TAG
 from al_sim.errors import AlreadyFinishedError, ALSimError, ConfigError, LabelsIncompleteError
 from al_sim.events import Callback, CallbackList, LabelsPending, RunInfo
+from al_sim.run_lock import RunDirLock
 from al_sim.sweep import mark_job_failed, sweep_context
 
 log = logging.getLogger("al_sim")
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143  # 128 + SIGTERM, what shells and schedulers expect
+SIGTERM_REASON = "SIGTERM"
+
+_FAILED: list[Exception] = []  # a single run's failure, handed from main() to cli()
 
 register_configs()
 
@@ -104,12 +111,20 @@ def _launcher_cpus() -> int | None:
 def execute(cfg: DictConfig, run_dir: Path, launch_dir: Path, parallel_jobs: int = 1) -> float:
     """Run one experiment from a composed config (or continue it); returns its AULC."""
     validate(cfg)
+    params = flat_params(cfg)
+    lock = RunDirLock(run_dir).acquire()  # one owner per run dir, for the whole run
+    try:
+        return _execute_locked(cfg, run_dir, launch_dir, parallel_jobs, params)
+    finally:
+        lock.release()
+
+
+def _execute_locked(cfg: DictConfig, run_dir: Path, launch_dir: Path, parallel_jobs: int,
+                    params: dict[str, str]) -> float:
     from al_sim.experiment import run_experiment  # the heavy imports (torch) start here
     from al_sim.sinks.checkpoint import find_resumable
 
-    params = flat_params(cfg)
     previous = find_resumable(run_dir, str(cfg.resume).lower(), params)
-    run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / CONFIG_FILE).write_text(OmegaConf.to_yaml(cfg, resolve=True))
     sweep = sweep_context()
     info = RunInfo(run_dir=run_dir, launch_dir=launch_dir, name=run_name(cfg),
@@ -157,6 +172,15 @@ def error_line(exc: BaseException) -> str | None:
     return None
 
 
+def _to_log_file(text: str) -> None:
+    """Write ``text`` to the run's log file (``run.log``) only; the console gets it once, later."""
+    record = logging.makeLogRecord({"msg": text, "levelno": logging.ERROR,
+                                    "levelname": "ERROR", "name": "al_sim"})
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
     """Hydra task: one run, or one job of a sweep (whose failure never stops the sweep)."""
@@ -170,7 +194,9 @@ def main(cfg: DictConfig) -> float | None:
             return None
     except Exception as exc:
         if hydra_cfg.mode != RunMode.MULTIRUN:
-            raise
+            _FAILED.append(exc)  # cli() reports it; raised here, Hydra prints its own line too
+            _to_log_file(error_line(exc) or f"error: {type(exc).__name__}: {exc}")
+            return None
         if isinstance(exc, AlreadyFinishedError):
             print(f"skipped: {exc}", file=sys.stderr, flush=True)
             return None
@@ -183,15 +209,34 @@ def main(cfg: DictConfig) -> float | None:
         return None
 
 
+def quote_home_path(arg: str) -> str:
+    """``key=~/x`` as ``key='~/x'``: Hydra's grammar refuses a bare ``~`` the shell left alone."""
+    key, sep, value = arg.partition("=")
+    if sep and value.startswith("~") and not any(q in value for q in "'\"") and (
+            key and not key.startswith("-")):
+        return f"{key}='{value}'"
+    return arg
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(SIGTERM_REASON)
+
+
 def cli() -> None:
     """``python -m al_sim.run``: every user error as one ``error:`` line and exit status 2."""
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # let errors reach us instead of a trace
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # hydra/launcher=al_ray: no telemetry
+    signal.signal(signal.SIGTERM, _terminated)  # timeout, docker, SLURM: as Ctrl-C is
+    sys.argv[1:] = [quote_home_path(arg) for arg in sys.argv[1:]]
     try:
         main()
-    except KeyboardInterrupt:
-        print("interrupted: the MLflow run is marked KILLED", file=sys.stderr, flush=True)
-        sys.exit(EXIT_INTERRUPTED)
+        if _FAILED:
+            raise _FAILED.pop()
+    except KeyboardInterrupt as exc:
+        by = str(exc) or "Ctrl-C"
+        print(f"interrupted ({by}): the MLflow run is marked KILLED; run the same command "
+              "again to resume it", file=sys.stderr, flush=True)
+        sys.exit(EXIT_TERMINATED if by == SIGTERM_REASON else EXIT_INTERRUPTED)
     except Exception as exc:
         line = error_line(exc)
         if line is None:

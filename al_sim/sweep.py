@@ -27,6 +27,7 @@ from al_sim.contract import (
     SWEEP_ROLE,
     default_artifact_location,
     tracking_uri,
+    where_to_look,
 )
 
 log = logging.getLogger("al_sim")
@@ -106,6 +107,7 @@ class SweepCallback(Callback):
 
     def __init__(self) -> None:
         self._parent: tuple[str, str] | None = None  # (tracking uri, run id)
+        self._experiment_id = ""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         warn_unbounded_launcher(config)
@@ -117,7 +119,7 @@ class SweepCallback(Callback):
         sweep_id = earlier.get("sweep_id", str(sweep_dir))
         parent_id = earlier.get("parent_run_id")
         if config.tracking.enabled:
-            from al_sim.sinks.mlflow_writer import restart_run, start_parent_run
+            from al_sim.sinks.mlflow_writer import experiment_of, restart_run, start_parent_run
 
             launch_dir = Path(os.getcwd())
             uri = tracking_uri(config.tracking.uri, launch_dir)
@@ -130,6 +132,7 @@ class SweepCallback(Callback):
                                              name=f"sweep {sweep_id}",
                                              tags={SWEEP_ID_TAG: sweep_id, ROLE_TAG: SWEEP_ROLE})
             self._parent = (uri, parent_id)
+            self._experiment_id = experiment_of(uri, parent_id)
         sweep_file.write_text(json.dumps({"sweep_id": sweep_id, "parent_run_id": parent_id}))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
@@ -139,6 +142,12 @@ class SweepCallback(Callback):
             from al_sim.sinks.mlflow_writer import end_run
 
             end_run(*self._parent, status="FAILED" if failures else "FINISHED")
+        print(f"sweep results: {Path(config.hydra.sweep.dir).resolve()} (one dir per job)",
+              file=sys.stderr, flush=True)
+        if self._parent is not None:
+            print(f"  parent {where_to_look(self._parent[0], self._experiment_id)}\n"
+                  f"  next: python -m al_sim.compare sweep_id={config.hydra.sweep.dir}",
+                  file=sys.stderr, flush=True)
         if failures:
             print(f"error: {len(failures)} sweep job(s) failed:", file=sys.stderr)
             for path in failures:

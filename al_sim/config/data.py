@@ -46,6 +46,7 @@ class SyntheticDatasetConf:
 
     def __post_init__(self) -> None:
         positive("dataset", n_pool=self.n_pool, n_test=self.n_test)
+        non_negative("dataset", seed=self.seed)
         if self.image_size < 16:
             raise ConfigError(f"dataset.image_size must be >= 16, got {self.image_size}")
         if len(self.class_proportions) not in (2, 3) or any(
@@ -81,6 +82,7 @@ class MedMNISTDatasetConf:
             raise ConfigError(f"dataset.size must be one of 28, 64, 128, 224, got {self.size}")
         if self.max_pool is not None:
             positive("dataset", max_pool=self.max_pool)
+        non_negative("dataset", seed=self.seed)
 
 
 @dataclass
@@ -105,6 +107,7 @@ class FolderDatasetConf:
                 "dataset.root=/data/xrays (python -m al_sim.data.export_folder --help builds one)"
             )
         positive("dataset", image_size=self.image_size)
+        non_negative("dataset", seed=self.seed)
         if self.channels not in (1, 3):
             raise ConfigError(f"dataset.channels must be 1 or 3, got {self.channels}")
         if self.test_fraction is not None:

@@ -14,6 +14,7 @@ from typing import Any
 from omegaconf import MISSING
 
 from al_sim.config.checks import fraction, non_negative, positive
+from al_sim.contract import lower_is_better
 from al_sim.errors import ConfigError
 
 
@@ -86,6 +87,9 @@ class TrainerConf:
             raise ConfigError(f"trainer.precision must be fp32, bf16 or fp16, got "
                               f"{self.precision!r}")
         fraction("trainer", low_open=True, resident_memory_fraction=self.resident_memory_fraction)
+        if self.batch_size < 2:  # batch norm cannot train on one image: every step skipped
+            raise ConfigError(f"trainer.batch_size must be >= 2 (batch norm trains on batches), "
+                              f"got {self.batch_size}; set trainer.batch_size=32")
         non_negative("trainer", min_steps=self.min_steps, weight_decay=self.weight_decay)
         if self.early_stopping_patience is not None:
             positive("trainer", early_stopping_patience=self.early_stopping_patience)
@@ -118,6 +122,12 @@ class TrackingConf:
     retry_timeout_s: float = 180.0  # ... and at most this long; then the run ends (resumable)
     backoff_max_s: float = 10.0  # the longest wait between two retries
     connect_wait_s: float = 30.0  # how long a starting run waits for an unreachable server
+    http_timeout: float = 10.0  # seconds an http(s) server has to answer each request
+
+    def __post_init__(self) -> None:
+        positive("tracking", max_grid_images=self.max_grid_images, http_timeout=self.http_timeout,
+                 retry_timeout_s=self.retry_timeout_s, backoff_max_s=self.backoff_max_s)
+        non_negative("tracking", retries=self.retries, connect_wait_s=self.connect_wait_s)
 
 
 # --------------------------------------------------------------------------- oracle
@@ -193,3 +203,9 @@ class CompareConf:
         positive("compare", target_fraction=self.target_fraction)
         if not self.metric.strip():
             raise ConfigError("compare.metric must name a logged metric, e.g. test/accuracy")
+        if lower_is_better(self.metric):  # targets, AULC and tests would rank it upside down
+            raise ConfigError(
+                f"metric={self.metric} is lower-is-better; the report ranks higher-is-better "
+                "metrics only (targets, AULC, paired tests): use metric=test/accuracy, "
+                "test/balanced_accuracy, test/f1_macro or test/auroc"
+            )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -23,21 +24,25 @@ RESUME_MODES = ("auto", "true", "false")
 # Arguments a model receives from the data rather than from its config.
 MODEL_SUPPLIED = ("in_channels", "n_classes")
 ENABLED = "enabled"  # a callback node with enabled: false is not built
+STRATEGY_CONF = Path(__file__).resolve().parents[2] / "conf" / "strategy"  # the built-in ones
+
+
+SCHEMAS = "_schemas"  # schemas live in their own groups: never listed among a group's options
 
 
 def register_configs() -> None:
-    """Register the schemas with Hydra's ConfigStore (idempotent); hidden ``_schema_*`` names."""
+    """Register the schemas with Hydra's ConfigStore (idempotent), outside the user's groups."""
     from hydra.core.config_store import ConfigStore
 
     cs = ConfigStore.instance()
     cs.store(name="_schema", node=Config)
-    cs.store(group="dataset", name="_schema_synthetic", node=SyntheticDatasetConf)
-    cs.store(group="dataset", name="_schema_medmnist", node=MedMNISTDatasetConf)
-    cs.store(group="dataset", name="_schema_folder", node=FolderDatasetConf)
-    cs.store(group="budget", name="_schema_budget", node=BudgetConf)
-    cs.store(group="trainer", name="_schema_trainer", node=TrainerConf)
-    cs.store(group="tracking", name="_schema_tracking", node=TrackingConf)
-    cs.store(group="oracle", name="_schema_oracle", node=OracleConf)
+    cs.store(group=f"{SCHEMAS}/dataset", name="synthetic", node=SyntheticDatasetConf)
+    cs.store(group=f"{SCHEMAS}/dataset", name="medmnist", node=MedMNISTDatasetConf)
+    cs.store(group=f"{SCHEMAS}/dataset", name="folder", node=FolderDatasetConf)
+    cs.store(group=f"{SCHEMAS}/budget", name="budget", node=BudgetConf)
+    cs.store(group=f"{SCHEMAS}/trainer", name="trainer", node=TrainerConf)
+    cs.store(group=f"{SCHEMAS}/tracking", name="tracking", node=TrackingConf)
+    cs.store(group=f"{SCHEMAS}/oracle", name="oracle", node=OracleConf)
     cs.store(name="_compare_schema", node=CompareConf)
 
 
@@ -67,8 +72,23 @@ def validate(cfg: DictConfig) -> None:
             with open_dict(checked):
                 checked[ENABLED] = True
         _retype(cfg.callbacks, key, checked)
+    if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int) or cfg.seed < 0:
+        raise ConfigError(f"seed must be an integer >= 0, got {cfg.seed}; set seed=0")
+    _check_strategy_name(cfg.strategy)
     if str(cfg.resume).lower() not in RESUME_MODES:
         raise ConfigError(f"resume must be one of {', '.join(RESUME_MODES)}, got {cfg.resume!r}")
+
+
+def _check_strategy_name(node: DictConfig) -> None:
+    """``strategy.name`` may not name another built-in strategy than its ``_target_`` builds."""
+    for path in sorted(STRATEGY_CONF.glob("*.yaml")):
+        known = OmegaConf.load(path)
+        if known.get("name") == node.name and known.get("_target_") != node._target_:
+            raise ConfigError(
+                f"strategy.name={node.name} is the name of {known._target_}, but "
+                f"strategy._target_={node._target_}; runs would be tagged and compared as "
+                f"{node.name}: use strategy={path.stem}, or give this strategy its own name"
+            )
 
 
 def _without(node: DictConfig, key: str) -> DictConfig:
@@ -106,7 +126,8 @@ def instantiate(node: Any, **kwargs: Any) -> Any:
     """``hydra.utils.instantiate``, re-raising al_sim's own errors as they are.
 
     Hydra wraps whatever a target raises; a user error from a loader must
-    still reach the CLI as one clear line.
+    still reach the CLI as one clear line, and anything else surfaces as what
+    the target raised (Hydra's "Error in call to target" is never the message).
     """
     import hydra
     from hydra.errors import InstantiationException
@@ -119,4 +140,6 @@ def instantiate(node: Any, **kwargs: Any) -> Any:
             cause = cause.__cause__
         if cause is not None:
             raise cause from None
+        if exc.__cause__ is not None and str(exc).startswith("Error in call to target"):
+            raise exc.__cause__ from None  # what the target raised, not Hydra's wrapper around it
         raise

@@ -25,6 +25,7 @@ from al_sim.events import (
     ALResult,
     Callback,
     CallbackList,
+    FitReport,
     LabelsPending,
     LoopState,
     PendingQuery,
@@ -77,10 +78,10 @@ def plan_sizes(budget: BudgetConf, n_pool: int, fixed_initial: int | None = None
 def initial_indices(budget: BudgetConf, dataset: ALDataset, rng: np.random.Generator,
                     policy: InitialPolicy) -> np.ndarray:
     """The initial labelled set: the dataset's own, the whole pool, or drawn by ``policy``."""
+    if budget.full:  # the upper bound labels everything, whatever the source's own initial set
+        return np.arange(dataset.n_pool)
     if dataset.initial_labeled is not None:
         return np.asarray(dataset.initial_labeled, dtype=np.int64)
-    if budget.full:
-        return np.arange(dataset.n_pool)
     return policy(dataset, budget.initial, rng)
 
 
@@ -123,6 +124,18 @@ def _select(round_: int, budget: BudgetConf, dataset: ALDataset, pool: LabelPool
         round=round_,
     )
     return strategy.select(ctx, budget.query_size)
+
+
+def _check_trained(fit: FitReport, probs: np.ndarray, round_: int) -> None:
+    """ConfigError when training did nothing or diverged (never a run of untrained metrics)."""
+    if fit.steps == 0:
+        raise ConfigError(f"no training step ran in round {round_}; check trainer.batch_size "
+                          "and trainer.epochs")
+    if not (np.isfinite(fit.train_loss) and np.isfinite(probs).all()):
+        raise ConfigError(
+            f"the training diverged in round {round_} (train loss {fit.train_loss}, "
+            "non-finite predictions); lower trainer.lr (e.g. trainer.lr=1e-3)"
+        )
 
 
 def run_active_learning(
@@ -202,6 +215,7 @@ def run_active_learning(
         train_s = time.perf_counter() - start
         start = time.perf_counter()
         probs = trainer.predict_proba(model, test_x)
+        _check_trained(fit, probs, round_)
         eval_s = time.perf_counter() - start
         metrics = {f"test/{k}": v for k, v in classification_metrics(dataset.test_y, probs).items()}
         round_result = RoundResult(round_, pool.n_labeled, metrics, train_s, query_s, fit, eval_s)

@@ -135,7 +135,7 @@ class Trainer:
         order = torch.randperm(n, generator=gen)
         if self.conf.early_stopping_patience is None or n < _MIN_EARLY_STOPPING_IMAGES:
             return torch.arange(n), None
-        n_val = max(1, round(n * self.conf.early_stopping_fraction))
+        n_val = min(n - 1, max(1, round(n * self.conf.early_stopping_fraction)))  # >= 1 to train
         return order[n_val:].sort().values, order[:n_val].sort().values
 
     def _batches(self, idx: torch.Tensor, gen: torch.Generator) -> Iterator[torch.Tensor]:

@@ -15,6 +15,7 @@ squared with PIL. Every problem is reported by file name.
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -31,10 +32,11 @@ INITIAL_DIR = "initial_labeled_images"
 POOL_DIR = "unlabeled_pool_images"
 TEST_DIR = "test_images"
 _SHOWN = 5  # names listed per problem in an error message
+_CLIP = 80  # characters shown of each (a mangled CSV may hold kilobytes in one field)
 
 
 def _listing(items: list[str]) -> str:
-    shown = ", ".join(items[:_SHOWN])
+    shown = ", ".join(i if len(i) <= _CLIP else f"{i[:_CLIP]}..." for i in items[:_SHOWN])
     return shown + (f" and {len(items) - _SHOWN} more" if len(items) > _SHOWN else "")
 
 
@@ -42,8 +44,19 @@ def _visible(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if not p.name.startswith("."))
 
 
-def _images_in(folder: Path) -> list[Path]:
-    return [p for p in _visible(folder) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+def _images_in(folder: Path, root: Path | None = None) -> list[Path]:
+    """Image files of ``folder``; DataError for links that dangle or lead out of ``root``."""
+    named = [p for p in _visible(folder) if p.suffix.lower() in IMAGE_SUFFIXES]
+    if root is not None:
+        dangling = [p.name for p in named if p.is_symlink() and not p.exists()]
+        outside = [p.name for p in named if p.exists() and not p.resolve().is_relative_to(root)]
+        problems = ([f"link(s) to missing files: {_listing(dangling)}"] if dangling else []) + (
+            [f"file(s) outside dataset.root (links): {_listing(outside)}"] if outside else [])
+        if problems:
+            where = folder.relative_to(root).as_posix() if folder.is_relative_to(root) else folder
+            raise DataError(f"{where}/ has {'; '.join(problems)}; copy the images into "
+                            f"{root} or remove the links")
+    return [p for p in named if p.is_file()]
 
 
 def _rel(path: Path, root: Path) -> str:
@@ -57,14 +70,14 @@ def _require_dir(path: Path, what: str) -> None:
 
 def _class_folders(folder: Path, root: Path) -> dict[str, list[Path]]:
     """Images per class sub-folder; DataError for images lying outside a class folder."""
-    loose = _images_in(folder)
+    loose = _images_in(folder, root)
     if loose:
         raise DataError(
             f"{_rel(folder, root)}/ holds images outside class folders "
             f"({_listing([p.name for p in loose])}); move each into "
             f"{_rel(folder, root)}/<class_name>/"
         )
-    return {d.name: _images_in(d) for d in _visible(folder) if d.is_dir()}
+    return {d.name: _images_in(d, root) for d in _visible(folder) if d.is_dir()}
 
 
 def read_image(path: Path, size: int, channels: int) -> np.ndarray:
@@ -116,24 +129,34 @@ def read_pool_labels(csv_path: Path, root: Path, pool: list[Path], classes: list
     wanted = {_rel(p, root): p for p in pool}
     found: dict[str, int] = {}
     unknown_file, unknown_label, conflicts = [], [], []
-    with csv_path.open(newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        if reader.fieldnames is None or not {"file", "label"} <= set(reader.fieldnames):
-            raise DataError(f"{name} must start with the header `file,label`, got "
-                            f"{','.join(reader.fieldnames or [])!r}")
-        for row_no, row in enumerate(reader, start=2):
-            file, label = (row["file"] or "").strip(), (row["label"] or "").strip()
-            key = file if "/" in file else f"{POOL_DIR}/{file}"
-            key = PurePosixPath(key).as_posix()
-            if key in initial:
-                if label != initial[key]:
-                    conflicts.append(f"{file} (csv {label!r}, folder {initial[key]!r})")
-            elif key not in wanted:
-                unknown_file.append(f"{file} (line {row_no})")
-            elif label not in index:
-                unknown_label.append(f"{file}: {label!r} (line {row_no})")
-            elif found.setdefault(key, index[label]) != index[label]:
-                conflicts.append(f"{file} (two different labels)")
+    try:
+        text = csv_path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{name} is not UTF-8 text (byte {exc.object[exc.start]:#x} at offset "
+                        f"{exc.start}); save it as UTF-8, e.g. iconv -f latin1 -t utf-8 "
+                        f"{name} > fixed.csv") from None
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    if reader.fieldnames is None or not {"file", "label"} <= set(reader.fieldnames):
+        raise DataError(f"{name} must start with the header `file,label`, got "
+                        f"{','.join(reader.fieldnames or [])[:200]!r}")
+    try:
+        rows = list(reader)
+    except csv.Error as exc:
+        raise DataError(f"{name} is not a valid CSV ({exc}); write it as `file,label` "
+                        "rows") from None
+    for row_no, row in enumerate(rows, start=2):
+        file, label = (row["file"] or "").strip(), (row["label"] or "").strip()
+        key = file if "/" in file else f"{POOL_DIR}/{file}"
+        key = PurePosixPath(key).as_posix()
+        if key in initial:
+            if label != initial[key]:
+                conflicts.append(f"{file} (csv {label!r}, folder {initial[key]!r})")
+        elif key not in wanted:
+            unknown_file.append(f"{file} (line {row_no})")
+        elif label not in index:
+            unknown_label.append(f"{file}: {label!r} (line {row_no})")
+        elif found.setdefault(key, index[label]) != index[label]:
+            conflicts.append(f"{file} (two different labels)")
     problems = []
     if unknown_file:
         problems.append(f"row(s) for files not in {POOL_DIR}/: {_listing(unknown_file)}")
@@ -197,7 +220,7 @@ def load_folder(**cfg: object) -> ALDataset:
     initial = [p for c in classes for p in per_class[c]]
     initial_y = np.array([i for i, c in enumerate(classes) for _ in per_class[c]],
                          dtype=np.int64)
-    unlabeled = _images_in(root / POOL_DIR)
+    unlabeled = _images_in(root / POOL_DIR, root)
     if not unlabeled:
         raise DataError(f"{root / POOL_DIR} has no images ({', '.join(IMAGE_SUFFIXES)}): "
                         "the pool to query is empty")
@@ -211,6 +234,11 @@ def load_folder(**cfg: object) -> ALDataset:
         if conf.test_fraction is not None:
             raise DataError(f"dataset.test_fraction needs the pool's labels ({labels} is "
                             f"missing); add {TEST_DIR}/<class_name>/ images instead")
+    empty = sorted(set(classes) - {classes[y] for y in (*initial_y, *unlabeled_y) if y >= 0})
+    if empty and conf.labels_required:
+        raise DataError(f"class folder(s) {', '.join(empty)} of {INITIAL_DIR}/ have no images "
+                        f"and no row of {conf.labels_file} names them; add their images or "
+                        "remove the empty folder(s)")
     test, test_y, keep = _test_split(conf, root, classes, unlabeled, unlabeled_y)
     pool = initial + [p for p, k in zip(unlabeled, keep, strict=True) if k]
     pool_y = np.concatenate([initial_y, unlabeled_y[keep]])

@@ -11,10 +11,13 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
 from al_sim.report.stats import CurveStats  # noqa: E402
 
+MAX_STEP_TICKS = 12  # label every logged step up to this many, else integer ticks
+MAX_BANDS = 5  # std bands drawn when a panel has at most this many strategies (else: lines)
 REFERENCE_STYLE = {"color": "black", "linestyle": "--", "linewidth": 2.0, "zorder": 5}
 BASELINE_STYLE = {"color": "0.35", "linestyle": ":", "linewidth": 1.5}
 
@@ -46,7 +49,7 @@ def comparison_curves(panels: Sequence[CurvePanel], metric: str, path: Path,
             style = REFERENCE_STYLE if name == reference else {"color": colors[name]}
             ax.plot(stats.steps, stats.mean, marker="o", markersize=3,
                     label=f"{name} (n={stats.n})", **style)
-            if stats.n > 1:
+            if stats.n > 1 and (name == reference or len(panel.curves) <= MAX_BANDS):
                 ax.fill_between(stats.steps, stats.mean - stats.std, stats.mean + stats.std,
                                 color=style["color"], alpha=0.12 if name == reference else 0.2,
                                 linewidth=0)
@@ -57,13 +60,29 @@ def comparison_curves(panels: Sequence[CurvePanel], metric: str, path: Path,
         ax.set_ylabel(metric)
         ax.set_title(panel.title, fontsize=10)
         ax.grid(alpha=0.3)
-        ax.legend(loc="lower right", fontsize=8)
+        ticks = step_ticks([s for c in panel.curves.values() for s in c.steps])
+        if ticks is not None:
+            ax.set_xticks(ticks)
+        else:
+            ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    legend: dict[str, object] = {}  # one legend beside the panels: it never hides a curve
+    for ax in axes.ravel()[:len(panels)]:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            legend.setdefault(label, handle)
     fig.suptitle(f"{metric} vs labelled images (mean ± 1 std across seeds)", fontsize=11)
     fig.tight_layout()
+    fig.legend(list(legend.values()), list(legend), loc="upper left",
+               bbox_to_anchor=(1.0, 0.95), fontsize=8, frameon=False)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    fig.savefig(path, bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+def step_ticks(steps: Sequence[float]) -> list[int] | None:
+    """The logged labelled counts as x ticks (None when too many to label each one)."""
+    unique = sorted({int(s) for s in steps})
+    return unique if 0 < len(unique) <= MAX_STEP_TICKS else None
 
 
 def penalty_heatmap(names: Sequence[str], matrix: np.ndarray, path: Path,

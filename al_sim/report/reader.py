@@ -15,6 +15,7 @@ from mlflow.tracking import MlflowClient
 
 from al_sim.contract import FULL_STRATEGY, ROLE_TAG, SWEEP_ID_TAG, SWEEP_ROLE
 from al_sim.errors import ConfigError, TrackingError
+from al_sim.tracking_http import check_reachable
 
 LATEST, ALL = "latest", "all"
 
@@ -50,12 +51,13 @@ def _same_sweep(tag: str, wanted: str) -> bool:
 class RunReader:
     """Finds a sweep's finished runs and the full-data baselines; logs report artifacts."""
 
-    def __init__(self, uri: str) -> None:
+    def __init__(self, uri: str, http_timeout: float = 10.0) -> None:
         if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
             raise ConfigError(
                 f"no MLflow store at {uri}: run a sweep from this directory first "
                 "(python -m al_sim.run -m ...), or set tracking.uri=<uri of the sweep's store>"
             )
+        check_reachable(uri, http_timeout)
         self.uri = uri
         self.client = MlflowClient(tracking_uri=uri)
 

@@ -21,7 +21,8 @@ import torch
 
 from al_sim.contract import results_neutral
 from al_sim.core.pool import LabelPool
-from al_sim.errors import AlreadyFinishedError, ALSimError, ConfigError
+from al_sim.data.base import ALDataset
+from al_sim.errors import AlreadyFinishedError, ALSimError, ConfigError, DataError
 from al_sim.events import (
     FINISHED,
     ALResult,
@@ -48,6 +49,39 @@ def _differences(old: dict[str, str], new: dict[str, str]) -> list[str]:
     keys = sorted(set(old) | set(new))
     return [f"{k}: {old.get(k, '<unset>')} -> {new.get(k, '<unset>')}" for k in keys
             if old.get(k) != new.get(k) and not results_neutral(k)]
+
+
+def data_fingerprint(dataset: ALDataset) -> dict[str, Any]:
+    """What a checkpoint's pool indices refer to: the pool's ids and a hash of its content."""
+    digest = hashlib.sha256()
+    for array in (dataset.pool_x.numpy(), dataset.pool_y, dataset.test_x.numpy(),
+                  dataset.test_y):
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return {"n_pool": dataset.n_pool, "n_test": int(len(dataset.test_y)),
+            "ids": list(dataset.pool_ids or []), "content": digest.hexdigest()[:16]}
+
+
+def data_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    r"""The differences between two :func:`data_fingerprint`\ s, in words (empty if none)."""
+    diff = []
+    if old.get("n_pool") != new["n_pool"]:
+        diff.append(f"the pool had {old.get('n_pool')} images, now {new['n_pool']}")
+    if old.get("n_test") != new["n_test"]:
+        diff.append(f"the test split had {old.get('n_test')} images, now {new['n_test']}")
+    old_ids, new_ids = list(old.get("ids") or []), new["ids"]
+    if old_ids != new_ids:
+        gone = [i for i in old_ids if i not in set(new_ids)]
+        added = [i for i in new_ids if i not in set(old_ids)]
+        for what, ids in (("removed", gone), ("added", added)):
+            if ids:
+                more = f" and {len(ids) - 5} more" if len(ids) > 5 else ""
+                diff.append(f"{what}: {', '.join(ids[:5])}{more}")
+        if not gone and not added:
+            diff.append("the pool's images are in another order")
+    if not diff and old.get("content") != new["content"]:
+        diff.append("the images or labels changed (content hash "
+                    f"{old.get('content')} -> {new['content']})")
+    return diff
 
 
 @dataclass
@@ -155,17 +189,42 @@ def find_resumable(run_dir: Path, mode: str, config: dict[str, str]) -> Checkpoi
 
 
 class Checkpointer(Callback):
-    """Saves a checkpoint after every round and marks it finished at the end."""
+    """Saves a checkpoint after every round and marks it finished at the end.
+
+    The checkpoint also fingerprints the data its pool indices refer to; a
+    resume on other data (images added, removed, changed) is refused.
+    """
+
+    key = "checkpoint"
 
     def __init__(self) -> None:
         self.path = Path(CHECKPOINT_FILE)
         self.config: dict[str, str] = {}
         self._last: LoopState | None = None
+        self._data: dict[str, Any] = {}
+        self._expected: dict[str, Any] | None = None
 
     def setup(self, run: RunInfo) -> None:
         self.path, self.config = Path(run.run_dir) / CHECKPOINT_FILE, run.params
         if run.resume is None:  # a stale checkpoint must not outlive a restart
             self.path.unlink(missing_ok=True)
+        else:
+            self._expected = run.resume.callbacks.get(self.key, {}).get("data")
+
+    def on_run_start(self, dataset: ALDataset, rounds: int) -> None:
+        self._data = data_fingerprint(dataset)
+        if self._expected is None:
+            return
+        diff = data_differences(self._expected, self._data)
+        if diff:
+            raise DataError(
+                f"the checkpoint in {self.path.parent} was made on other data "
+                f"({'; '.join(diff)}): its labelled pool indices would point at other "
+                "images; restore the data, or start over with resume=false or a new output dir"
+            )
+
+    def state_dict(self) -> dict:
+        return {"data": self._data}
 
     def on_checkpoint(self, state: LoopState) -> None:
         self._last = state

@@ -8,12 +8,11 @@ uploaded as they change. Also creates and closes a sweep's parent run.
 from __future__ import annotations
 
 import logging
-import socket
+import sys
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TypeVar
-from urllib.parse import urlparse
 
 from mlflow.entities import Metric, Param, Run, RunTag
 from mlflow.exceptions import MlflowException
@@ -37,10 +36,12 @@ from al_sim.contract import (
     WAITING_TAG,
     default_artifact_location,
     tracking_uri,
+    where_to_look,
 )
-from al_sim.errors import AlreadyFinishedError, TrackingError
-from al_sim.events import PAUSED, ALResult, Callback, LoopState, RoundResult, RunInfo
+from al_sim.errors import AlreadyFinishedError, TrackingError, error_message, storable
+from al_sim.events import FINISHED, PAUSED, ALResult, Callback, LoopState, RoundResult, RunInfo
 from al_sim.retry import RetryPolicy, retry
+from al_sim.tracking_http import check_reachable
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -49,39 +50,7 @@ PARAM_BATCH = 100
 PARAM_MAX_CHARS = 6000
 TAG_MAX_CHARS = 5000
 PARENT_TAG = "mlflow.parentRunId"
-
-
-def check_reachable(uri: str, timeout: float = 5.0, wait_s: float = 0.0) -> None:
-    """Fail, with the fix, when an http(s) tracking server does not accept connections.
-
-    ``wait_s`` > 0: keep trying (with back-off) that long first, for a server
-    that is restarting while a job starts.
-    """
-    parsed = urlparse(uri)
-    if parsed.scheme not in ("http", "https"):
-        return
-    port = parsed.port or (443 if parsed.scheme == "https" else 80)
-
-    def connect() -> None:
-        with socket.create_connection((parsed.hostname, port), timeout=timeout):
-            pass
-
-    policy = RetryPolicy(retries=1000, timeout_s=wait_s) if wait_s > 0 else RetryPolicy(0)
-    try:
-        retry(f"connecting to {uri}", connect, policy, (OSError,))
-    except OSError as exc:
-        raise TrackingError(
-            f"cannot reach the MLflow server at {uri} ({exc.strerror or exc}); start it "
-            f"(mlflow server --host 127.0.0.1 --port {port}), fix tracking.uri, or set "
-            "tracking.enabled=false"
-        ) from exc
-
-
-def error_message(exc: BaseException) -> str:
-    """The ``error`` tag of a run that ended with ``exc``."""
-    if isinstance(exc, KeyboardInterrupt):
-        return "interrupted (Ctrl-C)"
-    return f"{type(exc).__name__}: {exc}"
+RUN_ID_FILE = ".mlflow_run_id"  # in the run dir: the MLflow run of the latest attempt
 
 
 class MLflowWriter(Callback):
@@ -92,17 +61,19 @@ class MLflowWriter(Callback):
     def __init__(self, uri: str | None = None, experiment: str = "al_sim",
                  artifact_location: str | None = None, retries: int = 20,
                  retry_timeout_s: float = 180.0, backoff_max_s: float = 10.0,
-                 connect_wait_s: float = 30.0) -> None:
+                 connect_wait_s: float = 30.0, http_timeout: float = 10.0) -> None:
         self.uri, self.experiment = uri or "", experiment
         self.artifact_location = artifact_location
         non_negative("tracking", retries=retries, retry_timeout_s=retry_timeout_s,
                      connect_wait_s=connect_wait_s)
-        self.connect_wait_s = connect_wait_s
-        positive("tracking", backoff_max_s=backoff_max_s)
+        positive("tracking", backoff_max_s=backoff_max_s, http_timeout=http_timeout)
+        self.connect_wait_s, self.http_timeout = connect_wait_s, http_timeout
         self.policy = RetryPolicy(retries=retries, timeout_s=retry_timeout_s,
                                   backoff_max_s=backoff_max_s)
         self.client: MlflowClient | None = None
         self.run_id: str | None = None
+        self.experiment_id = ""
+        self._in_sweep = False
         self.run_dir = Path(".")
         self._logged_steps: set[int] = set()  # rounds an interrupted attempt already logged
         self._uploaded: dict[Path, tuple[int, int]] = {}  # file -> (size, mtime) when uploaded
@@ -135,14 +106,41 @@ class MLflowWriter(Callback):
     def setup(self, run: RunInfo) -> None:
         self.uri = tracking_uri(self.uri or None, run.launch_dir)
         self.run_dir = Path(run.run_dir)
-        check_reachable(self.uri, wait_s=self.connect_wait_s)
+        self._in_sweep = run.parent is not None
+        check_reachable(self.uri, self.http_timeout, wait_s=self.connect_wait_s)
         self.client = MlflowClient(tracking_uri=self.uri)
         earlier = None if run.resume is None else run.resume.callbacks.get(self.key, {})
         if earlier and earlier.get("run_id"):
             self._resume(str(earlier["run_id"]))
         else:
+            self._close_orphan()
             self._start(run)
+            (self.run_dir / RUN_ID_FILE).write_text(f"{self.run_id}\n")
+            if run.resume is not None:  # resumed with tracking switched on: log what came before
+                for done in run.resume.result.rounds:
+                    self.on_round_end(done)
         self._sync()
+
+    def _close_orphan(self) -> None:
+        """An earlier attempt in this run dir that left no checkpoint (killed in round 0).
+
+        Its MLflow run would stay RUNNING beside this one: deleted when it logged
+        nothing, else marked KILLED.
+        """
+        path = self.run_dir / RUN_ID_FILE
+        if not path.exists():
+            return
+        run_id = path.read_text().strip()
+        try:
+            found = self.client.get_run(run_id)
+        except MlflowException:
+            return  # another store, or deleted already
+        if found.info.status != "RUNNING":
+            return
+        if not found.data.metrics:
+            self._call("orphan run deletion", lambda: self.client.delete_run(run_id))
+        else:
+            self._call("orphan run end", lambda: self.client.set_terminated(run_id, "KILLED"))
 
     def _start(self, run: RunInfo) -> None:
         location = default_artifact_location(self.artifact_location, run.launch_dir,
@@ -163,8 +161,8 @@ class MLflowWriter(Callback):
                 return
         created = self._call("run creation", lambda: self.client.create_run(
             exp_id, run_name=run.name, tags=tags))
-        self.run_id = created.info.run_id
-        items = [Param(k, v[:PARAM_MAX_CHARS]) for k, v in sorted(run.params.items())]
+        self.run_id, self.experiment_id = created.info.run_id, exp_id
+        items = [Param(k, storable(v)[:PARAM_MAX_CHARS]) for k, v in sorted(run.params.items())]
         for start in range(0, len(items), PARAM_BATCH):
             chunk = items[start : start + PARAM_BATCH]
             self._call("param logging",
@@ -192,7 +190,7 @@ class MLflowWriter(Callback):
     def _resume(self, run_id: str) -> None:
         """Take over the run of an interrupted attempt (RUNNING, FAILED or KILLED)."""
         found = self._call("run lookup", lambda: self.client.get_run(run_id))
-        self.run_id = found.info.run_id
+        self.run_id, self.experiment_id = found.info.run_id, found.info.experiment_id
         history = self._call("metric lookup",
                              lambda: self.client.get_metric_history(run_id, N_LABELED))
         self._logged_steps = {m.step for m in history}
@@ -241,6 +239,9 @@ class MLflowWriter(Callback):
                 self._call("tag logging", lambda: self.client.log_batch(self.run_id, tags=[tag]))
             else:
                 self._call("run end", lambda: self.client.set_terminated(self.run_id, status))
+        if status == FINISHED and not self._in_sweep:  # a sweep says it once, at its end
+            print(where_to_look(self.uri, self.experiment_id, self.run_id), file=sys.stderr,
+                  flush=True)
 
 
 # ---------------------------------------------------------------------- retry policy
@@ -299,6 +300,11 @@ def restart_run(uri: str, run_id: str) -> None:
     client = MlflowClient(tracking_uri=uri)
     call_with_retries("sweep run restart", lambda: client.update_run(run_id, status="RUNNING"),
                       uri)
+
+
+def experiment_of(uri: str, run_id: str) -> str:
+    """The experiment id of ``run_id``."""
+    return MlflowClient(tracking_uri=uri).get_run(run_id).info.experiment_id
 
 
 def end_run(uri: str, run_id: str, status: str = "FINISHED") -> None:

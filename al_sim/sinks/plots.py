@@ -51,8 +51,9 @@ def query_grid(
         r, q = divmod(i, cols)
         y, x = r * (h + pad + band), q * (w + pad)
         mosaic[y : y + h, x : x + w] = np.transpose(img, (1, 2, 0))
-    fig = Figure(figsize=(1.3 * cols, 1.45 * rows + 0.35), dpi=90)
-    ax = fig.add_axes((0, 0, 1, 0.94 if title else 1))
+    head = 0.16 * (title.count("\n") + 1) + 0.1 if title else 0.0  # inches for the title
+    fig = Figure(figsize=(1.3 * cols, 1.45 * rows + head), dpi=90)
+    ax = fig.add_axes((0, 0, 1, 1 - head / (1.45 * rows + head)))
     ax.imshow(mosaic[..., 0] if c == 1 else mosaic, cmap="gray" if c == 1 else None,
               vmin=0, vmax=255, interpolation="nearest")
     ax.axis("off")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import sys
+from pathlib import Path
 from typing import TextIO
 
 from tqdm import tqdm
@@ -50,14 +51,14 @@ class ProgressPrinter(Callback):
     """Shows a bar that advances once per round, then prints the summary table."""
 
     def __init__(self, bar: bool = True, stream: TextIO | None = None) -> None:
-        self.title = ""
+        self.title, self.run_dir = "", Path(".")
         self.bar = bar
         self.stream = stream or sys.stdout
         self._bar: tqdm | None = None
         self._done = 0
 
     def setup(self, run: RunInfo) -> None:
-        self.title = run.name
+        self.title, self.run_dir = run.name, Path(run.run_dir).resolve()
         self._done = 0 if run.resume is None else len(run.resume.result.rounds)
 
     def on_run_start(self, dataset: ALDataset, rounds: int) -> None:
@@ -73,6 +74,8 @@ class ProgressPrinter(Callback):
     def on_run_end(self, result: ALResult) -> None:
         self.close()
         print(f"\n{self.title}\n{summary_table(result)}", file=self.stream, flush=True)
+        print(f"results: {self.run_dir} (metrics.csv, queries.csv, plots, config.yaml)",
+              file=sys.stderr, flush=True)
 
     def on_close(self, status: str) -> None:
         self.close()

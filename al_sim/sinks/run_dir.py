@@ -173,7 +173,13 @@ class RunDirWriter(Callback):
             if not math.isnan(float(score)):
                 text += f"\n{float(score):.3f}"
             captions.append(text)
-        title = f"round {record.round}: {len(record.indices)} images labelled"
+        if record.round == 0:
+            title = f"round 0: the initial set, {len(record.indices)} images (not queried)"
+        else:
+            title = f"round {record.round}: {len(record.indices)} images queried"
+        title += "\ncaption: #pool index, label given"
+        if not np.isnan(np.asarray(record.scores, dtype=np.float64)).all():
+            title += ", strategy score"
         if len(record.indices) > len(show):
             title += f" (first {len(show)} shown)"
         path = self.run_dir / GRIDS_DIR / f"round_{record.round:02d}.png"

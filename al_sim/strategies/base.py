@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -57,7 +59,12 @@ class Selection:
 
 
 class Strategy(ABC):
-    """A query strategy."""
+    """A query strategy.
+
+    Every subclass's ``select`` is checked on the way in and out: ``k`` must be
+    an integer in ``[0, len(ctx.unlabeled)]``, and exactly ``k`` distinct
+    unlabelled pool indices must come back (ValueError otherwise).
+    """
 
     name: str = "strategy"
 
@@ -65,17 +72,77 @@ class Strategy(ABC):
         if name is not None:
             self.name = name
 
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        if "select" in cls.__dict__ and not getattr(cls.__dict__["select"], "_checked", False):
+            cls.select = _checked_select(cls.__dict__["select"])  # type: ignore[method-assign]
+
     @abstractmethod
     def select(self, ctx: QueryContext, k: int) -> Selection:
         """Pick ``k`` images among ``ctx.unlabeled``."""
 
 
-def top_k(scores: np.ndarray, k: int) -> np.ndarray:
-    """Positions of the ``k`` highest scores; ties go to the lower position."""
+def _checked_select(select: Callable[[Strategy, QueryContext, int], Selection],
+                    ) -> Callable[[Strategy, QueryContext, int], Selection]:
+    @functools.wraps(select)
+    def checked(self: Strategy, ctx: QueryContext, k: int) -> Selection:
+        n = len(ctx.unlabeled)
+        if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 0:
+            raise ValueError(f"{self.name}: k must be an integer >= 0, got {k!r}")
+        if k > n:
+            raise ValueError(f"{self.name}: asked for {k} images but only {n} are unlabelled")
+        picked = select(self, ctx, k)
+        indices = picked.indices
+        if len(indices) != k or len(np.unique(indices)) != k or not np.isin(
+                indices, ctx.unlabeled).all():
+            raise ValueError(f"{self.name} returned {len(indices)} indices for k={k}; a "
+                             "strategy must return k distinct unlabelled pool indices")
+        return picked
+
+    checked._checked = True  # type: ignore[attr-defined]
+    return checked
+
+
+def top_k(scores: np.ndarray, k: int, rng: np.random.Generator | None = None) -> np.ndarray:
+    """Positions of the ``k`` highest scores, best first.
+
+    Scores tied across the k-th place are drawn with ``rng`` (seeded: a tie no
+    longer always favours the lowest positions); without ``rng``, or without such
+    a tie, ties go to the lower position.
+    """
     scores = np.asarray(scores, dtype=np.float64)
     if np.isnan(scores).any():
         raise ValueError("strategy scores contain NaN")
-    return np.argsort(-scores, kind="stable")[:k]
+    order = np.argsort(-scores, kind="stable")
+    if rng is None or k <= 0 or k >= len(scores) or scores[order[k]] != scores[order[k - 1]]:
+        return order[:k]
+    kth = scores[order[k - 1]]
+    above = order[scores[order] > kth]
+    tied = np.flatnonzero(scores == kth)
+    drawn = np.sort(rng.choice(tied, size=k - len(above), replace=False))
+    return np.concatenate([above, drawn])
+
+
+def checked_array(array: np.ndarray, what: str, probabilities_axis: int | None = None,
+                  ) -> np.ndarray:
+    """``array`` unchanged if finite (and, with ``probabilities_axis``, summing to 1 on it)."""
+    out = np.asarray(array)
+    if not np.isfinite(out).all():
+        raise ValueError(f"{what} hold NaN or infinite values (rows "
+                         f"{_rows(~np.isfinite(out))}); a diverged model, or bad input")
+    if probabilities_axis is not None:
+        sums = out.sum(axis=probabilities_axis)
+        if out.min(initial=0.0) < 0 or not np.allclose(sums, 1.0, atol=1e-3):
+            raise ValueError(
+                f"{what} are not probabilities summing to 1 along axis {probabilities_axis} "
+                f"(rows {_rows(~np.isclose(sums, 1.0, atol=1e-3))}): raw logits need a "
+                "softmax; MC samples must be laid out N x T x C")
+    return out
+
+
+def _rows(bad: np.ndarray) -> str:
+    rows = np.flatnonzero(bad.reshape(len(bad), -1).any(axis=1))
+    return ", ".join(map(str, rows[:5])) + (" ..." if len(rows) > 5 else "")
 
 
 class ScoringStrategy(Strategy):
@@ -88,7 +155,7 @@ class ScoringStrategy(Strategy):
 
     def select(self, ctx: QueryContext, k: int) -> Selection:
         scores = self.score(ctx.model.probs(ctx.unlabeled))
-        picked = top_k(scores, k)
+        picked = top_k(scores, k, ctx.rng)
         return Selection(ctx.unlabeled[picked], scores[picked])
 
 
@@ -102,15 +169,19 @@ class ArrayModelView:
     def __init__(self, probs: np.ndarray | None = None, features: np.ndarray | None = None,
                  mc: np.ndarray | None = None) -> None:
         self._probs, self._features, self._mc = probs, features, mc
+        self._checked: set[str] = set()  # each array is checked once, when first asked for
 
-    @staticmethod
-    def _take(array: np.ndarray | None, what: str, indices: np.ndarray) -> np.ndarray:
+    def _take(self, array: np.ndarray | None, what: str, indices: np.ndarray,
+              probabilities_axis: int | None = None) -> np.ndarray:
         if array is None:
             raise ValueError(f"this ArrayModelView holds no {what}")
+        if what not in self._checked:
+            checked_array(array, what, probabilities_axis)
+            self._checked.add(what)
         return array[indices]
 
     def probs(self, indices: np.ndarray) -> np.ndarray:
-        return self._take(self._probs, "probabilities", indices)
+        return self._take(self._probs, "probs", indices, probabilities_axis=1)
 
     def features(self, indices: np.ndarray) -> np.ndarray:
         return self._take(self._features, "features", indices)
@@ -119,4 +190,12 @@ class ArrayModelView:
         return self.features(indices), self.probs(indices)
 
     def mc_probs(self, indices: np.ndarray, samples: int) -> np.ndarray:
-        return self._take(self._mc, "MC samples", indices)
+        """The first ``samples`` of the held MC samples (ValueError if it holds fewer)."""
+        if self._mc is not None and np.ndim(self._mc) != 3:
+            raise ValueError(f"mc must be N x T x C MC-dropout probabilities, got shape "
+                             f"{np.shape(self._mc)}")
+        mc = self._take(self._mc, "mc", indices, probabilities_axis=2)
+        if samples > mc.shape[1]:
+            raise ValueError(f"asked for {samples} MC samples but this ArrayModelView holds "
+                             f"{mc.shape[1]} (mc is N x T x C)")
+        return mc[:, :samples]

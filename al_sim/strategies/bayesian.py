@@ -47,5 +47,5 @@ class BALD(Strategy):
 
     def select(self, ctx: QueryContext, k: int) -> Selection:
         scores = bald_score(ctx.model.mc_probs(ctx.unlabeled, self.mc_samples))
-        picked = top_k(scores, k)
+        picked = top_k(scores, k, ctx.rng)
         return Selection(ctx.unlabeled[picked], scores[picked])

@@ -1,0 +1,55 @@
+"""One owner per run directory: an exclusive lock held for the whole run.
+
+Two runs writing into one run dir (two launches in the same second share
+Hydra's ``outputs/<date>/<time>/``) would mix their files and their MLflow
+runs; the second is refused instead. The lock is an OS lock (``flock``): it
+goes away with the process, however it ends, so a crash leaves no stale lock.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import IO
+
+from al_sim.errors import ConfigError
+
+LOCK_FILE = ".al_sim.lock"
+
+
+class RunDirLock:
+    """Holds ``<run_dir>/.al_sim.lock`` exclusively until :meth:`release` (or process exit)."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = Path(run_dir) / LOCK_FILE
+        self._file: IO[str] | None = None
+
+    def acquire(self) -> RunDirLock:
+        """Take the lock; ConfigError naming the owner when another process holds it."""
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = self.path.open("a+")
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            owner = handle.read().strip() or "another process"
+            handle.close()
+            raise ConfigError(
+                f"the run dir {self.path.parent} is in use by a running al_sim run ({owner}); "
+                "give this run its own dir (hydra.run.dir=<new dir>), or wait for that run "
+                "to end"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}\n")
+        handle.flush()
+        self._file = handle
+        return self
+
+    def release(self) -> None:
+        """Let the next run have the dir."""
+        if self._file is not None:
+            self._file.close()  # closing drops the flock
+            self._file = None

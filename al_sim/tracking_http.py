@@ -1,0 +1,84 @@
+"""A tracking server's reachability, checked with one bounded HTTP request. No mlflow import.
+
+Connecting is not enough: a server (or a stuck proxy) may accept the TCP
+connection and never answer, and MLflow's client then waits and retries for
+minutes. One GET with a timeout tells, and MLflow's own HTTP client is bounded
+by the same timeout (``MLFLOW_HTTP_REQUEST_TIMEOUT`` / ``_MAX_RETRIES``).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlparse
+
+from al_sim.errors import TrackingError
+
+HEALTH_PATH = "/health"  # MLflow's server answers it; any HTTP answer proves it is alive
+CLIENT_RETRIES = 2  # MLflow HTTP client retries per request, once the server has answered
+WAIT_FIRST_S, WAIT_MAX_S = 0.5, 5.0  # back-off while waiting for a restarting server
+
+
+def bound_client(timeout: float) -> None:
+    """Bound MLflow's HTTP client (unless the user set the variables): timeout, few retries."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(max(1, round(timeout))))
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(CLIENT_RETRIES))
+
+
+def check_writable_store(uri: str) -> None:
+    """TrackingError, with the fix, when a local sqlite store's folder cannot be written."""
+    parsed = urlparse(uri)
+    if parsed.scheme != "sqlite":
+        return
+    db = Path(uri.removeprefix("sqlite:///"))
+    folder = db.parent if db.parent != Path("") else Path(".")
+    if (db.exists() and not os.access(db, os.W_OK)) or (
+            not db.exists() and not os.access(folder, os.W_OK)):
+        raise TrackingError(
+            f"cannot write the MLflow store {db} (read-only {'file' if db.exists() else 'folder'}"
+            "); run from a writable folder, set tracking.uri=sqlite:////<writable dir>/mlflow.db, "
+            "or set tracking.enabled=false"
+        )
+
+
+def check_reachable(uri: str, timeout: float = 10.0, wait_s: float = 0.0) -> None:
+    """Fail fast, with the fix, when an http(s) tracking server does not answer in ``timeout`` s.
+
+    ``wait_s`` > 0: keep asking (with back-off) that long first, for a server
+    that is restarting while a job starts.
+    """
+    check_writable_store(uri)
+    if urlparse(uri).scheme not in ("http", "https"):
+        return
+    bound_client(timeout)
+    deadline, delay = time.monotonic() + wait_s, WAIT_FIRST_S
+    while True:
+        try:
+            return _answers(uri, timeout)
+        except TrackingError:
+            if time.monotonic() + delay > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(2 * delay, WAIT_MAX_S)
+
+
+def _answers(uri: str, timeout: float) -> None:
+    parsed = urlparse(uri)
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    url = f"{parsed.scheme}://{parsed.netloc}{parsed.path.rstrip('/')}{HEALTH_PATH}"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout):  # noqa: S310 - http(s) only
+            return
+    except urllib.error.HTTPError:
+        return  # it answered (an old server without /health, or a proxy's page)
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", None) or exc
+        what = "did not answer within" if "timed out" in str(reason) else "cannot be reached in"
+        raise TrackingError(
+            f"the MLflow server at {uri} {what} {timeout:g} s ({reason}); start it "
+            f"(mlflow server --host 127.0.0.1 --port {port}), fix tracking.uri, or set "
+            "tracking.enabled=false"
+        ) from None

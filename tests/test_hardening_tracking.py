@@ -1,0 +1,128 @@
+"""Hardening (issue 15): hanging tracking servers, SIGTERM, orphan runs of a killed attempt."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from al_sim.errors import TrackingError
+from al_sim.tracking_http import check_reachable
+from tests.conftest import FAST_CLI, run_cli
+from tests.test_hardening_data import assert_refused
+from tests.test_resume import ARGS, start_and_stop_after
+
+
+@pytest.fixture()
+def silent_server():
+    """A TCP port on 127.0.0.1 that accepts connections (the kernel does) and never answers."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    sock.close()
+
+
+def test_reachability_check_is_bounded_by_its_timeout(silent_server: str) -> None:
+    start = time.monotonic()
+    with pytest.raises(TrackingError, match="did not answer within 1 s"):
+        check_reachable(silent_server, timeout=1.0)
+    assert time.monotonic() - start < 10
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("module", ["al_sim.run", "al_sim.compare"])
+def test_a_server_that_never_answers_fails_fast(module: str, silent_server: str,
+                                                tmp_path: Path) -> None:
+    args = [f"tracking.uri={silent_server}", "tracking.http_timeout=2"]
+    if module == "al_sim.run":
+        args += ["budget=tiny", *FAST_CLI, f"hydra.run.dir={tmp_path / 'run'}"]
+    start = time.monotonic()
+    proc = run_cli(args, tmp_path, module=module, timeout=120)
+    assert time.monotonic() - start < 90
+    assert_refused(proc, tmp_path, [silent_server, "did not answer", "tracking.uri"])
+
+
+@pytest.mark.slow
+def test_sigterm_marks_the_run_killed_and_it_resumes(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    args = [*ARGS, f"hydra.run.dir={run_dir}"]
+    proc = start_and_stop_after(args, tmp_path, run_dir, rounds=1, sig=signal.SIGTERM)
+    assert proc.returncode == 143, proc.stderr[-2000:]
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("al_sim")
+    [run] = client.search_runs([exp.experiment_id])
+    assert run.info.status == "KILLED" and "SIGTERM" in run.data.tags["error"]
+    again = run_cli(args, tmp_path)
+    assert again.returncode == 0, again.stderr[-2000:]
+    [resumed] = client.search_runs([exp.experiment_id])
+    assert resumed.info.run_id == run.info.run_id and resumed.info.status == "FINISHED"
+    steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "test/accuracy"))
+    assert steps == [20, 30, 40, 50, 60, 70, 80]
+
+
+@pytest.mark.slow
+def test_a_rerun_after_a_kill_in_round_0_leaves_no_orphan_run(tmp_path: Path) -> None:
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp_id = client.create_experiment("al_sim")
+    orphan = client.create_run(exp_id, run_name="killed in round 0").info.run_id
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / ".mlflow_run_id").write_text(orphan)  # what the killed attempt left behind
+    proc = run_cli(["budget=tiny", *FAST_CLI, f"hydra.run.dir={run_dir}"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    runs = client.search_runs([exp_id])
+    assert [r.info.status for r in runs] == ["FINISHED"]
+    assert runs[0].info.run_id != orphan
+    # where the results went: the run dir, the MLflow run, the UI page in its training view
+    assert f"results: {run_dir.resolve()}" in proc.stderr
+    assert f"MLflow run {runs[0].info.run_id} in sqlite:///" in proc.stderr
+    assert f"/runs/{runs[0].info.run_id}?workflowType=machine_learning" in proc.stderr
+
+
+@pytest.mark.slow
+def test_a_sweep_ends_saying_where_its_results_went(tmp_path: Path) -> None:
+    sweep_dir = tmp_path / "sweep"
+    proc = run_cli(["-m", "seed=0", "budget=tiny", *FAST_CLI, f"hydra.sweep.dir={sweep_dir}"],
+                   tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"sweep results: {sweep_dir.resolve()}" in proc.stderr
+    assert "/runs?workflowType=machine_learning" in proc.stderr
+    assert f"next: python -m al_sim.compare sweep_id={sweep_dir}" in proc.stderr
+
+
+@pytest.mark.slow
+def test_resume_with_tracking_switched_on_backfills_the_earlier_rounds(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    args = [*ARGS, f"hydra.run.dir={run_dir}"]
+    proc = start_and_stop_after([*args, "tracking.enabled=false"], tmp_path, run_dir, rounds=2,
+                                sig=signal.SIGKILL)
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    again = run_cli(args, tmp_path)
+    assert again.returncode == 0, again.stderr[-2000:]
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    [run] = client.search_runs([client.get_experiment_by_name("al_sim").experiment_id])
+    assert run.info.status == "FINISHED"
+    steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, "test/accuracy"))
+    assert steps == [20, 30, 40, 50, 60, 70, 80]  # none missing, none twice
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_a_read_only_launch_dir_fails_fast_with_the_store_named(tmp_path: Path) -> None:
+    launch = tmp_path / "launch"
+    launch.mkdir()
+    launch.chmod(0o555)
+    try:
+        start = time.monotonic()
+        proc = run_cli(["budget=tiny", *FAST_CLI, f"hydra.run.dir={tmp_path / 'run'}"], launch,
+                       timeout=120)
+        assert time.monotonic() - start < 60
+    finally:
+        launch.chmod(0o755)
+    assert_refused(proc, launch, ["mlflow.db", "read-only", "tracking.uri"])
