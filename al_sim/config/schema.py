@@ -14,6 +14,8 @@ from typing import Any
 from omegaconf import MISSING
 
 from al_sim.config.checks import fraction, non_negative, positive
+from al_sim.contract import TEST_KEYS
+from al_sim.core.stopping import StopRuleError, parse_rules
 from al_sim.errors import ConfigError
 
 
@@ -36,11 +38,24 @@ class BudgetConf:
     rounds: int = 8
     initial_selection: InitialSelection = InitialSelection.stratified
     full: bool = False  # train once on the whole pool (the upper bound), no queries
+    stop_when: str | None = None  # e.g. "kappa>=0.99": end the run early (al_sim.core.stopping)
+    stop_set_size: int = 500  # the fixed random pool subset the stopping signals are computed on
+    stop_window: int = 3  # rounds averaged (kappa) or compared (plateau)
+    stop_metric: str = "test/balanced_accuracy"  # the metric the plateau signal watches
 
     def __post_init__(self) -> None:
         if not self.full:
             positive("budget", initial=self.initial, query_size=self.query_size)
             non_negative("budget", rounds=self.rounds)
+        positive("budget", stop_set_size=self.stop_set_size, stop_window=self.stop_window)
+        if self.stop_metric not in TEST_KEYS:
+            raise ConfigError(f"budget.stop_metric must be one of {', '.join(TEST_KEYS)}, "
+                              f"got {self.stop_metric!r}")
+        if self.stop_when is not None and self.stop_when.strip():
+            try:
+                parse_rules(self.stop_when)
+            except StopRuleError as exc:
+                raise ConfigError(f"budget.stop_when: {exc}") from None
 
 
 # --------------------------------------------------------------------------- trainer

@@ -72,7 +72,7 @@ def _encode(state: LoopState, finished: bool, config: dict[str, str]) -> dict[st
                     for q in state.result.queries],
         "rounds": [{"round": r.round, "n_labeled": r.n_labeled, "metrics": dict(r.metrics),
                     "train_s": r.train_s, "query_s": r.query_s, "eval_s": r.eval_s,
-                    "fit": asdict(r.fit)}
+                    "fit": asdict(r.fit), "signals": dict(r.signals)}
                    for r in state.result.rounds],
         "n_annotated": state.result.n_annotated,
         "model": {k: v.detach().cpu() for k, v in state.model_state.items()},
@@ -82,7 +82,8 @@ def _encode(state: LoopState, finished: bool, config: dict[str, str]) -> dict[st
 def _decode(data: dict[str, Any]) -> Checkpoint:
     result = ALResult(
         rounds=[RoundResult(r["round"], r["n_labeled"], r["metrics"], r["train_s"],
-                            r["query_s"], FitReport(**r["fit"]), r["eval_s"])
+                            r["query_s"], FitReport(**r["fit"]), r["eval_s"],
+                            r.get("signals", {}))
                 for r in data["rounds"]],
         queries=[QueryRecord(q["round"], q["indices"].numpy(), q["scores"].numpy(),
                              q["oracle_labels"].numpy(), q["true_labels"].numpy())
