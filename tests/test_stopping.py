@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
+from mlflow.tracking import MlflowClient
 
 from al_sim.core.stopping import (
     StopMonitor,
@@ -20,6 +22,8 @@ from al_sim.core.stopping import (
     plateau_gain,
     stop_set,
 )
+from al_sim.report.stopping import would_stop
+from tests.conftest import FAST_CLI, run_cli
 
 
 def one_hot(labels: list[int], n_classes: int) -> np.ndarray:
@@ -125,3 +129,39 @@ def test_stop_set_is_fixed_by_seed() -> None:
     assert np.array_equal(a, b) and len(np.unique(a)) == 50 and np.all(np.diff(a) > 0)
     assert not np.array_equal(a, stop_set(1000, 50, seed=8))
     assert len(stop_set(30, 50, seed=7)) == 30
+
+
+def test_would_stop_replays_a_rule_on_logged_signals() -> None:
+    steps, values = np.array([10, 20, 30, 40]), np.array([0.5, 0.6, 0.7, 0.72])
+    kappa = [(20, 0.9), (30, 0.995), (40, 0.999)]
+    stop = would_stop(steps, values, kappa, parse_rules("kappa>=0.99")[0])
+    assert stop.stopped and stop.n_labeled == 30 and stop.lost == pytest.approx(0.02)
+    # holding only at the last round saves nothing: no early stop
+    late = would_stop(steps, values, [(40, 1.0)], parse_rules("kappa>=0.99")[0])
+    assert not late.stopped and late.n_labeled == 40 and late.lost == 0.0
+
+
+def test_a_run_with_stop_when_stops_early_and_says_why(tmp_path: Path) -> None:
+    # class_change is defined from round 1 on and never exceeds 1: the rule holds there
+    proc = run_cli(["budget=tiny", "tracking.query_grids=false", "hydra.run.dir=run",
+                    "budget.stop_when='class_change<=1'", *FAST_CLI], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "stopped early (budget.stop_when): class_change<=1 (class_change=" in proc.stdout
+    assert len((tmp_path / "run" / "metrics.csv").read_text().splitlines()) == 1 + 2
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run = client.search_runs([client.get_experiment_by_name("al_sim").experiment_id])[0]
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["stopped_by"].startswith("class_change<=1 (class_change=")
+    assert "after round 1, 30 labelled images" in run.data.tags["stopped_by"]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "stop/kappa")] == [20, 30]
+    assert math.isnan(client.get_metric_history(run.info.run_id, "stop/kappa")[0].value)
+
+
+def test_a_bad_stop_rule_is_one_error_line(tmp_path: Path) -> None:
+    proc = run_cli(["budget=tiny", "budget.stop_when='kapa>=0.9'", *FAST_CLI], tmp_path)
+    assert proc.returncode == 2
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert errors == ["error: budget.stop_when: unknown stopping signal 'kapa' in 'kapa>=0.9'; "
+                      "known: mean_uncertainty, overall_uncertainty, kappa, f_change, "
+                      "class_change, plateau"]
+    assert "Traceback" not in proc.stderr

@@ -14,7 +14,7 @@ from typing import Any
 from omegaconf import MISSING
 
 from al_sim.config.checks import fraction, non_negative, positive
-from al_sim.contract import TEST_KEYS
+from al_sim.contract import PRIMARY_METRIC, TEST_KEYS
 from al_sim.core.stopping import StopRuleError, parse_rules
 from al_sim.errors import ConfigError
 
@@ -157,16 +157,22 @@ class CompareConf:
 
     tracking: TrackingConf = MISSING
     sweep_id: str = "latest"  # latest | all | a sweep dir as given to Hydra | its parent run id
-    metric: str = "test/accuracy"
+    metric: str = PRIMARY_METRIC  # balanced accuracy: ignoring a rare class does not pay
     reference: str = "random"
     target_fraction: float = 0.95  # of the full-data baseline's final metric
     target_value: float | None = None  # an absolute target; wins over target_fraction
     alpha: float = 0.05
     output_dir: str | None = None  # None: <sweep dir>/compare, else ./al_sim_compare/<sweep>
     log_artifacts: bool = True
+    stop_rules: list[str] = field(default_factory=list)  # e.g. ["kappa>=0.99", "plateau<0.005"]
 
     def __post_init__(self) -> None:
         fraction("compare", low_open=True, alpha=self.alpha)
+        for text in self.stop_rules:
+            try:
+                parse_rules(text)
+            except StopRuleError as exc:
+                raise ConfigError(f"compare.stop_rules: {exc}") from None
         positive("compare", target_fraction=self.target_fraction)
         if not self.metric.strip():
             raise ConfigError("compare.metric must name a logged metric, e.g. test/accuracy")

@@ -66,8 +66,9 @@ def parse_rules(text: str) -> list[StopRule]:
     for part in text.split(","):
         match = _RULE.match(part)
         if not match:
-            raise StopRuleError(f"malformed stop rule {part.strip()!r}: write <signal><op><number>, "
-                                f"e.g. kappa>=0.99 (op one of {' '.join(_OPS)})")
+            raise StopRuleError(f"malformed stop rule {part.strip()!r}: write "
+                                "<signal><op><number>, e.g. kappa>=0.99 "
+                                f"(op one of {' '.join(_OPS)})")
         name, op, number = match.groups()
         if name not in SIGNALS:
             raise StopRuleError(f"unknown stopping signal {name!r} in {part.strip()!r}; "
