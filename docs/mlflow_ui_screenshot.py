@@ -92,7 +92,7 @@ def main() -> int:
                     help="extra seconds for the charts to draw once they exist")
     ap.add_argument("--fullscreen", action="store_true", help="open the summary chart large")
     ap.add_argument("--hide-parent", action="store_true",
-                    help="filter the sweep's parent run out (tags.strategy != '(sweep)')")
+                    help="show neither the sweep's parent nor full-data runs (by strategy tag)")
     ap.add_argument("--dump-state", action="store_true", help="print the UI's localStorage")
     args = ap.parse_args()
     exp = MlflowClient(args.uri).get_experiment_by_name(args.experiment)
@@ -127,7 +127,7 @@ def main() -> int:
             page.call("Page.navigate", url=base + "/health")
             time.sleep(2)
             page.eval(set_state_js(exp.experiment_id, args.metric,
-                                   "tags.strategy != '(sweep)'" if args.hide_parent else ""))
+                                   "tags.strategy != '(sweep)' and tags.strategy != 'full'" if args.hide_parent else ""))
             page.call("Page.navigate", url=url)
             page.wait_for(EXISTS % "fullscreen_button_chartcard", 240)
             time.sleep(args.wait)
