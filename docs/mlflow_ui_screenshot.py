@@ -33,6 +33,9 @@ CLICK = "(() => { const b = document.querySelector('[data-component-id=\"%s\"]')
 EXISTS = "!!document.querySelector('[data-component-id=\"%s\"]')"
 
 
+HIDE_PARENT = "tags.strategy != '(sweep)' and tags.strategy != 'full'"
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -127,7 +130,7 @@ def main() -> int:
             page.call("Page.navigate", url=base + "/health")
             time.sleep(2)
             page.eval(set_state_js(exp.experiment_id, args.metric,
-                                   "tags.strategy != '(sweep)' and tags.strategy != 'full'" if args.hide_parent else ""))
+                                   HIDE_PARENT if args.hide_parent else ""))
             page.call("Page.navigate", url=url)
             page.wait_for(EXISTS % "fullscreen_button_chartcard", 240)
             time.sleep(args.wait)
