@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 from pathlib import Path
 
 import pytest
@@ -56,6 +57,17 @@ def test_tiny_run_logs_the_mlflow_contract(tiny_run) -> None:
                  "round", "n_labeled", "time/train_s", "time/query_s"):
         assert len(client.get_metric_history(run.info.run_id, name)) == 3, name
     assert 0.0 <= run.data.metrics["final/aulc"] <= 1.0
+    # AULC of every per-round test metric; final/aulc stays the accuracy one
+    assert run.data.metrics["final/aulc_accuracy"] == run.data.metrics["final/aulc"]
+    bal = [m.value for m in sorted(client.get_metric_history(run.info.run_id,
+                                                             "test/balanced_accuracy"),
+                                   key=lambda m: m.step)]
+    assert math.isclose(run.data.metrics["final/aulc_balanced_accuracy"],
+                        (bal[0] / 2 + bal[1] + bal[2] / 2) / 2, rel_tol=1e-9)
+    for name in ("stop/mean_uncertainty", "stop/overall_uncertainty", "stop/kappa",
+                 "stop/f_change", "stop/class_change", "stop/plateau"):
+        assert len(client.get_metric_history(run.info.run_id, name)) == 3, name
+    assert "stopped_by" not in run.data.tags
     assert {"config.yaml", "queries.csv", "labeled_set.csv", "learning_curve.png",
             "queries/round_00.png", "queries/round_01.png",
             "queries/round_02.png"} <= artifact_paths(client, run.info.run_id)
