@@ -125,9 +125,15 @@ def test_small_multirun_logs_every_job_under_one_parent(tmp_path) -> None:
     assert proc.returncode == 0, proc.stderr
     client, runs = runs_of(tmp_path)
     parents = [r for r in runs if r.data.tags.get("al_sim.role") == "sweep"]
-    children = [r for r in runs if r not in parents]
+    summaries = [r for r in runs if r.data.tags.get("al_sim.role") == "summary"]
+    children = [r for r in runs if r not in parents and r not in summaries]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert parents[0].data.tags["strategy"] == "(sweep)"
     assert len(children) == 4
+    # the sweep's end logged one mean ± std summary run per strategy under the parent
+    assert sorted(r.data.tags["strategy"] for r in summaries) == ["entropy", "random"]
+    assert {r.data.tags["mlflow.parentRunId"] for r in summaries} == {parents[0].info.run_id}
+    assert "logged 2 summary run(s)" in proc.stdout
     assert {(r.data.tags["strategy"], r.data.tags["seed"]) for r in children} == {
         ("random", "0"), ("random", "1"), ("entropy", "0"), ("entropy", "1")}
     for r in children:
