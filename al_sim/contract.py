@@ -15,7 +15,16 @@ TEST_KEYS = tuple(f"test/{name}" for name in TEST_METRICS)
 ACCURACY, BALANCED_ACCURACY = "test/accuracy", "test/balanced_accuracy"
 ROUND, N_LABELED = "round", "n_labeled"
 TRAIN_S, QUERY_S, EVAL_S = "time/train_s", "time/query_s", "time/eval_s"
-FINAL_AULC, FINAL_N_ANNOTATED = "final/aulc", "final/n_annotated"
+FINAL_AULC, FINAL_N_ANNOTATED = "final/aulc", "final/n_annotated"  # final/aulc: of accuracy
+FINAL_AULC_PREFIX = "final/aulc_"  # final/aulc_<metric>: AULC of each test metric
+STOP_PREFIX = "stop/"  # stop/<signal>: stopping signals after every round (al_sim.core.stopping)
+PRIMARY_METRIC = BALANCED_ACCURACY  # the comparison report's default (rare classes count)
+
+
+def aulc_key(metric: str) -> str:
+    """``test/balanced_accuracy`` -> ``final/aulc_balanced_accuracy``."""
+    return FINAL_AULC_PREFIX + metric.removeprefix("test/").replace("/", "_")
+
 
 # Tags of every run, of a sweep's parent run, and the strategy tag of a full-data baseline.
 RUN_TAGS = ("strategy", "dataset", "model", "seed", "budget")
@@ -26,6 +35,13 @@ WAITING_TAG = "al_sim.waiting_for_labels"
 SWEEP_ROLE = "sweep"
 JOB_TAG = "al_sim.job"  # a sweep job's overrides: finds an earlier attempt of the job
 FULL_STRATEGY = "full"
+STOPPED_BY_TAG = "stopped_by"  # a run that budget.stop_when ended early: the rule and why
+# Summary runs (one per strategy, children of a sweep's parent): mean and mean +- std curves.
+SUMMARY_ROLE = "summary"
+SWEEP_STRATEGY = "(sweep)"  # the parent's strategy tag, so grouping by strategy has no stray group
+SUMMARY_PREFIX = "summary/"  # summary/<metric>/{mean,lower,upper,n_seeds}; lower/upper: mean -+ std
+SUMMARY_STATS = ("mean", "lower", "upper", "n_seeds")
+BASELINE_SUFFIX = "full_data"  # summary/<metric>/full_data: the full-data baseline, every step
 
 # Artifacts, relative to the run directory (which holds the same files).
 CONFIG_FILE = "config.yaml"

@@ -84,6 +84,7 @@ class RoundResult:
     query_s: float
     fit: FitReport
     eval_s: float = 0.0
+    signals: dict[str, float] = field(default_factory=dict)  # stop/<name>: stopping signals
 
 
 @dataclass
@@ -93,12 +94,17 @@ class ALResult:
     rounds: list[RoundResult] = field(default_factory=list)
     queries: list[QueryRecord] = field(default_factory=list)
     n_annotated: int = 0
+    stopped_by: str | None = None  # the budget.stop_when rule that ended the run early, and why
 
     @property
     def aulc(self) -> float:
         """Area under test accuracy vs labelled images, normalised to [0, 1]."""
+        return self.aulc_of(ACCURACY)
+
+    def aulc_of(self, key: str) -> float:
+        """Area under per-round metric ``key`` vs labelled images, normalised by the x-range."""
         return aulc(np.array([r.n_labeled for r in self.rounds]),
-                    np.array([r.metrics[ACCURACY] for r in self.rounds]))
+                    np.array([r.metrics[key] for r in self.rounds]))
 
 
 @dataclass

@@ -25,6 +25,7 @@ from al_sim.contract import (
     ROLE_TAG,
     SWEEP_ID_TAG,
     SWEEP_ROLE,
+    SWEEP_STRATEGY,
     default_artifact_location,
     tracking_uri,
     where_to_look,
@@ -108,6 +109,7 @@ class SweepCallback(Callback):
     def __init__(self) -> None:
         self._parent: tuple[str, str] | None = None  # (tracking uri, run id)
         self._experiment_id = ""
+        self._experiment = ""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         warn_unbounded_launcher(config)
@@ -130,9 +132,11 @@ class SweepCallback(Callback):
                                                       launch_dir, uri)
                 parent_id = start_parent_run(uri, config.tracking.experiment, artifacts,
                                              name=f"sweep {sweep_id}",
-                                             tags={SWEEP_ID_TAG: sweep_id, ROLE_TAG: SWEEP_ROLE})
+                                             tags={SWEEP_ID_TAG: sweep_id, ROLE_TAG: SWEEP_ROLE,
+                                                   "strategy": SWEEP_STRATEGY})
             self._parent = (uri, parent_id)
             self._experiment_id = experiment_of(uri, parent_id)
+            self._experiment = str(config.tracking.experiment)
         sweep_file.write_text(json.dumps({"sweep_id": sweep_id, "parent_run_id": parent_id}))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
@@ -141,6 +145,7 @@ class SweepCallback(Callback):
         if self._parent is not None:
             from al_sim.sinks.mlflow_writer import end_run
 
+            self._log_summaries()
             end_run(*self._parent, status="FAILED" if failures else "FINISHED")
         print(f"sweep results: {Path(config.hydra.sweep.dir).resolve()} (one dir per job)",
               file=sys.stderr, flush=True)
@@ -154,3 +159,18 @@ class SweepCallback(Callback):
                 overrides, message = (path.read_text().splitlines() + ["", ""])[:2]
                 print(f"  job {path.stem} [{overrides}]: {message}", file=sys.stderr)
             sys.exit(EXIT_SWEEP_FAILED)
+
+    def _log_summaries(self) -> None:
+        """One summary run per strategy (mean ± std curves) under the parent; never fatal."""
+        from al_sim.errors import ALSimError
+        from al_sim.report.summary_runs import log_sweep_summaries
+
+        assert self._parent is not None
+        try:
+            ids = log_sweep_summaries(self._parent[0], self._experiment, self._parent[1])
+        except ALSimError as exc:
+            print(f"warning: no summary runs for the sweep: {exc}", file=sys.stderr)
+            return
+        if ids:
+            print(f"logged {len(ids)} summary run(s) (mean ± std per strategy) under MLflow run "
+                  f"{self._parent[1]}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 from pathlib import Path
 
 import pytest
@@ -56,6 +57,17 @@ def test_tiny_run_logs_the_mlflow_contract(tiny_run) -> None:
                  "round", "n_labeled", "time/train_s", "time/query_s"):
         assert len(client.get_metric_history(run.info.run_id, name)) == 3, name
     assert 0.0 <= run.data.metrics["final/aulc"] <= 1.0
+    # AULC of every per-round test metric; final/aulc stays the accuracy one
+    assert run.data.metrics["final/aulc_accuracy"] == run.data.metrics["final/aulc"]
+    bal = [m.value for m in sorted(client.get_metric_history(run.info.run_id,
+                                                             "test/balanced_accuracy"),
+                                   key=lambda m: m.step)]
+    assert math.isclose(run.data.metrics["final/aulc_balanced_accuracy"],
+                        (bal[0] / 2 + bal[1] + bal[2] / 2) / 2, rel_tol=1e-9)
+    for name in ("stop/mean_uncertainty", "stop/overall_uncertainty", "stop/kappa",
+                 "stop/f_change", "stop/class_change", "stop/plateau"):
+        assert len(client.get_metric_history(run.info.run_id, name)) == 3, name
+    assert "stopped_by" not in run.data.tags
     assert {"config.yaml", "queries.csv", "labeled_set.csv", "learning_curve.png",
             "queries/round_00.png", "queries/round_01.png",
             "queries/round_02.png"} <= artifact_paths(client, run.info.run_id)
@@ -113,9 +125,15 @@ def test_small_multirun_logs_every_job_under_one_parent(tmp_path) -> None:
     assert proc.returncode == 0, proc.stderr
     client, runs = runs_of(tmp_path)
     parents = [r for r in runs if r.data.tags.get("al_sim.role") == "sweep"]
-    children = [r for r in runs if r not in parents]
+    summaries = [r for r in runs if r.data.tags.get("al_sim.role") == "summary"]
+    children = [r for r in runs if r not in parents and r not in summaries]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert parents[0].data.tags["strategy"] == "(sweep)"
     assert len(children) == 4
+    # the sweep's end logged one mean ± std summary run per strategy under the parent
+    assert sorted(r.data.tags["strategy"] for r in summaries) == ["entropy", "random"]
+    assert {r.data.tags["mlflow.parentRunId"] for r in summaries} == {parents[0].info.run_id}
+    assert "logged 2 summary run(s)" in proc.stdout
     assert {(r.data.tags["strategy"], r.data.tags["seed"]) for r in children} == {
         ("random", "0"), ("random", "1"), ("entropy", "0"), ("entropy", "1")}
     for r in children:

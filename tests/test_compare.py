@@ -33,7 +33,8 @@ FAST = [a for a in FAST_CLI if not a.startswith("trainer.min_steps")] + ["traine
 TINY = ["budget=tiny", "tracking.query_grids=false", *FAST]
 Completed = subprocess.CompletedProcess[str]
 REPORT_FILES = {"learning_curves.png", "penalty_matrix.png", "summary.csv", "summary.md",
-                "curves.csv", "penalty_matrix.csv", "compare.yaml"}
+                "curves.csv", "penalty_matrix.csv", "compare.yaml", "stopping.csv"}
+BAL = "test/balanced_accuracy"  # the report's default metric
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
@@ -72,20 +73,25 @@ def report(study: Path) -> subprocess.CompletedProcess[str]:
 
 
 def mlflow_runs(cwd: Path, sweep_id: str | None) -> tuple[MlflowClient, dict, list]:
-    """Child runs of ``sweep_id`` by strategy -> seed -> (history dict, final/aulc); full runs."""
+    """Child runs of ``sweep_id``: strategy -> seed -> (history dict, balanced-accuracy AULC).
+
+    Also the full-data runs. Parent and summary runs (tag al_sim.role) are left out.
+    """
     client = MlflowClient(tracking_uri=f"sqlite:///{cwd / 'mlflow.db'}")
     exp = client.get_experiment_by_name("al_sim")
     runs = client.search_runs([exp.experiment_id])
     out: dict[str, dict[str, tuple[dict, float]]] = {}
     for run in runs:
         tags = run.data.tags
-        if tags.get("strategy") in (None, "full") or run.info.status != "FINISHED":
+        if tags.get("strategy") in (None, "full") or run.info.status != "FINISHED" \
+                or "al_sim.role" in tags:
             continue
         if sweep_id is not None and tags.get("sweep_id") != sweep_id:
             continue
         hist = {k: sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, k))
-                for k in ("test/accuracy", "test/balanced_accuracy")}
-        out.setdefault(tags["strategy"], {})[tags["seed"]] = (hist, run.data.metrics["final/aulc"])
+                for k in ("test/accuracy", BAL)}
+        area = run.data.metrics["final/aulc_balanced_accuracy"]
+        out.setdefault(tags["strategy"], {})[tags["seed"]] = (hist, area)
     full = [r for r in runs if r.data.tags.get("strategy") == "full"]
     return client, out, full
 
@@ -115,9 +121,10 @@ def test_table_equals_numbers_recomputed_from_mlflow(study: Path, report: Comple
     assert report.returncode == 0, report.stderr
     client, runs, full = mlflow_runs(study, "multirun/main")
     assert set(runs) == {"random", "entropy"} and len(full) == 4
-    baseline = float(np.mean([client.get_metric_history(r.info.run_id, "test/accuracy")[-1].value
+    baseline = float(np.mean([client.get_metric_history(r.info.run_id, BAL)[-1].value
                               for r in full]))
     rows = {r["strategy"]: r for r in read_csv(study / "multirun/main/compare/summary.csv")}
+    assert {r["metric"] for r in rows.values()} == {BAL}
     assert set(rows) == {"random", "entropy"}
     for name, seeds in runs.items():
         row = rows[name]
@@ -132,8 +139,8 @@ def test_table_equals_numbers_recomputed_from_mlflow(study: Path, report: Comple
         assert close(num(row["aulc_std"]), float(np.std(areas, ddof=1)))
         assert close(num(row["baseline"]), baseline)
         assert close(num(row["target"]), 0.95 * baseline)
-        curves = [[v for _, v in h["test/accuracy"]] for h, _ in seeds.values()]
-        steps = [s for s, _ in next(iter(seeds.values()))[0]["test/accuracy"]]
+        curves = [[v for _, v in h[BAL]] for h, _ in seeds.values()]
+        steps = [s for s, _ in next(iter(seeds.values()))[0][BAL]]
         assert steps == [20, 30, 40]
         hit = [s for s, v in zip(steps, np.mean(curves, 0), strict=True) if v >= 0.95 * baseline]
         assert row["labels_to_target"] == (str(hit[0]) if hit else "")
@@ -151,13 +158,13 @@ def test_curves_and_penalty_equal_mlflow(study: Path, report: Completed) -> None
     _, runs, _ = mlflow_runs(study, "multirun/main")
     folder = study / "multirun/main/compare"
     for row in read_csv(folder / "curves.csv"):
-        values = [dict(h["test/accuracy"])[int(row["n_labeled"])]
+        values = [dict(h[BAL])[int(row["n_labeled"])]
                   for h, _ in runs[row["strategy"]].values()]
-        assert close(num(row["accuracy_mean"]), float(np.mean(values)))
-        assert close(num(row["accuracy_std"]), float(np.std(values, ddof=1)))
+        assert close(num(row["balanced_accuracy_mean"]), float(np.mean(values)))
+        assert close(num(row["balanced_accuracy_std"]), float(np.std(values, ddof=1)))
     matrix = {r["wins \\ loses"]: r for r in read_csv(folder / "penalty_matrix.csv")}
     for i, j in (("entropy", "random"), ("random", "entropy")):
-        a, b = ([[v for _, v in runs[n][s][0]["test/accuracy"]] for s in ("0", "1")]
+        a, b = ([[v for _, v in runs[n][s][0][BAL]] for s in ("0", "1")]
                 for n in (i, j))
         a, b = np.array(a), np.array(b)
         with np.errstate(all="ignore"):
@@ -175,15 +182,63 @@ def test_a_sweep_by_run_id_with_another_metric(study: Path, tmp_path: Path) -> N
     assert parent.data.tags["al_sim.role"] == "sweep"
     tracking = TrackingConf(uri=f"sqlite:///{study / 'mlflow.db'}")
     conf = CompareConf(tracking=tracking, sweep_id=parent.info.run_id, output_dir=str(tmp_path),
-                       metric="test/balanced_accuracy", target_value=0.3, log_artifacts=False)
+                       metric="test/accuracy", target_value=0.3, log_artifacts=False)
     run_compare(conf, study)
     rows = {r["strategy"]: r for r in read_csv(tmp_path / "summary.csv")}
     for name, seeds in runs.items():
-        areas = [aulc(np.array([s for s, _ in h["test/balanced_accuracy"]]),
-                      np.array([v for _, v in h["test/balanced_accuracy"]]))
+        areas = [aulc(np.array([s for s, _ in h["test/accuracy"]]),
+                      np.array([v for _, v in h["test/accuracy"]]))
                  for h, _ in seeds.values()]
         assert close(num(rows[name]["aulc_mean"]), float(np.mean(areas)))
-        assert rows[name]["target"] == "0.3" and rows[name]["metric"] == "test/balanced_accuracy"
+        assert rows[name]["target"] == "0.3" and rows[name]["metric"] == "test/accuracy"
+
+
+def test_summary_runs_hold_mean_and_std_of_the_seed_runs(study: Path, report: Completed) -> None:
+    """One summary run per strategy under the parent; its points recomputed from the seeds."""
+    assert report.returncode == 0, report.stderr
+    client, runs, full = mlflow_runs(study, "multirun/main")
+    exp = client.get_experiment_by_name("al_sim")
+    parent = client.search_runs([exp.experiment_id], "tags.sweep_id = 'multirun/main' and "
+                                "tags.`al_sim.role` = 'sweep'")[0]
+    assert parent.data.tags["strategy"] == "(sweep)"  # no "Unassigned" group by strategy
+    summaries = client.search_runs(
+        [exp.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}' and "
+        "tags.`al_sim.role` = 'summary'")
+    # the sweep logged them when it ended, the report replaced them: one per strategy
+    assert sorted(r.data.tags["strategy"] for r in summaries) == ["entropy", "random"]
+    baseline = float(np.mean([client.get_metric_history(r.info.run_id, BAL)[-1].value
+                              for r in full]))
+    for run in summaries:
+        assert run.info.status == "FINISHED"
+        seeds = runs[run.data.tags["strategy"]]
+        for key in ("test/accuracy", BAL):
+            def logged(stat: str, rid: str = run.info.run_id, key: str = key) -> dict[int, float]:
+                return {m.step: m.value
+                        for m in client.get_metric_history(rid, f"summary/{key}/{stat}")}
+            mean, lower, upper, n = (logged(s) for s in ("mean", "lower", "upper", "n_seeds"))
+            assert sorted(mean) == [20, 30, 40]
+            for step in mean:
+                values = [dict(h[key])[step] for h, _ in seeds.values()]
+                m, sd = float(np.mean(values)), float(np.std(values, ddof=1))
+                assert close(mean[step], m) and n[step] == len(values) == 2
+                assert math.isclose(lower[step], m - sd, abs_tol=1e-12)
+                assert math.isclose(upper[step], m + sd, abs_tol=1e-12)
+        history = client.get_metric_history(run.info.run_id, f"summary/{BAL}/full_data")
+        full_data = {m.step: m.value for m in history}
+        assert sorted(full_data) == [20, 30, 40]  # at the sweep's counts: no stretched x-axis
+        assert all(close(v, baseline) for v in full_data.values())
+        assert close(float(run.data.params[f"baseline/{BAL}"]), baseline)
+
+
+def test_stopping_table_replays_the_logged_signals(study: Path, report: Completed) -> None:
+    client, runs, _ = mlflow_runs(study, "multirun/main")
+    rows = read_csv(study / "multirun/main/compare/stopping.csv")
+    assert {(r["strategy"], r["rule"]) for r in rows} >= {("random", "kappa>=0.99"),
+                                                          ("entropy", "plateau<0.005")}
+    assert "## When to stop labelling" in report.stdout
+    for row in rows:
+        assert 0 <= int(row["n_stopped"]) <= int(row["n_seeds"]) == 2
+        assert 20 <= float(row["mean_n_labeled"]) <= int(row["budget"]) == 40
 
 
 def test_cli_error_is_one_line_and_exit_2(study: Path) -> None:
@@ -240,8 +295,8 @@ class FakeReader:
 def test_missing_seeds_are_a_note_and_unfinished_runs_are_left_out() -> None:
     runs = [_stored("random", s, [10, 20]) for s in "012"] + \
         [_stored("margin", s, [10, 20]) for s in "02"]
-    report = build_report(CompareConf(tracking=TrackingConf()),
-                          FakeReader(runs, {"FINISHED": 5, "FAILED": 1}))
+    conf = CompareConf(tracking=TrackingConf(), metric="test/accuracy")
+    report = build_report(conf, FakeReader(runs, {"FINISHED": 5, "FAILED": 1}))
     assert any(n.startswith("margin lacks seed(s) 1 in synthetic / simple_cnn")
                for n in report.notes)
     assert any(n.startswith("1 run(s) not FINISHED") for n in report.notes)
@@ -249,7 +304,7 @@ def test_missing_seeds_are_a_note_and_unfinished_runs_are_left_out() -> None:
     margin = next(r for r in report.rows if r.strategy == "margin")
     assert margin.seeds == ("0", "2") and margin.test is not None and margin.test.n_pairs == 2
     with pytest.raises(ReportError, match=r"no FINISHED active-learning runs .*found: 2 FAILED"):
-        build_report(CompareConf(tracking=TrackingConf()), FakeReader([], {"FAILED": 2}))
+        build_report(conf, FakeReader([], {"FAILED": 2}))
 
 
 def test_settings_split_on_swept_params_but_not_on_budget() -> None:

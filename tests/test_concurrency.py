@@ -28,8 +28,10 @@ def count_everything(uri: str) -> None:
     exp = client.get_experiment_by_name("al_sim")
     runs = client.search_runs([exp.experiment_id])
     parents = [r for r in runs if r.data.tags.get("al_sim.role") == "sweep"]
-    children = [r for r in runs if r not in parents]
+    summaries = [r for r in runs if r.data.tags.get("al_sim.role") == "summary"]
+    children = [r for r in runs if r not in parents and r not in summaries]
     assert len(parents) == 1 and len(children) == 4
+    assert len(summaries) == len({r.data.tags["strategy"] for r in children})
     for run in children:
         assert run.info.status == "FINISHED"
         assert run.data.tags["mlflow.parentRunId"] == parents[0].info.run_id

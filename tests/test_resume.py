@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -78,6 +79,13 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path) -> None:
     assert metrics_rows(run_dir) == metrics_rows(straight / "run")
     _, reference = only_run(straight)
     assert resumed.data.metrics["final/aulc"] == reference.data.metrics["final/aulc"]
+    # the stopping signals continue as if never interrupted (kappa averages over rounds)
+    straight_client, _ = only_run(straight)
+    for key in ("stop/kappa", "stop/kappa_pair", "stop/class_change", "stop/plateau"):
+        got = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, key))
+        want = sorted((m.step, m.value)
+                      for m in straight_client.get_metric_history(reference.info.run_id, key))
+        assert np.array_equal(np.array(got), np.array(want), equal_nan=True), key
 
     # Finished now: the same command refuses to run it again by accident.
     twice = run_cli(args, killed)
@@ -119,8 +127,11 @@ def test_sweep_rerun_skips_finished_jobs_and_keeps_one_parent(tmp_path) -> None:
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("al_sim").experiment_id])
     parents = [r for r in runs if r.data.tags.get("al_sim.role") == "sweep"]
-    children = [r for r in runs if r not in parents]
+    summaries = [r for r in runs if r.data.tags.get("al_sim.role") == "summary"]
+    children = [r for r in runs if r not in parents and r not in summaries]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     assert sorted(r.data.tags["strategy"] for r in children) == ["entropy", "margin", "random"]
+    # each sweep end replaced the summary runs: one per strategy now, none left from the first
+    assert sorted(r.data.tags["strategy"] for r in summaries) == ["entropy", "margin", "random"]
     assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
     assert all(r.info.status == "FINISHED" for r in children)

@@ -38,8 +38,8 @@ class SyntheticDatasetConf:
     n_pool: int = 5000
     n_test: int = 2000
     image_size: int = 28
-    class_proportions: list[float] = field(default_factory=lambda: [0.6, 0.25, 0.15])
-    difficulty: float = 0.5
+    class_proportions: list[float] = field(default_factory=lambda: [0.8, 0.15, 0.05])
+    difficulty: float = 0.7
     label_noise: float = 0.0
     seed: int = 0
     preprocess: PreprocessConf = field(default_factory=PreprocessConf)

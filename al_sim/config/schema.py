@@ -14,7 +14,8 @@ from typing import Any
 from omegaconf import MISSING
 
 from al_sim.config.checks import fraction, non_negative, positive
-from al_sim.contract import lower_is_better
+from al_sim.contract import PRIMARY_METRIC, TEST_KEYS, lower_is_better
+from al_sim.core.stopping import StopRuleError, parse_rules
 from al_sim.errors import ConfigError
 
 
@@ -37,11 +38,24 @@ class BudgetConf:
     rounds: int = 8
     initial_selection: InitialSelection = InitialSelection.stratified
     full: bool = False  # train once on the whole pool (the upper bound), no queries
+    stop_when: str | None = None  # e.g. "kappa>=0.99": end the run early (al_sim.core.stopping)
+    stop_set_size: int = 500  # the fixed random pool subset the stopping signals are computed on
+    stop_window: int = 3  # rounds averaged (kappa) or compared (plateau)
+    stop_metric: str = "test/balanced_accuracy"  # the metric the plateau signal watches
 
     def __post_init__(self) -> None:
         if not self.full:
             positive("budget", initial=self.initial, query_size=self.query_size)
             non_negative("budget", rounds=self.rounds)
+        positive("budget", stop_set_size=self.stop_set_size, stop_window=self.stop_window)
+        if self.stop_metric not in TEST_KEYS:
+            raise ConfigError(f"budget.stop_metric must be one of {', '.join(TEST_KEYS)}, "
+                              f"got {self.stop_metric!r}")
+        if self.stop_when is not None and self.stop_when.strip():
+            try:
+                parse_rules(self.stop_when)
+            except StopRuleError as exc:
+                raise ConfigError(f"budget.stop_when: {exc}") from None
 
 
 # --------------------------------------------------------------------------- trainer
@@ -190,16 +204,22 @@ class CompareConf:
 
     tracking: TrackingConf = MISSING
     sweep_id: str = "latest"  # latest | all | a sweep dir as given to Hydra | its parent run id
-    metric: str = "test/accuracy"
+    metric: str = PRIMARY_METRIC  # balanced accuracy: ignoring a rare class does not pay
     reference: str = "random"
     target_fraction: float = 0.95  # of the full-data baseline's final metric
     target_value: float | None = None  # an absolute target; wins over target_fraction
     alpha: float = 0.05
     output_dir: str | None = None  # None: <sweep dir>/compare, else ./al_sim_compare/<sweep>
     log_artifacts: bool = True
+    stop_rules: list[str] = field(default_factory=list)  # e.g. ["kappa>=0.99", "plateau<0.005"]
 
     def __post_init__(self) -> None:
         fraction("compare", low_open=True, alpha=self.alpha)
+        for text in self.stop_rules:
+            try:
+                parse_rules(text)
+            except StopRuleError as exc:
+                raise ConfigError(f"compare.stop_rules: {exc}") from None
         positive("compare", target_fraction=self.target_fraction)
         if not self.metric.strip():
             raise ConfigError("compare.metric must name a logged metric, e.g. test/accuracy")

@@ -18,6 +18,7 @@ from al_sim.config.schema import BudgetConf
 from al_sim.core.metrics import classification_metrics
 from al_sim.core.oracle import Oracle
 from al_sim.core.pool import LabelPool
+from al_sim.core.stopping import PREFIX, StopMonitor, first_holding, parse_rules, stop_set
 from al_sim.core.training import Trainer
 from al_sim.data.base import ALDataset
 from al_sim.errors import BudgetError, ConfigError
@@ -50,11 +51,12 @@ class Seeds:
     train: int
     strategy: int
     oracle: int
+    stop: int  # the stop set (stopping signals)
 
     @classmethod
     def derive(cls, seed: int) -> Seeds:
         """Seeds spawned from ``seed`` (stable across releases: SeedSequence)."""
-        values = np.random.SeedSequence(seed).generate_state(5)
+        values = np.random.SeedSequence(seed).generate_state(6)  # prefix-stable: old 5 unchanged
         return cls(*(int(v) for v in values))
 
 
@@ -138,6 +140,11 @@ def _check_trained(fit: FitReport, probs: np.ndarray, round_: int) -> None:
         )
 
 
+def _rows(x: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    """Rows ``indices`` of the (possibly device-resident) image tensor ``x``."""
+    return x[indices.to(x.device)]
+
+
 def run_active_learning(
     dataset: ALDataset,
     model_factory: Callable[[int], ALModel],
@@ -172,12 +179,18 @@ def run_active_learning(
     hooks.fire("on_run_start", dataset, len(sizes))
     pool, result, model, first = LabelPool(dataset.n_pool), ALResult(), None, 0
     pending = None if resume is None else resume.pending
+    rules = parse_rules(budget.stop_when) if budget.stop_when else []
+    stop_idx = torch.from_numpy(stop_set(dataset.n_pool, budget.stop_set_size, seeds.stop))
+    monitor = StopMonitor(dataset.n_classes, budget.stop_window)
     if resume is not None:
         pool, result, first = resume.pool, resume.result, resume.round + 1
         oracle.restore(resume.oracle)
         if resume.model_state:  # empty when round 0 itself waited for labels
             model = model_factory(seeds.model)
             model.load_state_dict(resume.model_state)
+            monitor.restore(trainer.predict_proba(model, _rows(pool_x, stop_idx)),
+                            [r.signals for r in result.rounds],
+                            [r.metrics[budget.stop_metric] for r in result.rounds])
     for round_ in range(first, len(sizes)):
         view = None if model is None else _TrainedModelView(trainer, model, pool_x,
                                                             seeds.strategy + round_)
@@ -210,7 +223,7 @@ def run_active_learning(
         if model is None or trainer.conf.reinit_each_round:
             model = model_factory(seeds.model)
         labeled = pool.labeled_indices()
-        fit = trainer.fit(model, pool_x[torch.from_numpy(labeled).to(pool_x.device)],
+        fit = trainer.fit(model, _rows(pool_x, torch.from_numpy(labeled)),
                           pool.labels_of(labeled), dataset.n_classes, seeds.train + round_, val)
         train_s = time.perf_counter() - start
         start = time.perf_counter()
@@ -218,12 +231,20 @@ def run_active_learning(
         _check_trained(fit, probs, round_)
         eval_s = time.perf_counter() - start
         metrics = {f"test/{k}": v for k, v in classification_metrics(dataset.test_y, probs).items()}
-        round_result = RoundResult(round_, pool.n_labeled, metrics, train_s, query_s, fit, eval_s)
+        signals = monitor.update(trainer.predict_proba(model, _rows(pool_x, stop_idx)),
+                                 pool.round_of(stop_idx.numpy()) < 0, metrics[budget.stop_metric])
+        round_result = RoundResult(round_, pool.n_labeled, metrics, train_s, query_s, fit, eval_s,
+                                   signals)
         result.rounds.append(round_result)
         result.n_annotated = oracle.n_annotated
         hooks.fire("on_round_end", round_result)
         state = LoopState(round_, pool, oracle.state(), result, model.state_dict(),
                           hooks.states())
         hooks.fire("on_checkpoint", state)
+        rule = first_holding(rules, signals)
+        if rule is not None and round_ < len(sizes) - 1:
+            result.stopped_by = (f"{rule} ({rule.signal}={signals[PREFIX + rule.signal]:.4g} "
+                                 f"after round {round_}, {pool.n_labeled} labelled images)")
+            break
     hooks.fire("on_run_end", result)
     return result

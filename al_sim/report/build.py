@@ -22,6 +22,8 @@ from al_sim.contract import (
     BALANCED_ACCURACY,
     FINAL_AULC,
     FULL_STRATEGY,
+    TEST_KEYS,
+    aulc_key,
     results_neutral,
     tracking_uri,
 )
@@ -39,7 +41,16 @@ from al_sim.report.stats import (
     seed_order,
     summarize,
 )
-from al_sim.report.tables import markdown_report, write_csv_tables
+from al_sim.report.stopping import (
+    STOP_KEYS,
+    StopRow,
+    rules_of,
+    stop_markdown,
+    stop_records,
+    stop_rows,
+)
+from al_sim.report.summary_runs import log_summary_runs
+from al_sim.report.tables import markdown_report, write_csv_tables, write_records
 
 # Params that are the compared factors (and the budget, checked apart), not a setting.
 COMPARED = {"seed", "dataset.name", "model.name", "budget.name", "budget.initial",
@@ -79,6 +90,7 @@ class Report:
     names: list[str]
     penalty: np.ndarray
     notes: list[str]
+    stops: list[StopRow] = field(default_factory=list)
 
 
 def curve(run: StoredRun, key: str) -> tuple[np.ndarray, np.ndarray]:
@@ -145,6 +157,8 @@ def to_series(run: StoredRun, metric: str) -> RunSeries:
               for k in dict.fromkeys([ACCURACY, BALANCED_ACCURACY, metric])}
     if metric == ACCURACY and FINAL_AULC in run.metrics:
         area = float(run.metrics[FINAL_AULC])  # logged by the run itself
+    elif aulc_key(metric) in run.metrics:
+        area = float(run.metrics[aulc_key(metric)])
     else:
         area = aulc(steps, values)
     return RunSeries(run.tags.get("seed", "?"), steps, values, finals, area)
@@ -164,7 +178,8 @@ def baseline_for(setting: Setting, baselines: list[StoredRun],
 def build_report(conf: CompareConf, reader: RunReader, ref: SweepRef | None = None) -> Report:
     """Select the runs (unless ``ref`` is given), check they compare, compute every number."""
     ref = ref or reader.select(conf.tracking.experiment, conf.sweep_id)
-    keys = list(dict.fromkeys([conf.metric, ACCURACY, BALANCED_ACCURACY]))
+    keys = list(dict.fromkeys([conf.metric, ACCURACY, BALANCED_ACCURACY, *TEST_KEYS, *STOP_KEYS]))
+    rules = rules_of(conf.stop_rules)
     found, statuses = reader.runs(ref, keys)
     what = f"sweep {ref.sweep_id}" if ref.sweep_id else "any run"
     where = f"{what} of experiment {ref.experiment!r}"
@@ -183,7 +198,7 @@ def build_report(conf: CompareConf, reader: RunReader, ref: SweepRef | None = No
     for setting in settings:
         check_budgets(setting, conf.metric)
     full_runs = reader.baselines(ref, [conf.metric])
-    rows, curves, baselines, penalty_input = [], {}, {}, []
+    rows, curves, baselines, penalty_input, stops = [], {}, {}, [], []
     for setting in settings:
         series = {name: [to_series(r, conf.metric) for r in seeds.values()]
                   for name, seeds in sorted(setting.runs.items())}
@@ -210,8 +225,12 @@ def build_report(conf: CompareConf, reader: RunReader, ref: SweepRef | None = No
         curves[setting.label] = {n: aggregate(s[0].steps, [r.values for r in s])
                                  for n, s in series.items()}
         penalty_input.append({n: {r.seed: r.values for r in s} for n, s in series.items()})
+        stops += stop_rows(setting.label, {n: [(*curve(r, conf.metric), r.history)
+                                               for r in seeds.values()]
+                                           for n, seeds in setting.runs.items()}, rules)
     names, matrix = penalty_matrix(penalty_input, conf.alpha)
-    return Report(ref, conf.metric, settings, rows, curves, baselines, names, matrix, notes)
+    return Report(ref, conf.metric, settings, rows, curves, baselines, names, matrix, notes,
+                  stops)
 
 
 def output_folder(conf: CompareConf, ref: SweepRef, uri: str, launch_dir: Path) -> Path:
@@ -242,7 +261,9 @@ def write_report(report: Report, conf: CompareConf, folder: Path) -> list[Path]:
                               report.metric, conf.reference, report.baselines, folder)
     text = markdown_report(report.rows, report.names, report.penalty, report.metric,
                            conf.reference, report.baselines, report.notes, conf.alpha)
-    (folder / "summary.md").write_text(text)
+    (folder / "summary.md").write_text(text + "\n".join(["", *stop_markdown(report.stops,
+                                                                            report.metric)]))
+    files.append(write_records(folder / "stopping.csv", stop_records(report.stops)))
     selected = (f"# selected: experiment={report.ref.experiment} sweep_id={report.ref.sweep_id} "
                 f"parent_run_id={report.ref.parent_run_id}\n")
     (folder / "compare.yaml").write_text(selected + OmegaConf.to_yaml(OmegaConf.structured(conf)))
@@ -262,10 +283,14 @@ def run_compare(conf: CompareConf, launch_dir: Path, reader: RunReader | None = 
     write_report(report, conf, folder)
     print(markdown_report(report.rows, report.names, report.penalty, report.metric,
                           conf.reference, report.baselines, [], conf.alpha))
+    print("\n".join(stop_markdown(report.stops, report.metric)))
     for note in report.notes:
         print(f"note: {note}", file=sys.stderr)
     print(f"wrote {folder}")
     if conf.log_artifacts and report.ref.parent_run_id:
         reader.log_artifacts(report.ref.parent_run_id, folder, "compare")
         print(f"logged to MLflow run {report.ref.parent_run_id} (artifacts compare/)")
+        ids = log_summary_runs(reader, report.ref)
+        print(f"logged {len(ids)} summary run(s) (mean ± std per strategy, tag al_sim.role="
+              "summary) under it")
     return report

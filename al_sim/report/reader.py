@@ -10,14 +10,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from al_sim.contract import FULL_STRATEGY, ROLE_TAG, SWEEP_ID_TAG, SWEEP_ROLE
+from al_sim.contract import FULL_STRATEGY, ROLE_TAG, SUMMARY_ROLE, SWEEP_ID_TAG, SWEEP_ROLE
 from al_sim.errors import ConfigError, TrackingError
 from al_sim.tracking_http import check_reachable
 
 LATEST, ALL = "latest", "all"
+PARENT_TAG = "mlflow.parentRunId"
+METRIC_BATCH = 1000  # MLflow's log_batch limit
 
 
 @dataclass
@@ -32,6 +35,16 @@ class StoredRun:
     params: dict[str, str]
     metrics: dict[str, float]
     history: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+
+
+@dataclass
+class SummaryRun:
+    """A run the report writes: name, tags, params and (key, step, value) metric points."""
+
+    name: str
+    tags: dict[str, str]
+    params: dict[str, str]
+    metrics: list[tuple[str, int, float]]
 
 
 @dataclass
@@ -104,8 +117,8 @@ class RunReader:
             found = self._search(ref.experiment_id,
                                  f"tags.`mlflow.parentRunId` = '{ref.parent_run_id}'")
         else:
-            found = [r for r in self._search(ref.experiment_id)
-                     if r.data.tags.get(ROLE_TAG) != SWEEP_ROLE]
+            found = self._search(ref.experiment_id)
+        found = [r for r in found if r.data.tags.get(ROLE_TAG) not in (SWEEP_ROLE, SUMMARY_ROLE)]
         statuses: dict[str, int] = {}
         for run in found:
             statuses[run.info.status] = statuses.get(run.info.status, 0) + 1
@@ -129,6 +142,38 @@ class RunReader:
         return StoredRun(run.info.run_id, run.info.run_name or run.info.run_id, run.info.status,
                          run.info.start_time or 0, dict(run.data.tags), dict(run.data.params),
                          dict(run.data.metrics), history)
+
+    def replace_summary_runs(self, ref: SweepRef, runs: Iterable[SummaryRun],
+                             parent_tags: dict[str, str]) -> list[str]:
+        """Delete the summary runs an earlier report left under the sweep, log ``runs`` anew.
+
+        Each becomes a FINISHED child of the sweep's parent run (tag ``al_sim.role=summary``);
+        the parent gets ``parent_tags``. Returns the new run ids.
+        """
+        if ref.parent_run_id is None:
+            return []
+        try:
+            old = self._search(ref.experiment_id, f"tags.`{PARENT_TAG}` = '{ref.parent_run_id}' "
+                               f"and tags.`{ROLE_TAG}` = '{SUMMARY_ROLE}'")
+            for run in old:
+                self.client.delete_run(run.info.run_id)
+            self.client.log_batch(ref.parent_run_id,
+                                  tags=[RunTag(k, v) for k, v in parent_tags.items()])
+            return [self._log_summary(ref, run) for run in runs]
+        except MlflowException as exc:
+            raise TrackingError(f"cannot log summary runs at {self.uri}: "
+                                f"{str(exc).splitlines()[0]}") from exc
+
+    def _log_summary(self, ref: SweepRef, run: SummaryRun) -> str:
+        tags = {**run.tags, ROLE_TAG: SUMMARY_ROLE, PARENT_TAG: str(ref.parent_run_id)}
+        run_id = self.client.create_run(ref.experiment_id, run_name=run.name,
+                                        tags=tags).info.run_id
+        self.client.log_batch(run_id, params=[Param(k, v) for k, v in run.params.items()])
+        metrics = [Metric(k, float(v), 0, int(step)) for k, step, v in run.metrics]
+        for start in range(0, len(metrics), METRIC_BATCH):
+            self.client.log_batch(run_id, metrics=metrics[start:start + METRIC_BATCH])
+        self.client.set_terminated(run_id, "FINISHED")
+        return run_id
 
     def log_artifacts(self, run_id: str, folder: Path, artifact_path: str) -> None:
         """Upload every file of ``folder`` to ``run_id`` under ``artifact_path``."""

@@ -50,6 +50,11 @@ def summary_records(rows: Sequence[SummaryRow], metric: str, reference: str,
     return records
 
 
+def write_records(path: Path, records: Sequence[Mapping[str, str]]) -> Path:
+    """A CSV of ``records`` (header: their keys, in first-seen order)."""
+    return _write(path, list(dict.fromkeys(k for rec in records for k in rec)), records)
+
+
 def _write(path: Path, header: Sequence[str], records: Sequence[Mapping[str, str]]) -> Path:
     with path.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(header))

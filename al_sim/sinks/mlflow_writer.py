@@ -30,10 +30,13 @@ from al_sim.contract import (
     QUERY_S,
     ROLE_TAG,
     ROUND,
+    STOPPED_BY_TAG,
     SWEEP_ID_TAG,
     SWEEP_ROLE,
+    TEST_KEYS,
     TRAIN_S,
     WAITING_TAG,
+    aulc_key,
     default_artifact_location,
     tracking_uri,
     where_to_look,
@@ -207,6 +210,7 @@ class MLflowWriter(Callback):
             return
         now = int(time.time() * 1000)
         values = dict(result.metrics)
+        values.update(result.signals)
         values.update({ROUND: result.round, N_LABELED: result.n_labeled,
                        TRAIN_S: result.train_s, QUERY_S: result.query_s})
         metrics = [Metric(k, float(v), now, step) for k, v in values.items()]
@@ -221,7 +225,11 @@ class MLflowWriter(Callback):
         now, last = int(time.time() * 1000), result.rounds[-1].n_labeled
         metrics = [Metric(FINAL_AULC, result.aulc, now, last),
                    Metric(FINAL_N_ANNOTATED, float(result.n_annotated), now, last)]
-        self._call("metric logging", lambda: self.client.log_batch(self.run_id, metrics=metrics))
+        metrics += [Metric(aulc_key(k), result.aulc_of(k), now, last) for k in TEST_KEYS
+                    if all(k in r.metrics for r in result.rounds)]
+        tags = [] if result.stopped_by is None else [RunTag(STOPPED_BY_TAG, result.stopped_by)]
+        self._call("metric logging", lambda: self.client.log_batch(self.run_id, metrics=metrics,
+                                                                   tags=tags))
 
     def on_exception(self, exc: BaseException) -> None:
         if self.run_id is not None:
@@ -244,7 +252,6 @@ class MLflowWriter(Callback):
                   flush=True)
 
 
-# ---------------------------------------------------------------------- retry policy
 def call_with_retries(what: str, fn: Callable[[], T], uri: str,
                       policy: RetryPolicy | int | None = None) -> T:
     """``fn()``, retried with capped back-off while the store fails transiently.

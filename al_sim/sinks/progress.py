@@ -44,6 +44,8 @@ def summary_table(result: ALResult) -> str:
     lines += ["  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
     lines.append(f"AULC (accuracy vs labelled, normalised): {result.aulc:.4f}   "
                  f"images annotated: {result.n_annotated}")
+    if result.stopped_by:
+        lines.append(f"stopped early (budget.stop_when): {result.stopped_by}")
     return "\n".join(lines)
 
 
