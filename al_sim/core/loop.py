@@ -19,7 +19,7 @@ from al_sim.core.metrics import classification_metrics
 from al_sim.core.oracle import Oracle
 from al_sim.core.pool import LabelPool
 from al_sim.core.training import Trainer
-from al_sim.data.base import ALDataset
+from al_sim.data.base import ALDataset, ImageRows
 from al_sim.errors import BudgetError, ConfigError
 from al_sim.events import ALResult, Callback, CallbackList, LoopState, QueryRecord, RoundResult
 from al_sim.models.base import ALModel
@@ -78,11 +78,11 @@ def initial_indices(budget: BudgetConf, dataset: ALDataset, rng: np.random.Gener
 class _TrainedModelView:
     """The strategies' window on the current model (see ``ModelView``)."""
 
-    def __init__(self, trainer: Trainer, model: ALModel, pool_x: torch.Tensor, seed: int) -> None:
-        self._trainer, self._model, self._x, self._seed = trainer, model, pool_x, seed
+    def __init__(self, trainer: Trainer, model: ALModel, dataset: ALDataset, seed: int) -> None:
+        self._trainer, self._model, self._dataset, self._seed = trainer, model, dataset, seed
 
-    def _images(self, indices: np.ndarray) -> torch.Tensor:
-        return self._x[torch.from_numpy(np.asarray(indices, dtype=np.int64))]
+    def _images(self, indices: np.ndarray) -> torch.Tensor | ImageRows:
+        return self._dataset.pool_rows(indices)  # lazy for a memory-mapped pool
 
     def probs(self, indices: np.ndarray) -> np.ndarray:
         return self._trainer.predict_proba(self._model, self._images(indices))
@@ -105,7 +105,7 @@ def _select(round_: int, budget: BudgetConf, dataset: ALDataset, pool: LabelPool
         return Selection(picked, np.full(len(picked), np.nan))
     labeled = pool.labeled_indices()
     ctx = QueryContext(
-        model=_TrainedModelView(trainer, model, dataset.pool_x, seeds.strategy + round_),
+        model=_TrainedModelView(trainer, model, dataset, seeds.strategy + round_),
         unlabeled=pool.unlabeled_indices(),
         labeled=labeled,
         labeled_y=pool.labels_of(labeled),
@@ -173,7 +173,7 @@ def run_active_learning(
         if model is None or trainer.conf.reinit_each_round:
             model = model_factory(seeds.model)
         labeled = pool.labeled_indices()
-        fit = trainer.fit(model, dataset.pool_x[torch.from_numpy(labeled)],
+        fit = trainer.fit(model, dataset.pool_rows(labeled),
                           pool.labels_of(labeled), dataset.n_classes, seeds.train + round_, val)
         train_s = time.perf_counter() - start
         start = time.perf_counter()
