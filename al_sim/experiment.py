@@ -56,7 +56,8 @@ def run_experiment(cfg: DictConfig, run: RunInfo, callbacks: CallbackList,
                         seed=Seeds.derive(cfg.seed).oracle)
 
         def model_factory(seed: int) -> ALModel:
-            return build_model(cfg.model, dataset.image_shape[0], dataset.n_classes, seed)
+            return build_model(cfg.model, dataset.image_shape[0], dataset.n_classes, seed,
+                               input_size=dataset.image_shape[-1])
 
         budget = OmegaConf.to_object(cfg.budget)
         result = run_active_learning(dataset, model_factory, strategy, oracle, trainer, budget,
