@@ -74,7 +74,8 @@ def _lesion_masks(
         wobble += amps[:, j, None, None] * np.cos(k * theta + phases[:, j, None, None])
     border = radius[:, None, None] * (1.0 + _WOBBLE * irregularity[:, None, None] * wobble)
     edge = 0.4 + 1.2 * (1.0 - irregularity[:, None, None])  # smooth benign, sharp malignant
-    return 1.0 / (1.0 + np.exp(-(border - rho) / edge))
+    with np.errstate(over="ignore"):  # far outside a lesion: exp overflows to inf, mask 0
+        return 1.0 / (1.0 + np.exp(-(border - rho) / edge))
 
 
 def _render(
