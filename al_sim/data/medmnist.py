@@ -25,14 +25,13 @@ import torch
 from al_sim.config.data import MedMNISTDatasetConf
 from al_sim.core.sampling import stratified_sample
 from al_sim.data.base import ALDataset
-from al_sim.data.npz import read_member
+from al_sim.data.npz import in_memory_max_bytes, read_member
 from al_sim.errors import DataError
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
 _HASH_CHUNK = 1 << 20
-_MB = 1 << 20
 _NPY_MAGIC = b"\x93NUMPY"
 _LABELS_IN_MEMORY = 1 << 62  # label vectors are always read whole
 
@@ -170,13 +169,13 @@ def _check_labels(y: np.ndarray, key: str, path: Path, n_images: int, n_classes:
 
 def read_medmnist(name: str, size: int = 28, root: str | Path = "~/.medmnist",
                   verify_checksum: bool = False, download: bool = False,
-                  in_memory_max_mb: float = math.inf,
+                  in_memory_max_mb: float | None = math.inf,
                   cache_dir: str | Path | None = None) -> MedMNISTSplits:
     """Open, check and read every split of one MedMNIST archive (DataError on any problem).
 
-    Image arrays larger than ``in_memory_max_mb`` are memory-mapped (see
-    :mod:`al_sim.data.npz`); compressed ones are extracted once into
-    ``cache_dir`` (default ``<root>/al_sim_cache``).
+    Image arrays larger than ``in_memory_max_mb`` (None: auto, see
+    :func:`al_sim.data.npz.in_memory_max_bytes`) are memory-mapped; compressed
+    ones are extracted once into ``cache_dir`` (default ``<root>/al_sim_cache``).
     """
     info = dataset_info(name)
     if "multi-label" in info["task"]:
@@ -204,6 +203,7 @@ def read_medmnist(name: str, size: int = 28, root: str | Path = "~/.medmnist",
         raise DataError(f"{path} is not a readable .npz archive ({exc}); re-download it") from exc
     n_classes = len(info["label"])
     cache = None if cache_dir is None else Path(cache_dir).expanduser().resolve()
+    max_bytes = in_memory_max_bytes(in_memory_max_mb)
     images: dict[str, np.ndarray] = {}
     labels: dict[str, np.ndarray] = {}
     with archive:
@@ -216,7 +216,7 @@ def read_medmnist(name: str, size: int = 28, root: str | Path = "~/.medmnist",
                 f"{', '.join(files) or 'none'}); a MedMNIST archive holds {', '.join(wanted)}"
             )
         for split in SPLITS:
-            x = read_member(archive, path, f"{split}_images", in_memory_max_mb * _MB, cache)
+            x = read_member(archive, path, f"{split}_images", max_bytes, cache)
             x = _check_images(x, f"{split}_images", path, info, size)
             y = read_member(archive, path, f"{split}_labels", _LABELS_IN_MEMORY)
             labels[split] = _check_labels(y, f"{split}_labels", path, len(x), n_classes)

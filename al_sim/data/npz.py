@@ -16,8 +16,10 @@ import logging
 import os
 import shutil
 import struct
+import sys
 import tempfile
 import zipfile
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,12 +27,20 @@ import numpy as np
 
 from al_sim.errors import DataError
 
+try:
+    import resource
+except ImportError:  # not on Windows
+    resource = None  # type: ignore[assignment]
+
 log = logging.getLogger(__name__)
 
 _LOCAL_HEADER = struct.Struct("<4sHHHHHIIIHH")  # the zip local file header (30 bytes)
 _LOCAL_SIGNATURE = b"PK\x03\x04"
 _COPY_CHUNK = 16 << 20  # bytes decompressed per step when extracting a member
 _MB = 1 << 20
+AUTO_SHARE = 0.25  # auto: arrays above this share of the process's memory are memory-mapped
+_FALLBACK_BUDGET = 8 << 30  # when the system says nothing about memory
+_CGROUP_LIMITS = ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")
 
 
 @dataclass(frozen=True)
@@ -149,6 +159,49 @@ def _extract(archive: zipfile.ZipFile, path: Path, m: Member, cache: Path) -> No
         raise
 
 
+def _status_bytes(field: str) -> int:
+    """A ``kB`` field of ``/proc/self/status`` in bytes (0 where there is none)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def memory_budget() -> int:
+    """Bytes this process may still allocate: MemAvailable, lowered by what is left of
+    RLIMIT_DATA / RLIMIT_AS and by a cgroup memory limit (each where the system exposes it)."""
+    limits = []
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                limits.append(int(line.split()[1]) * 1024)
+    except OSError:
+        pass
+    for name, used in (("RLIMIT_DATA", "VmData"), ("RLIMIT_AS", "VmSize")):
+        soft = resource.getrlimit(getattr(resource, name))[0] if resource else -1
+        if soft not in (-1, getattr(resource, "RLIM_INFINITY", -1)):
+            limits.append(max(0, soft - _status_bytes(used)))  # what is left of the limit
+    for cgroup in _CGROUP_LIMITS:
+        try:
+            text = Path(cgroup).read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit() and int(text) < 1 << 60:
+            limits.append(int(text))
+    return min(limits) if limits else _FALLBACK_BUDGET
+
+
+def in_memory_max_bytes(in_memory_max_mb: float | None) -> int:
+    """The size above which an array is memory-mapped: the setting, or auto (a share of
+    :func:`memory_budget`)."""
+    if in_memory_max_mb is None:
+        return int(memory_budget() * AUTO_SHARE)
+    return int(min(in_memory_max_mb * _MB, sys.maxsize))
+
+
 def read_member(archive: zipfile.ZipFile, path: Path, key: str, in_memory_max_bytes: int,
                 cache_dir: Path | None = None) -> np.ndarray:
     """Array ``key``: read whole up to ``in_memory_max_bytes``, memory-mapped above."""
@@ -169,3 +222,35 @@ def read_member(archive: zipfile.ZipFile, path: Path, key: str, in_memory_max_by
     else:
         log.info("%s: memory-mapping %s from the extracted %s", path.name, key, cache)
     return np.load(cache, mmap_mode="r", allow_pickle=False)
+
+
+Chunks = tuple[tuple[int, ...], np.dtype, Iterable[np.ndarray]]
+
+
+def write_stored(path: Path, arrays: Mapping[str, np.ndarray | Chunks]) -> None:
+    """Write an uncompressed ``.npz`` whose members can be memory-mapped in place.
+
+    Each value is an array, or ``(shape, dtype, chunks)`` whose chunks (split
+    along the first axis) are written one by one, so an archive larger than
+    memory can be built.
+    """
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for key, spec in arrays.items():
+            if isinstance(spec, np.ndarray):
+                shape, dtype, chunks = spec.shape, spec.dtype, [spec]
+            else:
+                shape, dtype, chunks = spec
+            dtype = np.dtype(dtype)
+            header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False,
+                      "shape": tuple(shape)}
+            expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+            written = 0
+            with zf.open(f"{key}.npy", "w", force_zip64=True) as f:
+                np.lib.format.write_array_header_2_0(f, header)
+                for chunk in chunks:
+                    data = np.ascontiguousarray(chunk, dtype=dtype)
+                    f.write(data.tobytes())
+                    written += data.nbytes
+            if written != expected:
+                raise ValueError(f"{key}: chunks hold {written} bytes, shape {shape} needs "
+                                 f"{expected}")
