@@ -25,6 +25,7 @@ import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,7 +42,7 @@ MB = 1 << 20
 RUN_ARGS = ["dataset=medmnist", f"dataset.name={NAME}", f"dataset.size={SIZE}",
             "budget=tiny", "budget.rounds=1", "model=simple_cnn", "model.widths=[2]",
             "model.hidden=4", "trainer.epochs=1", "trainer.min_steps=2",
-            "trainer.eval_batch_size=256", "trainer.num_threads=1", "progress=false",
+            "trainer.num_threads=1", "progress=false",
             "hydra.run.dir=run"]
 
 
@@ -72,28 +73,59 @@ def write_archive(root: Path, n_train: int, n_val: int = 64, n_test: int = 128,
     return path
 
 
-def run_limited(args: list[str], cwd: Path, limit_bytes: int,
-                timeout: float = 1200) -> tuple[subprocess.CompletedProcess[str], float, int]:
-    """``python -m al_sim.run args`` under RLIMIT_DATA; its result, wall s and peak RSS bytes."""
+def _status(pid: int) -> dict[str, int]:
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return {}
+    return {k: int(v.split()[0]) * 1024 for k, v in
+            (line.split(":", 1) for line in text.splitlines()) if v.strip().endswith("kB")}
+
+
+def run_limited(args: list[str], cwd: Path, limit_bytes: int | None,
+                timeout: float = 1200) -> tuple[subprocess.CompletedProcess[str], float, dict]:
+    """``python -m al_sim.run args`` under RLIMIT_DATA (None: no limit).
+
+    Returns the finished process, its wall seconds and the peaks of its
+    ``/proc/<pid>/status`` fields sampled every 50 ms (``VmData``: what the
+    limit counts; ``RssAnon``: resident memory that is not file pages).
+    """
 
     def limit() -> None:
-        resource.setrlimit(resource.RLIMIT_DATA, (limit_bytes, limit_bytes))
+        if limit_bytes is not None:
+            resource.setrlimit(resource.RLIMIT_DATA, (limit_bytes, limit_bytes))
 
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    peaks: dict[str, int] = {}
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "al_sim.run", *args], cwd=cwd, env=env,
-                          preexec_fn=limit, capture_output=True, text=True, timeout=timeout,
-                          check=False)
+    with subprocess.Popen([sys.executable, "-m", "al_sim.run", *args], cwd=cwd, env=env,
+                          preexec_fn=limit, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True) as child:
+        out: dict[str, str] = {}
+        readers = [threading.Thread(target=lambda n=n, s=s: out.__setitem__(n, s.read()))
+                   for n, s in (("stdout", child.stdout), ("stderr", child.stderr))]
+        for reader in readers:
+            reader.start()
+        while child.poll() is None and time.perf_counter() - start < timeout:
+            for key, value in _status(child.pid).items():
+                peaks[key] = max(peaks.get(key, 0), value)
+            time.sleep(0.05)
+        if child.poll() is None:
+            child.kill()
+        for reader in readers:
+            reader.join()
     wall = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # KiB, max over children
-    return proc, wall, max(peak, before) * 1024
+    proc = subprocess.CompletedProcess(child.args, child.returncode, out.get("stdout", ""),
+                                       out.get("stderr", ""))
+    return proc, wall, peaks
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pool-mb", type=float, default=1600)
     parser.add_argument("--limit-mb", type=float, default=1400)
+    parser.add_argument("--probe", action="store_true",
+                        help="no limit, memory-mapped run only: measure what a run needs")
     opts = parser.parse_args()
     n_train = int(opts.pool_mb * MB) // (SIZE * SIZE)
     with tempfile.TemporaryDirectory() as tmp:
@@ -102,16 +134,19 @@ def main() -> None:
         path = write_archive(work / "data", n_train)
         print(f"archive {path.name}: {n_train} pool images of {SIZE}x{SIZE}, "
               f"{path.stat().st_size / MB:.0f} MB, written in {time.perf_counter() - start:.1f} s")
-        limit = int(opts.limit_mb * MB)
+        limit = None if opts.probe else int(opts.limit_mb * MB)
         args = [*RUN_ARGS, f"dataset.root={work / 'data'}"]
-        for label, extra in (("memory-mapped (default)", []),
-                             ("read whole", [f"dataset.in_memory_max_mb={opts.pool_mb * 2}"])):
+        runs = (("memory-mapped (default)", ["dataset.in_memory_max_mb=0"] if opts.probe else []),
+                ("read whole", [f"dataset.in_memory_max_mb={opts.pool_mb * 2}"]))
+        for label, extra in runs[:1] if opts.probe else runs:
             cwd = work / label.split()[0]
             cwd.mkdir()
-            proc, wall, peak = run_limited([*args, *extra], cwd, limit)
+            proc, wall, peaks = run_limited([*args, *extra], cwd, limit)
             last = (proc.stderr.strip().splitlines() or [""])[-1][:160]
             print(f"{label:24s} RLIMIT_DATA {opts.limit_mb:.0f} MB: exit {proc.returncode}, "
-                  f"{wall:.1f} s wall, peak RSS so far {peak / MB:.0f} MB; {last}")
+                  f"{wall:.1f} s wall; peak VmData {peaks.get('VmData', 0) / MB:.0f} MB, "
+                  f"RssAnon {peaks.get('RssAnon', 0) / MB:.0f} MB, "
+                  f"VmRSS {peaks.get('VmRSS', 0) / MB:.0f} MB; {last}")
 
 
 if __name__ == "__main__":
