@@ -7,6 +7,7 @@ stored (uncompressed) so they map in place.
 
 from __future__ import annotations
 
+import csv
 import logging
 import os
 import warnings
@@ -20,6 +21,7 @@ from al_sim.data import npz
 from al_sim.data.base import ImageRows
 from al_sim.data.medmnist import file_name, load_medmnist
 from al_sim.errors import DataError
+from tests.conftest import run_cli
 
 SPLITS = {"train": 12, "val": 4, "test": 6}
 
@@ -165,3 +167,29 @@ def test_write_stored_refuses_chunks_that_do_not_fill_the_shape(tmp_path: Path) 
     chunks = [np.zeros((2, 4), np.uint8)]
     with pytest.raises(ValueError, match="chunks hold 8 bytes"):
         npz.write_stored(tmp_path / "x.npz", {"a": ((3, 4), np.uint8, chunks)})
+
+
+@pytest.mark.slow
+def test_a_mapped_pool_gives_the_same_run_as_one_in_memory(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    data = {}
+    for split, n in {"train": 160, "val": 20, "test": 60}.items():
+        y = np.arange(n) % 2
+        x = rng.integers(0, 120, (n, 64, 64), dtype=np.uint8)
+        x[y == 1, 20:44, 20:44] += 100  # a learnable class signal
+        data[f"{split}_images"], data[f"{split}_labels"] = x, y.astype(np.uint8)[:, None]
+    npz.write_stored(tmp_path / "pneumoniamnist_64.npz", data)
+    outputs = {}
+    for label, limit in (("mapped", "0"), ("loaded", "100000")):
+        (tmp_path / label).mkdir()
+        proc = run_cli(["dataset=medmnist", f"dataset.root={tmp_path}", "dataset.size=64",
+                        f"dataset.in_memory_max_mb={limit}", "budget=tiny", "trainer.epochs=1",
+                        "trainer.min_steps=4", "trainer.num_threads=1", "progress=false",
+                        "hydra.run.dir=run"], tmp_path / label)
+        assert proc.returncode == 0, proc.stderr
+        with (tmp_path / label / "run" / "metrics.csv").open() as f:
+            metrics = [{k: v for k, v in row.items() if not k.startswith("time/")}
+                       for row in csv.DictReader(f)]
+        outputs[label] = ((tmp_path / label / "run" / "queries.csv").read_text(), metrics)
+    assert outputs["mapped"] == outputs["loaded"]
+    assert len(outputs["mapped"][1]) == 3

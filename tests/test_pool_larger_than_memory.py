@@ -3,11 +3,12 @@
 The limit is RLIMIT_DATA (``ulimit -d``): heap, anonymous and private
 writable memory, i.e. what a copy of the pool would need; a read-only file
 mapping does not count. It is set to what torch and al_sim need after import
-plus 1 GiB of room for the run, and the pool (a MedMNIST+-layout 224 px
-archive, stored uncompressed) is made 400 MiB larger than that limit. The run
+plus 1.3 GiB of room for the run, and the pool (a MedMNIST+-layout 224 px
+archive, stored uncompressed) is made 800 MiB larger than that limit. The run
 scores the whole pool (entropy) and must finish; the same run told to read
 the pool whole must fail under the same limit, which shows the limit bites.
-Minutes on a loaded 2-core machine: ``slow``.
+About 10 minutes on the loaded 2-core machine (scoring 67k images of 224 px
+on one thread): ``slow``.
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ from benchmarks.large_pool import MB, RUN_ARGS, SIZE, run_limited, write_archive
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not sys.platform.startswith("linux"),
                                  reason="RLIMIT_DATA counts mmap only on Linux")]
-ROOM = 1024 * MB  # for the run itself (Hydra, MLflow, activations) beyond the imports
-EXCESS = 400 * MB  # pool size above the limit
+ROOM = 1300 * MB  # for the run itself (MLflow store, activations, allocator slack); a run
+# peaked 350 MB above its imports (BENCHMARKS.md), but runs under a tighter limit failed
+EXCESS = 800 * MB  # pool size above the limit
 
 
 def imported_vm_data() -> int:
