@@ -41,8 +41,9 @@ def test_a_run_on_a_pool_far_larger_than_its_memory(tmp_path: Path) -> None:
         pool = archive.stat().st_size
         assert pool > POOL_BYTES
         (tmp_path / "run").mkdir()
-        proc, _, peaks = run_limited([*RUN_ARGS, f"dataset.root={data}"], tmp_path / "run",
-                                     None)
+        # in_memory_max_mb=0: map it even where auto would read it (24 GB machines can)
+        proc, _, peaks = run_limited([*RUN_ARGS, f"dataset.root={data}",
+                                      "dataset.in_memory_max_mb=0"], tmp_path / "run", None)
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert peaks["RssAnon"] < pool / 2, peaks  # measured: 805 MB for this 3.2 GB pool
         assert peaks["VmData"] < pool, peaks  # measured: 1,445 MB
