@@ -95,7 +95,8 @@ def run_experiment(cfg: DictConfig, run: RunInfo, callbacks: CallbackList,
         oracle = build_oracle(cfg, dataset, run.run_dir)
 
         def model_factory(seed: int) -> ALModel:
-            return build_model(cfg.model, dataset.image_shape[0], dataset.n_classes, seed)
+            return build_model(cfg.model, dataset.image_shape[0], dataset.n_classes, seed,
+                               input_size=dataset.image_shape[-1])
 
         check_input_size(model_factory, dataset, str(cfg.model.name))
         budget = OmegaConf.to_object(cfg.budget)

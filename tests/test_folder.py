@@ -85,6 +85,29 @@ def test_mixed_sizes_and_modes_are_resized_and_converted(tmp_path: Path) -> None
     assert by_id["alpha.png"][:, 3, 3].tolist() == [0, 255, 0]
 
 
+@pytest.mark.parametrize("size", [128, 224])
+def test_large_photos_and_scans_are_resized_to_128_and_224_px(tmp_path: Path, size: int) -> None:
+    root = make_folder(tmp_path, n_pool=0)
+    pool = root / "unlabeled_pool_images"
+    pool.mkdir()
+    ramp = np.tile(np.linspace(0, 255, 2048).astype(np.uint8), (1536, 1))  # dark left, bright right
+    Image.fromarray(np.stack([ramp] * 3, axis=-1)).save(pool / "photo.jpg", quality=95)
+    scan = np.tile(np.linspace(0, 65535, 1200).astype(np.uint16)[:, None], (1, 900))  # rows ramp
+    Image.fromarray(scan).save(pool / "scan.tif")
+    _png(pool / "thumb.png", 90, size=(12, 12))
+    names = ("photo.jpg", "scan.tif", "thumb.png")
+    write_csv(root, [(n, "benign") for n in names])
+    for channels in (1, 3):
+        ds = load_folder(root=str(root), image_size=size, channels=channels)
+        assert ds.image_shape == (channels, size, size) and ds.test_x.shape[1:] == ds.image_shape
+        by_id = {i.split("/")[-1]: x.int() for i, x in zip(ds.pool_ids, ds.pool_x, strict=True)}
+        photo, scan_x, thumb = by_id["photo.jpg"], by_id["scan.tif"], by_id["thumb.png"]
+        assert photo[:, size // 2, 2].max() < 10 and photo[:, size // 2, -3].min() > 245
+        assert abs(int(photo[0, size // 2, size // 2]) - 128) <= 4
+        assert scan_x[0, 2, size // 2] < 10 and scan_x[0, -3, size // 2] > 245  # 16 bit -> 8 bit
+        assert (thumb == 90).all()  # upscaled from 12 px
+
+
 def test_unreadable_image_is_named(tmp_path: Path) -> None:
     root = make_folder(tmp_path)
     (root / "unlabeled_pool_images" / "p03.png").write_bytes(b"not a png")

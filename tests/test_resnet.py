@@ -1,4 +1,5 @@
-"""ResNet-18: shapes for 1/3 channels at 28/64 px, small-input stem, dropout only in the head."""
+"""ResNet-18: shapes for 1/3 channels at 28-224 px, the stem per input size, dropout only in
+the head (ImageNet weights: tests/test_pretrained.py)."""
 
 from __future__ import annotations
 
@@ -24,10 +25,15 @@ def _one_thread() -> None:
     torch.set_num_threads(1)
 
 
+KNOBS = {"dropout": 0.3, "small_input_stem": True, "small_stem_max_size": 64,
+         "pretrained": False}
+
+
 @pytest.mark.parametrize("channels", [1, 3])
-@pytest.mark.parametrize("size", [28, 64])
+@pytest.mark.parametrize("size", [28, 64, 128, 224])
 def test_features_and_logits_shapes(channels: int, size: int) -> None:
-    model = ResNet18(in_channels=channels, n_classes=4, **KNOBS).eval()
+    knobs = dict(KNOBS, small_input_stem="auto")
+    model = ResNet18(in_channels=channels, n_classes=4, input_size=size, **knobs).eval()
     x = torch.randn(2, channels, size, size)
     with torch.no_grad():
         z = model.features(x)
@@ -35,25 +41,24 @@ def test_features_and_logits_shapes(channels: int, size: int) -> None:
     assert isinstance(model, ALModel) and model.embedding_dim == 512 and model.n_classes == 4
     assert z.shape == (2, 512) and logits.shape == (2, 4)
     assert torch.allclose(model.head(z), logits)
-
-KNOBS = {"dropout": 0.3, "small_input_stem": True}
+    assert model.small_input_stem == (size <= 64)
 
 
 def test_small_input_stem_keeps_resolution_and_imagenet_stem_is_optional() -> None:
     small = ResNet18(1, 2, **KNOBS)
     assert small.trunk[0].kernel_size == (3, 3) and small.trunk[0].stride == (1, 1)
     assert small.trunk[0].in_channels == 1 and isinstance(small.trunk[3], nn.Identity)
-    big = ResNet18(1, 2, dropout=0.3, small_input_stem=False)
+    big = ResNet18(1, 2, **dict(KNOBS, small_input_stem=False))
     assert big.trunk[0].kernel_size == (7, 7) and big.trunk[0].stride == (2, 2)
     assert big.trunk[0].in_channels == 1 and isinstance(big.trunk[3], nn.MaxPool2d)
-    assert ResNet18(3, 2, dropout=0.3, small_input_stem=False).trunk[0].in_channels == 3
+    assert ResNet18(3, 2, **dict(KNOBS, small_input_stem=False)).trunk[0].in_channels == 3
     x = torch.randn(1, 1, 28, 28)
     layer4_small = small.trunk[:-2](x)  # before pooling
     assert layer4_small.shape[-2:] == (4, 4)
 
 
 def test_the_head_holds_the_only_dropout() -> None:
-    model = ResNet18(3, 5, dropout=0.5, small_input_stem=True)
+    model = ResNet18(3, 5, **dict(KNOBS, dropout=0.5))
     dropouts = [m for m in model.modules() if isinstance(m, nn.Dropout)]
     assert len(dropouts) == 1 and dropouts[0] is model.classifier.dropout
     assert isinstance(model.classifier, DropoutHead) and dropouts[0].p == 0.5
@@ -64,12 +69,29 @@ def test_the_head_holds_the_only_dropout() -> None:
     assert not torch.allclose(draws[0], draws[1])  # MC dropout varies only in the head
 
 
-def test_never_downloads_weights(monkeypatch) -> None:
-    def no_network(*args: object, **kwargs: object) -> None:
-        raise AssertionError("ResNet18 tried to download weights")
+@pytest.mark.parametrize(("size", "small"), [(None, True), (28, True), (64, True),
+                                             (65, False), (128, False), (224, False)])
+def test_auto_stem_is_small_up_to_the_threshold_and_imagenet_above(size, small) -> None:
+    model = ResNet18(1, 2, input_size=size, **dict(KNOBS, small_input_stem="auto"))
+    assert model.small_input_stem is small
+    assert model.trunk[0].kernel_size == ((3, 3) if small else (7, 7))
+    assert isinstance(model.trunk[3], nn.Identity if small else nn.MaxPool2d)
+    # an explicit choice wins over the size; the threshold is a knob
+    assert ResNet18(1, 2, input_size=224, **KNOBS).small_input_stem is True
+    assert ResNet18(1, 2, input_size=128, **dict(KNOBS, small_input_stem="auto",
+                                                 small_stem_max_size=128)).small_input_stem
 
-    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_network)
-    ResNet18(1, 2, **KNOBS)
+
+def test_imagenet_stem_at_224_px_ends_on_7x7_maps() -> None:
+    model = ResNet18(3, 2, input_size=224, **dict(KNOBS, small_input_stem="auto")).eval()
+    with torch.no_grad():
+        maps = model.trunk[:-2](torch.randn(1, 3, 224, 224))
+    assert maps.shape[-2:] == (7, 7)
+
+
+def test_bad_stem_choice_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="small_input_stem must be auto, true or false"):
+        ResNet18(1, 2, **dict(KNOBS, small_input_stem="big"))
 
 
 def test_built_from_config_with_seeded_weights() -> None:
@@ -81,7 +103,16 @@ def test_built_from_config_with_seeded_weights() -> None:
     assert torch.equal(a.trunk[0].weight, b.trunk[0].weight)
     assert not torch.equal(a.trunk[0].weight, c.trunk[0].weight)
     with pytest.raises(ConfigError, match="model.dropout"):
-        ResNet18(1, 2, dropout=1.0, small_input_stem=True)
+        ResNet18(1, 2, **dict(KNOBS, dropout=1.0))
+    assert a.small_input_stem  # no input size given: auto = the small stem
+    big = build_model(cfg, in_channels=1, n_classes=3, seed=7, input_size=224)
+    assert not big.small_input_stem and big.trunk[0].kernel_size == (7, 7)
+
+
+def test_models_without_an_input_size_argument_never_receive_it() -> None:
+    cfg = OmegaConf.load(REPO / "conf" / "model" / "simple_cnn.yaml")
+    model = build_model(cfg, in_channels=1, n_classes=3, seed=0, input_size=224)
+    assert model(torch.randn(2, 1, 224, 224)).shape == (2, 3)
 
 
 def test_trains_and_predicts_with_the_trainer() -> None:

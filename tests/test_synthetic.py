@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import pytest
 
 from al_sim.core.sampling import flip_labels
-from al_sim.data.synthetic import generate_images, load_synthetic
+from al_sim.data.synthetic import chunk_size, generate_images, load_synthetic
 from al_sim.errors import ConfigError, DataError
 
 
@@ -29,6 +31,33 @@ def test_class_proportions_are_respected() -> None:
 def test_image_size_is_configurable() -> None:
     x, _ = generate_images(10, 64, [0.5, 0.5], 0.2, seed=0)
     assert x.shape == (10, 1, 64, 64)
+
+
+# Digests of images al_sim has always drawn: any change to the recipe up to 64 px shows here.
+PINNED = {28: "aeaf7867e77e3291", 64: "e89f2a5cc6f582f0"}
+
+
+@pytest.mark.parametrize("size", [28, 64])
+def test_images_up_to_64_px_never_change(size: int) -> None:
+    x, y = generate_images(300, size, [0.6, 0.25, 0.15], 0.5, seed=11)
+    digest = hashlib.sha256(x.tobytes() + y.tobytes()).hexdigest()[:16]
+    assert digest == PINNED[size]
+
+
+@pytest.mark.parametrize("size", [128, 224])
+def test_large_images_are_chunked_deterministic_and_keep_their_classes(size: int) -> None:
+    n = 3 * chunk_size(size) + 5  # several chunks and a partial one
+    x, y = generate_images(n, size, [0.4, 0.3, 0.3], 0.0, seed=2)
+    again, _ = generate_images(n, size, [0.4, 0.3, 0.3], 0.0, seed=2)
+    assert x.shape == (n, 1, size, size) and x.dtype == np.uint8 and (x == again).all()
+    assert chunk_size(size) < n and chunk_size(size) * size * size <= 1 << 21
+    lo, hi = size * 3 // 8, size * 5 // 8
+    centre = x[:, 0, lo:hi, lo:hi].mean(axis=(1, 2))
+    assert centre[y == 1].mean() > centre[y == 0].mean() + 10  # lesions at every size
+    assert centre[y == 2].mean() > centre[y == 0].mean() + 10
+    per_image = x.reshape(n, -1).astype(np.float32)
+    assert per_image.std(axis=1).min() > 5  # textured, not flat
+    assert not (x[: chunk_size(size)] == x[chunk_size(size): 2 * chunk_size(size)]).all()
 
 
 def test_lesion_classes_are_brighter_at_the_centre_than_normal() -> None:

@@ -73,9 +73,13 @@ class MedMNISTDatasetConf:
     download: bool = False
     max_pool: int | None = None  # cap the pool (stratified subsample of the train split)
     seed: int = 0  # the dataset's own seed (the max_pool subsample): fixed across run seeds
+    in_memory_max_mb: float | None = None  # larger image arrays are memory-mapped (None: auto)
+    cache_dir: str | None = None  # where compressed large arrays are extracted (None: root)
     preprocess: PreprocessConf = field(default_factory=PreprocessConf)
 
     def __post_init__(self) -> None:
+        if self.in_memory_max_mb is not None:
+            non_negative("dataset", in_memory_max_mb=self.in_memory_max_mb)
         if not self.name:
             raise ConfigError("dataset.name must name a MedMNIST dataset, e.g. pneumoniamnist")
         if self.size not in (28, 64, 128, 224):

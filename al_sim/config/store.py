@@ -21,8 +21,9 @@ from al_sim.config.schema import (
 from al_sim.errors import ALSimError, ConfigError
 
 RESUME_MODES = ("auto", "true", "false")
-# Arguments a model receives from the data rather than from its config.
-MODEL_SUPPLIED = ("in_channels", "n_classes")
+# Arguments a model receives from the data rather than from its config (input_size: the
+# image side, given only to models whose constructor takes it).
+MODEL_SUPPLIED = ("in_channels", "n_classes", "input_size")
 ENABLED = "enabled"  # a callback node with enabled: false is not built
 STRATEGY_CONF = Path(__file__).resolve().parents[2] / "conf" / "strategy"  # the built-in ones
 

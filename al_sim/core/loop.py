@@ -20,7 +20,7 @@ from al_sim.core.oracle import Oracle
 from al_sim.core.pool import LabelPool
 from al_sim.core.stopping import PREFIX, StopMonitor, first_holding, parse_rules, stop_set
 from al_sim.core.training import Trainer
-from al_sim.data.base import ALDataset
+from al_sim.data.base import ALDataset, ImageRows
 from al_sim.errors import BudgetError, ConfigError
 from al_sim.events import (
     ALResult,
@@ -90,11 +90,12 @@ def initial_indices(budget: BudgetConf, dataset: ALDataset, rng: np.random.Gener
 class _TrainedModelView:
     """The strategies' window on the current model (see ``ModelView``)."""
 
-    def __init__(self, trainer: Trainer, model: ALModel, pool_x: torch.Tensor, seed: int) -> None:
-        self._trainer, self._model, self._x, self._seed = trainer, model, pool_x, seed
+    def __init__(self, trainer: Trainer, model: ALModel,
+                 rows: Callable[[np.ndarray], torch.Tensor | ImageRows], seed: int) -> None:
+        self._trainer, self._model, self._rows, self._seed = trainer, model, rows, seed
 
-    def _images(self, indices: np.ndarray) -> torch.Tensor:
-        return self._x[torch.from_numpy(np.asarray(indices, dtype=np.int64)).to(self._x.device)]
+    def _images(self, indices: np.ndarray) -> torch.Tensor | ImageRows:
+        return self._rows(indices)
 
     def probs(self, indices: np.ndarray) -> np.ndarray:
         return self._trainer.predict_proba(self._model, self._images(indices))
@@ -140,9 +141,13 @@ def _check_trained(fit: FitReport, probs: np.ndarray, round_: int) -> None:
         )
 
 
-def _rows(x: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
-    """Rows ``indices`` of the (possibly device-resident) image tensor ``x``."""
-    return x[indices.to(x.device)]
+def _pool_rows(dataset: ALDataset, pool_x: torch.Tensor
+               ) -> Callable[[np.ndarray], torch.Tensor | ImageRows]:
+    """Pool images by index: from the device copy when the pool went there, else the
+    dataset's own rows (lazy for a memory-mapped pool)."""
+    if pool_x is dataset.pool_x:
+        return dataset.pool_rows
+    return lambda idx: pool_x[torch.from_numpy(np.asarray(idx, dtype=np.int64)).to(pool_x.device)]
 
 
 def run_active_learning(
@@ -176,11 +181,12 @@ def run_active_learning(
         val = (dataset.val_x, dataset.val_y)
     # on a GPU the uint8 pool and test images move there once when they fit
     pool_x, test_x = trainer.place(dataset.pool_x), trainer.place(dataset.test_x)
+    rows = _pool_rows(dataset, pool_x)
     hooks.fire("on_run_start", dataset, len(sizes))
     pool, result, model, first = LabelPool(dataset.n_pool), ALResult(), None, 0
     pending = None if resume is None else resume.pending
     rules = parse_rules(budget.stop_when) if budget.stop_when else []
-    stop_idx = torch.from_numpy(stop_set(dataset.n_pool, budget.stop_set_size, seeds.stop))
+    stop_idx = stop_set(dataset.n_pool, budget.stop_set_size, seeds.stop)
     monitor = StopMonitor(dataset.n_classes, budget.stop_window)
     if resume is not None:
         pool, result, first = resume.pool, resume.result, resume.round + 1
@@ -188,11 +194,11 @@ def run_active_learning(
         if resume.model_state:  # empty when round 0 itself waited for labels
             model = model_factory(seeds.model)
             model.load_state_dict(resume.model_state)
-            monitor.restore(trainer.predict_proba(model, _rows(pool_x, stop_idx)),
+            monitor.restore(trainer.predict_proba(model, rows(stop_idx)),
                             [r.signals for r in result.rounds],
                             [r.metrics[budget.stop_metric] for r in result.rounds])
     for round_ in range(first, len(sizes)):
-        view = None if model is None else _TrainedModelView(trainer, model, pool_x,
+        view = None if model is None else _TrainedModelView(trainer, model, rows,
                                                             seeds.strategy + round_)
         if pending is not None and pending.round == round_:  # the batch the expert labels
             selection, query_s = Selection(pending.indices, pending.scores), pending.query_s
@@ -223,7 +229,7 @@ def run_active_learning(
         if model is None or trainer.conf.reinit_each_round:
             model = model_factory(seeds.model)
         labeled = pool.labeled_indices()
-        fit = trainer.fit(model, _rows(pool_x, torch.from_numpy(labeled)),
+        fit = trainer.fit(model, rows(labeled),
                           pool.labels_of(labeled), dataset.n_classes, seeds.train + round_, val)
         train_s = time.perf_counter() - start
         start = time.perf_counter()
@@ -231,8 +237,8 @@ def run_active_learning(
         _check_trained(fit, probs, round_)
         eval_s = time.perf_counter() - start
         metrics = {f"test/{k}": v for k, v in classification_metrics(dataset.test_y, probs).items()}
-        signals = monitor.update(trainer.predict_proba(model, _rows(pool_x, stop_idx)),
-                                 pool.round_of(stop_idx.numpy()) < 0, metrics[budget.stop_metric])
+        signals = monitor.update(trainer.predict_proba(model, rows(stop_idx)),
+                                 pool.round_of(stop_idx) < 0, metrics[budget.stop_metric])
         round_result = RoundResult(round_, pool.n_labeled, metrics, train_s, query_s, fit, eval_s,
                                    signals)
         result.rounds.append(round_result)

@@ -10,13 +10,52 @@ import torch
 from al_sim.errors import DataError
 
 
+class ImageRows:
+    """Rows ``indices`` of a uint8 image tensor, gathered only when sliced or indexed.
+
+    Stands in for ``images[indices]`` where that copy would be the whole pool
+    (scoring a memory-mapped pool): ``len``, ``shape``, ``dtype``, ``ndim``, and
+    ``rows[a:b]`` / ``rows[index_tensor]`` return the gathered uint8 tensor of
+    just those rows, which is all the trainer asks of its input.
+    """
+
+    def __init__(self, images: torch.Tensor, indices: torch.Tensor) -> None:
+        self._images, self._indices = images, indices
+
+    def __len__(self) -> int:
+        return len(self._indices)
+
+    @property
+    def shape(self) -> torch.Size:
+        """``(len, C, H, W)``."""
+        return torch.Size((len(self._indices), *self._images.shape[1:]))
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The images' dtype (uint8)."""
+        return self._images.dtype
+
+    @property
+    def ndim(self) -> int:
+        """4."""
+        return self._images.ndim
+
+    def __getitem__(self, key: slice | int | torch.Tensor | np.ndarray) -> torch.Tensor:
+        if isinstance(key, np.ndarray):
+            key = torch.from_numpy(key)
+        return self._images[self._indices[key]]
+
+
 @dataclass
 class ALDataset:
     """A pool to query, a test split to evaluate on, and optionally a validation split.
 
     Images are uint8 tensors ``N x C x H x W``; conversion to float happens per
-    batch. ``pool_y`` holds the answers the simulated oracle reveals; -1 marks a pool image
-    whose label is unknown (an unlabelled folder pool, for a human oracle).
+    batch. A pool too large for memory is a tensor over a read-only memory map
+    (``memory_mapped``): index it through ``pool_rows`` so that only the batch
+    in use is read, and never write to it. ``pool_y`` holds the answers the
+    simulated oracle reveals; -1 marks a pool image whose label is unknown (an
+    unlabelled folder pool, for a human oracle).
     ``initial_labeled`` fixes the initial labelled set when the source defines
     one (image folders); otherwise the budget draws it.
     """
@@ -31,6 +70,7 @@ class ALDataset:
     val_y: np.ndarray | None = None
     initial_labeled: np.ndarray | None = None
     pool_ids: list[str] | None = None
+    memory_mapped: bool = False  # pool_x maps a file: gather it batch by batch (pool_rows)
 
     def __post_init__(self) -> None:
         self.pool_y = np.asarray(self.pool_y, dtype=np.int64)
@@ -53,6 +93,11 @@ class ALDataset:
     def image_shape(self) -> tuple[int, int, int]:
         """``(C, H, W)`` of every image."""
         return tuple(self.pool_x.shape[1:])  # type: ignore[return-value]
+
+    def pool_rows(self, indices: np.ndarray) -> torch.Tensor | ImageRows:
+        """Pool images ``indices``: a gathered tensor, or lazy rows when the pool is on disk."""
+        idx = torch.from_numpy(np.asarray(indices, dtype=np.int64))
+        return ImageRows(self.pool_x, idx) if self.memory_mapped else self.pool_x[idx]
 
     def _check(self) -> None:
         splits = [("pool", self.pool_x, self.pool_y), ("test", self.test_x, self.test_y)]

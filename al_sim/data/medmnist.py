@@ -4,13 +4,17 @@ Metadata (task, label names, channels, split sizes, MD5s, URLs) comes from the
 ``medmnist`` package's ``INFO``. Images stay uint8 and are never copied whole:
 grey arrays gain a channel axis by a view, RGB arrays ``N x H x W x 3`` become
 ``N x 3 x H x W`` by a view too (a channels-last tensor, the layout the trainer
-uses anyway). Archives are read with ``allow_pickle=False`` only.
+uses anyway). Archives are read with ``allow_pickle=False`` only. Image arrays
+above ``dataset.in_memory_max_mb`` (MedMNIST+ at 128/224 px) are memory-mapped,
+not read: see :mod:`al_sim.data.npz`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import math
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,12 +25,15 @@ import torch
 from al_sim.config.data import MedMNISTDatasetConf
 from al_sim.core.sampling import stratified_sample
 from al_sim.data.base import ALDataset
+from al_sim.data.npz import in_memory_max_bytes, read_member
 from al_sim.errors import DataError
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
 _HASH_CHUNK = 1 << 20
+_NPY_MAGIC = b"\x93NUMPY"
+_LABELS_IN_MEMORY = 1 << 62  # label vectors are always read whole
 
 
 def _info_table() -> dict[str, dict]:
@@ -129,21 +136,6 @@ class MedMNISTSplits:
         return [labels[str(i)] for i in range(len(labels))]
 
 
-def _read_array(archive: np.lib.npyio.NpzFile, key: str, path: Path) -> np.ndarray:
-    try:
-        return archive[key]
-    except ValueError as exc:
-        if "pickle" in str(exc):
-            raise DataError(
-                f"{path}: array {key!r} holds pickled Python objects; al_sim never loads pickles "
-                "(allow_pickle=False): save the images and labels as plain integer arrays"
-            ) from exc
-        raise DataError(f"{path}: array {key!r} cannot be read ({exc}); re-download the file") \
-            from exc
-    except (OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise DataError(f"{path}: array {key!r} is damaged ({exc}); re-download the file") from exc
-
-
 def _check_images(x: np.ndarray, key: str, path: Path, info: dict, size: int) -> np.ndarray:
     channels = info["n_channels"]
     if x.ndim == 4 and x.shape[-1] == 1 and channels == 1:
@@ -176,8 +168,15 @@ def _check_labels(y: np.ndarray, key: str, path: Path, n_images: int, n_classes:
 
 
 def read_medmnist(name: str, size: int = 28, root: str | Path = "~/.medmnist",
-                  verify_checksum: bool = False, download: bool = False) -> MedMNISTSplits:
-    """Open, check and read every split of one MedMNIST archive (DataError on any problem)."""
+                  verify_checksum: bool = False, download: bool = False,
+                  in_memory_max_mb: float | None = math.inf,
+                  cache_dir: str | Path | None = None) -> MedMNISTSplits:
+    """Open, check and read every split of one MedMNIST archive (DataError on any problem).
+
+    Image arrays larger than ``in_memory_max_mb`` (None: auto, see
+    :func:`al_sim.data.npz.in_memory_max_bytes`) are memory-mapped; compressed
+    ones are extracted once into ``cache_dir`` (default ``<root>/al_sim_cache``).
+    """
     info = dataset_info(name)
     if "multi-label" in info["task"]:
         raise DataError(
@@ -194,30 +193,33 @@ def read_medmnist(name: str, size: int = 28, root: str | Path = "~/.medmnist",
         raise DataError(f"MedMNIST file {path.name} not found {where}; "
                         + _fetch_hint(info, name, size, root))
     check_checksum(path, info, size, verify_checksum)
+    with path.open("rb") as f:
+        if f.read(len(_NPY_MAGIC)) == _NPY_MAGIC:
+            raise DataError(f"{path} holds a single array, not an .npz archive of splits; "
+                            "re-download the official file")
     try:
-        archive = np.load(path, allow_pickle=False)
+        archive = zipfile.ZipFile(path)
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise DataError(f"{path} is not a readable .npz archive ({exc}); re-download it") from exc
-    if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise DataError(f"{path} holds a single array, not an .npz archive of splits; "
-                        "re-download the official file")
     n_classes = len(info["label"])
+    cache = None if cache_dir is None else Path(cache_dir).expanduser().resolve()
+    max_bytes = in_memory_max_bytes(in_memory_max_mb)
     images: dict[str, np.ndarray] = {}
     labels: dict[str, np.ndarray] = {}
     with archive:
+        files = [n.removesuffix(".npy") for n in archive.namelist()]
         wanted = [f"{s}_{k}" for s in SPLITS for k in ("images", "labels")]
-        missing = [k for k in wanted if k not in archive.files]
+        missing = [k for k in wanted if k not in files]
         if missing:
             raise DataError(
                 f"{path} lacks the array(s) {', '.join(missing)} (it has: "
-                f"{', '.join(archive.files) or 'none'}); a MedMNIST archive holds "
-                f"{', '.join(wanted)}"
+                f"{', '.join(files) or 'none'}); a MedMNIST archive holds {', '.join(wanted)}"
             )
         for split in SPLITS:
-            x = _check_images(_read_array(archive, f"{split}_images", path), f"{split}_images",
-                              path, info, size)
-            labels[split] = _check_labels(_read_array(archive, f"{split}_labels", path),
-                                          f"{split}_labels", path, len(x), n_classes)
+            x = read_member(archive, path, f"{split}_images", max_bytes, cache)
+            x = _check_images(x, f"{split}_images", path, info, size)
+            y = read_member(archive, path, f"{split}_labels", _LABELS_IN_MEMORY)
+            labels[split] = _check_labels(y, f"{split}_labels", path, len(x), n_classes)
             images[split] = x
     counts = {s: len(labels[s]) for s in SPLITS}
     if counts != info["n_samples"]:
@@ -227,15 +229,22 @@ def read_medmnist(name: str, size: int = 28, root: str | Path = "~/.medmnist",
 
 
 def to_tensor(images: np.ndarray) -> torch.Tensor:
-    """uint8 ``N x C x H x W`` view of ``N x H x W`` or ``N x H x W x C`` images (no copy)."""
-    x = torch.from_numpy(images)
+    """uint8 ``N x C x H x W`` view of ``N x H x W`` or ``N x H x W x C`` images (no copy).
+
+    A read-only memory map becomes a tensor over the same pages (torch warns
+    that it cannot write to it; nothing in al_sim writes to images).
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        x = torch.from_numpy(images)
     return x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)
 
 
 def load_medmnist(**cfg: object) -> ALDataset:
     """Build a MedMNIST dataset from its config fields (see ``MedMNISTDatasetConf``)."""
     conf = MedMNISTDatasetConf(**cfg)  # type: ignore[arg-type]
-    data = read_medmnist(conf.name, conf.size, conf.root, conf.verify_checksum, conf.download)
+    data = read_medmnist(conf.name, conf.size, conf.root, conf.verify_checksum, conf.download,
+                         conf.in_memory_max_mb, conf.cache_dir)
     pool_x, pool_y = data.images["train"], data.labels["train"]
     keep = np.arange(len(pool_y))
     if conf.max_pool is not None and conf.max_pool < len(pool_y):
@@ -253,4 +262,5 @@ def load_medmnist(**cfg: object) -> ALDataset:
         val_x=to_tensor(data.images["val"]),
         val_y=data.labels["val"],
         pool_ids=[f"train_{i:06d}" for i in keep],
+        memory_mapped=isinstance(pool_x, np.memmap),
     )

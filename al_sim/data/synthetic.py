@@ -18,7 +18,10 @@ from al_sim.config.data import SyntheticDatasetConf
 from al_sim.core.sampling import flip_labels
 from al_sim.data.base import ALDataset
 
-_CHUNK = 2048
+_CHUNK = 2048  # images rendered at once up to 64 px ...
+_CHUNK_PIXELS = 1 << 21  # ... and above, as many as hold this many pixels (8 MB per float32
+# temporary): bounded memory, and temporaries small enough to be reused rather than re-mapped
+_EXACT_MAX_SIZE = 64  # images up to this size are rendered exactly as al_sim always has
 _HARMONICS = (2, 3, 4, 5)
 _RADIUS = (0.18, 0.28)  # lesion radius range, relative to the image size
 _NOISE_SIGMA = 0.03
@@ -29,13 +32,24 @@ _TISSUE_STD = 0.07
 
 
 def _texture(rng: np.random.Generator, n: int, size: int, beta: float) -> np.ndarray:
-    """Tissue-like 1/f^beta noise, zero mean and unit std per image."""
-    white = rng.standard_normal((n, size, size), dtype=np.float32)
+    """Tissue-like 1/f^beta noise, zero mean and unit std per image.
+
+    Up to ``_EXACT_MAX_SIZE`` px: white noise filtered in double precision (the
+    original recipe, so those images never change). Above: the white noise's
+    spectrum is drawn directly (complex Gaussian, one inverse FFT instead of
+    two) and filtered in single precision, several times faster at 224 px.
+    """
     fy = np.fft.fftfreq(size)[:, None]
     fx = np.fft.rfftfreq(size)[None, :]
     radial = np.sqrt(fx**2 + fy**2) + 1.0 / size
-    spectrum = np.fft.rfft2(white) / radial**beta
-    tex = np.fft.irfft2(spectrum, s=(size, size)).astype(np.float32)
+    if size <= _EXACT_MAX_SIZE:
+        white = rng.standard_normal((n, size, size), dtype=np.float32)
+        spectrum = np.fft.rfft2(white) / radial**beta
+    else:
+        parts = rng.standard_normal((n, size, fx.shape[1], 2), dtype=np.float32)
+        spectrum = parts.view(np.complex64)[..., 0]
+        spectrum *= (radial**-beta).astype(np.float32)
+    tex = np.fft.irfft2(spectrum, s=(size, size)).astype(np.float32, copy=False)
     tex -= tex.mean(axis=(1, 2), keepdims=True)
     tex /= tex.std(axis=(1, 2), keepdims=True) + 1e-6
     return tex
@@ -60,7 +74,8 @@ def _lesion_masks(
         wobble += amps[:, j, None, None] * np.cos(k * theta + phases[:, j, None, None])
     border = radius[:, None, None] * (1.0 + _WOBBLE * irregularity[:, None, None] * wobble)
     edge = 0.4 + 1.2 * (1.0 - irregularity[:, None, None])  # smooth benign, sharp malignant
-    return 1.0 / (1.0 + np.exp(-(border - rho) / edge))
+    with np.errstate(over="ignore"):  # far outside a lesion: exp overflows to inf, mask 0
+        return 1.0 / (1.0 + np.exp(-(border - rho) / edge))
 
 
 def _render(
@@ -92,6 +107,13 @@ def _render(
     return (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
+def chunk_size(image_size: int) -> int:
+    """Images rendered per step (the rng draws per step, so this fixes the images too)."""
+    if image_size <= _EXACT_MAX_SIZE:
+        return _CHUNK
+    return max(1, _CHUNK_PIXELS // (image_size * image_size))
+
+
 def generate_images(
     n: int,
     image_size: int,
@@ -108,8 +130,9 @@ def generate_images(
     labels = rng.permutation(np.repeat(np.arange(len(props)), counts))
     images = np.empty((n, 1, image_size, image_size), dtype=np.uint8)
     has_normal = len(props) == 3
-    for start in range(0, n, _CHUNK):
-        stop = min(start + _CHUNK, n)
+    chunk = chunk_size(image_size)
+    for start in range(0, n, chunk):
+        stop = min(start + chunk, n)
         images[start:stop, 0] = _render(
             rng, labels[start:stop], image_size, difficulty, has_normal
         )

@@ -1,21 +1,47 @@
-"""ResNet-18 from torchvision (random init), adapted to small medical images."""
+"""ResNet-18 from torchvision: a stem chosen for the input size, optional ImageNet weights."""
 
 from __future__ import annotations
+
+import logging
 
 import torch
 from torch import nn
 from torchvision.models import resnet18
 
-from al_sim.config.checks import fraction
+from al_sim.config.checks import fraction, positive
+from al_sim.errors import ConfigError
 from al_sim.models.base import ALModel, DropoutHead
+from al_sim.models.pretrained import adapt_first_conv, imagenet_state_dict
+
+log = logging.getLogger(__name__)
+AUTO = "auto"
+
+
+def small_stem(choice: bool | str, input_size: int | None, small_stem_max_size: int) -> bool:
+    """Whether the 3x3 stride-1 stem is used: ``auto`` picks it up to ``small_stem_max_size`` px.
+
+    Without a known ``input_size`` (the config check builds the model with no
+    data) ``auto`` means the small stem.
+    """
+    if isinstance(choice, bool):
+        return choice
+    if str(choice).lower() != AUTO:
+        raise ConfigError(f"model.small_input_stem must be auto, true or false, got {choice!r}")
+    return input_size is None or input_size <= small_stem_max_size
 
 
 class ResNet18(ALModel):
     """torchvision ResNet-18 trunk (512-d after global pooling) and a dropout head.
 
-    ``small_input_stem`` swaps the 7x7 stride-2 stem and its max-pool for a 3x3
-    stride-1 convolution, as the MedMNIST paper does for 28 px inputs, so the
-    last stage still sees 4x4 maps at 28 px instead of 1x1.
+    The small-input stem (a 3x3 stride-1 convolution, no max-pool, as the
+    MedMNIST paper uses at 28 px) keeps 4x4 maps in the last stage at 28 px;
+    the ImageNet stem (7x7 stride 2 and a max-pool) divides the resolution by 4
+    first, the right choice at 128-224 px. ``small_input_stem=auto`` picks the
+    small stem up to ``small_stem_max_size`` px and the ImageNet stem above.
+    ``pretrained`` loads torchvision's ImageNet weights from the local torch
+    cache (see :mod:`al_sim.models.pretrained`); 1-channel images get the RGB
+    filters summed; with the small stem the first convolution stays random.
+    ``input_size`` is the image side, supplied from the data, not configured.
     """
 
     def __init__(
@@ -24,18 +50,26 @@ class ResNet18(ALModel):
         n_classes: int,
         *,
         dropout: float,
-        small_input_stem: bool,
+        small_input_stem: bool | str,
+        small_stem_max_size: int,
+        pretrained: bool,
+        input_size: int | None = None,
         name: str = "resnet18",
     ) -> None:
         super().__init__()
         fraction("model", dropout=dropout)
+        positive("model", small_stem_max_size=small_stem_max_size)
+        small = small_stem(small_input_stem, input_size, small_stem_max_size)
+        state = imagenet_state_dict() if pretrained else None
         net = resnet18(weights=None)
-        if small_input_stem:
+        if small:
             net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
             net.maxpool = nn.Identity()
         elif in_channels != 3:
             net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
         nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")
+        if state is not None:
+            _load_trunk(net, state, in_channels, small)
         self.trunk = nn.Sequential(
             net.conv1, net.bn1, net.relu, net.maxpool,
             net.layer1, net.layer2, net.layer3, net.layer4,
@@ -44,6 +78,7 @@ class ResNet18(ALModel):
         self.classifier = DropoutHead(net.fc.in_features, n_classes, dropout)
         self.embedding_dim = net.fc.in_features
         self.n_classes = n_classes
+        self.small_input_stem = small
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """512-d embedding after global average pooling."""
@@ -52,3 +87,25 @@ class ResNet18(ALModel):
     def head(self, z: torch.Tensor) -> torch.Tensor:
         """Logits from embeddings (dropout then linear)."""
         return self.classifier(z)
+
+
+def _load_trunk(net: nn.Module, state: dict[str, torch.Tensor], in_channels: int,
+                small: bool) -> None:
+    """Copy the ImageNet weights into every trunk layer (the fc layer is not used)."""
+    trunk = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    if small:
+        del trunk["conv1.weight"]  # 7x7 RGB filters do not fit the 3x3 stem
+        log.info("model.pretrained: the small-input stem's first convolution stays random "
+                 "(set model.small_input_stem=false to use the ImageNet stem's filters)")
+    elif "conv1.weight" in trunk:
+        trunk["conv1.weight"] = adapt_first_conv(trunk["conv1.weight"], in_channels)
+    try:
+        missing, unexpected = net.load_state_dict(trunk, strict=False)
+    except RuntimeError as exc:
+        raise ConfigError(f"the ImageNet weights do not fit ResNet-18 ({str(exc).splitlines()[0]}"
+                          "...); replace the file with torchvision's resnet18 weights") from exc
+    missing = [k for k in missing
+               if not k.startswith("fc.") and not (small and k == "conv1.weight")]
+    if missing or unexpected:
+        raise ConfigError(f"the ImageNet weights are not torchvision's ResNet-18 (missing "
+                          f"{missing[:3]}, unexpected {unexpected[:3]}); replace the file")

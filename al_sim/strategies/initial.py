@@ -15,6 +15,7 @@ from al_sim.data.base import ALDataset
 InitialPolicy = Callable[[ALDataset, int, np.random.Generator], np.ndarray]
 _PIXEL_SIDE = 16  # cold-start embedding: images average-pooled to at most 16 x 16
 _PIXEL_COMPONENTS = 32  # ... then projected on their first 32 principal components
+_CHUNK_IMAGES, _CHUNK_BYTES = 4096, 64 << 20  # images pooled at once: at most 64 MB of floats
 
 
 def random_initial(dataset: ALDataset, k: int, rng: np.random.Generator) -> np.ndarray:
@@ -27,7 +28,7 @@ def stratified_initial(dataset: ALDataset, k: int, rng: np.random.Generator) -> 
     return stratified_sample(dataset.pool_y, k, rng)
 
 
-def pixel_embedding(images: torch.Tensor, chunk_size: int = 4096) -> np.ndarray:
+def pixel_embedding(images: torch.Tensor, chunk_size: int | None = None) -> np.ndarray:
     """A training-free deterministic embedding: PCA of average-pooled pixels scaled to [0, 1].
 
     Images (uint8 ``N x C x H x W``) are pooled to at most 16 x 16 per channel,
@@ -36,6 +37,9 @@ def pixel_embedding(images: torch.Tensor, chunk_size: int = 4096) -> np.ndarray:
     """
     from sklearn.decomposition import PCA
 
+    if chunk_size is None:  # bounded float memory at any image size (a mapped pool streams)
+        per_image = 4 * int(np.prod(images.shape[1:]))
+        chunk_size = max(1, min(_CHUNK_IMAGES, _CHUNK_BYTES // per_image))
     side = (min(_PIXEL_SIDE, images.shape[2]), min(_PIXEL_SIDE, images.shape[3]))
     flat = [F.adaptive_avg_pool2d(images[s : s + chunk_size].float() / 255.0, side).flatten(1)
             for s in range(0, len(images), chunk_size)]

@@ -1,0 +1,69 @@
+"""torchvision's ImageNet weights, read from the local torch cache only (never downloaded).
+
+The file is the one ``torchvision.models.resnet18(weights="IMAGENET1K_V1")``
+would download: ``<torch.hub.get_dir()>/checkpoints/resnet18-f37072fd.pth``
+(``$TORCH_HOME/hub/checkpoints/`` when ``TORCH_HOME`` is set). It is loaded
+with ``weights_only=True`` once per process and kept, so building a model
+each round (or once more while the config is checked) reads it once.
+"""
+
+from __future__ import annotations
+
+import pickle
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+from torchvision.models import ResNet18_Weights
+
+from al_sim.errors import ConfigError
+
+WEIGHTS = ResNet18_Weights.IMAGENET1K_V1
+
+
+def weights_path() -> Path:
+    """Where the ImageNet ResNet-18 weights must lie: torch's hub cache, as torchvision keeps it."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / WEIGHTS.url.rsplit("/", 1)[1]
+
+
+@lru_cache(maxsize=1)
+def _load(path: str, mtime_ns: int, size: int) -> dict[str, torch.Tensor]:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as exc:
+        raise ConfigError(
+            f"{path} is not a readable ResNet-18 state dict ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''}); replace it with {WEIGHTS.url}"
+        ) from exc
+    if not isinstance(state, dict):
+        raise ConfigError(f"{path} holds a {type(state).__name__}, not a state dict; replace "
+                          f"it with {WEIGHTS.url}")
+    return state
+
+
+def imagenet_state_dict() -> dict[str, torch.Tensor]:
+    """torchvision's ImageNet ResNet-18 state dict from the local cache; ConfigError if absent."""
+    path = weights_path()
+    if not path.is_file():
+        raise ConfigError(
+            f"model.pretrained=true needs torchvision's ImageNet ResNet-18 weights at {path} "
+            f"(al_sim never downloads them): fetch {WEIGHTS.url} on a machine with internet and "
+            "copy it there (TORCH_HOME=<dir> reads <dir>/hub/checkpoints/ instead), or set "
+            "model.pretrained=false"
+        )
+    stat = path.stat()
+    return _load(str(path), stat.st_mtime_ns, stat.st_size)
+
+
+def adapt_first_conv(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
+    """ImageNet RGB filters ``64 x 3 x k x k`` for ``in_channels`` inputs.
+
+    One channel: the sum over RGB, so a grey image gives the response the RGB
+    filters give to that image repeated in all three channels.
+    """
+    if in_channels == weight.shape[1]:
+        return weight
+    if in_channels == 1:
+        return weight.sum(dim=1, keepdim=True)
+    raise ConfigError(f"model.pretrained=true takes 1- or 3-channel images, got {in_channels} "
+                      "channels; set model.pretrained=false")
