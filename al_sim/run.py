@@ -32,7 +32,13 @@ from al_sim.config.store import (
     validate,
 )
 from al_sim.contract import CONFIG_FILE, FULL_STRATEGY, JOB_TAG
-from al_sim.errors import AlreadyFinishedError, ALSimError, ConfigError, LabelsIncompleteError
+from al_sim.errors import (
+    AlreadyFinishedError,
+    ALSimError,
+    ConfigError,
+    LabelsIncompleteError,
+    storable,
+)
 from al_sim.events import Callback, CallbackList, LabelsPending, RunInfo
 from al_sim.run_lock import RunDirLock
 from al_sim.sweep import mark_job_failed, sweep_context
@@ -174,7 +180,7 @@ def error_line(exc: BaseException) -> str | None:
 
 def _to_log_file(text: str) -> None:
     """Write ``text`` to the run's log file (``run.log``) only; the console gets it once, later."""
-    record = logging.makeLogRecord({"msg": text, "levelno": logging.ERROR,
+    record = logging.makeLogRecord({"msg": storable(text), "levelno": logging.ERROR,
                                     "levelname": "ERROR", "name": "al_sim"})
     for handler in logging.getLogger().handlers:
         if isinstance(handler, logging.FileHandler):

@@ -178,7 +178,9 @@ def check_sweep(uri: str, experiment: str) -> tuple[MlflowClient, list]:
     exp = client.get_experiment_by_name(experiment)
     runs = client.search_runs([exp.experiment_id])
     parents = [r for r in runs if r.data.tags.get("al_sim.role") == "sweep"]
-    children = [r for r in runs if r not in parents]
+    children = [r for r in runs if r.data.tags.get("al_sim.role") not in ("sweep", "summary")]
+    summaries = [r for r in runs if r.data.tags.get("al_sim.role") == "summary"]
+    assert sorted(r.data.tags["strategy"] for r in summaries) == ["entropy", "random"]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     assert len(children) == 4, [r.info.run_name for r in children]
     assert sorted(r.info.run_name for r in children) == sorted(

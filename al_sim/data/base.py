@@ -40,6 +40,11 @@ class ImageRows:
         """4."""
         return self._images.ndim
 
+    @property
+    def device(self) -> torch.device:
+        """Where the images are (the CPU, for a memory-mapped pool)."""
+        return self._images.device
+
     def __getitem__(self, key: slice | int | torch.Tensor | np.ndarray) -> torch.Tensor:
         if isinstance(key, np.ndarray):
             key = torch.from_numpy(key)
