@@ -89,3 +89,26 @@ def compose_config(overrides: list[str], config_name: str = "config", hydra: boo
     register_configs()
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         return compose(config_name=config_name, overrides=overrides, return_hydra_config=hydra)
+
+
+def assert_refused(proc, cwd: Path, words: list[str]) -> str:
+    """Exit 2, one ``error:`` line holding ``words``, no traceback, no FINISHED run."""
+    assert proc.returncode == 2, f"exit {proc.returncode}\n{proc.stderr[-2000:]}"
+    assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert "Error in call to target" not in proc.stderr, proc.stderr[-2000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, proc.stderr[-2000:]
+    message = proc.stderr[proc.stderr.index("error:"):]
+    for word in words:
+        assert word in message, f"{word!r} not in: {message}"
+    db = cwd / "mlflow.db"
+    if db.exists():
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(tracking_uri=f"sqlite:///{db}")
+        exp = client.get_experiment_by_name("al_sim")
+        for run in client.search_runs([exp.experiment_id]) if exp else []:
+            assert run.info.status != "FINISHED" or "final/aulc" in run.data.metrics
+            if run.info.status == "FAILED":
+                assert run.data.tags.get("error")
+    return message

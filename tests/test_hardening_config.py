@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import FAST_CLI, run_cli
-from tests.test_hardening_data import assert_refused
+from tests.conftest import FAST_CLI, assert_refused, run_cli
 
 pytestmark = pytest.mark.slow
 

@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from mlflow.tracking import MlflowClient
 
 from al_sim.core.metrics import classification_metrics
 from al_sim.data.base import ALDataset
@@ -24,33 +23,12 @@ from al_sim.errors import DataError
 from al_sim.events import LoopState, RunInfo
 from al_sim.run_lock import RunDirLock
 from al_sim.sinks.checkpoint import Checkpointer, data_fingerprint
-from tests.conftest import FAST_CLI, run_cli
+from tests.conftest import FAST_CLI, assert_refused, run_cli
 from tests.test_bad_input import folder_layout
 from tests.test_resume import start_and_stop_after
 
 FAST = [a for a in FAST_CLI if not a.startswith("dataset.")]
 FOLDER_ARGS = ["dataset=folder", "budget.query_size=5", "budget.rounds=1", *FAST]
-
-
-def assert_refused(proc, cwd: Path, words: list[str]) -> str:
-    """Exit 2, one ``error:`` line holding ``words``, no traceback, no FINISHED run."""
-    assert proc.returncode == 2, f"exit {proc.returncode}\n{proc.stderr[-2000:]}"
-    assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
-    assert "Error in call to target" not in proc.stderr, proc.stderr[-2000:]
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, proc.stderr[-2000:]
-    message = proc.stderr[proc.stderr.index("error:"):]
-    for word in words:
-        assert word in message, f"{word!r} not in: {message}"
-    db = cwd / "mlflow.db"
-    if db.exists():
-        client = MlflowClient(tracking_uri=f"sqlite:///{db}")
-        exp = client.get_experiment_by_name("al_sim")
-        for run in client.search_runs([exp.experiment_id]) if exp else []:
-            assert run.info.status != "FINISHED" or "final/aulc" in run.data.metrics
-            if run.info.status == "FAILED":
-                assert run.data.tags.get("error")
-    return message
 
 
 def _latin1_csv(root: Path) -> list[str]:

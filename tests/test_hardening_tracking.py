@@ -13,8 +13,7 @@ from mlflow.tracking import MlflowClient
 
 from al_sim.errors import TrackingError
 from al_sim.tracking_http import check_reachable
-from tests.conftest import FAST_CLI, run_cli
-from tests.test_hardening_data import assert_refused
+from tests.conftest import FAST_CLI, assert_refused, run_cli
 from tests.test_resume import ARGS, start_and_stop_after
 
 
