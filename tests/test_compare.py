@@ -307,6 +307,36 @@ def test_missing_seeds_are_a_note_and_unfinished_runs_are_left_out() -> None:
         build_report(conf, FakeReader([], {"FAILED": 2}))
 
 
+def _loss_run(strategy: str, seed: str, values: list[float]) -> StoredRun:
+    points = list(zip([10, 20, 30], values, strict=True))
+    tags = {"strategy": strategy, "seed": seed, "dataset": "synthetic", "model": "simple_cnn",
+            "budget": "b"}
+    return StoredRun(f"{strategy}{seed}", f"{strategy}-seed{seed}", "FINISHED", 0, tags,
+                     {"seed": seed, "strategy.name": strategy}, {"test/loss": values[-1]},
+                     {"test/loss": points})
+
+
+class LossReader(FakeReader):
+    def baselines(self, ref: SweepRef, keys: list[str]) -> list[StoredRun]:
+        return [_loss_run("full", "0", [0.40, 0.40, 0.40])]
+
+
+def test_a_lower_is_better_metric_is_ranked_the_right_way() -> None:
+    """test/loss: the strategy with the lower curve wins and reaches the target first."""
+    runs = [_loss_run("random", s, [0.90 + d, 0.70 + d, 0.55 + d]) for s, d in
+            (("0", 0.0), ("1", 0.01), ("2", -0.01))]
+    runs += [_loss_run("margin", s, [0.90 + d, 0.50 + d, 0.41 + d]) for s, d in
+             (("0", 0.0), ("1", 0.015), ("2", -0.005))]
+    conf = CompareConf(tracking=TrackingConf(), metric="test/loss", log_artifacts=False)
+    report = build_report(conf, LossReader(runs, {"FINISHED": 6}))
+    rows = {r.strategy: r for r in report.rows}
+    assert rows["margin"].target == pytest.approx(0.40 / 0.95)  # within 5% above the baseline
+    assert rows["margin"].labels_to_target == 30 and rows["random"].labels_to_target is None
+    assert rows["margin"].test is not None and rows["margin"].test.mean_diff < 0
+    margin, random_ = report.names.index("margin"), report.names.index("random")
+    assert report.penalty[margin, random_] > 0 and report.penalty[random_, margin] == 0
+
+
 def test_settings_split_on_swept_params_but_not_on_budget() -> None:
     runs = [_stored(s, seed, [10, 20], **{"oracle.noise_rate": noise, "budget.rounds": "1"})
             for s in ("random", "margin") for seed in "01" for noise in ("0.0", "0.1")]

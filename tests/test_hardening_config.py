@@ -63,8 +63,3 @@ def test_home_paths_reach_the_loader_unexpanded_by_the_shell(tmp_path: Path) -> 
                    timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "root: ~/.medmnist" in proc.stdout
-
-
-def test_compare_refuses_a_lower_is_better_metric(tmp_path: Path) -> None:
-    proc = run_cli(["metric=test/loss"], tmp_path, module="al_sim.compare", timeout=120)
-    assert_refused(proc, tmp_path, ["metric=test/loss", "lower-is-better", "test/accuracy"])

@@ -86,6 +86,20 @@ def test_beats_needs_significance_and_the_right_sign() -> None:
     assert not beats(base, base, alpha=0.05)  # identical: no test
 
 
+def test_lower_is_better_flips_targets_and_wins() -> None:
+    loss = np.array([0.9, 0.5, 0.55, 0.3])
+    assert labels_to_target(STEPS, loss, 0.52, higher_is_better=False) == 20  # 0.5 <= 0.52
+    assert labels_to_target(STEPS, loss, 0.2, higher_is_better=False) is None
+    base = np.array([0.60, 0.62, 0.58])
+    lower = base - [0.10, 0.11, 0.12]
+    assert beats(lower, base, alpha=0.05, higher_is_better=False)
+    assert not beats(base, lower, alpha=0.05, higher_is_better=False)
+    names, matrix = penalty_matrix([_setting(a=[lower, lower + 0.01, lower - 0.01],
+                                             b=[base, base + 0.02, base - 0.01])],
+                                   higher_is_better=False)
+    assert names == ["a", "b"] and matrix[0, 1] == 1.0 and matrix[1, 0] == 0.0
+
+
 def _setting(**strategies: list[np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
     return {name: {str(k): v for k, v in enumerate(curves)} for name, curves in strategies.items()}
 

@@ -139,6 +139,10 @@ def test_would_stop_replays_a_rule_on_logged_signals() -> None:
     # holding only at the last round saves nothing: no early stop
     late = would_stop(steps, values, [(40, 1.0)], parse_rules("kappa>=0.99")[0])
     assert not late.stopped and late.n_labeled == 40 and late.lost == 0.0
+    # a loss falls as labels grow: stopping at 0.40 instead of 0.28 costs +0.12, not -0.12
+    loss = np.array([0.6, 0.5, 0.40, 0.28])
+    cost = would_stop(steps, loss, kappa, parse_rules("kappa>=0.99")[0], higher_is_better=False)
+    assert cost.n_labeled == 30 and cost.lost == pytest.approx(0.12)
 
 
 def test_a_run_with_stop_when_stops_early_and_says_why(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 from omegaconf import MISSING
 
 from al_sim.config.checks import fraction, non_negative, positive
-from al_sim.contract import PRIMARY_METRIC, TEST_KEYS, lower_is_better
+from al_sim.contract import PRIMARY_METRIC, TEST_KEYS
 from al_sim.core.stopping import StopRuleError, parse_rules
 from al_sim.errors import ConfigError
 
@@ -223,9 +223,3 @@ class CompareConf:
         positive("compare", target_fraction=self.target_fraction)
         if not self.metric.strip():
             raise ConfigError("compare.metric must name a logged metric, e.g. test/accuracy")
-        if lower_is_better(self.metric):  # targets, AULC and tests would rank it upside down
-            raise ConfigError(
-                f"metric={self.metric} is lower-is-better; the report ranks higher-is-better "
-                "metrics only (targets, AULC, paired tests): use metric=test/accuracy, "
-                "test/balanced_accuracy, test/f1_macro or test/auroc"
-            )

@@ -24,6 +24,7 @@ from al_sim.contract import (
     FULL_STRATEGY,
     TEST_KEYS,
     aulc_key,
+    lower_is_better,
     results_neutral,
     tracking_uri,
 )
@@ -198,6 +199,7 @@ def build_report(conf: CompareConf, reader: RunReader, ref: SweepRef | None = No
     for setting in settings:
         check_budgets(setting, conf.metric)
     full_runs = reader.baselines(ref, [conf.metric])
+    higher = not lower_is_better(conf.metric)
     rows, curves, baselines, penalty_input, stops = [], {}, {}, [], []
     for setting in settings:
         series = {name: [to_series(r, conf.metric) for r in seeds.values()]
@@ -210,8 +212,8 @@ def build_report(conf: CompareConf, reader: RunReader, ref: SweepRef | None = No
         if base is not None:
             baselines[setting.label] = base
         target = conf.target_value
-        if target is None and base is not None:
-            target = conf.target_fraction * base[0]
+        if target is None and base is not None:  # within the fraction of the baseline
+            target = base[0] * conf.target_fraction if higher else base[0] / conf.target_fraction
         if target is None:
             notes.append(f"no full-data baseline (strategy=full) for {setting.label}: "
                          "labels-to-target needs one, or set target_value=<value>")
@@ -221,14 +223,14 @@ def build_report(conf: CompareConf, reader: RunReader, ref: SweepRef | None = No
                          "no paired tests there")
         for name, runs_of in series.items():
             ref_runs = None if name == conf.reference else reference
-            rows.append(summarize(setting.label, name, runs_of, target, ref_runs))
+            rows.append(summarize(setting.label, name, runs_of, target, ref_runs, higher))
         curves[setting.label] = {n: aggregate(s[0].steps, [r.values for r in s])
                                  for n, s in series.items()}
         penalty_input.append({n: {r.seed: r.values for r in s} for n, s in series.items()})
         stops += stop_rows(setting.label, {n: [(*curve(r, conf.metric), r.history)
                                                for r in seeds.values()]
-                                           for n, seeds in setting.runs.items()}, rules)
-    names, matrix = penalty_matrix(penalty_input, conf.alpha)
+                                           for n, seeds in setting.runs.items()}, rules, higher)
+    names, matrix = penalty_matrix(penalty_input, conf.alpha, higher)
     return Report(ref, conf.metric, settings, rows, curves, baselines, names, matrix, notes,
                   stops)
 

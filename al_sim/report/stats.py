@@ -4,14 +4,18 @@ Conventions (the report's documented numbers):
 
 * mean ± std across seeds: ``std`` is the sample standard deviation (``ddof=1``),
   NaN when a strategy has a single seed;
+* direction: every ranking takes ``higher_is_better`` (False for losses and durations,
+  :func:`al_sim.contract.lower_is_better`); for those, *reaching* a target is ``<=`` and
+  *beating* is a negative mean difference;
 * labels-to-target: the first labelled count at which the *mean* curve reaches the
-  target (``>=``), None when it never does;
+  target (``>=``, or ``<=`` when lower is better), None when it never does;
 * tests against the reference strategy: two-sided paired t-test
   (``scipy.stats.ttest_rel``) and Wilcoxon signed-rank (``scipy.stats.wilcoxon``)
   on the per-seed AULC, paired by seed (seeds both strategies have; NaN below 2 pairs);
 * penalty matrix (Ash et al. 2020, BADGE; Lueth et al. 2023): at every labelled count
   of every setting, a two-sided paired t-test (``ttest_rel``) across the seeds both
-  strategies share; *i beats j* there when p < alpha and mean(i - j) > 0. Entry
+  strategies share; *i beats j* there when p < alpha and mean(i - j) > 0 (< 0 when
+  lower is better). Entry
   ``P[i, j]`` is the share of labelled counts where i beats j, averaged over the settings
   holding both (each setting weighs the same); the diagonal is NaN.
 """
@@ -93,9 +97,11 @@ def aggregate(steps: np.ndarray, curves: Sequence[np.ndarray]) -> CurveStats:
     return CurveStats(np.asarray(steps), mean, std, len(curves))
 
 
-def labels_to_target(steps: np.ndarray, values: np.ndarray, target: float) -> int | None:
+def labels_to_target(steps: np.ndarray, values: np.ndarray, target: float,
+                     higher_is_better: bool = True) -> int | None:
     """The first labelled count whose value reaches ``target``, None if none does."""
-    reached = np.flatnonzero(np.asarray(values, dtype=np.float64) >= target)
+    values = np.asarray(values, dtype=np.float64)
+    reached = np.flatnonzero(values >= target if higher_is_better else values <= target)
     return int(np.asarray(steps)[reached[0]]) if reached.size else None
 
 
@@ -117,18 +123,20 @@ def paired_test(scores: Mapping[str, float], reference: Mapping[str, float]) -> 
     return PairedTest(len(seeds), float(np.mean(a - b)), float(t.statistic), float(t.pvalue), w_p)
 
 
-def beats(a: np.ndarray, b: np.ndarray, alpha: float) -> bool:
-    """Whether ``a`` is significantly above ``b`` (paired two-sided t-test, p < alpha)."""
+def beats(a: np.ndarray, b: np.ndarray, alpha: float, higher_is_better: bool = True) -> bool:
+    """Whether ``a`` is significantly better than ``b`` (paired two-sided t-test, p < alpha)."""
     if len(a) < 2:
         return False
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         p = float(stats.ttest_rel(a, b).pvalue)
-    return bool(p < alpha and np.mean(np.asarray(a) - np.asarray(b)) > 0)
+    diff = float(np.mean(np.asarray(a) - np.asarray(b)))
+    return bool(p < alpha and (diff > 0 if higher_is_better else diff < 0))
 
 
 def penalty_matrix(
-    settings: Sequence[Mapping[str, Mapping[str, np.ndarray]]], alpha: float = 0.05
+    settings: Sequence[Mapping[str, Mapping[str, np.ndarray]]], alpha: float = 0.05,
+    higher_is_better: bool = True,
 ) -> tuple[list[str], np.ndarray]:
     """Pairwise win shares; each setting maps strategy -> seed -> values at its labelled counts.
 
@@ -151,7 +159,7 @@ def penalty_matrix(
                 shared[i, j] += 1
                 a = np.array([i_runs[s] for s in seeds], dtype=np.float64)
                 b = np.array([j_runs[s] for s in seeds], dtype=np.float64)
-                won = [beats(a[:, k], b[:, k], alpha) for k in range(a.shape[1])]
+                won = [beats(a[:, k], b[:, k], alpha, higher_is_better) for k in range(a.shape[1])]
                 wins[i, j] += float(np.mean(won)) if won else 0.0
     with np.errstate(invalid="ignore", divide="ignore"):
         matrix = np.where(shared > 0, wins / np.maximum(shared, 1), NAN)
@@ -172,6 +180,7 @@ def summarize(
     runs: Sequence[RunSeries],
     target: float | None,
     reference: Sequence[RunSeries] | None,
+    higher_is_better: bool = True,
 ) -> SummaryRow:
     """The table row of ``strategy``: finals and AULC mean ± std, labels-to-target, test."""
     runs = sorted(runs, key=lambda r: seed_order(r.seed))
@@ -180,8 +189,9 @@ def summarize(
     to_target, reaching = None, 0
     if target is not None and runs:
         curve = aggregate(runs[0].steps, [r.values for r in runs])
-        to_target = labels_to_target(curve.steps, curve.mean, target)
-        reaching = sum(labels_to_target(r.steps, r.values, target) is not None for r in runs)
+        to_target = labels_to_target(curve.steps, curve.mean, target, higher_is_better)
+        reaching = sum(labels_to_target(r.steps, r.values, target, higher_is_better) is not None
+                       for r in runs)
     test = None
     if reference is not None:
         test = paired_test({r.seed: r.aulc for r in runs}, {r.seed: r.aulc for r in reference})

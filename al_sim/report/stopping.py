@@ -2,8 +2,10 @@
 
 For every run the report replays the logged signals (``stop/<name>``) against a rule
 (``compare.stop_rules``, e.g. ``kappa>=0.99``): the run *would have stopped* after the
-first round (before the last) where the rule holds. The metric lost is the run's final
-value (the full budget) minus its value at that round. Plain arrays; imports no torch.
+first round (before the last) where the rule holds. The metric lost is how much worse
+the run was at that round than at its end (the full budget): final minus stop value,
+or stop minus final for a lower-is-better metric such as ``test/loss``. Plain arrays;
+imports no torch.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ class SeedStop:
 
     stopped: bool  # False: the rule never held before the last round (no labels saved)
     n_labeled: int
-    lost: float  # final metric - metric at the stop (positive: the stop cost accuracy)
+    lost: float  # how much worse the metric was at the stop than at the end (positive: a cost)
 
 
 @dataclass(frozen=True)
@@ -45,24 +47,25 @@ class StopRow:
 
 
 def would_stop(steps: np.ndarray, values: np.ndarray, signal: Sequence[tuple[int, float]],
-               rule: StopRule) -> SeedStop:
+               rule: StopRule, higher_is_better: bool = True) -> SeedStop:
     """Replay ``signal`` (step, value) against ``rule`` on a run with ``values`` at ``steps``."""
     by_step = dict(signal)
+    sign = 1.0 if higher_is_better else -1.0
     for i, step in enumerate(steps[:-1]):
         if rule.holds(float(by_step.get(int(step), math.nan))):
-            return SeedStop(True, int(step), float(values[-1] - values[i]))
+            return SeedStop(True, int(step), sign * float(values[-1] - values[i]))
     return SeedStop(False, int(steps[-1]), 0.0)
 
 
 def stop_rows(setting: str, runs: Mapping[str, Sequence[tuple[np.ndarray, np.ndarray,
                                                                Mapping[str, list]]]],
-              rules: Sequence[StopRule]) -> list[StopRow]:
+              rules: Sequence[StopRule], higher_is_better: bool = True) -> list[StopRow]:
     """Rows for every strategy (``runs``: strategy -> per-seed (steps, values, histories))."""
     rows = []
     for strategy, seeds in sorted(runs.items()):
         for rule in rules:
             key = STOP_PREFIX + rule.signal
-            stops = [would_stop(steps, values, hist.get(key, []), rule)
+            stops = [would_stop(steps, values, hist.get(key, []), rule, higher_is_better)
                      for steps, values, hist in seeds]
             if not stops:
                 continue

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from al_sim.contract import lower_is_better
 from al_sim.report.stats import CurveStats, SummaryRow
 
 
@@ -108,6 +109,9 @@ def markdown_report(rows: Sequence[SummaryRow], names: Sequence[str], penalty: n
                     notes: Sequence[str], alpha: float) -> str:
     """The summary tables and the penalty matrix as Markdown."""
     out = [f"# Strategy comparison: {metric}", ""]
+    if lower_is_better(metric):
+        out += [f"{metric} is lower-is-better: targets are reached from above, a negative "
+                "Δ AULC is an improvement and the penalty matrix counts lower curves as wins.", ""]
     for setting in dict.fromkeys(r.setting for r in rows):
         mine = [r for r in rows if r.setting == setting]
         finals = list(mine[0].finals)
@@ -133,8 +137,8 @@ def markdown_report(rows: Sequence[SummaryRow], names: Sequence[str], penalty: n
         out.append("")
     out += ["## Penalty matrix", "",
             f"Share of labelled counts (averaged over settings) where the row strategy beats the "
-            f"column one: two-sided paired t-test across seeds, p < {alpha:g}, positive mean "
-            "difference.", "",
+            f"column one: two-sided paired t-test across seeds, p < {alpha:g}, mean difference "
+            f"{'below' if lower_is_better(metric) else 'above'} zero.", "",
             "| wins \\ loses | " + " | ".join(names) + " |", "|" + " --- |" * (len(names) + 1)]
     for i, name in enumerate(names):
         cells = ["–" if math.isnan(v) else f"{v:.2f}" for v in penalty[i]]
