@@ -87,6 +87,29 @@ def test_ties_are_broken_by_the_seed_not_the_position(strategy) -> None:
     assert tuple(again) == tuple(strategy.select(ctx(flat, 3), 5).indices)
 
 
+@pytest.mark.parametrize("strategy", [CoreSet(chunk_size=64), BADGE(chunk_size=64)],
+                         ids=["coreset", "badge"])
+@pytest.mark.parametrize("labeled", [0, 4], ids=["cold", "warm"])
+def test_diversity_ties_are_broken_by_the_seed_not_the_position(strategy, labeled: int) -> None:
+    # every image the same: all distances (and gradient norms) tie exactly
+    same = ArrayModelView(probs=np.full((N, C), 1.0 / C), features=np.ones((N, D)))
+    firsts = {int(strategy.select(ctx(same, seed, labeled), 3).indices[0]) for seed in range(8)}
+    assert len(firsts) > 1  # not always the lowest position
+    picks = strategy.select(ctx(same, 3, labeled), 3).indices
+    assert len(set(picks)) == 3
+    assert list(picks) == list(strategy.select(ctx(same, 3, labeled), 3).indices)
+
+
+def test_near_duplicates_within_rounding_tie_in_core_set() -> None:
+    from al_sim.strategies.diversity import min_sq_distances
+
+    x = np.ones((6, D), dtype=np.float32) * 3.0
+    x[2] += np.float32(1e-7)  # a copy up to float32 rounding
+    x[5] += 1.0
+    d = min_sq_distances(x, x[:1])
+    assert d[:5].tolist() == [0.0] * 5 and d[5] == pytest.approx(D, rel=1e-5)
+
+
 def test_top_k_without_ties_is_unchanged_by_a_generator() -> None:
     scores = np.random.default_rng(1).random(50)
     assert list(top_k(scores, 7, np.random.default_rng(5))) == list(top_k(scores, 7))

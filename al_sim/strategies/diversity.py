@@ -27,11 +27,23 @@ def check_budget(k: int, n: int) -> None:
         raise ValueError(f"cannot pick {k} images from {n} unlabelled ones")
 
 
+def argbest(values: np.ndarray, rng: np.random.Generator | None, largest: bool = True) -> int:
+    """Position of the largest (or smallest) value; an exact tie is drawn with ``rng``.
+
+    Without ``rng`` a tie goes to the lowest position.
+    """
+    best = values.max() if largest else values.min()
+    tied = np.flatnonzero(values == best)
+    return int(tied[0] if rng is None or len(tied) == 1 else rng.choice(tied))
+
+
 def min_sq_distances(x: np.ndarray, centres: np.ndarray, chunk_size: int = 8192,
                      sq_norms: np.ndarray | None = None) -> np.ndarray:
     """Squared Euclidean distance of each row of ``x`` to its nearest row of ``centres``.
 
-    Memory: O(len(x)) plus ``chunk_size x 256`` doubles; ``+inf`` when there are no centres.
+    Distances within the rounding error of the dot products (``d x eps`` of the
+    norms) are exactly 0, so duplicates tie. Memory: O(len(x)) plus
+    ``chunk_size x 256`` doubles; ``+inf`` when there are no centres.
     """
     out = np.full(len(x), np.inf)
     if sq_norms is None:
@@ -48,7 +60,10 @@ def min_sq_distances(x: np.ndarray, centres: np.ndarray, chunk_size: int = 8192,
             block += sq_norms[start : start + len(rows), None]
             block += c_norms[None, c : c + _CENTRE_BLOCK]
             np.minimum(best, block.min(axis=1), out=best)
-    return np.maximum(out, 0.0)
+    if len(centres):
+        tol = x.shape[1] * np.finfo(dtype).eps
+        out[out <= tol * (sq_norms + c_norms.max())] = 0.0
+    return out
 
 
 def _float_dtype(x: np.ndarray) -> np.dtype:
@@ -65,13 +80,14 @@ def _sq_norms(x: np.ndarray, chunk_size: int) -> np.ndarray:
     return out
 
 
-def k_center_greedy(pool: np.ndarray, labeled: np.ndarray, k: int,
-                    chunk_size: int = 8192) -> tuple[np.ndarray, np.ndarray]:
+def k_center_greedy(pool: np.ndarray, labeled: np.ndarray, k: int, chunk_size: int = 8192,
+                    rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Positions of ``k`` rows of ``pool`` picked by k-center greedy, and their distances.
 
     Each pick is the pool row farthest from every labelled row and earlier pick
-    (ties: the lowest position); its score is that distance. With no labelled
-    rows the first pick is the row nearest the pool mean (score NaN).
+    (ties drawn with ``rng``; without it, the lowest position); its score is that
+    distance. With no labelled rows the first pick is the row nearest the pool
+    mean (score NaN).
     """
     check_budget(k, len(pool))
     sq_norms = _sq_norms(pool, chunk_size)
@@ -81,12 +97,12 @@ def k_center_greedy(pool: np.ndarray, labeled: np.ndarray, k: int,
         min_d = min_sq_distances(pool, labeled, chunk_size, sq_norms)
     elif k:
         centre = np.mean(pool, axis=0, dtype=np.float64, keepdims=True)
-        picked[0] = int(np.argmin(min_sq_distances(pool, centre, chunk_size, sq_norms)))
+        picked[0] = argbest(min_sq_distances(pool, centre, chunk_size, sq_norms), rng, False)
         scores[0], start = np.nan, 1
         min_d = min_sq_distances(pool, pool[picked[:1]], chunk_size, sq_norms)
     for i in range(start, k):
         min_d[picked[:i]] = -1.0  # chosen rows are never picked again, even if all are at 0
-        picked[i] = int(np.argmax(min_d))
+        picked[i] = argbest(min_d, rng)
         scores[i] = np.sqrt(min_d[picked[i]])
         np.minimum(min_d, min_sq_distances(pool, pool[picked[i : i + 1]], chunk_size, sq_norms),
                    out=min_d)
@@ -115,7 +131,7 @@ class CoreSet(_ChunkedStrategy):
         check_budget(k, len(ctx.unlabeled))
         emb = ctx.model.features(np.concatenate([ctx.labeled, ctx.unlabeled]))
         n_lab = len(ctx.labeled)
-        picked, scores = k_center_greedy(emb[n_lab:], emb[:n_lab], k, self.chunk_size)
+        picked, scores = k_center_greedy(emb[n_lab:], emb[:n_lab], k, self.chunk_size, ctx.rng)
         return Selection(ctx.unlabeled[picked], scores)
 
 
@@ -136,9 +152,9 @@ def kmeanspp_outer(a: np.ndarray, z: np.ndarray, k: int, rng: np.random.Generato
 
     Uses ``||a_i z_i^T - a_j z_j^T||^2 = |a_i|^2 |z_i|^2 + |a_j|^2 |z_j|^2 - 2 (a_i.a_j)(z_i.z_j)``
     so each pick costs O(N x (C + D)). The first centre is the largest gradient
-    (as in the BADGE authors' code). Rows whose squared distance to a centre is
-    within the rounding error of ``z``'s dot products (``D x eps`` relative) count
-    as copies and are never drawn while others remain.
+    (as in the BADGE authors' code; a tie drawn with ``rng``). Rows whose squared
+    distance to a centre is within the rounding error of ``z``'s dot products
+    (``D x eps`` relative) count as copies and are never drawn while others remain.
     """
     n = len(a)
     check_budget(k, n)
@@ -149,7 +165,7 @@ def kmeanspp_outer(a: np.ndarray, z: np.ndarray, k: int, rng: np.random.Generato
     d2 = np.full(n, np.inf)
     for i in range(k):
         if i == 0:
-            j = int(np.argmax(norms))
+            j = argbest(norms, rng)
         else:
             d2[picked[:i]] = 0.0
             total = d2.sum()
