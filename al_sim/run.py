@@ -15,6 +15,7 @@ import os
 import shlex
 import signal
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 import hydra
@@ -40,14 +41,22 @@ from al_sim.errors import (
     storable,
 )
 from al_sim.events import Callback, CallbackList, LabelsPending, RunInfo
+from al_sim.launcher_watch import (
+    EXIT_TERMINATED,
+    SIGINT_REASON,
+    SIGTERM_REASON,
+    exit_if_orphaned,
+    job_in_progress,
+    stop_workers,
+    stopping,
+    watch_launcher,
+)
 from al_sim.run_lock import RunDirLock
-from al_sim.sweep import mark_job_failed, sweep_context
+from al_sim.sweep import close_interrupted_sweep, mark_job_failed, sweep_context
 
 log = logging.getLogger("al_sim")
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
-EXIT_TERMINATED = 143  # 128 + SIGTERM, what shells and schedulers expect
-SIGTERM_REASON = "SIGTERM"
 
 _FAILED: list[Exception] = []  # a single run's failure, handed from main() to cli()
 
@@ -192,12 +201,28 @@ def main(cfg: DictConfig) -> float | None:
     """Hydra task: one run, or one job of a sweep (whose failure never stops the sweep)."""
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
+    watched = hydra_cfg.mode == RunMode.MULTIRUN and watch_launcher()
+    if watched and stopping():  # this worker was told to stop: it runs no more jobs
+        line = "not run: its worker was stopped; run the sweep again to run it"
+        print(f"{run_dir}: {line}", file=sys.stderr, flush=True)
+        mark_job_failed(line)
+        return None
     try:
-        try:
-            return execute(cfg, run_dir, Path(hydra.utils.get_original_cwd()), _parallel_jobs())
-        except LabelsPending as pending:  # the sinks closed PAUSED: the run waits, no failure
-            paused(pending, run_dir)
-            return None
+        with job_in_progress(Path(hydra_cfg.sweep.dir)) if watched else nullcontext():
+            try:
+                return execute(cfg, run_dir, Path(hydra.utils.get_original_cwd()),
+                               _parallel_jobs())
+            except LabelsPending as pending:  # the sinks closed PAUSED: the run waits
+                paused(pending, run_dir)
+                return None
+    except KeyboardInterrupt as exc:
+        if not watched:
+            raise
+        exit_if_orphaned(exc)  # a worker whose launcher died ends here
+        line = f"interrupted ({exc}): the run is marked KILLED; run the sweep again to resume it"
+        print(line, file=sys.stderr, flush=True)
+        mark_job_failed(line)
+        return None
     except Exception as exc:
         if hydra_cfg.mode != RunMode.MULTIRUN:
             _FAILED.append(exc)  # cli() reports it; raised here, Hydra prints its own line too
@@ -224,23 +249,27 @@ def quote_home_path(arg: str) -> str:
     return arg
 
 
-def _terminated(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt(SIGTERM_REASON)
+def _interrupted(signum: int, frame: object) -> None:
+    stop_workers()  # a sweep's launcher: its workers first close their runs KILLED
+    raise KeyboardInterrupt(SIGTERM_REASON if signum == signal.SIGTERM else SIGINT_REASON)
 
 
 def cli() -> None:
     """``python -m al_sim.run``: every user error as one ``error:`` line and exit status 2."""
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # let errors reach us instead of a trace
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # hydra/launcher=al_ray: no telemetry
-    signal.signal(signal.SIGTERM, _terminated)  # timeout, docker, SLURM: as Ctrl-C is
+    signal.signal(signal.SIGTERM, _interrupted)  # timeout, docker, SLURM: as Ctrl-C is
+    signal.signal(signal.SIGINT, _interrupted)
     sys.argv[1:] = [quote_home_path(arg) for arg in sys.argv[1:]]
     try:
         main()
         if _FAILED:
             raise _FAILED.pop()
     except KeyboardInterrupt as exc:
-        by = str(exc) or "Ctrl-C"
-        print(f"interrupted ({by}): the MLflow run is marked KILLED; run the same command "
+        by = str(exc) or SIGINT_REASON
+        what = "the MLflow run is" if close_interrupted_sweep() is None else \
+            "the sweep's MLflow runs are"
+        print(f"interrupted ({by}): {what} marked KILLED; run the same command "
               "again to resume it", file=sys.stderr, flush=True)
         sys.exit(EXIT_TERMINATED if by == SIGTERM_REASON else EXIT_INTERRUPTED)
     except Exception as exc:

@@ -30,6 +30,8 @@ from al_sim.contract import (
     tracking_uri,
     where_to_look,
 )
+from al_sim.errors import ConfigError
+from al_sim.launcher_watch import announce_launcher
 
 log = logging.getLogger("al_sim")
 SWEEP_FILE = "al_sim_sweep.json"
@@ -64,6 +66,20 @@ def sweep_context() -> SweepContext | None:
         data = json.loads(path.read_text())
         return SweepContext(data["sweep_id"], data.get("parent_run_id"))
     return SweepContext(str(sweep_dir), None)
+
+
+_OPEN_PARENT: list[tuple[str, str]] = []  # (uri, run id) of this launcher's running sweep
+
+
+def close_interrupted_sweep() -> str | None:
+    """After a sweep was interrupted: mark its parent run KILLED; its id, or None (no sweep)."""
+    if not _OPEN_PARENT:
+        return None
+    from al_sim.mlflow_store import end_run
+
+    uri, run_id = _OPEN_PARENT.pop()
+    end_run(uri, run_id, status="KILLED")
+    return run_id
 
 
 def mark_job_failed(message: str) -> None:
@@ -106,7 +122,12 @@ def warn_unbounded_launcher(config: DictConfig) -> None:
 class SweepCallback(Callback):
     """Creates the sweep's parent run before the jobs and closes it after them."""
 
-    def __init__(self) -> None:
+    def __init__(self, launcher_poll_s: float = 1.0, interrupt_grace_s: float = 30.0) -> None:
+        for name, value in (("launcher_poll_s", launcher_poll_s),
+                            ("interrupt_grace_s", interrupt_grace_s)):
+            if not value > 0:
+                raise ConfigError(f"hydra.callbacks.sweep.{name} must be > 0 seconds, got {value}")
+        self._poll_s, self._grace_s = launcher_poll_s, interrupt_grace_s
         self._parent: tuple[str, str] | None = None  # (tracking uri, run id)
         self._experiment_id = ""
         self._experiment = ""
@@ -114,6 +135,7 @@ class SweepCallback(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         warn_unbounded_launcher(config)
         sweep_dir = Path(config.hydra.sweep.dir)
+        announce_launcher(self._poll_s, self._grace_s, sweep_dir)  # workers stop with us
         sweep_dir.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(sweep_dir / FAILED_DIR, ignore_errors=True)  # failures of an earlier try
         sweep_file = sweep_dir / SWEEP_FILE
@@ -121,7 +143,7 @@ class SweepCallback(Callback):
         sweep_id = earlier.get("sweep_id", str(sweep_dir))
         parent_id = earlier.get("parent_run_id")
         if config.tracking.enabled:
-            from al_sim.sinks.mlflow_writer import experiment_of, restart_run, start_parent_run
+            from al_sim.mlflow_store import experiment_of, restart_run, start_parent_run
 
             launch_dir = Path(os.getcwd())
             uri = tracking_uri(config.tracking.uri, launch_dir)
@@ -135,6 +157,7 @@ class SweepCallback(Callback):
                                              tags={SWEEP_ID_TAG: sweep_id, ROLE_TAG: SWEEP_ROLE,
                                                    "strategy": SWEEP_STRATEGY})
             self._parent = (uri, parent_id)
+            _OPEN_PARENT[:] = [self._parent]
             self._experiment_id = experiment_of(uri, parent_id)
             self._experiment = str(config.tracking.experiment)
         sweep_file.write_text(json.dumps({"sweep_id": sweep_id, "parent_run_id": parent_id}))
@@ -143,10 +166,11 @@ class SweepCallback(Callback):
         failed_dir = Path(config.hydra.sweep.dir) / FAILED_DIR
         failures = sorted(failed_dir.glob("*.txt")) if failed_dir.exists() else []
         if self._parent is not None:
-            from al_sim.sinks.mlflow_writer import end_run
+            from al_sim.mlflow_store import end_run
 
             self._log_summaries()
             end_run(*self._parent, status="FAILED" if failures else "FINISHED")
+            _OPEN_PARENT.clear()
         print(f"sweep results: {Path(config.hydra.sweep.dir).resolve()} (one dir per job)",
               file=sys.stderr, flush=True)
         if self._parent is not None:

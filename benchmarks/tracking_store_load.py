@@ -39,7 +39,7 @@ def writer(uri: str, exp_id: str, parent: str, index: int, tmp: str) -> tuple[li
     from mlflow.tracking import MlflowClient
 
     from al_sim.errors import TrackingError
-    from al_sim.sinks.mlflow_writer import call_with_retries as retried
+    from al_sim.mlflow_store import call_with_retries as retried
 
     client = MlflowClient(tracking_uri=uri)
 

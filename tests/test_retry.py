@@ -60,10 +60,28 @@ def test_restarting_and_locked_stores_count_as_transient(message: str) -> None:
 def test_the_writer_turns_a_persistent_outage_into_one_error_line() -> None:
     from mlflow.exceptions import MlflowException
 
-    from al_sim.sinks.mlflow_writer import call_with_retries
+    from al_sim.mlflow_store import call_with_retries
 
     fn = Flaky(100, MlflowException("API request failed: Connection refused"))
     with pytest.raises(TrackingError, match="resumes from its checkpoint"):
         call_with_retries("metric logging", fn, "http://127.0.0.1:9",
                           RetryPolicy(retries=2, timeout_s=30, backoff_s=0.01))
     assert fn.calls == 3
+
+
+def test_mlflow_tracebacks_of_retried_lock_errors_are_dropped(
+        caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from sqlalchemy.exc import OperationalError
+
+    import al_sim.mlflow_store  # noqa: F401 - installs the filter
+
+    logger = logging.getLogger("mlflow.store.db.utils")
+    for message in ("database is locked", "no such table: runs"):
+        try:
+            raise OperationalError("INSERT", {}, Exception(message))
+        except OperationalError:
+            logger.exception("SQLAlchemy database error. The following exception is caught.")
+    shown = [r.exc_info[1] for r in caplog.records if r.name == logger.name]
+    assert [str(e.orig) for e in shown] == ["no such table: runs"]  # a real error still shows

@@ -2,7 +2,8 @@
 
 Follows the MLflow contract (``al_sim.contract``): step = number of labelled
 images, one ``log_batch`` call per round, and the run directory's result files
-uploaded as they change. Also creates and closes a sweep's parent run.
+uploaded as they change. Store calls, retries and sweep parent runs:
+:mod:`al_sim.mlflow_store`.
 """
 
 from __future__ import annotations
@@ -10,12 +11,11 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
 from mlflow.entities import Metric, Param, Run, RunTag
-from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from al_sim.config.checks import non_negative, positive
@@ -43,7 +43,8 @@ from al_sim.contract import (
 )
 from al_sim.errors import AlreadyFinishedError, TrackingError, error_message, storable
 from al_sim.events import FINISHED, PAUSED, ALResult, Callback, LoopState, RoundResult, RunInfo
-from al_sim.retry import RetryPolicy, retry
+from al_sim.mlflow_store import call_with_retries, experiment_id
+from al_sim.retry import RetryPolicy
 from al_sim.tracking_http import check_reachable
 
 log = logging.getLogger(__name__)
@@ -135,8 +136,8 @@ class MLflowWriter(Callback):
             return
         run_id = path.read_text().strip()
         try:
-            found = self.client.get_run(run_id)
-        except MlflowException:
+            found = self._call("orphan run lookup", lambda: self.client.get_run(run_id))
+        except TrackingError:
             return  # another store, or deleted already
         if found.info.status != "RUNNING":
             return
@@ -234,7 +235,7 @@ class MLflowWriter(Callback):
     def on_exception(self, exc: BaseException) -> None:
         if self.run_id is not None:
             tag = RunTag(ERROR_TAG, error_message(exc)[:TAG_MAX_CHARS])
-            self.client.log_batch(self.run_id, tags=[tag])
+            self._call("error tag", lambda: self.client.log_batch(self.run_id, tags=[tag]))
 
     def on_close(self, status: str) -> None:
         if self.run_id is None:
@@ -250,71 +251,3 @@ class MLflowWriter(Callback):
         if status == FINISHED and not self._in_sweep:  # a sweep says it once, at its end
             print(where_to_look(self.uri, self.experiment_id, self.run_id), file=sys.stderr,
                   flush=True)
-
-
-def call_with_retries(what: str, fn: Callable[[], T], uri: str,
-                      policy: RetryPolicy | int | None = None) -> T:
-    """``fn()``, retried with capped back-off while the store fails transiently.
-
-    Transient: locked, unreachable, restarting (``al_sim.retry``). When the
-    failure persists past ``policy`` (``tracking.retries`` /
-    ``tracking.retry_timeout_s``), TrackingError: the run ends with exit 2, its
-    checkpoint holds the last round whose metrics reached the store, and
-    re-running the same command resumes it into the same MLflow run.
-    """
-    if not isinstance(policy, RetryPolicy):
-        policy = RetryPolicy() if policy is None else RetryPolicy(retries=policy)
-    try:
-        return retry(f"MLflow {what}", fn, policy, (MlflowException, OSError))
-    except (MlflowException, OSError) as exc:
-        first = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
-        raise TrackingError(
-            f"MLflow {what} failed at {uri}: {first}; check that the server is up and "
-            "tracking.uri (or MLFLOW_TRACKING_URI) is right, or set tracking.enabled=false; "
-            "the run resumes from its checkpoint when run again"
-        ) from exc
-
-
-def experiment_id(client: MlflowClient, name: str, artifact_location: str | None) -> str:
-    """The id of experiment ``name``, created (with ``artifact_location``) if missing."""
-    found = client.get_experiment_by_name(name)
-    if found is not None:
-        return found.experiment_id
-    try:
-        return client.create_experiment(name, artifact_location=artifact_location)
-    except MlflowException:
-        found = client.get_experiment_by_name(name)  # another process created it meanwhile
-        if found is None:
-            raise
-        return found.experiment_id
-
-
-def start_parent_run(uri: str, experiment: str, artifact_location: str | None, name: str,
-                     tags: Mapping[str, str]) -> str:
-    """Create a sweep's parent run and return its id."""
-    check_reachable(uri)
-    client = MlflowClient(tracking_uri=uri)
-    try:
-        exp_id = experiment_id(client, experiment, artifact_location)
-        return client.create_run(exp_id, run_name=name, tags=dict(tags)).info.run_id
-    except MlflowException as exc:
-        raise TrackingError(f"cannot create the sweep's MLflow run at {uri}: {exc}") from exc
-
-
-def restart_run(uri: str, run_id: str) -> None:
-    """Mark ``run_id`` RUNNING again (a sweep re-run into its old directory)."""
-    check_reachable(uri)
-    client = MlflowClient(tracking_uri=uri)
-    call_with_retries("sweep run restart", lambda: client.update_run(run_id, status="RUNNING"),
-                      uri)
-
-
-def experiment_of(uri: str, run_id: str) -> str:
-    """The experiment id of ``run_id``."""
-    return MlflowClient(tracking_uri=uri).get_run(run_id).info.experiment_id
-
-
-def end_run(uri: str, run_id: str, status: str = "FINISHED") -> None:
-    """Mark ``run_id`` terminated with ``status`` (retried: the jobs may have outlived a blip)."""
-    client = MlflowClient(tracking_uri=uri)
-    call_with_retries("sweep run end", lambda: client.set_terminated(run_id, status), uri)

@@ -1,0 +1,103 @@
+"""The MLflow store: calls retried while it is busy, experiments, a sweep's parent run.
+
+Shared by the writer (:mod:`al_sim.sinks.mlflow_writer`) and the sweep callback
+(:mod:`al_sim.sweep`), which creates, restarts and closes the parent run.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import TypeVar
+
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+from sqlalchemy.exc import OperationalError
+
+from al_sim.errors import TrackingError
+from al_sim.retry import RetryPolicy, is_transient, retry
+from al_sim.tracking_http import check_reachable
+
+T = TypeVar("T")
+
+
+STORE_ERRORS = (MlflowException, OSError, OperationalError)  # sqlite's "locked" arrives raw
+
+
+class _RetriedErrors(logging.Filter):
+    """Drops MLflow's own traceback for a transient store error: al_sim retries it and says so."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not (exc is not None and is_transient(exc))
+
+
+logging.getLogger("mlflow.store.db.utils").addFilter(_RetriedErrors())
+
+
+def call_with_retries(what: str, fn: Callable[[], T], uri: str,
+                      policy: RetryPolicy | int | None = None) -> T:
+    """``fn()``, retried with capped back-off while the store fails transiently.
+
+    Transient: locked, unreachable, restarting (``al_sim.retry``). When the
+    failure persists past ``policy`` (``tracking.retries`` /
+    ``tracking.retry_timeout_s``), TrackingError: the run ends with exit 2, its
+    checkpoint holds the last round whose metrics reached the store, and
+    re-running the same command resumes it into the same MLflow run.
+    """
+    if not isinstance(policy, RetryPolicy):
+        policy = RetryPolicy() if policy is None else RetryPolicy(retries=policy)
+    try:
+        return retry(f"MLflow {what}", fn, policy, STORE_ERRORS)
+    except STORE_ERRORS as exc:
+        first = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+        raise TrackingError(
+            f"MLflow {what} failed at {uri}: {first}; check that the server is up and "
+            "tracking.uri (or MLFLOW_TRACKING_URI) is right, or set tracking.enabled=false; "
+            "the run resumes from its checkpoint when run again"
+        ) from exc
+
+
+def experiment_id(client: MlflowClient, name: str, artifact_location: str | None) -> str:
+    """The id of experiment ``name``, created (with ``artifact_location``) if missing."""
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    try:
+        return client.create_experiment(name, artifact_location=artifact_location)
+    except MlflowException:
+        found = client.get_experiment_by_name(name)  # another process created it meanwhile
+        if found is None:
+            raise
+        return found.experiment_id
+
+
+def start_parent_run(uri: str, experiment: str, artifact_location: str | None, name: str,
+                     tags: Mapping[str, str]) -> str:
+    """Create a sweep's parent run and return its id."""
+    check_reachable(uri)
+    client = MlflowClient(tracking_uri=uri)
+    exp_id = call_with_retries("experiment lookup",
+                               lambda: experiment_id(client, experiment, artifact_location), uri)
+    return call_with_retries("sweep run creation", lambda: client.create_run(
+        exp_id, run_name=name, tags=dict(tags)).info.run_id, uri)
+
+
+def restart_run(uri: str, run_id: str) -> None:
+    """Mark ``run_id`` RUNNING again (a sweep re-run into its old directory)."""
+    check_reachable(uri)
+    client = MlflowClient(tracking_uri=uri)
+    call_with_retries("sweep run restart", lambda: client.update_run(run_id, status="RUNNING"),
+                      uri)
+
+
+def experiment_of(uri: str, run_id: str) -> str:
+    """The experiment id of ``run_id``."""
+    client = MlflowClient(tracking_uri=uri)
+    return call_with_retries("run lookup", lambda: client.get_run(run_id), uri).info.experiment_id
+
+
+def end_run(uri: str, run_id: str, status: str = "FINISHED") -> None:
+    """Mark ``run_id`` terminated with ``status`` (retried: the jobs may have outlived a blip)."""
+    client = MlflowClient(tracking_uri=uri)
+    call_with_retries("sweep run end", lambda: client.set_terminated(run_id, status), uri)

@@ -1,0 +1,116 @@
+"""A killed or interrupted joblib launcher: its workers stop at once and nothing is duplicated."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import FAST_CLI, run_cli
+
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc")]
+
+# Two jobs on two workers, long enough (12 rounds) to be stopped in the middle.
+SWEEP = ["-m", "strategy=random,entropy", "seed=0", "hydra/launcher=joblib",
+         "hydra.launcher.n_jobs=2", "budget=tiny", "budget.rounds=12", "hydra.sweep.dir=sweep",
+         "tracking.query_grids=false", *FAST_CLI]
+
+
+def children(pid: int) -> list[int]:
+    """Live direct children of ``pid``."""
+    out = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            text = status.read_text()
+        except OSError:
+            continue
+        fields = dict(line.split(":\t", 1) for line in text.splitlines() if ":\t" in line)
+        if fields.get("PPid", "").strip() == str(pid) and not fields["State"].startswith("Z"):
+            out.append(int(status.parent.name))
+    return out
+
+
+def alive(pids: list[int]) -> list[int]:
+    return [p for p in pids if Path(f"/proc/{p}").exists()
+            and not Path(f"/proc/{p}/status").read_text().count("State:\tZ")]
+
+
+def gone_soon(pids: list[int], seconds: float = 30) -> bool:
+    """Whether every process in ``pids`` ended within ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while alive(pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return not alive(pids)
+
+
+def start_then_signal(cwd: Path, sig: int) -> tuple[subprocess.Popen, list[int]]:
+    """Start the sweep; once both jobs logged a round, send ``sig`` to the launcher only."""
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    proc = subprocess.Popen([sys.executable, "-m", "al_sim.run", *SWEEP], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:
+        logs = list((cwd / "sweep").glob("*/metrics.csv"))
+        if len(logs) == 2 and all(len(p.read_text().splitlines()) >= 2 for p in logs):
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the sweep ended before it could be stopped"
+    workers = children(proc.pid)
+    assert workers, "the joblib launcher has no worker processes"
+    proc.send_signal(sig)
+    return proc, workers
+
+
+def runs(cwd: Path) -> list:
+    client = MlflowClient(tracking_uri=f"sqlite:///{cwd / 'mlflow.db'}")
+    return client.search_runs([client.get_experiment_by_name("al_sim").experiment_id])
+
+
+def jobs(found: list) -> dict[str, object]:
+    return {r.info.run_name: r for r in found if r.data.tags.get("al_sim.role") is None}
+
+
+def test_a_sigkilled_launcher_stops_its_workers_and_the_rerun_duplicates_nothing(
+        tmp_path: Path) -> None:
+    proc, workers = start_then_signal(tmp_path, signal.SIGKILL)
+    proc.communicate(timeout=60)
+    assert gone_soon(workers), "workers outlived their launcher"  # they poll it every second
+    killed = jobs(runs(tmp_path))
+    assert len(killed) == 2
+    for run in killed.values():
+        assert run.info.status == "KILLED"
+        assert "the sweep's launcher" in run.data.tags["error"]
+
+    again = run_cli(SWEEP, tmp_path, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    after = runs(tmp_path)
+    finished = jobs(after)
+    assert finished.keys() == killed.keys()  # resumed into the same runs: none twice
+    assert [r.info.run_id for r in finished.values()] == [r.info.run_id for r in killed.values()]
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    for run in finished.values():
+        assert run.info.status == "FINISHED"
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "test/accuracy")]
+        assert sorted(steps) == sorted(set(steps)) and len(steps) == 13  # 12 rounds + initial
+    parents = [r for r in after if r.data.tags.get("al_sim.role") == "sweep"]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+
+
+def test_sigterm_to_the_launcher_closes_every_run_killed_before_it_exits(tmp_path: Path) -> None:
+    proc, workers = start_then_signal(tmp_path, signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-3000:]
+    assert "Traceback" not in err, err[max(0, err.find("Traceback") - 1000):][:5000]
+    assert "the sweep's MLflow runs are marked KILLED" in err
+    assert gone_soon(workers, 10)  # loky's resource tracker ends just after the launcher
+    found = runs(tmp_path)
+    assert {r.info.status for r in found} == {"KILLED"} and len(found) == 3  # 2 jobs + parent
+    for run in jobs(found).values():
+        assert run.data.tags["error"] == "interrupted (SIGTERM)"
