@@ -32,10 +32,6 @@ pytestmark = [pytest.mark.slow,
 POOL_BYTES = 3200 * MB
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "open: without a limit a mapped 3.2 GB pool run peaked at RssAnon 4.1 GB (under a 2.4 GB "
-    "ulimit -d the same run peaked at 805 MB and passed); something copies the pool when "
-    "memory allows; see BENCHMARKS.md"))
 def test_a_run_on_a_pool_far_larger_than_its_memory(tmp_path: Path) -> None:
     if shutil.disk_usage(tmp_path).free < 2 * POOL_BYTES:
         pytest.skip(f"needs {2 * POOL_BYTES / MB:.0f} MB free in {tmp_path}")

@@ -51,12 +51,24 @@ def _differences(old: dict[str, str], new: dict[str, str]) -> list[str]:
             if old.get(k) != new.get(k) and not results_neutral(k)]
 
 
+_HASH_BLOCK_BYTES = 64 * 2**20  # rows hashed per block: a bounded temporary, whatever the pool
+
+
+def _hash_rows(digest: Any, array: np.ndarray) -> None:
+    """Feed ``array``'s bytes to ``digest`` a block of rows at a time, never copying it whole
+    (a memory-mapped pool is read page by page, not into the process's memory)."""
+    row = max(1, array[:1].nbytes)
+    step = max(1, _HASH_BLOCK_BYTES // row)
+    for start in range(0, len(array), step):
+        digest.update(memoryview(np.ascontiguousarray(array[start:start + step])).cast("B"))
+
+
 def data_fingerprint(dataset: ALDataset) -> dict[str, Any]:
     """What a checkpoint's pool indices refer to: the pool's ids and a hash of its content."""
     digest = hashlib.sha256()
     for array in (dataset.pool_x.numpy(), dataset.pool_y, dataset.test_x.numpy(),
                   dataset.test_y):
-        digest.update(np.ascontiguousarray(array).tobytes())
+        _hash_rows(digest, np.asarray(array))
     return {"n_pool": dataset.n_pool, "n_test": int(len(dataset.test_y)),
             "ids": list(dataset.pool_ids or []), "content": digest.hexdigest()[:16]}
 
