@@ -48,8 +48,9 @@ def test_images_up_to_64_px_never_change(size: int) -> None:
 def test_large_images_are_chunked_deterministic_and_keep_their_classes(size: int) -> None:
     n = 3 * chunk_size(size) + 5  # several chunks and a partial one
     x, y = generate_images(n, size, [0.4, 0.3, 0.3], 0.0, seed=2)
-    again, _ = generate_images(n, size, [0.4, 0.3, 0.3], 0.0, seed=2)
-    assert x.shape == (n, 1, size, size) and x.dtype == np.uint8 and (x == again).all()
+    again, again_y = generate_images(n, size, [0.4, 0.3, 0.3], 0.0, seed=2, workers=3)
+    assert x.shape == (n, 1, size, size) and x.dtype == np.uint8
+    assert (x == again).all() and (y == again_y).all()  # the same images on 1 or 3 threads
     assert chunk_size(size) < n and chunk_size(size) * size * size <= 1 << 21
     lo, hi = size * 3 // 8, size * 5 // 8
     centre = x[:, 0, lo:hi, lo:hi].mean(axis=(1, 2))

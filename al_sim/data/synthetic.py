@@ -11,6 +11,8 @@ deterministic by seed.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import torch
 
@@ -108,7 +110,12 @@ def _render(
 
 
 def chunk_size(image_size: int) -> int:
-    """Images rendered per step (the rng draws per step, so this fixes the images too)."""
+    """Images rendered per step (the rng draws per step, so this fixes the images too).
+
+    Up to ``_EXACT_MAX_SIZE`` px the steps share one random stream, as always;
+    above, each step has its own seeded stream, so steps run on parallel
+    threads and the images do not depend on how many.
+    """
     if image_size <= _EXACT_MAX_SIZE:
         return _CHUNK
     return max(1, _CHUNK_PIXELS // (image_size * image_size))
@@ -120,8 +127,13 @@ def generate_images(
     class_proportions: list[float],
     difficulty: float,
     seed: int,
+    workers: int = 1,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Images (uint8 ``N x 1 x S x S``) and their classes, deterministic by ``seed``."""
+    """Images (uint8 ``N x 1 x S x S``) and their classes, deterministic by ``seed``.
+
+    Above ``_EXACT_MAX_SIZE`` px, chunks render on ``workers`` threads (numpy
+    releases the GIL in the heavy work); the images are the same for any count.
+    """
     rng = np.random.default_rng(seed)
     props = np.asarray(class_proportions, dtype=np.float64)
     props /= props.sum()
@@ -131,11 +143,23 @@ def generate_images(
     images = np.empty((n, 1, image_size, image_size), dtype=np.uint8)
     has_normal = len(props) == 3
     chunk = chunk_size(image_size)
-    for start in range(0, n, chunk):
-        stop = min(start + chunk, n)
-        images[start:stop, 0] = _render(
-            rng, labels[start:stop], image_size, difficulty, has_normal
-        )
+    starts = range(0, n, chunk)
+    if image_size <= _EXACT_MAX_SIZE:
+        for start in starts:
+            images[start:start + chunk, 0] = _render(
+                rng, labels[start:start + chunk], image_size, difficulty, has_normal
+            )
+        return images, labels.astype(np.int64)
+    streams = np.random.SeedSequence(seed).spawn(len(starts))
+
+    def render(step: int) -> None:
+        start = starts[step]
+        images[start:start + chunk, 0] = _render(np.random.default_rng(streams[step]),
+                                                 labels[start:start + chunk], image_size,
+                                                 difficulty, has_normal)
+
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        list(pool.map(render, range(len(starts))))
     return images, labels.astype(np.int64)
 
 
@@ -144,8 +168,9 @@ def load_synthetic(**cfg: object) -> ALDataset:
     conf = SyntheticDatasetConf(**cfg)  # type: ignore[arg-type]
     pool_seed, test_seed, noise_seed = np.random.SeedSequence(conf.seed).generate_state(3)
     args = (conf.image_size, list(conf.class_proportions), conf.difficulty)
-    pool_x, pool_y = generate_images(conf.n_pool, *args, seed=int(pool_seed))
-    test_x, test_y = generate_images(conf.n_test, *args, seed=int(test_seed))
+    workers = torch.get_num_threads()  # the run's share of the cores
+    pool_x, pool_y = generate_images(conf.n_pool, *args, seed=int(pool_seed), workers=workers)
+    test_x, test_y = generate_images(conf.n_test, *args, seed=int(test_seed), workers=workers)
     n_classes = len(conf.class_proportions)
     if conf.label_noise > 0:
         pool_y = flip_labels(pool_y, conf.label_noise, n_classes,
