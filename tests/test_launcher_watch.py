@@ -50,17 +50,25 @@ def gone_soon(pids: list[int], seconds: float = 30) -> bool:
     return not alive(pids)
 
 
-def start_then_signal(cwd: Path, sig: int) -> tuple[subprocess.Popen, list[int]]:
-    """Start the sweep; once both jobs logged a round, send ``sig`` to the launcher only."""
+def rounds_logged(cwd: Path) -> list[int]:
+    """Rounds in each job's metrics.csv (0 before the first), for the jobs that started."""
+    return [max(0, len(p.read_text().splitlines()) - 1) if p.exists() else 0
+            for p in (d.parent / "metrics.csv" for d in (cwd / "sweep").glob("*/.mlflow_run_id"))]
+
+
+def start_then_signal(cwd: Path, sig: int, args: list[str] = SWEEP,
+                      in_round_0: bool = False) -> tuple[subprocess.Popen, list[int]]:
+    """Start the sweep; once both jobs logged a round (or, ``in_round_0``, once both have an
+    MLflow run and no round yet), send ``sig`` to the launcher only."""
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    proc = subprocess.Popen([sys.executable, "-m", "al_sim.run", *SWEEP], cwd=cwd, env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "al_sim.run", *args], cwd=cwd, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and proc.poll() is None:
-        logs = list((cwd / "sweep").glob("*/metrics.csv"))
-        if len(logs) == 2 and all(len(p.read_text().splitlines()) >= 2 for p in logs):
+        done = rounds_logged(cwd)
+        if len(done) == 2 and (max(done) == 0 if in_round_0 else min(done) >= 1):
             break
-        time.sleep(0.05)
+        time.sleep(0.02)
     assert proc.poll() is None, "the sweep ended before it could be stopped"
     workers = children(proc.pid)
     assert workers, "the joblib launcher has no worker processes"
@@ -101,6 +109,21 @@ def test_a_sigkilled_launcher_stops_its_workers_and_the_rerun_duplicates_nothing
         assert sorted(steps) == sorted(set(steps)) and len(steps) == 13  # 12 rounds + initial
     parents = [r for r in after if r.data.tags.get("al_sim.role") == "sweep"]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+
+
+def test_a_sweep_stopped_in_round_0_reruns_into_one_run_per_job(tmp_path: Path) -> None:
+    """No checkpoint yet: the re-run starts each job over, and its empty KILLED run is gone."""
+    slow_round_0 = [*SWEEP, "budget.rounds=1", "trainer.min_steps=150"]
+    proc, workers = start_then_signal(tmp_path, signal.SIGTERM, slow_round_0, in_round_0=True)
+    proc.communicate(timeout=120)
+    assert gone_soon(workers, 10)
+    assert rounds_logged(tmp_path) == [0, 0], "the jobs got past round 0 before the signal"
+    assert {r.info.status for r in jobs(runs(tmp_path)).values()} == {"KILLED"}
+    again = run_cli(slow_round_0, tmp_path, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    after = runs(tmp_path)
+    assert len(after) == 2 + 1 + 2  # one run per job, the parent, two summary runs
+    assert {r.info.status for r in after} == {"FINISHED"}
 
 
 def test_sigterm_to_the_launcher_closes_every_run_killed_before_it_exits(tmp_path: Path) -> None:

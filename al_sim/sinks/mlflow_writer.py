@@ -126,10 +126,10 @@ class MLflowWriter(Callback):
         self._sync()
 
     def _close_orphan(self) -> None:
-        """An earlier attempt in this run dir that left no checkpoint (killed in round 0).
+        """An earlier attempt in this run dir that left no checkpoint (stopped in round 0).
 
-        Its MLflow run would stay RUNNING beside this one: deleted when it logged
-        nothing, else marked KILLED.
+        Its MLflow run would stay beside this one: deleted when it logged nothing
+        (RUNNING after a SIGKILL, KILLED after a clean interrupt), else marked KILLED.
         """
         path = self.run_dir / RUN_ID_FILE
         if not path.exists():
@@ -139,11 +139,11 @@ class MLflowWriter(Callback):
             found = self._call("orphan run lookup", lambda: self.client.get_run(run_id))
         except TrackingError:
             return  # another store, or deleted already
-        if found.info.status != "RUNNING":
-            return
+        if found.info.status not in ("RUNNING", "KILLED"):
+            return  # finished, or failed: its record stays
         if not found.data.metrics:
             self._call("orphan run deletion", lambda: self.client.delete_run(run_id))
-        else:
+        elif found.info.status == "RUNNING":
             self._call("orphan run end", lambda: self.client.set_terminated(run_id, "KILLED"))
 
     def _start(self, run: RunInfo) -> None:
