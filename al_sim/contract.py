@@ -55,7 +55,8 @@ ARTIFACTS = (CONFIG_FILE, QUERIES_FILE, METRICS_FILE, LABELED_SET_FILE, CURVE_FI
 # Flattened config keys that do not change a run's results: a resume may change them and the
 # comparison report does not split settings on them. A key ending in "." is a prefix.
 RESULTS_NEUTRAL_KEYS = ("progress", "resume", "tracking.", "callbacks.", "trainer.num_threads",
-                        "trainer.device", "oracle.image_size")
+                        "trainer.device", "oracle.image_size",
+                        "trainer.mapped_pool_mmap_threshold_mb")
 
 
 # Metrics where lower is better (losses, durations); every other metric ranks higher-is-better.

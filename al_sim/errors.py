@@ -33,11 +33,25 @@ class LabelError(ALSimError):
     """An expert's label, or a file of labels, is refused (nothing is written)."""
 
 
+OUT_OF_MEMORY = ("out of memory", "can't allocate memory")  # torch's CPU and CUDA messages
+
+
+def out_of_memory(exc: BaseException) -> str | None:
+    """For an allocation failure (numpy, torch on the CPU or a GPU): what to say; else None."""
+    if not isinstance(exc, MemoryError) and not (
+            isinstance(exc, RuntimeError) and any(t in str(exc) for t in OUT_OF_MEMORY)):
+        return None
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+    return (f"out of memory: {first}; lower trainer.batch_size or trainer.eval_batch_size, use "
+            "a smaller model, or let the pool stay on disk (dataset.in_memory_max_mb=0 "
+            "memory-maps MedMNIST+ archives)")
+
+
 def error_message(exc: BaseException) -> str:
     """The ``error`` tag of a run that ended with ``exc``."""
     if isinstance(exc, KeyboardInterrupt):
         return f"interrupted ({exc or 'Ctrl-C'})"
-    return storable(f"{type(exc).__name__}: {exc}")
+    return storable(out_of_memory(exc) or f"{type(exc).__name__}: {exc}")
 
 
 def storable(text: str) -> str:

@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from threadpoolctl import threadpool_limits
 
 from al_sim.config.store import instantiate
+from al_sim.core.device import fix_mmap_threshold
 from al_sim.core.human_oracle import HumanOracle
 from al_sim.core.loop import Seeds, run_active_learning
 from al_sim.core.oracle import Oracle
@@ -88,6 +89,9 @@ def run_experiment(cfg: DictConfig, run: RunInfo, callbacks: CallbackList,
         callbacks.fire("setup", run)
         strategy = build_strategy(cfg)
         dataset = build_dataset(cfg)
+        threshold = cfg.trainer.mapped_pool_mmap_threshold_mb
+        if dataset.memory_mapped and threshold is not None:
+            fix_mmap_threshold(threshold)  # scoring a pool on disk must not grow the heap
         preprocess = Preprocess(OmegaConf.to_object(cfg.dataset.preprocess),
                                 channels=dataset.image_shape[0])
         trainer = Trainer(OmegaConf.to_object(cfg.trainer), preprocess,

@@ -38,6 +38,7 @@ from al_sim.errors import (
     ALSimError,
     ConfigError,
     LabelsIncompleteError,
+    out_of_memory,
     storable,
 )
 from al_sim.events import Callback, CallbackList, LabelsPending, RunInfo
@@ -180,6 +181,8 @@ def error_line(exc: BaseException) -> str | None:
         cause = exc.__cause__
         extra = f"\n{cause}" if cause and str(cause) not in str(exc) else ""
         return f"error: {exc}{extra}"
+    if (memory := out_of_memory(exc)) is not None:
+        return f"error: {memory}"
     if isinstance(exc, OSError):
         where = f": {exc.filename}" if exc.filename else ""
         return (f"error: {exc.strerror or exc}{where}; check that the path exists and is "

@@ -53,3 +53,40 @@ def test_a_run_on_a_pool_far_larger_than_its_memory(tmp_path: Path) -> None:
         assert max(int(r["pool_index"]) for r in rows) < POOL_BYTES // (SIZE * SIZE) + 1
     finally:
         shutil.rmtree(data, ignore_errors=True)  # do not leave GBs in pytest's temp dirs
+
+
+def test_running_out_of_memory_is_one_error_line_and_a_failed_run(tmp_path: Path) -> None:
+    """Told to read an 800 MB pool whole under a 1.6 GB data limit: a clean refusal."""
+    from mlflow.tracking import MlflowClient
+
+    from tests.conftest import assert_refused
+
+    data = tmp_path / "data"
+    try:
+        write_archive(data, n_train=800 * MB // (SIZE * SIZE))
+        (tmp_path / "run").mkdir()
+        proc, _, _ = run_limited([*RUN_ARGS, f"dataset.root={data}",
+                                  "dataset.in_memory_max_mb=100000"], tmp_path / "run",
+                                 1600 * MB)
+    finally:
+        shutil.rmtree(data, ignore_errors=True)
+    assert_refused(proc, tmp_path / "run", ["out of memory", "trainer.eval_batch_size",
+                                            "dataset.in_memory_max_mb"])
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'run' / 'mlflow.db'}")
+    [run] = client.search_runs([client.get_experiment_by_name("al_sim").experiment_id])
+    assert run.info.status == "FAILED" and "out of memory" in run.data.tags["error"]
+
+
+def test_allocation_failures_of_numpy_and_torch_map_to_the_error_line() -> None:
+    import torch
+
+    from al_sim.run import error_line
+
+    cases = [MemoryError("Unable to allocate 3.12 GiB for an array"),
+             RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't "
+                          "allocate memory: you tried to allocate 25690112 bytes"),
+             torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")]
+    for exc in cases:
+        line = error_line(exc)
+        assert line is not None and line.startswith("error: out of memory: ")
+    assert error_line(RuntimeError("mat1 and mat2 shapes cannot be multiplied")) is None

@@ -84,6 +84,7 @@ class TrainerConf:
     deterministic: bool = True  # CUDA: deterministic kernels, same seed => same results
     resident_memory_fraction: float = 0.5  # data go to the GPU when <= this share of free memory
     fused_normalise: bool = False  # one multiply-add for uint8 -> normalised float
+    mapped_pool_mmap_threshold_mb: float | None = 1.0  # see conf/trainer/default.yaml
 
     def __post_init__(self) -> None:
         positive("trainer", epochs=self.epochs, batch_size=self.batch_size, lr=self.lr)
@@ -119,6 +120,8 @@ class TrainerConf:
             raise ConfigError(f"trainer.device must be cpu, cuda or auto, got {self.device!r}")
         if self.num_threads is not None:
             positive("trainer", num_threads=self.num_threads)
+        if self.mapped_pool_mmap_threshold_mb is not None:
+            positive("trainer", mapped_pool_mmap_threshold_mb=self.mapped_pool_mmap_threshold_mb)
 
 
 # --------------------------------------------------------------------------- tracking
