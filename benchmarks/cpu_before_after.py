@@ -1,0 +1,128 @@
+"""CPU figures before and after a change, measured in one run, interleaved.
+
+Checks out ``--before`` (default: b90eb17, the tree the GPU issue was filed
+against) into a temporary git worktree and measures, alternately in that tree
+and in this one, each in a fresh process with the same thread count:
+
+* pool scoring: ``Trainer.predict_proba`` on random uint8 images (SimpleCNN,
+  28 and 64 px; the default trainer settings of each tree), images/s;
+* training: ``Trainer.fit`` on 2,048 images at 28 px, images/s;
+* the default run end to end (``python -m al_sim.run`` on the earlier default
+  scenario, tracking off), wall seconds.
+
+Prints the median over ``--repeats`` of each figure per tree and after/before.
+
+    python benchmarks/cpu_before_after.py [--before REV] [--repeats 3] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Runs inside either tree: the module layout moved between them.
+PROBE = r"""
+import json, sys, time
+import torch
+torch.manual_seed(0)
+torch.set_num_threads(int(sys.argv[1]))
+try:
+    from al_sim.config.data import PreprocessConf
+    from al_sim.config.schema import TrainerConf
+    from al_sim.core.training import Trainer
+except ImportError:
+    from al_sim.config import PreprocessConf, TrainerConf
+    from al_sim.training import Trainer
+from al_sim.data.transforms import Preprocess
+from al_sim.models.simple_cnn import SimpleCNN
+
+def best(fn, n=3):
+    times = []
+    for _ in range(n):
+        start = time.perf_counter(); fn(); times.append(time.perf_counter() - start)
+    return min(times)
+
+out = {}
+device = torch.device("cpu")
+for px, pool in ((28, 8192), (64, 2048)):
+    trainer = Trainer(TrainerConf(device="cpu", epochs=1, min_steps=0),
+                      Preprocess(PreprocessConf(), 1), device)
+    model = SimpleCNN(1, 3, widths=[16, 32, 64], hidden=128, dropout=0.3)  # the default
+    x = torch.randint(0, 256, (pool, 1, px, px), dtype=torch.uint8)
+    trainer.predict_proba(model, x[:256])  # warm-up: oneDNN kernels
+    out[f"scoring {px} px img/s"] = pool / best(lambda: trainer.predict_proba(model, x))
+x = torch.randint(0, 256, (2048, 1, 28, 28), dtype=torch.uint8)
+y = torch.randint(0, 3, (2048,)).numpy()
+trainer = Trainer(TrainerConf(device="cpu", epochs=2, min_steps=0),
+                  Preprocess(PreprocessConf(), 1), device)
+model = SimpleCNN(1, 3, widths=[16, 32, 64], hidden=128, dropout=0.3)
+out["training 28 px img/s"] = 2 * 2048 / best(lambda: trainer.fit(model, x, y, 3, 0), 2)
+print(json.dumps(out))
+"""
+
+
+def _env(tree: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    return {**env, "PYTHONPATH": str(tree)}
+
+
+def probe(tree: Path, threads: int) -> dict[str, float]:
+    """The scoring and training figures of the al_sim in ``tree``."""
+    proc = subprocess.run([sys.executable, "-c", PROBE, str(threads)], cwd=tree,
+                          env=_env(tree), capture_output=True, text=True, check=True)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def default_run(tree: Path, threads: int, scenario: list[str], work: Path) -> float:
+    """Wall seconds of the default run (tracking off) with ``tree``'s al_sim."""
+    run_dir = work / f"run-{time.monotonic_ns()}"
+    args = [sys.executable, "-m", "al_sim.run", *scenario, "tracking.enabled=false",
+            "progress=false", f"trainer.num_threads={threads}", f"hydra.run.dir={run_dir}"]
+    start = time.perf_counter()
+    subprocess.run(args, cwd=tree, env=_env(tree), capture_output=True, text=True, check=True)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--before", default="b90eb17")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    figures: dict[str, dict[str, list[float]]] = {"before": {}, "after": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        old = Path(tmp) / "before"
+        subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(old),
+                        args.before], capture_output=True, check=True)
+        trees = {"before": (old, []), "after": (REPO, ["dataset=synthetic_legacy"])}
+        try:
+            start = time.perf_counter()
+            for _ in range(args.repeats):
+                for label, (tree, scenario) in trees.items():
+                    got = probe(tree, args.threads)
+                    got["default run s"] = default_run(tree, args.threads, scenario, Path(tmp))
+                    for key, value in got.items():
+                        figures[label].setdefault(key, []).append(value)
+        finally:
+            subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(old)],
+                           capture_output=True, check=False)
+    print(f"before = {args.before}, after = this tree; {args.threads} threads, median of "
+          f"{args.repeats} interleaved repeats ({time.perf_counter() - start:.0f} s)")
+    print(f"{'figure':<24}{'before':>12}{'after':>12}{'after/before':>14}")
+    for key in figures["before"]:
+        b = statistics.median(figures["before"][key])
+        a = statistics.median(figures["after"][key])
+        print(f"{key:<24}{b:>12.1f}{a:>12.1f}{a / b:>14.2f}")
+
+
+if __name__ == "__main__":
+    main()
