@@ -117,11 +117,14 @@ def main() -> None:
                            capture_output=True, check=False)
     print(f"before = {args.before}, after = this tree; {args.threads} threads, median of "
           f"{args.repeats} interleaved repeats ({time.perf_counter() - start:.0f} s)")
-    print(f"{'figure':<24}{'before':>12}{'after':>12}{'after/before':>14}")
+    print(f"{'figure':<24}{'before [min-max]':>26}{'after [min-max]':>26}{'after/before':>14}")
     for key in figures["before"]:
-        b = statistics.median(figures["before"][key])
-        a = statistics.median(figures["after"][key])
-        print(f"{key:<24}{b:>12.1f}{a:>12.1f}{a / b:>14.2f}")
+        cells = []
+        for label in ("before", "after"):
+            values = figures[label][key]
+            cells.append(f"{statistics.median(values):.1f} [{min(values):.0f}-{max(values):.0f}]")
+        ratio = statistics.median(figures["after"][key]) / statistics.median(figures["before"][key])
+        print(f"{key:<24}{cells[0]:>26}{cells[1]:>26}{ratio:>14.2f}")
 
 
 if __name__ == "__main__":
