@@ -28,6 +28,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from al_sim.interrupts import interrupt
+
 LAUNCHER_ENV = "AL_SIM_LAUNCHER"  # "<pid>:<poll seconds>", set by the launching process
 RUNNING_DIR = ".al_sim_running"
 SIGTERM_REASON = "SIGTERM"
@@ -119,8 +121,8 @@ def _interrupted(signum: int, frame: object) -> None:
     if _gone.is_set() and not _job_running.is_set():
         os._exit(EXIT_TERMINATED)  # an idle orphan: nothing to close
     if _job_running.is_set():
-        raise KeyboardInterrupt(gone_reason() if _gone.is_set() else
-                                SIGTERM_REASON if signum == signal.SIGTERM else SIGINT_REASON)
+        interrupt(gone_reason() if _gone.is_set() else
+                  SIGTERM_REASON if signum == signal.SIGTERM else SIGINT_REASON)
 
 
 def _watch(pid: int, poll_s: float) -> None:

@@ -15,6 +15,7 @@ from mlflow.tracking import MlflowClient
 from sqlalchemy.exc import OperationalError
 
 from al_sim.errors import TrackingError
+from al_sim.interrupts import deferred
 from al_sim.retry import RetryPolicy, is_transient, retry
 from al_sim.tracking_http import check_reachable
 
@@ -35,6 +36,12 @@ class _RetriedErrors(logging.Filter):
 logging.getLogger("mlflow.store.db.utils").addFilter(_RetriedErrors())
 
 
+def _whole(fn: Callable[[], T]) -> T:
+    """``fn()`` with Ctrl-C / SIGTERM held until it returns (no half-done transaction)."""
+    with deferred():
+        return fn()
+
+
 def call_with_retries(what: str, fn: Callable[[], T], uri: str,
                       policy: RetryPolicy | int | None = None) -> T:
     """``fn()``, retried with capped back-off while the store fails transiently.
@@ -48,7 +55,7 @@ def call_with_retries(what: str, fn: Callable[[], T], uri: str,
     if not isinstance(policy, RetryPolicy):
         policy = RetryPolicy() if policy is None else RetryPolicy(retries=policy)
     try:
-        return retry(f"MLflow {what}", fn, policy, STORE_ERRORS)
+        return retry(f"MLflow {what}", lambda: _whole(fn), policy, STORE_ERRORS)
     except STORE_ERRORS as exc:
         first = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
         raise TrackingError(

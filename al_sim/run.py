@@ -42,6 +42,7 @@ from al_sim.errors import (
     storable,
 )
 from al_sim.events import Callback, CallbackList, LabelsPending, RunInfo
+from al_sim.interrupts import interrupt
 from al_sim.launcher_watch import (
     EXIT_TERMINATED,
     SIGINT_REASON,
@@ -254,7 +255,7 @@ def quote_home_path(arg: str) -> str:
 
 def _interrupted(signum: int, frame: object) -> None:
     stop_workers()  # a sweep's launcher: its workers first close their runs KILLED
-    raise KeyboardInterrupt(SIGTERM_REASON if signum == signal.SIGTERM else SIGINT_REASON)
+    interrupt(SIGTERM_REASON if signum == signal.SIGTERM else SIGINT_REASON)
 
 
 def cli() -> None:

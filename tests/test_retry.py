@@ -85,3 +85,23 @@ def test_mlflow_tracebacks_of_retried_lock_errors_are_dropped(
             logger.exception("SQLAlchemy database error. The following exception is caught.")
     shown = [r.exc_info[1] for r in caplog.records if r.name == logger.name]
     assert [str(e.orig) for e in shown] == ["no such table: runs"]  # a real error still shows
+
+
+def test_an_interrupt_waits_for_the_store_call_under_way() -> None:
+    from al_sim.interrupts import deferred, interrupt
+    from al_sim.mlflow_store import call_with_retries
+
+    done: list[str] = []
+
+    def write() -> str:
+        interrupt("SIGTERM")  # as the signal handler would, mid-call
+        done.append("committed")
+        return "ok"
+
+    with pytest.raises(KeyboardInterrupt, match="SIGTERM"):
+        call_with_retries("metric logging", write, "sqlite:///x.db")
+    assert done == ["committed"]  # the call finished before the interrupt was raised
+    with pytest.raises(KeyboardInterrupt, match="Ctrl-C"):
+        interrupt("Ctrl-C")  # outside a store call: at once
+    with deferred():
+        pass  # nothing pending: nothing raised
