@@ -41,13 +41,13 @@ _gone = threading.Event()  # the launcher died
 _interrupting = threading.Event()  # this worker got its stop signal
 _job_running = threading.Event()
 _started = threading.Event()
-_launcher_state: dict[str, object] = {}  # in the launching process: grace_s, sweep_dir
+_launcher_state: list[tuple[float, Path]] = []  # in the launching process: (grace_s, sweep dir)
 
 
 def announce_launcher(poll_s: float, grace_s: float, sweep_dir: Path) -> None:
     """In the launching process: let the job processes it starts find and watch it."""
     os.environ[LAUNCHER_ENV] = f"{os.getpid()}:{poll_s:g}"
-    _launcher_state.update(grace_s=grace_s, sweep_dir=Path(sweep_dir))
+    _launcher_state[:] = [(grace_s, Path(sweep_dir))]
 
 
 def _launcher() -> tuple[int, float] | None:
@@ -101,8 +101,8 @@ def stop_workers() -> int:
     for pid in _children():
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
-    sweep_dir = Path(str(_launcher_state["sweep_dir"]))
-    deadline = time.monotonic() + float(str(_launcher_state["grace_s"]))
+    grace_s, sweep_dir = _launcher_state[0]
+    deadline = time.monotonic() + grace_s
     while (busy := _jobs_in_progress(sweep_dir)) and time.monotonic() < deadline:
         time.sleep(0.1)
     return len(busy)

@@ -144,21 +144,17 @@ def generate_images(
     has_normal = len(props) == 3
     chunk = chunk_size(image_size)
     starts = range(0, n, chunk)
-    if image_size <= _EXACT_MAX_SIZE:
-        for start in starts:
-            images[start:start + chunk, 0] = _render(
-                rng, labels[start:start + chunk], image_size, difficulty, has_normal
-            )
-        return images, labels.astype(np.int64)
-    streams = np.random.SeedSequence(seed).spawn(len(starts))
+    # <= 64 px: one shared stream, steps in order (one thread); above: a stream per step
+    streams = None if image_size <= _EXACT_MAX_SIZE else \
+        np.random.SeedSequence(seed).spawn(len(starts))
 
     def render(step: int) -> None:
         start = starts[step]
-        images[start:start + chunk, 0] = _render(np.random.default_rng(streams[step]),
-                                                 labels[start:start + chunk], image_size,
-                                                 difficulty, has_normal)
+        step_rng = rng if streams is None else np.random.default_rng(streams[step])
+        images[start:start + chunk, 0] = _render(step_rng, labels[start:start + chunk],
+                                                 image_size, difficulty, has_normal)
 
-    with ThreadPoolExecutor(max(1, workers)) as pool:
+    with ThreadPoolExecutor(1 if streams is None else max(1, workers)) as pool:
         list(pool.map(render, range(len(starts))))
     return images, labels.astype(np.int64)
 
