@@ -21,6 +21,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from al_sim.config.checks import positive
 from al_sim.contract import (
     ROLE_TAG,
     SWEEP_ID_TAG,
@@ -30,7 +31,6 @@ from al_sim.contract import (
     tracking_uri,
     where_to_look,
 )
-from al_sim.errors import ConfigError
 from al_sim.launcher_watch import announce_launcher
 
 log = logging.getLogger("al_sim")
@@ -123,10 +123,8 @@ class SweepCallback(Callback):
     """Creates the sweep's parent run before the jobs and closes it after them."""
 
     def __init__(self, launcher_poll_s: float = 1.0, interrupt_grace_s: float = 30.0) -> None:
-        for name, value in (("launcher_poll_s", launcher_poll_s),
-                            ("interrupt_grace_s", interrupt_grace_s)):
-            if not value > 0:
-                raise ConfigError(f"hydra.callbacks.sweep.{name} must be > 0 seconds, got {value}")
+        positive("hydra.callbacks.sweep", launcher_poll_s=launcher_poll_s,
+                 interrupt_grace_s=interrupt_grace_s)
         self._poll_s, self._grace_s = launcher_poll_s, interrupt_grace_s
         self._parent: tuple[str, str] | None = None  # (tracking uri, run id)
         self._experiment_id = ""
