@@ -190,3 +190,47 @@ def test_early_stopping_on_the_val_split_needs_one(tiny_dataset, fast_trainer) -
     trainer = type(fast_trainer)(conf, fast_trainer.preprocess, fast_trainer.device)
     with pytest.raises(ConfigError, match="no validation split"):
         run(tiny_dataset, trainer, Entropy())
+
+
+def test_checkpoints_written_in_the_background_hold_every_round(tiny_dataset, fast_trainer,
+                                                                 tmp_path) -> None:
+    from al_sim.events import CallbackList
+    from al_sim.sinks.checkpoint import CHECKPOINT_FILE, Checkpointer, load
+
+    class Reader(Callback):  # after each round's checkpoint: the one before is on disk
+        def __init__(self) -> None:
+            self.on_disk: list[int] = []
+
+        def on_checkpoint(self, state) -> None:
+            path = tmp_path / CHECKPOINT_FILE
+            self.on_disk.append(load(path).state.round if path.exists() else -1)
+
+    sink, reader = setup_sink(Checkpointer(), tmp_path), Reader()
+    hooks = CallbackList([sink, reader])
+    result = run(tiny_dataset, fast_trainer, Entropy(), callbacks=hooks)
+    hooks.close(None)
+    assert reader.on_disk[0] in (-1, 0) and all(r >= i - 1 for i, r in enumerate(reader.on_disk))
+    final = load(tmp_path / CHECKPOINT_FILE)
+    assert final.finished and final.state.round == 2
+    assert [q.indices.tolist() for q in final.state.result.queries] == \
+        [q.indices.tolist() for q in result.queries]
+
+
+def test_a_checkpoint_that_cannot_be_written_fails_the_run(tiny_dataset, fast_trainer, tmp_path,
+                                                           monkeypatch) -> None:
+    import errno
+
+    from al_sim.events import CallbackList
+    from al_sim.sinks import checkpoint
+
+    def disk_full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoint.os, "fsync", disk_full)
+    recorder = Recorder()
+    hooks = CallbackList([setup_sink(checkpoint.Checkpointer(), tmp_path), recorder])
+    with pytest.raises(OSError, match="No space left"):
+        run(tiny_dataset, fast_trainer, Entropy(), callbacks=hooks)
+    assert not recorder.ended  # never reported as a finished run
+    assert not (tmp_path / checkpoint.CHECKPOINT_FILE).exists()
+    assert not list(tmp_path.glob(".*.tmp"))  # no half-written file left behind

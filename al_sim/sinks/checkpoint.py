@@ -11,7 +11,10 @@ module owns resuming: finding, checking and reading a checkpoint.
 from __future__ import annotations
 
 import hashlib
+import io
+import logging
 import os
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +40,7 @@ from al_sim.events import (
 
 CHECKPOINT_FILE = "checkpoint.pt"
 FORMAT_VERSION = 3
+log = logging.getLogger(__name__)
 
 
 def fingerprint(flat_config: dict[str, str]) -> str:
@@ -150,15 +154,30 @@ def _decode(data: dict[str, Any]) -> Checkpoint:
     return Checkpoint(state, bool(data["finished"]), data["config"])
 
 
-def save(path: Path, checkpoint: Checkpoint) -> None:
-    """Write ``checkpoint`` to ``path`` atomically (temp file, fsync, rename)."""
+def serialise(checkpoint: Checkpoint) -> io.BytesIO:
+    """``checkpoint`` as bytes: a snapshot, unaffected by later changes to the run's state."""
+    buffer = io.BytesIO()
+    torch.save(_encode(checkpoint.state, checkpoint.finished, checkpoint.config), buffer)
+    return buffer
+
+
+def write_atomic(path: Path, data: io.BytesIO) -> None:
+    """Write ``data`` to ``path`` atomically (temp file, fsync, rename)."""
     tmp = path.with_name(f".{path.name}.tmp")
-    payload = _encode(checkpoint.state, checkpoint.finished, checkpoint.config)
-    with tmp.open("wb") as f:
-        torch.save(payload, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with tmp.open("wb") as f:
+            f.write(data.getbuffer())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def save(path: Path, checkpoint: Checkpoint) -> None:
+    """Write ``checkpoint`` to ``path`` atomically."""
+    write_atomic(path, serialise(checkpoint))
 
 
 def load(path: Path) -> Checkpoint:
@@ -204,7 +223,10 @@ def find_resumable(run_dir: Path, mode: str, config: dict[str, str]) -> Checkpoi
 class Checkpointer(Callback):
     """Saves a checkpoint after every round and marks it finished at the end.
 
-    The checkpoint also fingerprints the data its pool indices refer to; a
+    A round's checkpoint is serialised at once and written to disk (fsync included)
+    on a background thread while the next round computes; each write waits for the
+    one before, the run's end waits for the last, and a failed write fails the run
+    there. The checkpoint also fingerprints the data its pool indices refer to; a
     resume on other data (images added, removed, changed) is refused.
     """
 
@@ -216,6 +238,8 @@ class Checkpointer(Callback):
         self._last: LoopState | None = None
         self._data: dict[str, Any] = {}
         self._expected: dict[str, Any] | None = None
+        self._writer: ThreadPoolExecutor | None = None
+        self._writing: Future | None = None
 
     def setup(self, run: RunInfo) -> None:
         self.path, self.config = Path(run.run_dir) / CHECKPOINT_FILE, run.params
@@ -241,8 +265,31 @@ class Checkpointer(Callback):
 
     def on_checkpoint(self, state: LoopState) -> None:
         self._last = state
-        save(self.path, Checkpoint(state, False, self.config))
+        data = serialise(Checkpoint(state, False, self.config))
+        self._wait()
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(1, thread_name_prefix="al_sim-checkpoint")
+        self._writing = self._writer.submit(write_atomic, self.path, data)
+
+    def _wait(self) -> None:
+        """Wait for the checkpoint being written; raises its write error, if any."""
+        writing, self._writing = self._writing, None
+        if writing is not None:
+            writing.result()
+
+    def on_run_end(self, result: ALResult) -> None:
+        self._wait()  # a failed write fails the run before the trackers call it finished
 
     def on_close(self, status: str) -> None:
+        try:
+            self._wait()
+        except Exception as exc:
+            if status != FINISHED:  # the run's own error is the one reported: say this too
+                log.error("the last checkpoint could not be written to %s: %s", self.path, exc)
+            raise
+        finally:
+            if self._writer is not None:
+                self._writer.shutdown()
+                self._writer = None
         if status == FINISHED and self._last is not None:
             save(self.path, Checkpoint(self._last, True, self.config))
