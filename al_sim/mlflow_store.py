@@ -6,13 +6,18 @@ Shared by the writer (:mod:`al_sim.sinks.mlflow_writer`) and the sweep callback
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
-from collections.abc import Callable, Mapping
+import os
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 from typing import TypeVar
 
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, OperationalError
 
 from al_sim.errors import TrackingError
 from al_sim.interrupts import deferred
@@ -65,6 +70,44 @@ def call_with_retries(what: str, fn: Callable[[], T], uri: str,
         ) from exc
 
 
+def _sqlite_file(uri: str) -> Path | None:
+    """The database file of a ``sqlite:`` tracking URI, else None."""
+    if not uri.startswith("sqlite:"):
+        return None
+    try:
+        database = make_url(uri).database
+    except ArgumentError:
+        return None
+    return Path(database).resolve() if database and database != ":memory:" else None
+
+
+@contextlib.contextmanager
+def _folder_locked(folder: Path) -> Iterator[None]:
+    """An exclusive lock on ``folder`` across processes (no lock where it cannot be taken)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        yield
+        return
+    try:
+        with contextlib.suppress(OSError):  # a file system without flock: unlocked, as before
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def open_store(uri: str) -> MlflowClient:
+    """A client on ``uri`` with its store ready. A new sqlite file is created (tables,
+    migrations) by one process at a time: runs started together in one folder would
+    otherwise race to build the same schema, and all but one fail."""
+    database = _sqlite_file(uri)
+    if database is None:
+        return MlflowClient(tracking_uri=uri)
+    with _folder_locked(database.parent):  # the client builds a missing schema as it starts
+        return call_with_retries("store set-up", lambda: MlflowClient(tracking_uri=uri), uri)
+
+
 def experiment_id(client: MlflowClient, name: str, artifact_location: str | None) -> str:
     """The id of experiment ``name``, created (with ``artifact_location``) if missing."""
     found = client.get_experiment_by_name(name)
@@ -83,7 +126,7 @@ def start_parent_run(uri: str, experiment: str, artifact_location: str | None, n
                      tags: Mapping[str, str]) -> str:
     """Create a sweep's parent run and return its id."""
     check_reachable(uri)
-    client = MlflowClient(tracking_uri=uri)
+    client = open_store(uri)
     exp_id = call_with_retries("experiment lookup",
                                lambda: experiment_id(client, experiment, artifact_location), uri)
     return call_with_retries("sweep run creation", lambda: client.create_run(

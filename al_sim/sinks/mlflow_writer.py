@@ -43,7 +43,7 @@ from al_sim.contract import (
 )
 from al_sim.errors import AlreadyFinishedError, TrackingError, error_message, storable
 from al_sim.events import FINISHED, PAUSED, ALResult, Callback, LoopState, RoundResult, RunInfo
-from al_sim.mlflow_store import call_with_retries, experiment_id
+from al_sim.mlflow_store import call_with_retries, experiment_id, open_store
 from al_sim.retry import RetryPolicy
 from al_sim.tracking_http import check_reachable
 
@@ -112,7 +112,7 @@ class MLflowWriter(Callback):
         self.run_dir = Path(run.run_dir)
         self._in_sweep = run.parent is not None
         check_reachable(self.uri, self.http_timeout, wait_s=self.connect_wait_s)
-        self.client = MlflowClient(tracking_uri=self.uri)
+        self.client = open_store(self.uri)
         earlier = None if run.resume is None else run.resume.callbacks.get(self.key, {})
         if earlier and earlier.get("run_id"):
             self._resume(str(earlier["run_id"]))
