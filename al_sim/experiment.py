@@ -63,17 +63,7 @@ def build_oracle(cfg: DictConfig, dataset: ALDataset, run_dir: Path) -> Oracle |
 
 def check_input_size(model_factory: Callable[[int], ALModel], dataset: ALDataset,
                      model_name: str) -> None:
-    """ConfigError when the model cannot take the dataset's images (too small for its pooling).
-
-    Tried first on the meta device (shapes only: no weights drawn, no arithmetic); a
-    model that fails there, for its shapes or for not supporting meta, is judged on the CPU.
-    """
-    try:
-        with torch.device("meta"), torch.no_grad():
-            model_factory(0).eval()(torch.zeros(2, *dataset.image_shape))
-        return
-    except Exception:  # noqa: BLE001 - the CPU pass below gives the verdict
-        pass
+    """ConfigError when the model cannot take the dataset's images (too small for its pooling)."""
     model = model_factory(0).eval()
     try:
         with torch.no_grad():
