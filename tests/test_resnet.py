@@ -127,3 +127,60 @@ def test_trains_and_predicts_with_the_trainer() -> None:
     assert probs.shape == (5, 2) and np.allclose(probs.sum(axis=1), 1, atol=1e-5)
     assert trainer.mc_proba(model, x[:5], samples=3, seed=0).shape == (5, 3, 2)
     assert trainer.embed(model, x[:5]).shape == (5, 512)
+
+
+@pytest.mark.parametrize(("channels", "small"), [(1, True), (3, True), (1, False), (3, False)])
+def test_weights_per_seed_are_torchvision_resnet18_s(channels: int, small: bool) -> None:
+    """The in-house graph draws exactly what torchvision's resnet18 drew for the same seed
+    (before the graph stopped importing torchvision), names every tensor the same way, and
+    computes the same features."""
+    from torchvision.models import resnet18
+
+    def reference(seed: int) -> nn.Module:
+        torch.manual_seed(seed)
+        net = resnet18(weights=None)
+        if small:
+            net.conv1 = nn.Conv2d(channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
+            net.maxpool = nn.Identity()
+        elif channels != 3:
+            net.conv1 = nn.Conv2d(channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
+        nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")
+        trunk = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1, net.layer2,
+                              net.layer3, net.layer4, net.avgpool, nn.Flatten())
+        return nn.ModuleDict({"trunk": trunk,
+                              "classifier": DropoutHead(net.fc.in_features, 3, 0.3)})
+
+    for seed in (0, 7):
+        want = reference(seed).state_dict()
+        torch.manual_seed(seed)
+        model = ResNet18(channels, 3, **dict(KNOBS, small_input_stem=small))
+        got = model.state_dict()
+        assert list(got) == list(want)
+        for key in want:
+            assert torch.equal(got[key], want[key]), key
+    x = torch.randn(2, channels, 64, 64)
+    ref = reference(7).eval()
+    with torch.no_grad():
+        assert torch.equal(model.eval().features(x), ref["trunk"](x))
+
+
+def test_the_resnet_graph_names_match_torchvisions_state_dict() -> None:
+    from torchvision.models import resnet18
+
+    from al_sim.models.resnet_net import ResNet18Net
+
+    ours = {k: tuple(v.shape) for k, v in ResNet18Net().state_dict().items()}
+    theirs = {k: tuple(v.shape) for k, v in resnet18(weights=None).state_dict().items()}
+    assert ours == theirs
+
+
+def test_building_a_resnet_does_not_import_torchvision() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys; from al_sim.models.resnet import ResNet18; "
+            "ResNet18(1, 2, dropout=0.1, small_input_stem='auto', small_stem_max_size=64, "
+            "pretrained=False, input_size=128); print('torchvision' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=REPO)
+    assert out.stdout.strip() == "False"
