@@ -6,10 +6,7 @@ once the configuration has been composed and checked.
 
 from __future__ import annotations
 
-import contextlib
-import importlib
-import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -29,24 +26,6 @@ from al_sim.events import ALResult, CallbackList, RunInfo
 from al_sim.models import ALModel, build_model
 from al_sim.strategies.base import Strategy
 from al_sim.strategies.initial import initial_policy
-
-# torch.optim imports torch._dynamo (with sympy, triton, inductor: 1-4 s) on its first use, in
-# round 0's training; imported while the data load instead, it costs the run next to nothing
-PRELOAD = ("torch._dynamo",)
-
-
-def import_in_background(modules: Sequence[str]) -> threading.Thread:
-    """Import ``modules`` on a daemon thread (join it before other imports can race it); an
-    import that fails there is left to fail where the module is really used."""
-
-    def work() -> None:
-        for name in modules:
-            with contextlib.suppress(Exception):
-                importlib.import_module(name)
-
-    thread = threading.Thread(target=work, name="al_sim-preload", daemon=True)
-    thread.start()
-    return thread
 
 
 def build_dataset(cfg: DictConfig) -> ALDataset:
@@ -109,11 +88,7 @@ def run_experiment(cfg: DictConfig, run: RunInfo, callbacks: CallbackList,
     try:
         callbacks.fire("setup", run)
         strategy = build_strategy(cfg)
-        preload = import_in_background(PRELOAD)
-        try:
-            dataset = build_dataset(cfg)
-        finally:
-            preload.join()
+        dataset = build_dataset(cfg)
         threshold = cfg.trainer.mapped_pool_mmap_threshold_mb
         if dataset.memory_mapped and threshold is not None:
             fix_mmap_threshold(threshold)  # scoring a pool on disk must not grow the heap

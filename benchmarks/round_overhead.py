@@ -55,7 +55,6 @@ def timed(owner: type, method: str, label: str) -> None:
 
 
 STOP_SCORING = "stop-signal scoring"
-IMPORTED_BEFORE_LOOP: dict[str, bool] = {}
 
 
 def time_stop_scoring() -> None:
@@ -102,13 +101,6 @@ def main() -> None:
     timed(Trainer, "place", "pool + test to the device (+ CUDA start)")
     time_stop_scoring()
     timed(experiment_module, "run_active_learning", "the AL loop")
-    loop = experiment_module.run_active_learning
-
-    def note_imports(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
-        IMPORTED_BEFORE_LOOP.update({m: m in sys.modules for m in experiment_module.PRELOAD})
-        return loop(*args, **kwargs)
-
-    experiment_module.run_active_learning = note_imports
     register_configs()
     with tempfile.TemporaryDirectory() as tmp, \
             initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
@@ -141,9 +133,6 @@ def main() -> None:
           f"with the stop-signal scoring: {model + stop:.2f} s = "
           f"{100 * (model + stop) / wall:.1f}% (issue 11's target: >= 80% on a GPU)")
     print(f"everything else: {in_loop + setup:.2f} s = {100 * (in_loop + setup) / wall:.1f}%")
-    for module, done in IMPORTED_BEFORE_LOOP.items():
-        where = "yes" if done else "NO: its import is inside round 0's training"
-        print(f"{module} imported before the loop (while the data loaded): {where}")
     age = process_age()
     if age is not None:
         print(f"the whole process so far (interpreter, imports, the run): {age:.1f} s; "
