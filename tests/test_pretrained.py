@@ -136,11 +136,3 @@ def test_cli_without_the_weights_fails_in_the_config_check(tmp_path: Path) -> No
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "resnet18-f37072fd.pth" in errors[0], proc.stderr
     assert "Traceback" not in proc.stderr
-
-
-def test_the_weights_url_is_torchvisions() -> None:
-    from torchvision.models import ResNet18_Weights
-
-    from al_sim.models.pretrained import WEIGHTS_URL
-
-    assert ResNet18_Weights.IMAGENET1K_V1.url == WEIGHTS_URL

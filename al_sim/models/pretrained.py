@@ -14,17 +14,16 @@ from functools import lru_cache
 from pathlib import Path
 
 import torch
+from torchvision.models import ResNet18_Weights
 
 from al_sim.errors import ConfigError
 
-# torchvision's ResNet18_Weights.IMAGENET1K_V1.url, named here so that a run does not import
-# torchvision (tests/test_pretrained.py checks the two agree)
-WEIGHTS_URL = "https://download.pytorch.org/models/resnet18-f37072fd.pth"
+WEIGHTS = ResNet18_Weights.IMAGENET1K_V1
 
 
 def weights_path() -> Path:
     """Where the ImageNet ResNet-18 weights must lie: torch's hub cache, as torchvision keeps it."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / WEIGHTS_URL.rsplit("/", 1)[1]
+    return Path(torch.hub.get_dir()) / "checkpoints" / WEIGHTS.url.rsplit("/", 1)[1]
 
 
 @lru_cache(maxsize=1)
@@ -34,11 +33,11 @@ def _load(path: str, mtime_ns: int, size: int) -> dict[str, torch.Tensor]:
     except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as exc:
         raise ConfigError(
             f"{path} is not a readable ResNet-18 state dict ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else ''}); replace it with {WEIGHTS_URL}"
+            f"{str(exc).splitlines()[0] if str(exc) else ''}); replace it with {WEIGHTS.url}"
         ) from exc
     if not isinstance(state, dict):
         raise ConfigError(f"{path} holds a {type(state).__name__}, not a state dict; replace "
-                          f"it with {WEIGHTS_URL}")
+                          f"it with {WEIGHTS.url}")
     return state
 
 
@@ -48,7 +47,7 @@ def imagenet_state_dict() -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise ConfigError(
             f"model.pretrained=true needs torchvision's ImageNet ResNet-18 weights at {path} "
-            f"(al_sim never downloads them): fetch {WEIGHTS_URL} on a machine with internet and "
+            f"(al_sim never downloads them): fetch {WEIGHTS.url} on a machine with internet and "
             "copy it there (TORCH_HOME=<dir> reads <dir>/hub/checkpoints/ instead), or set "
             "model.pretrained=false"
         )

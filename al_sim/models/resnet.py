@@ -1,5 +1,4 @@
-"""ResNet-18 as torchvision builds it: a stem chosen for the input size, optional ImageNet
-weights."""
+"""ResNet-18 from torchvision: a stem chosen for the input size, optional ImageNet weights."""
 
 from __future__ import annotations
 
@@ -7,12 +6,12 @@ import logging
 
 import torch
 from torch import nn
+from torchvision.models import resnet18
 
 from al_sim.config.checks import fraction, positive
 from al_sim.errors import ConfigError
 from al_sim.models.base import ALModel, DropoutHead
 from al_sim.models.pretrained import adapt_first_conv, imagenet_state_dict
-from al_sim.models.resnet_net import ResNet18Net
 
 log = logging.getLogger(__name__)
 AUTO = "auto"
@@ -32,9 +31,7 @@ def small_stem(choice: bool | str, input_size: int | None, small_stem_max_size: 
 
 
 class ResNet18(ALModel):
-    """torchvision's ResNet-18 trunk (512-d after global pooling) and a dropout head; the
-    graph is built by :mod:`al_sim.models.resnet_net` (same weights per seed, no torchvision
-    import).
+    """torchvision ResNet-18 trunk (512-d after global pooling) and a dropout head.
 
     The small-input stem (a 3x3 stride-1 convolution, no max-pool, as the
     MedMNIST paper uses at 28 px) keeps 4x4 maps in the last stage at 28 px;
@@ -64,7 +61,7 @@ class ResNet18(ALModel):
         positive("model", small_stem_max_size=small_stem_max_size)
         small = small_stem(small_input_stem, input_size, small_stem_max_size)
         state = imagenet_state_dict() if pretrained else None
-        net = ResNet18Net()
+        net = resnet18(weights=None)
         if small:
             net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
             net.maxpool = nn.Identity()
