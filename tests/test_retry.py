@@ -105,3 +105,20 @@ def test_an_interrupt_waits_for_the_store_call_under_way() -> None:
         interrupt("Ctrl-C")  # outside a store call: at once
     with deferred():
         pass  # nothing pending: nothing raised
+
+
+@pytest.mark.parametrize(("uri", "expected"), [
+    ("sqlite:///mlflow.db", "mlflow.db"),            # relative: to the working directory
+    ("sqlite:////abs/dir/store.db", "/abs/dir/store.db"),
+    ("sqlite://", None),                              # in memory: nothing to lock
+    ("postgresql://u@127.0.0.1:5432/mlflow", None),
+    ("http://127.0.0.1:5000", None),
+])
+def test_the_store_file_locked_while_a_new_sqlite_schema_is_built(uri, expected, monkeypatch,
+                                                                  tmp_path) -> None:
+    from al_sim.mlflow_store import _sqlite_file
+
+    monkeypatch.chdir(tmp_path)
+    got = _sqlite_file(uri)
+    want = None if expected is None else (tmp_path / expected).resolve()
+    assert got == want
