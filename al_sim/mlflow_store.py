@@ -14,11 +14,14 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TypeVar
 
+import sqlalchemy
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.pool import NullPool
 
+from al_sim.contract import redact
 from al_sim.errors import TrackingError
 from al_sim.interrupts import deferred
 from al_sim.retry import RetryPolicy, is_transient, retry
@@ -64,8 +67,8 @@ def call_with_retries(what: str, fn: Callable[[], T], uri: str,
     except STORE_ERRORS as exc:
         first = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
         raise TrackingError(
-            f"MLflow {what} failed at {uri}: {first}; check that the server is up and "
-            "tracking.uri (or MLFLOW_TRACKING_URI) is right, or set tracking.enabled=false; "
+            f"MLflow {what} failed at {redact(uri)}: {redact(first)}; check that the server is "
+            "up and tracking.uri (or MLFLOW_TRACKING_URI) is right, or set tracking.enabled=false; "
             "the run resumes from its checkpoint when run again"
         ) from exc
 
@@ -97,15 +100,61 @@ def _folder_locked(folder: Path) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
-def open_store(uri: str) -> MlflowClient:
-    """A client on ``uri`` with its store ready. A new sqlite file is created (tables,
-    migrations) by one process at a time: runs started together in one folder would
-    otherwise race to build the same schema, and all but one fail."""
+# Session-level locks a database server holds for one connection (released if it dies):
+# PostgreSQL takes a 64-bit key, MySQL / MariaDB a name and a wait in seconds.
+_PG_LOCK_KEY = 0x616C5F73696D  # "al_sim"
+_MYSQL_LOCK = "al_sim.store_setup"
+_MYSQL_LOCK_WAIT_S = 600
+
+
+@contextlib.contextmanager
+def _database_locked(uri: str) -> Iterator[None]:
+    """An exclusive lock held on the database server of ``uri`` (PostgreSQL, MySQL)."""
+    dialect = uri.split(":", 1)[0].split("+", 1)[0]
+    take, give = {
+        "postgresql": ("SELECT pg_advisory_lock(:key)", "SELECT pg_advisory_unlock(:key)"),
+        "mysql": ("SELECT GET_LOCK(:name, :wait)", "SELECT RELEASE_LOCK(:name)"),
+    }.get(dialect, (None, None))
+    if take is None:
+        yield
+        return
+    args = {"key": _PG_LOCK_KEY, "name": _MYSQL_LOCK, "wait": _MYSQL_LOCK_WAIT_S}
+    engine = sqlalchemy.create_engine(uri, poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            conn.execute(sqlalchemy.text(take), args)
+            try:
+                yield
+            finally:
+                conn.execute(sqlalchemy.text(give), args)
+    finally:
+        engine.dispose()
+
+
+@contextlib.contextmanager
+def _store_setup_locked(uri: str) -> Iterator[None]:
+    """One process at a time on the store of ``uri``: a lock on a sqlite file's folder or on
+    the database server; nothing for other stores (an MLflow server sets itself up)."""
     database = _sqlite_file(uri)
-    if database is None:
-        return MlflowClient(tracking_uri=uri)
-    with _folder_locked(database.parent):  # the client builds a missing schema as it starts
-        return call_with_retries("store set-up", lambda: MlflowClient(tracking_uri=uri), uri)
+    if database is not None:
+        with _folder_locked(database.parent):
+            yield
+    else:
+        with _database_locked(uri):
+            yield
+
+
+def open_store(uri: str) -> MlflowClient:
+    """A client on ``uri`` with its store ready. A new database store is created (tables,
+    migrations) by one process at a time: runs started together on a new sqlite file or
+    PostgreSQL / MySQL database would otherwise race to build the same schema, and all but
+    one fail."""
+
+    def locked_client() -> MlflowClient:
+        with _store_setup_locked(uri):  # the client builds a missing schema as it starts
+            return MlflowClient(tracking_uri=uri)
+
+    return call_with_retries("store set-up", locked_client, uri)
 
 
 def experiment_id(client: MlflowClient, name: str, artifact_location: str | None) -> str:
