@@ -7,6 +7,7 @@ import it cheaply.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 # Per-round test metrics, in table order; logged as ``test/<name>`` with step = labelled images.
@@ -84,9 +85,19 @@ def ui_link(experiment_id: str, run_id: str | None = None) -> str:
     return page + (f"/runs/{run_id}" if run_id else "/runs") + UI_RUNS_VIEW
 
 
+_CREDENTIALS = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^/:@\s]*:)[^@/\s]*@")
+
+
+def redact(text: str) -> str:
+    """``text`` with the password of every ``scheme://user:password@host`` in it shown as
+    ``***``: safe to print, to log and to store as an MLflow param or artifact."""
+    return _CREDENTIALS.sub(r"\g<head>***@", text)
+
+
 def where_to_look(uri: str, experiment_id: str, run_id: str | None = None) -> str:
     """Lines telling where a run's (or a sweep's) results went in MLflow, and how to open them."""
     what = f"MLflow run {run_id}" if run_id else "MLflow experiment"
+    uri = redact(uri)
     return (f"{what} in {uri}\n  view: mlflow ui --backend-store-uri {uri} --port 5000, then "
             f"open {ui_link(experiment_id, run_id)}")
 

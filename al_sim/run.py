@@ -32,7 +32,7 @@ from al_sim.config.store import (
     register_configs,
     validate,
 )
-from al_sim.contract import CONFIG_FILE, FULL_STRATEGY, JOB_TAG
+from al_sim.contract import CONFIG_FILE, FULL_STRATEGY, JOB_TAG, redact
 from al_sim.errors import (
     AlreadyFinishedError,
     ALSimError,
@@ -142,7 +142,7 @@ def _execute_locked(cfg: DictConfig, run_dir: Path, launch_dir: Path, parallel_j
     from al_sim.sinks.checkpoint import find_resumable
 
     previous = find_resumable(run_dir, str(cfg.resume).lower(), params)
-    (run_dir / CONFIG_FILE).write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    (run_dir / CONFIG_FILE).write_text(redact(OmegaConf.to_yaml(cfg, resolve=True)))
     sweep = sweep_context()
     info = RunInfo(run_dir=run_dir, launch_dir=launch_dir, name=run_name(cfg),
                    tags=run_tags(cfg, None if sweep is None else sweep.sweep_id),

@@ -15,6 +15,7 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import urlparse
 
+from al_sim.contract import redact
 from al_sim.errors import TrackingError
 
 HEALTH_PATH = "/health"  # MLflow's server answers it; any HTTP answer proves it is alive
@@ -78,7 +79,7 @@ def _answers(uri: str, timeout: float) -> None:
         reason = getattr(exc, "reason", None) or exc
         what = "did not answer within" if "timed out" in str(reason) else "cannot be reached in"
         raise TrackingError(
-            f"the MLflow server at {uri} {what} {timeout:g} s ({reason}); start it "
+            f"the MLflow server at {redact(uri)} {what} {timeout:g} s ({reason}); start it "
             f"(mlflow server --host 127.0.0.1 --port {port}), fix tracking.uri, or set "
             "tracking.enabled=false"
         ) from None

@@ -316,3 +316,45 @@ def test_the_server_restarting_mid_run_loses_no_metric(ray_sweep: dict, server: 
         steps = [m.step for m in client.get_metric_history(run.info.run_id, name)]
         assert sorted(steps) == [20, 30, 40, 50, 60, 70], (name, steps)
     assert "final/aulc" in run.data.metrics
+
+
+def test_runs_started_together_on_a_new_postgres_database(tmp_path: Path) -> None:
+    """Three plain runs at once, straight on a fresh PostgreSQL database (no MLflow server):
+    the schema is built once under an advisory lock, every run lands FINISHED, and the
+    database password is in no output, param or config file."""
+    from al_sim.server import (
+        _default_db_user,
+        create_database,
+        init_cluster,
+        start_postgres,
+        stop_postgres,
+    )
+
+    root = Path(tempfile.mkdtemp(prefix="al_pg_"))  # PostgreSQL's user must reach it
+    root.chmod(0o755)
+    user, data, secret = _default_db_user(), root / "pgdata", "pw-9f3k2"
+    try:
+        init_cluster(data, secret, user)
+        port = free_port()
+        start_postgres(data, port, user, root / "pg.log")
+        uri = create_database(port, secret)
+        env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+        procs = [subprocess.Popen(
+            [sys.executable, "-m", "al_sim.run", "budget=tiny", f"seed={seed}", *FAST_CLI,
+             f"tracking.uri={uri}", f"hydra.run.dir={tmp_path / f'run{seed}'}"],
+            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for seed in range(3)]
+        outputs = [proc.communicate(timeout=300) for proc in procs]
+        for proc, (out, err) in zip(procs, outputs, strict=True):
+            assert proc.returncode == 0, err[-2000:]
+            assert secret not in out + err
+        client = MlflowClient(tracking_uri=uri)
+        runs = client.search_runs([client.get_experiment_by_name("al_sim").experiment_id])
+        assert sorted(r.data.params["seed"] for r in runs) == ["0", "1", "2"]
+        assert {r.info.status for r in runs} == {"FINISHED"}
+        assert all(secret not in v for r in runs for v in r.data.params.values())
+        assert all(secret not in (tmp_path / f"run{s}" / "config.yaml").read_text()
+                   for s in range(3))
+    finally:
+        stop_postgres(data, user)
+        shutil.rmtree(root, ignore_errors=True)

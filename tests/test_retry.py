@@ -122,3 +122,18 @@ def test_the_store_file_locked_while_a_new_sqlite_schema_is_built(uri, expected,
     got = _sqlite_file(uri)
     want = None if expected is None else (tmp_path / expected).resolve()
     assert got == want
+
+
+@pytest.mark.parametrize(("text", "shown"), [
+    ("postgresql+psycopg2://mlflow:s3cret@127.0.0.1:5432/mlflow",
+     "postgresql+psycopg2://mlflow:***@127.0.0.1:5432/mlflow"),
+    ("uri: http://user:p%40ss@host:5000/x and mysql://a:b@h/db",
+     "uri: http://user:***@host:5000/x and mysql://a:***@h/db"),
+    ("sqlite:////abs/mlflow.db", "sqlite:////abs/mlflow.db"),
+    ("http://127.0.0.1:5000", "http://127.0.0.1:5000"),
+    ("http://user@host:5000", "http://user@host:5000"),
+])
+def test_passwords_in_tracking_uris_are_never_shown(text: str, shown: str) -> None:
+    from al_sim.contract import redact
+
+    assert redact(text) == shown

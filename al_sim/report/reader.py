@@ -14,7 +14,14 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from al_sim.contract import FULL_STRATEGY, ROLE_TAG, SUMMARY_ROLE, SWEEP_ID_TAG, SWEEP_ROLE
+from al_sim.contract import (
+    FULL_STRATEGY,
+    ROLE_TAG,
+    SUMMARY_ROLE,
+    SWEEP_ID_TAG,
+    SWEEP_ROLE,
+    redact,
+)
 from al_sim.errors import ConfigError, TrackingError
 from al_sim.tracking_http import check_reachable
 
@@ -67,7 +74,7 @@ class RunReader:
     def __init__(self, uri: str, http_timeout: float = 10.0) -> None:
         if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
             raise ConfigError(
-                f"no MLflow store at {uri}: run a sweep from this directory first "
+                f"no MLflow store at {redact(uri)}: run a sweep from this directory first "
                 "(python -m al_sim.run -m ...), or set tracking.uri=<uri of the sweep's store>"
             )
         check_reachable(uri, http_timeout)
@@ -91,7 +98,7 @@ class RunReader:
         found = self.client.get_experiment_by_name(experiment)
         if found is None or found.lifecycle_stage != "active":
             names = sorted(e.name for e in self.client.search_experiments())
-            raise ConfigError(f"experiment {experiment!r} not found in {self.uri} (known: "
+            raise ConfigError(f"experiment {experiment!r} not found in {redact(self.uri)} (known: "
                               f"{', '.join(names) or 'none'}); set tracking.experiment=<name>")
         exp_id = found.experiment_id
         if sweep_id == ALL:
@@ -99,8 +106,9 @@ class RunReader:
         parents = self._search(exp_id, f"tags.`{ROLE_TAG}` = '{SWEEP_ROLE}'")
         if sweep_id == LATEST:
             if not parents:
-                raise ConfigError(f"no sweep in experiment {experiment!r} at {self.uri}: run one "
-                                  "(python -m al_sim.run -m ...) or set sweep_id=all")
+                raise ConfigError(f"no sweep in experiment {experiment!r} at "
+                                  f"{redact(self.uri)}: run one (python -m al_sim.run -m ...) "
+                                  "or set sweep_id=all")
             parents = parents[:1]
         for run in parents:
             tag = run.data.tags.get(SWEEP_ID_TAG, "")
@@ -161,7 +169,7 @@ class RunReader:
                                   tags=[RunTag(k, v) for k, v in parent_tags.items()])
             return [self._log_summary(ref, run) for run in runs]
         except MlflowException as exc:
-            raise TrackingError(f"cannot log summary runs at {self.uri}: "
+            raise TrackingError(f"cannot log summary runs at {redact(self.uri)}: "
                                 f"{str(exc).splitlines()[0]}") from exc
 
     def _log_summary(self, ref: SweepRef, run: SummaryRun) -> str:
@@ -180,5 +188,5 @@ class RunReader:
         try:
             self.client.log_artifacts(run_id, str(folder), artifact_path)
         except (MlflowException, OSError) as exc:
-            raise TrackingError(f"cannot log the report to run {run_id} at {self.uri}: "
+            raise TrackingError(f"cannot log the report to run {run_id} at {redact(self.uri)}: "
                                 f"{str(exc).splitlines()[0]}") from exc

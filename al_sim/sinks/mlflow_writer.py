@@ -38,6 +38,7 @@ from al_sim.contract import (
     WAITING_TAG,
     aulc_key,
     default_artifact_location,
+    redact,
     tracking_uri,
     where_to_look,
 )
@@ -166,7 +167,8 @@ class MLflowWriter(Callback):
         created = self._call("run creation", lambda: self.client.create_run(
             exp_id, run_name=run.name, tags=tags))
         self.run_id, self.experiment_id = created.info.run_id, exp_id
-        items = [Param(k, storable(v)[:PARAM_MAX_CHARS]) for k, v in sorted(run.params.items())]
+        items = [Param(k, storable(redact(v))[:PARAM_MAX_CHARS])
+                 for k, v in sorted(run.params.items())]
         for start in range(0, len(items), PARAM_BATCH):
             chunk = items[start : start + PARAM_BATCH]
             self._call("param logging",
