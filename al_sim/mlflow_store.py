@@ -1,7 +1,8 @@
 """The MLflow store: calls retried while it is busy, experiments, a sweep's parent run.
 
-Shared by the writer (:mod:`al_sim.sinks.mlflow_writer`) and the sweep callback
-(:mod:`al_sim.sweep`), which creates, restarts and closes the parent run.
+Shared by the writer (:mod:`al_sim.sinks.mlflow_writer`), the sweep callback
+(:mod:`al_sim.sweep`), which creates, restarts and closes the parent run, and the
+report's reader (which store file a ``sqlite:`` URI names).
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ def call_with_retries(what: str, fn: Callable[[], T], uri: str,
         ) from exc
 
 
-def _sqlite_file(uri: str) -> Path | None:
+def sqlite_file(uri: str) -> Path | None:
     """The database file of a ``sqlite:`` tracking URI, else None."""
     if not uri.startswith("sqlite:"):
         return None
@@ -135,7 +136,7 @@ def _database_locked(uri: str) -> Iterator[None]:
 def _store_setup_locked(uri: str) -> Iterator[None]:
     """One process at a time on the store of ``uri``: a lock on a sqlite file's folder or on
     the database server; nothing for other stores (an MLflow server sets itself up)."""
-    database = _sqlite_file(uri)
+    database = sqlite_file(uri)
     if database is not None:
         with _folder_locked(database.parent):
             yield

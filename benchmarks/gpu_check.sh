@@ -11,8 +11,8 @@
 # next one runs):
 #   0. environment: python, torch + CUDA, the GPU; al_sim importable (pip install -e . when it
 #      is not and pip can reach an index or $WHEELHOUSE, else PYTHONPATH=repo root)
-#   1. warm_imports: the heavy imports once (torch, torchvision, torch._dynamo, ...), timed: a
-#      fresh machine reads them from a cold disk cache, which no later run pays again; then
+#   1. warm_imports: the heavy imports once (torch, torchvision, torch._dynamo, ...), timed
+#      (the first process on a fresh machine also reads them from a cold disk cache); then
 #      a default-budget ResNet-18 run on 128 px synthetic images: share of wall time in
 #      training / pool scoring / evaluation, and where the rest goes (round_overhead.py)
 #   2. bf16 vs fp32: AULC of the same run over 5 seeds, paired (precision_aulc.py)

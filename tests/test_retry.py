@@ -116,10 +116,10 @@ def test_an_interrupt_waits_for_the_store_call_under_way() -> None:
 ])
 def test_the_store_file_locked_while_a_new_sqlite_schema_is_built(uri, expected, monkeypatch,
                                                                   tmp_path) -> None:
-    from al_sim.mlflow_store import _sqlite_file
+    from al_sim.mlflow_store import sqlite_file
 
     monkeypatch.chdir(tmp_path)
-    got = _sqlite_file(uri)
+    got = sqlite_file(uri)
     want = None if expected is None else (tmp_path / expected).resolve()
     assert got == want
 

@@ -23,6 +23,7 @@ from al_sim.contract import (
     redact,
 )
 from al_sim.errors import ConfigError, TrackingError
+from al_sim.mlflow_store import sqlite_file
 from al_sim.tracking_http import check_reachable
 
 LATEST, ALL = "latest", "all"
@@ -72,7 +73,8 @@ class RunReader:
     """Finds a sweep's finished runs and the full-data baselines; logs report artifacts."""
 
     def __init__(self, uri: str, http_timeout: float = 10.0) -> None:
-        if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+        database = sqlite_file(uri)
+        if database is not None and not database.exists():
             raise ConfigError(
                 f"no MLflow store at {redact(uri)}: run a sweep from this directory first "
                 "(python -m al_sim.run -m ...), or set tracking.uri=<uri of the sweep's store>"
