@@ -19,9 +19,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from al_sim.config.schema import CompareConf
 from al_sim.config.store import register_configs
-from al_sim.contract import tracking_uri
-from al_sim.errors import ALSimError
 from al_sim.report.reader import RunReader
+from al_sim.runtime.errors import ALSimError
+from al_sim.tracking.contract import tracking_uri
 
 EXIT_USER_ERROR = 2
 

@@ -25,6 +25,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from al_sim.app.sweep_callback import close_interrupted_sweep, mark_job_failed, sweep_context
 from al_sim.config.store import (
     enabled_nodes,
     flat_params,
@@ -32,8 +33,8 @@ from al_sim.config.store import (
     register_configs,
     validate,
 )
-from al_sim.contract import CONFIG_FILE, FULL_STRATEGY, JOB_TAG, redact
-from al_sim.errors import (
+from al_sim.core.events import CallbackList, LabelsPending, RunCallback, RunInfo
+from al_sim.runtime.errors import (
     AlreadyFinishedError,
     ALSimError,
     ConfigError,
@@ -41,9 +42,8 @@ from al_sim.errors import (
     out_of_memory,
     storable,
 )
-from al_sim.events import Callback, CallbackList, LabelsPending, RunInfo
-from al_sim.interrupts import interrupt
-from al_sim.launcher_watch import (
+from al_sim.runtime.interrupts import interrupt
+from al_sim.runtime.launcher_watch import (
     EXIT_TERMINATED,
     SIGINT_REASON,
     SIGTERM_REASON,
@@ -53,8 +53,8 @@ from al_sim.launcher_watch import (
     stopping,
     watch_launcher,
 )
-from al_sim.run_lock import RunDirLock
-from al_sim.sweep import close_interrupted_sweep, mark_job_failed, sweep_context
+from al_sim.runtime.run_lock import RunDirLock
+from al_sim.tracking.contract import CONFIG_FILE, FULL_STRATEGY, JOB_TAG, redact
 
 log = logging.getLogger("al_sim")
 EXIT_USER_ERROR = 2
@@ -89,9 +89,9 @@ def build_callbacks(cfg: DictConfig) -> CallbackList:
     built = []
     for key, node in enabled_nodes(cfg.get("callbacks")).items():
         callback = instantiate(node, _convert_="all")
-        if not isinstance(callback, Callback):
+        if not isinstance(callback, RunCallback):
             raise ConfigError(f"callbacks.{key}._target_={node._target_} is not an al_sim "
-                              "Callback (al_sim.events.Callback)")
+                              "RunCallback (al_sim.core.events.Callback)")
         built.append(callback)
     return CallbackList(built)
 
@@ -138,7 +138,7 @@ def execute(cfg: DictConfig, run_dir: Path, launch_dir: Path, parallel_jobs: int
 
 def _execute_locked(cfg: DictConfig, run_dir: Path, launch_dir: Path, parallel_jobs: int,
                     params: dict[str, str]) -> float:
-    from al_sim.experiment import run_experiment  # the heavy imports (torch) start here
+    from al_sim.app.experiment import run_experiment  # the heavy imports (torch) start here
     from al_sim.sinks.checkpoint import find_resumable
 
     previous = find_resumable(run_dir, str(cfg.resume).lower(), params)

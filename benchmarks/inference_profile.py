@@ -22,9 +22,9 @@ import torch
 from omegaconf import OmegaConf
 from torchvision.transforms import v2
 
+from al_sim.app.components import build_model
 from al_sim.config.data import PreprocessConf
 from al_sim.data.transforms import Preprocess
-from al_sim.models import build_model
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 

@@ -35,11 +35,11 @@ import torch
 from omegaconf import OmegaConf
 from torch.utils.flop_counter import FlopCounterMode
 
+from al_sim.app.components import build_model
 from al_sim.config.data import PreprocessConf
 from al_sim.config.schema import TrainerConf
 from al_sim.core.training import Trainer
 from al_sim.data.transforms import Preprocess
-from al_sim.models import build_model
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 NAIVE_BATCH = 1024

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from al_sim.core.aulc import aulc
+from al_sim.maths.aulc import aulc
 from al_sim.report.stats import paired_test
 
 METRICS = ("test/balanced_accuracy", "test/accuracy", "test/auroc")

@@ -38,8 +38,8 @@ def writer(uri: str, exp_id: str, parent: str, index: int, tmp: str) -> tuple[li
     from mlflow.entities import Metric, Param
     from mlflow.tracking import MlflowClient
 
-    from al_sim.errors import TrackingError
-    from al_sim.mlflow_store import call_with_retries as retried
+    from al_sim.runtime.errors import TrackingError
+    from al_sim.tracking.store import call_with_retries as retried
 
     client = MlflowClient(tracking_uri=uri)
 
@@ -112,7 +112,7 @@ def load(uri: str, n: int, tmp: str, artifact_location: str | None) -> dict:
 
 def start_server(root: Path) -> tuple[subprocess.Popen, str]:
     """``python -m al_sim.server`` in ``root``; its process and URI once it answers."""
-    from al_sim.server import free_port, wait_for_port
+    from al_sim.tracking.mlflow_server import free_port, wait_for_port
 
     port = free_port()
     root.chmod(0o755)  # as root, PostgreSQL runs as another user that must reach its dir

@@ -62,7 +62,7 @@ def rng() -> np.random.Generator:
 
 def setup_sink(sink, run_dir: Path, name: str = "test"):
     """A callback set up for a fresh run writing into ``run_dir`` (as the entry point does)."""
-    from al_sim.events import RunInfo
+    from al_sim.core.events import RunInfo
 
     sink.setup(RunInfo(run_dir=run_dir, launch_dir=run_dir, name=name, tags={}, params={}))
     return sink

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from al_sim.core.human_oracle import view_png
 from al_sim.data.synthetic import load_synthetic
 from al_sim.label.batch import Batch, Item, batch_dir, write_batch
+from al_sim.label.human_oracle import view_png
 
 CLASSES = ["benign", "malignant"]
 

@@ -322,7 +322,7 @@ def test_runs_started_together_on_a_new_postgres_database(tmp_path: Path) -> Non
     """Three plain runs at once, straight on a fresh PostgreSQL database (no MLflow server):
     the schema is built once under an advisory lock, every run lands FINISHED, and the
     database password is in no output, param or config file."""
-    from al_sim.server import (
+    from al_sim.tracking.mlflow_server import (
         _default_db_user,
         create_database,
         init_cluster,

@@ -15,7 +15,7 @@ from scipy import stats
 
 from al_sim.compare import cli
 from al_sim.config.schema import CompareConf, TrackingConf
-from al_sim.core.aulc import aulc
+from al_sim.maths.aulc import aulc
 from al_sim.report.build import (
     ReportError,
     build_report,

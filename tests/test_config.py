@@ -9,7 +9,7 @@ from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
 from al_sim.config.store import validate
-from al_sim.errors import ConfigError
+from al_sim.runtime.errors import ConfigError
 from tests.conftest import SHARED_MEDMNIST, compose_config, run_cli
 
 CONF = Path(__file__).resolve().parents[1] / "conf"

@@ -14,8 +14,8 @@ from al_sim.config.data import PreprocessConf
 from al_sim.config.schema import TrainerConf
 from al_sim.core.training import Trainer
 from al_sim.data.transforms import Preprocess
-from al_sim.errors import ConfigError
 from al_sim.models.simple_cnn import SimpleCNN
+from al_sim.runtime.errors import ConfigError
 from tests.conftest import FAST_CLI, run_cli
 
 # These runs check the device path; the run-dir files are the evidence (a GPU box may lack mlflow)

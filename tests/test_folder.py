@@ -13,7 +13,7 @@ from PIL import Image
 from al_sim.data.export_folder import class_folder_names, export, main
 from al_sim.data.folder import load_folder
 from al_sim.data.medmnist import load_medmnist
-from al_sim.errors import ConfigError, DataError
+from al_sim.runtime.errors import ConfigError, DataError
 from tests.conftest import SHARED_MEDMNIST, run_cli
 
 needs_shared = pytest.mark.skipif(not (SHARED_MEDMNIST / "breastmnist.npz").is_file(),

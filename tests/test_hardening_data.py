@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 import torch
 
-from al_sim.core.metrics import classification_metrics
+from al_sim.core.events import LoopState, RunInfo
 from al_sim.data.base import ALDataset
-from al_sim.errors import DataError
-from al_sim.events import LoopState, RunInfo
-from al_sim.run_lock import RunDirLock
+from al_sim.maths.metrics import classification_metrics
+from al_sim.runtime.errors import DataError
+from al_sim.runtime.run_lock import RunDirLock
 from al_sim.sinks.checkpoint import Checkpointer, data_fingerprint
 from tests.conftest import FAST_CLI, assert_refused, run_cli
 from tests.test_bad_input import folder_layout

@@ -120,7 +120,7 @@ def test_top_k_without_ties_is_unchanged_by_a_generator() -> None:
 
 def test_comparison_figure_ticks_at_logged_steps_and_keeps_the_legend_off_the_axes(
         tmp_path) -> None:
-    from al_sim.report.plots import CurvePanel, comparison_curves, step_ticks
+    from al_sim.report.figures import CurvePanel, comparison_curves, step_ticks
     from al_sim.report.stats import aggregate
 
     steps = np.array([20, 25, 30, 35, 40])

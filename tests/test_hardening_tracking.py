@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from al_sim.errors import TrackingError
-from al_sim.tracking_http import check_reachable
+from al_sim.runtime.errors import TrackingError
+from al_sim.tracking.reachability import check_reachable
 from tests.conftest import FAST_CLI, assert_refused, run_cli
 from tests.test_resume import ARGS, start_and_stop_after
 

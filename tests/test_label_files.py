@@ -12,7 +12,7 @@ import pytest
 
 from al_sim.label.batch import ANSWERS_FILE, IMAGES_DIR, LS_TASKS_FILE, Batch
 from al_sim.label.importer import import_labels
-from al_sim.label.server import create_app
+from al_sim.label.web import create_app
 from tests.conftest import run_cli
 from tests.label_helpers import small_batch
 from tests.test_structure import loaded_after

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from al_sim.config.schema import BudgetConf
-from al_sim.core.human_oracle import HumanOracle
+from al_sim.core.events import LabelsPending, LoopState, RunCallback
 from al_sim.core.loop import run_active_learning
-from al_sim.events import Callback, LabelsPending, LoopState
 from al_sim.label.batch import Answer, Batch
+from al_sim.label.human_oracle import HumanOracle
 from al_sim.models.simple_cnn import SimpleCNN
 from al_sim.strategies.random import RandomSampling
 from al_sim.strategies.uncertainty import Entropy
@@ -18,7 +18,7 @@ from al_sim.strategies.uncertainty import Entropy
 BUDGET = BudgetConf(name="t", initial=12, query_size=6, rounds=1)
 
 
-class LastState(Callback):
+class LastState(RunCallback):
     def __init__(self) -> None:
         self.state: LoopState | None = None
 

@@ -20,7 +20,7 @@ import torch
 from al_sim.data import npz
 from al_sim.data.base import ImageRows
 from al_sim.data.medmnist import file_name, load_medmnist
-from al_sim.errors import DataError
+from al_sim.runtime.errors import DataError
 from tests.conftest import run_cli
 
 SPLITS = {"train": 12, "val": 4, "test": 6}

@@ -10,12 +10,12 @@ import pytest
 import torch
 
 from al_sim.config.schema import BudgetConf
+from al_sim.core.events import RunCallback
 from al_sim.core.loop import run_active_learning
 from al_sim.core.oracle import Oracle
-from al_sim.core.sampling import stratified_sample
-from al_sim.errors import BudgetError, ConfigError
-from al_sim.events import Callback
+from al_sim.maths.sampling import stratified_sample
 from al_sim.models.simple_cnn import SimpleCNN
+from al_sim.runtime.errors import BudgetError, ConfigError
 from al_sim.sinks.run_dir import RunDirWriter
 from al_sim.strategies.random import RandomSampling
 from al_sim.strategies.uncertainty import Entropy, Margin
@@ -24,7 +24,7 @@ from tests.conftest import setup_sink
 BUDGET = BudgetConf(name="t", initial=20, query_size=10, rounds=2)
 
 
-class Recorder(Callback):
+class Recorder(RunCallback):
     def __init__(self) -> None:
         self.queries, self.rounds, self.ended = [], [], False
 
@@ -116,7 +116,7 @@ def test_full_budget_trains_once_on_the_whole_pool(tiny_dataset, fast_trainer) -
 
 
 def test_a_crash_keeps_the_rounds_already_done(tiny_dataset, fast_trainer, tmp_path) -> None:
-    class Crash(Callback):
+    class Crash(RunCallback):
         def on_round_end(self, result) -> None:
             if result.round == 1:
                 raise RuntimeError("boom")
@@ -194,10 +194,10 @@ def test_early_stopping_on_the_val_split_needs_one(tiny_dataset, fast_trainer) -
 
 def test_checkpoints_written_in_the_background_hold_every_round(tiny_dataset, fast_trainer,
                                                                  tmp_path) -> None:
-    from al_sim.events import CallbackList
+    from al_sim.core.events import CallbackList
     from al_sim.sinks.checkpoint import CHECKPOINT_FILE, Checkpointer, load
 
-    class Reader(Callback):  # after each round's checkpoint: the one before is on disk
+    class Reader(RunCallback):  # after each round's checkpoint: the one before is on disk
         def __init__(self) -> None:
             self.on_disk: list[int] = []
 
@@ -220,7 +220,7 @@ def test_a_checkpoint_that_cannot_be_written_fails_the_run(tiny_dataset, fast_tr
                                                            monkeypatch) -> None:
     import errno
 
-    from al_sim.events import CallbackList
+    from al_sim.core.events import CallbackList
     from al_sim.sinks import checkpoint
 
     def disk_full(fd: int) -> None:

@@ -14,10 +14,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from al_sim.core.sampling import stratified_sample
 from al_sim.data import medmnist as mm
 from al_sim.data.medmnist import load_medmnist, read_medmnist
-from al_sim.errors import ConfigError, DataError
+from al_sim.maths.sampling import stratified_sample
+from al_sim.runtime.errors import ConfigError, DataError
 from tests.conftest import SHARED_MEDMNIST, compose_config, run_cli
 
 needs_shared = pytest.mark.skipif(
@@ -257,7 +257,7 @@ def test_cli_runs_medmnist_end_to_end_and_logs_labelled_counts(tmp_path: Path) -
 
 
 def test_run_reports_a_missing_archive_as_a_data_error(tmp_path: Path) -> None:
-    from al_sim.experiment import build_dataset
+    from al_sim.app.components import build_dataset
 
     cfg = compose_config(["dataset=medmnist", f"dataset.root={tmp_path}"])
     with pytest.raises(DataError, match="pneumoniamnist.npz not found"):

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from al_sim.core.aulc import aulc
-from al_sim.core.metrics import classification_metrics
+from al_sim.maths.aulc import aulc
+from al_sim.maths.metrics import classification_metrics
 
 
 def test_binary_metrics() -> None:

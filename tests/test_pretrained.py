@@ -17,10 +17,10 @@ import torchvision.models._api as tv_api
 from omegaconf import OmegaConf
 from torchvision.models import resnet18
 
-from al_sim.errors import ConfigError
-from al_sim.models import build_model
+from al_sim.app.components import build_model
 from al_sim.models import pretrained as pre
 from al_sim.models.resnet import ResNet18
+from al_sim.runtime.errors import ConfigError
 from tests.conftest import FAST_CLI, REPO, run_cli
 
 KNOBS = {"dropout": 0.3, "small_input_stem": "auto", "small_stem_max_size": 64,

@@ -9,14 +9,14 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
+from al_sim.app.components import build_model
 from al_sim.config.data import PreprocessConf
 from al_sim.config.schema import TrainerConf
 from al_sim.core.training import Trainer
 from al_sim.data.transforms import Preprocess
-from al_sim.errors import ConfigError
-from al_sim.models import build_model
 from al_sim.models.base import ALModel, DropoutHead
 from al_sim.models.resnet import ResNet18
+from al_sim.runtime.errors import ConfigError
 from tests.conftest import REPO
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from al_sim.errors import TrackingError
-from al_sim.retry import RetryPolicy, is_transient, retry
+from al_sim.runtime.errors import TrackingError
+from al_sim.tracking.retry import RetryPolicy, is_transient, retry
 
 
 class Flaky:
@@ -60,7 +60,7 @@ def test_restarting_and_locked_stores_count_as_transient(message: str) -> None:
 def test_the_writer_turns_a_persistent_outage_into_one_error_line() -> None:
     from mlflow.exceptions import MlflowException
 
-    from al_sim.mlflow_store import call_with_retries
+    from al_sim.tracking.store import call_with_retries
 
     fn = Flaky(100, MlflowException("API request failed: Connection refused"))
     with pytest.raises(TrackingError, match="resumes from its checkpoint"):
@@ -75,7 +75,7 @@ def test_mlflow_tracebacks_of_retried_lock_errors_are_dropped(
 
     from sqlalchemy.exc import OperationalError
 
-    import al_sim.mlflow_store  # noqa: F401 - installs the filter
+    import al_sim.tracking.store  # noqa: F401 - installs the filter
 
     logger = logging.getLogger("mlflow.store.db.utils")
     for message in ("database is locked", "no such table: runs"):
@@ -88,8 +88,8 @@ def test_mlflow_tracebacks_of_retried_lock_errors_are_dropped(
 
 
 def test_an_interrupt_waits_for_the_store_call_under_way() -> None:
-    from al_sim.interrupts import deferred, interrupt
-    from al_sim.mlflow_store import call_with_retries
+    from al_sim.runtime.interrupts import deferred, interrupt
+    from al_sim.tracking.store import call_with_retries
 
     done: list[str] = []
 
@@ -116,7 +116,7 @@ def test_an_interrupt_waits_for_the_store_call_under_way() -> None:
 ])
 def test_the_store_file_locked_while_a_new_sqlite_schema_is_built(uri, expected, monkeypatch,
                                                                   tmp_path) -> None:
-    from al_sim.mlflow_store import sqlite_file
+    from al_sim.tracking.store import sqlite_file
 
     monkeypatch.chdir(tmp_path)
     got = sqlite_file(uri)
@@ -134,6 +134,6 @@ def test_the_store_file_locked_while_a_new_sqlite_schema_is_built(uri, expected,
     ("http://user@host:5000", "http://user@host:5000"),
 ])
 def test_passwords_in_tracking_uris_are_never_shown(text: str, shown: str) -> None:
-    from al_sim.contract import redact
+    from al_sim.tracking.contract import redact
 
     assert redact(text) == shown

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from al_sim.core.stopping import (
+from al_sim.maths.stop_signals import (
     StopMonitor,
     StopRuleError,
     class_change,
@@ -22,7 +22,7 @@ from al_sim.core.stopping import (
     plateau_gain,
     stop_set,
 )
-from al_sim.report.stopping import would_stop
+from al_sim.report.stop_replay import would_stop
 from tests.conftest import FAST_CLI, run_cli
 
 

@@ -11,11 +11,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.spatial.distance import cdist
 
+from al_sim.app.components import build_strategy
 from al_sim.config.schema import BudgetConf
 from al_sim.core.loop import initial_indices, run_active_learning
 from al_sim.core.oracle import Oracle
 from al_sim.data.base import ALDataset
-from al_sim.experiment import build_strategy
 from al_sim.models.simple_cnn import SimpleCNN
 from al_sim.strategies.base import ArrayModelView, QueryContext
 from al_sim.strategies.bayesian import BALD, bald_score

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -47,8 +49,8 @@ def test_the_report_imports_no_torch_torchvision_or_sklearn() -> None:
     assert not loaded & set(HEAVY), loaded & set(HEAVY)
 
 
-@pytest.mark.parametrize("module", ["al_sim.events", "al_sim.contract", "al_sim.config.store",
-                                    "al_sim.run"])
+@pytest.mark.parametrize("module", ["al_sim.core.events", "al_sim.tracking.contract",
+                                    "al_sim.config.store", "al_sim.run"])
 def test_light_modules_stay_light(module: str) -> None:
     loaded = loaded_after(f"import {module}")
     assert not loaded & {*HEAVY, "mlflow"}, loaded & {*HEAVY, "mlflow"}
@@ -68,11 +70,29 @@ def test_a_misspelt_override_fails_before_the_heavy_imports(tmp_path: Path) -> N
 
 def test_only_the_entry_layer_imports_the_loop() -> None:
     users = {m for m, deps in modules().items() if "al_sim.core.loop" in deps}
-    assert users <= {"al_sim.experiment"}, users
+    assert users <= {"al_sim.app.experiment", "al_sim.app.components"}, users
+
+
+def lint_imports(root: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["lint-imports", "--config", str(root / "pyproject.toml")], cwd=root,
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(root)})
+
+
+def test_the_layers_hold_and_an_upward_import_breaks_the_build(tmp_path: Path) -> None:
+    shutil.copytree(PACKAGE, tmp_path / "al_sim", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "pyproject.toml", tmp_path)
+    assert lint_imports(tmp_path).returncode == 0
+    loop = tmp_path / "al_sim" / "core" / "loop.py"
+    loop.write_text(loop.read_text() + "\nfrom al_sim.report import build  # noqa\n")
+    broken = lint_imports(tmp_path)
+    assert broken.returncode != 0
+    assert "al_sim.core.loop -> al_sim.report.build" in broken.stdout, broken.stdout
 
 
 def test_no_sink_imports_another_sink() -> None:
-    sinks = {m for m in modules() if m.startswith("al_sim.sinks.") and m != "al_sim.sinks.plots"}
+    sinks = {m for m in modules()
+             if m.startswith("al_sim.sinks.") and m != "al_sim.sinks.run_plots"}
     for name, deps in modules().items():
         if name in sinks:
             assert not (deps & sinks), f"{name} imports {deps & sinks}"
@@ -80,13 +100,14 @@ def test_no_sink_imports_another_sink() -> None:
 
 def test_mlflow_is_imported_by_the_writer_its_store_and_the_reader_only() -> None:
     users = {m for m, deps in modules().items() if any(d.split(".")[0] == "mlflow" for d in deps)}
-    assert users == {"al_sim.sinks.mlflow_writer", "al_sim.mlflow_store",
+    assert users == {"al_sim.sinks.mlflow_writer", "al_sim.tracking.store",
                      "al_sim.report.reader"}, users
 
 
 def test_hydra_lives_in_the_entry_points_only() -> None:
     users = {m for m, deps in modules().items() if any(d.split(".")[0] == "hydra" for d in deps)}
-    assert users <= {"al_sim.run", "al_sim.compare", "al_sim.sweep", "al_sim.config.store"}, users
+    assert users <= {"al_sim.run", "al_sim.compare", "al_sim.app.sweep_callback",
+                     "al_sim.config.store"}, users
 
 
 def test_modules_stay_short() -> None:

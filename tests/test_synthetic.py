@@ -7,9 +7,9 @@ import hashlib
 import numpy as np
 import pytest
 
-from al_sim.core.sampling import flip_labels
 from al_sim.data.synthetic import chunk_size, generate_images, load_synthetic
-from al_sim.errors import ConfigError, DataError
+from al_sim.maths.sampling import flip_labels
+from al_sim.runtime.errors import ConfigError, DataError
 
 
 def test_shapes_dtype_and_determinism() -> None:

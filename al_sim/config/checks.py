@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 
-from al_sim.errors import ConfigError
+from al_sim.runtime.errors import ConfigError
 
 
 def _finite(owner: str, name: str, value: int | float | None) -> None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from al_sim.config.checks import fraction, non_negative, positive
-from al_sim.errors import ConfigError
+from al_sim.runtime.errors import ConfigError
 
 
 @dataclass
@@ -116,3 +118,11 @@ class FolderDatasetConf:
             raise ConfigError(f"dataset.channels must be 1 or 3, got {self.channels}")
         if self.test_fraction is not None:
             fraction("dataset", low_open=True, test_fraction=self.test_fraction)
+
+
+FOLDER_LOADER = "al_sim.data.folder.load_folder"
+
+
+def is_folder_dataset(dataset: Mapping[str, Any]) -> bool:
+    """Whether a dataset node loads an image folder (its pool files are the user's own)."""
+    return str(dataset.get("_target_")) == FOLDER_LOADER

@@ -21,7 +21,7 @@ from typing import Any
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from al_sim.errors import ConfigError
+from al_sim.runtime.errors import ConfigError
 
 _SCALARS = (int, float, bool, str, Path)
 

@@ -14,9 +14,9 @@ from typing import Any
 from omegaconf import MISSING
 
 from al_sim.config.checks import fraction, non_negative, positive
-from al_sim.contract import PRIMARY_METRIC, TEST_KEYS
-from al_sim.core.stopping import StopRuleError, parse_rules
-from al_sim.errors import ConfigError
+from al_sim.maths.stop_signals import StopRuleError, parse_rules
+from al_sim.runtime.errors import ConfigError
+from al_sim.tracking.contract import PRIMARY_METRIC, TEST_KEYS
 
 
 # --------------------------------------------------------------------------- budget
@@ -38,7 +38,7 @@ class BudgetConf:
     rounds: int = 8
     initial_selection: InitialSelection = InitialSelection.stratified
     full: bool = False  # train once on the whole pool (the upper bound), no queries
-    stop_when: str | None = None  # e.g. "kappa>=0.99": end the run early (al_sim.core.stopping)
+    stop_when: str | None = None  # e.g. "kappa>=0.99": end the run early (maths.stop_signals)
     stop_set_size: int = 500  # the fixed random pool subset the stopping signals are computed on
     stop_window: int = 3  # rounds averaged (kappa) or compared (plateau)
     stop_metric: str = "test/balanced_accuracy"  # the metric the plateau signal watches

@@ -18,7 +18,7 @@ from al_sim.config.schema import (
     TrackingConf,
     TrainerConf,
 )
-from al_sim.errors import ALSimError, ConfigError
+from al_sim.runtime.errors import ALSimError, ConfigError
 
 RESUME_MODES = ("auto", "true", "false")
 # Arguments a model receives from the data rather than from its config (input_size: the

@@ -1,1 +1,1 @@
-"""The AL core: the loop, the labelled pool, the oracle, training and metrics."""
+"""The AL loop, its events and callbacks, the labelled pool, the simulated oracle, training."""

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import torch
 
 from al_sim.config.schema import TrainerConf
-from al_sim.errors import ConfigError
+from al_sim.runtime.errors import ConfigError
 
 # cuBLAS needs this before its first handle for deterministic GEMMs (CUDA >= 10.2)
 _CUBLAS_WORKSPACE = ":4096:8"

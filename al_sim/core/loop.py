@@ -15,16 +15,8 @@ import numpy as np
 import torch
 
 from al_sim.config.schema import BudgetConf
-from al_sim.core.metrics import classification_metrics
-from al_sim.core.oracle import Oracle
-from al_sim.core.pool import LabelPool
-from al_sim.core.stopping import PREFIX, StopMonitor, first_holding, parse_rules, stop_set
-from al_sim.core.training import Trainer
-from al_sim.data.base import ALDataset, ImageRows
-from al_sim.errors import BudgetError, ConfigError
-from al_sim.events import (
+from al_sim.core.events import (
     ALResult,
-    Callback,
     CallbackList,
     FitReport,
     LabelsPending,
@@ -32,8 +24,16 @@ from al_sim.events import (
     PendingQuery,
     QueryRecord,
     RoundResult,
+    RunCallback,
 )
+from al_sim.core.oracle import Oracle
+from al_sim.core.pool import LabelPool
+from al_sim.core.training import Trainer
+from al_sim.data.base import ALDataset, ImageRows
+from al_sim.maths.metrics import classification_metrics
+from al_sim.maths.stop_signals import PREFIX, StopMonitor, first_holding, parse_rules, stop_set
 from al_sim.models.base import ALModel
+from al_sim.runtime.errors import BudgetError, ConfigError
 from al_sim.strategies.base import QueryContext, Selection, Strategy
 from al_sim.strategies.initial import InitialPolicy, initial_policy
 
@@ -158,7 +158,7 @@ def run_active_learning(
     trainer: Trainer,
     budget: BudgetConf,
     seed: int,
-    callbacks: Sequence[Callback] = (),
+    callbacks: Sequence[RunCallback] = (),
     resume: LoopState | None = None,
     initial: InitialPolicy | None = None,
 ) -> ALResult:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from al_sim.core.sampling import flip_labels
+from al_sim.maths.sampling import flip_labels
 from al_sim.strategies.base import ModelView
 
 

@@ -19,8 +19,8 @@ from al_sim.core.device import (
     seeded,
     to_device,
 )
+from al_sim.core.events import FitReport
 from al_sim.data.transforms import Preprocess
-from al_sim.events import FitReport
 from al_sim.models.base import ALModel
 
 _MIN_EARLY_STOPPING_IMAGES = 10

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from al_sim.errors import DataError
+from al_sim.runtime.errors import DataError
 
 
 class ImageRows:

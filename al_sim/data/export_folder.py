@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from al_sim.core.sampling import stratified_sample
 from al_sim.data.folder import INITIAL_DIR, POOL_DIR, TEST_DIR
 from al_sim.data.medmnist import read_medmnist
-from al_sim.errors import ALSimError, DataError
+from al_sim.maths.sampling import stratified_sample
+from al_sim.runtime.errors import ALSimError, DataError
 
 EXIT_USER_ERROR = 2
 

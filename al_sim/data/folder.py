@@ -23,9 +23,9 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from al_sim.config.data import FolderDatasetConf
-from al_sim.core.sampling import stratified_sample
 from al_sim.data.base import ALDataset
-from al_sim.errors import ConfigError, DataError
+from al_sim.maths.sampling import stratified_sample
+from al_sim.runtime.errors import ConfigError, DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 INITIAL_DIR = "initial_labeled_images"

@@ -23,10 +23,10 @@ import numpy as np
 import torch
 
 from al_sim.config.data import MedMNISTDatasetConf
-from al_sim.core.sampling import stratified_sample
 from al_sim.data.base import ALDataset
 from al_sim.data.npz import in_memory_max_bytes, read_member
-from al_sim.errors import DataError
+from al_sim.maths.sampling import stratified_sample
+from al_sim.runtime.errors import DataError
 
 log = logging.getLogger(__name__)
 

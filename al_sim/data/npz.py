@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from al_sim.errors import DataError
+from al_sim.runtime.errors import DataError
 
 try:
     import resource

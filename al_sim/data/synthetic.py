@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from al_sim.config.data import SyntheticDatasetConf
-from al_sim.core.sampling import flip_labels
 from al_sim.data.base import ALDataset
+from al_sim.maths.sampling import flip_labels
 
 _CHUNK = 2048  # images rendered at once up to 64 px ...
 _CHUNK_PIXELS = 1 << 21  # ... and above, as many as hold this many pixels (8 MB per float32

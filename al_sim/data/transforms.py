@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from al_sim.config.data import PreprocessConf
-from al_sim.errors import ConfigError
+from al_sim.runtime.errors import ConfigError
 
 
 class Preprocess:

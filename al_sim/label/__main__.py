@@ -12,8 +12,8 @@ import getpass
 import sys
 from pathlib import Path
 
-from al_sim.errors import ALSimError, LabelError
 from al_sim.label.batch import current_batch
+from al_sim.runtime.errors import ALSimError, LabelError
 
 EXIT_USER_ERROR = 2
 
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
               + (f"{left} image(s) still need a label" if left else
                  "the batch is complete: run the same python -m al_sim.run command again"))
         return 0
-    from al_sim.label.server import LabelServer
+    from al_sim.label.web import LabelServer
 
     server = LabelServer(batch, run_dir, annotator, args.host, args.port, args.suggest)
     print(f"label round {batch.round} ({len(batch.items)} images) at {server.url}", flush=True)

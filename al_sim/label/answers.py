@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import threading
 
-from al_sim.errors import LabelError
 from al_sim.label.batch import DONE_FILE, Answer, Batch, now, write_atomic
+from al_sim.runtime.errors import LabelError
 
 _SHOWN = 5
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from al_sim.errors import DataError
+from al_sim.runtime.errors import DataError
 
 LABELS_DIR = "labels"
 IMAGES_DIR = "images"

@@ -18,9 +18,10 @@ from pathlib import Path, PurePosixPath
 
 from omegaconf import OmegaConf
 
-from al_sim.contract import CONFIG_FILE, LABELED_SET_FILE
-from al_sim.errors import LabelError
+from al_sim.config.data import is_folder_dataset
 from al_sim.label.batch import IMAGES_DIR, all_batches, write_atomic
+from al_sim.runtime.errors import LabelError
+from al_sim.tracking.contract import CONFIG_FILE, LABELED_SET_FILE
 
 INITIAL_DIR, POOL_DIR, TEST_DIR = "initial_labeled_images", "unlabeled_pool_images", "test_images"
 MANIFEST_FILE = "manifest.csv"
@@ -34,7 +35,7 @@ def _folder_root(run_dir: Path) -> Path | None:
     if not path.is_file():
         return None
     dataset = OmegaConf.load(path).get("dataset", {})
-    if "labels_required" not in dataset or not dataset.get("root"):
+    if not is_folder_dataset(dataset) or not dataset.get("root"):
         return None
     return Path(str(dataset.root)).expanduser().resolve()
 

@@ -12,9 +12,9 @@ import json
 from pathlib import Path, PurePosixPath
 from urllib.parse import parse_qs, unquote, urlparse
 
-from al_sim.errors import LabelError
 from al_sim.label.answers import AnswerBook, listing
 from al_sim.label.batch import Batch
+from al_sim.runtime.errors import LabelError
 
 FILE_COLUMNS = ("file", "image")  # the first one present names the image
 LABEL_COLUMN = "label"

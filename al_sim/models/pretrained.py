@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torchvision.models import ResNet18_Weights
 
-from al_sim.errors import ConfigError
+from al_sim.runtime.errors import ConfigError
 
 WEIGHTS = ResNet18_Weights.IMAGENET1K_V1
 

@@ -9,9 +9,9 @@ from torch import nn
 from torchvision.models import resnet18
 
 from al_sim.config.checks import fraction, positive
-from al_sim.errors import ConfigError
 from al_sim.models.base import ALModel, DropoutHead
 from al_sim.models.pretrained import adapt_first_conv, imagenet_state_dict
+from al_sim.runtime.errors import ConfigError
 
 log = logging.getLogger(__name__)
 AUTO = "auto"

@@ -6,8 +6,8 @@ import torch
 from torch import nn
 
 from al_sim.config.checks import fraction, positive
-from al_sim.errors import ConfigError
 from al_sim.models.base import ALModel, DropoutHead
+from al_sim.runtime.errors import ConfigError
 
 
 class SimpleCNN(ALModel):

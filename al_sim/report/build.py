@@ -17,20 +17,8 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from al_sim.config.schema import CompareConf
-from al_sim.contract import (
-    ACCURACY,
-    BALANCED_ACCURACY,
-    FINAL_AULC,
-    FULL_STRATEGY,
-    TEST_KEYS,
-    aulc_key,
-    lower_is_better,
-    results_neutral,
-    tracking_uri,
-)
-from al_sim.core.aulc import aulc
-from al_sim.errors import ALSimError
-from al_sim.report.plots import CurvePanel, comparison_curves, penalty_heatmap
+from al_sim.maths.aulc import aulc
+from al_sim.report.figures import CurvePanel, comparison_curves, penalty_heatmap
 from al_sim.report.reader import RunReader, StoredRun, SweepRef
 from al_sim.report.stats import (
     CurveStats,
@@ -42,7 +30,7 @@ from al_sim.report.stats import (
     seed_order,
     summarize,
 )
-from al_sim.report.stopping import (
+from al_sim.report.stop_replay import (
     STOP_KEYS,
     StopRow,
     rules_of,
@@ -52,6 +40,18 @@ from al_sim.report.stopping import (
 )
 from al_sim.report.summary_runs import log_summary_runs
 from al_sim.report.tables import markdown_report, write_csv_tables, write_records
+from al_sim.runtime.errors import ALSimError
+from al_sim.tracking.contract import (
+    ACCURACY,
+    BALANCED_ACCURACY,
+    FINAL_AULC,
+    FULL_STRATEGY,
+    TEST_KEYS,
+    aulc_key,
+    lower_is_better,
+    results_neutral,
+    tracking_uri,
+)
 
 # Params that are the compared factors (and the budget, checked apart), not a setting.
 COMPARED = {"seed", "dataset.name", "model.name", "budget.name", "budget.initial",

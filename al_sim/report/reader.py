@@ -14,7 +14,8 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from al_sim.contract import (
+from al_sim.runtime.errors import ConfigError, TrackingError
+from al_sim.tracking.contract import (
     FULL_STRATEGY,
     ROLE_TAG,
     SUMMARY_ROLE,
@@ -22,9 +23,8 @@ from al_sim.contract import (
     SWEEP_ROLE,
     redact,
 )
-from al_sim.errors import ConfigError, TrackingError
-from al_sim.mlflow_store import sqlite_file
-from al_sim.tracking_http import check_reachable
+from al_sim.tracking.reachability import check_reachable
+from al_sim.tracking.store import sqlite_file
 
 LATEST, ALL = "latest", "all"
 PARENT_TAG = "mlflow.parentRunId"

@@ -5,7 +5,7 @@ Conventions (the report's documented numbers):
 * mean ± std across seeds: ``std`` is the sample standard deviation (``ddof=1``),
   NaN when a strategy has a single seed;
 * direction: every ranking takes ``higher_is_better`` (False for losses and durations,
-  :func:`al_sim.contract.lower_is_better`); for those, *reaching* a target is ``<=`` and
+  :func:`al_sim.tracking.contract.lower_is_better`); for those, *reaching* a target is ``<=`` and
   *beating* is a negative mean difference;
 * labels-to-target: the first labelled count at which the *mean* curve reaches the
   target (``>=``, or ``<=`` when lower is better), None when it never does;

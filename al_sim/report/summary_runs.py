@@ -16,15 +16,15 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from al_sim.contract import (
+from al_sim.report.reader import RunReader, StoredRun, SummaryRun, SweepRef
+from al_sim.report.stats import aggregate, seed_order
+from al_sim.tracking.contract import (
     BASELINE_SUFFIX,
     FULL_STRATEGY,
     SUMMARY_PREFIX,
     SWEEP_STRATEGY,
     TEST_KEYS,
 )
-from al_sim.report.reader import RunReader, StoredRun, SummaryRun, SweepRef
-from al_sim.report.stats import aggregate, seed_order
 
 
 def summary_key(metric: str, stat: str) -> str:

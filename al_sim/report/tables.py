@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from al_sim.contract import lower_is_better
 from al_sim.report.stats import CurveStats, SummaryRow
+from al_sim.tracking.contract import lower_is_better
 
 
 def short_name(metric: str) -> str:

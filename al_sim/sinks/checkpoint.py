@@ -22,21 +22,21 @@ from typing import Any
 import numpy as np
 import torch
 
-from al_sim.contract import results_neutral
-from al_sim.core.pool import LabelPool
-from al_sim.data.base import ALDataset
-from al_sim.errors import AlreadyFinishedError, ALSimError, ConfigError, DataError
-from al_sim.events import (
+from al_sim.core.events import (
     FINISHED,
     ALResult,
-    Callback,
     FitReport,
     LoopState,
     PendingQuery,
     QueryRecord,
     RoundResult,
+    RunCallback,
     RunInfo,
 )
+from al_sim.core.pool import LabelPool
+from al_sim.data.base import ALDataset
+from al_sim.runtime.errors import AlreadyFinishedError, ALSimError, ConfigError, DataError
+from al_sim.tracking.contract import results_neutral
 
 CHECKPOINT_FILE = "checkpoint.pt"
 FORMAT_VERSION = 3
@@ -220,7 +220,7 @@ def find_resumable(run_dir: Path, mode: str, config: dict[str, str]) -> Checkpoi
     return checkpoint
 
 
-class Checkpointer(Callback):
+class Checkpointer(RunCallback):
     """Saves a checkpoint after every round and marks it finished at the end.
 
     A round's checkpoint is serialised at once and written to disk (fsync included)

@@ -1,9 +1,9 @@
 """The MLflow writer: run lifecycle, per-round batched metrics, the run dir mirrored as artifacts.
 
-Follows the MLflow contract (``al_sim.contract``): step = number of labelled
+Follows the MLflow contract (``al_sim.tracking.contract``): step = number of labelled
 images, one ``log_batch`` call per round, and the run directory's result files
 uploaded as they change. Store calls, retries and sweep parent runs:
-:mod:`al_sim.mlflow_store`.
+:mod:`al_sim.tracking.store`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,17 @@ from mlflow.entities import Metric, Param, Run, RunTag
 from mlflow.tracking import MlflowClient
 
 from al_sim.config.checks import non_negative, positive
-from al_sim.contract import (
+from al_sim.core.events import (
+    FINISHED,
+    PAUSED,
+    ALResult,
+    LoopState,
+    RoundResult,
+    RunCallback,
+    RunInfo,
+)
+from al_sim.runtime.errors import AlreadyFinishedError, TrackingError, error_message, storable
+from al_sim.tracking.contract import (
     ARTIFACTS,
     ERROR_TAG,
     FINAL_AULC,
@@ -42,11 +52,9 @@ from al_sim.contract import (
     tracking_uri,
     where_to_look,
 )
-from al_sim.errors import AlreadyFinishedError, TrackingError, error_message, storable
-from al_sim.events import FINISHED, PAUSED, ALResult, Callback, LoopState, RoundResult, RunInfo
-from al_sim.mlflow_store import call_with_retries, experiment_id, open_store
-from al_sim.retry import RetryPolicy
-from al_sim.tracking_http import check_reachable
+from al_sim.tracking.reachability import check_reachable
+from al_sim.tracking.retry import RetryPolicy
+from al_sim.tracking.store import call_with_retries, experiment_id, open_store
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -58,7 +66,7 @@ PARENT_TAG = "mlflow.parentRunId"
 RUN_ID_FILE = ".mlflow_run_id"  # in the run dir: the MLflow run of the latest attempt
 
 
-class MLflowWriter(Callback):
+class MLflowWriter(RunCallback):
     """Creates (or takes over) the MLflow run and logs every round as it ends."""
 
     key = "mlflow"

@@ -9,9 +9,9 @@ from typing import TextIO
 
 from tqdm import tqdm
 
-from al_sim.contract import ACCURACY, N_LABELED, ROUND, TEST_KEYS
+from al_sim.core.events import ALResult, RoundResult, RunCallback, RunInfo
 from al_sim.data.base import ALDataset
-from al_sim.events import ALResult, Callback, RoundResult, RunInfo
+from al_sim.tracking.contract import ACCURACY, N_LABELED, ROUND, TEST_KEYS
 
 SUMMARY_COLUMNS = (
     ("round", ROUND, "{:d}"),
@@ -49,7 +49,7 @@ def summary_table(result: ALResult) -> str:
     return "\n".join(lines)
 
 
-class ProgressPrinter(Callback):
+class ProgressPrinter(RunCallback):
     """Shows a bar that advances once per round, then prints the summary table."""
 
     def __init__(self, bar: bool = True, stream: TextIO | None = None) -> None:

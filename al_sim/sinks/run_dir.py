@@ -14,7 +14,19 @@ from pathlib import Path
 
 import numpy as np
 
-from al_sim.contract import (
+from al_sim.core.events import (
+    PAUSED,
+    ALResult,
+    LoopState,
+    QueryRecord,
+    RoundResult,
+    RunCallback,
+    RunInfo,
+)
+from al_sim.core.pool import LabelPool
+from al_sim.data.base import ALDataset
+from al_sim.sinks.run_plots import learning_curve, query_grid
+from al_sim.tracking.contract import (
     BALANCED_ACCURACY,
     CURVE_FILE,
     EVAL_S,
@@ -28,18 +40,6 @@ from al_sim.contract import (
     TEST_KEYS,
     TRAIN_S,
 )
-from al_sim.core.pool import LabelPool
-from al_sim.data.base import ALDataset
-from al_sim.events import (
-    PAUSED,
-    ALResult,
-    Callback,
-    LoopState,
-    QueryRecord,
-    RoundResult,
-    RunInfo,
-)
-from al_sim.sinks.plots import learning_curve, query_grid
 
 QUERIES_HEADER = (ROUND, "pool_index", "score", "oracle_label", "true_label")
 METRICS_HEADER = (ROUND, N_LABELED, *TEST_KEYS, TRAIN_S, QUERY_S, EVAL_S)
@@ -49,7 +49,7 @@ def _fmt(value: float) -> str:
     return "" if value is None or (isinstance(value, float) and math.isnan(value)) else repr(value)
 
 
-class RunDirWriter(Callback):
+class RunDirWriter(RunCallback):
     """Keeps the run directory's result files current after every round."""
 
     def __init__(self, grids: bool = True, max_grid_images: int = 64) -> None:

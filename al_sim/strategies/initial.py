@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from al_sim.config.schema import InitialSelection
-from al_sim.core.sampling import stratified_sample
 from al_sim.data.base import ALDataset
+from al_sim.maths.sampling import stratified_sample
 
 InitialPolicy = Callable[[ALDataset, int, np.random.Generator], np.ndarray]
 _PIXEL_SIDE = 16  # cold-start embedding: images average-pooled to at most 16 x 16

@@ -2,7 +2,7 @@
 
 ``query`` answers from the batch's ``answers.csv`` once every image has a
 label; until then it writes the batch (first time) and raises
-``LabelsPending``, which pauses the run (see ``al_sim.events``).
+``LabelsPending``, which pauses the run (see ``al_sim.core.events``).
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from al_sim.core.events import LabelsPending
 from al_sim.data.base import ALDataset
-from al_sim.errors import DataError
-from al_sim.events import LabelsPending
 from al_sim.label.batch import Batch, Item, batch_dir, write_batch
+from al_sim.runtime.errors import DataError
 from al_sim.strategies.base import ModelView
 
 MAX_SOURCE_SIDE = 2048  # original images larger than this are shrunk for the page

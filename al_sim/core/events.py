@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from al_sim.contract import ACCURACY
-from al_sim.core.aulc import aulc
+from al_sim.maths.aulc import aulc
+from al_sim.tracking.contract import ACCURACY
 
 if TYPE_CHECKING:
     from al_sim.core.pool import LabelPool
@@ -121,7 +121,7 @@ class PendingQuery:
 class LoopState:
     """Everything needed to continue a run after its last completed round.
 
-    ``callbacks`` holds each callback's own :meth:`Callback.state_dict`, by key.
+    ``callbacks`` holds each callback's own :meth:`RunCallback.state_dict`, by key.
     ``pending`` is set when round ``round + 1`` stopped for labels (``LabelsPending``);
     ``model_state`` is empty when no round has been trained yet.
     """
@@ -148,7 +148,7 @@ class RunInfo:
     resume: LoopState | None = None  # the checkpointed state a resumed run continues from
 
 
-class Callback:
+class RunCallback:
     """Receives a run's events; override what you need.
 
     ``key`` names the callback's entry in a checkpoint's ``LoopState.callbacks``.
@@ -185,19 +185,19 @@ class Callback:
         return {}
 
 
-class CallbackList(Sequence[Callback]):
+class CallbackList(Sequence[RunCallback]):
     """Callbacks in order; ``fire(event, ...)`` calls the hook on each."""
 
-    def __init__(self, callbacks: Sequence[Callback] = ()) -> None:
+    def __init__(self, callbacks: Sequence[RunCallback] = ()) -> None:
         self._items = list(callbacks)
 
-    def __getitem__(self, i: int) -> Callback:  # type: ignore[override]
+    def __getitem__(self, i: int) -> RunCallback:  # type: ignore[override]
         return self._items[i]
 
     def __len__(self) -> int:
         return len(self._items)
 
-    def __iter__(self) -> Iterator[Callback]:
+    def __iter__(self) -> Iterator[RunCallback]:
         return iter(self._items)
 
     def fire(self, event: str, *args: Any) -> None:

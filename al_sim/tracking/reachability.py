@@ -15,8 +15,8 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import urlparse
 
-from al_sim.contract import redact
-from al_sim.errors import TrackingError
+from al_sim.runtime.errors import TrackingError
+from al_sim.tracking.contract import redact
 
 HEALTH_PATH = "/health"  # MLflow's server answers it; any HTTP answer proves it is alive
 CLIENT_RETRIES = 2  # MLflow HTTP client retries per request, once the server has answered

@@ -28,7 +28,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from al_sim.interrupts import interrupt
+from al_sim.runtime.interrupts import interrupt
 
 LAUNCHER_ENV = "AL_SIM_LAUNCHER"  # "<pid>:<poll seconds>", set by the launching process
 RUNNING_DIR = ".al_sim_running"

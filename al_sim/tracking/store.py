@@ -1,7 +1,7 @@
 """The MLflow store: calls retried while it is busy, experiments, a sweep's parent run.
 
 Shared by the writer (:mod:`al_sim.sinks.mlflow_writer`), the sweep callback
-(:mod:`al_sim.sweep`), which creates, restarts and closes the parent run, and the
+(:mod:`al_sim.app.sweep_callback`), which creates, restarts and closes the parent run, and the
 report's reader (which store file a ``sqlite:`` URI names).
 """
 
@@ -22,11 +22,11 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.pool import NullPool
 
-from al_sim.contract import redact
-from al_sim.errors import TrackingError
-from al_sim.interrupts import deferred
-from al_sim.retry import RetryPolicy, is_transient, retry
-from al_sim.tracking_http import check_reachable
+from al_sim.runtime.errors import TrackingError
+from al_sim.runtime.interrupts import deferred
+from al_sim.tracking.contract import redact
+from al_sim.tracking.reachability import check_reachable
+from al_sim.tracking.retry import RetryPolicy, is_transient, retry
 
 T = TypeVar("T")
 
@@ -55,7 +55,7 @@ def call_with_retries(what: str, fn: Callable[[], T], uri: str,
                       policy: RetryPolicy | int | None = None) -> T:
     """``fn()``, retried with capped back-off while the store fails transiently.
 
-    Transient: locked, unreachable, restarting (``al_sim.retry``). When the
+    Transient: locked, unreachable, restarting (``al_sim.tracking.retry``). When the
     failure persists past ``policy`` (``tracking.retries`` /
     ``tracking.retry_timeout_s``), TrackingError: the run ends with exit 2, its
     checkpoint holds the last round whose metrics reached the store, and

@@ -18,7 +18,7 @@ ROUND, N_LABELED = "round", "n_labeled"
 TRAIN_S, QUERY_S, EVAL_S = "time/train_s", "time/query_s", "time/eval_s"
 FINAL_AULC, FINAL_N_ANNOTATED = "final/aulc", "final/n_annotated"  # final/aulc: of accuracy
 FINAL_AULC_PREFIX = "final/aulc_"  # final/aulc_<metric>: AULC of each test metric
-STOP_PREFIX = "stop/"  # stop/<signal>: stopping signals after every round (al_sim.core.stopping)
+STOP_PREFIX = "stop/"  # stop/<signal>: stopping signals after every round (maths.stop_signals)
 PRIMARY_METRIC = BALANCED_ACCURACY  # the comparison report's default (rare classes count)
 
 

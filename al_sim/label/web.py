@@ -20,9 +20,9 @@ from pathlib import Path
 from flask import Flask, Response, abort, jsonify, request, send_file
 from werkzeug.serving import make_server
 
-from al_sim.errors import LabelError
 from al_sim.label.answers import AnswerBook
 from al_sim.label.batch import IMAGES_DIR, Batch
+from al_sim.runtime.errors import LabelError
 
 _HEADERS = {
     "Cache-Control": "no-store",

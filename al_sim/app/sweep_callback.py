@@ -22,7 +22,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from al_sim.config.checks import positive
-from al_sim.contract import (
+from al_sim.runtime.launcher_watch import announce_launcher
+from al_sim.tracking.contract import (
     ROLE_TAG,
     SWEEP_ID_TAG,
     SWEEP_ROLE,
@@ -31,7 +32,6 @@ from al_sim.contract import (
     tracking_uri,
     where_to_look,
 )
-from al_sim.launcher_watch import announce_launcher
 
 log = logging.getLogger("al_sim")
 SWEEP_FILE = "al_sim_sweep.json"
@@ -75,7 +75,7 @@ def close_interrupted_sweep() -> str | None:
     """After a sweep was interrupted: mark its parent run KILLED; its id, or None (no sweep)."""
     if not _OPEN_PARENT:
         return None
-    from al_sim.mlflow_store import end_run
+    from al_sim.tracking.store import end_run
 
     uri, run_id = _OPEN_PARENT.pop()
     end_run(uri, run_id, status="KILLED")
@@ -141,7 +141,7 @@ class SweepCallback(Callback):
         sweep_id = earlier.get("sweep_id", str(sweep_dir))
         parent_id = earlier.get("parent_run_id")
         if config.tracking.enabled:
-            from al_sim.mlflow_store import experiment_of, restart_run, start_parent_run
+            from al_sim.tracking.store import experiment_of, restart_run, start_parent_run
 
             launch_dir = Path(os.getcwd())
             uri = tracking_uri(config.tracking.uri, launch_dir)
@@ -164,7 +164,7 @@ class SweepCallback(Callback):
         failed_dir = Path(config.hydra.sweep.dir) / FAILED_DIR
         failures = sorted(failed_dir.glob("*.txt")) if failed_dir.exists() else []
         if self._parent is not None:
-            from al_sim.mlflow_store import end_run
+            from al_sim.tracking.store import end_run
 
             self._log_summaries()
             end_run(*self._parent, status="FAILED" if failures else "FINISHED")
@@ -184,8 +184,8 @@ class SweepCallback(Callback):
 
     def _log_summaries(self) -> None:
         """One summary run per strategy (mean ± std curves) under the parent; never fatal."""
-        from al_sim.errors import ALSimError
         from al_sim.report.summary_runs import log_sweep_summaries
+        from al_sim.runtime.errors import ALSimError
 
         assert self._parent is not None
         try:

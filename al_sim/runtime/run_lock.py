@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import IO
 
-from al_sim.errors import ConfigError
+from al_sim.runtime.errors import ConfigError
 
 LOCK_FILE = ".al_sim.lock"
 

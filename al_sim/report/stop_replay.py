@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from al_sim.contract import STOP_PREFIX
-from al_sim.core.stopping import SIGNALS, StopRule, parse_rules
+from al_sim.maths.stop_signals import SIGNALS, StopRule, parse_rules
+from al_sim.tracking.contract import STOP_PREFIX
 
 STOP_KEYS = tuple(STOP_PREFIX + name for name in SIGNALS)
 

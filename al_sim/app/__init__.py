@@ -1,0 +1,1 @@
+"""Building and running experiments from a validated config; the sweep's Hydra callback."""

@@ -1,0 +1,96 @@
+"""The run's components built from a validated config: dataset, strategy, oracle and model."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+
+from al_sim.config.data import is_folder_dataset
+from al_sim.config.derive import locate
+from al_sim.config.store import instantiate
+from al_sim.core.loop import Seeds
+from al_sim.core.oracle import Oracle
+from al_sim.data.base import ALDataset
+from al_sim.label.human_oracle import HumanOracle
+from al_sim.models import ALModel
+from al_sim.runtime.errors import ConfigError, DataError
+from al_sim.strategies.base import Strategy
+
+
+def build_dataset(cfg: DictConfig) -> ALDataset:
+    """The configured dataset (``cfg.dataset._target_``); a human oracle needs no pool labels."""
+    extra = {}
+    if cfg.oracle.name == "human" and is_folder_dataset(cfg.dataset):
+        extra["labels_required"] = False
+    dataset = instantiate(cfg.dataset, _convert_="object", **extra)
+    if not isinstance(dataset, ALDataset):
+        raise ConfigError(f"dataset._target_={cfg.dataset._target_} did not return an ALDataset")
+    return dataset
+
+
+def build_strategy(cfg: DictConfig) -> Strategy:
+    """The configured query strategy (``cfg.strategy._target_``)."""
+    strategy = instantiate(cfg.strategy, _convert_="all")
+    if not isinstance(strategy, Strategy):
+        raise ConfigError(f"strategy._target_={cfg.strategy._target_} is not an al_sim Strategy")
+    return strategy
+
+
+def build_oracle(cfg: DictConfig, dataset: ALDataset, run_dir: Path) -> Oracle | HumanOracle:
+    """The configured annotator: simulated (needs every pool label) or a human expert."""
+    if cfg.oracle.name == "human":
+        root = cfg.dataset.get("root") if is_folder_dataset(cfg.dataset) else None
+        return HumanOracle(run_dir, dataset, cfg.oracle.image_size,
+                           None if root is None else Path(str(root)).expanduser().resolve())
+    if (dataset.pool_y < 0).any():
+        raise DataError(f"{dataset.name}: {int((dataset.pool_y < 0).sum())} pool image(s) have "
+                        "no label for the simulated oracle to reveal; add them to the labels "
+                        "file (dataset.labels_file), or let an expert label them: oracle=human")
+    return Oracle(dataset.pool_y, dataset.n_classes, cfg.oracle.noise_rate,
+                  seed=Seeds.derive(cfg.seed).oracle)
+
+
+def check_input_size(model_factory: Callable[[int], ALModel], dataset: ALDataset,
+                     model_name: str) -> None:
+    """ConfigError when the model cannot take the dataset's images (too small for its pooling)."""
+    model = model_factory(0).eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(2, *dataset.image_shape))
+    except RuntimeError as exc:
+        side = dataset.image_shape[1]
+        raise ConfigError(
+            f"model {model_name} cannot take {side}x{side} images "
+            f"({str(exc).splitlines()[0][:200]}); raise dataset.image_size (e.g. 28) or use "
+            "a model with less down-sampling"
+        ) from None
+
+
+def build_model(model_cfg: DictConfig, in_channels: int, n_classes: int, seed: int,
+                input_size: int | None = None) -> ALModel:
+    """Instantiate the configured model with weights drawn from ``seed``.
+
+    ``input_size`` (the image side) reaches models whose constructor takes an
+    ``input_size`` argument (ResNet-18 picks its stem from it); others never see it.
+    """
+    supplied: dict[str, int] = {"in_channels": in_channels, "n_classes": n_classes}
+    if input_size is not None and _takes_input_size(str(model_cfg._target_)):
+        supplied["input_size"] = input_size
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = instantiate(model_cfg, **supplied, _convert_="all")
+    if not isinstance(model, ALModel):
+        raise ConfigError(
+            f"model._target_={model_cfg._target_} does not build an al_sim ALModel "
+            "(it must expose features() and head())"
+        )
+    return model
+
+
+def _takes_input_size(target: str) -> bool:
+    obj = locate(target)
+    return "input_size" in inspect.signature(obj).parameters

@@ -1,0 +1,63 @@
+"""One experiment assembled from a validated config: components built, the loop run, sinks closed.
+
+The heavy half of ``python -m al_sim.run`` (torch, the data), imported only
+once the configuration has been composed and checked.
+"""
+
+from __future__ import annotations
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from threadpoolctl import threadpool_limits
+
+from al_sim.app.components import (
+    build_dataset,
+    build_model,
+    build_oracle,
+    build_strategy,
+    check_input_size,
+)
+from al_sim.core.device import fix_mmap_threshold
+from al_sim.core.events import ALResult, CallbackList, RunInfo
+from al_sim.core.loop import run_active_learning
+from al_sim.core.training import Trainer, resolve_device
+from al_sim.data.transforms import Preprocess
+from al_sim.models import ALModel
+from al_sim.strategies.initial import initial_policy
+
+
+def run_experiment(cfg: DictConfig, run: RunInfo, callbacks: CallbackList,
+                   threads: int) -> ALResult:
+    """Set the sinks up, build every component, run the loop; the sinks close however it ends.
+
+    A human oracle's ``LabelsPending`` propagates after the sinks closed with ``PAUSED``.
+    """
+    torch.set_num_threads(threads)
+    threadpool_limits(limits=threads)  # numpy/BLAS too (core-set, BADGE, metrics)
+    try:
+        callbacks.fire("setup", run)
+        strategy = build_strategy(cfg)
+        dataset = build_dataset(cfg)
+        threshold = cfg.trainer.mapped_pool_mmap_threshold_mb
+        if dataset.memory_mapped and threshold is not None:
+            fix_mmap_threshold(threshold)  # scoring a pool on disk must not grow the heap
+        preprocess = Preprocess(OmegaConf.to_object(cfg.dataset.preprocess),
+                                channels=dataset.image_shape[0])
+        trainer = Trainer(OmegaConf.to_object(cfg.trainer), preprocess,
+                          resolve_device(cfg.trainer.device))
+        oracle = build_oracle(cfg, dataset, run.run_dir)
+
+        def model_factory(seed: int) -> ALModel:
+            return build_model(cfg.model, dataset.image_shape[0], dataset.n_classes, seed,
+                               input_size=dataset.image_shape[-1])
+
+        check_input_size(model_factory, dataset, str(cfg.model.name))
+        budget = OmegaConf.to_object(cfg.budget)
+        result = run_active_learning(dataset, model_factory, strategy, oracle, trainer, budget,
+                                     cfg.seed, callbacks, resume=run.resume,
+                                     initial=initial_policy(budget.initial_selection))
+    except BaseException as exc:
+        callbacks.close(exc)
+        raise
+    callbacks.close(None)
+    return result

@@ -1,0 +1,1 @@
+"""Torch-free maths shared by the loop and the report: AULC, sampling, stopping signals, metrics."""

@@ -1,0 +1,1 @@
+"""Process runtime: user errors, interrupts, the launcher watch, the run-dir lock."""

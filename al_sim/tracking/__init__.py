@@ -1,0 +1,1 @@
+"""Tracking: the MLflow contract, store access, a server's reachability, retries, the server."""

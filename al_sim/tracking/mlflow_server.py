@@ -1,0 +1,222 @@
+"""``python -m al_sim.server --dir DIR``: an MLflow tracking server on PostgreSQL, one command.
+
+Creates (first time) or reuses a PostgreSQL cluster in ``DIR/pgdata``, starts
+it on 127.0.0.1, then runs ``mlflow server`` on it with artifacts served
+through the server (``--serve-artifacts``, stored in ``DIR/artifacts``), so
+workers need only ``tracking.uri=http://HOST:PORT``, no shared disk. Ctrl-C
+(or SIGTERM) stops both. The database password is generated once, kept in
+``DIR/server.json`` (mode 600) and handed to mlflow through its environment,
+never on a command line. Needs ``initdb`` / ``pg_ctl`` (PostgreSQL >= 12) on
+PATH and ``pip install -e ".[server]"`` (the PostgreSQL driver). PostgreSQL
+refuses to run as root: as root, the cluster runs as ``--db-user`` (an
+existing system user, default ``postgres``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+DB_NAME = "mlflow"
+DB_ROLE = "mlflow"
+STATE_FILE = "server.json"
+POOL_SIZE, POOL_OVERFLOW = 10, 20  # connections per mlflow worker process
+SPARE_CONNECTIONS = 20  # for psql, migrations, the driver's own checks
+EXIT_USER_ERROR = 2
+
+
+class ServerError(Exception):
+    """A problem the user fixes (missing binaries, a port in use, ...)."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(host: str, port: int, timeout_s: float, proc: subprocess.Popen | None = None,
+                  what: str = "server") -> None:
+    """Block until ``host:port`` accepts connections; ServerError on timeout or early exit."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise ServerError(f"{what} exited with status {proc.returncode} while starting")
+        try:
+            with socket.create_connection((host, port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.3)
+    raise ServerError(f"{what} did not listen on {host}:{port} within {timeout_s:.0f} s")
+
+
+def _runner(db_user: str | None) -> dict:
+    """Popen keyword arguments that run a PostgreSQL binary as ``db_user`` when root."""
+    return {} if db_user is None else {"user": db_user}
+
+
+def _pg(args: list[str], db_user: str | None, log: Path | None = None) -> None:
+    out = subprocess.run(args, capture_output=True, text=True, check=False, timeout=120,
+                         **_runner(db_user))
+    if out.returncode != 0:
+        where = f" (see {log})" if log else ""
+        detail = (out.stderr or out.stdout)[-500:]
+        raise ServerError(f"{args[0]} failed{where}: {detail}")
+
+
+def init_cluster(data: Path, password: str, db_user: str | None) -> None:
+    """``initdb`` a new cluster at ``data`` with a password-protected ``mlflow`` role."""
+    data.mkdir(mode=0o700, parents=True)
+    pwfile = data.parent / ".pgpass.tmp"
+    pwfile.write_text(password + "\n")
+    pwfile.chmod(0o600)
+    if db_user is not None:
+        shutil.chown(data, db_user)
+        shutil.chown(pwfile, db_user)
+    try:
+        _pg(["initdb", "-D", str(data), "-U", DB_ROLE, "--auth=scram-sha-256",
+             f"--pwfile={pwfile}", "-E", "UTF8", "--no-instructions"], db_user)
+    finally:
+        pwfile.unlink(missing_ok=True)
+
+
+def start_postgres(data: Path, port: int, db_user: str | None, log: Path,
+                   max_connections: int = 100) -> None:
+    """Start the cluster on 127.0.0.1:``port`` (socket in the data dir) and wait for it."""
+    if db_user is not None and not log.exists():
+        log.touch()
+        shutil.chown(log, db_user)
+    opts = (f"-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories={data} "
+            f"-c max_connections={max_connections}")
+    _pg(["pg_ctl", "-D", str(data), "-l", str(log), "-o", opts, "-w", "-t", "60", "start"],
+        db_user, log)
+
+
+def stop_postgres(data: Path, db_user: str | None) -> None:
+    """Stop the cluster (fast shutdown: open sessions are ended, data is flushed)."""
+    subprocess.run(["pg_ctl", "-D", str(data), "-m", "fast", "-w", "stop"], capture_output=True,
+                   check=False, timeout=120, **_runner(db_user))
+
+
+def create_database(port: int, password: str) -> str:
+    """Create the ``mlflow`` database if missing; its SQLAlchemy URI."""
+    try:
+        import psycopg2
+    except ImportError as exc:
+        raise ServerError('the PostgreSQL driver is missing: pip install -e ".[server]"') from exc
+    conn = psycopg2.connect(host="127.0.0.1", port=port, user=DB_ROLE, password=password,
+                            dbname="postgres", connect_timeout=10)
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DB_NAME,))
+            if cur.fetchone() is None:
+                cur.execute(f"CREATE DATABASE {DB_NAME}")
+    finally:
+        conn.close()
+    return f"postgresql+psycopg2://{DB_ROLE}:{password}@127.0.0.1:{port}/{DB_NAME}"
+
+
+def _state(root: Path, db_port: int | None) -> dict:
+    """The cluster's password and port, created on first use and kept in ``server.json``."""
+    path = root / STATE_FILE
+    state = json.loads(path.read_text()) if path.exists() else {}
+    state.setdefault("password", secrets.token_urlsafe(24))
+    if db_port:
+        state["db_port"] = db_port
+    state.setdefault("db_port", free_port())
+    path.write_text(json.dumps(state))
+    path.chmod(0o600)
+    return state
+
+
+def serve(root: Path, host: str, port: int, db_port: int | None, workers: int,
+          db_user: str | None) -> int:
+    """Start PostgreSQL and ``mlflow server``; block until either stops or a signal comes."""
+    for tool in ("initdb", "pg_ctl", "postgres"):
+        if shutil.which(tool) is None:
+            raise ServerError(f"{tool} is not on PATH: install PostgreSQL (>= 12) server binaries")
+    root.mkdir(parents=True, exist_ok=True)
+    if db_user is not None:
+        os.chmod(root, 0o755)  # the database user must reach DIR/pgdata
+    state = _state(root.resolve(), db_port)
+    data, log = root.resolve() / "pgdata", root.resolve() / "postgres.log"
+    if not (data / "PG_VERSION").exists():
+        init_cluster(data, state["password"], db_user)
+    start_postgres(data, state["db_port"], db_user, log,
+                   workers * (POOL_SIZE + POOL_OVERFLOW) + SPARE_CONNECTIONS)
+    mlflow = None
+    try:
+        env = dict(os.environ, MLFLOW_BACKEND_STORE_URI=create_database(state["db_port"],
+                                                                        state["password"]))
+        # MLflow's default pool (5 + 10 overflow per worker) makes many writers queue and time
+        # out (benchmarks/tracking_store_load.py, N=64); PostgreSQL is started with room for all.
+        env.setdefault("MLFLOW_SQLALCHEMYSTORE_POOL_SIZE", str(POOL_SIZE))
+        env.setdefault("MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW", str(POOL_OVERFLOW))
+        artifacts = root.resolve() / "artifacts"
+        artifacts.mkdir(exist_ok=True)
+        mlflow = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "server", "--host", host, "--port", str(port),
+             "--serve-artifacts", "--artifacts-destination", artifacts.as_uri(),
+             "--workers", str(workers)], env=env)
+        wait_for_port("127.0.0.1" if host in ("0.0.0.0", "") else host, port, 180, mlflow,
+                      "mlflow server")
+        print(f"MLflow server on PostgreSQL: tracking.uri=http://{host}:{port} "
+              f"(data in {root}; Ctrl-C stops it)", flush=True)
+        return mlflow.wait()
+    finally:
+        if mlflow is not None and mlflow.poll() is None:
+            mlflow.terminate()
+            try:
+                mlflow.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                mlflow.kill()
+        stop_postgres(data, db_user)
+
+
+def _default_db_user() -> str | None:
+    return "postgres" if os.geteuid() == 0 else None
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse the command line and serve until interrupted."""
+    parser = argparse.ArgumentParser(prog="python -m al_sim.server", description=__doc__.split(
+        "\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dir", type=Path, default=Path("mlflow_server"),
+                        help="where the database and the artifacts live (default: mlflow_server)")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address mlflow listens on (0.0.0.0 for other machines)")
+    parser.add_argument("--port", type=int, default=5000)
+    parser.add_argument("--db-port", type=int, default=None,
+                        help="PostgreSQL port on 127.0.0.1 (default: a free one, kept)")
+    parser.add_argument("--workers", type=int, default=2, help="mlflow server worker processes")
+    parser.add_argument("--db-user", default=_default_db_user(),
+                        help="system user that runs PostgreSQL when started as root")
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        sys.exit(serve(args.dir, args.host, args.port, args.db_port, args.workers,
+                       args.db_user if os.geteuid() == 0 else None))
+    except ServerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
+    except KeyboardInterrupt:
+        print("stopped", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
