@@ -13,19 +13,19 @@ the process never holds the whole array.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import struct
 import sys
-import tempfile
 import zipfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 
 from al_sim.runtime.errors import DataError
+from al_sim.runtime.files import atomic_write
 
 try:
     import resource
@@ -145,18 +145,15 @@ def _extract(archive: zipfile.ZipFile, path: Path, m: Member, cache: Path) -> No
     log.warning("%s: extracting %s (%.0f MB, compressed in the archive) once to %s so it can "
                 "be memory-mapped; later runs reuse that file (delete it to free the space)",
                 path.name, m.key, m.nbytes / _MB, cache)
-    fd, tmp = tempfile.mkstemp(prefix=f".{cache.name}.", dir=cache.parent)
-    try:
-        with os.fdopen(fd, "wb") as out, archive.open(m.info) as src:
+    def copy(out: IO[bytes]) -> None:
+        with archive.open(m.info) as src:
             shutil.copyfileobj(src, out, _COPY_CHUNK)  # zipfile checks the CRC at the end
-        os.replace(tmp, cache)
+
+    try:
+        atomic_write(cache, copy)
     except (OSError, EOFError, zipfile.BadZipFile) as exc:
-        Path(tmp).unlink(missing_ok=True)
         raise DataError(f"{path}: extracting {m.key!r} to {cache} failed ({exc}); re-download "
                         "the file or free disk space") from exc
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _status_bytes(field: str) -> int:

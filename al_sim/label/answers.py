@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import threading
 
-from al_sim.label.batch import DONE_FILE, Answer, Batch, now, write_atomic
+from al_sim.label.batch import DONE_FILE, Answer, Batch, now
 from al_sim.runtime.errors import LabelError
+from al_sim.runtime.files import atomic_write
 
 _SHOWN = 5
 
@@ -75,5 +76,5 @@ class AnswerBook:
             if missing:
                 raise LabelError(f"{len(missing)} of {len(self.batch.items)} images still have "
                                  f"no label: {listing(missing)}")
-            write_atomic(self.batch.dir / DONE_FILE,
+            atomic_write(self.batch.dir / DONE_FILE,
                          json.dumps({"annotator": annotator, "at": now()}))

@@ -18,12 +18,12 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from al_sim.runtime.errors import DataError
+from al_sim.runtime.files import atomic_write
 
 LABELS_DIR = "labels"
 IMAGES_DIR = "images"
@@ -37,16 +37,6 @@ ANSWERS_HEADER = ("image", "label", "annotator", "labelled_at")
 def batch_dir(run_dir: Path, round_: int) -> Path:
     """Where round ``round_``'s batch lives."""
     return Path(run_dir) / LABELS_DIR / f"round_{round_:02d}"
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temp file, fsync and rename (never half a file)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", encoding="utf-8", newline="") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def now() -> str:
@@ -122,7 +112,7 @@ class Batch:
         writer.writerow(ANSWERS_HEADER)
         for image, a in answers.items():
             writer.writerow((image, a.label, a.annotator, a.labelled_at))
-        write_atomic(self.answers_path, out.getvalue())
+        atomic_write(self.answers_path, out.getvalue())
 
     def missing(self, answers: dict[str, Answer] | None = None) -> list[str]:
         """Images without an answer, in pick order."""
@@ -143,12 +133,12 @@ def write_batch(folder: Path, round_: int, classes: list[str], items: list[Item]
     for i in items:
         writer.writerow((i.image, i.pool_index, i.id, round_, i.predicted,
                          "" if i.confidence is None else f"{i.confidence:.4f}"))
-    write_atomic(folder / BATCH_FILE, out.getvalue())
+    atomic_write(folder / BATCH_FILE, out.getvalue())
     batch = Batch(folder, round_, list(classes), items)
-    write_atomic(folder / LS_TASKS_FILE, json.dumps(labelstudio_tasks(batch), indent=1))
-    write_atomic(folder / LS_CONFIG_FILE, labelstudio_config(classes))
+    atomic_write(folder / LS_TASKS_FILE, json.dumps(labelstudio_tasks(batch), indent=1))
+    atomic_write(folder / LS_CONFIG_FILE, labelstudio_config(classes))
     meta = {"round": round_, "classes": list(classes), "n_images": len(items)}
-    write_atomic(folder / META_FILE, json.dumps(meta, indent=1))  # last: marks it complete
+    atomic_write(folder / META_FILE, json.dumps(meta, indent=1))  # last: marks it complete
     return batch
 
 

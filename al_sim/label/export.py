@@ -19,8 +19,9 @@ from pathlib import Path, PurePosixPath
 from omegaconf import OmegaConf
 
 from al_sim.config.data import is_folder_dataset
-from al_sim.label.batch import IMAGES_DIR, all_batches, write_atomic
+from al_sim.label.batch import IMAGES_DIR, all_batches
 from al_sim.runtime.errors import LabelError
+from al_sim.runtime.files import atomic_write
 from al_sim.tracking.contract import CONFIG_FILE, LABELED_SET_FILE
 
 INITIAL_DIR, POOL_DIR, TEST_DIR = "initial_labeled_images", "unlabeled_pool_images", "test_images"
@@ -91,7 +92,7 @@ def export_dataset(run_dir: Path, out: Path) -> int:
         exported.add(row["id"])
         writer.writerow((target.relative_to(out).as_posix(), row["label"], row["round"],
                          row["annotator"], row["labelled_at"], row["id"]))
-    write_atomic(out / MANIFEST_FILE, manifest.getvalue())
+    atomic_write(out / MANIFEST_FILE, manifest.getvalue())
     if root is not None:
         _copy_rest(root, out, exported)
     return len(rows)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
-import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -36,6 +35,7 @@ from al_sim.core.events import (
 from al_sim.core.pool import LabelPool
 from al_sim.data.base import ALDataset
 from al_sim.runtime.errors import AlreadyFinishedError, ALSimError, ConfigError, DataError
+from al_sim.runtime.files import atomic_write
 from al_sim.tracking.contract import results_neutral
 
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -161,23 +161,9 @@ def serialise(checkpoint: Checkpoint) -> io.BytesIO:
     return buffer
 
 
-def write_atomic(path: Path, data: io.BytesIO) -> None:
-    """Write ``data`` to ``path`` atomically (temp file, fsync, rename)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with tmp.open("wb") as f:
-            f.write(data.getbuffer())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def save(path: Path, checkpoint: Checkpoint) -> None:
     """Write ``checkpoint`` to ``path`` atomically."""
-    write_atomic(path, serialise(checkpoint))
+    atomic_write(path, serialise(checkpoint).getbuffer())
 
 
 def load(path: Path) -> Checkpoint:
@@ -269,7 +255,7 @@ class Checkpointer(RunCallback):
         self._wait()
         if self._writer is None:
             self._writer = ThreadPoolExecutor(1, thread_name_prefix="al_sim-checkpoint")
-        self._writing = self._writer.submit(write_atomic, self.path, data)
+        self._writing = self._writer.submit(atomic_write, self.path, data.getbuffer())
 
     def _wait(self) -> None:
         """Wait for the checkpoint being written; raises its write error, if any."""
