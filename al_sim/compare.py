@@ -25,8 +25,6 @@ from al_sim.tracking.contract import tracking_uri
 
 EXIT_USER_ERROR = 2
 
-register_configs()
-
 
 def cli(cfg: DictConfig, launch_dir: Path) -> int:
     """Report for a composed config; the exit status (2 after one ``error:`` line)."""
@@ -49,12 +47,17 @@ def cli(cfg: DictConfig, launch_dir: Path) -> int:
     return 0
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="compare")
-def main(cfg: DictConfig) -> None:
+def report(cfg: DictConfig) -> None:
     """Hydra task: one report."""
     status = cli(cfg, Path(hydra.utils.get_original_cwd()))
     if status:
         sys.exit(status)
+
+
+def main() -> None:
+    """``python -m al_sim.compare [overrides]``."""
+    register_configs()
+    hydra.main(version_base="1.3", config_path="../conf", config_name="compare")(report)()
 
 
 if __name__ == "__main__":

@@ -60,10 +60,6 @@ log = logging.getLogger("al_sim")
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
 
-_FAILED: list[Exception] = []  # a single run's failure, handed from main() to cli()
-
-register_configs()
-
 
 def run_name(cfg: DictConfig) -> str:
     """``<strategy>-<dataset>-seed<seed>`` as in the MLflow contract."""
@@ -200,9 +196,12 @@ def _to_log_file(text: str) -> None:
             handler.handle(record)
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
-def main(cfg: DictConfig) -> float | None:
-    """Hydra task: one run, or one job of a sweep (whose failure never stops the sweep)."""
+def main(cfg: DictConfig, failed: list[Exception]) -> float | None:
+    """Hydra task: one run, or one job of a sweep (whose failure never stops the sweep).
+
+    A single run's failure is appended to ``failed`` for :func:`cli` to report (raised
+    here, Hydra would print a line of its own as well).
+    """
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     watched = hydra_cfg.mode == RunMode.MULTIRUN and watch_launcher()
@@ -229,7 +228,7 @@ def main(cfg: DictConfig) -> float | None:
         return None
     except Exception as exc:
         if hydra_cfg.mode != RunMode.MULTIRUN:
-            _FAILED.append(exc)  # cli() reports it; raised here, Hydra prints its own line too
+            failed.append(exc)
             _to_log_file(error_line(exc) or f"error: {type(exc).__name__}: {exc}")
             return None
         if isinstance(exc, AlreadyFinishedError):
@@ -265,10 +264,16 @@ def cli() -> None:
     signal.signal(signal.SIGTERM, _interrupted)  # timeout, docker, SLURM: as Ctrl-C is
     signal.signal(signal.SIGINT, _interrupted)
     sys.argv[1:] = [quote_home_path(arg) for arg in sys.argv[1:]]
+    register_configs()
+    failed: list[Exception] = []
+
+    def task(cfg: DictConfig) -> float | None:
+        return main(cfg, failed)
+
     try:
-        main()
-        if _FAILED:
-            raise _FAILED.pop()
+        hydra.main(version_base="1.3", config_path="../conf", config_name="config")(task)()
+        if failed:
+            raise failed.pop()
     except KeyboardInterrupt as exc:
         by = str(exc) or SIGINT_REASON
         what = "the MLflow run is" if close_interrupted_sweep() is None else \

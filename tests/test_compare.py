@@ -13,7 +13,7 @@ from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 from scipy import stats
 
-from al_sim.compare import cli
+from al_sim.compare import cli as compare_cli
 from al_sim.config.schema import CompareConf, TrackingConf
 from al_sim.maths.aulc import aulc
 from al_sim.report.build import (
@@ -50,6 +50,13 @@ def close(a: float, b: float) -> bool:
     return (math.isnan(a) and math.isnan(b)) or math.isclose(a, b, rel_tol=1e-12, abs_tol=1e-15)
 
 
+def run_on_store(args: list[str], cwd: Path, **kwargs) -> subprocess.CompletedProcess[str]:
+    """``run_cli`` on the store ``<cwd>/mlflow.db`` named by a sqlite URI with a query part
+    (run, sweep callback, compare and the store checks must find the file without it)."""
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{cwd / 'mlflow.db'}?timeout=30"}
+    return run_cli(args, cwd, env=env, **kwargs)
+
+
 @pytest.fixture(scope="module")
 def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A sweep of mismatched budgets (margin, seed 0), then the main sweep (the latest).
@@ -61,7 +68,7 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
                   "hydra.sweep.dir=multirun/extra", *TINY],
                  ["-m", "strategy=random,entropy", "seed=0,1", "budget=tiny,full",
                   "hydra.sweep.dir=multirun/main", *TINY[1:]]):
-        proc = run_cli(args, cwd)
+        proc = run_on_store(args, cwd)
         assert proc.returncode == 0, proc.stderr[-2000:]
     return cwd
 
@@ -69,7 +76,7 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def report(study: Path) -> subprocess.CompletedProcess[str]:
     """The default report (the latest sweep) through the real CLI."""
-    return run_cli([], study, module="al_sim.compare")
+    return run_on_store([], study, module="al_sim.compare")
 
 
 def mlflow_runs(cwd: Path, sweep_id: str | None) -> tuple[MlflowClient, dict, list]:
@@ -242,7 +249,7 @@ def test_stopping_table_replays_the_logged_signals(study: Path, report: Complete
 
 
 def test_cli_error_is_one_line_and_exit_2(study: Path) -> None:
-    proc = run_cli(["sweep_id=multirun/extra"], study, module="al_sim.compare")
+    proc = run_on_store(["sweep_id=multirun/extra"], study, module="al_sim.compare")
     assert proc.returncode == 2
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("error: runs of synthetic / simple_cnn differ in budget")
@@ -262,7 +269,7 @@ def test_nothing_matches_exits_2(study: Path, args: list[str], message: str,
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
         cfg = compose("compare", overrides=args)
-    assert cli(cfg, study) == 2
+    assert compare_cli(cfg, study) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(message)
 def _stored(strategy: str, seed: str, steps: list[int], dataset: str = "synthetic",

@@ -116,7 +116,7 @@ def test_an_interrupt_waits_for_the_store_call_under_way() -> None:
 ])
 def test_the_store_file_locked_while_a_new_sqlite_schema_is_built(uri, expected, monkeypatch,
                                                                   tmp_path) -> None:
-    from al_sim.tracking.store import sqlite_file
+    from al_sim.tracking.contract import sqlite_file
 
     monkeypatch.chdir(tmp_path)
     got = sqlite_file(uri)

@@ -14,7 +14,7 @@ import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
@@ -68,16 +68,15 @@ def sweep_context() -> SweepContext | None:
     return SweepContext(str(sweep_dir), None)
 
 
-_OPEN_PARENT: list[tuple[str, str]] = []  # (uri, run id) of this launcher's running sweep
-
-
 def close_interrupted_sweep() -> str | None:
     """After a sweep was interrupted: mark its parent run KILLED; its id, or None (no sweep)."""
-    if not _OPEN_PARENT:
+    running = SweepCallback.running
+    if running is None or running._parent is None:
         return None
     from al_sim.tracking.store import end_run
 
-    uri, run_id = _OPEN_PARENT.pop()
+    SweepCallback.running = None
+    uri, run_id = running._parent
     end_run(uri, run_id, status="KILLED")
     return run_id
 
@@ -122,6 +121,10 @@ def warn_unbounded_launcher(config: DictConfig) -> None:
 class SweepCallback(Callback):
     """Creates the sweep's parent run before the jobs and closes it after them."""
 
+    # The launcher process's sweep between its start and its end: Hydra builds the callback
+    # itself, so the entry point's interrupt handler finds the open parent run here.
+    running: ClassVar[SweepCallback | None] = None
+
     def __init__(self, launcher_poll_s: float = 1.0, interrupt_grace_s: float = 30.0) -> None:
         positive("hydra.callbacks.sweep", launcher_poll_s=launcher_poll_s,
                  interrupt_grace_s=interrupt_grace_s)
@@ -155,7 +158,7 @@ class SweepCallback(Callback):
                                              tags={SWEEP_ID_TAG: sweep_id, ROLE_TAG: SWEEP_ROLE,
                                                    "strategy": SWEEP_STRATEGY})
             self._parent = (uri, parent_id)
-            _OPEN_PARENT[:] = [self._parent]
+            SweepCallback.running = self
             self._experiment_id = experiment_of(uri, parent_id)
             self._experiment = str(config.tracking.experiment)
         sweep_file.write_text(json.dumps({"sweep_id": sweep_id, "parent_run_id": parent_id}))
@@ -168,7 +171,7 @@ class SweepCallback(Callback):
 
             self._log_summaries()
             end_run(*self._parent, status="FAILED" if failures else "FINISHED")
-            _OPEN_PARENT.clear()
+            SweepCallback.running = None
         print(f"sweep results: {Path(config.hydra.sweep.dir).resolve()} (one dir per job)",
               file=sys.stderr, flush=True)
         if self._parent is not None:

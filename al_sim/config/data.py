@@ -91,6 +91,14 @@ class MedMNISTDatasetConf:
         non_negative("dataset", seed=self.seed)
 
 
+# The image-folder layout (``dataset=folder``): read by data/folder.py, written by
+# data/export_folder.py and label/export.py.
+INITIAL_DIR = "initial_labeled_images"
+POOL_DIR = "unlabeled_pool_images"
+TEST_DIR = "test_images"
+POOL_LABELS_FILE = "pool_labels.csv"
+
+
 @dataclass
 class FolderDatasetConf:
     """Image folders laid out as the annotation workflow keeps them (see README)."""
@@ -101,7 +109,7 @@ class FolderDatasetConf:
     image_size: int = 28
     channels: int = 1
     test_fraction: float | None = None
-    labels_file: str = "pool_labels.csv"
+    labels_file: str = POOL_LABELS_FILE
     labels_required: bool = True  # false: the pool may lack labels (set by oracle=human)
     seed: int = 0
     preprocess: PreprocessConf = field(default_factory=PreprocessConf)

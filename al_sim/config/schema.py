@@ -59,6 +59,9 @@ class BudgetConf:
 
 
 # --------------------------------------------------------------------------- trainer
+# trainer.eval_batch_size=auto: the batch per device when eval_batch_table has no finer key
+EVAL_BATCH_PER_DEVICE = {"cpu": 64, "cuda": 1024}
+
 @dataclass
 class TrainerConf:
     """Training and inference settings, identical for every strategy in a comparison."""
@@ -68,7 +71,7 @@ class TrainerConf:
     batch_size: int = 64
     eval_batch_size: Any = "auto"  # a number, or auto: eval_batch_table
     # auto: the first key of <device>-<Model>-<px>, <device>-<Model>, <device> (measured)
-    eval_batch_table: dict[str, int] = field(default_factory=lambda: {"cpu": 64, "cuda": 1024})
+    eval_batch_table: dict[str, int] = field(default_factory=lambda: dict(EVAL_BATCH_PER_DEVICE))
     lr: float = 1e-3
     weight_decay: float = 1e-4
     lr_schedule: str = "cosine"  # cosine | constant
@@ -98,6 +101,7 @@ class TrainerConf:
                 raise ConfigError(f"trainer.eval_batch_table key {key!r} must start with cpu or "
                                   "cuda (<device>[-<Model>[-<px>]])")
             positive("trainer", **{f"eval_batch_table.{key}": value})
+        self.eval_batch_table = {**EVAL_BATCH_PER_DEVICE, **self.eval_batch_table}
         if self.precision not in ("fp32", "bf16", "fp16"):
             raise ConfigError(f"trainer.precision must be fp32, bf16 or fp16, got "
                               f"{self.precision!r}")

@@ -16,6 +16,7 @@ labelled the batch yet); the loop fires ``on_checkpoint`` with
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -180,6 +181,9 @@ class RunCallback:
     def on_close(self, status: str) -> None:
         """Last, once: ``FINISHED``, ``FAILED``, ``KILLED`` or ``PAUSED`` (waits for labels)."""
 
+    def on_close_failures(self, failures: list[str]) -> None:
+        """After ``on_close`` of a failing run: the sinks that could not close, one line each."""
+
     def state_dict(self) -> dict:
         """What this callback needs back on resume (plain values)."""
         return {}
@@ -218,13 +222,27 @@ class CallbackList(Sequence[RunCallback]):
             PAUSED if isinstance(exc, LabelsPending) else
             KILLED if isinstance(exc, KeyboardInterrupt | SystemExit) else FAILED)
         failing = exc is not None and status != PAUSED
-        errors: list[BaseException] = []
+        errors: list[tuple[RunCallback, Exception]] = []
         for event, args in ((("on_exception", (exc,)),) if failing else ()) + (
                 ("on_close", (status,)),):
             for callback in self._items:
                 try:
                     getattr(callback, event)(*args)
                 except Exception as err:  # noqa: BLE001 - every sink gets its chance to close
-                    errors.append(err)
-        if errors and not failing:
-            raise errors[0]
+                    errors.append((callback, err))
+        if not errors:
+            return
+        if not failing:
+            raise errors[0][1]
+        # The run's own error is what the user reads; a sink that could not close beside it
+        # (a run left RUNNING, files not written) is said too, never dropped.
+        failures = [f"{type(cb).__name__} ({cb.key or 'sink'}) could not close: "
+                    f"{type(err).__name__}: {err}" for cb, err in errors]
+        for line in failures:
+            print(f"warning: {line}", file=sys.stderr, flush=True)
+        for callback in self._items:
+            try:
+                callback.on_close_failures(failures)
+            except Exception as err:  # noqa: BLE001 - already reported above
+                print(f"warning: {type(callback).__name__} could not record that: {err}",
+                      file=sys.stderr, flush=True)

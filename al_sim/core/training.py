@@ -57,10 +57,10 @@ class Trainer:
             return int(self.conf.eval_batch_size)
         table, dev = self.conf.eval_batch_table, self.device.type
         name, px = type(model).__name__, x.shape[-1]
-        for key in (f"{dev}-{name}-{px}", f"{dev}-{name}", dev):
+        for key in (f"{dev}-{name}-{px}", f"{dev}-{name}"):
             if key in table:
                 return int(table[key])
-        return 64 if dev == "cpu" else 1024  # the schema's defaults when a table drops them
+        return int(table[dev])  # TrainerConf keeps an entry per device
 
     # ------------------------------------------------------------------ training
     def fit(

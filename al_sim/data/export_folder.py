@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from al_sim.data.folder import INITIAL_DIR, POOL_DIR, TEST_DIR
+from al_sim.config.data import INITIAL_DIR, POOL_DIR, POOL_LABELS_FILE, TEST_DIR
 from al_sim.data.medmnist import read_medmnist
 from al_sim.maths.sampling import stratified_sample
 from al_sim.runtime.errors import ALSimError, DataError
@@ -76,7 +76,7 @@ def export(name: str, out: Path, root: str | Path = "~/.medmnist", size: int = 2
         _save(train_x, picked[train_y[picked] == c], out / INITIAL_DIR / folder, "train")
         _save(test_x, test[test_y[test] == c], out / TEST_DIR / folder, "test")
     names = _save(train_x, rest, out / POOL_DIR, "train")
-    with (out / "pool_labels.csv").open("w", newline="") as f:
+    with (out / POOL_LABELS_FILE).open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(("file", "label"))
         writer.writerows((n, folders[train_y[i]]) for n, i in zip(names, rest, strict=True))

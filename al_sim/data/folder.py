@@ -22,15 +22,12 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from al_sim.config.data import FolderDatasetConf
+from al_sim.config.data import INITIAL_DIR, POOL_DIR, TEST_DIR, FolderDatasetConf
 from al_sim.data.base import ALDataset
 from al_sim.maths.sampling import stratified_sample
 from al_sim.runtime.errors import ConfigError, DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
-INITIAL_DIR = "initial_labeled_images"
-POOL_DIR = "unlabeled_pool_images"
-TEST_DIR = "test_images"
 _SHOWN = 5  # names listed per problem in an error message
 _CLIP = 80  # characters shown of each (a mangled CSV may hold kilobytes in one field)
 

@@ -18,13 +18,12 @@ from pathlib import Path, PurePosixPath
 
 from omegaconf import OmegaConf
 
-from al_sim.config.data import is_folder_dataset
+from al_sim.config.data import INITIAL_DIR, POOL_DIR, TEST_DIR, is_folder_dataset
 from al_sim.label.batch import IMAGES_DIR, all_batches
 from al_sim.runtime.errors import LabelError
 from al_sim.runtime.files import atomic_write
 from al_sim.tracking.contract import CONFIG_FILE, LABELED_SET_FILE
 
-INITIAL_DIR, POOL_DIR, TEST_DIR = "initial_labeled_images", "unlabeled_pool_images", "test_images"
 MANIFEST_FILE = "manifest.csv"
 MANIFEST_HEADER = ("file", "label", "round", "annotator", "labelled_at", "source")
 GIVEN = "given"  # the annotator of labels the run started with (the initial folders)

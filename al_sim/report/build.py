@@ -50,6 +50,7 @@ from al_sim.tracking.contract import (
     aulc_key,
     lower_is_better,
     results_neutral,
+    sqlite_file,
     tracking_uri,
 )
 
@@ -241,8 +242,8 @@ def output_folder(conf: CompareConf, ref: SweepRef, uri: str, launch_dir: Path) 
         return Path(conf.output_dir)
     if ref.sweep_id:
         roots = [launch_dir]
-        if uri.startswith("sqlite:///"):
-            roots.append(Path(uri.removeprefix("sqlite:///")).resolve().parent)
+        if (database := sqlite_file(uri)) is not None:
+            roots.append(database.parent)
         for root in roots:
             if (root / ref.sweep_id).is_dir():
                 return root / ref.sweep_id / "compare"

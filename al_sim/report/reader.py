@@ -22,9 +22,9 @@ from al_sim.tracking.contract import (
     SWEEP_ID_TAG,
     SWEEP_ROLE,
     redact,
+    sqlite_file,
 )
 from al_sim.tracking.reachability import check_reachable
-from al_sim.tracking.store import sqlite_file
 
 LATEST, ALL = "latest", "all"
 PARENT_TAG = "mlflow.parentRunId"

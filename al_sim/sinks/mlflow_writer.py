@@ -11,14 +11,14 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from mlflow.entities import Metric, Param, Run, RunTag
 from mlflow.tracking import MlflowClient
 
-from al_sim.config.checks import non_negative, positive
+from al_sim.config.schema import TrackingConf
 from al_sim.core.events import (
     FINISHED,
     PAUSED,
@@ -71,18 +71,13 @@ class MLflowWriter(RunCallback):
 
     key = "mlflow"
 
-    def __init__(self, uri: str | None = None, experiment: str = "al_sim",
-                 artifact_location: str | None = None, retries: int = 20,
-                 retry_timeout_s: float = 180.0, backoff_max_s: float = 10.0,
-                 connect_wait_s: float = 30.0, http_timeout: float = 10.0) -> None:
-        self.uri, self.experiment = uri or "", experiment
-        self.artifact_location = artifact_location
-        non_negative("tracking", retries=retries, retry_timeout_s=retry_timeout_s,
-                     connect_wait_s=connect_wait_s)
-        positive("tracking", backoff_max_s=backoff_max_s, http_timeout=http_timeout)
-        self.connect_wait_s, self.http_timeout = connect_wait_s, http_timeout
-        self.policy = RetryPolicy(retries=retries, timeout_s=retry_timeout_s,
-                                  backoff_max_s=backoff_max_s)
+    def __init__(self, tracking: Mapping[str, Any] | TrackingConf | None = None) -> None:
+        conf = tracking if isinstance(tracking, TrackingConf) else TrackingConf(**(tracking or {}))
+        self.uri, self.experiment = conf.uri or "", conf.experiment
+        self.artifact_location = conf.artifact_location
+        self.connect_wait_s, self.http_timeout = conf.connect_wait_s, conf.http_timeout
+        self.policy = RetryPolicy(retries=conf.retries, timeout_s=conf.retry_timeout_s,
+                                  backoff_max_s=conf.backoff_max_s)
         self.client: MlflowClient | None = None
         self.run_id: str | None = None
         self.experiment_id = ""
@@ -91,6 +86,7 @@ class MLflowWriter(RunCallback):
         self._logged_steps: set[int] = set()  # rounds an interrupted attempt already logged
         self._uploaded: dict[Path, tuple[int, int]] = {}  # file -> (size, mtime) when uploaded
         self._waiting = ""  # the pending query a PAUSED close leaves the run waiting for
+        self._error = ""  # a failing run's error tag, extended by sinks that cannot close
 
     # ------------------------------------------------------------------ plumbing
     def _call(self, what: str, fn: Callable[[], T]) -> T:
@@ -243,8 +239,15 @@ class MLflowWriter(RunCallback):
                                                                    tags=tags))
 
     def on_exception(self, exc: BaseException) -> None:
+        self._error = error_message(exc)
         if self.run_id is not None:
-            tag = RunTag(ERROR_TAG, error_message(exc)[:TAG_MAX_CHARS])
+            tag = RunTag(ERROR_TAG, self._error[:TAG_MAX_CHARS])
+            self._call("error tag", lambda: self.client.log_batch(self.run_id, tags=[tag]))
+
+    def on_close_failures(self, failures: list[str]) -> None:
+        if self.run_id is not None:
+            text = "; ".join([self._error, *failures]) if self._error else "; ".join(failures)
+            tag = RunTag(ERROR_TAG, text[:TAG_MAX_CHARS])
             self._call("error tag", lambda: self.client.log_batch(self.run_id, tags=[tag]))
 
     def on_close(self, status: str) -> None:

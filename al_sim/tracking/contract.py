@@ -102,6 +102,20 @@ def where_to_look(uri: str, experiment_id: str, run_id: str | None = None) -> st
             f"open {ui_link(experiment_id, run_id)}")
 
 
+def sqlite_file(uri: str) -> Path | None:
+    """The database file of a ``sqlite:`` tracking URI (query part dropped), else None."""
+    if not uri.startswith("sqlite:"):
+        return None
+    from sqlalchemy.engine import make_url  # MLflow's own URL parser; loaded only for sqlite
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        database = make_url(uri).database
+    except ArgumentError:
+        return None
+    return Path(database).resolve() if database and database != ":memory:" else None
+
+
 def default_tracking_uri(launch_dir: Path) -> str:
     """``sqlite:///<launch_dir>/mlflow.db`` (absolute, so every job of a sweep shares it)."""
     return f"sqlite:///{Path(launch_dir).resolve() / 'mlflow.db'}"

@@ -12,11 +12,10 @@ import os
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 from urllib.parse import urlparse
 
 from al_sim.runtime.errors import TrackingError
-from al_sim.tracking.contract import redact
+from al_sim.tracking.contract import redact, sqlite_file
 
 HEALTH_PATH = "/health"  # MLflow's server answers it; any HTTP answer proves it is alive
 CLIENT_RETRIES = 2  # MLflow HTTP client retries per request, once the server has answered
@@ -31,11 +30,14 @@ def bound_client(timeout: float) -> None:
 
 def check_writable_store(uri: str) -> None:
     """TrackingError, with the fix, when a local sqlite store's folder cannot be written."""
-    parsed = urlparse(uri)
-    if parsed.scheme != "sqlite":
+    db = sqlite_file(uri)
+    if db is None:
         return
-    db = Path(uri.removeprefix("sqlite:///"))
-    folder = db.parent if db.parent != Path("") else Path(".")
+    folder = db.parent
+    if not folder.is_dir():
+        raise TrackingError(
+            f"the folder of the MLflow store {db} does not exist; create it, set "
+            "tracking.uri=sqlite:////<existing dir>/mlflow.db, or set tracking.enabled=false")
     if (db.exists() and not os.access(db, os.W_OK)) or (
             not db.exists() and not os.access(folder, os.W_OK)):
         raise TrackingError(

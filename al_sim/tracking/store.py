@@ -18,13 +18,12 @@ from typing import TypeVar
 import sqlalchemy
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
 
 from al_sim.runtime.errors import TrackingError
 from al_sim.runtime.interrupts import deferred
-from al_sim.tracking.contract import redact
+from al_sim.tracking.contract import redact, sqlite_file
 from al_sim.tracking.reachability import check_reachable
 from al_sim.tracking.retry import RetryPolicy, is_transient, retry
 
@@ -72,17 +71,6 @@ def call_with_retries(what: str, fn: Callable[[], T], uri: str,
             "up and tracking.uri (or MLFLOW_TRACKING_URI) is right, or set tracking.enabled=false; "
             "the run resumes from its checkpoint when run again"
         ) from exc
-
-
-def sqlite_file(uri: str) -> Path | None:
-    """The database file of a ``sqlite:`` tracking URI, else None."""
-    if not uri.startswith("sqlite:"):
-        return None
-    try:
-        database = make_url(uri).database
-    except ArgumentError:
-        return None
-    return Path(database).resolve() if database and database != ":memory:" else None
 
 
 @contextlib.contextmanager
