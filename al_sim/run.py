@@ -234,10 +234,10 @@ def main(cfg: DictConfig, failed: list[Exception]) -> float | None:
         if isinstance(exc, AlreadyFinishedError):
             print(f"skipped: {exc}", file=sys.stderr, flush=True)
             return None
-        line = error_line(exc)
-        if line is None:
+        shown = error_line(exc)
+        if shown is None:
             log.exception("job failed")
-            line = f"error: {type(exc).__name__}: {exc}"
+        line = shown or f"error: {type(exc).__name__}: {exc}"
         print(line, file=sys.stderr, flush=True)
         mark_job_failed(line)
         return None

@@ -221,12 +221,13 @@ def test_a_checkpoint_that_cannot_be_written_fails_the_run(tiny_dataset, fast_tr
     import errno
 
     from al_sim.core.events import CallbackList
+    from al_sim.runtime import files
     from al_sim.sinks import checkpoint
 
     def disk_full(fd: int) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(checkpoint.os, "fsync", disk_full)
+    monkeypatch.setattr(files.os, "fsync", disk_full)
     recorder = Recorder()
     hooks = CallbackList([setup_sink(checkpoint.Checkpointer(), tmp_path), recorder])
     with pytest.raises(OSError, match="No space left"):

@@ -7,7 +7,7 @@ once the configuration has been composed and checked.
 from __future__ import annotations
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from threadpoolctl import threadpool_limits
 
 from al_sim.app.components import (
@@ -17,6 +17,9 @@ from al_sim.app.components import (
     build_strategy,
     check_input_size,
 )
+from al_sim.config.data import PreprocessConf
+from al_sim.config.schema import BudgetConf, TrainerConf
+from al_sim.config.store import to_object
 from al_sim.core.device import fix_mmap_threshold
 from al_sim.core.events import ALResult, CallbackList, RunInfo
 from al_sim.core.loop import run_active_learning
@@ -41,9 +44,9 @@ def run_experiment(cfg: DictConfig, run: RunInfo, callbacks: CallbackList,
         threshold = cfg.trainer.mapped_pool_mmap_threshold_mb
         if dataset.memory_mapped and threshold is not None:
             fix_mmap_threshold(threshold)  # scoring a pool on disk must not grow the heap
-        preprocess = Preprocess(OmegaConf.to_object(cfg.dataset.preprocess),
+        preprocess = Preprocess(to_object(cfg.dataset.preprocess, PreprocessConf),
                                 channels=dataset.image_shape[0])
-        trainer = Trainer(OmegaConf.to_object(cfg.trainer), preprocess,
+        trainer = Trainer(to_object(cfg.trainer, TrainerConf), preprocess,
                           resolve_device(cfg.trainer.device))
         oracle = build_oracle(cfg, dataset, run.run_dir)
 
@@ -52,7 +55,7 @@ def run_experiment(cfg: DictConfig, run: RunInfo, callbacks: CallbackList,
                                input_size=dataset.image_shape[-1])
 
         check_input_size(model_factory, dataset, str(cfg.model.name))
-        budget = OmegaConf.to_object(cfg.budget)
+        budget = to_object(cfg.budget, BudgetConf)
         result = run_active_learning(dataset, model_factory, strategy, oracle, trainer, budget,
                                      cfg.seed, callbacks, resume=run.resume,
                                      initial=initial_policy(budget.initial_selection))

@@ -10,6 +10,7 @@ message, and knobs the YAML leaves out get the constructor's default.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
 import inspect
 import types
@@ -49,7 +50,7 @@ def _node_type(hint: Any) -> Any:
         return typing.Optional[inner[0]] if len(inner) == 1 else Any  # noqa: UP045
     if origin in (list, tuple, typing.Sequence, Iterable) or hint in (list, tuple):
         item = _node_type(args[0]) if args else Any
-        return list[item] if item in _SCALARS else list[Any]
+        return list[item] if item in _SCALARS else list[Any]  # type: ignore[valid-type]  # a runtime type, for OmegaConf
     return Any
 
 
@@ -65,7 +66,7 @@ def signature_schema(target: str, supplied: tuple[str, ...] = ()) -> type:
             continue
         default = MISSING if param.default is param.empty else param.default
         if isinstance(default, list | tuple):
-            spec = dataclasses.field(default_factory=lambda d=default: list(d))
+            spec = dataclasses.field(default_factory=functools.partial(list, default))
         else:
             spec = dataclasses.field(default=default)
         fields.append((name, _node_type(hints.get(name, Any)), spec))
@@ -79,7 +80,9 @@ def typed_node(node: DictConfig, where: str, supplied: tuple[str, ...] = ()) -> 
         raise ConfigError(f"{where} has no _target_; name the class that builds it")
     schema = OmegaConf.structured(signature_schema(str(target), supplied))
     try:
-        return OmegaConf.merge(schema, node)
+        merged = OmegaConf.merge(schema, node)
     except Exception as exc:  # OmegaConf's ValidationError / ConfigKeyError
         raise ConfigError(f"{where}: {str(exc).splitlines()[0]} (knobs of {target}: "
                           f"{', '.join(k for k in schema if k != '_target_')})") from exc
+    assert isinstance(merged, DictConfig)  # a structured schema merged with a mapping
+    return merged

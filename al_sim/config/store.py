@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -19,6 +19,8 @@ from al_sim.config.schema import (
     TrainerConf,
 )
 from al_sim.runtime.errors import ALSimError, ConfigError
+
+T = TypeVar("T")
 
 RESUME_MODES = ("auto", "true", "false")
 # Arguments a model receives from the data rather than from its config (input_size: the
@@ -84,6 +86,7 @@ def _check_strategy_name(node: DictConfig) -> None:
     """``strategy.name`` may not name another built-in strategy than its ``_target_`` builds."""
     for path in sorted(STRATEGY_CONF.glob("*.yaml")):
         known = OmegaConf.load(path)
+        assert isinstance(known, DictConfig)  # a strategy file is a mapping
         if known.get("name") == node.name and known.get("_target_") != node._target_:
             raise ConfigError(
                 f"strategy.name={node.name} is the name of {known._target_}, but "
@@ -94,6 +97,7 @@ def _check_strategy_name(node: DictConfig) -> None:
 
 def _without(node: DictConfig, key: str) -> DictConfig:
     values = OmegaConf.to_container(node, resolve=True)
+    assert isinstance(values, dict)  # a DictConfig's container
     return OmegaConf.create({k: v for k, v in values.items() if k != key})
 
 
@@ -106,7 +110,7 @@ def enabled_nodes(group: DictConfig | None) -> dict[str, DictConfig]:
     return out
 
 
-def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+def flatten(tree: Mapping[Any, Any], prefix: str = "") -> dict[str, str]:
     """``{"a": {"b": 1}}`` -> ``{"a.b": "1"}``; lists keep their string form."""
     out: dict[str, str] = {}
     for key, value in tree.items():
@@ -120,7 +124,17 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
 
 def flat_params(cfg: DictConfig) -> dict[str, str]:
     """The resolved config as flat ``key -> string`` params (enums by name)."""
-    return flatten(OmegaConf.to_container(cfg, resolve=True, enum_to_str=True))
+    values = OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
+    assert isinstance(values, dict)  # a DictConfig's container
+    return flatten(values)
+
+
+def to_object(node: DictConfig, schema: type[T]) -> T:
+    """A validated config node as its schema's dataclass instance."""
+    obj = OmegaConf.to_object(node)
+    if not isinstance(obj, schema):
+        raise ConfigError(f"{node._key()} is not a {schema.__name__} node; check its defaults list")
+    return obj
 
 
 def instantiate(node: Any, **kwargs: Any) -> Any:

@@ -26,10 +26,10 @@ from al_sim.core.events import (
     RoundResult,
     RunCallback,
 )
-from al_sim.core.oracle import Oracle
+from al_sim.core.oracle import Annotator
 from al_sim.core.pool import LabelPool
 from al_sim.core.training import Trainer
-from al_sim.data.base import ALDataset, ImageRows
+from al_sim.data.base import ALDataset, Images
 from al_sim.maths.metrics import classification_metrics
 from al_sim.maths.stop_signals import PREFIX, StopMonitor, first_holding, parse_rules, stop_set
 from al_sim.models.base import ALModel
@@ -91,10 +91,10 @@ class _TrainedModelView:
     """The strategies' window on the current model (see ``ModelView``)."""
 
     def __init__(self, trainer: Trainer, model: ALModel,
-                 rows: Callable[[np.ndarray], torch.Tensor | ImageRows], seed: int) -> None:
+                 rows: Callable[[np.ndarray], Images], seed: int) -> None:
         self._trainer, self._model, self._rows, self._seed = trainer, model, rows, seed
 
-    def _images(self, indices: np.ndarray) -> torch.Tensor | ImageRows:
+    def _images(self, indices: np.ndarray) -> Images:
         return self._rows(indices)
 
     def probs(self, indices: np.ndarray) -> np.ndarray:
@@ -142,7 +142,7 @@ def _check_trained(fit: FitReport, probs: np.ndarray, round_: int) -> None:
 
 
 def _pool_rows(dataset: ALDataset, pool_x: torch.Tensor
-               ) -> Callable[[np.ndarray], torch.Tensor | ImageRows]:
+               ) -> Callable[[np.ndarray], Images]:
     """Pool images by index: from the device copy when the pool went there, else the
     dataset's own rows (lazy for a memory-mapped pool)."""
     if pool_x is dataset.pool_x:
@@ -154,7 +154,7 @@ def run_active_learning(
     dataset: ALDataset,
     model_factory: Callable[[int], ALModel],
     strategy: Strategy,
-    oracle: Oracle,
+    oracle: Annotator,
     trainer: Trainer,
     budget: BudgetConf,
     seed: int,

@@ -2,10 +2,35 @@
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import numpy as np
 
 from al_sim.maths.sampling import flip_labels
 from al_sim.strategies.base import ModelView
+
+
+class Annotator(Protocol):
+    """Whoever labels the loop's queries (simulated or human): answers, their count, a state."""
+
+    n_annotated: int
+
+    def truth(self, indices: np.ndarray) -> np.ndarray:
+        """The true labels, for logging only (-1 where unknown)."""
+        ...
+
+    def query(self, indices: np.ndarray, round_: int = 0, model: ModelView | None = None
+              ) -> np.ndarray:
+        """The labels for ``indices``."""
+        ...
+
+    def state(self) -> dict:
+        """What a checkpoint keeps."""
+        ...
+
+    def restore(self, state: dict) -> None:
+        """Continue from a :meth:`state`."""
+        ...
 
 
 class Oracle:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,6 +21,7 @@ from al_sim.core.device import (
     to_device,
 )
 from al_sim.core.events import FitReport
+from al_sim.data.base import Images
 from al_sim.data.transforms import Preprocess
 from al_sim.models.base import ALModel
 
@@ -50,7 +52,7 @@ class Trainer:
             return x.to(self.device)
         return x
 
-    def eval_batch_size(self, model: ALModel, x: torch.Tensor) -> int:
+    def eval_batch_size(self, model: ALModel, x: Images) -> int:
         """``trainer.eval_batch_size``, or with ``auto`` the table's entry for this
         device, model class and image size (``<device>-<Model>-<px>``, then shorter keys)."""
         if self.conf.eval_batch_size != "auto":
@@ -64,8 +66,8 @@ class Trainer:
 
     # ------------------------------------------------------------------ training
     def fit(
-        self, model: ALModel, x: torch.Tensor, y: np.ndarray, n_classes: int, seed: int,
-        val: tuple[torch.Tensor, np.ndarray] | None = None,
+        self, model: ALModel, x: Images, y: np.ndarray, n_classes: int, seed: int,
+        val: tuple[Images, np.ndarray] | None = None,
     ) -> FitReport:
         """Train ``model`` in place on uint8 images ``x`` and labels ``y``.
 
@@ -75,13 +77,16 @@ class Trainer:
         conf = self.conf
         gen = torch.Generator().manual_seed(seed)
         labels = torch.as_tensor(y, dtype=torch.long).to(self.device)
+        val_x: Images | None
+        val_y: torch.Tensor | None
         if val is not None and conf.early_stopping_patience is not None:
             train_idx, val_x, val_y = torch.arange(len(labels)), val[0], torch.as_tensor(val[1])
         else:
             train_idx, val_idx = self._split(len(labels), gen)
             val_x = None if val_idx is None else x[val_idx.to(x.device)]
             val_y = None if val_idx is None else labels[val_idx.to(self.device)].cpu()
-        model.to(self.device, memory_format=self._memory_format)
+        # torch's stubs omit Module.to's memory_format keyword
+        model.to(self.device, memory_format=self._memory_format)  # type: ignore[call-overload]
         optimiser = torch.optim.AdamW(model.parameters(), lr=conf.lr,
                                       weight_decay=conf.weight_decay)
         weight = self._class_weights(labels[train_idx], n_classes)
@@ -92,7 +97,7 @@ class Trainer:
             schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser,
                                                                   T_max=epochs * per_epoch)
         scaler = torch.amp.GradScaler(self.device.type, enabled=conf.precision == "fp16")
-        best = (math.inf, None, 0)  # val loss, state, epoch
+        best: tuple[float, dict[str, Any] | None, int] = (math.inf, None, 0)  # loss, state, epoch
         steps, loss_sum, seen = 0, 0.0, 0
         with seeded(seed, self.device):
             epoch = 0
@@ -119,7 +124,7 @@ class Trainer:
                 if losses:
                     values = torch.stack(losses).float().cpu().tolist()
                     loss_sum = sum(v * n for v, n in zip(values, sizes, strict=True))
-                if val_x is None:
+                if val_x is None or val_y is None:
                     continue
                 val_loss = self._loss(model, val_x, val_y, weight)
                 if val_loss < best[0]:
@@ -162,20 +167,21 @@ class Trainer:
                              fused=self.conf.fused_normalise)
         return xb.contiguous(memory_format=self._memory_format)
 
-    def _loss(self, model: ALModel, x: torch.Tensor, y: torch.Tensor,
+    def _loss(self, model: ALModel, x: Images, y: torch.Tensor,
               weight: torch.Tensor | None) -> float:
         logits = torch.from_numpy(self.predict_logits(model, x))
         return float(F.cross_entropy(logits, y, weight=None if weight is None else weight.cpu()))
 
     # ------------------------------------------------------------------ inference
-    def _map(self, model: ALModel, x: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor],
+    def _map(self, model: ALModel, x: Images, fn: Callable[[torch.Tensor], torch.Tensor],
              dropout: bool = False) -> np.ndarray:
         model.eval()
         if dropout:
             for module in model.modules():
                 if isinstance(module, torch.nn.Dropout):
                     module.train()
-        model.to(self.device, memory_format=self._memory_format)
+        # torch's stubs omit Module.to's memory_format keyword
+        model.to(self.device, memory_format=self._memory_format)  # type: ignore[call-overload]
         size = self.eval_batch_size(model, x)
         outs = []
         try:
@@ -186,19 +192,19 @@ class Trainer:
             model.eval()
         return torch.cat(outs).cpu().numpy()
 
-    def predict_logits(self, model: ALModel, x: torch.Tensor) -> np.ndarray:
+    def predict_logits(self, model: ALModel, x: Images) -> np.ndarray:
         """Logits ``N x C`` in eval mode."""
         return self._map(model, x, model)
 
-    def predict_proba(self, model: ALModel, x: torch.Tensor) -> np.ndarray:
+    def predict_proba(self, model: ALModel, x: Images) -> np.ndarray:
         """Softmax probabilities ``N x C`` in eval mode."""
         return self._map(model, x, lambda xb: torch.softmax(model(xb).float(), dim=1))
 
-    def embed(self, model: ALModel, x: torch.Tensor) -> np.ndarray:
+    def embed(self, model: ALModel, x: Images) -> np.ndarray:
         """Penultimate embeddings ``N x D`` in eval mode."""
         return self._map(model, x, model.features)
 
-    def features_and_proba(self, model: ALModel, x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    def features_and_proba(self, model: ALModel, x: Images) -> tuple[np.ndarray, np.ndarray]:
         """Embeddings ``N x D`` and softmax probabilities ``N x C`` from one eval-mode pass."""
 
         def both(xb: torch.Tensor) -> torch.Tensor:
@@ -209,7 +215,7 @@ class Trainer:
         dim = out.shape[1] - model.n_classes
         return np.ascontiguousarray(out[:, :dim]), np.ascontiguousarray(out[:, dim:])
 
-    def mc_proba(self, model: ALModel, x: torch.Tensor, samples: int, seed: int) -> np.ndarray:
+    def mc_proba(self, model: ALModel, x: Images, samples: int, seed: int) -> np.ndarray:
         """MC-dropout probabilities ``N x T x C``: the trunk once, the dropout head T times."""
 
         def sample(xb: torch.Tensor) -> torch.Tensor:

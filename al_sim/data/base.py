@@ -51,6 +51,11 @@ class ImageRows:
         return self._images[self._indices[key]]
 
 
+# uint8 images ``N x C x H x W`` as the trainer takes them: a tensor, or pool rows gathered
+# batch by batch (a memory-mapped pool).
+Images = torch.Tensor | ImageRows
+
+
 @dataclass
 class ALDataset:
     """A pool to query, a test split to evaluate on, and optionally a validation split.
@@ -99,7 +104,7 @@ class ALDataset:
         """``(C, H, W)`` of every image."""
         return tuple(self.pool_x.shape[1:])  # type: ignore[return-value]
 
-    def pool_rows(self, indices: np.ndarray) -> torch.Tensor | ImageRows:
+    def pool_rows(self, indices: np.ndarray) -> Images:
         """Pool images ``indices``: a gathered tensor, or lazy rows when the pool is on disk."""
         idx = torch.from_numpy(np.asarray(indices, dtype=np.int64))
         return ImageRows(self.pool_x, idx) if self.memory_mapped else self.pool_x[idx]

@@ -46,7 +46,7 @@ def _texture(rng: np.random.Generator, n: int, size: int, beta: float) -> np.nda
     radial = np.sqrt(fx**2 + fy**2) + 1.0 / size
     if size <= _EXACT_MAX_SIZE:
         white = rng.standard_normal((n, size, size), dtype=np.float32)
-        spectrum = np.fft.rfft2(white) / radial**beta
+        spectrum: np.ndarray = np.fft.rfft2(white) / radial**beta
     else:
         parts = rng.standard_normal((n, size, fx.shape[1], 2), dtype=np.float32)
         spectrum = parts.view(np.complex64)[..., 0]

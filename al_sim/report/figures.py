@@ -13,6 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.artist import Artist  # noqa: E402
 
 from al_sim.report.stats import CurveStats  # noqa: E402
 
@@ -65,7 +66,7 @@ def comparison_curves(panels: Sequence[CurvePanel], metric: str, path: Path,
             ax.set_xticks(ticks)
         else:
             ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-    legend: dict[str, object] = {}  # one legend beside the panels: it never hides a curve
+    legend: dict[str, Artist] = {}  # one legend beside the panels: it never hides a curve
     for ax in axes.ravel()[:len(panels)]:
         for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
             legend.setdefault(label, handle)

@@ -64,7 +64,7 @@ def _hash_rows(digest: Any, array: np.ndarray) -> None:
     row = max(1, array[:1].nbytes)
     step = max(1, _HASH_BLOCK_BYTES // row)
     for start in range(0, len(array), step):
-        digest.update(memoryview(np.ascontiguousarray(array[start:start + step])).cast("B"))
+        digest.update(np.ascontiguousarray(array[start:start + step]).data.cast("B"))
 
 
 def data_fingerprint(dataset: ALDataset) -> dict[str, Any]:

@@ -8,6 +8,7 @@ uploaded as they change. Store calls, retries and sweep parent runs:
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 import time
@@ -89,6 +90,20 @@ class MLflowWriter(RunCallback):
         self._error = ""  # a failing run's error tag, extended by sinks that cannot close
 
     # ------------------------------------------------------------------ plumbing
+    @property
+    def _store(self) -> MlflowClient:
+        """The store's client once ``setup`` opened it."""
+        if self.client is None:
+            raise RuntimeError("MLflowWriter used before setup()")
+        return self.client
+
+    @property
+    def _run(self) -> str:
+        """The MLflow run once ``setup`` created or took it over."""
+        if self.run_id is None:
+            raise RuntimeError("MLflowWriter used before its run exists")
+        return self.run_id
+
     def _call(self, what: str, fn: Callable[[], T]) -> T:
         """``fn()``, retried with back-off on transient store errors."""
         return call_with_retries(what, fn, self.uri, self.policy)
@@ -107,8 +122,8 @@ class MLflowWriter(RunCallback):
                 continue
             sub = path.parent.relative_to(self.run_dir).as_posix()
             dest = None if sub == "." else sub
-            self._call("artifact upload",
-                       lambda p=path, d=dest: self.client.log_artifact(self.run_id, str(p), d))
+            self._call("artifact upload", functools.partial(
+                self._store.log_artifact, self._run, str(path), dest))
             self._uploaded[path] = seen
 
     # ------------------------------------------------------------------ lifecycle
@@ -141,21 +156,21 @@ class MLflowWriter(RunCallback):
             return
         run_id = path.read_text().strip()
         try:
-            found = self._call("orphan run lookup", lambda: self.client.get_run(run_id))
+            found = self._call("orphan run lookup", lambda: self._store.get_run(run_id))
         except TrackingError:
             return  # another store, or deleted already
         if found.info.status not in ("RUNNING", "KILLED"):
             return  # finished, or failed: its record stays
         if not found.data.metrics:
-            self._call("orphan run deletion", lambda: self.client.delete_run(run_id))
+            self._call("orphan run deletion", lambda: self._store.delete_run(run_id))
         elif found.info.status == "RUNNING":
-            self._call("orphan run end", lambda: self.client.set_terminated(run_id, "KILLED"))
+            self._call("orphan run end", lambda: self._store.set_terminated(run_id, "KILLED"))
 
     def _start(self, run: RunInfo) -> None:
         location = default_artifact_location(self.artifact_location, run.launch_dir,
                                              self.uri)
         exp_id = self._call("experiment lookup", lambda: experiment_id(
-            self.client, self.experiment, location))
+            self._store, self.experiment, location))
         tags = dict(run.tags)
         parent = run.parent or self._parent_on_server(exp_id, tags.get(SWEEP_ID_TAG))
         if parent:
@@ -168,7 +183,7 @@ class MLflowWriter(RunCallback):
                         f"{earlier.info.run_id}); to run it again use a new hydra.sweep.dir")
                 self._resume(earlier.info.run_id)  # recomputed identically; logged steps skipped
                 return
-        created = self._call("run creation", lambda: self.client.create_run(
+        created = self._call("run creation", lambda: self._store.create_run(
             exp_id, run_name=run.name, tags=tags))
         self.run_id, self.experiment_id = created.info.run_id, exp_id
         items = [Param(k, storable(redact(v))[:PARAM_MAX_CHARS])
@@ -176,7 +191,7 @@ class MLflowWriter(RunCallback):
         for start in range(0, len(items), PARAM_BATCH):
             chunk = items[start : start + PARAM_BATCH]
             self._call("param logging",
-                       lambda c=chunk: self.client.log_batch(self.run_id, params=c))
+                       functools.partial(self._store.log_batch, self._run, params=chunk))
 
     def _parent_on_server(self, exp_id: str, sweep_id: str | None) -> str | None:
         """The sweep's parent run, looked up by tag: for workers that do not see the sweep dir."""
@@ -184,7 +199,7 @@ class MLflowWriter(RunCallback):
             return None
         query = (f"tags.{SWEEP_ID_TAG} = '{sweep_id.replace(chr(39), '')}' "
                  f"and tags.`{ROLE_TAG}` = '{SWEEP_ROLE}'")
-        found = self._call("parent lookup", lambda: self.client.search_runs(
+        found = self._call("parent lookup", lambda: self._store.search_runs(
             [exp_id], query, max_results=1, order_by=["attributes.start_time DESC"]))
         return found[0].info.run_id if found else None
 
@@ -193,20 +208,20 @@ class MLflowWriter(RunCallback):
         if not job or "'" in job:
             return None
         query = f"tags.`{PARENT_TAG}` = '{parent}' and tags.`{JOB_TAG}` = '{job}'"
-        found = self._call("job lookup", lambda: self.client.search_runs(
+        found = self._call("job lookup", lambda: self._store.search_runs(
             [exp_id], query, order_by=["attributes.start_time ASC"]))
         return found[0] if found else None
 
     def _resume(self, run_id: str) -> None:
         """Take over the run of an interrupted attempt (RUNNING, FAILED or KILLED)."""
-        found = self._call("run lookup", lambda: self.client.get_run(run_id))
+        found = self._call("run lookup", lambda: self._store.get_run(run_id))
         self.run_id, self.experiment_id = found.info.run_id, found.info.experiment_id
         history = self._call("metric lookup",
-                             lambda: self.client.get_metric_history(run_id, N_LABELED))
+                             lambda: self._store.get_metric_history(run_id, N_LABELED))
         self._logged_steps = {m.step for m in history}
-        self._call("run restart", lambda: self.client.update_run(run_id, status="RUNNING"))
+        self._call("run restart", lambda: self._store.update_run(run_id, status="RUNNING"))
         if WAITING_TAG in found.data.tags:  # the labels are (about to be) in: it runs again
-            self._call("tag removal", lambda: self.client.delete_tag(run_id, WAITING_TAG))
+            self._call("tag removal", lambda: self._store.delete_tag(run_id, WAITING_TAG))
 
     def state_dict(self) -> dict:
         return {"run_id": self.run_id}
@@ -221,7 +236,7 @@ class MLflowWriter(RunCallback):
         values.update({ROUND: result.round, N_LABELED: result.n_labeled,
                        TRAIN_S: result.train_s, QUERY_S: result.query_s})
         metrics = [Metric(k, float(v), now, step) for k, v in values.items()]
-        self._call("metric logging", lambda: self.client.log_batch(self.run_id, metrics=metrics))
+        self._call("metric logging", lambda: self._store.log_batch(self._run, metrics=metrics))
 
     def on_checkpoint(self, state: LoopState) -> None:
         if state.pending is not None:
@@ -235,20 +250,20 @@ class MLflowWriter(RunCallback):
         metrics += [Metric(aulc_key(k), result.aulc_of(k), now, last) for k in TEST_KEYS
                     if all(k in r.metrics for r in result.rounds)]
         tags = [] if result.stopped_by is None else [RunTag(STOPPED_BY_TAG, result.stopped_by)]
-        self._call("metric logging", lambda: self.client.log_batch(self.run_id, metrics=metrics,
+        self._call("metric logging", lambda: self._store.log_batch(self._run, metrics=metrics,
                                                                    tags=tags))
 
     def on_exception(self, exc: BaseException) -> None:
         self._error = error_message(exc)
         if self.run_id is not None:
             tag = RunTag(ERROR_TAG, self._error[:TAG_MAX_CHARS])
-            self._call("error tag", lambda: self.client.log_batch(self.run_id, tags=[tag]))
+            self._call("error tag", lambda: self._store.log_batch(self._run, tags=[tag]))
 
     def on_close_failures(self, failures: list[str]) -> None:
         if self.run_id is not None:
             text = "; ".join([self._error, *failures]) if self._error else "; ".join(failures)
             tag = RunTag(ERROR_TAG, text[:TAG_MAX_CHARS])
-            self._call("error tag", lambda: self.client.log_batch(self.run_id, tags=[tag]))
+            self._call("error tag", lambda: self._store.log_batch(self._run, tags=[tag]))
 
     def on_close(self, status: str) -> None:
         if self.run_id is None:
@@ -258,9 +273,9 @@ class MLflowWriter(RunCallback):
         finally:
             if status == PAUSED:  # stays RUNNING; the same command continues it
                 tag = RunTag(WAITING_TAG, self._waiting or "yes")
-                self._call("tag logging", lambda: self.client.log_batch(self.run_id, tags=[tag]))
+                self._call("tag logging", lambda: self._store.log_batch(self._run, tags=[tag]))
             else:
-                self._call("run end", lambda: self.client.set_terminated(self.run_id, status))
+                self._call("run end", lambda: self._store.set_terminated(self._run, status))
         if status == FINISHED and not self._in_sweep:  # a sweep says it once, at its end
             print(where_to_look(self.uri, self.experiment_id, self.run_id), file=sys.stderr,
                   flush=True)

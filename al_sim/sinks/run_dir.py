@@ -105,7 +105,7 @@ class RunDirWriter(RunCallback):
                                  int(true) if true >= 0 else ""))  # -1: truth unknown
 
     def _append_metrics(self, result: RoundResult) -> None:
-        row = [result.round, result.n_labeled]
+        row: list[int | str] = [result.round, result.n_labeled]
         row += [_fmt(result.metrics[k]) for k in TEST_KEYS]
         row += [_fmt(result.train_s), _fmt(result.query_s), _fmt(result.eval_s)]
         with self.metrics_csv.open("a", newline="") as f:

@@ -75,7 +75,9 @@ class Strategy(ABC):
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
         if "select" in cls.__dict__ and not getattr(cls.__dict__["select"], "_checked", False):
-            cls.select = _checked_select(cls.__dict__["select"])  # type: ignore[method-assign]
+            # every subclass's select is wrapped in the output checks (mypy cannot follow it)
+            checked = _checked_select(cls.__dict__["select"])
+            cls.select = checked  # type: ignore[method-assign,assignment]
 
     @abstractmethod
     def select(self, ctx: QueryContext, k: int) -> Selection:

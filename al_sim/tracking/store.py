@@ -100,13 +100,14 @@ _MYSQL_LOCK_WAIT_S = 600
 def _database_locked(uri: str) -> Iterator[None]:
     """An exclusive lock held on the database server of ``uri`` (PostgreSQL, MySQL)."""
     dialect = uri.split(":", 1)[0].split("+", 1)[0]
-    take, give = {
+    statements = {
         "postgresql": ("SELECT pg_advisory_lock(:key)", "SELECT pg_advisory_unlock(:key)"),
         "mysql": ("SELECT GET_LOCK(:name, :wait)", "SELECT RELEASE_LOCK(:name)"),
-    }.get(dialect, (None, None))
-    if take is None:
+    }.get(dialect)
+    if statements is None:
         yield
         return
+    take, give = statements
     args = {"key": _PG_LOCK_KEY, "name": _MYSQL_LOCK, "wait": _MYSQL_LOCK_WAIT_S}
     engine = sqlalchemy.create_engine(uri, poolclass=NullPool)
     try:
