@@ -118,7 +118,8 @@ def _dataset(n: int, ids: list[str] | None = None, shift: int = 0) -> ALDataset:
 
 
 def _resumed_checkpointer(tmp_path: Path, saved: ALDataset) -> Checkpointer:
-    state = LoopState(0, None, {}, None, {}, {"checkpoint": {"data": data_fingerprint(saved)}})
+    state = LoopState(round=0, pool=None, oracle={}, result=None, model_state={},
+                      callbacks={"checkpoint": {"data": data_fingerprint(saved)}})
     sink = Checkpointer()
     sink.setup(RunInfo(tmp_path, tmp_path, "t", {}, {}, resume=state))
     return sink
