@@ -79,8 +79,9 @@ def _class_folders(folder: Path, root: Path) -> dict[str, list[Path]]:
 
 def read_image(path: Path, size: int, channels: int) -> np.ndarray:
     """One image as uint8 ``C x size x size`` (16-bit and float images are rescaled to 8 bit)."""
-    with Image.open(path) as img:
-        img.load()
+    with Image.open(path) as opened:
+        opened.load()
+        img: Image.Image = opened
         if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
             arr = np.asarray(img, dtype=np.float32)
             if img.mode == "F":
@@ -88,10 +89,10 @@ def read_image(path: Path, size: int, channels: int) -> np.ndarray:
             elif img.mode != "I" or arr.max() > 255:
                 arr = arr / 257.0
             img = Image.fromarray(np.clip(arr + 0.5, 0, 255).astype(np.uint8))
-        img = img.convert("L" if channels == 1 else "RGB")
-        if img.size != (size, size):
-            img = img.resize((size, size), Image.Resampling.BILINEAR)
-        arr = np.asarray(img, dtype=np.uint8)
+        shown: Image.Image = img.convert("L" if channels == 1 else "RGB")
+        if shown.size != (size, size):
+            shown = shown.resize((size, size), Image.Resampling.BILINEAR)
+        arr = np.asarray(shown, dtype=np.uint8)
     return arr[None] if channels == 1 else arr.transpose(2, 0, 1)
 
 

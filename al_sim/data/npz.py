@@ -20,7 +20,7 @@ import zipfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Literal
 
 import numpy as np
 
@@ -61,13 +61,13 @@ class Member:
         return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
 
 
-def _read_header(f: object) -> tuple[tuple[int, ...], bool, np.dtype, int]:
+def _read_header(f: IO[bytes]) -> tuple[tuple[int, ...], bool, np.dtype, int]:
     version = np.lib.format.read_magic(f)
     if version == (1, 0):
         shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
     else:
         shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
-    return shape, fortran, dtype, f.tell()  # type: ignore[attr-defined]
+    return shape, fortran, dtype, f.tell()
 
 
 def member(archive: zipfile.ZipFile, key: str, path: Path) -> Member:
@@ -102,7 +102,7 @@ def _stored_offset(path: Path, m: Member) -> int:
 
 
 def _map(path: Path, m: Member, offset: int) -> np.ndarray:
-    order = "F" if m.fortran_order else "C"
+    order: Literal["C", "F"] = "F" if m.fortran_order else "C"
     if m.nbytes == 0:
         return np.empty(m.shape, dtype=m.dtype, order=order)
     return np.memmap(path, dtype=m.dtype, mode="r", offset=offset, shape=m.shape, order=order)
@@ -233,6 +233,7 @@ def write_stored(path: Path, arrays: Mapping[str, np.ndarray | Chunks]) -> None:
     """
     with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
         for key, spec in arrays.items():
+            chunks: Iterable[np.ndarray]
             if isinstance(spec, np.ndarray):
                 shape, dtype, chunks = spec.shape, spec.dtype, [spec]
             else:

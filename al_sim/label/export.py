@@ -16,7 +16,7 @@ import io
 import shutil
 from pathlib import Path, PurePosixPath
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from al_sim.config.data import INITIAL_DIR, POOL_DIR, TEST_DIR, is_folder_dataset
 from al_sim.label.batch import IMAGES_DIR, all_batches
@@ -34,10 +34,11 @@ def _folder_root(run_dir: Path) -> Path | None:
     path = run_dir / CONFIG_FILE
     if not path.is_file():
         return None
-    dataset = OmegaConf.load(path).get("dataset", {})
+    config = OmegaConf.load(path)
+    dataset = config.get("dataset", {}) if isinstance(config, DictConfig) else {}
     if not is_folder_dataset(dataset) or not dataset.get("root"):
         return None
-    return Path(str(dataset.root)).expanduser().resolve()
+    return Path(str(dataset["root"])).expanduser().resolve()
 
 
 def _labelled(run_dir: Path) -> list[dict[str, str]]:

@@ -45,8 +45,9 @@ def view_png(pixels: np.ndarray, size: int) -> bytes:
 
 def source_png(path: Path, size: int) -> bytes:
     """An original image file as PNG: small ones enlarged, huge ones shrunk."""
-    with Image.open(path) as img:
-        img.load()
+    with Image.open(path) as opened:
+        opened.load()
+        img: Image.Image = opened
         if img.mode not in ("L", "RGB"):
             img = img.convert("RGB" if img.mode in ("RGBA", "P", "CMYK") else "L")
         img.thumbnail((MAX_SOURCE_SIDE, MAX_SOURCE_SIDE))
@@ -65,7 +66,7 @@ class HumanOracle:
                  source_root: Path | None = None) -> None:
         self.run_dir, self.dataset, self.view_size = Path(run_dir), dataset, view_size
         self.source_root = source_root
-        given = dataset.initial_labeled if dataset.initial_labeled is not None else []
+        given = dataset.initial_labeled if dataset.initial_labeled is not None else np.array([])
         self._given = {int(i): int(dataset.pool_y[i]) for i in given}
         self.n_annotated = 0
 

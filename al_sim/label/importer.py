@@ -51,7 +51,7 @@ def _json_rows(data: object, name: str) -> list[tuple[str, str, str | None]]:
     """(image ref, label, annotator) from Label Studio's JSON or JSON-MIN export."""
     if not isinstance(data, list):
         raise LabelError(f"{name}: a Label Studio export is a JSON list of tasks")
-    rows = []
+    rows: list[tuple[str, str, str | None]] = []
     for k, task in enumerate(data, start=1):
         if not isinstance(task, dict):
             raise LabelError(f"{name}: task {k} is not a JSON object")

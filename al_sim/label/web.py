@@ -74,7 +74,7 @@ def create_app(batch: Batch, run_dir: Path, token: str, annotator: str,
         answers = book.answers()
         images = []
         for item in batch.items:
-            entry = {"image": item.image, "label": answers[item.image].label
+            entry: dict[str, object] = {"image": item.image, "label": answers[item.image].label
                      if item.image in answers else None}
             if suggest and item.predicted:
                 entry["suggestion"] = {"label": item.predicted, "confidence": item.confidence}

@@ -96,7 +96,7 @@ def k_center_greedy(pool: np.ndarray, labeled: np.ndarray, k: int, chunk_size: i
     if len(labeled):
         min_d = min_sq_distances(pool, labeled, chunk_size, sq_norms)
     elif k:
-        centre = np.mean(pool, axis=0, dtype=np.float64, keepdims=True)
+        centre = np.asarray(np.mean(pool, axis=0, dtype=np.float64, keepdims=True))
         picked[0] = argbest(min_sq_distances(pool, centre, chunk_size, sq_norms), rng, False)
         scores[0], start = np.nan, 1
         min_d = min_sq_distances(pool, pool[picked[:1]], chunk_size, sq_norms)
