@@ -195,7 +195,7 @@ class CallbackList(Sequence[RunCallback]):
     def __init__(self, callbacks: Sequence[RunCallback] = ()) -> None:
         self._items = list(callbacks)
 
-    def __getitem__(self, i: int) -> RunCallback:  # type: ignore[override]
+    def __getitem__(self, i: int) -> RunCallback:  # type: ignore[override]  # no slices
         return self._items[i]
 
     def __len__(self) -> int:

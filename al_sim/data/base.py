@@ -102,7 +102,8 @@ class ALDataset:
     @property
     def image_shape(self) -> tuple[int, int, int]:
         """``(C, H, W)`` of every image."""
-        return tuple(self.pool_x.shape[1:])  # type: ignore[return-value]
+        c, h, w = self.pool_x.shape[1:]
+        return int(c), int(h), int(w)
 
     def pool_rows(self, indices: np.ndarray) -> Images:
         """Pool images ``indices``: a gathered tensor, or lazy rows when the pool is on disk."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import io
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 import numpy as np
 import torch
@@ -201,9 +202,9 @@ def _test_split(conf: FolderDatasetConf, root: Path, classes: list[str], pool: l
     return paths, labels, keep
 
 
-def load_folder(**cfg: object) -> ALDataset:
+def load_folder(**cfg: Any) -> ALDataset:
     """Build a dataset from an image folder (see ``FolderDatasetConf`` and the module doc)."""
-    conf = FolderDatasetConf(**cfg)  # type: ignore[arg-type]
+    conf = FolderDatasetConf(**cfg)
     root = Path(str(conf.root)).expanduser().resolve()
     _require_dir(root, "set dataset.root to the folder holding "
                  f"{INITIAL_DIR}/, {POOL_DIR}/ and {conf.labels_file}")

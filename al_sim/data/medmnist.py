@@ -18,6 +18,7 @@ import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -240,9 +241,9 @@ def to_tensor(images: np.ndarray) -> torch.Tensor:
     return x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)
 
 
-def load_medmnist(**cfg: object) -> ALDataset:
+def load_medmnist(**cfg: Any) -> ALDataset:
     """Build a MedMNIST dataset from its config fields (see ``MedMNISTDatasetConf``)."""
-    conf = MedMNISTDatasetConf(**cfg)  # type: ignore[arg-type]
+    conf = MedMNISTDatasetConf(**cfg)
     data = read_medmnist(conf.name, conf.size, conf.root, conf.verify_checksum, conf.download,
                          conf.in_memory_max_mb, conf.cache_dir)
     pool_x, pool_y = data.images["train"], data.labels["train"]

@@ -30,7 +30,7 @@ from al_sim.runtime.files import atomic_write
 try:
     import resource
 except ImportError:  # not on Windows
-    resource = None  # type: ignore[assignment]
+    resource = None  # type: ignore[assignment]  # the module or None: checked before use
 
 log = logging.getLogger(__name__)
 

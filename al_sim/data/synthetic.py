@@ -12,6 +12,7 @@ deterministic by seed.
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 import torch
@@ -159,9 +160,9 @@ def generate_images(
     return images, labels.astype(np.int64)
 
 
-def load_synthetic(**cfg: object) -> ALDataset:
+def load_synthetic(**cfg: Any) -> ALDataset:
     """Build the synthetic dataset from its config fields (see ``SyntheticDatasetConf``)."""
-    conf = SyntheticDatasetConf(**cfg)  # type: ignore[arg-type]
+    conf = SyntheticDatasetConf(**cfg)
     pool_seed, test_seed, noise_seed = np.random.SeedSequence(conf.seed).generate_state(3)
     args = (conf.image_size, list(conf.class_proportions), conf.difficulty)
     workers = torch.get_num_threads()  # the run's share of the cores

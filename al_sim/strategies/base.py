@@ -101,7 +101,7 @@ def _checked_select(select: Callable[[Strategy, QueryContext, int], Selection],
                              "strategy must return k distinct unlabelled pool indices")
         return picked
 
-    checked._checked = True  # type: ignore[attr-defined]
+    setattr(checked, "_checked", True)  # noqa: B010 - a marker on a function object
     return checked
 
 
