@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 from scipy import stats
 
@@ -24,7 +23,7 @@ from al_sim.report.build import (
     run_compare,
 )
 from al_sim.report.reader import StoredRun, SweepRef
-from tests.conftest import FAST_CLI, REPO, run_cli
+from tests.conftest import FAST_CLI, compose_config, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -267,11 +266,12 @@ def test_nothing_matches_exits_2(study: Path, args: list[str], message: str,
                                  capsys: pytest.CaptureFixture[str]) -> None:
     # in process, on the composed conf/compare.yaml (the subprocess path is covered above)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
-        cfg = compose("compare", overrides=args)
+    cfg = compose_config(args, config_name="compare")
     assert compare_cli(cfg, study) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(message)
+
+
 def _stored(strategy: str, seed: str, steps: list[int], dataset: str = "synthetic",
             **params: str) -> StoredRun:
     values = [0.5 + 0.01 * len(strategy) + 0.003 * int(seed) * k for k in range(len(steps))]
