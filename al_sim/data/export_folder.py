@@ -56,6 +56,10 @@ def export(name: str, out: Path, root: str | Path = "~/.medmnist", size: int = 2
     if out.exists() and any(out.iterdir()):
         raise DataError(f"{out} exists and is not empty; choose a new --out folder")
     data = read_medmnist(name, size, root, verify_checksum=verify_checksum)
+    if data.labels["train"].ndim == 2:
+        raise DataError(f"{name} is multi-label: its images carry sets of findings, which class "
+                        "folders cannot hold; use it directly (dataset=medmnist "
+                        f"dataset.name={name}) or write a manifest folder (README, multi-label)")
     train_x, train_y = data.images["train"], data.labels["train"]
     pool = np.arange(len(train_y))
     if max_pool is not None and max_pool < len(pool):
