@@ -62,3 +62,88 @@ def test_chestmnist_cannot_be_exported_to_class_folders(tmp_path) -> None:
     write_chestmnist(tmp_path)
     with pytest.raises(DataError, match="multi-label"):
         export("chestmnist", tmp_path / "out", root=tmp_path)
+
+
+# ------------------------------------------------------------------ manifest folders
+def _images(root: Path, names: list[str], folder: str = "images") -> None:
+    from PIL import Image
+
+    (root / folder).mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(1)
+    for name in names:
+        Image.fromarray(rng.integers(0, 256, (20, 20), dtype=np.uint8)).save(root / folder / name)
+
+
+XRAY14_ROWS = [
+    ("a.png", "Effusion|Cardiomegaly", "initial"), ("b.png", "No Finding", "initial"),
+    ("c.png", "Nodule", ""), ("d.png", "No Finding", ""), ("e.png", "Effusion", ""),
+    ("f.png", "Cardiomegaly|Nodule", "test"), ("g.png", "No Finding", "test"),
+]
+
+
+def _xray14(root: Path, rows=XRAY14_ROWS) -> None:
+    _images(root, [r[0] for r in rows])
+    lines = ["Image Index,Finding Labels,Follow-up #,Patient ID,split"]
+    lines += [f"{f},{labels},0,{i},{split}" for i, (f, labels, split) in enumerate(rows)]
+    (root / "Data_Entry.csv").write_text("\n".join(lines) + "\n")
+
+
+def test_chestxray14_manifest_loads_findings_splits_and_initial_set(tmp_path) -> None:
+    from al_sim.data.folder import load_folder
+
+    _xray14(tmp_path)
+    data = load_folder(root=str(tmp_path), manifest="Data_Entry.csv", image_size=16)
+    assert data.multilabel and data.class_names == ["Cardiomegaly", "Effusion", "Nodule"]
+    assert data.pool_ids == [f"images/{c}.png" for c in "abcde"]
+    assert data.pool_y.tolist() == [[1, 1, 0], [0, 0, 0], [0, 0, 1], [0, 0, 0], [0, 1, 0]]
+    assert data.test_y.tolist() == [[1, 0, 1], [0, 0, 0]]
+    assert data.initial_labeled.tolist() == [0, 1]
+
+
+def test_plain_manifest_with_a_held_out_fraction(tmp_path) -> None:
+    from al_sim.data.folder import load_folder
+
+    names = [f"{i}.png" for i in range(10)]
+    _images(tmp_path, names, "xr")
+    lines = ["file,effusion,nodule,No Finding"]
+    lines += [f"xr/{n},{i % 2},{int(i % 3 == 0)},{int(i % 2 == 0 and i % 3 != 0)}"
+              for i, n in enumerate(names)]
+    (tmp_path / "labels.csv").write_text("\n".join(lines) + "\n")
+    data = load_folder(root=str(tmp_path), manifest="labels.csv", test_fraction=0.3,
+                       image_size=16)
+    assert data.class_names == ["effusion", "nodule"] and len(data.test_y) == 3
+    assert data.initial_labeled is None and len(data.pool_y) == 7
+
+
+@pytest.mark.parametrize("rows, findings, match", [
+    ([("a.png", "Effusion|Mass", "test"), ("b.png", "No Finding", "")], ["Effusion"],
+     r"unknown finding\(s\).*line 2: 'Mass'"),
+    ([("a.png", "No Finding|Effusion", "test"), ("b.png", "Effusion", "")], None,
+     r"both 'No Finding' and a finding: line 2"),
+])
+def test_manifest_rows_that_lie_are_named(tmp_path, rows, findings, match) -> None:
+    from al_sim.data.folder import load_folder
+
+    _xray14(tmp_path, rows)
+    with pytest.raises(DataError, match=match):
+        load_folder(root=str(tmp_path), manifest="Data_Entry.csv", findings=findings)
+
+
+def test_plain_manifest_problems_are_named(tmp_path) -> None:
+    from al_sim.data.folder import load_folder
+
+    _images(tmp_path, ["a.png"])
+    (tmp_path / "m.csv").write_text("file,effusion,No Finding,age\na.png,1,1,63\nzz.png,0,0,1\n")
+    with pytest.raises(DataError) as err:
+        load_folder(root=str(tmp_path), manifest="m.csv", findings=["effusion"])
+    text = str(err.value)
+    assert "unknown finding column(s) age" in text and "both 'No Finding'=1" in text
+    assert "images/zz.png" in text and text.startswith("m.csv: ")
+
+
+def test_manifest_without_a_test_split_asks_for_one(tmp_path) -> None:
+    from al_sim.data.folder import load_folder
+
+    _xray14(tmp_path, [(f, labels, "") for f, labels, _ in XRAY14_ROWS])
+    with pytest.raises(DataError, match="split column.*test_fraction"):
+        load_folder(root=str(tmp_path), manifest="Data_Entry.csv")

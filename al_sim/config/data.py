@@ -143,6 +143,13 @@ class FolderDatasetConf:
     labels_file: str = POOL_LABELS_FILE
     labels_required: bool = True  # false: the pool may lack labels (set by oracle=human)
     seed: int = 0
+    # multi-label: a manifest CSV (ChestX-ray14 style or file + 0/1 finding columns) instead
+    # of class folders; images under images_dir; findings: the known names (None: as found)
+    manifest: str | None = None
+    images_dir: str = "images"
+    findings: list[str] | None = None
+    # DICOM files: [centre, width] overrides the file's own VOI LUT / window (None: the file's)
+    window: list[float] | None = None
     preprocess: PreprocessConf = field(default_factory=PreprocessConf)
 
     def __post_init__(self) -> None:
@@ -157,6 +164,11 @@ class FolderDatasetConf:
             raise ConfigError(f"dataset.channels must be 1 or 3, got {self.channels}")
         if self.test_fraction is not None:
             fraction("dataset", low_open=True, test_fraction=self.test_fraction)
+        if self.window is not None and (len(self.window) != 2 or self.window[1] <= 0):
+            raise ConfigError(f"dataset.window must be [centre, width] with width > 0, got "
+                              f"{list(self.window)}; e.g. dataset.window=[40,400]")
+        if self.findings is not None and len(set(self.findings)) != len(self.findings):
+            raise ConfigError(f"dataset.findings lists a name twice: {list(self.findings)}")
 
 
 FOLDER_LOADER = "al_sim.data.folder.load_folder"
