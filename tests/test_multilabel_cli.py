@@ -49,3 +49,16 @@ def test_compare_refuses_to_guess_a_metric_for_mixed_tasks() -> None:
 def test_cvirs_on_single_label_data_is_refused_at_start_up(tmp_path) -> None:
     proc = run_cli(["strategy=cvirs", "budget=tiny", *FAST_CLI], tmp_path)
     assert_refused(proc, tmp_path, ["cvirs", "multi-label", "strategy="])
+
+
+@pytest.mark.slow
+def test_a_manifest_with_an_unknown_finding_is_one_error_line(tmp_path) -> None:
+    from tests.test_multilabel_data import _xray14
+
+    root = tmp_path / "xrays"
+    root.mkdir()
+    _xray14(root, [("a.png", "Effusion|Hernia", "test"), ("b.png", "Effusion", "")])
+    proc = run_cli(["dataset=folder", f"dataset.root={root}", "dataset.manifest=Data_Entry.csv",
+                    "dataset.findings=[Effusion,Nodule]", "budget=tiny",
+                    *[a for a in FAST_CLI if not a.startswith("dataset.")]], tmp_path)
+    assert_refused(proc, tmp_path, ["Data_Entry.csv", "unknown finding", "'Hernia'", "line 2"])

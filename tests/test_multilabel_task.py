@@ -173,3 +173,39 @@ def test_a_multilabel_run_writes_finding_tables(chest: ALDataset, tmp_path) -> N
     with (tmp_path / "labeled_set.csv").open() as f:
         names = [r["class_name"] for r in csv.DictReader(f)]
     assert "No Finding" in names or any("|" in n or n in FINDINGS for n in names)
+
+
+def test_a_multilabel_run_resumes_from_its_checkpoint_identically(chest: ALDataset,
+                                                                   tmp_path) -> None:
+    from al_sim.core.events import RunCallback
+    from al_sim.sinks.checkpoint import Checkpoint, load, save
+
+    class Keep(RunCallback):
+        def on_checkpoint(self, state) -> None:
+            if state.round == 0:
+                save(tmp_path / "ckpt.pt", Checkpoint(state, False, {}))
+
+    budget = BudgetConf(initial=20, query_size=10, rounds=2)
+
+    def run(**kw):
+        return run_active_learning(chest, _model, Entropy(), Oracle(chest.pool_y, 4, 0.1, seed=3,
+                                                                    task=chest.task),
+                                   _trainer(chest.task), budget, seed=0, **kw)
+
+    whole = run(callbacks=[Keep()])
+    resumed = run(resume=load(tmp_path / "ckpt.pt").state)
+    assert [q.indices.tolist() for q in resumed.queries] == [
+        q.indices.tolist() for q in whole.queries]
+    assert resumed.queries[-1].oracle_labels.tolist() == whole.queries[-1].oracle_labels.tolist()
+    assert resumed.rounds[-1].metrics == whole.rounds[-1].metrics
+
+
+def test_the_labelling_page_refuses_multilabel_data(chest: ALDataset, tmp_path) -> None:
+    from omegaconf import OmegaConf
+
+    from al_sim.app.components import build_oracle
+
+    cfg = OmegaConf.create({"oracle": {"name": "human", "image_size": 64},
+                            "dataset": {"_target_": "x"}, "seed": 0})
+    with pytest.raises(ConfigError, match="oracle=simulated"):
+        build_oracle(cfg, chest, tmp_path)
