@@ -58,10 +58,20 @@ def test_malformed_chestmnist_labels_name_the_key(tmp_path, labels, match) -> No
         load_medmnist(name="chestmnist", root=str(tmp_path))
 
 
-def test_chestmnist_cannot_be_exported_to_class_folders(tmp_path) -> None:
+def test_chestmnist_exports_to_a_manifest_folder_that_reads_back(tmp_path) -> None:
+    from al_sim.data.folder import load_folder
+
     write_chestmnist(tmp_path)
-    with pytest.raises(DataError, match="multi-label"):
-        export("chestmnist", tmp_path / "out", root=tmp_path)
+    counts = export("chestmnist", tmp_path / "out", root=tmp_path, initial=10, max_test=20)
+    assert counts["manifest"] and (counts["initial"], counts["test"]) == (10, 20)
+    data = load_folder(root=str(tmp_path / "out"), manifest="manifest.csv", image_size=28)
+    archive = load_medmnist(name="chestmnist", root=str(tmp_path))
+    assert data.class_names == archive.class_names and len(data.pool_y) == 60
+    index = {f"images/train_{i:06d}.png": i for i in range(60)}
+    rows = [index[p] for p in data.pool_ids]
+    assert data.pool_y.tolist() == archive.pool_y[rows].tolist()
+    assert data.pool_x.numpy().tolist() == archive.pool_x[rows].numpy().tolist()
+    assert data.initial_labeled.tolist() == list(range(10))
 
 
 # ------------------------------------------------------------------ manifest folders
