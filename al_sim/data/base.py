@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import InitVar, dataclass, field
 
 import numpy as np
 import torch
@@ -66,7 +66,7 @@ class ALDataset:
     (``memory_mapped``): index it through ``pool_rows`` so that only the batch
     in use is read, and never write to it. ``pool_y`` holds the answers the
     simulated oracle reveals; -1 marks a pool image whose label is unknown (an
-    unlabelled folder pool, for a human oracle). ``task`` says what a label is
+    unlabelled folder pool, for a human oracle). ``task`` (from ``task_type``) says what a label is
     (``al_sim.maths.task``): one class per image (``N`` ints) or, for ``multilabel``,
     a set of findings (``N x F`` 0/1, ``class_names`` naming the findings).
     ``initial_labeled`` fixes the initial labelled set when the source defines
@@ -84,11 +84,12 @@ class ALDataset:
     initial_labeled: np.ndarray | None = None
     pool_ids: list[str] | None = None
     memory_mapped: bool = False  # pool_x maps a file: gather it batch by batch (pool_rows)
-    task: Task | TaskType | str | None = None  # None: binary for 2 classes, else multiclass
+    # what the source declares; None: binary for 2 classes, else multiclass
+    task_type: InitVar[TaskType | str | None] = None
+    task: Task = field(init=False)  # the task, with class_names as its outputs
 
-    def __post_init__(self) -> None:
-        if not isinstance(self.task, Task):
-            self.task = Task.of(self.task, self.class_names)
+    def __post_init__(self, task_type: TaskType | str | None) -> None:
+        self.task = Task.of(task_type, self.class_names)
         self.pool_y = self.task.check(self.pool_y, f"{self.name}: pool", unknown_ok=True)
         self.test_y = self.task.check(self.test_y, f"{self.name}: test", unknown_ok=False)
         if self.val_y is not None:
@@ -98,7 +99,7 @@ class ALDataset:
     @property
     def multilabel(self) -> bool:
         """Whether each image carries a set of findings (``task=multilabel``)."""
-        return self.task.multilabel  # type: ignore[union-attr]
+        return self.task.multilabel
 
     @property
     def n_classes(self) -> int:

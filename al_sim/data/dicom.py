@@ -12,10 +12,14 @@ one without pixel data or a multi-frame one, a DataError names the file.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from al_sim.runtime.errors import DataError
+
+if TYPE_CHECKING:
+    from pydicom import Dataset
 
 DICOM_SUFFIX = ".dcm"
 _PREAMBLE, _MAGIC = 128, b"DICM"  # a DICOM file: 128 bytes, then "DICM"
@@ -52,21 +56,21 @@ def _scaled(x: np.ndarray) -> np.ndarray:
     return (x - low) / (high - low) if high > low else np.zeros_like(x, dtype=np.float64)
 
 
-def display(ds: object, window: tuple[float, float] | None = None) -> np.ndarray:
+def display(ds: Dataset, window: tuple[float, float] | None = None) -> np.ndarray:
     """The pixel data of a read dataset as uint8 ``H x W`` (or ``H x W x 3`` for colour)."""
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
-    arr = ds.pixel_array  # type: ignore[attr-defined]
+    arr = ds.pixel_array
     if int(getattr(ds, "SamplesPerPixel", 1)) == 3:  # colour: pydicom gives RGB
         out = arr if arr.dtype == np.uint8 else _scaled(arr.astype(np.float64)) * 255
         return np.asarray(out).round().astype(np.uint8)
     x = np.asarray(apply_modality_lut(arr, ds), dtype=np.float64)
     if window is not None:
         y = _window(x, *window)
-    elif "VOILUTSequence" in ds:  # type: ignore[operator]
+    elif "VOILUTSequence" in ds:
         y = _scaled(np.asarray(apply_voi_lut(x, ds), dtype=np.float64))
-    elif "WindowCenter" in ds and "WindowWidth" in ds:  # type: ignore[operator]
-        y = _window(x, _first(ds.WindowCenter), _first(ds.WindowWidth))  # type: ignore[attr-defined]
+    elif "WindowCenter" in ds and "WindowWidth" in ds:
+        y = _window(x, _first(ds.WindowCenter), _first(ds.WindowWidth))
     else:
         y = _scaled(x)
     if str(getattr(ds, "PhotometricInterpretation", "")) == "MONOCHROME1":

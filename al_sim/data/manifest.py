@@ -175,5 +175,5 @@ def load_manifest(conf: FolderDatasetConf, root: Path) -> ALDataset:
         class_names=list(findings),
         initial_labeled=np.arange(len(initial)) if len(initial) else None,
         pool_ids=[paths[i].relative_to(root).as_posix() for i in pool],
-        task=task,
+        task_type=task.kind,
     )

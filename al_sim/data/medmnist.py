@@ -274,5 +274,5 @@ def load_medmnist(**cfg: Any) -> ALDataset:
         val_y=data.labels["val"],
         pool_ids=[f"train_{i:06d}" for i in keep],
         memory_mapped=isinstance(pool_x, np.memmap),
-        task=task,
+        task_type=task.kind,
     )

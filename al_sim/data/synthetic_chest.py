@@ -85,4 +85,4 @@ def load_synthetic_chest(**cfg: object) -> ALDataset:
         pool_y = flip_bits(pool_y, conf.label_noise, np.random.default_rng(int(noise_seed)))
     return ALDataset(name=conf.name, pool_x=torch.from_numpy(pool_x), pool_y=pool_y,
                      test_x=torch.from_numpy(test_x), test_y=test_y,
-                     class_names=list(FINDINGS), task=TaskType.multilabel)
+                     class_names=list(FINDINGS), task_type=TaskType.multilabel)

@@ -93,7 +93,7 @@ class Task:
     def known(self, labels: np.ndarray) -> np.ndarray:
         """Per image, whether its label is known."""
         labels = np.asarray(labels)
-        return (labels >= 0).all(axis=1) if self.multilabel else labels >= 0
+        return np.asarray((labels >= 0).all(axis=1) if self.multilabel else labels >= 0)
 
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
         """Softmax rows or per-finding sigmoids of ``logits`` (numpy, float64)."""

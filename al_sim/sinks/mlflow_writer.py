@@ -230,8 +230,8 @@ class MLflowWriter(RunCallback):
 
     def on_run_start(self, dataset: ALDataset, rounds: int) -> None:
         if self.run_id is not None:  # the report picks the task's primary metric from it
-            tag = RunTag(TASK_TAG, str(dataset.task.kind))  # type: ignore[union-attr]
-            self._call("tag logging", lambda: self.client.log_batch(self.run_id, tags=[tag]))
+            tag = RunTag(TASK_TAG, str(dataset.task.kind))
+            self._call("tag logging", lambda: self._store.log_batch(self._run, tags=[tag]))
 
     def on_round_end(self, result: RoundResult) -> None:
         step = result.n_labeled

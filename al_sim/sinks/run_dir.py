@@ -180,7 +180,7 @@ class RunDirWriter(RunCallback):
                                           rounds[order], strict=True):
                 ident = ids[idx] if ids is not None else str(int(idx))
                 writer.writerow((int(idx), ident, _label_cell(label),
-                                 dataset.task.describe(label), int(round_)))  # type: ignore[union-attr]
+                                 dataset.task.describe(label), int(round_)))
         return path
 
     def _grid(self, record: QueryRecord, dataset: ALDataset) -> Path:
@@ -188,7 +188,7 @@ class RunDirWriter(RunCallback):
         images = dataset.pool_x[np.asarray(show, dtype=np.int64)].numpy()
         captions = []
         for idx, score, given in zip(show, record.scores, record.oracle_labels, strict=False):
-            text = f"#{int(idx)} {dataset.task.describe(given)}"  # type: ignore[union-attr]
+            text = f"#{int(idx)} {dataset.task.describe(given)}"
             if not math.isnan(float(score)):
                 text += f"\n{float(score):.3f}"
             captions.append(text)
