@@ -139,3 +139,26 @@ def test_a_class_folder_of_dicom_files_loads(tmp_path) -> None:
     data = load_folder(root=str(tmp_path), image_size=16, window=[2048.0, 4096.0])
     assert data.pool_x.shape == (10, 1, 16, 16) and data.test_x.shape == (4, 1, 16, 16)
     assert "unlabeled_pool_images/IM0" in (data.pool_ids or [])
+
+
+def test_the_labelling_batch_shows_dicom_originals_windowed(tmp_path) -> None:
+    from PIL import Image
+
+    from al_sim.core.events import LabelsPending
+    from al_sim.label.human_oracle import HumanOracle
+
+    root = tmp_path / "data"
+    for folder in ("initial_labeled_images/normal", "initial_labeled_images/effusion",
+                   "test_images/normal", "test_images/effusion", "unlabeled_pool_images"):
+        (root / folder).mkdir(parents=True)
+        write_dicom(root / folder / "0.dcm", RAMP, window=(2048, 4096))
+    write_dicom(root / "unlabeled_pool_images" / "IM7", RAMP, "MONOCHROME1")
+    data = load_folder(root=str(root), image_size=16, labels_required=False)
+    oracle = HumanOracle(tmp_path / "run", data, 64, root, window=[2048.0, 4096.0])
+    pool = [i for i, ident in enumerate(data.pool_ids) if ident.endswith("IM7")]
+    with pytest.raises(LabelsPending) as pending:
+        oracle.query(np.array(pool), round_=1)
+    (png,) = sorted((pending.value.batch_dir / "images").glob("*.png"))
+    with Image.open(png) as img:
+        shown = np.asarray(img.convert("L"))
+    assert shown[0, 0] > shown[0, -1]  # MONOCHROME1: the low values are shown white

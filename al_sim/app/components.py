@@ -47,8 +47,10 @@ def build_oracle(cfg: DictConfig, dataset: ALDataset, run_dir: Path) -> Oracle |
             raise ConfigError(f"{dataset.name} is multi-label, and the labelling page takes one "
                               "class per image so far; use oracle=simulated")
         root = cfg.dataset.get("root") if is_folder_dataset(cfg.dataset) else None
+        window = cfg.dataset.get("window") if is_folder_dataset(cfg.dataset) else None
         return HumanOracle(run_dir, dataset, cfg.oracle.image_size,
-                           None if root is None else Path(str(root)).expanduser().resolve())
+                           None if root is None else Path(str(root)).expanduser().resolve(),
+                           None if window is None else [float(v) for v in window])
     if (dataset.pool_y < 0).any():
         raise DataError(f"{dataset.name}: {int((dataset.pool_y < 0).sum())} pool image(s) have "
                         "no label for the simulated oracle to reveal; add them to the labels "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from PIL import Image
 
 from al_sim.core.events import LabelsPending
 from al_sim.data.base import ALDataset
+from al_sim.data.dicom import is_dicom, read_dicom
 from al_sim.label.batch import Batch, Item, batch_dir, write_batch
 from al_sim.runtime.errors import DataError
 from al_sim.strategies.base import ModelView
@@ -43,8 +45,14 @@ def view_png(pixels: np.ndarray, size: int) -> bytes:
     return _png(_enlarged(Image.fromarray(np.ascontiguousarray(arr)), size))
 
 
-def source_png(path: Path, size: int) -> bytes:
-    """An original image file as PNG: small ones enlarged, huge ones shrunk."""
+def source_png(path: Path, size: int, window: Sequence[float] | None = None) -> bytes:
+    """An original image file as PNG: small ones enlarged, huge ones shrunk; a DICOM file
+    windowed as the model sees it (``dataset.window``, else the file's own)."""
+    if is_dicom(path):
+        pixels = Image.fromarray(read_dicom(path, None if window is None else (
+            float(window[0]), float(window[1]))))
+        pixels.thumbnail((MAX_SOURCE_SIDE, MAX_SOURCE_SIDE))
+        return _png(_enlarged(pixels, size))
     with Image.open(path) as opened:
         opened.load()
         img: Image.Image = opened
@@ -63,9 +71,9 @@ class HumanOracle:
     """
 
     def __init__(self, run_dir: Path, dataset: ALDataset, view_size: int = 256,
-                 source_root: Path | None = None) -> None:
+                 source_root: Path | None = None, window: Sequence[float] | None = None) -> None:
         self.run_dir, self.dataset, self.view_size = Path(run_dir), dataset, view_size
-        self.source_root = source_root
+        self.source_root, self.window = source_root, window
         given = dataset.initial_labeled if dataset.initial_labeled is not None else np.array([])
         self._given = {int(i): int(dataset.pool_y[i]) for i in given}
         self.n_annotated = 0
@@ -128,7 +136,7 @@ class HumanOracle:
             items.append(Item(f"{idx:07d}.png", idx, ident, predicted, confidence))
             source = None if self.source_root is None or ids is None else self.source_root / ident
             if source is not None and source.is_file():
-                pngs.append(source_png(source, self.view_size))
+                pngs.append(source_png(source, self.view_size, self.window))
             else:
                 pngs.append(view_png(self.dataset.pool_x[idx].numpy(), self.view_size))
         return write_batch(folder, round_, self.dataset.class_names, items, pngs)
