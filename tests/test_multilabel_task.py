@@ -198,14 +198,3 @@ def test_a_multilabel_run_resumes_from_its_checkpoint_identically(chest: ALDatas
         q.indices.tolist() for q in whole.queries]
     assert resumed.queries[-1].oracle_labels.tolist() == whole.queries[-1].oracle_labels.tolist()
     assert resumed.rounds[-1].metrics == whole.rounds[-1].metrics
-
-
-def test_the_labelling_page_refuses_multilabel_data(chest: ALDataset, tmp_path) -> None:
-    from omegaconf import OmegaConf
-
-    from al_sim.app.components import build_oracle
-
-    cfg = OmegaConf.create({"oracle": {"name": "human", "image_size": 64},
-                            "dataset": {"_target_": "x"}, "seed": 0})
-    with pytest.raises(ConfigError, match="oracle=simulated"):
-        build_oracle(cfg, chest, tmp_path)

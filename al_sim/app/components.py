@@ -43,9 +43,6 @@ def build_strategy(cfg: DictConfig) -> Strategy:
 def build_oracle(cfg: DictConfig, dataset: ALDataset, run_dir: Path) -> Oracle | HumanOracle:
     """The configured annotator: simulated (needs every pool label) or a human expert."""
     if cfg.oracle.name == "human":
-        if dataset.multilabel:
-            raise ConfigError(f"{dataset.name} is multi-label, and the labelling page takes one "
-                              "class per image so far; use oracle=simulated")
         root = cfg.dataset.get("root") if is_folder_dataset(cfg.dataset) else None
         window = cfg.dataset.get("window") if is_folder_dataset(cfg.dataset) else None
         return HumanOracle(run_dir, dataset, cfg.oracle.image_size,

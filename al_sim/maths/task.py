@@ -17,7 +17,6 @@ from enum import StrEnum
 
 import numpy as np
 
-from al_sim.maths.metrics import classification_metrics, multilabel_metrics
 from al_sim.maths.sampling import flip_bits, flip_labels
 from al_sim.runtime.errors import DataError
 
@@ -105,6 +104,9 @@ class Task:
 
     def metrics(self, y_true: np.ndarray, probs: np.ndarray) -> dict[str, float]:
         """Per-round test metrics, keyed ``test/<metric>`` (and ``test/auroc/<finding>``)."""
+        # sklearn loads here, not on import: the labelling tools use this module without it
+        from al_sim.maths.metrics import classification_metrics, multilabel_metrics
+
         if self.multilabel:
             raw = multilabel_metrics(y_true, probs, self.names)
         else:
