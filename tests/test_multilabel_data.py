@@ -157,3 +157,22 @@ def test_manifest_without_a_test_split_asks_for_one(tmp_path) -> None:
     _xray14(tmp_path, [(f, labels, "") for f, labels, _ in XRAY14_ROWS])
     with pytest.raises(DataError, match="split column.*test_fraction"):
         load_folder(root=str(tmp_path), manifest="Data_Entry.csv")
+
+
+def test_pool_rows_without_findings_wait_for_an_expert(tmp_path) -> None:
+    from omegaconf import OmegaConf
+
+    from al_sim.app.components import build_oracle
+    from al_sim.data.folder import load_folder
+
+    rows = [*XRAY14_ROWS[:3], ("d.png", "", ""), ("e.png", "", "")]
+    _xray14(tmp_path, [*rows, *XRAY14_ROWS[5:]])
+    data = load_folder(root=str(tmp_path), manifest="Data_Entry.csv")
+    assert data.pool_y[3:].tolist() == [[-1, -1, -1]] * 2
+    cfg = OmegaConf.create({"oracle": {"name": "simulated", "noise_rate": 0.0},
+                            "dataset": {"_target_": "x"}, "seed": 0})
+    with pytest.raises(DataError, match="2 pool image.*dataset.manifest.*oracle=human"):
+        build_oracle(cfg, data, tmp_path)
+    _xray14(tmp_path, [*XRAY14_ROWS[:5], ("f.png", "", "test")])
+    with pytest.raises(DataError, match="1 test or initial row.*line 7.*'No Finding'"):
+        load_folder(root=str(tmp_path), manifest="Data_Entry.csv")

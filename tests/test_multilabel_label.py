@@ -125,3 +125,13 @@ def test_an_expert_ticks_findings_with_the_keyboard(tmp_path) -> None:
     assert rows == {"0000000.png": ("cardiomegaly|nodule", "dr.ticks"),
                     "0000001.png": ("No Finding", "dr.ticks"),
                     "0000002.png": ("effusion", "dr.ticks")}
+
+
+def test_export_refuses_a_multilabel_run_instead_of_writing_class_folders(tmp_path) -> None:
+    from al_sim.label.export import export_dataset
+
+    batch = ml_batch(tmp_path / "run")
+    AnswerBook(batch).set(batch.images[0], "effusion", "dr.x")
+    with pytest.raises(LabelError, match="multi-label run"):
+        export_dataset(tmp_path / "run", tmp_path / "out")
+    assert not (tmp_path / "out").exists()

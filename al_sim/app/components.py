@@ -48,10 +48,12 @@ def build_oracle(cfg: DictConfig, dataset: ALDataset, run_dir: Path) -> Oracle |
         return HumanOracle(run_dir, dataset, cfg.oracle.image_size,
                            None if root is None else Path(str(root)).expanduser().resolve(),
                            None if window is None else [float(v) for v in window])
-    if (dataset.pool_y < 0).any():
-        raise DataError(f"{dataset.name}: {int((dataset.pool_y < 0).sum())} pool image(s) have "
+    unknown = int((~dataset.task.known(dataset.pool_y)).sum())
+    if unknown:
+        raise DataError(f"{dataset.name}: {unknown} pool image(s) have "
                         "no label for the simulated oracle to reveal; add them to the labels "
-                        "file (dataset.labels_file), or let an expert label them: oracle=human")
+                        "file (dataset.labels_file) or the manifest (dataset.manifest), or let "
+                        "an expert label them: oracle=human")
     return Oracle(dataset.pool_y, dataset.n_classes, cfg.oracle.noise_rate,
                   seed=Seeds.derive(cfg.seed).oracle, task=dataset.task)
 

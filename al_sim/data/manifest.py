@@ -52,18 +52,26 @@ def _read_rows(path: Path, name: str) -> tuple[list[str], list[dict[str, str]]]:
     return list(reader.fieldnames or []), rows
 
 
+Findings = list[set[str] | None]  # per row: its findings, or None when not labelled yet
+
+
 def _xray14(rows: list[dict[str, str]], known: list[str] | None,
-            problems: list[str]) -> tuple[list[str], list[str], list[set[str]]]:
-    files, sets, unknown, both = [], [], [], []
+            problems: list[str]) -> tuple[list[str], list[str], Findings]:
+    files: list[str] = []
+    sets: Findings = []
+    unknown, both = [], []
     for line, row in enumerate(rows, start=2):
         cell = (row[XRAY14[1]] or "").strip()
+        files.append((row[XRAY14[0]] or "").strip())
+        if not cell:  # not labelled yet (an expert labels it: oracle=human)
+            sets.append(None)
+            continue
         names = {n.strip() for n in cell.split(LABEL_SEPARATOR) if n.strip()}
         if NO_FINDING in names and len(names) > 1:
             both.append(f"line {line}: {cell!r}")
         names.discard(NO_FINDING)
         if known is not None:
             unknown += [f"line {line}: {n!r}" for n in sorted(names - set(known))]
-        files.append((row[XRAY14[0]] or "").strip())
         sets.append(names)
     if unknown:
         problems.append(f"unknown finding(s) (dataset.findings: {', '.join(known or [])}): "
@@ -71,12 +79,12 @@ def _xray14(rows: list[dict[str, str]], known: list[str] | None,
     if both:
         problems.append(f"row(s) with both {NO_FINDING!r} and a finding: {listing(both)}; "
                         f"keep {NO_FINDING!r} only for images without findings")
-    findings = known if known is not None else sorted(set().union(*sets))
+    findings = known if known is not None else sorted(set().union(*(s for s in sets if s)))
     return findings, files, sets
 
 
 def _plain(header: list[str], rows: list[dict[str, str]], known: list[str] | None,
-           problems: list[str]) -> tuple[list[str], list[str], list[set[str]]]:
+           problems: list[str]) -> tuple[list[str], list[str], Findings]:
     columns = [c for c in header if c not in (PLAIN_FILE, SPLIT, NO_FINDING)]
     if known is not None:
         unknown = [c for c in columns if c not in known]
@@ -86,8 +94,14 @@ def _plain(header: list[str], rows: list[dict[str, str]], known: list[str] | Non
                             f"{', '.join(known)}); add them to dataset.findings or drop them")
         if missing:
             problems.append(f"no column for finding(s) {listing(missing)}")
-    files, sets, bad, both = [], [], [], []
+    files: list[str] = []
+    sets: Findings = []
+    bad, both = [], []
     for line, row in enumerate(rows, start=2):
+        files.append((row[PLAIN_FILE] or "").strip())
+        if not any((row[c] or "").strip() for c in columns):  # not labelled yet
+            sets.append(None)
+            continue
         names = set()
         for c in columns:
             value = (row[c] or "").strip()
@@ -97,7 +111,6 @@ def _plain(header: list[str], rows: list[dict[str, str]], known: list[str] | Non
                 names.add(c)
         if (row.get(NO_FINDING) or "").strip() == "1" and names:
             both.append(f"line {line}")
-        files.append((row[PLAIN_FILE] or "").strip())
         sets.append(names)
     if bad:
         problems.append(f"finding cells must be 0 or 1: {listing(bad)}")
@@ -149,15 +162,22 @@ def load_manifest(conf: FolderDatasetConf, root: Path) -> ALDataset:
         problems.append("no finding is named anywhere; list them in dataset.findings")
     if problems:
         raise DataError(f"{name}: " + "; ".join(problems))
-    y = np.array([[int(f in s) for f in findings] for s in sets], dtype=np.int64)
+    y = np.array([[-1] * len(findings) if s is None else [int(f in s) for f in findings]
+                  for s in sets], dtype=np.int64).reshape(len(sets), len(findings))
     task = Task.of(TaskType.multilabel, findings)
     split = np.array([(r.get(SPLIT) or "").strip().lower() for r in rows])
+    unlabelled = [f"line {k + 2}" for k, s in enumerate(sets)
+                  if s is None and split[k] in (TEST, INITIAL)]
+    if unlabelled:
+        raise DataError(f"{name}: {len(unlabelled)} test or initial row(s) have no "
+                        f"findings: {listing(unlabelled)}; write {NO_FINDING!r} for an image "
+                        "without findings (only pool rows may wait for an expert)")
     test = split == TEST
     if not test.any():
         if conf.test_fraction is None:
             raise DataError(f"{name} has no test rows: add a {SPLIT} column (initial | pool | "
                             "test), or set dataset.test_fraction=0.2 to hold out part of the pool")
-        candidates = np.flatnonzero(split != INITIAL)
+        candidates = np.flatnonzero((split != INITIAL) & task.known(y))
         n_test = max(1, round(conf.test_fraction * len(candidates)))
         held = stratified_sample(task.strata(y[candidates]), n_test,
                                  np.random.default_rng(conf.seed))

@@ -66,6 +66,10 @@ def export_dataset(run_dir: Path, out: Path) -> int:
     run_dir, out = Path(run_dir), Path(out)
     if out.exists() and any(out.iterdir()):
         raise LabelError(f"{out} is not empty; export into a new folder")
+    if any(batch.multilabel for batch in all_batches(run_dir)):
+        raise LabelError(f"{run_dir} is a multi-label run: --export writes class folders, which "
+                         "cannot hold sets of findings; take the answers from labeled_set.csv "
+                         "and the batches' answers.csv (a manifest export is not built yet)")
     rows = _labelled(run_dir)
     if not rows:
         raise LabelError(f"{run_dir} has no labelled images yet ({LABELED_SET_FILE} or "
