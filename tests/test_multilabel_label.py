@@ -127,11 +127,35 @@ def test_an_expert_ticks_findings_with_the_keyboard(tmp_path) -> None:
                     "0000002.png": ("effusion", "dr.ticks")}
 
 
-def test_export_refuses_a_multilabel_run_instead_of_writing_class_folders(tmp_path) -> None:
-    from al_sim.label.export import export_dataset
+def test_export_writes_a_manifest_folder_that_reads_back_with_the_answers(tmp_path) -> None:
+    from omegaconf import OmegaConf
 
-    batch = ml_batch(tmp_path / "run")
-    AnswerBook(batch).set(batch.images[0], "effusion", "dr.x")
-    with pytest.raises(LabelError, match="multi-label run"):
-        export_dataset(tmp_path / "run", tmp_path / "out")
-    assert not (tmp_path / "out").exists()
+    from al_sim.config.data import FOLDER_LOADER
+    from al_sim.data.folder import load_folder
+    from al_sim.label.export import export_dataset
+    from tests.test_multilabel_data import XRAY14_ROWS, _xray14
+
+    source = tmp_path / "src"
+    rows = [*XRAY14_ROWS[:3], ("d.png", "", ""), ("e.png", "", ""), *XRAY14_ROWS[5:]]
+    _xray14(source, rows)
+    data = load_folder(root=str(source), manifest="Data_Entry.csv", labels_required=False)
+    run = tmp_path / "run"
+    run.mkdir()
+    OmegaConf.save(OmegaConf.create({"dataset": {
+        "_target_": FOLDER_LOADER, "root": str(source), "manifest": "Data_Entry.csv",
+        "images_dir": "images"}}), run / "config.yaml")
+    oracle = HumanOracle(run, data, 64, source)
+    with pytest.raises(LabelsPending) as pending:
+        oracle.query(np.array([3, 4]), round_=1)
+    batch = Batch.load(pending.value.batch_dir)
+    book = AnswerBook(batch)
+    book.set(batch.images[0], "Nodule|Effusion", "dr.x")
+    book.set(batch.images[1], "No Finding", "dr.x")
+    assert export_dataset(run, tmp_path / "out") == 2
+    back = load_folder(root=str(tmp_path / "out"), manifest="manifest.csv")
+    labels = dict(zip(back.pool_ids, back.pool_y.tolist(), strict=True))
+    assert back.class_names == data.class_names  # Cardiomegaly, Effusion, Nodule
+    assert labels["images/d.png"] == [0, 1, 1] and labels["images/e.png"] == [0, 0, 0]
+    assert labels["images/a.png"] == [1, 1, 0] and labels["images/c.png"] == [0, 0, 1]
+    assert back.test_y.tolist() == data.test_y.tolist()
+    assert len(back.initial_labeled) == 4  # the two answered and the source's initial rows
