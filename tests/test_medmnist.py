@@ -133,12 +133,6 @@ def test_unknown_and_3d_names_list_the_valid_ones() -> None:
         load_medmnist(name="organmnist3d")
 
 
-def test_chestmnist_multi_label_is_refused(tmp_path: Path) -> None:
-    write_npz(tmp_path, "chestmnist", train_labels=np.zeros((40, 14), dtype=np.uint8))
-    with pytest.raises(DataError, match="multi-label"):
-        load_medmnist(name="chestmnist", root=str(tmp_path))
-
-
 def test_bad_size_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="dataset.size"):
         load_medmnist(name="breastmnist", size=32)

@@ -18,7 +18,7 @@ from al_sim.data.base import ALDataset
 from al_sim.label.human_oracle import HumanOracle
 from al_sim.models import ALModel
 from al_sim.runtime.errors import ConfigError, DataError
-from al_sim.strategies.base import Strategy
+from al_sim.strategies.base import MULTILABEL_STRATEGIES, Strategy
 
 
 def build_dataset(cfg: DictConfig) -> ALDataset:
@@ -44,14 +44,30 @@ def build_oracle(cfg: DictConfig, dataset: ALDataset, run_dir: Path) -> Oracle |
     """The configured annotator: simulated (needs every pool label) or a human expert."""
     if cfg.oracle.name == "human":
         root = cfg.dataset.get("root") if is_folder_dataset(cfg.dataset) else None
+        window = cfg.dataset.get("window") if is_folder_dataset(cfg.dataset) else None
         return HumanOracle(run_dir, dataset, cfg.oracle.image_size,
-                           None if root is None else Path(str(root)).expanduser().resolve())
-    if (dataset.pool_y < 0).any():
-        raise DataError(f"{dataset.name}: {int((dataset.pool_y < 0).sum())} pool image(s) have "
+                           None if root is None else Path(str(root)).expanduser().resolve(),
+                           None if window is None else [float(v) for v in window])
+    unknown = int((~dataset.task.known(dataset.pool_y)).sum())
+    if unknown:
+        raise DataError(f"{dataset.name}: {unknown} pool image(s) have "
                         "no label for the simulated oracle to reveal; add them to the labels "
-                        "file (dataset.labels_file), or let an expert label them: oracle=human")
+                        "file (dataset.labels_file) or the manifest (dataset.manifest), or let "
+                        "an expert label them: oracle=human")
     return Oracle(dataset.pool_y, dataset.n_classes, cfg.oracle.noise_rate,
-                  seed=Seeds.derive(cfg.seed).oracle)
+                  seed=Seeds.derive(cfg.seed).oracle, task=dataset.task)
+
+
+def check_strategy_task(strategy: Strategy, dataset: ALDataset) -> None:
+    """ConfigError naming the alternatives when ``strategy`` cannot serve the dataset's task."""
+    if dataset.multilabel and not strategy.multilabel:
+        raise ConfigError(
+            f"strategy {strategy.name} scores single-label outputs only and {dataset.name} is "
+            f"multi-label; use one of {', '.join(MULTILABEL_STRATEGIES)} (strategy=...)")
+    if not dataset.multilabel and not strategy.single_label:
+        raise ConfigError(
+            f"strategy {strategy.name} needs multi-label data and {dataset.name} is "
+            f"{dataset.task.kind}; use e.g. margin, entropy, bald or badge (strategy=...)")
 
 
 def check_input_size(model_factory: Callable[[int], ALModel], dataset: ALDataset,

@@ -16,6 +16,7 @@ from al_sim.app.components import (
     build_oracle,
     build_strategy,
     check_input_size,
+    check_strategy_task,
 )
 from al_sim.config.data import PreprocessConf
 from al_sim.config.schema import BudgetConf, TrainerConf
@@ -47,7 +48,8 @@ def run_experiment(cfg: DictConfig, run: RunInfo, callbacks: CallbackList,
         preprocess = Preprocess(to_object(cfg.dataset.preprocess, PreprocessConf),
                                 channels=dataset.image_shape[0])
         trainer = Trainer(to_object(cfg.trainer, TrainerConf), preprocess,
-                          resolve_device(cfg.trainer.device))
+                          resolve_device(cfg.trainer.device), task=dataset.task)
+        check_strategy_task(strategy, dataset)
         oracle = build_oracle(cfg, dataset, run.run_dir)
 
         def model_factory(seed: int) -> ALModel:

@@ -64,6 +64,37 @@ class SyntheticDatasetConf:
 
 
 @dataclass
+class SyntheticChestDatasetConf:
+    """Generated chest radiographs with co-occurring findings (multi-label)."""
+
+    _target_: str = "al_sim.data.synthetic_chest.load_synthetic_chest"
+    name: str = "synthetic_chest"
+    n_pool: int = 5000
+    n_test: int = 2000
+    image_size: int = 28
+    # cardiomegaly, effusion, opacity, nodule (effusion: without cardiomegaly)
+    prevalence: list[float] = field(default_factory=lambda: [0.2, 0.1, 0.15, 0.04])
+    co_occurrence: float = 0.5  # P(effusion | cardiomegaly)
+    difficulty: float = 0.8
+    label_noise: float = 0.0  # share of pool finding bits flipped (the oracle's truth)
+    seed: int = 0
+    preprocess: PreprocessConf = field(default_factory=PreprocessConf)
+
+    def __post_init__(self) -> None:
+        positive("dataset", n_pool=self.n_pool, n_test=self.n_test)
+        non_negative("dataset", seed=self.seed)
+        if self.image_size < 16:
+            raise ConfigError(f"dataset.image_size must be >= 16, got {self.image_size}")
+        if len(self.prevalence) != 4 or any(not 0 < p < 1 for p in self.prevalence):
+            raise ConfigError("dataset.prevalence must be 4 numbers in (0, 1): cardiomegaly, "
+                              f"effusion, opacity, nodule; got {list(self.prevalence)}")
+        for name in ("co_occurrence", "difficulty"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"dataset.{name} must be in [0, 1], got {getattr(self, name)}")
+        fraction("dataset", label_noise=self.label_noise)
+
+
+@dataclass
 class MedMNISTDatasetConf:
     """Official MedMNIST ``.npz`` archives from ``root``."""
 
@@ -112,6 +143,13 @@ class FolderDatasetConf:
     labels_file: str = POOL_LABELS_FILE
     labels_required: bool = True  # false: the pool may lack labels (set by oracle=human)
     seed: int = 0
+    # multi-label: a manifest CSV (ChestX-ray14 style or file + 0/1 finding columns) instead
+    # of class folders; images under images_dir; findings: the known names (None: as found)
+    manifest: str | None = None
+    images_dir: str = "images"
+    findings: list[str] | None = None
+    # DICOM files: [centre, width] overrides the file's own VOI LUT / window (None: the file's)
+    window: list[float] | None = None
     preprocess: PreprocessConf = field(default_factory=PreprocessConf)
 
     def __post_init__(self) -> None:
@@ -126,6 +164,11 @@ class FolderDatasetConf:
             raise ConfigError(f"dataset.channels must be 1 or 3, got {self.channels}")
         if self.test_fraction is not None:
             fraction("dataset", low_open=True, test_fraction=self.test_fraction)
+        if self.window is not None and (len(self.window) != 2 or self.window[1] <= 0):
+            raise ConfigError(f"dataset.window must be [centre, width] with width > 0, got "
+                              f"{list(self.window)}; e.g. dataset.window=[40,400]")
+        if self.findings is not None and len(set(self.findings)) != len(self.findings):
+            raise ConfigError(f"dataset.findings lists a name twice: {list(self.findings)}")
 
 
 FOLDER_LOADER = "al_sim.data.folder.load_folder"

@@ -16,7 +16,7 @@ from omegaconf import MISSING
 from al_sim.config.checks import fraction, non_negative, positive
 from al_sim.maths.stop_signals import StopRuleError, parse_rules
 from al_sim.runtime.errors import ConfigError
-from al_sim.tracking.contract import PRIMARY_METRIC, TEST_KEYS
+from al_sim.tracking.contract import AUTO_METRIC, TEST_KEYS
 
 
 # --------------------------------------------------------------------------- budget
@@ -211,7 +211,9 @@ class CompareConf:
 
     tracking: TrackingConf = MISSING
     sweep_id: str = "latest"  # latest | all | a sweep dir as given to Hydra | its parent run id
-    metric: str = PRIMARY_METRIC  # balanced accuracy: ignoring a rare class does not pay
+    # auto: the task's primary metric, balanced accuracy (ignoring a rare class does not pay)
+    # or for multi-label runs the macro AUROC over findings
+    metric: str = AUTO_METRIC
     reference: str = "random"
     target_fraction: float = 0.95  # of the full-data baseline's final metric
     target_value: float | None = None  # an absolute target; wins over target_fraction

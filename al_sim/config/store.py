@@ -8,7 +8,12 @@ from typing import Any, TypeVar
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from al_sim.config.data import FolderDatasetConf, MedMNISTDatasetConf, SyntheticDatasetConf
+from al_sim.config.data import (
+    FolderDatasetConf,
+    MedMNISTDatasetConf,
+    SyntheticChestDatasetConf,
+    SyntheticDatasetConf,
+)
 from al_sim.config.derive import typed_node
 from al_sim.config.schema import (
     BudgetConf,
@@ -40,6 +45,7 @@ def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="_schema", node=Config)
     cs.store(group=f"{SCHEMAS}/dataset", name="synthetic", node=SyntheticDatasetConf)
+    cs.store(group=f"{SCHEMAS}/dataset", name="synthetic_chest", node=SyntheticChestDatasetConf)
     cs.store(group=f"{SCHEMAS}/dataset", name="medmnist", node=MedMNISTDatasetConf)
     cs.store(group=f"{SCHEMAS}/dataset", name="folder", node=FolderDatasetConf)
     cs.store(group=f"{SCHEMAS}/budget", name="budget", node=BudgetConf)

@@ -30,7 +30,6 @@ from al_sim.core.oracle import Annotator
 from al_sim.core.pool import LabelPool
 from al_sim.core.training import Trainer
 from al_sim.data.base import ALDataset, Images
-from al_sim.maths.metrics import classification_metrics
 from al_sim.maths.stop_signals import PREFIX, StopMonitor, first_holding, parse_rules, stop_set
 from al_sim.models.base import ALModel
 from al_sim.runtime.errors import BudgetError, ConfigError
@@ -125,6 +124,7 @@ def _select(round_: int, budget: BudgetConf, dataset: ALDataset, pool: LabelPool
         n_classes=dataset.n_classes,
         rng=np.random.default_rng([seeds.strategy, round_]),
         round=round_,
+        task=dataset.task,
     )
     return strategy.select(ctx, budget.query_size)
 
@@ -169,6 +169,10 @@ def run_active_learning(
     to an uninterrupted run with the same seed.
     """
     hooks = callbacks if isinstance(callbacks, CallbackList) else CallbackList(callbacks)
+    task = dataset.task
+    if task.multilabel and (trainer.task is None or not trainer.task.multilabel):
+        raise ConfigError(f"{dataset.name} is multi-label but the trainer was built for "
+                          "single-label outputs; build it with Trainer(..., task=dataset.task)")
     initial = initial or initial_policy(budget.initial_selection)
     fixed = None if dataset.initial_labeled is None else len(dataset.initial_labeled)
     sizes = plan_sizes(budget, dataset.n_pool, fixed)
@@ -183,18 +187,21 @@ def run_active_learning(
     pool_x, test_x = trainer.place(dataset.pool_x), trainer.place(dataset.test_x)
     rows = _pool_rows(dataset, pool_x)
     hooks.fire("on_run_start", dataset, len(sizes))
-    pool, result, model, first = LabelPool(dataset.n_pool), ALResult(), None, 0
+    findings = dataset.n_classes if task.multilabel else None
+    pool, result, model, first = LabelPool(dataset.n_pool, findings), ALResult(), None, 0
     pending = None if resume is None else resume.pending
     rules = parse_rules(budget.stop_when) if budget.stop_when else []
     stop_idx = stop_set(dataset.n_pool, budget.stop_set_size, seeds.stop)
-    monitor = StopMonitor(dataset.n_classes, budget.stop_window)
+    # stopping signals read a multi-label model's findings as 2-class decisions
+    monitor = StopMonitor(2 if task.multilabel else dataset.n_classes, budget.stop_window)
+    per_image = dataset.n_classes if task.multilabel else 1
     if resume is not None:
         pool, result, first = resume.pool, resume.result, resume.round + 1
         oracle.restore(resume.oracle)
         if resume.model_state:  # empty when round 0 itself waited for labels
             model = model_factory(seeds.model)
             model.load_state_dict(resume.model_state)
-            monitor.restore(trainer.predict_proba(model, rows(stop_idx)),
+            monitor.restore(task.decisions(trainer.predict_proba(model, rows(stop_idx))),
                             [r.signals for r in result.rounds],
                             [r.metrics[budget.stop_metric] for r in result.rounds])
     for round_ in range(first, len(sizes)):
@@ -238,9 +245,10 @@ def run_active_learning(
         probs = trainer.predict_proba(model, test_x)
         _check_trained(fit, probs, round_)
         eval_s = time.perf_counter() - start
-        metrics = {f"test/{k}": v for k, v in classification_metrics(dataset.test_y, probs).items()}
-        signals = monitor.update(trainer.predict_proba(model, rows(stop_idx)),
-                                 pool.round_of(stop_idx) < 0, metrics[budget.stop_metric])
+        metrics = task.metrics(dataset.test_y, probs)
+        signals = monitor.update(task.decisions(trainer.predict_proba(model, rows(stop_idx))),
+                                 np.repeat(pool.round_of(stop_idx) < 0, per_image),
+                                 metrics[budget.stop_metric])
         round_result = RoundResult(round=round_, n_labeled=pool.n_labeled, metrics=metrics,
                                    train_s=train_s, query_s=query_s, fit=fit, eval_s=eval_s,
                                    signals=signals)

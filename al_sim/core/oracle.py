@@ -7,6 +7,7 @@ from typing import Protocol
 import numpy as np
 
 from al_sim.maths.sampling import flip_labels
+from al_sim.maths.task import Task
 from al_sim.strategies.base import ModelView
 
 
@@ -34,14 +35,16 @@ class Annotator(Protocol):
 
 
 class Oracle:
-    """Answers label queries from ``truth``; flips a ``noise_rate`` share to another class."""
+    """Answers label queries from ``truth``; flips a ``noise_rate`` share to another class
+    (for a multi-label ``task``: each finding's bit flips with probability ``noise_rate``)."""
 
     def __init__(self, truth: np.ndarray, n_classes: int, noise_rate: float = 0.0,
-                 seed: int = 0) -> None:
+                 seed: int = 0, task: Task | None = None) -> None:
         if not 0.0 <= noise_rate < 1.0:
             raise ValueError(f"oracle noise_rate must be in [0, 1), got {noise_rate}")
         self._truth = np.asarray(truth, dtype=np.int64)
         self._n_classes = n_classes
+        self._task = task
         self._noise_rate = noise_rate
         self._rng = np.random.default_rng(seed)
         self.n_annotated = 0
@@ -57,7 +60,11 @@ class Oracle:
         ``round_`` and ``model`` (the current model, None before the first training) are what
         a human oracle shows the expert; the simulated one needs neither.
         """
-        answers = flip_labels(self.truth(indices), self._noise_rate, self._n_classes, self._rng)
+        if self._task is not None and self._task.multilabel:
+            answers = self._task.flip(self.truth(indices), self._noise_rate, self._rng)
+        else:
+            answers = flip_labels(self.truth(indices), self._noise_rate, self._n_classes,
+                                  self._rng)
         self.n_annotated += len(answers)
         return answers
 

@@ -8,10 +8,12 @@ import numpy as np
 class LabelPool:
     """Tracks, for every pool image, whether it is labelled, with what label and in which round."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, n_findings: int | None = None) -> None:
+        """``size`` images, each labelled with one class, or (``n_findings``) a 0/1 row."""
         if size <= 0:
             raise ValueError(f"a pool needs at least one image, got {size}")
-        self._labels = np.full(size, -1, dtype=np.int64)
+        shape = (size,) if n_findings is None else (size, n_findings)
+        self._labels = np.full(shape, -1, dtype=np.int64)
         self._round = np.full(size, -1, dtype=np.int64)
 
     @property
@@ -52,8 +54,9 @@ class LabelPool:
         """Label ``indices`` with ``labels`` in round ``round_``; refuses duplicates and repeats."""
         indices = np.asarray(indices, dtype=np.int64)
         labels = np.asarray(labels, dtype=np.int64)
-        if indices.ndim != 1 or indices.shape != labels.shape:
-            raise ValueError("indices and labels must be 1-D arrays of the same length")
+        if indices.ndim != 1 or labels.shape != (len(indices), *self._labels.shape[1:]):
+            raise ValueError("indices must be 1-D and labels one per index (a class, or a "
+                             "row of finding bits)")
         if len(indices) and (indices.min() < 0 or indices.max() >= self.size):
             raise IndexError(f"pool indices must be in [0, {self.size})")
         if len(np.unique(indices)) != len(indices):
@@ -73,7 +76,8 @@ class LabelPool:
     @classmethod
     def from_state(cls, state: dict[str, np.ndarray]) -> LabelPool:
         """A pool restored from :meth:`state`."""
-        pool = cls(len(state["labels"]))
+        labels = np.asarray(state["labels"])
+        pool = cls(len(labels), labels.shape[1] if labels.ndim == 2 else None)
         pool._labels = np.asarray(state["labels"], dtype=np.int64).copy()
         pool._round = np.asarray(state["round"], dtype=np.int64).copy()
         return pool

@@ -23,18 +23,39 @@ from al_sim.core.device import (
 from al_sim.core.events import FitReport
 from al_sim.data.base import Images
 from al_sim.data.transforms import Preprocess
+from al_sim.maths.task import Task
 from al_sim.models.base import ALModel
 
 _MIN_EARLY_STOPPING_IMAGES = 10
 
 __all__ = ["Trainer", "resolve_device"]
 
+Criterion = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
+# Task.loss -> the torch loss; the weight is per class (cross-entropy) or per finding
+# (pos_weight of BCEWithLogits)
+LOSSES: dict[str, Criterion] = {
+    "cross_entropy": lambda logits, y, w: F.cross_entropy(logits, y, weight=w),
+    "binary_cross_entropy_with_logits":
+        lambda logits, y, w: F.binary_cross_entropy_with_logits(logits, y, pos_weight=w),
+}
+ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {  # Task.activation
+    "softmax": lambda logits: torch.softmax(logits, dim=1),
+    "sigmoid": torch.sigmoid,
+}
+
 
 class Trainer:
-    """Trains and runs a model with the settings of ``TrainerConf``."""
+    """Trains and runs a model with the settings of ``TrainerConf`` for a ``task``
+    (default: single-label, softmax and cross-entropy)."""
 
-    def __init__(self, conf: TrainerConf, preprocess: Preprocess, device: torch.device) -> None:
+    def __init__(self, conf: TrainerConf, preprocess: Preprocess, device: torch.device,
+                 task: Task | None = None) -> None:
         self.conf = conf
+        self.task = task
+        multilabel = task is not None and task.multilabel
+        self._label_dtype = torch.float32 if multilabel else torch.long
+        self._criterion = LOSSES["cross_entropy" if task is None else task.loss]
+        self._activate = ACTIVATIONS["softmax" if task is None else task.activation]
         self.preprocess = preprocess
         self.device = device
         self._memory_format = (
@@ -69,18 +90,20 @@ class Trainer:
         self, model: ALModel, x: Images, y: np.ndarray, n_classes: int, seed: int,
         val: tuple[Images, np.ndarray] | None = None,
     ) -> FitReport:
-        """Train ``model`` in place on uint8 images ``x`` and labels ``y``.
+        """Train ``model`` in place on uint8 images ``x`` and labels ``y`` (``N`` classes, or
+        ``N x F`` finding bits for a multi-label task).
 
         With early stopping on, the best epoch is chosen on ``val`` when given,
         else on a held-out slice of the labelled set.
         """
         conf = self.conf
         gen = torch.Generator().manual_seed(seed)
-        labels = torch.as_tensor(y, dtype=torch.long).to(self.device)
+        labels = torch.as_tensor(y, dtype=self._label_dtype).to(self.device)
         val_x: Images | None
         val_y: torch.Tensor | None
         if val is not None and conf.early_stopping_patience is not None:
-            train_idx, val_x, val_y = torch.arange(len(labels)), val[0], torch.as_tensor(val[1])
+            train_idx, val_x = torch.arange(len(labels)), val[0]
+            val_y = torch.as_tensor(val[1], dtype=self._label_dtype)
         else:
             train_idx, val_idx = self._split(len(labels), gen)
             val_x = None if val_idx is None else x[val_idx.to(x.device)]
@@ -109,7 +132,7 @@ class Trainer:
                     xb = self._inputs(x[batch.to(x.device)], train=True, gen=gen)
                     yb = labels[batch.to(self.device)]
                     with autocast(conf, self.device):
-                        loss = F.cross_entropy(model(xb), yb, weight=weight)
+                        loss = self._criterion(model(xb), yb, weight)
                     optimiser.zero_grad(set_to_none=True)
                     scaler.scale(loss).backward()
                     scaler.step(optimiser)
@@ -152,8 +175,14 @@ class Trainer:
             yield batch
 
     def _class_weights(self, y: torch.Tensor, n_classes: int) -> torch.Tensor | None:
+        """Inverse class frequencies; multi-label: ``pos_weight`` = negatives / positives per
+        finding (1 for a finding with no positive or no negative yet)."""
         if not self.conf.class_weighted_loss:
             return None
+        if y.ndim == 2:
+            pos = y.sum(dim=0)
+            neg = len(y) - pos
+            return torch.where((pos > 0) & (neg > 0), neg / pos.clamp(min=1), 1.0)
         counts = torch.bincount(y, minlength=n_classes).float()
         present = counts > 0
         weight = torch.ones(n_classes)
@@ -170,7 +199,7 @@ class Trainer:
     def _loss(self, model: ALModel, x: Images, y: torch.Tensor,
               weight: torch.Tensor | None) -> float:
         logits = torch.from_numpy(self.predict_logits(model, x))
-        return float(F.cross_entropy(logits, y, weight=None if weight is None else weight.cpu()))
+        return float(self._criterion(logits, y, None if weight is None else weight.cpu()))
 
     # ------------------------------------------------------------------ inference
     def _map(self, model: ALModel, x: Images, fn: Callable[[torch.Tensor], torch.Tensor],
@@ -197,19 +226,19 @@ class Trainer:
         return self._map(model, x, model)
 
     def predict_proba(self, model: ALModel, x: Images) -> np.ndarray:
-        """Softmax probabilities ``N x C`` in eval mode."""
-        return self._map(model, x, lambda xb: torch.softmax(model(xb).float(), dim=1))
+        """Probabilities ``N x C`` in eval mode (softmax; per-finding sigmoid if multi-label)."""
+        return self._map(model, x, lambda xb: self._activate(model(xb).float()))
 
     def embed(self, model: ALModel, x: Images) -> np.ndarray:
         """Penultimate embeddings ``N x D`` in eval mode."""
         return self._map(model, x, model.features)
 
     def features_and_proba(self, model: ALModel, x: Images) -> tuple[np.ndarray, np.ndarray]:
-        """Embeddings ``N x D`` and softmax probabilities ``N x C`` from one eval-mode pass."""
+        """Embeddings ``N x D`` and probabilities ``N x C`` from one eval-mode pass."""
 
         def both(xb: torch.Tensor) -> torch.Tensor:
             z = model.features(xb)
-            return torch.cat([z.float(), torch.softmax(model.head(z).float(), dim=1)], dim=1)
+            return torch.cat([z.float(), self._activate(model.head(z).float())], dim=1)
 
         out = self._map(model, x, both)
         dim = out.shape[1] - model.n_classes
@@ -220,7 +249,7 @@ class Trainer:
 
         def sample(xb: torch.Tensor) -> torch.Tensor:
             z = model.features(xb)
-            draws = [torch.softmax(model.head(z).float(), dim=1) for _ in range(samples)]
+            draws = [self._activate(model.head(z).float()) for _ in range(samples)]
             return torch.stack(draws, 1)
 
         with seeded(seed, self.device):

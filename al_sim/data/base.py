@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import InitVar, dataclass, field
 
 import numpy as np
 import torch
 
+from al_sim.maths.task import Task, TaskType
 from al_sim.runtime.errors import DataError
 
 
@@ -65,7 +66,9 @@ class ALDataset:
     (``memory_mapped``): index it through ``pool_rows`` so that only the batch
     in use is read, and never write to it. ``pool_y`` holds the answers the
     simulated oracle reveals; -1 marks a pool image whose label is unknown (an
-    unlabelled folder pool, for a human oracle).
+    unlabelled folder pool, for a human oracle). ``task`` (from ``task_type``) says what a label is
+    (``al_sim.maths.task``): one class per image (``N`` ints) or, for ``multilabel``,
+    a set of findings (``N x F`` 0/1, ``class_names`` naming the findings).
     ``initial_labeled`` fixes the initial labelled set when the source defines
     one (image folders); otherwise the budget draws it.
     """
@@ -81,17 +84,26 @@ class ALDataset:
     initial_labeled: np.ndarray | None = None
     pool_ids: list[str] | None = None
     memory_mapped: bool = False  # pool_x maps a file: gather it batch by batch (pool_rows)
+    # what the source declares; None: binary for 2 classes, else multiclass
+    task_type: InitVar[TaskType | str | None] = None
+    task: Task = field(init=False)  # the task, with class_names as its outputs
 
-    def __post_init__(self) -> None:
-        self.pool_y = np.asarray(self.pool_y, dtype=np.int64)
-        self.test_y = np.asarray(self.test_y, dtype=np.int64)
+    def __post_init__(self, task_type: TaskType | str | None) -> None:
+        self.task = Task.of(task_type, self.class_names)
+        self.pool_y = self.task.check(self.pool_y, f"{self.name}: pool", unknown_ok=True)
+        self.test_y = self.task.check(self.test_y, f"{self.name}: test", unknown_ok=False)
         if self.val_y is not None:
-            self.val_y = np.asarray(self.val_y, dtype=np.int64)
+            self.val_y = self.task.check(self.val_y, f"{self.name}: val", unknown_ok=False)
         self._check()
 
     @property
+    def multilabel(self) -> bool:
+        """Whether each image carries a set of findings (``task=multilabel``)."""
+        return self.task.multilabel
+
+    @property
     def n_classes(self) -> int:
-        """Number of classes."""
+        """Number of classes (of findings, for multi-label): the model's outputs."""
         return len(self.class_names)
 
     @property
@@ -130,18 +142,12 @@ class ALDataset:
                     f"{tuple(self.pool_x.shape[1:])}; resize them to one size "
                     "(dataset.image_size=...)"
                 )
-            low = -1 if split == "pool" else 0
-            if len(y) and (y.min() < low or y.max() >= self.n_classes):
-                raise DataError(
-                    f"{self.name}: {split} labels must be in [0, {self.n_classes}), "
-                    f"got range [{y.min()}, {y.max()}]"
-                )
         if len(self.pool_y) == 0:
             raise DataError(f"{self.name}: the pool is empty")
         if len(self.test_y) == 0:
             raise DataError(f"{self.name}: the test split is empty")
-        if (self.pool_y < 0).any():
-            return  # the pool's classes are known only once an expert labelled it
+        if (self.pool_y < 0).any() or self.multilabel:
+            return  # unknown pool labels; a finding may be absent from a small pool
         missing = sorted(set(np.unique(self.test_y)) - set(np.unique(self.pool_y)))
         if missing:
             names = ", ".join(self.class_names[i] for i in missing)

@@ -6,7 +6,10 @@ one ``dataset.max_pool`` picks) into the pool, ``--initial`` of those images
 (stratified per class) into ``initial_labeled_images/<class>/``, the rest into
 ``unlabeled_pool_images/`` with their labels in ``pool_labels.csv``, and the
 test split into ``test_images/<class>/``. File names keep the split index
-(``train_000123.png``).
+(``train_000123.png``). A multi-label archive (ChestMNIST) becomes a manifest
+folder instead: every image in ``images/`` and ``manifest.csv`` (``file``, one
+0/1 column per finding, ``split``: initial | pool | test), read back with
+``dataset.manifest=manifest.csv``; draws are stratified by each image's rarest finding.
 """
 
 from __future__ import annotations
@@ -24,9 +27,11 @@ from PIL import Image
 from al_sim.config.data import INITIAL_DIR, POOL_DIR, POOL_LABELS_FILE, TEST_DIR
 from al_sim.data.medmnist import read_medmnist
 from al_sim.maths.sampling import stratified_sample
+from al_sim.maths.task import Task, TaskType
 from al_sim.runtime.errors import ALSimError, DataError
 
 EXIT_USER_ERROR = 2
+MANIFEST, MANIFEST_IMAGES = "manifest.csv", "images"  # a multi-label export
 
 
 def class_folder_names(labels: list[str]) -> list[str]:
@@ -57,20 +62,29 @@ def export(name: str, out: Path, root: str | Path = "~/.medmnist", size: int = 2
         raise DataError(f"{out} exists and is not empty; choose a new --out folder")
     data = read_medmnist(name, size, root, verify_checksum=verify_checksum)
     train_x, train_y = data.images["train"], data.labels["train"]
+    task = Task.of(TaskType.multilabel if train_y.ndim == 2 else None, data.class_names)
+    strata = task.strata(train_y)
     pool = np.arange(len(train_y))
     if max_pool is not None and max_pool < len(pool):
         # the subset dataset.max_pool picks
-        pool = stratified_sample(train_y, max_pool, np.random.default_rng(seed))
+        pool = stratified_sample(strata, max_pool, np.random.default_rng(seed))
     if not 0 < initial < len(pool):
         raise DataError(f"--initial must be in [1, {len(pool) - 1}] (the pool has {len(pool)} "
                         f"images), got {initial}")
-    picked = pool[stratified_sample(train_y[pool], initial,
+    picked = pool[stratified_sample(strata[pool], initial,
                                     np.random.default_rng(seed + 1))]
     rest = np.setdiff1d(pool, picked)
     test_x, test_y = data.images["test"], data.labels["test"]
     test = np.arange(len(test_y))
     if max_test is not None and max_test < len(test):
-        test = stratified_sample(test_y, max_test, np.random.default_rng(seed))
+        test = stratified_sample(task.strata(test_y), max_test, np.random.default_rng(seed))
+    counts = {"initial": len(picked), "unlabeled": len(rest), "test": len(test),
+              "channels": int(data.info["n_channels"]), "size": size}
+    if task.multilabel:
+        _manifest(out, data.class_names, [("initial", train_x, train_y, picked, "train"),
+                                          ("pool", train_x, train_y, rest, "train"),
+                                          ("test", test_x, test_y, test, "test")])
+        return {**counts, "manifest": 1}
     folders = class_folder_names(data.class_names)
     for c, folder in enumerate(folders):
         _save(train_x, picked[train_y[picked] == c], out / INITIAL_DIR / folder, "train")
@@ -80,8 +94,21 @@ def export(name: str, out: Path, root: str | Path = "~/.medmnist", size: int = 2
         writer = csv.writer(f)
         writer.writerow(("file", "label"))
         writer.writerows((n, folders[train_y[i]]) for n, i in zip(names, rest, strict=True))
-    return {"initial": len(picked), "unlabeled": len(rest), "test": len(test),
-            "channels": int(data.info["n_channels"]), "size": size}
+    return counts
+
+
+def _manifest(out: Path, findings: list[str],
+              parts: list[tuple[str, np.ndarray, np.ndarray, np.ndarray, str]]) -> None:
+    """A multi-label folder: ``images/`` and ``manifest.csv`` (file, findings..., split)."""
+    rows = []
+    for split, images, labels, indices, prefix in parts:
+        names = _save(images, indices, out / MANIFEST_IMAGES, prefix)
+        rows += [(n, *(int(b) for b in labels[i]), split)
+                 for n, i in zip(names, indices, strict=True)]
+    with (out / MANIFEST).open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(("file", *findings, "split"))
+        writer.writerows(rows)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -115,8 +142,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USER_ERROR
     print(f"wrote {args.out}: {counts['initial']} initial labelled, {counts['unlabeled']} "
           f"unlabelled pool and {counts['test']} test images")
+    manifest = f" dataset.manifest={MANIFEST}" if counts.get("manifest") else ""
     print(f"run it: python -m al_sim.run dataset=folder dataset.root={args.out} "
-          f"dataset.image_size={counts['size']} dataset.channels={counts['channels']}")
+          f"dataset.image_size={counts['size']} dataset.channels={counts['channels']}{manifest}")
     return 0
 
 

@@ -1,7 +1,7 @@
 """Image folders as an annotation workflow keeps them.
 
 ```
-<root>/initial_labeled_images/<class_name>/*.png|jpg|jpeg|tif|tiff|bmp   initial labelled set
+<root>/initial_labeled_images/<class_name>/*.png|jpg|jpeg|tif|tiff|bmp|dcm   initial labelled set
 <root>/unlabeled_pool_images/*                                        the pool to query
 <root>/pool_labels.csv   file,label: the answers the simulated oracle reveals (optional
                          with labels_required=false, as a human oracle sets: labels unknown)
@@ -9,13 +9,17 @@
 ```
 Class names are the sorted folder names of ``initial_labeled_images``. Every
 image is converted to ``channels`` (L or RGB) and resized to ``image_size``
-squared with PIL. Every problem is reported by file name.
+squared with PIL; DICOM files (``.dcm``, or no extension with the DICM preamble) are
+windowed to 8 bit first (:mod:`al_sim.data.dicom`). Multi-label folders list their
+images in a manifest instead (:mod:`al_sim.data.manifest`). Every problem is reported
+by file name.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -25,6 +29,7 @@ from PIL import Image, UnidentifiedImageError
 
 from al_sim.config.data import INITIAL_DIR, POOL_DIR, TEST_DIR, FolderDatasetConf
 from al_sim.data.base import ALDataset
+from al_sim.data.dicom import is_dicom, read_dicom
 from al_sim.maths.sampling import stratified_sample
 from al_sim.runtime.errors import ConfigError, DataError
 
@@ -33,7 +38,8 @@ _SHOWN = 5  # names listed per problem in an error message
 _CLIP = 80  # characters shown of each (a mangled CSV may hold kilobytes in one field)
 
 
-def _listing(items: list[str]) -> str:
+def listing(items: list[str]) -> str:
+    """The first few ``items`` (each clipped), and how many more."""
     shown = ", ".join(i if len(i) <= _CLIP else f"{i[:_CLIP]}..." for i in items[:_SHOWN])
     return shown + (f" and {len(items) - _SHOWN} more" if len(items) > _SHOWN else "")
 
@@ -43,13 +49,14 @@ def _visible(folder: Path) -> list[Path]:
 
 
 def _images_in(folder: Path, root: Path | None = None) -> list[Path]:
-    """Image files of ``folder``; DataError for links that dangle or lead out of ``root``."""
-    named = [p for p in _visible(folder) if p.suffix.lower() in IMAGE_SUFFIXES]
+    """Image files of ``folder`` (DICOM included); DataError for links that dangle or lead out
+    of ``root``."""
+    named = [p for p in _visible(folder) if p.suffix.lower() in IMAGE_SUFFIXES or is_dicom(p)]
     if root is not None:
         dangling = [p.name for p in named if p.is_symlink() and not p.exists()]
         outside = [p.name for p in named if p.exists() and not p.resolve().is_relative_to(root)]
-        problems = ([f"link(s) to missing files: {_listing(dangling)}"] if dangling else []) + (
-            [f"file(s) outside dataset.root (links): {_listing(outside)}"] if outside else [])
+        problems = ([f"link(s) to missing files: {listing(dangling)}"] if dangling else []) + (
+            [f"file(s) outside dataset.root (links): {listing(outside)}"] if outside else [])
         if problems:
             where = folder.relative_to(root).as_posix() if folder.is_relative_to(root) else folder
             raise DataError(f"{where}/ has {'; '.join(problems)}; copy the images into "
@@ -72,14 +79,20 @@ def _class_folders(folder: Path, root: Path) -> dict[str, list[Path]]:
     if loose:
         raise DataError(
             f"{_rel(folder, root)}/ holds images outside class folders "
-            f"({_listing([p.name for p in loose])}); move each into "
+            f"({listing([p.name for p in loose])}); move each into "
             f"{_rel(folder, root)}/<class_name>/"
         )
     return {d.name: _images_in(d, root) for d in _visible(folder) if d.is_dir()}
 
 
-def read_image(path: Path, size: int, channels: int) -> np.ndarray:
-    """One image as uint8 ``C x size x size`` (16-bit and float images are rescaled to 8 bit)."""
+def read_image(path: Path, size: int, channels: int,
+               window: Sequence[float] | None = None) -> np.ndarray:
+    """One image as uint8 ``C x size x size`` (16-bit and float images are rescaled to 8 bit;
+    DICOM through :mod:`al_sim.data.dicom`, ``window`` = [centre, width] overriding its own)."""
+    if is_dicom(path):
+        pixels = Image.fromarray(read_dicom(path, None if window is None else (
+            float(window[0]), float(window[1]))))
+        return _fit(pixels, size, channels)
     with Image.open(path) as opened:
         opened.load()
         img: Image.Image = opened
@@ -90,24 +103,31 @@ def read_image(path: Path, size: int, channels: int) -> np.ndarray:
             elif img.mode != "I" or arr.max() > 255:
                 arr = arr / 257.0
             img = Image.fromarray(np.clip(arr + 0.5, 0, 255).astype(np.uint8))
-        shown: Image.Image = img.convert("L" if channels == 1 else "RGB")
-        if shown.size != (size, size):
-            shown = shown.resize((size, size), Image.Resampling.BILINEAR)
-        arr = np.asarray(shown, dtype=np.uint8)
+        return _fit(img, size, channels)
+
+
+def _fit(img: Image.Image, size: int, channels: int) -> np.ndarray:
+    shown = img.convert("L" if channels == 1 else "RGB")
+    if shown.size != (size, size):
+        shown = shown.resize((size, size), Image.Resampling.BILINEAR)
+    arr = np.asarray(shown, dtype=np.uint8)
     return arr[None] if channels == 1 else arr.transpose(2, 0, 1)
 
 
-def read_images(paths: list[Path], root: Path, size: int, channels: int) -> torch.Tensor:
+def read_images(paths: list[Path], root: Path, size: int, channels: int,
+                window: Sequence[float] | None = None) -> torch.Tensor:
     """uint8 ``N x C x size x size`` of ``paths``; one DataError naming every unreadable file."""
     out = np.empty((len(paths), channels, size, size), dtype=np.uint8)
     bad: list[str] = []
     for i, path in enumerate(paths):
         try:
-            out[i] = read_image(path, size, channels)
+            out[i] = read_image(path, size, channels, window)
+        except DataError as exc:  # a DICOM problem, already naming the file
+            bad.append(f"{_rel(path, root)} ({str(exc).removeprefix(str(path) + ': ')})")
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
             bad.append(f"{_rel(path, root)} ({type(exc).__name__}: {exc})")
     if bad:
-        raise DataError(f"{len(bad)} image(s) cannot be read: {_listing(bad)}; "
+        raise DataError(f"{len(bad)} image(s) cannot be read: {listing(bad)}; "
                         "replace or remove them")
     return torch.from_numpy(out)
 
@@ -158,15 +178,15 @@ def read_pool_labels(csv_path: Path, root: Path, pool: list[Path], classes: list
             conflicts.append(f"{file} (two different labels)")
     problems = []
     if unknown_file:
-        problems.append(f"row(s) for files not in {POOL_DIR}/: {_listing(unknown_file)}")
+        problems.append(f"row(s) for files not in {POOL_DIR}/: {listing(unknown_file)}")
     if unknown_label:
         problems.append(f"label(s) that are not a class ({', '.join(classes)}): "
-                        f"{_listing(unknown_label)}")
+                        f"{listing(unknown_label)}")
     if conflicts:
-        problems.append(f"conflicting labels: {_listing(conflicts)}")
+        problems.append(f"conflicting labels: {listing(conflicts)}")
     unlabeled = [k for k in wanted if k not in found]
     if unlabeled:
-        problems.append(f"no row for {len(unlabeled)} pool image(s): {_listing(unlabeled)}")
+        problems.append(f"no row for {len(unlabeled)} pool image(s): {listing(unlabeled)}")
     if problems:
         raise DataError(f"{name}: " + "; ".join(problems))
     return np.array([found[k] for k in wanted], dtype=np.int64)
@@ -206,6 +226,11 @@ def load_folder(**cfg: Any) -> ALDataset:
     """Build a dataset from an image folder (see ``FolderDatasetConf`` and the module doc)."""
     conf = FolderDatasetConf(**cfg)
     root = Path(str(conf.root)).expanduser().resolve()
+    if conf.manifest is not None:  # multi-label: a manifest CSV instead of class folders
+        from al_sim.data.manifest import load_manifest
+
+        _require_dir(root, f"set dataset.root to the folder holding {conf.manifest}")
+        return load_manifest(conf, root)
     _require_dir(root, "set dataset.root to the folder holding "
                  f"{INITIAL_DIR}/, {POOL_DIR}/ and {conf.labels_file}")
     _require_dir(root / INITIAL_DIR, f"put the initial labelled images in {INITIAL_DIR}/"
@@ -241,11 +266,12 @@ def load_folder(**cfg: Any) -> ALDataset:
     test, test_y, keep = _test_split(conf, root, classes, unlabeled, unlabeled_y)
     pool = initial + [p for p, k in zip(unlabeled, keep, strict=True) if k]
     pool_y = np.concatenate([initial_y, unlabeled_y[keep]])
+    size, channels, window = conf.image_size, conf.channels, conf.window
     return ALDataset(
         name=conf.name,
-        pool_x=read_images(pool, root, conf.image_size, conf.channels),
+        pool_x=read_images(pool, root, size, channels, window),
         pool_y=pool_y,
-        test_x=read_images(test, root, conf.image_size, conf.channels),
+        test_x=read_images(test, root, size, channels, window),
         test_y=test_y,
         class_names=classes,
         initial_labeled=np.arange(len(initial)),

@@ -27,6 +27,7 @@ from al_sim.config.data import MedMNISTDatasetConf
 from al_sim.data.base import ALDataset
 from al_sim.data.npz import in_memory_max_bytes, read_member
 from al_sim.maths.sampling import stratified_sample
+from al_sim.maths.task import Task, TaskType
 from al_sim.runtime.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,11 @@ def dataset_info(name: str) -> dict:
             f"dataset.name={name!r} is {kind}; valid names: {', '.join(dataset_names())}"
         )
     return table[name]
+
+
+def is_multilabel(info: dict) -> bool:
+    """Whether a MedMNIST INFO entry is a multi-label task (ChestMNIST's 14 findings)."""
+    return "multi-label" in info["task"]
 
 
 def file_name(name: str, size: int) -> str:
@@ -151,8 +157,14 @@ def _check_images(x: np.ndarray, key: str, path: Path, info: dict, size: int) ->
     return x
 
 
-def _check_labels(y: np.ndarray, key: str, path: Path, n_images: int, n_classes: int
-                  ) -> np.ndarray:
+def _check_labels(y: np.ndarray, key: str, path: Path, n_images: int, n_classes: int,
+                  multilabel: bool = False) -> np.ndarray:
+    if multilabel:  # ChestMNIST: N x F finding bits
+        if y.shape != (n_images, n_classes) or not np.issubdtype(y.dtype, np.integer) or (
+                len(y) and (y.min() < 0 or y.max() > 1)):
+            raise DataError(f"{path}: {key!r} must be {n_images} x {n_classes} finding bits "
+                            f"(0/1 integers, one column per finding), got {y.dtype} {y.shape}")
+        return y.astype(np.int64)
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
     if y.ndim != 1 or len(y) != n_images or not np.issubdtype(y.dtype, np.integer):
@@ -179,12 +191,7 @@ def read_medmnist(name: str, size: int = 28, root: str | Path = "~/.medmnist",
     ones are extracted once into ``cache_dir`` (default ``<root>/al_sim_cache``).
     """
     info = dataset_info(name)
-    if "multi-label" in info["task"]:
-        raise DataError(
-            f"dataset.name={name} is a multi-label task ({info['task']}: each image may carry "
-            "several findings); al_sim simulates single-label classification only, so pick "
-            "another dataset"
-        )
+    multilabel = is_multilabel(info)
     root = Path(root).expanduser().resolve()
     path = root / file_name(name, size)
     if download and not path.exists():
@@ -220,7 +227,8 @@ def read_medmnist(name: str, size: int = 28, root: str | Path = "~/.medmnist",
             x = read_member(archive, path, f"{split}_images", max_bytes, cache)
             x = _check_images(x, f"{split}_images", path, info, size)
             y = read_member(archive, path, f"{split}_labels", _LABELS_IN_MEMORY)
-            labels[split] = _check_labels(y, f"{split}_labels", path, len(x), n_classes)
+            labels[split] = _check_labels(y, f"{split}_labels", path, len(x), n_classes,
+                                          multilabel)
             images[split] = x
     counts = {s: len(labels[s]) for s in SPLITS}
     if counts != info["n_samples"]:
@@ -246,10 +254,12 @@ def load_medmnist(**cfg: Any) -> ALDataset:
     conf = MedMNISTDatasetConf(**cfg)
     data = read_medmnist(conf.name, conf.size, conf.root, conf.verify_checksum, conf.download,
                          conf.in_memory_max_mb, conf.cache_dir)
+    task = Task.of(TaskType.multilabel if is_multilabel(data.info) else None, data.class_names)
     pool_x, pool_y = data.images["train"], data.labels["train"]
     keep = np.arange(len(pool_y))
     if conf.max_pool is not None and conf.max_pool < len(pool_y):
-        keep = stratified_sample(pool_y, conf.max_pool, np.random.default_rng(conf.seed))
+        keep = stratified_sample(task.strata(pool_y), conf.max_pool,
+                                 np.random.default_rng(conf.seed))
         pool_x, pool_y = pool_x[keep], pool_y[keep]
     if data.info["task"] == "ordinal-regression":
         log.info("%s: ordinal grades are used as %d classes", conf.name, len(data.class_names))
@@ -264,4 +274,5 @@ def load_medmnist(**cfg: Any) -> ALDataset:
         val_y=data.labels["val"],
         pool_ids=[f"train_{i:06d}" for i in keep],
         memory_mapped=isinstance(pool_x, np.memmap),
+        task_type=task.kind,
     )

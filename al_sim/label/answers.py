@@ -26,19 +26,17 @@ class AnswerBook:
         self._lock = threading.Lock()
         self._answers = batch.read_answers()
 
-    def check(self, image: str, label: str) -> None:
-        """LabelError unless ``image`` is in the batch and ``label`` a configured class."""
+    def check(self, image: str, label: str) -> str:
+        """``label`` as stored (``Batch.normalise``); LabelError unless ``image`` is in the
+        batch and ``label`` a configured class (or, multi-label, a set of findings)."""
         if image not in set(self.batch.images):
             raise LabelError(f"{image!r} is not an image of the round {self.batch.round} batch "
                              f"({self.batch.dir})")
-        if label not in self.batch.classes:
-            raise LabelError(f"{label!r} is not a class of this run "
-                             f"({', '.join(self.batch.classes)})")
+        return self.batch.normalise(label)
 
     def set_many(self, labels: dict[str, str], annotator: str) -> None:
         """Record ``image -> label`` answers; all are checked before anything is written."""
-        for image, label in labels.items():
-            self.check(image, label)
+        labels = {image: self.check(image, label) for image, label in labels.items()}
         with self._lock:
             for image, label in labels.items():
                 self._answers.pop(image, None)  # a changed answer becomes the latest

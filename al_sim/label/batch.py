@@ -21,8 +21,10 @@ import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from xml.sax.saxutils import escape
 
-from al_sim.runtime.errors import DataError
+from al_sim.maths.task import LABEL_SEPARATOR, NO_FINDING
+from al_sim.runtime.errors import DataError, LabelError
 from al_sim.runtime.files import atomic_write
 
 LABELS_DIR = "labels"
@@ -72,6 +74,31 @@ class Batch:
     round: int
     classes: list[str]
     items: list[Item]
+    multilabel: bool = False  # classes are findings; an answer is a set of them (or none)
+
+    def normalise(self, label: str) -> str:
+        """``label`` as stored: a class; for multi-label the findings joined by ``|`` in class
+        order, or ``No Finding``. LabelError naming the classes otherwise."""
+        label = str(label).strip()
+        if not self.multilabel:
+            if label not in self.classes:
+                raise LabelError(f"{label!r} is not a class of this run "
+                                 f"({', '.join(self.classes)})")
+            return label
+        names = {n.strip() for n in label.split(LABEL_SEPARATOR) if n.strip()}
+        if names == {NO_FINDING}:
+            return NO_FINDING
+        strange = sorted(names - set(self.classes))
+        if not names or strange or NO_FINDING in names:
+            raise LabelError(f"{label!r} is not a set of this run's findings "
+                             f"({', '.join(self.classes)}) joined by '|', or {NO_FINDING!r} "
+                             "alone")
+        return LABEL_SEPARATOR.join(c for c in self.classes if c in names)
+
+    def bits(self, label: str) -> list[int]:
+        """A stored multi-label answer as one 0/1 per finding."""
+        names = set(label.split(LABEL_SEPARATOR))
+        return [int(c in names) for c in self.classes]
 
     @property
     def images(self) -> list[str]:
@@ -92,7 +119,8 @@ class Batch:
                 items = [Item(r["image"], int(r["pool_index"]), r["id"], r["predicted"],
                               float(r["confidence"]) if r["confidence"] else None)
                          for r in csv.DictReader(f)]
-            return cls(folder, int(meta["round"]), [str(c) for c in meta["classes"]], items)
+            return cls(folder, int(meta["round"]), [str(c) for c in meta["classes"]], items,
+                       bool(meta.get("multilabel", False)))
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise DataError(f"{folder} does not hold a readable query batch ({exc}); it is "
                             "written by python -m al_sim.run with oracle=human") from exc
@@ -121,7 +149,7 @@ class Batch:
 
 
 def write_batch(folder: Path, round_: int, classes: list[str], items: list[Item],
-                pngs: list[bytes]) -> Batch:
+                pngs: list[bytes], multilabel: bool = False) -> Batch:
     """Write a batch's files (``pngs``: each item's image as PNG bytes) into ``folder``."""
     images = folder / IMAGES_DIR
     images.mkdir(parents=True, exist_ok=True)
@@ -134,10 +162,11 @@ def write_batch(folder: Path, round_: int, classes: list[str], items: list[Item]
         writer.writerow((i.image, i.pool_index, i.id, round_, i.predicted,
                          "" if i.confidence is None else f"{i.confidence:.4f}"))
     atomic_write(folder / BATCH_FILE, out.getvalue())
-    batch = Batch(folder, round_, list(classes), items)
+    batch = Batch(folder, round_, list(classes), items, multilabel)
     atomic_write(folder / LS_TASKS_FILE, json.dumps(labelstudio_tasks(batch), indent=1))
-    atomic_write(folder / LS_CONFIG_FILE, labelstudio_config(classes))
-    meta = {"round": round_, "classes": list(classes), "n_images": len(items)}
+    atomic_write(folder / LS_CONFIG_FILE, labelstudio_config(classes, multilabel))
+    meta = {"round": round_, "classes": list(classes), "n_images": len(items),
+            "multilabel": multilabel}
     atomic_write(folder / META_FILE, json.dumps(meta, indent=1))  # last: marks it complete
     return batch
 
@@ -150,11 +179,14 @@ def labelstudio_tasks(batch: Batch) -> list[dict]:
             for i in batch.items]
 
 
-def labelstudio_config(classes: list[str]) -> str:
-    """A Label Studio labelling config: the image and one choice per class (``label``)."""
-    choices = "\n".join(f'    <Choice value="{c}"/>' for c in classes)
+def labelstudio_config(classes: list[str], multilabel: bool = False) -> str:
+    """A Label Studio labelling config: the image and one choice per class (``label``);
+    multi-label: several choices per image, plus ``No Finding``."""
+    names = [*classes, NO_FINDING] if multilabel else classes
+    choices = "\n".join(f'    <Choice value="{escape(c)}"/>' for c in names)
+    mode = "multiple" if multilabel else "single"
     return (f'<View>\n  <Image name="image" value="$image"/>\n'
-            f'  <Choices name="label" toName="image" choice="single" showInLine="true">\n'
+            f'  <Choices name="label" toName="image" choice="{mode}" showInLine="true">\n'
             f"{choices}\n  </Choices>\n</View>\n")
 
 

@@ -6,7 +6,8 @@
 <out>/unlabeled_pool_images/, test_images/    image-folder runs: the rest, to continue later
 ```
 Images come from the run's image folder when it has one (the originals),
-else from the batches' PNGs.
+else from the batches' PNGs. A multi-label run is exported as a manifest folder
+instead (:mod:`al_sim.label.export_manifest`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from al_sim.config.data import INITIAL_DIR, POOL_DIR, TEST_DIR, is_folder_dataset
 from al_sim.label.batch import IMAGES_DIR, all_batches
+from al_sim.label.export_manifest import export_manifest
 from al_sim.runtime.errors import LabelError
 from al_sim.runtime.files import atomic_write
 from al_sim.tracking.contract import CONFIG_FILE, LABELED_SET_FILE
@@ -29,14 +31,20 @@ MANIFEST_HEADER = ("file", "label", "round", "annotator", "labelled_at", "source
 GIVEN = "given"  # the annotator of labels the run started with (the initial folders)
 
 
-def _folder_root(run_dir: Path) -> Path | None:
-    """The image folder the run read, if its dataset is one."""
+def _dataset(run_dir: Path) -> DictConfig | None:
+    """The run's dataset node (from its config.yaml)."""
     path = run_dir / CONFIG_FILE
     if not path.is_file():
         return None
     config = OmegaConf.load(path)
-    dataset = config.get("dataset", {}) if isinstance(config, DictConfig) else {}
-    if not is_folder_dataset(dataset) or not dataset.get("root"):
+    node = config.get("dataset") if isinstance(config, DictConfig) else None
+    return node if isinstance(node, DictConfig) else None
+
+
+def _folder_root(run_dir: Path) -> Path | None:
+    """The image folder the run read, if its dataset is one."""
+    dataset = _dataset(run_dir)
+    if dataset is None or not is_folder_dataset(dataset) or not dataset.get("root"):
         return None
     return Path(str(dataset["root"])).expanduser().resolve()
 
@@ -71,6 +79,8 @@ def export_dataset(run_dir: Path, out: Path) -> int:
         raise LabelError(f"{run_dir} has no labelled images yet ({LABELED_SET_FILE} or "
                          "answered batches); run python -m al_sim.run there first")
     root = _folder_root(run_dir)
+    if any(batch.multilabel for batch in all_batches(run_dir)):  # sets of findings: a manifest
+        return export_manifest(rows, root, _dataset(run_dir), out)
     manifest = io.StringIO()
     writer = csv.writer(manifest)
     writer.writerow(MANIFEST_HEADER)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +17,9 @@ from PIL import Image
 
 from al_sim.core.events import LabelsPending
 from al_sim.data.base import ALDataset
+from al_sim.data.dicom import is_dicom, read_dicom
 from al_sim.label.batch import Batch, Item, batch_dir, write_batch
-from al_sim.runtime.errors import DataError
+from al_sim.runtime.errors import DataError, LabelError
 from al_sim.strategies.base import ModelView
 
 MAX_SOURCE_SIDE = 2048  # original images larger than this are shrunk for the page
@@ -43,8 +45,14 @@ def view_png(pixels: np.ndarray, size: int) -> bytes:
     return _png(_enlarged(Image.fromarray(np.ascontiguousarray(arr)), size))
 
 
-def source_png(path: Path, size: int) -> bytes:
-    """An original image file as PNG: small ones enlarged, huge ones shrunk."""
+def source_png(path: Path, size: int, window: Sequence[float] | None = None) -> bytes:
+    """An original image file as PNG: small ones enlarged, huge ones shrunk; a DICOM file
+    windowed as the model sees it (``dataset.window``, else the file's own)."""
+    if is_dicom(path):
+        pixels = Image.fromarray(read_dicom(path, None if window is None else (
+            float(window[0]), float(window[1]))))
+        pixels.thumbnail((MAX_SOURCE_SIDE, MAX_SOURCE_SIDE))
+        return _png(_enlarged(pixels, size))
     with Image.open(path) as opened:
         opened.load()
         img: Image.Image = opened
@@ -63,11 +71,11 @@ class HumanOracle:
     """
 
     def __init__(self, run_dir: Path, dataset: ALDataset, view_size: int = 256,
-                 source_root: Path | None = None) -> None:
+                 source_root: Path | None = None, window: Sequence[float] | None = None) -> None:
         self.run_dir, self.dataset, self.view_size = Path(run_dir), dataset, view_size
-        self.source_root = source_root
+        self.source_root, self.window = source_root, window
         given = dataset.initial_labeled if dataset.initial_labeled is not None else np.array([])
-        self._given = {int(i): int(dataset.pool_y[i]) for i in given}
+        self._given = {int(i): dataset.pool_y[i] for i in given}  # a class, or finding bits
         self.n_annotated = 0
 
     def truth(self, indices: np.ndarray) -> np.ndarray:
@@ -80,7 +88,8 @@ class HumanOracle:
         indices = np.asarray(indices, dtype=np.int64)
         if all(int(i) in self._given for i in indices):
             self.n_annotated += len(indices)
-            return np.array([self._given[int(i)] for i in indices], dtype=np.int64)
+            return np.array([self._given[int(i)] for i in indices], dtype=np.int64).reshape(
+                len(indices), *self.dataset.pool_y.shape[1:])
         folder = batch_dir(self.run_dir, round_)
         batch = self._existing(folder, indices)
         if batch is None:
@@ -92,14 +101,16 @@ class HumanOracle:
             raise LabelsPending(self._message(batch, missing, partial), round_, folder, missing,
                                 partial)
         answers = batch.read_answers()
-        index = {c: k for k, c in enumerate(self.dataset.class_names)}
-        strange = sorted({a.label for a in answers.values()} - set(index))
-        if strange:
-            raise DataError(f"{batch.answers_path} has label(s) {', '.join(strange)} that are "
-                            f"not classes ({', '.join(index)}); fix them with "
-                            f"python -m al_sim.label {self.run_dir}")
+        try:
+            labels = [batch.normalise(answers[name].label) for name in batch.images]
+        except LabelError as exc:
+            raise DataError(f"{batch.answers_path}: {exc}; fix it with "
+                            f"python -m al_sim.label {self.run_dir}") from None
         self.n_annotated += len(indices)
-        return np.array([index[answers[name].label] for name in batch.images], dtype=np.int64)
+        if self.dataset.multilabel:
+            return np.array([batch.bits(label) for label in labels], dtype=np.int64)
+        index = {c: k for k, c in enumerate(self.dataset.class_names)}
+        return np.array([index[label] for label in labels], dtype=np.int64)
 
     def _existing(self, folder: Path, indices: np.ndarray) -> Batch | None:
         """The batch already written for exactly ``indices`` (a stale one is removed)."""
@@ -122,16 +133,20 @@ class HumanOracle:
         for k, idx in enumerate(indices.tolist()):
             ident = ids[idx] if ids is not None else str(idx)
             predicted, confidence = "", None
-            if probs is not None:
+            if probs is not None and self.dataset.multilabel:  # the findings above 0.5
+                predicted = self.dataset.task.describe(probs[k] >= 0.5)
+                confidence = float(np.maximum(probs[k], 1.0 - probs[k]).min())
+            elif probs is not None:
                 predicted = self.dataset.class_names[int(probs[k].argmax())]
                 confidence = float(probs[k].max())
             items.append(Item(f"{idx:07d}.png", idx, ident, predicted, confidence))
             source = None if self.source_root is None or ids is None else self.source_root / ident
             if source is not None and source.is_file():
-                pngs.append(source_png(source, self.view_size))
+                pngs.append(source_png(source, self.view_size, self.window))
             else:
                 pngs.append(view_png(self.dataset.pool_x[idx].numpy(), self.view_size))
-        return write_batch(folder, round_, self.dataset.class_names, items, pngs)
+        return write_batch(folder, round_, self.dataset.class_names, items, pngs,
+                           self.dataset.multilabel)
 
     def _message(self, batch: Batch, missing: int, partial: bool) -> str:
         n = len(batch.items)

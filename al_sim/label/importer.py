@@ -7,6 +7,7 @@ folder's file name). Everything is checked first; a bad file writes nothing.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 from pathlib import Path, PurePosixPath
@@ -14,6 +15,7 @@ from urllib.parse import parse_qs, unquote, urlparse
 
 from al_sim.label.answers import AnswerBook, listing
 from al_sim.label.batch import Batch
+from al_sim.maths.task import LABEL_SEPARATOR
 from al_sim.runtime.errors import LabelError
 
 FILE_COLUMNS = ("file", "image")  # the first one present names the image
@@ -76,12 +78,14 @@ def _json_rows(data: object, name: str) -> list[tuple[str, str, str | None]]:
 
 
 def _choice(value: object) -> str:
+    """A choice as text; several (Label Studio's ``choice="multiple"``) joined by ``|``."""
+    if isinstance(value, str) and value.lstrip().startswith("{"):  # LS CSV: {"choices": [...]}
+        with contextlib.suppress(json.JSONDecodeError):  # else: a label that starts with {
+            value = json.loads(value)
     if isinstance(value, dict) and "choices" in value:
         value = value["choices"]
     if isinstance(value, list):
-        if len(value) != 1:
-            raise LabelError(f"one class per image, got {value}")
-        value = value[0]
+        return LABEL_SEPARATOR.join(str(v).strip() for v in value)
     return str(value).strip()
 
 
@@ -95,7 +99,7 @@ def _csv_rows(text: str, name: str) -> list[tuple[str, str, str | None]]:
     rows = []
     for row in reader:
         if (row.get(column) or "").strip() and (row.get(LABEL_COLUMN) or "").strip():
-            rows.append((row[column], row[LABEL_COLUMN].strip(), row.get("annotator") or None))
+            rows.append((row[column], _choice(row[LABEL_COLUMN]), row.get("annotator") or None))
         elif (row.get(column) or "").strip() == "" and (row.get(LABEL_COLUMN) or "").strip():
             raise LabelError(f"{name}: line {reader.line_num} has a label but no file")
     return rows
@@ -127,11 +131,17 @@ def read_labels(path: Path, batch: Batch) -> tuple[dict[str, str], dict[str, str
     if unknown:
         raise LabelError(f"{path}: {len(unknown)} row(s) name images not in the round "
                          f"{batch.round} batch: {listing(unknown)}")
-    strange = sorted({label for _, label, _ in rows if label not in batch.classes})
-    if strange:
-        raise LabelError(f"{path}: label(s) {listing(strange)} are not classes of this run "
-                         f"({', '.join(batch.classes)})")
+    strange, stored = [], []
     for ref, label, annotator in rows:
+        try:
+            stored.append((ref, batch.normalise(label), annotator))
+        except LabelError:
+            strange.append(label)
+    if strange:
+        what = "sets of findings" if batch.multilabel else "classes"
+        raise LabelError(f"{path}: label(s) {listing(sorted(set(strange)))} are not {what} of "
+                         f"this run ({', '.join(batch.classes)})")
+    for ref, label, annotator in stored:
         image = names[_basename(ref)]
         if labels.setdefault(image, label) != label:
             raise LabelError(f"{path}: {ref} has two different labels")

@@ -22,6 +22,7 @@ from werkzeug.serving import make_server
 
 from al_sim.label.answers import AnswerBook
 from al_sim.label.batch import IMAGES_DIR, Batch
+from al_sim.maths.task import NO_FINDING
 from al_sim.runtime.errors import LabelError
 
 _HEADERS = {
@@ -79,7 +80,8 @@ def create_app(batch: Batch, run_dir: Path, token: str, annotator: str,
             if suggest and item.predicted:
                 entry["suggestion"] = {"label": item.predicted, "confidence": item.confidence}
             images.append(entry)
-        return jsonify(round=batch.round, classes=batch.classes, images=images,
+        return jsonify(round=batch.round, classes=batch.classes, multilabel=batch.multilabel,
+                       no_finding=NO_FINDING, images=images,
                        annotator=annotator, **book.progress())
 
     @app.get("/image/<path:name>")

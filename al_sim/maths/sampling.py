@@ -37,3 +37,13 @@ def flip_labels(labels: np.ndarray, rate: float, n_classes: int,
     shift = rng.integers(1, n_classes, size=int(flip.sum()))
     out[flip] = (out[flip] + shift) % n_classes
     return out
+
+
+def flip_bits(labels: np.ndarray, rate: float, rng: np.random.Generator) -> np.ndarray:
+    """A copy of the 0/1 matrix ``labels`` with each bit flipped with probability ``rate``."""
+    out = np.array(labels, dtype=np.int64)
+    if rate <= 0:
+        return out
+    flip = rng.random(out.shape) < rate
+    out[flip] = 1 - out[flip]
+    return out

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import sys
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -43,12 +43,15 @@ from al_sim.report.tables import markdown_report, write_csv_tables, write_record
 from al_sim.runtime.errors import ALSimError
 from al_sim.tracking.contract import (
     ACCURACY,
+    AUTO_METRIC,
     BALANCED_ACCURACY,
     FINAL_AULC,
     FULL_STRATEGY,
+    TASK_TAG,
     TEST_KEYS,
     aulc_key,
     lower_is_better,
+    primary_metric,
     results_neutral,
     sqlite_file,
     tracking_uri,
@@ -177,12 +180,25 @@ def baseline_for(setting: Setting, baselines: list[StoredRun],
     return (float(np.mean(finals)), len(finals)) if finals else None
 
 
+def task_metric(runs: list[StoredRun]) -> str:
+    """The primary metric of the runs' task (tag ``al_sim.task``; untagged: single-label)."""
+    metrics = sorted({primary_metric(r.tags.get(TASK_TAG)) for r in runs})
+    if len(metrics) > 1:
+        tasks = sorted({r.tags.get(TASK_TAG, "single-label") for r in runs})
+        raise ReportError(f"the runs mix tasks ({', '.join(tasks)}); set metric=<a metric "
+                          "they all log>, e.g. metric=test/auroc")
+    return metrics[0] if metrics else primary_metric(None)
+
+
 def build_report(conf: CompareConf, reader: RunReader, ref: SweepRef | None = None) -> Report:
     """Select the runs (unless ``ref`` is given), check they compare, compute every number."""
     ref = ref or reader.select(conf.tracking.experiment, conf.sweep_id)
-    keys = list(dict.fromkeys([conf.metric, ACCURACY, BALANCED_ACCURACY, *TEST_KEYS, *STOP_KEYS]))
+    wanted = [] if conf.metric == AUTO_METRIC else [conf.metric]
+    keys = list(dict.fromkeys([*wanted, ACCURACY, BALANCED_ACCURACY, *TEST_KEYS, *STOP_KEYS]))
     rules = rules_of(conf.stop_rules)
     found, statuses = reader.runs(ref, keys)
+    if conf.metric == AUTO_METRIC:
+        conf = replace(conf, metric=task_metric(found))
     what = f"sweep {ref.sweep_id}" if ref.sweep_id else "any run"
     where = f"{what} of experiment {ref.experiment!r}"
     if not statuses:

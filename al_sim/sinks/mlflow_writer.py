@@ -29,6 +29,7 @@ from al_sim.core.events import (
     RunCallback,
     RunInfo,
 )
+from al_sim.data.base import ALDataset
 from al_sim.runtime.errors import AlreadyFinishedError, TrackingError, error_message, storable
 from al_sim.tracking.contract import (
     ARTIFACTS,
@@ -44,6 +45,7 @@ from al_sim.tracking.contract import (
     STOPPED_BY_TAG,
     SWEEP_ID_TAG,
     SWEEP_ROLE,
+    TASK_TAG,
     TEST_KEYS,
     TRAIN_S,
     WAITING_TAG,
@@ -226,6 +228,11 @@ class MLflowWriter(RunCallback):
     def state_dict(self) -> dict:
         return {"run_id": self.run_id}
 
+    def on_run_start(self, dataset: ALDataset, rounds: int) -> None:
+        if self.run_id is not None:  # the report picks the task's primary metric from it
+            tag = RunTag(TASK_TAG, str(dataset.task.kind))
+            self._call("tag logging", lambda: self._store.log_batch(self._run, tags=[tag]))
+
     def on_round_end(self, result: RoundResult) -> None:
         step = result.n_labeled
         if step in self._logged_steps:  # logged before a crash, recomputed identically
@@ -247,7 +254,8 @@ class MLflowWriter(RunCallback):
         now, last = int(time.time() * 1000), result.rounds[-1].n_labeled
         metrics = [Metric(FINAL_AULC, result.aulc, now, last),
                    Metric(FINAL_N_ANNOTATED, float(result.n_annotated), now, last)]
-        metrics += [Metric(aulc_key(k), result.aulc_of(k), now, last) for k in TEST_KEYS
+        keys = dict.fromkeys([*TEST_KEYS, *result.rounds[-1].metrics])  # and per-finding ones
+        metrics += [Metric(aulc_key(k), result.aulc_of(k), now, last) for k in keys
                     if all(k in r.metrics for r in result.rounds)]
         tags = [] if result.stopped_by is None else [RunTag(STOPPED_BY_TAG, result.stopped_by)]
         self._call("metric logging", lambda: self._store.log_batch(self._run, metrics=metrics,

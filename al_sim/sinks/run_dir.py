@@ -41,8 +41,17 @@ from al_sim.tracking.contract import (
     TRAIN_S,
 )
 
+# labels: the class index, or for multi-label the finding bits joined by "|" (maths.task)
 QUERIES_HEADER = (ROUND, "pool_index", "score", "oracle_label", "true_label")
 METRICS_HEADER = (ROUND, N_LABELED, *TEST_KEYS, TRAIN_S, QUERY_S, EVAL_S)
+TIMES = (TRAIN_S, QUERY_S, EVAL_S)
+
+
+def _label_cell(label: np.ndarray) -> str | int:
+    """A class index, or a row of finding bits as ``0|1|0`` ("" for unknown: -1)."""
+    if np.ndim(label) == 0:
+        return int(label) if label >= 0 else ""
+    return "" if (label < 0).any() else "|".join(str(int(b)) for b in label)
 
 
 def _fmt(value: float) -> str:
@@ -63,6 +72,7 @@ class RunDirWriter(RunCallback):
         self._rounds: list[RoundResult] = []
         self._pool: LabelPool | None = None  # the labelled set, as of the last checkpoint
         self._dataset: ALDataset | None = None
+        self._metric_keys: tuple[str, ...] | None = None  # metrics.csv's columns, once known
 
     @property
     def queries_csv(self) -> Path:
@@ -94,6 +104,7 @@ class RunDirWriter(RunCallback):
             csv.writer(f).writerow(QUERIES_HEADER)
         with self.metrics_csv.open("w", newline="") as f:
             csv.writer(f).writerow(METRICS_HEADER)
+        self._metric_keys = None  # a task's own metrics extend the header at the first round
 
     def _append_queries(self, record: QueryRecord) -> None:
         with self.queries_csv.open("a", newline="") as f:
@@ -101,15 +112,23 @@ class RunDirWriter(RunCallback):
             for idx, score, given, true in zip(record.indices, record.scores,
                                                record.oracle_labels, record.true_labels,
                                                strict=True):
-                writer.writerow((record.round, int(idx), _fmt(float(score)), int(given),
-                                 int(true) if true >= 0 else ""))  # -1: truth unknown
+                writer.writerow((record.round, int(idx), _fmt(float(score)), _label_cell(given),
+                                 _label_cell(true)))
 
     def _append_metrics(self, result: RoundResult) -> None:
-        row: list[int | str] = [result.round, result.n_labeled]
-        row += [_fmt(result.metrics[k]) for k in TEST_KEYS]
-        row += [_fmt(result.train_s), _fmt(result.query_s), _fmt(result.eval_s)]
+        """One row; the contract's metrics first, then a task's own (``test/auroc/<finding>``)."""
+        if self._metric_keys is None:
+            extra = [k for k in result.metrics if k not in TEST_KEYS]
+            self._metric_keys = (*TEST_KEYS, *extra)
+            if extra:  # no row yet: the header alone is rewritten
+                with self.metrics_csv.open("w", newline="") as f:
+                    csv.writer(f).writerow((ROUND, N_LABELED, *self._metric_keys, *TIMES))
         with self.metrics_csv.open("a", newline="") as f:
-            csv.writer(f).writerow(row)
+            writer = csv.writer(f)
+            row: list[int | str] = [result.round, result.n_labeled]
+            row += [_fmt(result.metrics.get(k, math.nan)) for k in self._metric_keys]
+            row += [_fmt(result.train_s), _fmt(result.query_s), _fmt(result.eval_s)]
+            writer.writerow(row)
 
     def on_query(self, record: QueryRecord, dataset: ALDataset) -> None:
         self._append_queries(record)
@@ -160,8 +179,8 @@ class RunDirWriter(RunCallback):
             for idx, label, round_ in zip(labeled[order], pool.labels_of(labeled[order]),
                                           rounds[order], strict=True):
                 ident = ids[idx] if ids is not None else str(int(idx))
-                writer.writerow((int(idx), ident, int(label), dataset.class_names[label],
-                                 int(round_)))
+                writer.writerow((int(idx), ident, _label_cell(label),
+                                 dataset.task.describe(label), int(round_)))
         return path
 
     def _grid(self, record: QueryRecord, dataset: ALDataset) -> Path:
@@ -169,7 +188,7 @@ class RunDirWriter(RunCallback):
         images = dataset.pool_x[np.asarray(show, dtype=np.int64)].numpy()
         captions = []
         for idx, score, given in zip(show, record.scores, record.oracle_labels, strict=False):
-            text = f"#{int(idx)} {dataset.class_names[int(given)]}"
+            text = f"#{int(idx)} {dataset.task.describe(given)}"
             if not math.isnan(float(score)):
                 text += f"\n{float(score):.3f}"
             captions.append(text)

@@ -10,6 +10,13 @@ from typing import Protocol
 
 import numpy as np
 
+from al_sim.maths.task import Task
+from al_sim.strategies.multilabel import check_reduction, finding_scores, reduce_findings
+
+# the built-in strategies that serve multi-label outputs (named in the refusal of others)
+MULTILABEL_STRATEGIES = ("random", "least_confidence", "margin", "entropy", "bald",
+                         "power_entropy", "power_bald", "coreset", "badge", "typiclust", "cvirs")
+
 
 class ModelView(Protocol):
     """What a strategy may ask of the current model, for pool indices."""
@@ -42,6 +49,12 @@ class QueryContext:
     n_classes: int
     rng: np.random.Generator
     round: int = 0
+    task: Task | None = None  # None: single-label
+
+    @property
+    def multilabel(self) -> bool:
+        """Whether the probabilities are per-finding sigmoids (``N x F``), not a softmax."""
+        return self.task is not None and self.task.multilabel
 
 
 @dataclass
@@ -67,6 +80,8 @@ class Strategy(ABC):
     """
 
     name: str = "strategy"
+    multilabel: bool = False  # whether it serves multi-label (sigmoid) outputs; refused otherwise
+    single_label: bool = True  # whether it serves single-label (softmax) outputs
 
     def __init__(self, name: str | None = None) -> None:
         if name is not None:
@@ -148,15 +163,32 @@ def _rows(bad: np.ndarray) -> str:
 
 
 class ScoringStrategy(Strategy):
-    """Takes the top-k images by a pure function of predicted probabilities."""
+    """Takes the top-k images by a pure function of predicted probabilities.
+
+    Multi-label: the score per finding (a two-class decision), reduced over the findings
+    by ``reduction`` (``mean`` or ``max``).
+    """
+
+    multilabel = True
+
+    def __init__(self, name: str | None = None, *, reduction: str = "mean") -> None:
+        super().__init__(name)
+        self.reduction = check_reduction(reduction)
 
     @staticmethod
     @abstractmethod
     def score(probs: np.ndarray) -> np.ndarray:
         """Informativeness per row of ``probs`` (``N x C``); higher is picked first."""
 
+    def scores(self, ctx: QueryContext) -> np.ndarray:
+        """One score per image of ``ctx.unlabeled``."""
+        probs = ctx.model.probs(ctx.unlabeled)
+        if ctx.multilabel:
+            return reduce_findings(finding_scores(self.score, probs), self.reduction)
+        return self.score(probs)
+
     def select(self, ctx: QueryContext, k: int) -> Selection:
-        scores = self.score(ctx.model.probs(ctx.unlabeled))
+        scores = self.scores(ctx)
         picked = top_k(scores, k, ctx.rng)
         return Selection(ctx.unlabeled[picked], scores[picked])
 
@@ -169,8 +201,10 @@ class ArrayModelView:
     """
 
     def __init__(self, probs: np.ndarray | None = None, features: np.ndarray | None = None,
-                 mc: np.ndarray | None = None) -> None:
+                 mc: np.ndarray | None = None, multilabel: bool = False) -> None:
+        """``multilabel``: probabilities are per-finding sigmoids (rows need not sum to 1)."""
         self._probs, self._features, self._mc = probs, features, mc
+        self.multilabel = multilabel
         self._checked: set[str] = set()  # each array is checked once, when first asked for
 
     def _take(self, array: np.ndarray | None, what: str, indices: np.ndarray,
@@ -178,7 +212,7 @@ class ArrayModelView:
         if array is None:
             raise ValueError(f"this ArrayModelView holds no {what}")
         if what not in self._checked:
-            checked_array(array, what, probabilities_axis)
+            checked_array(array, what, None if self.multilabel else probabilities_axis)
             self._checked.add(what)
         return array[indices]
 

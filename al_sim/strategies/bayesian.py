@@ -12,7 +12,16 @@ import numpy as np
 
 from al_sim.config.checks import positive
 from al_sim.strategies.base import QueryContext, Selection, Strategy, top_k
+from al_sim.strategies.multilabel import check_reduction, finding_mc_scores, reduce_findings
 from al_sim.strategies.uncertainty import entropy_score
+
+
+def mc_scores(ctx: QueryContext, samples: int, reduction: str) -> np.ndarray:
+    """BALD of every image of ``ctx.unlabeled``; multi-label: per finding, then reduced."""
+    mc = ctx.model.mc_probs(ctx.unlabeled, samples)
+    if ctx.multilabel:
+        return reduce_findings(finding_mc_scores(bald_score, mc), reduction)
+    return bald_score(mc)
 
 
 def bald_score(mc_probs: np.ndarray) -> np.ndarray:
@@ -39,13 +48,16 @@ class BALD(Strategy):
     """
 
     name = "bald"
+    multilabel = True  # BALD per finding, reduced by ``reduction``
 
-    def __init__(self, name: str | None = None, *, mc_samples: int) -> None:
+    def __init__(self, name: str | None = None, *, mc_samples: int,
+                 reduction: str = "mean") -> None:
         super().__init__(name)
         positive("strategy", mc_samples=mc_samples)
         self.mc_samples = mc_samples
+        self.reduction = check_reduction(reduction)
 
     def select(self, ctx: QueryContext, k: int) -> Selection:
-        scores = bald_score(ctx.model.mc_probs(ctx.unlabeled, self.mc_samples))
+        scores = mc_scores(ctx, self.mc_samples, self.reduction)
         picked = top_k(scores, k, ctx.rng)
         return Selection(ctx.unlabeled[picked], scores[picked])

@@ -126,6 +126,7 @@ class CoreSet(_ChunkedStrategy):
     """
 
     name = "coreset"
+    multilabel = True  # embeddings only
 
     def select(self, ctx: QueryContext, k: int) -> Selection:
         check_budget(k, len(ctx.unlabeled))
@@ -144,6 +145,14 @@ def gradient_embedding_factors(features: np.ndarray,
     a = np.array(probs, dtype=np.float64)
     a[np.arange(len(a)), np.argmax(a, axis=1)] -= 1.0
     return a, np.asarray(features)
+
+
+def sigmoid_gradient_factors(features: np.ndarray,
+                             probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """BADGE's gradient embedding for a sigmoid head: the BCE gradient at the hallucinated
+    labels ``y_f = [p_f >= 0.5]`` is ``(p - y) outer z``; returns ``(p - y, z)``."""
+    p = np.array(probs, dtype=np.float64)
+    return p - (p >= 0.5), np.asarray(features)
 
 
 def kmeanspp_outer(a: np.ndarray, z: np.ndarray, k: int, rng: np.random.Generator,
@@ -197,10 +206,12 @@ class BADGE(_ChunkedStrategy):
     """
 
     name = "badge"
+    multilabel = True  # sigmoid head: per-finding gradients (sigmoid_gradient_factors)
 
     def select(self, ctx: QueryContext, k: int) -> Selection:
         check_budget(k, len(ctx.unlabeled))
         features, probs = ctx.model.features_and_probs(ctx.unlabeled)
-        a, z = gradient_embedding_factors(features, probs)
+        factors = sigmoid_gradient_factors if ctx.multilabel else gradient_embedding_factors
+        a, z = factors(features, probs)
         picked, scores = kmeanspp_outer(a, z, k, ctx.rng, self.chunk_size)
         return Selection(ctx.unlabeled[picked], scores)

@@ -24,8 +24,9 @@ def random_initial(dataset: ALDataset, k: int, rng: np.random.Generator) -> np.n
 
 
 def stratified_initial(dataset: ALDataset, k: int, rng: np.random.Generator) -> np.ndarray:
-    """``k`` pool indices in the pool's class shares (every class at least once when k allows)."""
-    return stratified_sample(dataset.pool_y, k, rng)
+    """``k`` pool indices in the pool's class shares (every class at least once when k allows;
+    multi-label: strata by each image's rarest finding, ``Task.strata``)."""
+    return stratified_sample(dataset.task.strata(dataset.pool_y), k, rng)
 
 
 def pixel_embedding(images: torch.Tensor, chunk_size: int | None = None) -> np.ndarray:

@@ -11,6 +11,7 @@ class RandomSampling(Strategy):
     """Uniform sampling without replacement from the unlabelled pool."""
 
     name = "random"
+    multilabel = True  # no model outputs used
 
     def select(self, ctx: QueryContext, k: int) -> Selection:
         picked = ctx.rng.choice(ctx.unlabeled, size=k, replace=False)

@@ -15,7 +15,8 @@ import numpy as np
 
 from al_sim.config.checks import positive
 from al_sim.strategies.base import QueryContext, Selection, Strategy
-from al_sim.strategies.bayesian import bald_score
+from al_sim.strategies.bayesian import mc_scores
+from al_sim.strategies.multilabel import check_reduction, finding_scores, reduce_findings
 from al_sim.strategies.uncertainty import entropy_score
 
 
@@ -39,12 +40,16 @@ def power_sample(scores: np.ndarray, k: int, beta: float, rng: np.random.Generat
 
 
 class _PowerSampling(Strategy):
-    """Power sampling over the pool scores given by :meth:`scores`."""
+    """Power sampling over the pool scores given by :meth:`scores` (multi-label: the score
+    reduced over findings by ``reduction``)."""
 
-    def __init__(self, name: str | None = None, *, beta: float) -> None:
+    multilabel = True
+
+    def __init__(self, name: str | None = None, *, beta: float, reduction: str = "mean") -> None:
         super().__init__(name)
         positive("strategy", beta=beta)
         self.beta = beta
+        self.reduction = check_reduction(reduction)
 
     @abstractmethod
     def scores(self, ctx: QueryContext) -> np.ndarray:
@@ -65,7 +70,10 @@ class PowerEntropy(_PowerSampling):
     name = "power_entropy"
 
     def scores(self, ctx: QueryContext) -> np.ndarray:
-        return entropy_score(ctx.model.probs(ctx.unlabeled))
+        probs = ctx.model.probs(ctx.unlabeled)
+        if ctx.multilabel:
+            return reduce_findings(finding_scores(entropy_score, probs), self.reduction)
+        return entropy_score(probs)
 
 
 class PowerBALD(_PowerSampling):
@@ -76,10 +84,11 @@ class PowerBALD(_PowerSampling):
 
     name = "power_bald"
 
-    def __init__(self, name: str | None = None, *, beta: float, mc_samples: int) -> None:
-        super().__init__(name, beta=beta)
+    def __init__(self, name: str | None = None, *, beta: float, mc_samples: int,
+                 reduction: str = "mean") -> None:
+        super().__init__(name, beta=beta, reduction=reduction)
         positive("strategy", mc_samples=mc_samples)
         self.mc_samples = mc_samples
 
     def scores(self, ctx: QueryContext) -> np.ndarray:
-        return bald_score(ctx.model.mc_probs(ctx.unlabeled, self.mc_samples))
+        return mc_scores(ctx, self.mc_samples, self.reduction)

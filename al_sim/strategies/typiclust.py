@@ -85,6 +85,7 @@ class TypiClust(Strategy):
     """
 
     name = "typiclust"
+    multilabel = True  # embeddings only
 
     def __init__(self, name: str | None = None, *, k_neighbors: int, max_clusters: int) -> None:
         super().__init__(name)

@@ -20,6 +20,16 @@ FINAL_AULC, FINAL_N_ANNOTATED = "final/aulc", "final/n_annotated"  # final/aulc:
 FINAL_AULC_PREFIX = "final/aulc_"  # final/aulc_<metric>: AULC of each test metric
 STOP_PREFIX = "stop/"  # stop/<signal>: stopping signals after every round (maths.stop_signals)
 PRIMARY_METRIC = BALANCED_ACCURACY  # the comparison report's default (rare classes count)
+# Multi-label runs (tag al_sim.task=multilabel) also log test/average_precision and
+# test/auroc/<finding>; their primary metric is the macro AUROC over findings.
+MULTILABEL_PRIMARY_METRIC = "test/auroc"
+AUTO_METRIC = "auto"  # compare.metric=auto: the runs' task's primary metric
+TASK_TAG = "al_sim.task"  # binary | multiclass | multilabel (maths.task)
+
+
+def primary_metric(task: str | None) -> str:
+    """The comparison's default metric for runs of ``task`` (a TASK_TAG value)."""
+    return MULTILABEL_PRIMARY_METRIC if task == "multilabel" else PRIMARY_METRIC
 
 
 def aulc_key(metric: str) -> str:
