@@ -26,6 +26,7 @@ import numpy as np
 
 from al_sim.runtime.errors import DataError
 from al_sim.runtime.files import atomic_write
+from al_sim.runtime.reading import reading
 
 try:
     import resource
@@ -36,6 +37,7 @@ log = logging.getLogger(__name__)
 
 _LOCAL_HEADER = struct.Struct("<4sHHHHHIIIHH")  # the zip local file header (30 bytes)
 _LOCAL_SIGNATURE = b"PK\x03\x04"
+_REDOWNLOAD = "re-download the file"
 _COPY_CHUNK = 16 << 20  # bytes decompressed per step when extracting a member
 _MB = 1 << 20
 AUTO_SHARE = 0.25  # auto: arrays above this share of the process's memory are memory-mapped
@@ -71,23 +73,28 @@ def _read_header(f: IO[bytes]) -> tuple[tuple[int, ...], bool, np.dtype, int]:
 
 
 def member(archive: zipfile.ZipFile, key: str, path: Path) -> Member:
-    """The layout of array ``key``; DataError when it is missing, damaged or pickled."""
+    """The layout of array ``key``; DataError when it is missing, damaged, pickled or when its
+    header claims more data than the archive holds."""
     try:
         info = archive.getinfo(f"{key}.npy")
-        with archive.open(info) as f:
-            shape, fortran, dtype, header_len = _read_header(f)
     except KeyError as exc:
         raise DataError(f"{path} has no array {key!r}") from exc
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise DataError(f"{path}: array {key!r} is damaged ({exc}); re-download the file") \
-            from exc
+    with reading(path, f"array {key!r}", _REDOWNLOAD), archive.open(info) as f:
+        shape, fortran, dtype, header_len = _read_header(f)
     if dtype.hasobject:
         raise DataError(
             f"{path}: array {key!r} holds pickled Python objects; al_sim never loads pickles "
             "(allow_pickle=False): save the images and labels as plain integer arrays"
         )
-    return Member(key, tuple(shape), dtype, fortran, header_len,
-                  info.compress_type != zipfile.ZIP_STORED, info)
+    m = Member(key, tuple(shape), dtype, fortran, header_len,
+               info.compress_type != zipfile.ZIP_STORED, info)
+    held = info.file_size - header_len
+    if held < m.nbytes:
+        raise DataError(
+            f"{path}: array {key!r} claims {' x '.join(map(str, m.shape)) or 'a scalar'} "
+            f"{dtype} ({m.nbytes} bytes) but the archive holds {max(held, 0)} bytes of it; "
+            f"the file is truncated or damaged: {_REDOWNLOAD}")
+    return m
 
 
 def _stored_offset(path: Path, m: Member) -> int:
@@ -202,14 +209,16 @@ def in_memory_max_bytes(in_memory_max_mb: float | None) -> int:
 def read_member(archive: zipfile.ZipFile, path: Path, key: str, in_memory_max_bytes: int,
                 cache_dir: Path | None = None) -> np.ndarray:
     """Array ``key``: read whole up to ``in_memory_max_bytes``, memory-mapped above."""
+    with reading(path, f"array {key!r}", _REDOWNLOAD):
+        return _read_member(archive, path, key, in_memory_max_bytes, cache_dir)
+
+
+def _read_member(archive: zipfile.ZipFile, path: Path, key: str, in_memory_max_bytes: int,
+                 cache_dir: Path | None) -> np.ndarray:
     m = member(archive, key, path)
     if m.nbytes <= in_memory_max_bytes:
-        try:
-            with archive.open(m.info) as f:
-                return np.lib.format.read_array(f, allow_pickle=False)
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-            raise DataError(f"{path}: array {key!r} is damaged ({exc}); re-download the file") \
-                from exc
+        with archive.open(m.info) as f:
+            return np.lib.format.read_array(f, allow_pickle=False)
     if not m.compressed:
         log.info("%s: memory-mapping %s (%.0f MB) in place", path.name, key, m.nbytes / _MB)
         return _map(path, m, _stored_offset(path, m))
