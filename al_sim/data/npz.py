@@ -12,6 +12,8 @@ the process never holds the whole array.
 
 from __future__ import annotations
 
+import errno
+import json
 import logging
 import shutil
 import struct
@@ -121,11 +123,23 @@ def cache_file(path: Path, key: str, cache_dir: Path | None) -> Path:
     return folder / f"{path.stem}.{key}.npy"
 
 
+def _source_of(path: Path, m: Member) -> str:
+    """What the cache of ``m`` was extracted from, by content: the member's CRC-32 (zipfile
+    checks it on every extraction) and sizes, not the archive's modification time (a
+    corrected copy made with ``cp -p`` or ``rsync -a`` keeps an older one)."""
+    return json.dumps({"archive": path.name, "member": m.info.filename, "crc32": m.info.CRC,
+                       "size": m.info.file_size, "compressed": m.info.compress_size})
+
+
+def _stamp(cache: Path) -> Path:
+    return cache.with_name(f"{cache.name}.source")
+
+
 def _cache_is_current(cache: Path, archive: Path, m: Member) -> bool:
     try:
+        if _stamp(cache).read_text() != _source_of(archive, m):
+            return False  # extracted from other content (or by an older al_sim)
         stat = cache.stat()
-        if stat.st_mtime_ns < archive.stat().st_mtime_ns:
-            return False  # the archive was replaced after the cache was written
         with cache.open("rb") as f:
             shape, fortran, dtype, header_len = _read_header(f)
     except (OSError, ValueError):
@@ -134,16 +148,21 @@ def _cache_is_current(cache: Path, archive: Path, m: Member) -> bool:
         stat.st_size == header_len + m.nbytes
 
 
+_CACHE_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
+
+
 def _extract(archive: zipfile.ZipFile, path: Path, m: Member, cache: Path) -> None:
-    """Decompress member ``m`` (itself an ``.npy`` file) into ``cache``, atomically."""
+    """Decompress member ``m`` (itself an ``.npy`` file) into ``cache``, atomically, then
+    record what it came from."""
+    writable = (f"set dataset.cache_dir= to a writable folder with {m.nbytes / _MB:.0f} MB "
+                "free")
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
         free = shutil.disk_usage(cache.parent).free
     except OSError as exc:
         raise DataError(
-            f"cannot create {cache.parent} to extract {m.key} of {path.name} ({exc}); set "
-            "dataset.cache_dir= to a writable folder with "
-            f"{m.nbytes / _MB:.0f} MB free") from exc
+            f"cannot create {cache.parent} to extract {m.key} of {path.name} ({exc}); "
+            f"{writable}") from exc
     if free < m.info.file_size:
         raise DataError(
             f"{cache.parent} has {free / _MB:.0f} MB free but extracting {m.key} of {path.name} "
@@ -157,10 +176,15 @@ def _extract(archive: zipfile.ZipFile, path: Path, m: Member, cache: Path) -> No
             shutil.copyfileobj(src, out, _COPY_CHUNK)  # zipfile checks the CRC at the end
 
     try:
+        _stamp(cache).unlink(missing_ok=True)
         atomic_write(cache, copy)
-    except (OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise DataError(f"{path}: extracting {m.key!r} to {cache} failed ({exc}); re-download "
-                        "the file or free disk space") from exc
+        atomic_write(_stamp(cache), _source_of(path, m))
+    except OSError as exc:
+        if exc.errno in _CACHE_ERRNOS:
+            raise DataError(f"cannot write the extraction cache {cache.parent} "
+                            f"(dataset.cache_dir) for {m.key} of {path.name} ({exc.strerror}); "
+                            f"{writable}") from exc
+        raise
 
 
 def _status_bytes(field: str) -> int:
