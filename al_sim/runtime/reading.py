@@ -12,7 +12,7 @@ unchanged, and so does running out of memory (its message names the knobs).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from al_sim.runtime.errors import ALSimError, DataError, out_of_memory
@@ -68,8 +68,8 @@ class Unreadable:
                 raise
             self.problems.append(f"{path} ({problem(exc)})")
 
-    def check(self, what: str, listing: object = ", ".join) -> None:
+    def check(self, what: str, listing: Callable[[list[str]], str] = ", ".join) -> None:
         """DataError ``<n> <what> cannot be read: <problems>; <fix>`` if anything failed."""
         if self.problems:
-            shown = listing(self.problems)  # type: ignore[operator]
+            shown = listing(self.problems)
             raise DataError(f"{len(self.problems)} {what} cannot be read: {shown}; {self.fix}")

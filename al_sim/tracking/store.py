@@ -184,7 +184,7 @@ def _sqlite_client(uri: str, database: Path) -> MlflowClient:
 
 def _count_runs(database: Path) -> int:
     """Runs in a sqlite store (0 when it has no ``runs`` table); sqlite3 errors as they come."""
-    con = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
+    con = sqlite3.connect(f"{database.as_uri()}?mode=ro", uri=True)  # never creates one
     try:
         tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         return con.execute("SELECT count(*) FROM runs").fetchone()[0] if "runs" in tables else 0
