@@ -19,7 +19,8 @@ from pathlib import Path, PurePosixPath
 from omegaconf import OmegaConf
 
 from al_sim.config.data import is_folder_dataset
-from al_sim.label.batch import IMAGES_DIR, all_batches
+from al_sim.label.batch import IMAGES_DIR
+from al_sim.label.rounds import all_batches
 from al_sim.runtime.errors import LabelError
 from al_sim.runtime.files import atomic_write
 from al_sim.tracking.contract import CONFIG_FILE, LABELED_SET_FILE

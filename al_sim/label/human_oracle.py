@@ -2,13 +2,15 @@
 
 ``query`` answers from the batch's ``answers.csv`` once every image has a
 label; until then it writes the batch (first time) and raises
-``LabelsPending``, which pauses the run (see ``al_sim.core.events``).
+``LabelsPending``, which pauses the run (see ``al_sim.core.events``). A batch
+that no longer fits the run's selection is replaced; one holding any answer is
+moved aside (``labels/set_aside/``), never deleted, and the pause says where.
 """
 
 from __future__ import annotations
 
 import io
-import shutil
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +18,10 @@ from PIL import Image
 
 from al_sim.core.events import LabelsPending
 from al_sim.data.base import ALDataset
-from al_sim.label.batch import Batch, Item, batch_dir, write_batch
+from al_sim.label.batch import META_FILE, Batch, Item, batch_dir, write_batch
+from al_sim.label.rounds import round_folders, set_aside
 from al_sim.runtime.errors import DataError
+from al_sim.runtime.log_file import to_log_file
 from al_sim.strategies.base import ModelView
 
 MAX_SOURCE_SIDE = 2048  # original images larger than this are shrunk for the page
@@ -82,14 +86,16 @@ class HumanOracle:
             return np.array([self._given[int(i)] for i in indices], dtype=np.int64)
         folder = batch_dir(self.run_dir, round_)
         batch = self._existing(folder, indices)
+        kept: list[str] = []
         if batch is None:
+            kept = self._clear_from(round_)
             batch = self._write(folder, indices, round_, model)
             missing, partial = len(indices), False
         else:
             missing, partial = len(batch.missing()), True
         if missing:
-            raise LabelsPending(self._message(batch, missing, partial), round_, folder, missing,
-                                partial)
+            raise LabelsPending("\n".join([self._message(batch, missing, partial), *kept]),
+                                round_, folder, missing, partial)
         answers = batch.read_answers()
         index = {c: k for k, c in enumerate(self.dataset.class_names)}
         strange = sorted({a.label for a in answers.values()} - set(index))
@@ -101,17 +107,28 @@ class HumanOracle:
         return np.array([index[answers[name].label] for name in batch.images], dtype=np.int64)
 
     def _existing(self, folder: Path, indices: np.ndarray) -> Batch | None:
-        """The batch already written for exactly ``indices`` (a stale one is removed)."""
-        if not folder.exists():
+        """The batch already written for exactly ``indices``, if any."""
+        if not (folder / META_FILE).is_file():
             return None
         try:
             batch = Batch.load(folder)
-        except Exception:  # noqa: BLE001 - a half-written batch is rewritten
-            batch = None
-        if batch is not None and [i.pool_index for i in batch.items] == indices.tolist():
-            return batch
-        shutil.rmtree(folder)
-        return None
+        except DataError:
+            return None
+        return batch if [i.pool_index for i in batch.items] == indices.tolist() else None
+
+    def _clear_from(self, round_: int) -> list[str]:
+        """Make way for a new round ``round_`` batch: that round's and later rounds' folders
+        belong to another selection (or are half-written); set them aside. Returns notes."""
+        notes = []
+        for number, folder in round_folders(self.run_dir):
+            if number >= round_:
+                why = "not the images this run now asks about" if number == round_ else \
+                    f"a later round than the run's round {round_}"
+                note = set_aside(folder, why)
+                if note is not None:
+                    to_log_file(note, logging.WARNING)
+                    notes.append(f"  note: {note}")
+        return notes
 
     def _write(self, folder: Path, indices: np.ndarray, round_: int,
                model: ModelView | None) -> Batch:

@@ -1,8 +1,13 @@
 // The labelling page: one image at a time; number keys pick a class, arrows move, U undoes.
+// A key acts on the image on screen when it is pressed: the page updates at once and the
+// requests follow one at a time, in key order, each naming its image.
 "use strict";
 const token = new URLSearchParams(location.search).get("token") || "";
 let batch = null;
+let answered = [];  // images in the order they were answered: undo takes the last
 let at = 0;
+let queue = Promise.resolve();
+let waiting = 0;  // requests queued or in flight
 const $ = (id) => document.getElementById(id);
 
 async function api(path, body) {
@@ -20,9 +25,39 @@ async function api(path, body) {
 
 function say(text) { $("status").textContent = text || ""; }
 
+function saving(step) {
+  waiting += step;
+  $("saved").textContent = waiting ? "saving…" : "saved";
+}
+
+function send(path, body) {
+  saving(1);
+  const run = queue.then(() => api(path, body)).finally(() => saving(-1));
+  queue = run.catch(() => {});
+  return run;
+}
+
+function labelledCount() { return batch.images.filter((i) => i.label !== null).length; }
+
+async function reload() {
+  const fresh = await send("api/batch");
+  batch.images = fresh.images;
+  answered = fresh.answered;
+  render();
+}
+
+function synced(data) {  // another page or an import changed the answers: show them
+  if (waiting === 0 && data.labelled !== labelledCount()) reload().catch((err) => say(err.message));
+}
+
+function failed(err) {
+  say(err.message);
+  reload().catch(() => {});
+}
+
 function render() {
   const item = batch.images[at];
-  const done = batch.images.filter((i) => i.label !== null).length;
+  const done = labelledCount();
   $("progress").textContent = `${done} / ${batch.images.length} labelled`;
   $("title").textContent = `round ${batch.round} · ${batch.annotator}`;
   $("where").textContent = `image ${at + 1} of ${batch.images.length}`;
@@ -36,6 +71,7 @@ function render() {
   }
   $("prev").disabled = at === 0;
   $("next").disabled = at === batch.images.length - 1;
+  $("undo").disabled = answered.length === 0;
   $("done").disabled = done < batch.images.length;
 }
 
@@ -44,35 +80,32 @@ function move(step) {
   render();
 }
 
-async function choose(label) {
-  const item = batch.images[at];
-  try {
-    await api("api/label", { image: item.image, label });
-    item.label = label;
-    say("");
-    const next = batch.images.findIndex((i, k) => k > at && i.label === null);
-    const any = batch.images.findIndex((i) => i.label === null);
-    at = next >= 0 ? next : any >= 0 ? any : at;
-    render();
-    if (any < 0) say("every image is labelled: press done (Enter)");
-  } catch (err) { say(err.message); }
+function choose(label) {
+  const item = batch.images[at];  // the image on screen now, whatever is still in flight
+  item.label = label;
+  answered = answered.filter((image) => image !== item.image).concat([item.image]);
+  const next = batch.images.findIndex((i, k) => k > at && i.label === null);
+  const any = batch.images.findIndex((i) => i.label === null);
+  at = next >= 0 ? next : any >= 0 ? any : at;
+  say(any < 0 ? "every image is labelled: press done (Enter)" : "");
+  render();
+  send("api/label", { image: item.image, label }).then(synced, failed);
 }
 
-async function undo() {
-  try {
-    const data = await api("api/undo", {});
-    if (data.image === null) { say("nothing to undo"); return; }
-    const k = batch.images.findIndex((i) => i.image === data.image);
-    batch.images[k].label = null;
-    at = k;
-    say(`undone: image ${k + 1}`);
-    render();
-  } catch (err) { say(err.message); }
+function undo() {
+  const image = answered.pop();
+  if (image === undefined) { say("nothing to undo"); return; }
+  const k = batch.images.findIndex((i) => i.image === image);
+  batch.images[k].label = null;
+  at = k;
+  say(`undone: image ${k + 1}`);
+  render();
+  send("api/undo", { image }).then(synced, failed);
 }
 
 async function finish() {
   try {
-    await api("api/done", {});
+    await send("api/done", {});
     document.body.innerHTML = "<main><h1>Done: thank you.</h1><p>The labels are saved. " +
       "Continue the run with the same <code>python -m al_sim.run</code> command.</p></main>";
   } catch (err) { say(err.message); }
@@ -80,6 +113,7 @@ async function finish() {
 
 async function start() {
   try { batch = await api("api/batch"); } catch (err) { say(err.message); return; }
+  answered = batch.answered;
   batch.classes.forEach((name, k) => {
     const button = document.createElement("button");
     button.dataset.label = name;
