@@ -141,3 +141,11 @@ def test_an_export_of_another_round_is_refused(batch: Batch, tmp_path: Path) -> 
     with pytest.raises(LabelError, match="line 2 is from round 0, but the batch waiting is "
                                          "round 1"):
         import_labels(tmp_path / "old.csv", batch, "me")
+
+
+def test_an_export_gives_each_image_its_own_file_name() -> None:
+    from al_sim.label.export import _unique
+
+    used: set[str] = set()
+    assert [_unique("001.png", "0", used) for _ in range(3)] == [
+        "001.png", "r0_001.png", "r0_2_001.png"]

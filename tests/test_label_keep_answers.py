@@ -69,6 +69,15 @@ def test_answers_saved_with_a_byte_order_mark_are_read(tiny_dataset, tmp_path: P
     assert labels.tolist() == tiny_dataset.pool_y[[5, 7]].tolist()
 
 
+def test_a_label_cleared_in_a_spreadsheet_is_no_answer(tmp_path: Path) -> None:
+    batch = small_batch(tmp_path, n=3)
+    (batch.dir / ANSWERS_FILE).write_text(f"image,label,annotator\n{batch.images[0]}, benign ,a\n"
+                                          f"{batch.images[1]},,a\n{batch.images[2]}, ,a\n")
+    assert list(batch.read_answers()) == [batch.images[0]]
+    assert batch.read_answers()[batch.images[0]].label == "benign"
+    assert batch.missing() == batch.images[1:]
+
+
 def test_a_changed_selection_sets_the_answered_batch_aside(tiny_dataset,
                                                            tmp_path: Path) -> None:
     """What resume=false (or a lost checkpoint) does: the run asks about other images."""

@@ -74,6 +74,15 @@ def test_a_huge_request_body_is_refused_unread(tmp_path: Path) -> None:
         "X-Token": TOKEN, "Content-Type": "application/json"}).status_code == 200
 
 
+def test_a_deeply_nested_small_body_is_a_400_not_a_crash(tmp_path: Path) -> None:
+    batch = small_batch(tmp_path / "run")
+    client = create_app(batch, tmp_path / "run", TOKEN, "me").test_client()
+    for body in ("[" * 60_000, '{"image": ' * 6_000):
+        reply = client.post("/api/label", data=body,
+                            headers={"X-Token": TOKEN, "Content-Type": "application/json"})
+        assert reply.status_code == 400 and reply.json["error"] == "send a JSON object"
+
+
 def test_the_real_server_answers_413_without_reading_the_body(tmp_path: Path) -> None:
     batch = small_batch(tmp_path / "run")
     server = LabelServer(batch, tmp_path / "run", "me")

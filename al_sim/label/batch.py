@@ -122,9 +122,11 @@ class Batch:
                     raise DataError(f"{path} lacks the column(s) {', '.join(missing)} (header: "
                                     f"{','.join(reader.fieldnames or [])!r}); its header is "
                                     f"{','.join(ANSWERS_HEADER)}")
-                return {r["image"]: Answer(r["label"], r.get("annotator") or "",
-                                           r.get("labelled_at") or "", r.get("other_answers") or "")
-                        for r in reader if r.get("image")}
+                return {r["image"].strip(): Answer(r["label"].strip(), r.get("annotator") or "",
+                                                   r.get("labelled_at") or "",
+                                                   r.get("other_answers") or "")
+                        for r in reader  # a row whose label was cleared: no answer
+                        if (r.get("image") or "").strip() and (r.get("label") or "").strip()}
         except FileNotFoundError:
             return {}
         except (OSError, UnicodeDecodeError, csv.Error) as exc:

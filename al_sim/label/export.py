@@ -85,8 +85,7 @@ def export_dataset(run_dir: Path, out: Path) -> int:
             raise LabelError(f"no image file for {row['id']} (round {row['round']}); the run's "
                              "dataset has no files: only answered batches can be exported")
         name = PurePosixPath(row["id"]).name if original is not None else f"{row['id']}.png"
-        name = name if name not in used else f"r{row['round']}_{name}"
-        used.add(name)
+        name = _unique(name, row["round"], used)
         target = out / INITIAL_DIR / row["label"] / name
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, target)
@@ -97,6 +96,17 @@ def export_dataset(run_dir: Path, out: Path) -> int:
     if root is not None:
         _copy_rest(root, out, exported)
     return len(rows)
+
+
+def _unique(name: str, round_: str, used: set[str]) -> str:
+    """``name``, or ``r<round>_name`` / ``r<round>_<n>_name`` when that is taken (two
+    images of one file name: an initial class folder's and a pool file's)."""
+    candidate, n = name, 1
+    while candidate in used:
+        candidate = f"r{round_}_{name}" if n == 1 else f"r{round_}_{n}_{name}"
+        n += 1
+    used.add(candidate)
+    return candidate
 
 
 def _copy_rest(root: Path, out: Path, exported: set[str]) -> None:

@@ -12,6 +12,7 @@ into ``answers.csv`` at once. Request bodies over ``max_request_kb`` are refused
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 import socket
@@ -106,7 +107,12 @@ def create_app(batch: Batch, run_dir: Path, token: str, annotator: str,
         return send_file(path.resolve(), mimetype="image/png")
 
     def _body() -> dict:
-        data = request.get_json(silent=True)
+        data = None
+        if request.is_json:  # a cross-site form cannot send this type without asking first
+            try:  # bounded by MAX_CONTENT_LENGTH (413 before a byte is read)
+                data = json.loads(request.get_data(cache=False) or b"null")
+            except (ValueError, RecursionError):  # RecursionError: "[[[[..." too deep
+                data = None
         if not isinstance(data, dict):
             raise LabelError("send a JSON object")
         return data
