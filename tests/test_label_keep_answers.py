@@ -99,6 +99,22 @@ def test_a_changed_selection_sets_the_answered_batch_aside(tiny_dataset,
     assert [b.round for b in all_batches(tmp_path)] == [1]
 
 
+def test_answers_the_run_has_taken_can_no_longer_change(tiny_dataset, tmp_path: Path) -> None:
+    oracle = HumanOracle(tmp_path, tiny_dataset, view_size=28)
+    batch = Batch.load(pause(oracle, [5, 7]).batch_dir)
+    book = AnswerBook(batch)
+    book.set(batch.images[0], tiny_dataset.class_names[0], "dr.who")
+    pause(oracle, [5, 7])  # still missing one: nothing taken, answers still change
+    book.set(batch.images[1], tiny_dataset.class_names[1], "dr.who")
+    assert oracle.query(np.array([5, 7]), 1).tolist() == [0, 1]
+    for change in (lambda: book.set(batch.images[0], tiny_dataset.class_names[2], "late"),
+                   lambda: book.undo()):
+        with pytest.raises(LabelError, match="already trained on the round 1 answers"):
+            change()
+    assert {a.label for a in batch.read_answers().values()} == set(tiny_dataset.class_names[:2])
+    assert oracle.query(np.array([5, 7]), 1).tolist() == [0, 1]  # a resume reads them again
+
+
 def test_a_batch_open_in_a_page_is_not_set_aside(tmp_path: Path) -> None:
     batch = small_batch(tmp_path, n=2)
     AnswerBook(batch).set(batch.images[0], "benign", "dr.who")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 
-from al_sim.label.batch import DONE_FILE, Answer, Batch, now
+from al_sim.label.batch import DONE_FILE, USED_FILE, Answer, Batch, now
 from al_sim.label.locks import writing
 from al_sim.runtime.errors import LabelError
 from al_sim.runtime.files import atomic_write
@@ -42,12 +42,20 @@ class AnswerBook:
             raise LabelError(f"{label!r} is not a class of this run "
                              f"({', '.join(self.batch.classes)})")
 
+    def _unused(self) -> None:
+        """AnswerConflictError once the run has taken this batch's answers."""
+        if (self.batch.dir / USED_FILE).exists():
+            raise AnswerConflictError(
+                f"the run already trained on the round {self.batch.round} answers "
+                f"({self.batch.dir}); a change here would not count. Nothing was changed")
+
     def record(self, answers: dict[str, Answer]) -> dict[str, Answer]:
         """Merge ``image -> answer`` into the file (all checked first); returns the answers
         they replaced that had another label."""
         for image, answer in answers.items():
             self.check(image, answer.label)
         with writing(self.batch.dir):
+            self._unused()
             current = self.batch.read_answers()
             replaced = {image: current[image] for image, a in answers.items()
                         if image in current and current[image].label != a.label}
@@ -70,6 +78,7 @@ class AnswerBook:
         """Remove ``image``'s answer (default: the latest one); returns the image (None when
         there is no answer). AnswerConflictError when ``image`` has no answer (any more)."""
         with writing(self.batch.dir):
+            self._unused()
             current = self.batch.read_answers()
             if image is None:
                 if not current:

@@ -10,6 +10,7 @@ images/<image>.png         each image at a viewable size
 answers.csv                image,label,annotator,labelled_at,other_answers (merged and rewritten
                            atomically per change, under .answers.lock)
 done.json                  written by the page's "done" (who, when)
+used.json                  written when the run takes the answers (later changes are refused)
 labelstudio_tasks.json     the batch as a Label Studio import file
 labelstudio_config.xml     the matching Label Studio labelling config
 ```
@@ -32,6 +33,7 @@ LABELS_DIR = "labels"
 IMAGES_DIR = "images"
 META_FILE, BATCH_FILE, ANSWERS_FILE, DONE_FILE = "batch.json", "batch.csv", "answers.csv", \
     "done.json"
+USED_FILE = "used.json"
 LS_TASKS_FILE, LS_CONFIG_FILE = "labelstudio_tasks.json", "labelstudio_config.xml"
 BATCH_HEADER = ("image", "pool_index", "id", "round", "predicted", "confidence")
 ANSWERS_HEADER = ("image", "label", "annotator", "labelled_at", "other_answers")

@@ -10,6 +10,7 @@ moved aside (``labels/set_aside/``), never deleted, and the pause says where.
 from __future__ import annotations
 
 import io
+import json
 import logging
 from pathlib import Path
 
@@ -18,9 +19,20 @@ from PIL import Image
 
 from al_sim.core.events import LabelsPending
 from al_sim.data.base import ALDataset
-from al_sim.label.batch import META_FILE, Batch, Item, batch_dir, write_batch
+from al_sim.label.batch import (
+    META_FILE,
+    USED_FILE,
+    Answer,
+    Batch,
+    Item,
+    batch_dir,
+    now,
+    write_batch,
+)
+from al_sim.label.locks import writing
 from al_sim.label.rounds import round_folders, set_aside
 from al_sim.runtime.errors import DataError
+from al_sim.runtime.files import atomic_write
 from al_sim.runtime.log_file import to_log_file
 from al_sim.strategies.base import ModelView
 
@@ -86,25 +98,35 @@ class HumanOracle:
             return np.array([self._given[int(i)] for i in indices], dtype=np.int64)
         folder = batch_dir(self.run_dir, round_)
         batch = self._existing(folder, indices)
-        kept: list[str] = []
         if batch is None:
             kept = self._clear_from(round_)
             batch = self._write(folder, indices, round_, model)
-            missing, partial = len(indices), False
-        else:
-            missing, partial = len(batch.missing()), True
-        if missing:
-            raise LabelsPending("\n".join([self._message(batch, missing, partial), *kept]),
-                                round_, folder, missing, partial)
-        answers = batch.read_answers()
+            raise LabelsPending("\n".join([self._message(batch, len(indices), False), *kept]),
+                                round_, folder, len(indices), False)
+        answers = self._take(batch)
         index = {c: k for k, c in enumerate(self.dataset.class_names)}
-        strange = sorted({a.label for a in answers.values()} - set(index))
-        if strange:
-            raise DataError(f"{batch.answers_path} has label(s) {', '.join(strange)} that are "
-                            f"not classes ({', '.join(index)}); fix them with "
-                            f"python -m al_sim.label {self.run_dir}")
         self.n_annotated += len(indices)
         return np.array([index[answers[name].label] for name in batch.images], dtype=np.int64)
+
+    def _take(self, batch: Batch) -> dict[str, Answer]:
+        """The answers of a complete batch, which is then marked used (a page or an import
+        can no longer change what the run trained on); LabelsPending while some are missing."""
+        with writing(batch.dir):
+            answers = batch.read_answers()
+            missing = batch.missing(answers)
+            if not missing:
+                strange = sorted({answers[name].label for name in batch.images}
+                                 - set(self.dataset.class_names))
+                if strange:
+                    raise DataError(f"{batch.answers_path} has label(s) {', '.join(strange)} "
+                                    f"that are not classes ({', '.join(self.dataset.class_names)})"
+                                    f"; fix them with python -m al_sim.label {self.run_dir}")
+                if not (batch.dir / USED_FILE).exists():
+                    atomic_write(batch.dir / USED_FILE, json.dumps({"at": now()}))
+        if missing:
+            raise LabelsPending(self._message(batch, len(missing), True), batch.round, batch.dir,
+                                len(missing), True)
+        return answers
 
     def _existing(self, folder: Path, indices: np.ndarray) -> Batch | None:
         """The batch already written for exactly ``indices``, if any."""

@@ -25,9 +25,11 @@ async function api(path, body) {
 
 function say(text) { $("status").textContent = text || ""; }
 
+let unsaved = false;  // a request was refused or failed: the page shows the server's answers again
+
 function saving(step) {
   waiting += step;
-  $("saved").textContent = waiting ? "saving…" : "saved";
+  $("saved").textContent = unsaved ? "NOT saved" : waiting ? "saving…" : "saved";
 }
 
 function send(path, body) {
@@ -51,8 +53,10 @@ function synced(data) {  // another page or an import changed the answers: show 
 }
 
 function failed(err) {
-  say(err.message);
-  reload().catch(() => {});
+  unsaved = true;
+  saving(0);
+  say(`not saved: ${err.message}`);
+  reload().then(() => { unsaved = false; saving(0); }, () => {});
 }
 
 function render() {
