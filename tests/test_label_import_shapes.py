@@ -68,6 +68,20 @@ def test_a_label_studio_export_of_another_shape_is_one_clear_refusal(batch: Batc
     assert answers(batch) == {}
 
 
+@pytest.mark.parametrize(("name", "content", "message"), [
+    ("big.csv", 'file,label\n"' + "x" * 200_000 + '",benign\n', "line 2 is not readable CSV"),
+    ("head.csv", '"' + "x" * 200_000 + '",label\n', "line 1 is not readable CSV"),
+    ("null.json", "null", "a JSON list of tasks, this is null"),
+    ("latin.csv", "file,label\n0000000.png,b\xe9nign\n".encode("latin-1"), "save it as UTF-8"),
+])
+def test_a_broken_file_is_one_clear_refusal(batch: Batch, tmp_path: Path, name: str,
+                                            content: str | bytes, message: str) -> None:
+    path = tmp_path / name
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(LabelError, match=message):
+        import_labels(path, batch, "me")
+
+
 def test_the_cli_answers_a_deeply_nested_file_with_one_error_line(batch: Batch,
                                                                   tmp_path: Path) -> None:
     path = write(tmp_path / "deep.json", "[" * 100_000 + "]" * 100_000)

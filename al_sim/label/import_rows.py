@@ -156,6 +156,14 @@ def json_rows(data: object, name: str) -> list[Row]:
 def csv_rows(text: str, name: str) -> list[Row]:
     """Rows of a Label Studio CSV export or any CSV with ``file`` (or ``image``) and ``label``."""
     reader = csv.DictReader(text.splitlines())
+    try:
+        return _csv_rows(reader, name)
+    except csv.Error as exc:  # a field over csv's size limit, an unterminated quote, ...
+        raise LabelError(f"{name}: line {reader.line_num + 1} is not readable CSV ({exc}); "
+                         f"{_FIX}") from None
+
+
+def _csv_rows(reader: csv.DictReader, name: str) -> list[Row]:
     fields = reader.fieldnames or []
     column = next((c for c in FILE_COLUMNS if c in fields), None)
     if (column is None and INDEX_COLUMN not in fields) or LABEL_COLUMN not in fields:
@@ -184,11 +192,11 @@ def read_rows(path: Path) -> list[Row]:
     try:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
-        raise LabelError(f"cannot read {path}: {exc}") from exc
+        raise LabelError(f"cannot read {path}: {exc}; save it as UTF-8 (JSON or CSV)") from exc
     if not text.strip():
         raise LabelError(f"{path} is empty: export the labels from Label Studio (JSON or "
                          "CSV) or write a `file,label` CSV")
-    if not text.lstrip().startswith(("[", "{")):
+    if path.suffix.lower() != ".json" and not text.lstrip().startswith(("[", "{")):
         rows = csv_rows(text, path.name)
     else:
         try:
