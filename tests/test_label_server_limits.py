@@ -88,8 +88,8 @@ def test_the_real_server_answers_413_without_reading_the_body(tmp_path: Path) ->
     server = LabelServer(batch, tmp_path / "run", "me")
     thread = threading.Thread(target=server._server.serve_forever, daemon=True)
     thread.start()
+    conn = http.client.HTTPConnection(server.host, server.port, timeout=30)
     try:
-        conn = http.client.HTTPConnection(server.host, server.port, timeout=30)
         conn.putrequest("POST", "/api/label")
         conn.putheader("X-Token", server.token)
         conn.putheader("Content-Type", "application/json")
@@ -97,8 +97,8 @@ def test_the_real_server_answers_413_without_reading_the_body(tmp_path: Path) ->
         conn.endheaders()
         conn.send(b"{" + b" " * 2**16)  # the rest never comes
         assert conn.getresponse().status == 413
-        conn.close()
     finally:
+        conn.close()  # first: a server still reading the body gets its end
         server._server.shutdown()
         server._server.server_close()
         server._socket.close()
@@ -106,7 +106,12 @@ def test_the_real_server_answers_413_without_reading_the_body(tmp_path: Path) ->
 
 
 @pytest.fixture()
-def run_dir(tmp_path: Path) -> Path:
+def run_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A run dir with a batch; a server that would start serving fails the test instead."""
+    def served(self) -> None:
+        raise AssertionError(f"it served the page at {self.url}")
+
+    monkeypatch.setattr(LabelServer, "serve_until_done", served)
     small_batch(tmp_path / "run")
     return tmp_path / "run"
 
