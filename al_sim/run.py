@@ -40,7 +40,6 @@ from al_sim.runtime.errors import (
     ConfigError,
     LabelsIncompleteError,
     out_of_memory,
-    storable,
 )
 from al_sim.runtime.interrupts import interrupt
 from al_sim.runtime.launcher_watch import (
@@ -53,6 +52,7 @@ from al_sim.runtime.launcher_watch import (
     stopping,
     watch_launcher,
 )
+from al_sim.runtime.log_file import to_log_file
 from al_sim.runtime.run_lock import RunDirLock
 from al_sim.tracking.contract import CONFIG_FILE, FULL_STRATEGY, JOB_TAG, redact
 
@@ -145,10 +145,17 @@ def _execute_locked(cfg: DictConfig, run_dir: Path, launch_dir: Path, parallel_j
                    params=params, parent=None if sweep is None else sweep.parent_run_id,
                    resume=None if previous is None else previous.state)
     if previous is not None:
-        log.info("resuming %s after round %d", run_dir, previous.state.round)
+        log.info(resume_line(run_dir, previous.state.round))
     callbacks = build_callbacks(cfg)
     threads = job_threads(cfg.trainer.num_threads or _launcher_cpus(), parallel_jobs)
     return run_experiment(cfg, info, callbacks, threads).aulc
+
+
+def resume_line(run_dir: Path, last_round: int) -> str:
+    """What a resume says; ``last_round``: the checkpoint's last finished round (-1: none)."""
+    done = last_round + 1  # rounds count from 0
+    return (f"resuming {run_dir} at round {done} "
+            f"({'no round done yet' if done == 0 else f'{done} round(s) done'})")
 
 
 def continue_command(run_dir: Path) -> str:
@@ -187,15 +194,6 @@ def error_line(exc: BaseException) -> str | None:
     return None
 
 
-def _to_log_file(text: str) -> None:
-    """Write ``text`` to the run's log file (``run.log``) only; the console gets it once, later."""
-    record = logging.makeLogRecord({"msg": storable(text), "levelno": logging.ERROR,
-                                    "levelname": "ERROR", "name": "al_sim"})
-    for handler in logging.getLogger().handlers:
-        if isinstance(handler, logging.FileHandler):
-            handler.handle(record)
-
-
 def main(cfg: DictConfig, failed: list[Exception]) -> float | None:
     """Hydra task: one run, or one job of a sweep (whose failure never stops the sweep).
 
@@ -229,7 +227,8 @@ def main(cfg: DictConfig, failed: list[Exception]) -> float | None:
     except Exception as exc:
         if hydra_cfg.mode != RunMode.MULTIRUN:
             failed.append(exc)
-            _to_log_file(error_line(exc) or f"error: {type(exc).__name__}: {exc}")
+            to_log_file(error_line(exc) or f"error: {type(exc).__name__}: {exc}",
+                        logging.ERROR)
             return None
         if isinstance(exc, AlreadyFinishedError):
             print(f"skipped: {exc}", file=sys.stderr, flush=True)

@@ -68,6 +68,7 @@ def test_an_expert_labels_a_batch_with_the_keyboard(tmp_path: Path) -> None:
             body.send_keys(key)
             wait_for(driver, lambda d, b=before: progress.text != b)
         wait_for(driver, lambda d: progress.text == "4 / 4 labelled")
+        wait_for(driver, lambda d: d.find_element(By.ID, "saved").text == "saved")
         body.send_keys(Keys.ARROW_LEFT)
         wait_for(driver, lambda d: "image 3 of 4" in d.find_element(By.ID, "where").text)
         shot = os.environ.get("AL_SIM_SCREENSHOT")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import numpy as np
@@ -45,8 +46,9 @@ def test_answers_are_sets_of_findings_in_class_order(tmp_path) -> None:
 
 def test_label_studio_config_allows_several_choices(tmp_path) -> None:
     batch = ml_batch(tmp_path)
-    config = (batch.dir / LS_CONFIG_FILE).read_text()
-    assert 'choice="multiple"' in config and '<Choice value="No Finding"/>' in config
+    choices = ET.fromstring((batch.dir / LS_CONFIG_FILE).read_text()).find("Choices")
+    assert choices is not None and choices.get("choice") == "multiple"
+    assert [c.get("value") for c in choices] == [*FINDINGS, "No Finding"]
 
 
 def test_label_studio_multi_choice_exports_import_as_sets(tmp_path) -> None:
@@ -58,7 +60,7 @@ def test_label_studio_multi_choice_exports_import_as_sets(tmp_path) -> None:
                                     ("0000001.png", ["No Finding"]))]
     path = tmp_path / "ls.json"
     path.write_text(json.dumps(export))
-    labels, _ = read_labels(path, batch)
+    labels = {image: a.label for image, a in read_labels(path, batch).items()}
     assert labels == {"0000000.png": "cardiomegaly|effusion", "0000001.png": "No Finding"}
     (tmp_path / "ls.csv").write_text(
         'image,label\n0000002.png,"{""choices"": [""nodule"", ""No Finding""]}"\n')

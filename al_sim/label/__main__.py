@@ -12,7 +12,8 @@ import getpass
 import sys
 from pathlib import Path
 
-from al_sim.label.batch import current_batch
+from al_sim.label.rounds import current_batch
+from al_sim.label.web import MAX_REQUEST_KB, LabelServer
 from al_sim.runtime.errors import ALSimError, LabelError
 
 EXIT_USER_ERROR = 2
@@ -32,6 +33,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to serve on (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=0, help="port (default: a free one)")
+    parser.add_argument("--max-request-kb", type=int, default=MAX_REQUEST_KB, metavar="KB",
+                        help="refuse request bodies larger than this (default "
+                             f"{MAX_REQUEST_KB} KB; HTTP 413, never read whole)")
     parser.add_argument("--suggest", action="store_true",
                         help="show the model's suggestion (off by default: it biases experts)")
     return parser.parse_args(argv)
@@ -55,15 +59,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.import_file is not None:
         from al_sim.label.importer import import_labels
 
-        n = import_labels(args.import_file, batch, annotator)
+        n = import_labels(args.import_file, batch, annotator, warn=_warn)
         left = len(batch.missing())
         print(f"imported {n} labels into round {batch.round} ({batch.dir}); "
               + (f"{left} image(s) still need a label" if left else
                  "the batch is complete: run the same python -m al_sim.run command again"))
         return 0
-    from al_sim.label.web import LabelServer
-
-    server = LabelServer(batch, run_dir, annotator, args.host, args.port, args.suggest)
+    if args.max_request_kb < 1:
+        raise LabelError(f"--max-request-kb {args.max_request_kb}: give a size of at least 1 "
+                         f"(default {MAX_REQUEST_KB})")
+    server = LabelServer(batch, run_dir, annotator, args.host, args.port, args.suggest,
+                         args.max_request_kb)
     print(f"label round {batch.round} ({len(batch.items)} images) at {server.url}", flush=True)
     print("press done on the page when finished (Ctrl-C stops; answers are saved as you go)",
           flush=True)
@@ -71,6 +77,10 @@ def main(argv: list[str] | None = None) -> int:
     print("done: every image is labelled; continue with the same python -m al_sim.run command",
           flush=True)
     return 0
+
+
+def _warn(text: str) -> None:
+    print(f"warning: {text}", file=sys.stderr, flush=True)
 
 
 def cli() -> None:

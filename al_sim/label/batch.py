@@ -3,11 +3,14 @@
 ``<run dir>/labels/round_XX/``:
 
 ```
-batch.json                 round, class names, image count (the batch's own config)
-batch.csv                  image,pool_index,id,round,predicted,confidence (pick order)
+batch.json                 round, class names, multilabel, the items (what the run reads back)
+batch.csv                  image,pool_index,id,round,predicted,confidence (pick order; for people:
+                           a spreadsheet may re-save it, the run reads batch.json)
 images/<image>.png         each image at a viewable size
-answers.csv                image,label,annotator,labelled_at (rewritten atomically per answer)
+answers.csv                image,label,annotator,labelled_at,other_answers (merged and rewritten
+                           atomically per change, under .answers.lock)
 done.json                  written by the page's "done" (who, when)
+used.json                  written when the run takes the answers (later changes are refused)
 labelstudio_tasks.json     the batch as a Label Studio import file
 labelstudio_config.xml     the matching Label Studio labelling config
 ```
@@ -18,10 +21,10 @@ from __future__ import annotations
 import csv
 import io
 import json
-from dataclasses import dataclass
+import xml.etree.ElementTree as ET
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from xml.sax.saxutils import escape
 
 from al_sim.maths.task import LABEL_SEPARATOR, NO_FINDING
 from al_sim.runtime.errors import DataError, LabelError
@@ -31,9 +34,11 @@ LABELS_DIR = "labels"
 IMAGES_DIR = "images"
 META_FILE, BATCH_FILE, ANSWERS_FILE, DONE_FILE = "batch.json", "batch.csv", "answers.csv", \
     "done.json"
+USED_FILE = "used.json"
 LS_TASKS_FILE, LS_CONFIG_FILE = "labelstudio_tasks.json", "labelstudio_config.xml"
 BATCH_HEADER = ("image", "pool_index", "id", "round", "predicted", "confidence")
-ANSWERS_HEADER = ("image", "label", "annotator", "labelled_at")
+ANSWERS_HEADER = ("image", "label", "annotator", "labelled_at", "other_answers")
+CSV_ENCODING = "utf-8-sig"  # reads what spreadsheets save (a byte-order mark) and plain UTF-8
 
 
 def batch_dir(run_dir: Path, round_: int) -> Path:
@@ -64,6 +69,7 @@ class Answer:
     label: str
     annotator: str
     labelled_at: str
+    others: str = ""  # other annotators' differing answers ("label by who; ..."), if any
 
 
 @dataclass
@@ -112,13 +118,22 @@ class Batch:
 
     @classmethod
     def load(cls, folder: Path) -> Batch:
-        """Read the batch in ``folder``; DataError when it is missing or damaged."""
+        """Read the batch in ``folder``; DataError when it is missing or damaged.
+
+        The items come from ``batch.json``; batches written before it held them
+        are read from ``batch.csv``.
+        """
         try:
             meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
-            with (folder / BATCH_FILE).open(newline="", encoding="utf-8") as f:
-                items = [Item(r["image"], int(r["pool_index"]), r["id"], r["predicted"],
-                              float(r["confidence"]) if r["confidence"] else None)
-                         for r in csv.DictReader(f)]
+            if "items" in meta:
+                items = [Item(str(i["image"]), int(i["pool_index"]), str(i["id"]),
+                              str(i["predicted"]), None if i["confidence"] is None
+                              else float(i["confidence"])) for i in meta["items"]]
+            else:
+                with (folder / BATCH_FILE).open(newline="", encoding=CSV_ENCODING) as f:
+                    items = [Item(r["image"], int(r["pool_index"]), r["id"], r["predicted"],
+                                  float(r["confidence"]) if r["confidence"] else None)
+                             for r in csv.DictReader(f)]
             return cls(folder, int(meta["round"]), [str(c) for c in meta["classes"]], items,
                        bool(meta.get("multilabel", False)))
         except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -126,12 +141,26 @@ class Batch:
                             "written by python -m al_sim.run with oracle=human") from exc
 
     def read_answers(self) -> dict[str, Answer]:
-        """The answers so far, by image, in the order they were given."""
-        if not self.answers_path.exists():
+        """The answers so far, by image, in the order they were given; DataError if unreadable."""
+        path = self.answers_path
+        try:
+            with path.open(newline="", encoding=CSV_ENCODING) as f:
+                reader = csv.DictReader(f)
+                missing = [c for c in ANSWERS_HEADER[:2] if c not in (reader.fieldnames or [])]
+                if missing:
+                    raise DataError(f"{path} lacks the column(s) {', '.join(missing)} (header: "
+                                    f"{','.join(reader.fieldnames or [])!r}); its header is "
+                                    f"{','.join(ANSWERS_HEADER)}")
+                return {r["image"].strip(): Answer(r["label"].strip(), r.get("annotator") or "",
+                                                   r.get("labelled_at") or "",
+                                                   r.get("other_answers") or "")
+                        for r in reader  # a row whose label was cleared: no answer
+                        if (r.get("image") or "").strip() and (r.get("label") or "").strip()}
+        except FileNotFoundError:
             return {}
-        with self.answers_path.open(newline="", encoding="utf-8") as f:
-            return {r["image"]: Answer(r["label"], r["annotator"], r["labelled_at"])
-                    for r in csv.DictReader(f)}
+        except (OSError, UnicodeDecodeError, csv.Error) as exc:
+            raise DataError(f"cannot read {path} ({exc}): save it as UTF-8 CSV with the header "
+                            f"{','.join(ANSWERS_HEADER)}") from exc
 
     def write_answers(self, answers: dict[str, Answer]) -> None:
         """Replace ``answers.csv`` atomically with ``answers`` (in their order)."""
@@ -139,7 +168,7 @@ class Batch:
         writer = csv.writer(out)
         writer.writerow(ANSWERS_HEADER)
         for image, a in answers.items():
-            writer.writerow((image, a.label, a.annotator, a.labelled_at))
+            writer.writerow((image, a.label, a.annotator, a.labelled_at, a.others))
         atomic_write(self.answers_path, out.getvalue())
 
     def missing(self, answers: dict[str, Answer] | None = None) -> list[str]:
@@ -166,7 +195,7 @@ def write_batch(folder: Path, round_: int, classes: list[str], items: list[Item]
     atomic_write(folder / LS_TASKS_FILE, json.dumps(labelstudio_tasks(batch), indent=1))
     atomic_write(folder / LS_CONFIG_FILE, labelstudio_config(classes, multilabel))
     meta = {"round": round_, "classes": list(classes), "n_images": len(items),
-            "multilabel": multilabel}
+            "multilabel": multilabel, "items": [asdict(i) for i in items]}
     atomic_write(folder / META_FILE, json.dumps(meta, indent=1))  # last: marks it complete
     return batch
 
@@ -182,26 +211,11 @@ def labelstudio_tasks(batch: Batch) -> list[dict]:
 def labelstudio_config(classes: list[str], multilabel: bool = False) -> str:
     """A Label Studio labelling config: the image and one choice per class (``label``);
     multi-label: several choices per image, plus ``No Finding``."""
-    names = [*classes, NO_FINDING] if multilabel else classes
-    choices = "\n".join(f'    <Choice value="{escape(c)}"/>' for c in names)
-    mode = "multiple" if multilabel else "single"
-    return (f'<View>\n  <Image name="image" value="$image"/>\n'
-            f'  <Choices name="label" toName="image" choice="{mode}" showInLine="true">\n'
-            f"{choices}\n  </Choices>\n</View>\n")
-
-
-def current_batch(run_dir: Path) -> Batch:
-    """The run's latest batch; DataError when there is none."""
-    root = Path(run_dir) / LABELS_DIR
-    found = sorted(p for p in root.glob("round_*") if (p / META_FILE).is_file()) \
-        if root.is_dir() else []
-    if not found:
-        raise DataError(f"{run_dir} has no query batch to label ({LABELS_DIR}/round_XX/); run "
-                        "python -m al_sim.run oracle=human ... first, and pass its run dir")
-    return Batch.load(found[-1])
-
-
-def all_batches(run_dir: Path) -> list[Batch]:
-    """Every batch of the run, by round."""
-    root = Path(run_dir) / LABELS_DIR
-    return [Batch.load(p) for p in sorted(root.glob("round_*")) if (p / META_FILE).is_file()]
+    view = ET.Element("View")
+    ET.SubElement(view, "Image", name="image", value="$image")
+    choices = ET.SubElement(view, "Choices", name="label", toName="image",
+                            choice="multiple" if multilabel else "single", showInLine="true")
+    for c in [*classes, NO_FINDING] if multilabel else classes:
+        ET.SubElement(choices, "Choice", value=c)  # escaped: a class may hold " & < >
+    ET.indent(view)
+    return ET.tostring(view, encoding="unicode") + "\n"

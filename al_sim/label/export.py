@@ -20,8 +20,9 @@ from pathlib import Path, PurePosixPath
 from omegaconf import DictConfig, OmegaConf
 
 from al_sim.config.data import INITIAL_DIR, POOL_DIR, TEST_DIR, is_folder_dataset
-from al_sim.label.batch import IMAGES_DIR, all_batches
+from al_sim.label.batch import IMAGES_DIR
 from al_sim.label.export_manifest import export_manifest
+from al_sim.label.rounds import all_batches
 from al_sim.runtime.errors import LabelError
 from al_sim.runtime.files import atomic_write
 from al_sim.tracking.contract import CONFIG_FILE, LABELED_SET_FILE
@@ -94,8 +95,7 @@ def export_dataset(run_dir: Path, out: Path) -> int:
             raise LabelError(f"no image file for {row['id']} (round {row['round']}); the run's "
                              "dataset has no files: only answered batches can be exported")
         name = PurePosixPath(row["id"]).name if original is not None else f"{row['id']}.png"
-        name = name if name not in used else f"r{row['round']}_{name}"
-        used.add(name)
+        name = _unique(name, row["round"], used)
         target = out / INITIAL_DIR / row["label"] / name
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, target)
@@ -106,6 +106,17 @@ def export_dataset(run_dir: Path, out: Path) -> int:
     if root is not None:
         _copy_rest(root, out, exported)
     return len(rows)
+
+
+def _unique(name: str, round_: str, used: set[str]) -> str:
+    """``name``, or ``r<round>_name`` / ``r<round>_<n>_name`` when that is taken (two
+    images of one file name: an initial class folder's and a pool file's)."""
+    candidate, n = name, 1
+    while candidate in used:
+        candidate = f"r{round_}_{name}" if n == 1 else f"r{round_}_{n}_{name}"
+        n += 1
+    used.add(candidate)
+    return candidate
 
 
 def _copy_rest(root: Path, out: Path, exported: set[str]) -> None:

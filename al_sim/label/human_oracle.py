@@ -2,13 +2,16 @@
 
 ``query`` answers from the batch's ``answers.csv`` once every image has a
 label; until then it writes the batch (first time) and raises
-``LabelsPending``, which pauses the run (see ``al_sim.core.events``).
+``LabelsPending``, which pauses the run (see ``al_sim.core.events``). A batch
+that no longer fits the run's selection is replaced; one holding any answer is
+moved aside (``labels/set_aside/``), never deleted, and the pause says where.
 """
 
 from __future__ import annotations
 
 import io
-import shutil
+import json
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,8 +21,20 @@ from PIL import Image
 from al_sim.core.events import LabelsPending
 from al_sim.data.base import ALDataset
 from al_sim.data.dicom import is_dicom, read_dicom
-from al_sim.label.batch import Batch, Item, batch_dir, write_batch
+from al_sim.label.batch import (
+    META_FILE,
+    USED_FILE,
+    Batch,
+    Item,
+    batch_dir,
+    now,
+    write_batch,
+)
+from al_sim.label.locks import writing
+from al_sim.label.rounds import round_folders, set_aside
 from al_sim.runtime.errors import DataError, LabelError
+from al_sim.runtime.files import atomic_write
+from al_sim.runtime.log_file import to_log_file
 from al_sim.strategies.base import ModelView
 
 MAX_SOURCE_SIDE = 2048  # original images larger than this are shrunk for the page
@@ -93,37 +108,60 @@ class HumanOracle:
         folder = batch_dir(self.run_dir, round_)
         batch = self._existing(folder, indices)
         if batch is None:
+            kept = self._clear_from(round_)
             batch = self._write(folder, indices, round_, model)
-            missing, partial = len(indices), False
-        else:
-            missing, partial = len(batch.missing()), True
-        if missing:
-            raise LabelsPending(self._message(batch, missing, partial), round_, folder, missing,
-                                partial)
-        answers = batch.read_answers()
-        try:
-            labels = [batch.normalise(answers[name].label) for name in batch.images]
-        except LabelError as exc:
-            raise DataError(f"{batch.answers_path}: {exc}; fix it with "
-                            f"python -m al_sim.label {self.run_dir}") from None
+            raise LabelsPending("\n".join([self._message(batch, len(indices), False), *kept]),
+                                round_, folder, len(indices), False)
+        labels = self._take(batch)
         self.n_annotated += len(indices)
         if self.dataset.multilabel:
             return np.array([batch.bits(label) for label in labels], dtype=np.int64)
         index = {c: k for k, c in enumerate(self.dataset.class_names)}
         return np.array([index[label] for label in labels], dtype=np.int64)
 
+    def _take(self, batch: Batch) -> list[str]:
+        """The labels of a complete batch in pick order (``Batch.normalise``d), which is then
+        marked used (a page or an import can no longer change what the run trained on);
+        LabelsPending while some are missing."""
+        with writing(batch.dir):
+            answers = batch.read_answers()
+            missing = batch.missing(answers)
+            if not missing:
+                try:
+                    labels = [batch.normalise(answers[name].label) for name in batch.images]
+                except LabelError as exc:
+                    raise DataError(f"{batch.answers_path}: {exc}; fix it with "
+                                    f"python -m al_sim.label {self.run_dir}") from None
+                if not (batch.dir / USED_FILE).exists():
+                    atomic_write(batch.dir / USED_FILE, json.dumps({"at": now()}))
+        if missing:
+            raise LabelsPending(self._message(batch, len(missing), True), batch.round, batch.dir,
+                                len(missing), True)
+        return labels
+
     def _existing(self, folder: Path, indices: np.ndarray) -> Batch | None:
-        """The batch already written for exactly ``indices`` (a stale one is removed)."""
-        if not folder.exists():
+        """The batch already written for exactly ``indices``, if any."""
+        if not (folder / META_FILE).is_file():
             return None
         try:
             batch = Batch.load(folder)
-        except Exception:  # noqa: BLE001 - a half-written batch is rewritten
-            batch = None
-        if batch is not None and [i.pool_index for i in batch.items] == indices.tolist():
-            return batch
-        shutil.rmtree(folder)
-        return None
+        except DataError:
+            return None
+        return batch if [i.pool_index for i in batch.items] == indices.tolist() else None
+
+    def _clear_from(self, round_: int) -> list[str]:
+        """Make way for a new round ``round_`` batch: that round's and later rounds' folders
+        belong to another selection (or are half-written); set them aside. Returns notes."""
+        notes = []
+        for number, folder in round_folders(self.run_dir):
+            if number >= round_:
+                why = "not the images this run now asks about" if number == round_ else \
+                    f"a later round than the run's round {round_}"
+                note = set_aside(folder, why)
+                if note is not None:
+                    to_log_file(note, logging.WARNING)
+                    notes.append(f"  note: {note}")
+        return notes
 
     def _write(self, folder: Path, indices: np.ndarray, round_: int,
                model: ModelView | None) -> Batch:

@@ -1,163 +1,144 @@
-"""Labels from other tools: a Label Studio JSON or CSV export, or any ``file,label`` CSV.
+"""Labels from other tools into a batch: which of the batch's images each row means.
 
-Rows name an image by the batch's file name, by a path or URL ending in it
-(Label Studio's ``image`` field), or by the dataset's own id (an image
-folder's file name). Everything is checked first; a bad file writes nothing.
+A row names its image by the batch's ``pool_index`` (Label Studio exports of
+our tasks carry it), by the dataset's id (a path ending in it), by our task
+URL, or by a bare file name: the batch's image name or the image's own file
+name. A bare name that two of the batch's images answer to (a pool file
+called ``0000013.png`` and the batch's own ``0000013.png``) is refused, never
+guessed. Everything is checked first; a bad file writes nothing.
 """
 
 from __future__ import annotations
 
-import contextlib
-import csv
-import json
+import re
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from urllib.parse import parse_qs, unquote, urlparse
 
 from al_sim.label.answers import AnswerBook, listing
-from al_sim.label.batch import Batch
-from al_sim.maths.task import LABEL_SEPARATOR
+from al_sim.label.batch import IMAGES_DIR, Answer, Batch, now
+from al_sim.label.import_rows import Row, read_rows
 from al_sim.runtime.errors import LabelError
 
-FILE_COLUMNS = ("file", "image")  # the first one present names the image
-LABEL_COLUMN = "label"
+_ROUND_FOLDER = re.compile(r"round_(\d+)")
 
 
-def _basename(ref: str) -> str:
-    """The file name a path or Label Studio URL (``/data/local-files/?d=...``) points at."""
+def _path(ref: str) -> PurePosixPath:
+    """The path a file name, path or Label Studio URL (``/data/local-files/?d=...``) names."""
     ref = ref.strip()
     parsed = urlparse(ref)
     if "d" in parse_qs(parsed.query):
         ref = parse_qs(parsed.query)["d"][0]
     elif parsed.scheme or parsed.netloc:
         ref = parsed.path
-    return PurePosixPath(unquote(ref)).name
+    return PurePosixPath(unquote(ref).replace("\\", "/").lstrip("/"))
 
 
-def _resolver(batch: Batch) -> dict[str, str]:
-    """Every name a row may use for an image -> the batch's file name."""
-    names = {}
-    for item in batch.items:
-        names[PurePosixPath(item.id).name] = item.image
-        names[item.image] = item.image
-    return names
+class _Names:
+    """The batch's images by every name a row may use."""
+
+    def __init__(self, batch: Batch) -> None:
+        self.batch = batch
+        self.by_index = {item.pool_index: item.image for item in batch.items}
+        self.by_id = {item.id: item.image for item in batch.items}
+        self.by_name: dict[str, set[str]] = {}
+        for item in batch.items:
+            for name in (item.image, PurePosixPath(item.id).name):
+                self.by_name.setdefault(name, set()).add(item.image)
+
+    def candidates(self, ref: str, where: str, file: str) -> set[str]:
+        """The batch images ``ref`` may mean (several: ambiguous; none: not in the batch)."""
+        path = _path(ref)
+        text = path.as_posix()
+        by_id = {image for ident, image in self.by_id.items()
+                 if text == ident or text.endswith("/" + ident)}
+        if by_id:
+            return by_id
+        folder = _ROUND_FOLDER.fullmatch(path.parent.parent.name)
+        if path.parent.name == IMAGES_DIR and folder:  # our task's URL: labels/round_XX/images/
+            if int(folder.group(1)) != self.batch.round:
+                raise LabelError(f"{file}: {where} is an image of round {int(folder.group(1))}, "
+                                 f"but the batch waiting is round {self.batch.round} "
+                                 f"({self.batch.dir}): import that round's export")
+            return {path.name} & set(self.by_index.values())
+        return self.by_name.get(path.name, set())
+
+    def resolve(self, row: Row, file: str) -> str | None:
+        """The batch image ``row`` labels; None when it is not in the batch."""
+        if row.round is not None and row.round != self.batch.round:
+            raise LabelError(f"{file}: {row.where} is from round {row.round}, but the batch "
+                             f"waiting is round {self.batch.round} ({self.batch.dir}): import "
+                             "that round's export")
+        named = set() if row.ref is None else self.candidates(row.ref, row.where, file)
+        if row.pool_index is not None:
+            image = self.by_index.get(row.pool_index)
+            if image is not None and named and image not in named:
+                raise LabelError(f"{file}: {row.where} names {row.ref} and pool_index "
+                                 f"{row.pool_index}: two different images of the batch")
+            return image
+        if len(named) > 1:
+            raise LabelError(
+                f"{file}: {row.where}: {row.ref} could be any of the batch images "
+                f"{', '.join(sorted(named))} (a batch image name and an image's own file name "
+                "are the same); name it by its dataset id (the `id` column of batch.csv) or "
+                "add a pool_index column")
+        return next(iter(named), None)
 
 
-def _annotator(annotation: dict) -> str | None:
-    who = annotation.get("completed_by")
-    if isinstance(who, dict):
-        who = who.get("email") or who.get("username") or who.get("id")
-    return None if who in (None, "") else str(who)
-
-
-def _json_rows(data: object, name: str) -> list[tuple[str, str, str | None]]:
-    """(image ref, label, annotator) from Label Studio's JSON or JSON-MIN export."""
-    if not isinstance(data, list):
-        raise LabelError(f"{name}: a Label Studio export is a JSON list of tasks")
-    rows: list[tuple[str, str, str | None]] = []
-    for k, task in enumerate(data, start=1):
-        if not isinstance(task, dict):
-            raise LabelError(f"{name}: task {k} is not a JSON object")
-        source = task.get("data", task)
-        ref = next((str(source[c]) for c in FILE_COLUMNS if source.get(c)), None)
-        if ref is None:
-            raise LabelError(f"{name}: task {k} has no {' or '.join(FILE_COLUMNS)} field")
-        if "annotations" not in task:  # JSON-MIN: the choice sits beside the data
-            if task.get(LABEL_COLUMN):
-                rows.append((ref, _choice(task[LABEL_COLUMN]), None))
-            continue
-        kept = [a for a in task["annotations"] if not a.get("was_cancelled")]
-        if not kept:
-            continue  # skipped in Label Studio: still unlabelled here
-        latest = kept[-1]
-        choices = [r["value"]["choices"] for r in latest.get("result", [])
-                   if r.get("type") == "choices" and r.get("value", {}).get("choices")]
-        if not choices:
-            raise LabelError(f"{name}: task {k} ({ref}) has an annotation without a choice")
-        rows.append((ref, _choice(choices[0]), _annotator(latest)))
-    return rows
-
-
-def _choice(value: object) -> str:
-    """A choice as text; several (Label Studio's ``choice="multiple"``) joined by ``|``."""
-    if isinstance(value, str) and value.lstrip().startswith("{"):  # LS CSV: {"choices": [...]}
-        with contextlib.suppress(json.JSONDecodeError):  # else: a label that starts with {
-            value = json.loads(value)
-    if isinstance(value, dict) and "choices" in value:
-        value = value["choices"]
-    if isinstance(value, list):
-        return LABEL_SEPARATOR.join(str(v).strip() for v in value)
-    return str(value).strip()
-
-
-def _csv_rows(text: str, name: str) -> list[tuple[str, str, str | None]]:
-    reader = csv.DictReader(text.splitlines())
-    fields = reader.fieldnames or []
-    column = next((c for c in FILE_COLUMNS if c in fields), None)
-    if column is None or LABEL_COLUMN not in fields:
-        raise LabelError(f"{name}: a CSV needs a header with `file` (or `image`) and `label` "
-                         f"columns, got {','.join(fields)!r}")
-    rows = []
-    for row in reader:
-        if (row.get(column) or "").strip() and (row.get(LABEL_COLUMN) or "").strip():
-            rows.append((row[column], _choice(row[LABEL_COLUMN]), row.get("annotator") or None))
-        elif (row.get(column) or "").strip() == "" and (row.get(LABEL_COLUMN) or "").strip():
-            raise LabelError(f"{name}: line {reader.line_num} has a label but no file")
-    return rows
-
-
-def read_labels(path: Path, batch: Batch) -> tuple[dict[str, str], dict[str, str]]:
-    """``image -> label`` and ``image -> annotator`` (where given) from an export file."""
-    name = path.name
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise LabelError(f"cannot read {path}: {exc}") from exc
-    if not text.strip():
-        raise LabelError(f"{path} is empty: export the labels from Label Studio (JSON or "
-                         "CSV) or write a `file,label` CSV")
-    if text.lstrip().startswith(("[", "{")):
-        try:
-            rows = _json_rows(json.loads(text), name)
-        except json.JSONDecodeError as exc:
-            raise LabelError(f"{path} is not valid JSON ({exc})") from exc
-    else:
-        rows = _csv_rows(text, name)
-    if not rows:
-        raise LabelError(f"{path} holds no labels")
-    names = _resolver(batch)
-    labels: dict[str, str] = {}
-    who: dict[str, str] = {}
-    unknown = [ref for ref, _, _ in rows if _basename(ref) not in names]
+def read_labels(path: Path, batch: Batch, warn: Callable[[str], None] = lambda _: None,
+                ) -> dict[str, Answer]:
+    """``image -> answer`` from an export file (annotator None where the file names none)."""
+    rows = read_rows(path)
+    names = _Names(batch)
+    resolved = [(row, names.resolve(row, path.name)) for row in rows]
+    unknown = [row.ref or f"pool_index {row.pool_index}" for row, image in resolved
+               if image is None]
     if unknown:
         raise LabelError(f"{path}: {len(unknown)} row(s) name images not in the round "
                          f"{batch.round} batch: {listing(unknown)}")
-    strange, stored = [], []
-    for ref, label, annotator in rows:
+    stored: dict[str, str] = {}  # a file's label -> as stored (Batch.normalise)
+    strange = set()
+    for label in {row.label for row in rows} | {label for row in rows for label, _ in row.others}:
         try:
-            stored.append((ref, batch.normalise(label), annotator))
+            stored[label] = batch.normalise(label)
         except LabelError:
-            strange.append(label)
+            strange.add(label)
     if strange:
         what = "sets of findings" if batch.multilabel else "classes"
-        raise LabelError(f"{path}: label(s) {listing(sorted(set(strange)))} are not {what} of "
-                         f"this run ({', '.join(batch.classes)})")
-    for ref, label, annotator in stored:
-        image = names[_basename(ref)]
-        if labels.setdefault(image, label) != label:
-            raise LabelError(f"{path}: {ref} has two different labels")
-        if annotator:
-            who[image] = annotator
-    return labels, who
+        raise LabelError(f"{path}: label(s) {listing(sorted(strange))} are not {what} of this "
+                         f"run ({', '.join(batch.classes)})")
+    found: dict[str, Answer] = {}
+    at = now()
+    for row, image in resolved:
+        if image is None:
+            continue  # refused above
+        label = stored[row.label]
+        if image in found and found[image].label != label:
+            raise LabelError(f"{path}: {row.ref or image} has two different labels "
+                             f"({found[image].label}, {label}; {row.where})")
+        others = "; ".join(f"{stored[other]} by {who or 'unknown'}" for other, who in row.others
+                           if stored[other] != label)
+        if others:
+            warn(f"{path.name}: {row.where} ({image}): the annotations disagree; kept the "
+                 f"last, {label} by {row.annotator or 'unknown'}; the others ({others}) "
+                 "are kept in answers.csv's other_answers column")
+        found[image] = Answer(label, row.annotator or "", at, others)
+    return found
 
 
-def import_labels(path: Path, batch: Batch, annotator: str) -> int:
-    """Merge the labels of ``path`` into the batch's answers; returns how many were read."""
-    labels, who = read_labels(path, batch)
-    book = AnswerBook(batch)
-    plain = {k: v for k, v in labels.items() if k not in who}
-    for image, label in labels.items():
-        if image in who:
-            book.set(image, label, who[image])
-    if plain:
-        book.set_many(plain, annotator)
-    return len(labels)
+def import_labels(path: Path, batch: Batch, annotator: str,
+                  warn: Callable[[str], None] = lambda _: None) -> int:
+    """Merge the labels of ``path`` into the batch's answers; returns how many were read.
+
+    ``annotator`` stands for rows that name nobody; answers the file changes are
+    reported through ``warn``.
+    """
+    found = read_labels(path, batch, warn)
+    answers = {image: a if a.annotator else Answer(a.label, annotator, a.labelled_at, a.others)
+               for image, a in found.items()}
+    replaced = AnswerBook(batch).record(answers)
+    if replaced:
+        warn(f"{len(replaced)} earlier answer(s) now have the file's label: " + listing(
+            [f"{image} {old.label} ({old.annotator}) -> {answers[image].label}"
+             for image, old in replaced.items()]))
+    return len(answers)

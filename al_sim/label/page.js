@@ -1,12 +1,17 @@
 // The labelling page: one image at a time; number keys pick a class, arrows move, U undoes.
 // Multi-label batches: one checkbox per finding plus "No Finding" (exclusive); number keys
 // toggle (0: No Finding), Space saves the set of the image shown.
+// A key acts on the image on screen when it is pressed: the page updates at once and the
+// requests follow one at a time, in key order, each naming its image.
 "use strict";
 const token = new URLSearchParams(location.search).get("token") || "";
 const SEPARATOR = "|";
 let batch = null;
+let answered = [];  // images in the order they were answered: undo takes the last
 let at = 0;
 const ticked = {};  // multi-label: image -> the findings ticked and not yet saved
+let queue = Promise.resolve();
+let waiting = 0;  // requests queued or in flight
 const $ = (id) => document.getElementById(id);
 
 async function api(path, body) {
@@ -24,9 +29,43 @@ async function api(path, body) {
 
 function say(text) { $("status").textContent = text || ""; }
 
+let unsaved = false;  // a request was refused or failed: the page shows the server's answers again
+
+function saving(step) {
+  waiting += step;
+  $("saved").textContent = unsaved ? "NOT saved" : waiting ? "saving…" : "saved";
+}
+
+function send(path, body) {
+  saving(1);
+  const run = queue.then(() => api(path, body)).finally(() => saving(-1));
+  queue = run.catch(() => {});
+  return run;
+}
+
+function labelledCount() { return batch.images.filter((i) => i.label !== null).length; }
+
+async function reload() {
+  const fresh = await send("api/batch");
+  batch.images = fresh.images;
+  answered = fresh.answered;
+  render();
+}
+
+function synced(data) {  // another page or an import changed the answers: show them
+  if (waiting === 0 && data.labelled !== labelledCount()) reload().catch((err) => say(err.message));
+}
+
+function failed(err) {
+  unsaved = true;
+  saving(0);
+  say(`not saved: ${err.message}`);
+  reload().then(() => { unsaved = false; saving(0); }, () => {});
+}
+
 function render() {
   const item = batch.images[at];
-  const done = batch.images.filter((i) => i.label !== null).length;
+  const done = labelledCount();
   $("progress").textContent = `${done} / ${batch.images.length} labelled`;
   $("title").textContent = `round ${batch.round} · ${batch.annotator}`;
   $("where").textContent = `image ${at + 1} of ${batch.images.length}`;
@@ -47,6 +86,7 @@ function render() {
   }
   $("prev").disabled = at === 0;
   $("next").disabled = at === batch.images.length - 1;
+  $("undo").disabled = answered.length === 0;
   $("done").disabled = done < batch.images.length;
 }
 
@@ -55,61 +95,59 @@ function move(step) {
   render();
 }
 
-async function choose(label) {
-  const item = batch.images[at];
-  try {
-    await api("api/label", { image: item.image, label });
-    item.label = label;
-    say("");
-    const next = batch.images.findIndex((i, k) => k > at && i.label === null);
-    const any = batch.images.findIndex((i) => i.label === null);
-    at = next >= 0 ? next : any >= 0 ? any : at;
-    render();
-    if (any < 0) say("every image is labelled: press done (Enter)");
-  } catch (err) { say(err.message); }
+function choose(label) {
+  const item = batch.images[at];  // the image on screen now, whatever is still in flight
+  item.label = label;
+  answered = answered.filter((image) => image !== item.image).concat([item.image]);
+  const next = batch.images.findIndex((i, k) => k > at && i.label === null);
+  const any = batch.images.findIndex((i) => i.label === null);
+  at = next >= 0 ? next : any >= 0 ? any : at;
+  say(any < 0 ? "every image is labelled: press done (Enter)" : "");
+  render();
+  send("api/label", { image: item.image, label }).then(synced, failed);
 }
 
-function selection(item) {
-  if (!ticked[item.image]) {
-    ticked[item.image] = new Set(item.label === null ? [] : item.label.split(SEPARATOR));
-  }
-  return ticked[item.image];
+function selection(item) {  // multi-label: the ticks on screen (unsaved ones, else the answer)
+  return ticked[item.image] || new Set(item.label === null ? [] : item.label.split(SEPARATOR));
 }
 
 function toggle(name) {
-  const set = selection(batch.images[at]);
+  const item = batch.images[at];
+  const set = new Set(selection(item));
   if (set.has(name)) set.delete(name);
   else {
     if (name === batch.no_finding) set.clear();  // "No Finding" excludes every finding
     else set.delete(batch.no_finding);
     set.add(name);
   }
+  ticked[item.image] = set;
   render();
 }
 
-function save() {
-  const set = selection(batch.images[at]);
+function save() {  // multi-label: the ticked set, through choose (queued, naming its image)
+  const item = batch.images[at];
+  const set = selection(item);
   if (set.size === 0) { say(`tick the findings, or ${batch.no_finding}`); return; }
   const names = [...batch.classes, batch.no_finding].filter((n) => set.has(n));
-  delete ticked[batch.images[at].image];
+  delete ticked[item.image];
   choose(names.join(SEPARATOR));
 }
 
-async function undo() {
-  try {
-    const data = await api("api/undo", {});
-    if (data.image === null) { say("nothing to undo"); return; }
-    const k = batch.images.findIndex((i) => i.image === data.image);
-    batch.images[k].label = null;
-    at = k;
-    say(`undone: image ${k + 1}`);
-    render();
-  } catch (err) { say(err.message); }
+function undo() {
+  const image = answered.pop();
+  if (image === undefined) { say("nothing to undo"); return; }
+  const k = batch.images.findIndex((i) => i.image === image);
+  batch.images[k].label = null;
+  delete ticked[image];
+  at = k;
+  say(`undone: image ${k + 1}`);
+  render();
+  send("api/undo", { image }).then(synced, failed);
 }
 
 async function finish() {
   try {
-    await api("api/done", {});
+    await send("api/done", {});
     document.body.innerHTML = "<main><h1>Done: thank you.</h1><p>The labels are saved. " +
       "Continue the run with the same <code>python -m al_sim.run</code> command.</p></main>";
   } catch (err) { say(err.message); }
@@ -117,6 +155,7 @@ async function finish() {
 
 async function start() {
   try { batch = await api("api/batch"); } catch (err) { say(err.message); return; }
+  answered = batch.answered;
   if (batch.multilabel) {
     document.body.classList.add("multilabel");
     [...batch.classes, batch.no_finding].forEach((name, k) => {

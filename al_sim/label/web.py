@@ -4,14 +4,18 @@ Every request needs the token (``?token=`` or the ``X-Token`` header). Only
 the batch's own images are served, by their listed names; symlinks and paths
 leaving the run directory are refused. The JSON API is what the page uses:
 
-``GET /api/batch``, ``POST /api/label {image, label}``, ``POST /api/undo``,
-``POST /api/done``; each answer is written to ``answers.csv`` at once.
+``GET /api/batch``, ``POST /api/label {image, label}`` (the image on screen when the
+key was pressed), ``POST /api/undo {image}``, ``POST /api/done``; each answer is merged
+into ``answers.csv`` at once. Request bodies over ``max_request_kb`` are refused
+(413) before they are read. One server per batch (``.server.lock``).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
+import socket
 import threading
 from collections.abc import Callable
 from importlib import resources
@@ -20,10 +24,13 @@ from pathlib import Path
 from flask import Flask, Response, abort, jsonify, request, send_file
 from werkzeug.serving import make_server
 
-from al_sim.label.answers import AnswerBook
+from al_sim.label.answers import AnswerBook, AnswerConflictError
 from al_sim.label.batch import IMAGES_DIR, Batch
+from al_sim.label.locks import ServerLock
 from al_sim.maths.task import NO_FINDING
-from al_sim.runtime.errors import LabelError
+from al_sim.runtime.errors import ALSimError, LabelError
+
+MAX_REQUEST_KB = 64  # an answer is ~100 bytes; the page sends nothing larger
 
 _HEADERS = {
     "Cache-Control": "no-store",
@@ -39,9 +46,11 @@ def _asset(name: str) -> str:
 
 
 def create_app(batch: Batch, run_dir: Path, token: str, annotator: str,
-               suggest: bool = False, on_done: Callable[[], None] | None = None) -> Flask:
+               suggest: bool = False, on_done: Callable[[], None] | None = None,
+               max_request_kb: int = MAX_REQUEST_KB) -> Flask:
     """The page and its API for ``batch``; ``on_done()`` is called after a successful done."""
     app = Flask("al_sim.label")
+    app.config["MAX_CONTENT_LENGTH"] = max_request_kb * 1024
     book = AnswerBook(batch)
     root = Path(run_dir).resolve()
     by_item = {item.image: item for item in batch.items}
@@ -57,9 +66,14 @@ def create_app(batch: Batch, run_dir: Path, token: str, annotator: str,
         response.headers.update(_HEADERS)
         return response
 
-    @app.errorhandler(LabelError)
-    def _refused(exc: LabelError) -> tuple[Response, int]:
-        return jsonify(error=str(exc), **book.progress()), 400
+    @app.errorhandler(ALSimError)
+    def _refused(exc: ALSimError) -> tuple[Response, int]:
+        try:
+            progress = book.progress()
+        except ALSimError:  # answers.csv itself is what is wrong: the message says so
+            progress = {}
+        return jsonify(error=str(exc), **progress), 409 if isinstance(exc, AnswerConflictError) \
+            else 400
 
     @app.get("/")
     def page() -> Response:
@@ -82,7 +96,8 @@ def create_app(batch: Batch, run_dir: Path, token: str, annotator: str,
             images.append(entry)
         return jsonify(round=batch.round, classes=batch.classes, multilabel=batch.multilabel,
                        no_finding=NO_FINDING, images=images,
-                       annotator=annotator, **book.progress())
+                       answered=[i for i in answers if i in by_item],  # in answer order
+                       annotator=annotator, **book.progress(answers))
 
     @app.get("/image/<path:name>")
     def image(name: str) -> Response:
@@ -94,7 +109,12 @@ def create_app(batch: Batch, run_dir: Path, token: str, annotator: str,
         return send_file(path.resolve(), mimetype="image/png")
 
     def _body() -> dict:
-        data = request.get_json(silent=True)
+        data = None
+        if request.is_json:  # a cross-site form cannot send this type without asking first
+            try:  # bounded by MAX_CONTENT_LENGTH (413 before a byte is read)
+                data = json.loads(request.get_data(cache=False) or b"null")
+            except (ValueError, RecursionError):  # RecursionError: "[[[[..." too deep
+                data = None
         if not isinstance(data, dict):
             raise LabelError("send a JSON object")
         return data
@@ -102,12 +122,15 @@ def create_app(batch: Batch, run_dir: Path, token: str, annotator: str,
     @app.post("/api/label")
     def label() -> Response:
         data = _body()
-        book.set(str(data.get("image", "")), str(data.get("label", "")), annotator)
-        return jsonify(ok=True, **book.progress())
+        image = str(data.get("image", ""))
+        book.set(image, str(data.get("label", "")), annotator)
+        return jsonify(ok=True, image=image, **book.progress())
 
     @app.post("/api/undo")
     def undo() -> Response:
-        return jsonify(image=book.undo(), **book.progress())
+        image = _body().get("image")  # the page names the image; none: the latest answer
+        return jsonify(image=book.undo(None if image is None else str(image)),
+                       **book.progress())
 
     @app.post("/api/done")
     def done() -> Response:
@@ -119,22 +142,46 @@ def create_app(batch: Batch, run_dir: Path, token: str, annotator: str,
     return app
 
 
+def listen(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host:port``; LabelError saying why not (busy, bad host)."""
+    if not 0 <= port <= 65535:
+        raise LabelError(f"--port {port} is not a port number (1-65535, or 0 for a free one)")
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        return socket.create_server((host, port), family=family)
+    except OSError as exc:  # gaierror (unknown host), EADDRINUSE, EADDRNOTAVAIL, EACCES
+        raise LabelError(f"cannot serve the page on {host}:{port} ({exc.strerror or exc}); "
+                         "leave --port out for a free port, and --host out for this machine "
+                         "only (127.0.0.1)") from None
+
+
 class LabelServer:
-    """The page served on ``host:port`` (port 0: a free one) from a background thread."""
+    """The page served on ``host:port`` (port 0: a free one) from a background thread;
+    holds the batch's server lock (one page per batch) until it stops."""
 
     def __init__(self, batch: Batch, run_dir: Path, annotator: str, host: str = "127.0.0.1",
-                 port: int = 0, suggest: bool = False) -> None:
+                 port: int = 0, suggest: bool = False,
+                 max_request_kb: int = MAX_REQUEST_KB) -> None:
         logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no per-request lines (tokens)
         self.token = secrets.token_urlsafe(24)
         self.finished = threading.Event()
-        app = create_app(batch, run_dir, self.token, annotator, suggest, self.finished.set)
-        self._server = make_server(host, port, app, threaded=True)
-        self.host, self.port = host, self._server.server_port
+        self._lock = ServerLock(batch.dir).acquire()
+        try:
+            sock = listen(host, port)
+            app = create_app(batch, run_dir, self.token, annotator, suggest, self.finished.set,
+                             max_request_kb)
+            self._server = make_server(host, port, app, threaded=True, fd=sock.fileno())
+        except BaseException:
+            self._lock.release()
+            raise
+        self._socket = sock  # make_server uses a duplicate of it: keep it open while serving
+        self.host, self.port = host, self._server.port
 
     @property
     def url(self) -> str:
         """The page's address, token included."""
-        return f"http://{self.host}:{self.port}/?token={self.token}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/?token={self.token}"
 
     def serve_until_done(self) -> None:
         """Serve until the expert presses done (or Ctrl-C)."""
@@ -147,3 +194,6 @@ class LabelServer:
         finally:
             self._server.shutdown()
             thread.join(timeout=5)
+            self._server.server_close()
+            self._socket.close()
+            self._lock.release()
