@@ -22,6 +22,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from al_sim.config.checks import positive
+from al_sim.runtime.errors import ALSimError
 from al_sim.runtime.launcher_watch import announce_launcher
 from al_sim.tracking.contract import (
     ROLE_TAG,
@@ -37,6 +38,7 @@ log = logging.getLogger("al_sim")
 SWEEP_FILE = "al_sim_sweep.json"
 FAILED_DIR = "failed_jobs"
 EXIT_SWEEP_FAILED = 1
+EXIT_USER_ERROR = 2
 
 
 @dataclass
@@ -141,24 +143,33 @@ class SweepCallback(Callback):
         sweep_id = earlier.get("sweep_id", str(sweep_dir))
         parent_id = earlier.get("parent_run_id")
         if config.tracking.enabled:
-            from al_sim.tracking.store import experiment_of, restart_run, start_parent_run
-
-            launch_dir = Path(os.getcwd())
-            uri = tracking_uri(config.tracking.uri, launch_dir)
-            if parent_id:  # a re-run of this sweep dir: its jobs stay under the same parent
-                restart_run(uri, parent_id)
-            else:
-                artifacts = default_artifact_location(config.tracking.artifact_location,
-                                                      launch_dir, uri)
-                parent_id = start_parent_run(uri, config.tracking.experiment, artifacts,
-                                             name=f"sweep {sweep_id}",
-                                             tags={SWEEP_ID_TAG: sweep_id, ROLE_TAG: SWEEP_ROLE,
-                                                   "strategy": SWEEP_STRATEGY})
-            self._parent = (uri, parent_id)
-            _OPEN_PARENT[:] = [self._parent]
-            self._experiment_id = experiment_of(uri, parent_id)
-            self._experiment = str(config.tracking.experiment)
+            try:
+                parent_id = self._open_parent(config, sweep_id, parent_id)
+            except ALSimError as exc:  # Hydra would only warn, then launch jobs that all fail
+                print(f"error: {exc}", file=sys.stderr, flush=True)
+                raise SystemExit(EXIT_USER_ERROR) from None
         sweep_file.write_text(json.dumps({"sweep_id": sweep_id, "parent_run_id": parent_id}))
+
+    def _open_parent(self, config: DictConfig, sweep_id: str, parent_id: str | None) -> str:
+        """Create the sweep's parent run (or restart it on a re-run); its id."""
+        from al_sim.tracking.store import experiment_of, restart_run, start_parent_run
+
+        launch_dir = Path(os.getcwd())
+        uri = tracking_uri(config.tracking.uri, launch_dir)
+        if parent_id:  # a re-run of this sweep dir: its jobs stay under the same parent
+            restart_run(uri, parent_id)
+        else:
+            artifacts = default_artifact_location(config.tracking.artifact_location,
+                                                  launch_dir, uri)
+            parent_id = start_parent_run(uri, config.tracking.experiment, artifacts,
+                                         name=f"sweep {sweep_id}",
+                                         tags={SWEEP_ID_TAG: sweep_id, ROLE_TAG: SWEEP_ROLE,
+                                               "strategy": SWEEP_STRATEGY})
+        self._parent = (uri, parent_id)
+        _OPEN_PARENT[:] = [self._parent]
+        self._experiment_id = experiment_of(uri, parent_id)
+        self._experiment = str(config.tracking.experiment)
+        return parent_id
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         failed_dir = Path(config.hydra.sweep.dir) / FAILED_DIR
@@ -185,7 +196,6 @@ class SweepCallback(Callback):
     def _log_summaries(self) -> None:
         """One summary run per strategy (mean ± std curves) under the parent; never fatal."""
         from al_sim.report.summary_runs import log_sweep_summaries
-        from al_sim.runtime.errors import ALSimError
 
         assert self._parent is not None
         try:

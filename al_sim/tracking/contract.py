@@ -79,9 +79,9 @@ UI_ADDRESS = "http://127.0.0.1:5000"
 UI_RUNS_VIEW = "?workflowType=machine_learning"
 
 
-def ui_link(experiment_id: str, run_id: str | None = None) -> str:
+def ui_link(experiment_id: str, run_id: str | None = None, address: str = UI_ADDRESS) -> str:
     """The MLflow UI page of an experiment's runs (or of one run), in the training view."""
-    page = f"{UI_ADDRESS}/#/experiments/{experiment_id}"
+    page = f"{address.rstrip('/')}/#/experiments/{experiment_id}"
     return page + (f"/runs/{run_id}" if run_id else "/runs") + UI_RUNS_VIEW
 
 
@@ -95,9 +95,14 @@ def redact(text: str) -> str:
 
 
 def where_to_look(uri: str, experiment_id: str, run_id: str | None = None) -> str:
-    """Lines telling where a run's (or a sweep's) results went in MLflow, and how to open them."""
+    """Lines telling where a run's (or a sweep's) results went in MLflow, and how to open them.
+
+    A tracking server already is the UI: its own page; a database needs ``mlflow ui`` on it.
+    """
     what = f"MLflow run {run_id}" if run_id else "MLflow experiment"
     uri = redact(uri)
+    if uri.split(":", 1)[0] in ("http", "https"):
+        return f"{what} in {uri}\n  view: open {ui_link(experiment_id, run_id, uri)}"
     return (f"{what} in {uri}\n  view: mlflow ui --backend-store-uri {uri} --port 5000, then "
             f"open {ui_link(experiment_id, run_id)}")
 

@@ -25,7 +25,7 @@ from sqlalchemy.pool import NullPool
 from al_sim.runtime.errors import TrackingError
 from al_sim.runtime.interrupts import deferred
 from al_sim.tracking.contract import redact
-from al_sim.tracking.reachability import check_reachable
+from al_sim.tracking.reachability import check_reachable, refused_host
 from al_sim.tracking.retry import RetryPolicy, is_transient, retry
 
 T = TypeVar("T")
@@ -66,6 +66,8 @@ def call_with_retries(what: str, fn: Callable[[], T], uri: str,
     try:
         return retry(f"MLflow {what}", lambda: _whole(fn), policy, STORE_ERRORS)
     except STORE_ERRORS as exc:
+        if (refused := refused_host(uri, str(exc))) is not None:
+            raise refused from None
         first = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
         raise TrackingError(
             f"MLflow {what} failed at {redact(uri)}: {redact(first)}; check that the server is "
