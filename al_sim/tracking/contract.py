@@ -35,6 +35,10 @@ SWEEP_ID_TAG, ERROR_TAG, ROLE_TAG = "sweep_id", "error", "al_sim.role"
 WAITING_TAG = "al_sim.waiting_for_labels"
 SWEEP_ROLE = "sweep"
 JOB_TAG = "al_sim.job"  # a sweep job's overrides: finds an earlier attempt of the job
+LOST_JOBS_TAG = "al_sim.lost_jobs"  # a sweep's parent: its jobs lost (cancelled, node died, ...)
+# Where a run's latest attempt ran: host, SLURM job id and array <job>_<task>, Ray node, log file.
+HOST_TAG, LOG_TAG, RAY_NODE_TAG = "al_sim.host", "al_sim.log", "al_sim.ray_node_id"
+SLURM_JOB_TAG, SLURM_ARRAY_TAG = "al_sim.slurm_job_id", "al_sim.slurm_array"
 FULL_STRATEGY = "full"
 STOPPED_BY_TAG = "stopped_by"  # a run that budget.stop_when ended early: the rule and why
 # Summary runs (one per strategy, children of a sweep's parent): mean and mean +- std curves.

@@ -203,3 +203,12 @@ def end_run(uri: str, run_id: str, status: str = "FINISHED") -> None:
     """Mark ``run_id`` terminated with ``status`` (retried: the jobs may have outlived a blip)."""
     client = MlflowClient(tracking_uri=uri)
     call_with_retries("sweep run end", lambda: client.set_terminated(run_id, status), uri)
+
+
+def tag_run(uri: str, run_id: str, key: str, value: str | None) -> None:
+    """Set tag ``key`` of ``run_id``; remove it when ``value`` is None."""
+    client = MlflowClient(tracking_uri=uri)
+    if value is not None:
+        call_with_retries("run tag", lambda: client.set_tag(run_id, key, value), uri)
+    elif key in call_with_retries("run lookup", lambda: client.get_run(run_id), uri).data.tags:
+        call_with_retries("run tag removal", lambda: client.delete_tag(run_id, key), uri)
