@@ -22,7 +22,7 @@ from pathlib import Path
 
 BINARIES = ("munged", "mariadbd", "mariadb-install-db", "slurmdbd", "slurmctld", "slurmd",
             "sbatch", "sacct", "squeue", "scancel")
-NODE_CPUS, NODE_MEMORY_MB = 2, 4000
+NODE_CPUS, NODE_MEMORY_MB = 4, 4000  # CPUs may exceed the machine's: SlurmdParameters
 
 
 def missing() -> str | None:
@@ -131,6 +131,7 @@ class SlurmCluster:
             "SchedulerType=sched/backfill\nSelectType=select/cons_tres\n"
             "SelectTypeParameters=CR_Core_Memory\nReturnToService=2\nJobRequeue=1\n"
             "KillWait=5\nMinJobAge=300\nSlurmctldTimeout=30\nSlurmdTimeout=30\n"
+            "SlurmdParameters=config_overrides\n"
             "AccountingStorageType=accounting_storage/slurmdbd\n"
             f"AccountingStorageHost=localhost\nAccountingStoragePort={self.dbd_port}\n"
             f"AccountingStoragePass={self.munge_socket}\n"

@@ -117,6 +117,7 @@ class _Waiting(BaseSubmititLauncher):
 
         assert self.config is not None and self.hydra_context is not None
         self._poll_s, self._grace_s = launcher_settings(self.config)
+        self._check_time_limit()
         folder = sweep_dir(self.config)
         refs = job_refs(self.config, self.hydra_context, job_overrides, initial_job_idx)
         for ref in refs:
@@ -146,6 +147,17 @@ class _Waiting(BaseSubmititLauncher):
         what = "SLURM jobs" if self._EXECUTOR == "slurm" else "submitit jobs"
         with cancelled_on_interrupt(cancel, what):
             return self._wait(jobs, refs, pending, folder)
+
+    def _check_time_limit(self) -> None:
+        """A time limit shorter than submitit's warning would requeue every attempt at once."""
+        timeout_s, delay_s = 60 * self.params.get("timeout_min", 0), self.params.get(
+            "signal_delay_s", 0)
+        if self._EXECUTOR == "slurm" and timeout_s <= delay_s:
+            raise ConfigError(
+                f"hydra.launcher.timeout_min={timeout_s // 60} is not longer than "
+                f"hydra.launcher.signal_delay_s={delay_s}: submitit signals a requeue that long "
+                "before the limit, so every attempt would be requeued at once; raise "
+                "timeout_min or lower signal_delay_s")
 
     def _wait(self, jobs: list, refs: list[JobRef], pending: dict, folder: Path
               ) -> list[JobReturn]:
