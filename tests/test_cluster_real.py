@@ -222,9 +222,8 @@ class RayNode:
         self.temp = root / name
         self.port = free_port()
         base = 30000 + (os.getpid() * 7 + (0 if head is None else 211)) % 20000
-        where = ["--head", "--port", str(self.port), "--include-dashboard=false",
-                 "--ray-client-server-port", str(free_port())] if head is None else [
-            "--address", head]
+        where = ["--head", "--port", str(self.port), "--include-dashboard=false"] \
+            if head is None else ["--address", head]
         ports = ["--node-manager-port", "--object-manager-port", "--metrics-export-port",
                  "--runtime-env-agent-port", "--dashboard-agent-grpc-port",
                  "--dashboard-agent-listen-port"]
