@@ -51,22 +51,10 @@ def kill_run(job: JobRef) -> str | None:
     """Mark the job's RUNNING MLflow run KILLED; its id (None: no run yet, or no tracking)."""
     if not _PARENT or "'" in job.name:
         return None
-    from mlflow.tracking import MlflowClient
-
-    from al_sim.tracking.store import call_with_retries
+    from al_sim.tracking.store import kill_job_run
 
     uri, parent = _PARENT[0]
-    client = MlflowClient(tracking_uri=uri)
-    exp_id = call_with_retries("run lookup", lambda: client.get_run(parent), uri).info.experiment_id
-    query = f"tags.`{PARENT_TAG}` = '{parent}' and tags.`{JOB_TAG}` = '{job.name}'"
-    runs = call_with_retries("job lookup", lambda: client.search_runs([exp_id], query), uri)
-    if not runs:
-        return None
-    run = runs[0]
-    if run.info.status == "RUNNING":
-        call_with_retries("run end", lambda: client.set_terminated(run.info.run_id, "KILLED"),
-                          uri)
-    return run.info.run_id
+    return kill_job_run(uri, parent, job.name, PARENT_TAG, JOB_TAG)
 
 
 def report_lost(sweep_dir: Path, job: JobRef, why: str) -> None:

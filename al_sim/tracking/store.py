@@ -212,3 +212,20 @@ def tag_run(uri: str, run_id: str, key: str, value: str | None) -> None:
         call_with_retries("run tag", lambda: client.set_tag(run_id, key, value), uri)
     elif key in call_with_retries("run lookup", lambda: client.get_run(run_id), uri).data.tags:
         call_with_retries("run tag removal", lambda: client.delete_tag(run_id, key), uri)
+
+
+def kill_job_run(uri: str, parent_id: str, job: str, parent_tag: str, job_tag: str
+                 ) -> str | None:
+    """Mark KILLED the RUNNING run of sweep job ``job`` (its ``job_tag``) under ``parent_id``;
+    its id, or None when the job has no run yet."""
+    client = MlflowClient(tracking_uri=uri)
+    exp_id = call_with_retries("run lookup", lambda: client.get_run(parent_id),
+                               uri).info.experiment_id
+    query = f"tags.`{parent_tag}` = '{parent_id}' and tags.`{job_tag}` = '{job}'"
+    runs = call_with_retries("job lookup", lambda: client.search_runs([exp_id], query), uri)
+    if not runs:
+        return None
+    run_id = runs[0].info.run_id
+    if runs[0].info.status == "RUNNING":
+        call_with_retries("run end", lambda: client.set_terminated(run_id, "KILLED"), uri)
+    return run_id
