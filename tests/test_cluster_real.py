@@ -213,6 +213,30 @@ def test_slurm_sigterm_to_the_launcher_cancels_its_jobs(slurm: SlurmCluster, ser
     assert not queued(), "the launcher's SLURM jobs outlived it"
 
 
+def test_slurm_time_limit_requeue_resumes_with_no_failure(slurm: SlurmCluster, server: Server,
+                                                          root: Path) -> None:
+    """A 1-minute limit with USR2 40 s before it: submitit requeues the job (an interruption,
+    its run KILLED meanwhile), the next attempt resumes from the checkpoint; no failure."""
+    cwd = root / "slurm_requeue"
+    cwd.mkdir()
+    args = [a for a in slurm_args(cwd, server, "slurm_requeue", "hydra.launcher.timeout_min=1",
+                                  "hydra.launcher.signal_delay_s=40", "budget.rounds=12")
+            if not a.startswith(("strategy=", "seed=")) and a != "budget.rounds=4"]
+    proc = subprocess.run([sys.executable, "-m", "al_sim.run", "-m", *args, "seed=0"],
+                          cwd=cwd, env=env_for(slurm.env), capture_output=True, text=True,
+                          timeout=WAIT_S, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    logs = "".join(p.read_text() for p in (cwd / "sweep" / ".submitit").rglob("*_log.*"))
+    assert "Requeued job" in logs and "requeued by SLURM" in logs
+    assert not (cwd / "sweep" / "failed_jobs").exists()
+    assert not (cwd / "sweep" / "lost_jobs").exists()
+    parent, [run] = sweep_runs(server.uri, "slurm_requeue")
+    assert parent.info.status == "FINISHED" and run.info.status == "FINISHED"
+    steps = [m.step for m in MlflowClient(tracking_uri=server.uri).get_metric_history(
+        run.info.run_id, "round")]
+    assert sorted(steps) == list(range(20, 140, 10))  # one run, every round logged once
+
+
 # ------------------------------------------------------------------------------ Ray
 class RayNode:
     """``ray start --block`` in its own process group, temp dir and ports (never 10002-19999,
