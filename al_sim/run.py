@@ -285,6 +285,7 @@ def cli() -> None:
         if line is None:
             raise
         print(line, file=sys.stderr, flush=True)
+        close_interrupted_sweep("FAILED")  # a launcher that failed: its parent run ends too
         sys.exit(EXIT_USER_ERROR)
 
 

@@ -24,11 +24,13 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict, read_write
 
+from al_sim.app.lost_jobs import LOST_DIR, lost_jobs, set_parent
 from al_sim.config.checks import positive
 from al_sim.config.store import validate_schemas
 from al_sim.runtime.errors import EXIT_USER_ERROR, ALSimError
 from al_sim.runtime.launcher_watch import announce_launcher
 from al_sim.tracking.contract import (
+    LOST_JOBS_TAG,
     ROLE_TAG,
     SWEEP_ID_TAG,
     SWEEP_ROLE,
@@ -42,6 +44,7 @@ log = logging.getLogger("al_sim")
 SWEEP_FILE = "al_sim_sweep.json"
 FAILED_DIR = "failed_jobs"
 EXIT_SWEEP_FAILED = 1
+EXIT_JOBS_LOST = 3  # no job failed, some were lost: re-running the command resumes them
 
 
 @dataclass
@@ -73,8 +76,9 @@ def sweep_context() -> SweepContext | None:
     return SweepContext(str(sweep_dir), None)
 
 
-def close_interrupted_sweep() -> str | None:
-    """After a sweep was interrupted: mark its parent run KILLED; its id, or None (no sweep)."""
+def close_interrupted_sweep(status: str = "KILLED") -> str | None:
+    """After a sweep was interrupted (KILLED) or its launcher failed (FAILED): end its parent
+    run with ``status``; its id, or None (no sweep)."""
     running = SweepCallback.running
     if running is None or running._parent is None:
         return None
@@ -82,7 +86,8 @@ def close_interrupted_sweep() -> str | None:
 
     SweepCallback.running = None
     uri, run_id = running._parent
-    end_run(uri, run_id, status="KILLED")
+    set_parent(None, None)
+    end_run(uri, run_id, status=status)
     return run_id
 
 
@@ -130,9 +135,11 @@ class SweepCallback(Callback):
     # itself, so the entry point's interrupt handler finds the open parent run here.
     running: ClassVar[SweepCallback | None] = None
 
-    def __init__(self, launcher_poll_s: float = 1.0, interrupt_grace_s: float = 30.0) -> None:
+    def __init__(self, launcher_poll_s: float = 1.0, interrupt_grace_s: float = 30.0,
+                 status_poll_s: float = 10.0, lost_grace_s: float = 120.0) -> None:
         positive("hydra.callbacks.sweep", launcher_poll_s=launcher_poll_s,
-                 interrupt_grace_s=interrupt_grace_s)
+                 interrupt_grace_s=interrupt_grace_s, status_poll_s=status_poll_s,
+                 lost_grace_s=lost_grace_s)  # the last two: read by al_sim.app.launchers
         self._poll_s, self._grace_s = launcher_poll_s, interrupt_grace_s
         self._parent: tuple[str, str] | None = None  # (tracking uri, run id)
         self._experiment_id = ""
@@ -157,57 +164,77 @@ class SweepCallback(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         announce_launcher(self._poll_s, self._grace_s, sweep_dir)  # workers stop with us
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(sweep_dir / FAILED_DIR, ignore_errors=True)  # failures of an earlier try
+        for earlier_try in (FAILED_DIR, LOST_DIR):
+            shutil.rmtree(sweep_dir / earlier_try, ignore_errors=True)
         sweep_file = sweep_dir / SWEEP_FILE
         earlier = json.loads(sweep_file.read_text()) if sweep_file.exists() else {}
         sweep_id = earlier.get("sweep_id", str(sweep_dir))
         parent_id = earlier.get("parent_run_id")
         if config.tracking.enabled:
-            from al_sim.tracking.store import experiment_of, restart_run, start_parent_run
-
-            launch_dir = Path(os.getcwd())
-            uri = tracking_uri(config.tracking.uri, launch_dir)
-            if parent_id:  # a re-run of this sweep dir: its jobs stay under the same parent
-                restart_run(uri, parent_id)
-            else:
-                artifacts = default_artifact_location(config.tracking.artifact_location,
-                                                      launch_dir, uri)
-                parent_id = start_parent_run(uri, config.tracking.experiment, artifacts,
-                                             name=f"sweep {sweep_id}",
-                                             tags={SWEEP_ID_TAG: sweep_id, ROLE_TAG: SWEEP_ROLE,
-                                                   "strategy": SWEEP_STRATEGY})
-            self._parent = (uri, parent_id)
-            SweepCallback.running = self
-            self._experiment_id = experiment_of(uri, parent_id)
-            self._experiment = str(config.tracking.experiment)
+            try:
+                parent_id = self._open_parent(config, sweep_id, parent_id)
+            except ALSimError as exc:  # Hydra would only warn, then launch jobs that all fail
+                print(f"error: {exc}", file=sys.stderr, flush=True)
+                raise SystemExit(EXIT_USER_ERROR) from None
         sweep_file.write_text(json.dumps({"sweep_id": sweep_id, "parent_run_id": parent_id}))
 
+    def _open_parent(self, config: DictConfig, sweep_id: str, parent_id: str | None) -> str:
+        """Create the sweep's parent run (or restart it on a re-run); its id."""
+        from al_sim.tracking.store import experiment_of, restart_run, start_parent_run
+
+        launch_dir = Path(os.getcwd())
+        uri = tracking_uri(config.tracking.uri, launch_dir)
+        if parent_id:  # a re-run of this sweep dir: its jobs stay under the same parent
+            restart_run(uri, parent_id)
+        else:
+            artifacts = default_artifact_location(config.tracking.artifact_location,
+                                                  launch_dir, uri)
+            parent_id = start_parent_run(uri, config.tracking.experiment, artifacts,
+                                         name=f"sweep {sweep_id}",
+                                         tags={SWEEP_ID_TAG: sweep_id, ROLE_TAG: SWEEP_ROLE,
+                                               "strategy": SWEEP_STRATEGY})
+        self._parent = (uri, parent_id)
+        SweepCallback.running = self
+        set_parent(*self._parent)
+        self._experiment_id = experiment_of(uri, parent_id)
+        self._experiment = str(config.tracking.experiment)
+        return parent_id
+
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        failed_dir = Path(config.hydra.sweep.dir) / FAILED_DIR
+        sweep_dir = Path(config.hydra.sweep.dir)
+        failed_dir = sweep_dir / FAILED_DIR
         failures = sorted(failed_dir.glob("*.txt")) if failed_dir.exists() else []
+        lost = lost_jobs(sweep_dir)
+        listing = "; ".join(f"job {num} [{name}]: {why}" for num, name, why in lost)
         if self._parent is not None:
-            from al_sim.tracking.store import end_run
+            from al_sim.tracking.store import end_run, tag_run
 
             self._log_summaries()
-            end_run(*self._parent, status="FAILED" if failures else "FINISHED")
+            tag_run(*self._parent, LOST_JOBS_TAG, listing[:5000] if lost else None)
+            end_run(*self._parent, status="FAILED" if failures or lost else "FINISHED")
             SweepCallback.running = None
-        print(f"sweep results: {Path(config.hydra.sweep.dir).resolve()} (one dir per job)",
-              file=sys.stderr, flush=True)
+            set_parent(None, None)
+        print(f"sweep results: {sweep_dir.resolve()} (one dir per job)", file=sys.stderr,
+              flush=True)
         if self._parent is not None:
             print(f"  parent {where_to_look(self._parent[0], self._experiment_id)}\n"
                   f"  next: python -m al_sim.compare sweep_id={config.hydra.sweep.dir}",
                   file=sys.stderr, flush=True)
+        if lost:
+            print(f"error: {len(lost)} sweep job(s) lost, their MLflow runs KILLED ({listing}); "
+                  "run the same command again to resume them", file=sys.stderr, flush=True)
         if failures:
             print(f"error: {len(failures)} sweep job(s) failed:", file=sys.stderr)
             for path in failures:
                 overrides, message = (path.read_text().splitlines() + ["", ""])[:2]
                 print(f"  job {path.stem} [{overrides}]: {message}", file=sys.stderr)
             sys.exit(EXIT_SWEEP_FAILED)
+        if lost:
+            sys.exit(EXIT_JOBS_LOST)
 
     def _log_summaries(self) -> None:
         """One summary run per strategy (mean ± std curves) under the parent; never fatal."""
         from al_sim.report.summary_runs import log_sweep_summaries
-        from al_sim.runtime.errors import ALSimError
 
         assert self._parent is not None
         try:

@@ -55,6 +55,7 @@ from al_sim.tracking.contract import (
     tracking_uri,
     where_to_look,
 )
+from al_sim.tracking.placement import placement_tags
 from al_sim.tracking.reachability import check_reachable
 from al_sim.tracking.retry import RetryPolicy
 from al_sim.tracking.store import call_with_retries, experiment_id, open_store
@@ -145,6 +146,8 @@ class MLflowWriter(RunCallback):
             if run.resume is not None:  # resumed with tracking switched on: log what came before
                 for done in run.resume.result.rounds:
                     self.on_round_end(done)
+        where = [RunTag(k, v[:TAG_MAX_CHARS]) for k, v in placement_tags().items()]
+        self._call("placement tags", lambda: self._store.log_batch(self._run, tags=where))
         self._sync()
 
     def _close_orphan(self) -> None:

@@ -45,6 +45,10 @@ SWEEP_ID_TAG, ERROR_TAG, ROLE_TAG = "sweep_id", "error", "al_sim.role"
 WAITING_TAG = "al_sim.waiting_for_labels"
 SWEEP_ROLE = "sweep"
 JOB_TAG = "al_sim.job"  # a sweep job's overrides: finds an earlier attempt of the job
+LOST_JOBS_TAG = "al_sim.lost_jobs"  # a sweep's parent: its jobs lost (cancelled, node died, ...)
+# Where a run's latest attempt ran: host, SLURM job id and array <job>_<task>, Ray node, log file.
+HOST_TAG, LOG_TAG, RAY_NODE_TAG = "al_sim.host", "al_sim.log", "al_sim.ray_node_id"
+SLURM_JOB_TAG, SLURM_ARRAY_TAG = "al_sim.slurm_job_id", "al_sim.slurm_array"
 FULL_STRATEGY = "full"
 STOPPED_BY_TAG = "stopped_by"  # a run that budget.stop_when ended early: the rule and why
 # Summary runs (one per strategy, children of a sweep's parent): mean and mean +- std curves.
@@ -89,9 +93,9 @@ UI_ADDRESS = "http://127.0.0.1:5000"
 UI_RUNS_VIEW = "?workflowType=machine_learning"
 
 
-def ui_link(experiment_id: str, run_id: str | None = None) -> str:
+def ui_link(experiment_id: str, run_id: str | None = None, address: str = UI_ADDRESS) -> str:
     """The MLflow UI page of an experiment's runs (or of one run), in the training view."""
-    page = f"{UI_ADDRESS}/#/experiments/{experiment_id}"
+    page = f"{address.rstrip('/')}/#/experiments/{experiment_id}"
     return page + (f"/runs/{run_id}" if run_id else "/runs") + UI_RUNS_VIEW
 
 
@@ -105,9 +109,14 @@ def redact(text: str) -> str:
 
 
 def where_to_look(uri: str, experiment_id: str, run_id: str | None = None) -> str:
-    """Lines telling where a run's (or a sweep's) results went in MLflow, and how to open them."""
+    """Lines telling where a run's (or a sweep's) results went in MLflow, and how to open them.
+
+    A tracking server already is the UI: its own page; a database needs ``mlflow ui`` on it.
+    """
     what = f"MLflow run {run_id}" if run_id else "MLflow experiment"
     uri = redact(uri)
+    if uri.split(":", 1)[0] in ("http", "https"):
+        return f"{what} in {uri}\n  view: open {ui_link(experiment_id, run_id, uri)}"
     return (f"{what} in {uri}\n  view: mlflow ui --backend-store-uri {uri} --port 5000, then "
             f"open {ui_link(experiment_id, run_id)}")
 

@@ -141,7 +141,7 @@ def _state(root: Path, db_port: int | None) -> dict:
 
 
 def serve(root: Path, host: str, port: int, db_port: int | None, workers: int,
-          db_user: str | None) -> int:
+          db_user: str | None, allowed_hosts: str | None = None) -> int:
     """Start PostgreSQL and ``mlflow server``; block until either stops or a signal comes."""
     for tool in ("initdb", "pg_ctl", "postgres"):
         if shutil.which(tool) is None:
@@ -165,14 +165,19 @@ def serve(root: Path, host: str, port: int, db_port: int | None, workers: int,
         env.setdefault("MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW", str(POOL_OVERFLOW))
         artifacts = root.resolve() / "artifacts"
         artifacts.mkdir(exist_ok=True)
+        security = ["--allowed-hosts", allowed_hosts] if allowed_hosts else []
         mlflow = subprocess.Popen(
             [sys.executable, "-m", "mlflow", "server", "--host", host, "--port", str(port),
              "--serve-artifacts", "--artifacts-destination", artifacts.as_uri(),
-             "--workers", str(workers)], env=env)
+             "--workers", str(workers), *security], env=env)
         wait_for_port("127.0.0.1" if host in ("0.0.0.0", "") else host, port, 180, mlflow,
                       "mlflow server")
-        print(f"MLflow server on PostgreSQL: tracking.uri=http://{host}:{port} "
+        shown = socket.gethostname() if host in ("0.0.0.0", "") else host
+        print(f"MLflow server on PostgreSQL: tracking.uri=http://{shown}:{port} "
               f"(data in {root}; Ctrl-C stops it)", flush=True)
+        if not allowed_hosts and host not in ("127.0.0.1", "localhost"):
+            print(f"  host names in tracking.uri need --allowed-hosts (e.g. {shown}:{port}); "
+                  "IP addresses and localhost work without", flush=True)
         return mlflow.wait()
     finally:
         if mlflow is not None and mlflow.poll() is None:
@@ -204,13 +209,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--db-port", type=int, default=None,
                         help="PostgreSQL port on 127.0.0.1 (default: a free one, kept)")
     parser.add_argument("--workers", type=int, default=2, help="mlflow server worker processes")
+    parser.add_argument("--allowed-hosts", default=None, metavar="HOST[:PORT],...",
+                        help="host names the jobs' tracking.uri may use (mlflow server "
+                             "--allowed-hosts; default: localhost and private IP addresses)")
     parser.add_argument("--db-user", default=_default_db_user(),
                         help="system user that runs PostgreSQL when started as root")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         sys.exit(serve(args.dir, args.host, args.port, args.db_port, args.workers,
-                       args.db_user if os.geteuid() == 0 else None))
+                       args.db_user if os.geteuid() == 0 else None, args.allowed_hosts))
     except ServerError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)

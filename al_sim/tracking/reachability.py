@@ -17,6 +17,7 @@ from urllib.parse import urlparse
 from al_sim.runtime.errors import TrackingError
 from al_sim.tracking.contract import redact, sqlite_file
 
+INVALID_HOST = "invalid host header"  # MLflow's security middleware refusing the URI's host name
 HEALTH_PATH = "/health"  # MLflow's server answers it; any HTTP answer proves it is alive
 CLIENT_RETRIES = 2  # MLflow HTTP client retries per request, once the server has answered
 WAIT_FIRST_S, WAIT_MAX_S = 0.5, 5.0  # back-off while waiting for a restarting server
@@ -85,3 +86,17 @@ def _answers(uri: str, timeout: float) -> None:
             f"(mlflow server --host 127.0.0.1 --port {port}), fix tracking.uri, or set "
             "tracking.enabled=false"
         ) from None
+
+
+def refused_host(uri: str, detail: str) -> TrackingError | None:
+    """The error, naming the fix, when the server refused the host name of ``uri`` (403
+    "Invalid Host header": ``mlflow server`` allows only localhost and private IP addresses
+    unless told otherwise); None for any other failure."""
+    if INVALID_HOST not in detail.lower():
+        return None
+    host = urlparse(uri).netloc.rpartition("@")[2]
+    return TrackingError(
+        f"the MLflow server at {redact(uri)} refuses the host name {host} (403 Invalid Host "
+        f"header); start it with python -m al_sim.server --allowed-hosts {host} (or mlflow "
+        "server --allowed-hosts), or use its IP address in tracking.uri"
+    )

@@ -28,7 +28,7 @@ from al_sim.runtime.files import fsync_dir
 from al_sim.runtime.interrupts import deferred
 from al_sim.runtime.reading import problem, reading
 from al_sim.tracking.contract import redact, sqlite_file
-from al_sim.tracking.reachability import check_reachable
+from al_sim.tracking.reachability import check_reachable, refused_host
 from al_sim.tracking.retry import RetryPolicy, is_transient, retry
 
 T = TypeVar("T")
@@ -69,6 +69,8 @@ def call_with_retries(what: str, fn: Callable[[], T], uri: str,
     try:
         return retry(f"MLflow {what}", lambda: _whole(fn), policy, STORE_ERRORS)
     except STORE_ERRORS as exc:
+        if (refused := refused_host(uri, str(exc))) is not None:
+            raise refused from None
         first = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
         raise TrackingError(
             f"MLflow {what} failed at {redact(uri)}: {redact(first)}; check that the server is "
@@ -260,3 +262,29 @@ def end_run(uri: str, run_id: str, status: str = "FINISHED") -> None:
     """Mark ``run_id`` terminated with ``status`` (retried: the jobs may have outlived a blip)."""
     client = MlflowClient(tracking_uri=uri)
     call_with_retries("sweep run end", lambda: client.set_terminated(run_id, status), uri)
+
+
+def tag_run(uri: str, run_id: str, key: str, value: str | None) -> None:
+    """Set tag ``key`` of ``run_id``; remove it when ``value`` is None."""
+    client = MlflowClient(tracking_uri=uri)
+    if value is not None:
+        call_with_retries("run tag", lambda: client.set_tag(run_id, key, value), uri)
+    elif key in call_with_retries("run lookup", lambda: client.get_run(run_id), uri).data.tags:
+        call_with_retries("run tag removal", lambda: client.delete_tag(run_id, key), uri)
+
+
+def kill_job_run(uri: str, parent_id: str, job: str, parent_tag: str, job_tag: str
+                 ) -> str | None:
+    """Mark KILLED the RUNNING run of sweep job ``job`` (its ``job_tag``) under ``parent_id``;
+    its id, or None when the job has no run yet."""
+    client = MlflowClient(tracking_uri=uri)
+    exp_id = call_with_retries("run lookup", lambda: client.get_run(parent_id),
+                               uri).info.experiment_id
+    query = f"tags.`{parent_tag}` = '{parent_id}' and tags.`{job_tag}` = '{job}'"
+    runs = call_with_retries("job lookup", lambda: client.search_runs([exp_id], query), uri)
+    if not runs:
+        return None
+    run_id = runs[0].info.run_id
+    if runs[0].info.status == "RUNNING":
+        call_with_retries("run end", lambda: client.set_terminated(run_id, "KILLED"), uri)
+    return run_id

@@ -1,0 +1,55 @@
+"""What every al_sim launcher shares: the sweep's job list, cancelling on an interrupt."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from al_sim.app.lost_jobs import JobRef, kill_run
+
+
+def job_refs(config: DictConfig, hydra_context, job_overrides: Sequence[Sequence[str]],
+             first: int) -> list[JobRef]:
+    """The jobs of this batch: number, overrides and ``al_sim.job`` tag (override_dirname)."""
+    refs = []
+    for idx, overrides in enumerate(job_overrides):
+        job_cfg = hydra_context.config_loader.load_sweep_config(config, list(overrides))
+        refs.append(JobRef(first + idx, tuple(overrides), str(job_cfg.hydra.job.override_dirname)))
+    return refs
+
+
+def launcher_settings(config: DictConfig) -> tuple[float, float]:
+    """(status_poll_s, lost_grace_s) from ``hydra.callbacks.sweep``: how often a cluster
+    launcher asks how its jobs are doing, how long a job the scheduler no longer knows may
+    stay without a result before it counts as lost."""
+    sweep = config.hydra.callbacks.get("sweep") or {}
+    return float(sweep.get("status_poll_s", 10.0)), float(sweep.get("lost_grace_s", 120.0))
+
+
+def sweep_dir(config: DictConfig) -> Path:
+    """The sweep's directory (created)."""
+    path = Path(str(config.hydra.sweep.dir))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@contextlib.contextmanager
+def cancelled_on_interrupt(cancel: Callable[[], list[JobRef]], what: str) -> Iterator[None]:
+    """On Ctrl-C / SIGTERM while waiting: ``cancel()`` the jobs still out, mark their runs
+    KILLED, and say so (only when there were some)."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        cancelled = cancel()
+        for job in cancelled:
+            with contextlib.suppress(Exception):
+                kill_run(job)
+        if cancelled:
+            names = ", ".join(str(job.num) for job in cancelled)
+            print(f"cancelled {len(cancelled)} {what} of the sweep (job {names})",
+                  file=sys.stderr, flush=True)
+        raise

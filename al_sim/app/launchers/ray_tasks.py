@@ -1,0 +1,81 @@
+"""A Ray launcher that waits for each task on its own.
+
+hydra-ray-launcher calls ``ray.get`` on the tasks in order and raises at the first lost
+one (``NodeDiedError``, ``WorkerCrashedError``): a traceback, exit 1, every run left
+RUNNING. Here a task that ends with a Ray error is reported lost (:mod:`al_sim.app.lost_jobs`)
+while the others run on, and an interrupted launcher cancels the tasks it started.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from hydra.core.singleton import Singleton
+from hydra.core.utils import JobReturn, configure_log, filter_overrides, setup_globals
+from hydra_plugins.hydra_ray_launcher.ray_launcher import RayLauncher
+from omegaconf import open_dict
+
+from al_sim.app.launchers.common import (
+    cancelled_on_interrupt,
+    job_refs,
+    launcher_settings,
+    sweep_dir,
+)
+from al_sim.app.lost_jobs import JobRef, report_lost
+
+
+class AlRayLauncher(RayLauncher):
+    """``hydra/launcher=al_ray``."""
+
+    def launch(self, job_overrides: Any, initial_job_idx: int) -> list[JobReturn]:
+        import ray
+        from hydra_plugins.hydra_ray_launcher._launcher_util import launch_job_on_ray, start_ray
+
+        assert self.config is not None and self.hydra_context is not None
+        setup_globals()
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        poll_s, _ = launcher_settings(self.config)
+        folder = sweep_dir(self.config)
+        refs = job_refs(self.config, self.hydra_context, job_overrides, initial_job_idx)
+        start_ray(self.ray_cfg.init)
+        tasks: dict[Any, int] = {}
+        for i, ref in enumerate(refs):
+            print(f"\t#{ref.num} : {' '.join(filter_overrides(ref.overrides))}", flush=True)
+            job_cfg = self.hydra_context.config_loader.load_sweep_config(self.config,
+                                                                         list(ref.overrides))
+            with open_dict(job_cfg):
+                job_cfg.hydra.job.id = f"job_id_for_{ref.num}"
+                job_cfg.hydra.job.num = ref.num
+            assert self.task_function is not None  # set by Hydra's setup() before launching
+            tasks[launch_job_on_ray(self.hydra_context, self.ray_cfg.remote, job_cfg,
+                                    self.task_function, Singleton.get_state())] = i
+
+        def cancel() -> list[JobRef]:
+            for task in tasks:
+                ray.cancel(task, force=True)
+            return [refs[i] for i in tasks.values()]
+
+        with cancelled_on_interrupt(cancel, "Ray tasks"):
+            results = _wait(tasks, refs, folder, poll_s)
+        return [results[i] for i in range(len(refs))]
+
+
+def _wait(tasks: dict[Any, int], refs: list[JobRef], folder: Path, poll_s: float
+          ) -> dict[int, JobReturn]:
+    """Each task's result as it ends; a task lost with its worker or node is reported."""
+    import ray
+    from ray.exceptions import RayError
+
+    results: dict[int, JobReturn] = {}
+    while tasks:
+        ready, _ = ray.wait(list(tasks), num_returns=1, timeout=poll_s)
+        for task in ready:
+            i = tasks.pop(task)
+            try:
+                results[i] = ray.get(task)
+            except RayError as exc:
+                first = next((line for line in str(exc).splitlines() if line.strip()), "")
+                report_lost(folder, refs[i], f"Ray task {type(exc).__name__}: {first}")
+                results[i] = refs[i].returned()
+    return results

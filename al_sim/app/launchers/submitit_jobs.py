@@ -1,0 +1,218 @@
+"""submitit launchers (SLURM, local) that wait for each job on its own.
+
+hydra-submitit-launcher waits for the jobs in order and raises at the first one that
+ended without a result (``scancel``, time limit, dead node): a traceback, the other
+array tasks left running with nobody waiting, every run left RUNNING. Here a job with no
+result is reported lost (:mod:`al_sim.app.lost_jobs`) and the launcher waits on for the
+others; ``sbatch`` refusing the jobs is one ``error:`` line; an interrupted launcher
+cancels its jobs. Without SLURM accounting (``sacct`` fails) a job that ``squeue`` no
+longer lists and that left no result is lost after ``lost_grace_s``, not waited on forever.
+
+In the job (on the node), SLURM's SIGTERM (``scancel``, preemption) closes the run KILLED
+(submitit would ignore it), and a requeue (submitit's USR2 handler calling ``scontrol
+requeue``) is an interruption, never a job failure, whatever the requeue call raises.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from hydra.core.singleton import Singleton
+from hydra.core.utils import JobReturn, filter_overrides
+from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+from hydra_plugins.hydra_submitit_launcher.submitit_launcher import (
+    BaseSubmititLauncher,
+    LocalLauncher,
+    SlurmLauncher,
+)
+from omegaconf import OmegaConf
+
+from al_sim.app.launchers.common import (
+    cancelled_on_interrupt,
+    job_refs,
+    launcher_settings,
+    sweep_dir,
+)
+from al_sim.app.lost_jobs import JobRef, report_lost
+from al_sim.runtime.errors import ConfigError
+from al_sim.runtime.interrupts import interrupt
+from al_sim.runtime.launcher_watch import EXIT_TERMINATED
+
+_requeueing = threading.Event()
+
+
+def _guard_signals() -> None:
+    """In a SLURM job: SIGTERM interrupts the run; a requeue is an interruption."""
+    if "SLURM_JOB_ID" not in os.environ or threading.current_thread() != threading.main_thread():
+        return
+    import submitit
+
+    usr_sig = submitit.JobEnvironment()._usr_sig()  # USR2: time limit near, or preemption
+    requeue = signal.getsignal(usr_sig)
+
+    def on_term(signum: int, frame: object) -> None:
+        if not _requeueing.is_set():  # scontrol requeue's own SIGTERM: on_usr ends the job
+            interrupt("SIGTERM from SLURM (scancel, preemption or node shutdown)")
+
+    def on_usr(signum: int, frame: FrameType | None) -> None:
+        _requeueing.set()
+        try:
+            if callable(requeue):
+                requeue(signum, frame)  # checkpoint, scontrol requeue, sys.exit
+        except SystemExit:
+            interrupt("requeued by SLURM (time limit or preemption); it resumes when it restarts")
+        except BaseException as exc:  # noqa: BLE001 - any failure of the requeue call
+            interrupt(f"time limit or preemption; requeue: {type(exc).__name__}: {exc}")
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(usr_sig, on_usr)
+
+
+def _squeue_ids() -> set[str] | None:
+    """Job ids SLURM still holds (array tasks as ``<job>_<task>``); None when squeue fails."""
+    try:
+        out = subprocess.run(["squeue", "-h", "-r", "-o", "%i"], capture_output=True, text=True,
+                             timeout=60, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return set(out.split())
+
+
+class _Waiting(BaseSubmititLauncher):
+    """Submits like hydra-submitit-launcher, then waits for each job on its own."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> JobReturn:
+        """On the node: run the job; an interrupted job ends the process, its run KILLED."""
+        _guard_signals()
+        try:
+            return super().__call__(*args, **kwargs)
+        except KeyboardInterrupt as exc:
+            print(f"interrupted ({exc}): the MLflow run is marked KILLED", file=sys.stderr,
+                  flush=True)
+            sys.exit(EXIT_TERMINATED)
+
+    def _executor(self) -> Any:
+        """hydra-submitit-launcher's executor, parameters and all."""
+        import submitit
+
+        init_keys = {"max_num_timeout"}
+        init = {"folder": self.params["submitit_folder"]}
+        init.update({f"{self._EXECUTOR}_{k}": v for k, v in self.params.items() if k in init_keys})
+        executor = submitit.AutoExecutor(cluster=self._EXECUTOR, **init)
+        base = set(OmegaConf.structured(BaseQueueConf).keys())
+        executor.update_parameters(**{
+            k if k in base else f"{self._EXECUTOR}_{k}": v for k, v in self.params.items()
+            if k not in init_keys | {"submitit_folder"}})
+        return executor
+
+    def launch(self, job_overrides: Any, initial_job_idx: int) -> list[JobReturn]:
+        import submitit
+
+        assert self.config is not None and self.hydra_context is not None
+        self._poll_s, self._grace_s = launcher_settings(self.config)
+        self._check_time_limit()
+        folder = sweep_dir(self.config)
+        refs = job_refs(self.config, self.hydra_context, job_overrides, initial_job_idx)
+        for ref in refs:
+            print(f"\t#{ref.num} : {' '.join(filter_overrides(ref.overrides))}", flush=True)
+        params = [(list(r.overrides), "hydra.sweep.dir", r.num, f"job_id_for_{r.num}",
+                   Singleton.get_state()) for r in refs]
+        try:
+            jobs = self._executor().map_array(self, *zip(*params, strict=True))
+        except submitit.core.utils.FailedJobError as exc:
+            detail = " ".join(str(exc).split())[-400:]
+            raise ConfigError(
+                f"{self._EXECUTOR} refused the sweep's jobs ({detail}); fix the resources in "
+                "hydra.launcher.* (mem_gb, partition, timeout_min, cpus_per_task, gpus_per_node)"
+            ) from None
+        pending = dict(zip(range(len(jobs)), jobs, strict=True))
+
+        def cancel() -> list[JobRef]:
+            out = []
+            for i, job in list(pending.items()):
+                try:
+                    job.cancel(check=False)
+                    out.append(refs[i])
+                except Exception:  # noqa: BLE001,S112 - a job that ended meanwhile
+                    continue
+            return out
+
+        what = "SLURM jobs" if self._EXECUTOR == "slurm" else "submitit jobs"
+        with cancelled_on_interrupt(cancel, what):
+            return self._wait(jobs, refs, pending, folder)
+
+    def _check_time_limit(self) -> None:
+        """A time limit shorter than submitit's warning would requeue every attempt at once."""
+        timeout_s, delay_s = 60 * self.params.get("timeout_min", 0), self.params.get(
+            "signal_delay_s", 0)
+        if self._EXECUTOR == "slurm" and timeout_s <= delay_s:
+            raise ConfigError(
+                f"hydra.launcher.timeout_min={timeout_s // 60} is not longer than "
+                f"hydra.launcher.signal_delay_s={delay_s}: submitit signals a requeue that long "
+                "before the limit, so every attempt would be requeued at once; raise "
+                "timeout_min or lower signal_delay_s")
+
+    def _wait(self, jobs: list, refs: list[JobRef], pending: dict, folder: Path
+              ) -> list[JobReturn]:
+        results: dict[int, JobReturn] = {}
+        unknown_since: dict[int, float] = {}
+        while pending:
+            watcher = type(jobs[0]).watcher if self._EXECUTOR == "slurm" else None
+            if watcher is not None:
+                watcher.update()  # one sacct call for every job of the array
+            gone = None
+            for i, job in list(pending.items()):
+                if job.done():
+                    del pending[i]
+                    results[i] = self._outcome(job, refs[i], folder)
+                    continue
+                if watcher is None or job.state.upper() != "UNKNOWN":
+                    unknown_since.pop(i, None)
+                    continue
+                gone = _squeue_ids() if gone is None else gone
+                if gone is not None and job.job_id not in gone:
+                    since = unknown_since.setdefault(i, time.monotonic())
+                    if time.monotonic() - since > self._grace_s:
+                        del pending[i]
+                        report_lost(folder, refs[i], f"SLURM job {job.job_id} ended with no "
+                                    "result (no SLURM accounting: sacct cannot tell why)")
+                        results[i] = refs[i].returned()
+            if pending:
+                time.sleep(self._poll_s)
+        return [results[i] for i in range(len(jobs))]
+
+    def _outcome(self, job: Any, ref: JobRef, folder: Path) -> JobReturn:
+        """The job's result, or a lost job's report."""
+        from submitit.core.utils import UncompletedJobError
+
+        try:
+            return job.results()[0]
+        except UncompletedJobError:  # cancelled, timed out, killed, node failure
+            process = getattr(job, "_process", None)  # a local job: its exit status says more
+            code = "" if process is None else f", exit status {process.poll()}"
+            why = f"ended with no result ({job.state}{code})"
+        except Exception as exc:  # noqa: BLE001 - the job itself raised (FailedJobError)
+            lines = [line for line in str(exc).splitlines() if line.strip()]
+            why = f"raised {lines[-1].strip() if lines else type(exc).__name__}"
+        report_lost(folder, ref, f"{self._EXECUTOR} job {job.job_id} {why}")
+        return ref.returned()
+
+
+class AlSlurmLauncher(_Waiting, SlurmLauncher):
+    """``hydra/launcher=al_submitit_slurm``."""
+
+    _EXECUTOR = "slurm"
+
+
+class AlLocalLauncher(_Waiting, LocalLauncher):
+    """``hydra/launcher=al_submitit_local``."""
+
+    _EXECUTOR = "local"

@@ -1,0 +1,28 @@
+"""al_sim's Hydra launchers, named here because Hydra loads launcher plugins only from the
+``hydra_plugins`` package; the code is in :mod:`al_sim.app.launchers`. Hydra imports this
+module at every start: it stays light, and a launcher whose plugin is not installed is
+simply absent."""
+
+import contextlib
+
+with contextlib.suppress(ImportError):
+    from al_sim.app.launchers.submitit_jobs import AlLocalLauncher as _Local
+    from al_sim.app.launchers.submitit_jobs import AlSlurmLauncher as _Slurm
+
+    class AlSlurmLauncher(_Slurm):
+        """``hydra/launcher=al_submitit_slurm``."""
+
+    class AlLocalLauncher(_Local):
+        """``hydra/launcher=al_submitit_local``."""
+
+with contextlib.suppress(ImportError):
+    from al_sim.app.launchers.ray_tasks import AlRayLauncher as _Ray
+
+    class AlRayLauncher(_Ray):
+        """``hydra/launcher=al_ray``."""
+
+with contextlib.suppress(ImportError):
+    from al_sim.app.launchers.joblib_workers import AlJoblibLauncher as _Joblib
+
+    class AlJoblibLauncher(_Joblib):
+        """``hydra/launcher=al_joblib``."""

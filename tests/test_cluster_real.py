@@ -1,0 +1,337 @@
+"""Sweeps on real cluster software started here: a single-node SLURM with accounting
+(``tests/slurm_cluster.py``) and a two-node Ray cluster on loopback, into ``python -m
+al_sim.server`` on PostgreSQL. A lost job (``scancel`` of an array task, ``kill -9`` of the
+second Ray node's raylet) never loses the sweep; re-running resumes only it.
+
+Select with ``-m cluster``; skipped where the packages are missing (``.ci/run`` installs
+them with apt when it can).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import FAST_CLI, REPO
+from tests.slurm_cluster import SlurmCluster, missing
+
+pytestmark = [pytest.mark.slow, pytest.mark.cluster]
+for _tool in ("initdb", "pg_ctl", "postgres"):
+    if shutil.which(_tool) is None:
+        pytestmark.append(pytest.mark.skip(reason=f"PostgreSQL: no {_tool}"))
+pytest.importorskip("psycopg2", reason='pip install -e ".[server]"')
+pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason='pip install -e ".[slurm]"')
+
+from mlflow.tracking import MlflowClient  # noqa: E402
+
+from tests.test_cluster import Server, free_port, wait_port  # noqa: E402
+
+GRID = ["strategy=random,entropy", "seed=0,1", "budget=tiny", "budget.rounds=4",
+        *[a for a in FAST_CLI if a != "trainer.num_threads=1"]]
+STEPS = [20, 30, 40, 50, 60]
+WAIT_S = 600
+
+
+@pytest.fixture(scope="module")
+def root() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="al_real_"))  # short (Ray sockets), reachable by
+    path.chmod(0o755)  # PostgreSQL's user when root
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def server(root: Path) -> Iterator[Server]:
+    srv = Server(root)
+    try:
+        srv.start()
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture(scope="module")
+def slurm(root: Path) -> Iterator[SlurmCluster]:
+    if (tool := missing()) is not None:
+        pytest.skip(f"SLURM: no {tool} (apt-get install slurm-wlm munge slurmdbd mariadb-server)")
+    (root / "slurm").mkdir()
+    cluster = SlurmCluster(root / "slurm")
+    started = time.monotonic()
+    try:
+        cluster.start()
+        print(f"SLURM cluster up in {time.monotonic() - started:.1f} s", file=sys.stderr)
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def env_for(extra: dict[str, str]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    return {**env, "PYTHONPATH": str(REPO), **extra}
+
+
+def launch(args: list[str], cwd: Path, extra_env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "al_sim.run", "-m", *args], cwd=cwd,
+                            env=env_for(extra_env), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def finish(proc: subprocess.Popen) -> tuple[str, str]:
+    try:
+        return proc.communicate(timeout=WAIT_S)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def wait_for(check, proc: subprocess.Popen, what: str) -> None:
+    deadline = time.monotonic() + WAIT_S
+    while not check():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            out, err = proc.communicate()
+            pytest.fail(f"{what} never happened (exit {proc.returncode}): {err[-3000:]}")
+        time.sleep(0.2)
+
+
+def sweep_runs(uri: str, experiment: str) -> tuple[object, list]:
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name(experiment)
+    found = client.search_runs([exp.experiment_id])
+    [parent] = [r for r in found if r.data.tags.get("al_sim.role") == "sweep"]
+    return parent, [r for r in found if r.data.tags.get("al_sim.role") is None]
+
+
+def check_lost_then_resumed(first: tuple[int, str], again: subprocess.CompletedProcess,
+                            uri: str, experiment: str, before: dict[str, str]) -> None:
+    """The first launch lost exactly one job (one line, exit 3, no traceback); the re-run
+    resumed only it, into the same run: 1 parent, 4 FINISHED children, every step once."""
+    code, err = first
+    assert code == 3, err[-3000:]
+    assert "Traceback" not in err
+    lost = [line for line in err.splitlines() if line.startswith("lost: job")]
+    assert len(lost) == 1 and "marked KILLED" in lost[0], err[-3000:]
+    assert again.returncode == 0, again.stderr[-3000:]
+    parent, children = sweep_runs(uri, experiment)
+    assert parent.info.status == "FINISHED" and len(children) == 4
+    assert {r.info.run_id: r.info.run_name for r in children} == before
+    client = MlflowClient(tracking_uri=uri)
+    for run in children:
+        assert run.info.status == "FINISHED"
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "round")]
+        assert sorted(steps) == STEPS, (run.info.run_name, steps)
+
+
+def after_first(uri: str, experiment: str) -> dict[str, str]:
+    """After the first launch: the lost run KILLED, the 3 others FINISHED, parent FAILED."""
+    parent, children = sweep_runs(uri, experiment)
+    assert parent.info.status == "FAILED" and "al_sim.lost_jobs" in parent.data.tags
+    assert sorted(r.info.status for r in children) == ["FINISHED"] * 3 + ["KILLED"]
+    return {r.info.run_id: r.info.run_name for r in children}
+
+
+# ------------------------------------------------------------------------------ SLURM
+def slurm_args(cwd: Path, server: Server, experiment: str, *extra: str) -> list[str]:
+    return ["hydra/launcher=al_submitit_slurm", *GRID, f"tracking.uri={server.uri}",
+            f"tracking.experiment={experiment}", f"hydra.sweep.dir={cwd / 'sweep'}",
+            "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1",
+            "hydra.launcher.timeout_min=10", "hydra.callbacks.sweep.status_poll_s=2", *extra]
+
+
+def test_slurm_scancel_of_one_array_task_loses_only_it(slurm: SlurmCluster, server: Server,
+                                                       root: Path) -> None:
+    cwd = root / "slurm_cancel"
+    cwd.mkdir()
+    args = slurm_args(cwd, server, "slurm")
+    first = launch(args, cwd, slurm.env)
+
+    def running_with_checkpoint() -> str | None:
+        ids = slurm.run(["squeue", "-h", "-r", "-t", "R", "-o", "%i"], check=False).stdout
+        for task in ids.split():
+            if (cwd / "sweep" / task.split("_")[-1] / "checkpoint.pt").exists():
+                return task
+        return None
+
+    wait_for(running_with_checkpoint, first, "an array task past round 0")
+    victim = running_with_checkpoint()
+    slurm.run(["scancel", victim])
+    out, err = finish(first)
+    assert f"slurm job {victim} ended with no result (CANCELLED" in err, err[-3000:]
+    before = after_first(server.uri, "slurm")
+    parent, children = sweep_runs(server.uri, "slurm")
+    assert {r.data.tags.get("al_sim.slurm_array", "").split("_")[0] for r in children} == {
+        victim.split("_")[0]}  # where each ran: the array job and its task
+    assert all(r.data.tags["al_sim.log"].endswith("_log.out") for r in children)
+    again = subprocess.run([sys.executable, "-m", "al_sim.run", "-m", *args], cwd=cwd,
+                           env=env_for(slurm.env), capture_output=True, text=True,
+                           timeout=WAIT_S, check=False)
+    check_lost_then_resumed((first.returncode, err), again, server.uri, "slurm", before)
+    assert "mlflow ui --backend-store-uri http" not in again.stderr
+
+
+def test_slurm_refusing_the_jobs_is_one_error_and_the_parent_fails(
+        slurm: SlurmCluster, server: Server, root: Path) -> None:
+    cwd = root / "slurm_mem"
+    cwd.mkdir()
+    proc = subprocess.run(
+        [sys.executable, "-m", "al_sim.run", "-m",
+         *slurm_args(cwd, server, "slurm_mem", "hydra.launcher.mem_gb=64")], cwd=cwd,
+        env=env_for(slurm.env), capture_output=True, text=True, timeout=WAIT_S, check=False)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "mem_gb" in errors[0] and "Traceback" not in proc.stderr
+    parent, _ = sweep_runs(server.uri, "slurm_mem")
+    assert parent.info.status == "FAILED"
+
+
+def test_slurm_sigterm_to_the_launcher_cancels_its_jobs(slurm: SlurmCluster, server: Server,
+                                                        root: Path) -> None:
+    cwd = root / "slurm_term"
+    cwd.mkdir()
+    proc = launch(slurm_args(cwd, server, "slurm_term"), cwd, slurm.env)
+
+    def queued() -> bool:
+        return bool(slurm.run(["squeue", "-h", "-o", "%i"], check=False).stdout.strip())
+
+    wait_for(queued, proc, "jobs in the queue")
+    proc.send_signal(signal.SIGTERM)
+    out, err = finish(proc)
+    assert proc.returncode == 143, err[-3000:]
+    assert "cancelled 4 SLURM jobs of the sweep" in err, err[-3000:]
+    deadline = time.monotonic() + 60
+    while queued() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not queued(), "the launcher's SLURM jobs outlived it"
+
+
+def test_slurm_time_limit_requeue_resumes_with_no_failure(slurm: SlurmCluster, server: Server,
+                                                          root: Path) -> None:
+    """A 1-minute limit with USR2 40 s before it: submitit requeues the job (an interruption,
+    its run KILLED meanwhile), the next attempt resumes from the checkpoint; no failure."""
+    cwd = root / "slurm_requeue"
+    cwd.mkdir()
+    args = [a for a in slurm_args(cwd, server, "slurm_requeue", "hydra.launcher.timeout_min=1",
+                                  "hydra.launcher.signal_delay_s=40", "budget.rounds=12")
+            if not a.startswith(("strategy=", "seed=")) and a != "budget.rounds=4"]
+    proc = subprocess.run([sys.executable, "-m", "al_sim.run", "-m", *args, "seed=0"],
+                          cwd=cwd, env=env_for(slurm.env), capture_output=True, text=True,
+                          timeout=WAIT_S, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    logs = "".join(p.read_text() for p in (cwd / "sweep" / ".submitit").rglob("*_log.*"))
+    assert "Requeued job" in logs and "requeued by SLURM" in logs
+    assert not (cwd / "sweep" / "failed_jobs").exists()
+    assert not (cwd / "sweep" / "lost_jobs").exists()
+    parent, [run] = sweep_runs(server.uri, "slurm_requeue")
+    assert parent.info.status == "FINISHED" and run.info.status == "FINISHED"
+    steps = [m.step for m in MlflowClient(tracking_uri=server.uri).get_metric_history(
+        run.info.run_id, "round")]
+    assert sorted(steps) == list(range(20, 150, 10))  # one run, every round logged once
+
+
+# ------------------------------------------------------------------------------ Ray
+class RayNode:
+    """``ray start --block`` in its own process group, temp dir and ports (never 10002-19999,
+    never ``ray stop``: that would stop every Ray on the machine)."""
+
+    def __init__(self, root: Path, name: str, head: str | None) -> None:
+        self.temp = root / name
+        self.port = free_port()
+        base = 30000 + (os.getpid() * 7 + (0 if head is None else 211)) % 20000
+        where = ["--head", "--port", str(self.port), "--include-dashboard=false"] \
+            if head is None else ["--address", head]
+        ports = ["--node-manager-port", "--object-manager-port", "--metrics-export-port",
+                 "--runtime-env-agent-port", "--dashboard-agent-grpc-port",
+                 "--dashboard-agent-listen-port"]
+        args = [str(Path(sys.executable).parent / "ray"), "start", "--block", *where,
+                "--num-cpus", "2", "--node-ip-address", "127.0.0.1", "--disable-usage-stats",
+                "--temp-dir", str(self.temp), "--min-worker-port", str(base),
+                "--max-worker-port", str(base + 200)]
+        for flag in ports:
+            args += [flag, str(free_port())]
+        self.proc = subprocess.Popen(args, env=env_for({"RAY_USAGE_STATS_ENABLED": "0"}),
+                                     stdout=(root / f"{name}.log").open("a"),
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+
+    def pids(self, what: str) -> list[int]:
+        out = subprocess.run(["pgrep", "-f", f"{what}.*{self.temp}"], capture_output=True,
+                             text=True, check=False).stdout
+        return [int(p) for p in out.split()]
+
+    def stop(self) -> None:
+        """Kill this node's process group and every process named after its temp dir."""
+        for pid in [self.proc.pid, *self.pids("")]:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(os.getpgid(pid), signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def ray2(root: Path) -> Iterator[tuple[str, RayNode]]:
+    pytest.importorskip("ray", reason='pip install -e ".[ray]"')
+    pytest.importorskip("hydra_plugins.hydra_ray_launcher", reason='pip install -e ".[ray]"')
+    head = RayNode(root, "ray_head", None)
+    nodes = [head]
+    try:
+        wait_port(head.port, head.proc, "ray head")
+        address = f"127.0.0.1:{head.port}"
+        nodes.append(RayNode(root, "ray_worker", address))
+        deadline = time.monotonic() + 300
+        while len(alive_nodes(address)) < 2:
+            assert time.monotonic() < deadline, "the second Ray node never joined"
+            time.sleep(1)
+        yield address, nodes[1]
+    finally:
+        for node in reversed(nodes):
+            node.stop()
+
+
+def alive_nodes(address: str) -> list[str]:
+    code = (f"import ray; ray.init(address='{address}', logging_level='ERROR'); "
+            "print(' '.join(n['NodeID'] for n in ray.nodes() if n['Alive']))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=env_for({"RAY_USAGE_STATS_ENABLED": "0"}), timeout=120,
+                         check=False).stdout
+    return out.split()
+
+
+def test_ray_second_node_dying_loses_only_its_jobs(ray2: tuple[str, RayNode], server: Server,
+                                                   root: Path) -> None:
+    address, worker = ray2
+    cwd = root / "ray_kill"
+    cwd.mkdir()
+    args = ["hydra/launcher=al_ray", *GRID, f"tracking.uri={server.uri}",
+            "tracking.experiment=ray2", f"hydra.sweep.dir={cwd / 'sweep'}",
+            "hydra.callbacks.sweep.status_poll_s=2"]
+    first = launch(args, cwd, {"RAY_ADDRESS": address})
+    wait_for(lambda: len(list((cwd / "sweep").glob("*/checkpoint.pt"))) >= 4, first,
+             "all four jobs past round 0")
+    _, jobs = sweep_runs(server.uri, "ray2")
+    nodes = {r.data.tags.get("al_sim.ray_node_id") for r in jobs}
+    assert len(nodes) == 2, nodes  # jobs on both nodes
+    for pid in worker.pids("raylet"):
+        os.kill(pid, signal.SIGKILL)
+    out, err = finish(first)
+    lost = [line for line in err.splitlines() if line.startswith("lost: job")]
+    assert first.returncode == 3 and lost and "Traceback" not in err, err[-3000:]
+    parent, children = sweep_runs(server.uri, "ray2")
+    assert parent.info.status == "FAILED"
+    killed = [r for r in children if r.info.status == "KILLED"]
+    assert len(killed) == len(lost) and all(r.info.run_id in " ".join(lost) for r in killed)
+    assert all(r.info.status == "FINISHED" for r in children if r not in killed)
+    again = subprocess.run([sys.executable, "-m", "al_sim.run", "-m", *args], cwd=cwd,
+                           env=env_for({"RAY_ADDRESS": address}), capture_output=True,
+                           text=True, timeout=WAIT_S, check=False)
+    assert again.returncode == 0, again.stderr[-3000:]
+    parent, children = sweep_runs(server.uri, "ray2")
+    assert parent.info.status == "FINISHED" and len(children) == 4
+    assert all(r.info.status == "FINISHED" for r in children)

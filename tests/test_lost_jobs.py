@@ -1,0 +1,95 @@
+"""A lost sweep job never loses the sweep (``al_sim.app.lost_jobs``, ``al_sim.app.launchers``).
+
+A job killed mid-run under the submitit launcher: one ``lost:`` line naming it and its run,
+that run KILLED, the other job FINISHED, the parent FAILED with the list, exit 3 and no
+traceback; re-running the same command resumes only the lost job, into the same run.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import FAST_CLI
+
+pytestmark = pytest.mark.slow
+pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason='pip install -e ".[slurm]"')
+
+STEPS = [20, 30, 40, 50, 60, 70]
+
+
+def sweep_args(cwd: Path) -> list[str]:
+    return ["-m", "hydra/launcher=al_submitit_local", "seed=0,1", "budget=tiny",
+            "budget.rounds=5", *FAST_CLI, f"hydra.sweep.dir={cwd / 'sweep'}"]
+
+
+def launch(cwd: Path) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    return subprocess.Popen([sys.executable, "-m", "al_sim.run", *sweep_args(cwd)], cwd=cwd,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def job_pids(sweep: Path) -> list[int]:
+    """The submitit job processes of this sweep (``python -m submitit.core._submit``)."""
+    out = subprocess.run(["pgrep", "-f", f"submitit.core._submit {sweep}"], capture_output=True,
+                         text=True, check=False).stdout
+    return [int(pid) for pid in out.split()]
+
+
+def runs(cwd: Path) -> tuple[object, dict[str, object]]:
+    client = MlflowClient(tracking_uri=f"sqlite:///{cwd / 'mlflow.db'}")
+    found = client.search_runs([client.get_experiment_by_name("al_sim").experiment_id])
+    [parent] = [r for r in found if r.data.tags.get("al_sim.role") == "sweep"]
+    jobs = {r.data.tags["seed"]: r for r in found if r.data.tags.get("al_sim.role") is None}
+    return parent, jobs
+
+
+def test_a_killed_job_is_reported_lost_and_resumed_alone(tmp_path: Path) -> None:
+    first = launch(tmp_path)
+    try:
+        deadline = time.monotonic() + 300
+        while len(list((tmp_path / "sweep").glob("*/checkpoint.pt"))) < 2:  # both past round 0
+            assert first.poll() is None and time.monotonic() < deadline, first.stderr.read()
+            time.sleep(0.05)
+        victim = job_pids(tmp_path / "sweep")[0]
+        os.kill(victim, signal.SIGKILL)
+        out, err = first.communicate(timeout=300)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert first.returncode == 3, err[-3000:]
+    assert "Traceback" not in err
+    lost = [line for line in err.splitlines() if line.startswith("lost: job")]
+    assert len(lost) == 1 and "marked KILLED" in lost[0], err[-3000:]
+    [error] = [line for line in err.splitlines() if line.startswith("error:")]
+    assert "1 sweep job(s) lost" in error and "run the same command again" in error
+    parent, jobs = runs(tmp_path)
+    lost_seed = next(seed for seed, run in jobs.items() if run.info.run_id in lost[0])
+    other = "1" if lost_seed == "0" else "0"
+    assert jobs[lost_seed].info.status == "KILLED"
+    assert jobs[other].info.status == "FINISHED"  # the other job ran to its end
+    assert parent.info.status == "FAILED"
+    assert f"seed={lost_seed}" in parent.data.tags["al_sim.lost_jobs"]
+
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    again = subprocess.run([sys.executable, "-m", "al_sim.run", *sweep_args(tmp_path)],
+                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+                           check=False)
+    assert again.returncode == 0, again.stderr[-3000:]
+    parent2, jobs2 = runs(tmp_path)
+    assert parent2.info.run_id == parent.info.run_id and parent2.info.status == "FINISHED"
+    assert "al_sim.lost_jobs" not in parent2.data.tags
+    assert {s: r.info.run_id for s, r in jobs2.items()} == {
+        s: r.info.run_id for s, r in jobs.items()}  # resumed into the same runs
+    assert jobs2[other].info.end_time == jobs[other].info.end_time  # skipped, not re-run
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert jobs2[lost_seed].info.status == "FINISHED"
+    steps = [m.step for m in client.get_metric_history(jobs2[lost_seed].info.run_id, "round")]
+    assert sorted(steps) == STEPS
