@@ -3,10 +3,13 @@
 ``SweepCallback`` is a Hydra callback (registered in ``conf/config.yaml``). It
 runs in the launching process; it writes ``al_sim_sweep.json`` into the sweep
 directory so every job, in-process or in a joblib worker, finds its parent run.
+Before a single run it checks the typed config groups, so a bad value or data path
+fails before Hydra makes the run dir.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -19,9 +22,11 @@ from typing import Any, ClassVar
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict, read_write
 
 from al_sim.config.checks import positive
+from al_sim.config.store import validate_schemas
+from al_sim.runtime.errors import EXIT_USER_ERROR, ALSimError
 from al_sim.runtime.launcher_watch import announce_launcher
 from al_sim.tracking.contract import (
     ROLE_TAG,
@@ -132,6 +137,20 @@ class SweepCallback(Callback):
         self._parent: tuple[str, str] | None = None  # (tracking uri, run id)
         self._experiment_id = ""
         self._experiment = ""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """A single run's typed groups are checked before Hydra makes its run dir: a wrong
+        value or data path (``dataset.root``) fails in seconds and leaves nothing behind."""
+        task = copy.deepcopy(config)
+        with read_write(task), open_dict(task):
+            del task["hydra"]
+        try:
+            validate_schemas(task)
+        except ALSimError as exc:  # Hydra turns a callback's exception into a warning
+            print(f"error: {exc}", file=sys.stderr, flush=True)
+            raise SystemExit(EXIT_USER_ERROR) from None
+        except Exception:  # noqa: BLE001 - e.g. a ${hydra:} value: the run's own check reports it
+            pass
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         warn_unbounded_launcher(config)

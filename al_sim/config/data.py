@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from al_sim.config.checks import fraction, non_negative, positive
-from al_sim.runtime.errors import ConfigError
+from al_sim.runtime.errors import ConfigError, DataError
 
 
 @dataclass
@@ -120,6 +121,11 @@ class MedMNISTDatasetConf:
         if self.max_pool is not None:
             positive("dataset", max_pool=self.max_pool)
         non_negative("dataset", seed=self.seed)
+        if not self.download and not Path(self.root).expanduser().is_dir():
+            raise DataError(
+                f"dataset.root={self.root} does not exist (the folder of the MedMNIST .npz "
+                f"files); point dataset.root= at the folder that holds {self.name}.npz (or "
+                f"{self.name}_<size>.npz), or set dataset.download=true to fetch it there")
 
 
 # The image-folder layout (``dataset=folder``): read by data/folder.py, written by

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -35,12 +36,18 @@ ENABLED = "enabled"  # a callback node with enabled: false is not built
 STRATEGY_CONF = Path(__file__).resolve().parents[2] / "conf" / "strategy"  # the built-in ones
 
 
+SCHEMA_GROUPS = ("dataset", "budget", "trainer", "tracking", "oracle")  # dataclass-typed
 SCHEMAS = "_schemas"  # schemas live in their own groups: never listed among a group's options
 
 
 def register_configs() -> None:
-    """Register the schemas with Hydra's ConfigStore (idempotent), outside the user's groups."""
+    """Register the schemas with Hydra's ConfigStore and al_sim's resolvers (idempotent)."""
     from hydra.core.config_store import ConfigStore
+
+    # ${al_sim.pid:} in conf/config.yaml's hydra.run.dir: runs started in the same second
+    # (a shell loop with &) get their own dirs; cached, so one process names one dir
+    OmegaConf.register_new_resolver("al_sim.pid", lambda: str(os.getpid()), use_cache=True,
+                                    replace=True)
 
     cs = ConfigStore.instance()
     cs.store(name="_schema", node=Config)
@@ -60,16 +67,22 @@ def _retype(cfg: DictConfig, key: str, node: DictConfig) -> None:
         cfg[key] = node
 
 
+def validate_schemas(cfg: DictConfig) -> None:
+    """The typed groups' own checks (types, ranges, data paths such as ``dataset.root``):
+    cheap and without side effects, so they can run before Hydra makes the run dir."""
+    for key in SCHEMA_GROUPS:
+        node = cfg[key]
+        if OmegaConf.get_type(node) is not dict:  # an untyped group: its loader checks it
+            OmegaConf.to_object(node)
+
+
 def validate(cfg: DictConfig) -> None:
     """Check every group (types, ranges); ConfigError names the field.
 
     Imports the strategy and model modules to read their signatures and builds
     each once, so their constructors' own checks run before any data is read.
     """
-    for key in ("dataset", "budget", "trainer", "tracking", "oracle"):
-        node = cfg[key]
-        if OmegaConf.get_type(node) is not dict:  # an untyped group: its loader checks it
-            OmegaConf.to_object(node)
+    validate_schemas(cfg)
     _retype(cfg, "strategy", typed_node(cfg.strategy, "strategy"))
     _retype(cfg, "model", typed_node(cfg.model, "model", MODEL_SUPPLIED))
     # The constructors own the range checks: build each once (cheap: no data, no training).

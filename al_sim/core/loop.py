@@ -33,7 +33,7 @@ from al_sim.data.base import ALDataset, Images
 from al_sim.maths.stop_signals import PREFIX, StopMonitor, first_holding, parse_rules, stop_set
 from al_sim.models.base import ALModel
 from al_sim.runtime.errors import BudgetError, ConfigError
-from al_sim.strategies.base import QueryContext, Selection, Strategy
+from al_sim.strategies.base import QueryContext, Selection, Strategy, checked_array
 from al_sim.strategies.initial import InitialPolicy, initial_policy
 
 
@@ -87,26 +87,33 @@ def initial_indices(budget: BudgetConf, dataset: ALDataset, rng: np.random.Gener
 
 
 class _TrainedModelView:
-    """The strategies' window on the current model (see ``ModelView``)."""
+    """The strategies' window on the current model (see ``ModelView``); every output is
+    checked as ``ArrayModelView`` checks its arrays (a diverged model stops the run)."""
 
     def __init__(self, trainer: Trainer, model: ALModel,
-                 rows: Callable[[np.ndarray], Images], seed: int) -> None:
+                 rows: Callable[[np.ndarray], Images], seed: int, round_: int) -> None:
         self._trainer, self._model, self._rows, self._seed = trainer, model, rows, seed
+        self._round = round_
 
     def _images(self, indices: np.ndarray) -> Images:
         return self._rows(indices)
 
     def probs(self, indices: np.ndarray) -> np.ndarray:
-        return self._trainer.predict_proba(self._model, self._images(indices))
+        return checked_array(self._trainer.predict_proba(self._model, self._images(indices)),
+                             "pool probabilities", 1, self._round)
 
     def features(self, indices: np.ndarray) -> np.ndarray:
-        return self._trainer.embed(self._model, self._images(indices))
+        return checked_array(self._trainer.embed(self._model, self._images(indices)),
+                             "pool features", None, self._round)
 
     def features_and_probs(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return self._trainer.features_and_proba(self._model, self._images(indices))
+        features, probs = self._trainer.features_and_proba(self._model, self._images(indices))
+        return (checked_array(features, "pool features", None, self._round),
+                checked_array(probs, "pool probabilities", 1, self._round))
 
     def mc_probs(self, indices: np.ndarray, samples: int) -> np.ndarray:
-        return self._trainer.mc_proba(self._model, self._images(indices), samples, self._seed)
+        mc = self._trainer.mc_proba(self._model, self._images(indices), samples, self._seed)
+        return checked_array(mc, "pool MC-dropout probabilities", 2, self._round)
 
 
 def _select(round_: int, budget: BudgetConf, dataset: ALDataset, pool: LabelPool,
@@ -206,7 +213,7 @@ def run_active_learning(
                             [r.metrics[budget.stop_metric] for r in result.rounds])
     for round_ in range(first, len(sizes)):
         view = None if model is None else _TrainedModelView(trainer, model, rows,
-                                                            seeds.strategy + round_)
+                                                            seeds.strategy + round_, round_)
         if pending is not None and pending.round == round_:  # the batch the expert labels
             selection, query_s = Selection(pending.indices, pending.scores), pending.query_s
         else:

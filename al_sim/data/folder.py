@@ -25,13 +25,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from al_sim.config.data import INITIAL_DIR, POOL_DIR, TEST_DIR, FolderDatasetConf
 from al_sim.data.base import ALDataset
 from al_sim.data.dicom import is_dicom, read_dicom
 from al_sim.maths.sampling import stratified_sample
 from al_sim.runtime.errors import ConfigError, DataError
+from al_sim.runtime.reading import MalformedError, Unreadable, reading
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 _SHOWN = 5  # names listed per problem in an error message
@@ -99,6 +100,10 @@ def read_image(path: Path, size: int, channels: int,
         if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
             arr = np.asarray(img, dtype=np.float32)
             if img.mode == "F":
+                bad = int(np.count_nonzero(~np.isfinite(arr)))
+                if bad:
+                    raise MalformedError(f"a float image with {bad} NaN or infinite pixel(s) of "
+                                    f"{arr.size}; save it with finite values")
                 arr = (arr - arr.min()) / max(float(arr.max() - arr.min()), 1e-12) * 255
             elif img.mode != "I" or arr.max() > 255:
                 arr = arr / 257.0
@@ -118,17 +123,11 @@ def read_images(paths: list[Path], root: Path, size: int, channels: int,
                 window: Sequence[float] | None = None) -> torch.Tensor:
     """uint8 ``N x C x size x size`` of ``paths``; one DataError naming every unreadable file."""
     out = np.empty((len(paths), channels, size, size), dtype=np.uint8)
-    bad: list[str] = []
+    unreadable = Unreadable("replace or remove them")
     for i, path in enumerate(paths):
-        try:
+        with unreadable.reading(_rel(path, root)):
             out[i] = read_image(path, size, channels, window)
-        except DataError as exc:  # a DICOM problem, already naming the file
-            bad.append(f"{_rel(path, root)} ({str(exc).removeprefix(str(path) + ': ')})")
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-            bad.append(f"{_rel(path, root)} ({type(exc).__name__}: {exc})")
-    if bad:
-        raise DataError(f"{len(bad)} image(s) cannot be read: {listing(bad)}; "
-                        "replace or remove them")
+    unreadable.check("image(s)", listing)
     return torch.from_numpy(out)
 
 
@@ -139,6 +138,12 @@ def read_pool_labels(csv_path: Path, root: Path, pool: list[Path], classes: list
     ``file`` is a name in ``unlabeled_pool_images/`` or a path relative to the
     root; rows for initial images must agree with their folder.
     """
+    with reading(csv_path, "the pool labels", "save it as UTF-8 `file,label` rows"):
+        return _read_pool_labels(csv_path, root, pool, classes, initial)
+
+
+def _read_pool_labels(csv_path: Path, root: Path, pool: list[Path], classes: list[str],
+                      initial: dict[str, str]) -> np.ndarray:
     name = _rel(csv_path, root)
     if not csv_path.is_file():
         raise DataError(f"{csv_path} not found: it must list every image of {POOL_DIR}/ "
@@ -226,11 +231,18 @@ def load_folder(**cfg: Any) -> ALDataset:
     """Build a dataset from an image folder (see ``FolderDatasetConf`` and the module doc)."""
     conf = FolderDatasetConf(**cfg)
     root = Path(str(conf.root)).expanduser().resolve()
+    fix = "check that it and its files are readable"
     if conf.manifest is not None:  # multi-label: a manifest CSV instead of class folders
         from al_sim.data.manifest import load_manifest
 
         _require_dir(root, f"set dataset.root to the folder holding {conf.manifest}")
-        return load_manifest(conf, root)
+        with reading(root, "the image folder", fix):
+            return load_manifest(conf, root)
+    with reading(root, "the image folder", fix):
+        return _load_folder(conf, root)
+
+
+def _load_folder(conf: FolderDatasetConf, root: Path) -> ALDataset:
     _require_dir(root, "set dataset.root to the folder holding "
                  f"{INITIAL_DIR}/, {POOL_DIR}/ and {conf.labels_file}")
     _require_dir(root / INITIAL_DIR, f"put the initial labelled images in {INITIAL_DIR}/"

@@ -29,6 +29,7 @@ from al_sim.data.npz import in_memory_max_bytes, read_member
 from al_sim.maths.sampling import stratified_sample
 from al_sim.maths.task import Task, TaskType
 from al_sim.runtime.errors import DataError
+from al_sim.runtime.reading import reading
 
 log = logging.getLogger(__name__)
 
@@ -191,7 +192,6 @@ def read_medmnist(name: str, size: int = 28, root: str | Path = "~/.medmnist",
     ones are extracted once into ``cache_dir`` (default ``<root>/al_sim_cache``).
     """
     info = dataset_info(name)
-    multilabel = is_multilabel(info)
     root = Path(root).expanduser().resolve()
     path = root / file_name(name, size)
     if download and not path.exists():
@@ -200,21 +200,24 @@ def read_medmnist(name: str, size: int = 28, root: str | Path = "~/.medmnist",
         where = f"in {root}" if root.is_dir() else f"(the folder {root} does not exist)"
         raise DataError(f"MedMNIST file {path.name} not found {where}; "
                         + _fetch_hint(info, name, size, root))
-    check_checksum(path, info, size, verify_checksum)
+    with reading(path, "the MedMNIST archive", "re-download it"):
+        check_checksum(path, info, size, verify_checksum)
+        return _read_splits(path, info, size, in_memory_max_mb, cache_dir)
+
+
+def _read_splits(path: Path, info: dict, size: int, in_memory_max_mb: float | None,
+                 cache_dir: str | Path | None) -> MedMNISTSplits:
     with path.open("rb") as f:
         if f.read(len(_NPY_MAGIC)) == _NPY_MAGIC:
             raise DataError(f"{path} holds a single array, not an .npz archive of splits; "
                             "re-download the official file")
-    try:
-        archive = zipfile.ZipFile(path)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise DataError(f"{path} is not a readable .npz archive ({exc}); re-download it") from exc
     n_classes = len(info["label"])
+    multilabel = is_multilabel(info)
     cache = None if cache_dir is None else Path(cache_dir).expanduser().resolve()
     max_bytes = in_memory_max_bytes(in_memory_max_mb)
     images: dict[str, np.ndarray] = {}
     labels: dict[str, np.ndarray] = {}
-    with archive:
+    with zipfile.ZipFile(path) as archive:
         files = [n.removesuffix(".npy") for n in archive.namelist()]
         wanted = [f"{s}_{k}" for s in SPLITS for k in ("images", "labels")]
         missing = [k for k in wanted if k not in files]

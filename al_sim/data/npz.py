@@ -12,6 +12,8 @@ the process never holds the whole array.
 
 from __future__ import annotations
 
+import errno
+import json
 import logging
 import shutil
 import struct
@@ -26,6 +28,7 @@ import numpy as np
 
 from al_sim.runtime.errors import DataError
 from al_sim.runtime.files import atomic_write
+from al_sim.runtime.reading import reading
 
 try:
     import resource
@@ -36,6 +39,7 @@ log = logging.getLogger(__name__)
 
 _LOCAL_HEADER = struct.Struct("<4sHHHHHIIIHH")  # the zip local file header (30 bytes)
 _LOCAL_SIGNATURE = b"PK\x03\x04"
+_REDOWNLOAD = "re-download the file"
 _COPY_CHUNK = 16 << 20  # bytes decompressed per step when extracting a member
 _MB = 1 << 20
 AUTO_SHARE = 0.25  # auto: arrays above this share of the process's memory are memory-mapped
@@ -71,23 +75,28 @@ def _read_header(f: IO[bytes]) -> tuple[tuple[int, ...], bool, np.dtype, int]:
 
 
 def member(archive: zipfile.ZipFile, key: str, path: Path) -> Member:
-    """The layout of array ``key``; DataError when it is missing, damaged or pickled."""
+    """The layout of array ``key``; DataError when it is missing, damaged, pickled or when its
+    header claims more data than the archive holds."""
     try:
         info = archive.getinfo(f"{key}.npy")
-        with archive.open(info) as f:
-            shape, fortran, dtype, header_len = _read_header(f)
     except KeyError as exc:
         raise DataError(f"{path} has no array {key!r}") from exc
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise DataError(f"{path}: array {key!r} is damaged ({exc}); re-download the file") \
-            from exc
+    with reading(path, f"array {key!r}", _REDOWNLOAD), archive.open(info) as f:
+        shape, fortran, dtype, header_len = _read_header(f)
     if dtype.hasobject:
         raise DataError(
             f"{path}: array {key!r} holds pickled Python objects; al_sim never loads pickles "
             "(allow_pickle=False): save the images and labels as plain integer arrays"
         )
-    return Member(key, tuple(shape), dtype, fortran, header_len,
-                  info.compress_type != zipfile.ZIP_STORED, info)
+    m = Member(key, tuple(shape), dtype, fortran, header_len,
+               info.compress_type != zipfile.ZIP_STORED, info)
+    held = info.file_size - header_len
+    if held < m.nbytes:
+        raise DataError(
+            f"{path}: array {key!r} claims {' x '.join(map(str, m.shape)) or 'a scalar'} "
+            f"{dtype} ({m.nbytes} bytes) but the archive holds {max(held, 0)} bytes of it; "
+            f"the file is truncated or damaged: {_REDOWNLOAD}")
+    return m
 
 
 def _stored_offset(path: Path, m: Member) -> int:
@@ -114,11 +123,23 @@ def cache_file(path: Path, key: str, cache_dir: Path | None) -> Path:
     return folder / f"{path.stem}.{key}.npy"
 
 
+def _source_of(path: Path, m: Member) -> str:
+    """What the cache of ``m`` was extracted from, by content: the member's CRC-32 (zipfile
+    checks it on every extraction) and sizes, not the archive's modification time (a
+    corrected copy made with ``cp -p`` or ``rsync -a`` keeps an older one)."""
+    return json.dumps({"archive": path.name, "member": m.info.filename, "crc32": m.info.CRC,
+                       "size": m.info.file_size, "compressed": m.info.compress_size})
+
+
+def _stamp(cache: Path) -> Path:
+    return cache.with_name(f"{cache.name}.source")
+
+
 def _cache_is_current(cache: Path, archive: Path, m: Member) -> bool:
     try:
+        if _stamp(cache).read_text() != _source_of(archive, m):
+            return False  # extracted from other content (or by an older al_sim)
         stat = cache.stat()
-        if stat.st_mtime_ns < archive.stat().st_mtime_ns:
-            return False  # the archive was replaced after the cache was written
         with cache.open("rb") as f:
             shape, fortran, dtype, header_len = _read_header(f)
     except (OSError, ValueError):
@@ -127,16 +148,21 @@ def _cache_is_current(cache: Path, archive: Path, m: Member) -> bool:
         stat.st_size == header_len + m.nbytes
 
 
+_CACHE_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
+
+
 def _extract(archive: zipfile.ZipFile, path: Path, m: Member, cache: Path) -> None:
-    """Decompress member ``m`` (itself an ``.npy`` file) into ``cache``, atomically."""
+    """Decompress member ``m`` (itself an ``.npy`` file) into ``cache``, atomically, then
+    record what it came from."""
+    writable = (f"set dataset.cache_dir= to a writable folder with {m.nbytes / _MB:.0f} MB "
+                "free")
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
         free = shutil.disk_usage(cache.parent).free
     except OSError as exc:
         raise DataError(
-            f"cannot create {cache.parent} to extract {m.key} of {path.name} ({exc}); set "
-            "dataset.cache_dir= to a writable folder with "
-            f"{m.nbytes / _MB:.0f} MB free") from exc
+            f"cannot create {cache.parent} to extract {m.key} of {path.name} ({exc}); "
+            f"{writable}") from exc
     if free < m.info.file_size:
         raise DataError(
             f"{cache.parent} has {free / _MB:.0f} MB free but extracting {m.key} of {path.name} "
@@ -150,10 +176,15 @@ def _extract(archive: zipfile.ZipFile, path: Path, m: Member, cache: Path) -> No
             shutil.copyfileobj(src, out, _COPY_CHUNK)  # zipfile checks the CRC at the end
 
     try:
+        _stamp(cache).unlink(missing_ok=True)
         atomic_write(cache, copy)
-    except (OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise DataError(f"{path}: extracting {m.key!r} to {cache} failed ({exc}); re-download "
-                        "the file or free disk space") from exc
+        atomic_write(_stamp(cache), _source_of(path, m))
+    except OSError as exc:
+        if exc.errno in _CACHE_ERRNOS:
+            raise DataError(f"cannot write the extraction cache {cache.parent} "
+                            f"(dataset.cache_dir) for {m.key} of {path.name} ({exc.strerror}); "
+                            f"{writable}") from exc
+        raise
 
 
 def _status_bytes(field: str) -> int:
@@ -202,14 +233,16 @@ def in_memory_max_bytes(in_memory_max_mb: float | None) -> int:
 def read_member(archive: zipfile.ZipFile, path: Path, key: str, in_memory_max_bytes: int,
                 cache_dir: Path | None = None) -> np.ndarray:
     """Array ``key``: read whole up to ``in_memory_max_bytes``, memory-mapped above."""
+    with reading(path, f"array {key!r}", _REDOWNLOAD):
+        return _read_member(archive, path, key, in_memory_max_bytes, cache_dir)
+
+
+def _read_member(archive: zipfile.ZipFile, path: Path, key: str, in_memory_max_bytes: int,
+                 cache_dir: Path | None) -> np.ndarray:
     m = member(archive, key, path)
     if m.nbytes <= in_memory_max_bytes:
-        try:
-            with archive.open(m.info) as f:
-                return np.lib.format.read_array(f, allow_pickle=False)
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-            raise DataError(f"{path}: array {key!r} is damaged ({exc}); re-download the file") \
-                from exc
+        with archive.open(m.info) as f:
+            return np.lib.format.read_array(f, allow_pickle=False)
     if not m.compressed:
         log.info("%s: memory-mapping %s (%.0f MB) in place", path.name, key, m.nbytes / _MB)
         return _map(path, m, _stored_offset(path, m))

@@ -12,7 +12,6 @@ from typing import Any
 
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
 
 from al_sim.runtime.errors import ConfigError, TrackingError
 from al_sim.tracking.contract import (
@@ -25,6 +24,7 @@ from al_sim.tracking.contract import (
     sqlite_file,
 )
 from al_sim.tracking.reachability import check_reachable
+from al_sim.tracking.store import open_store
 
 LATEST, ALL = "latest", "all"
 PARENT_TAG = "mlflow.parentRunId"
@@ -81,7 +81,7 @@ class RunReader:
             )
         check_reachable(uri, http_timeout)
         self.uri = uri
-        self.client = MlflowClient(tracking_uri=uri)
+        self.client = open_store(uri)
 
     def _search(self, experiment_id: str, filter_string: str = "") -> list[Any]:
         runs: list[Any] = []

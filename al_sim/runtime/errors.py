@@ -1,5 +1,7 @@
 """User-facing errors: each message names the problem and the fix."""
 
+EXIT_USER_ERROR = 2  # the exit status of a run refused with one ``error:`` line
+
 
 class ALSimError(Exception):
     """Base class of every error al_sim reports as one clear line (no traceback)."""

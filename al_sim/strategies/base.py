@@ -11,6 +11,7 @@ from typing import Protocol
 import numpy as np
 
 from al_sim.maths.task import Task
+from al_sim.runtime.errors import ConfigError
 from al_sim.strategies.multilabel import check_reduction, finding_scores, reduce_findings
 
 # the built-in strategies that serve multi-label outputs (named in the refusal of others)
@@ -140,26 +141,34 @@ def top_k(scores: np.ndarray, k: int, rng: np.random.Generator | None = None) ->
     return np.concatenate([above, drawn])
 
 
+class ModelOutputError(ConfigError, ValueError):
+    """Model outputs a strategy cannot use: NaN or infinite values, or not probabilities."""
+
+
 def checked_array(array: np.ndarray, what: str, probabilities_axis: int | None = None,
-                  ) -> np.ndarray:
-    """``array`` unchanged if finite (and, with ``probabilities_axis``, summing to 1 on it)."""
+                  round_: int | None = None) -> np.ndarray:
+    """``array`` unchanged if finite (and, with ``probabilities_axis``, summing to 1 on it);
+    else ModelOutputError naming the round (when given) and how many pool rows are bad."""
     out = np.asarray(array)
+    where = "" if round_ is None else f"round {round_}: the model's "
     if not np.isfinite(out).all():
-        raise ValueError(f"{what} hold NaN or infinite values (rows "
-                         f"{_rows(~np.isfinite(out))}); a diverged model, or bad input")
+        raise ModelOutputError(
+            f"{where}{what} hold NaN or infinite values in {_rows(~np.isfinite(out))}: a "
+            "diverged model (lower trainer.lr, e.g. trainer.lr=1e-3), or bad input")
     if probabilities_axis is not None:
         sums = out.sum(axis=probabilities_axis)
         if out.min(initial=0.0) < 0 or not np.allclose(sums, 1.0, atol=1e-3):
-            raise ValueError(
-                f"{what} are not probabilities summing to 1 along axis {probabilities_axis} "
-                f"(rows {_rows(~np.isclose(sums, 1.0, atol=1e-3))}): raw logits need a "
-                "softmax; MC samples must be laid out N x T x C")
+            raise ModelOutputError(
+                f"{where}{what} are not probabilities summing to 1 along axis "
+                f"{probabilities_axis} (in {_rows(~np.isclose(sums, 1.0, atol=1e-3))}): raw "
+                "logits need a softmax; MC samples must be laid out N x T x C")
     return out
 
 
 def _rows(bad: np.ndarray) -> str:
     rows = np.flatnonzero(bad.reshape(len(bad), -1).any(axis=1))
-    return ", ".join(map(str, rows[:5])) + (" ..." if len(rows) > 5 else "")
+    shown = ", ".join(map(str, rows[:5])) + (" ..." if len(rows) > 5 else "")
+    return f"{len(rows)} of {len(bad)} pool rows (rows {shown})"
 
 
 class ScoringStrategy(Strategy):

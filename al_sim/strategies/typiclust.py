@@ -17,7 +17,7 @@ from sklearn.neighbors import NearestNeighbors
 
 from al_sim.config.checks import positive
 from al_sim.strategies.base import QueryContext, Selection, Strategy
-from al_sim.strategies.diversity import check_budget
+from al_sim.strategies.diversity import argbest, check_budget
 
 _MINIBATCH_ABOVE = 50  # clusters; above this MiniBatchKMeans, as in the authors' code
 
@@ -45,9 +45,13 @@ def cluster_labels(x: np.ndarray, n_clusters: int, seed: int) -> np.ndarray:
 
 def typiclust_select(
     emb: np.ndarray, is_labeled: np.ndarray, k: int, seed: int, k_neighbors: int = 20,
-    max_clusters: int = 500,
+    max_clusters: int = 500, rng: np.random.Generator | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Positions of ``k`` unlabelled rows of ``emb`` picked by TypiClust, and their typicality."""
+    """Positions of ``k`` unlabelled rows of ``emb`` picked by TypiClust, and their typicality.
+
+    Equally typical images (duplicates) are drawn with ``rng``, as every strategy draws its
+    ties; without it the lowest position wins.
+    """
     is_labeled = np.asarray(is_labeled, dtype=bool)
     check_budget(k, int(np.count_nonzero(~is_labeled)))
     if k == 0:
@@ -68,7 +72,7 @@ def typiclust_select(
             members = np.flatnonzero(labels == c)
             typical[c] = (members, typicality(emb[members], k_neighbors))
         members, typ = typical[c]
-        best = int(np.argmax(np.where(taken[members], -np.inf, typ)))
+        best = argbest(np.where(taken[members], -np.inf, typ), rng)
         picked[i], scores[i] = members[best], typ[best]
         taken[members[best]] = True
         covered[c] += 1
@@ -98,5 +102,5 @@ class TypiClust(Strategy):
         is_labeled = np.arange(len(emb)) < len(ctx.labeled)
         seed = int(ctx.rng.integers(2**31 - 1))
         picked, scores = typiclust_select(emb, is_labeled, k, seed, self.k_neighbors,
-                                          self.max_clusters)
+                                          self.max_clusters, ctx.rng)
         return Selection(np.concatenate([ctx.labeled, ctx.unlabeled])[picked], scores)

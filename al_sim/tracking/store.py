@@ -11,6 +11,8 @@ import contextlib
 import fcntl
 import logging
 import os
+import sqlite3
+import uuid
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TypeVar
@@ -18,11 +20,13 @@ from typing import TypeVar
 import sqlalchemy
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DatabaseError, OperationalError
 from sqlalchemy.pool import NullPool
 
 from al_sim.runtime.errors import TrackingError
+from al_sim.runtime.files import fsync_dir
 from al_sim.runtime.interrupts import deferred
+from al_sim.runtime.reading import problem, reading
 from al_sim.tracking.contract import redact, sqlite_file
 from al_sim.tracking.reachability import check_reachable
 from al_sim.tracking.retry import RetryPolicy, is_transient, retry
@@ -138,13 +142,79 @@ def open_store(uri: str) -> MlflowClient:
     """A client on ``uri`` with its store ready. A new database store is created (tables,
     migrations) by one process at a time: runs started together on a new sqlite file or
     PostgreSQL / MySQL database would otherwise race to build the same schema, and all but
-    one fail."""
+    one fail. A new sqlite file is built beside its place and moved there whole, so a run
+    killed meanwhile leaves no half-built store; a file that is not a store, or is one
+    half-built by an older version, is a TrackingError saying what to do with it."""
+    database = sqlite_file(uri)
 
     def locked_client() -> MlflowClient:
         with _store_setup_locked(uri):  # the client builds a missing schema as it starts
-            return MlflowClient(tracking_uri=uri)
+            if database is None:
+                return MlflowClient(tracking_uri=uri)
+            return _sqlite_client(uri, database)
 
     return call_with_retries("store set-up", locked_client, uri)
+
+
+_BUILDING = ".building"  # suffix of a sqlite store being built beside its place
+
+
+def _sqlite_client(uri: str, database: Path) -> MlflowClient:
+    """A client on the sqlite file ``database`` (built first if new); run under the folder lock."""
+    if not database.exists() or database.stat().st_size == 0:
+        _build_sqlite_store(database)
+    moved = f"move {database} away (a new store is then created) or set tracking.uri="
+    with reading(database, "the MLflow store", f"it is not an SQLite database: {moved}"
+                 "<another store>", TrackingError):
+        runs = _count_runs(database)
+    try:
+        return MlflowClient(tracking_uri=uri)
+    except (MlflowException, DatabaseError) as exc:
+        if is_transient(exc):
+            raise
+        if not runs:
+            raise TrackingError(
+                f"{database} is a half-built MLflow store holding no runs (its creation was "
+                f"interrupted: {problem(exc)}); delete it and run again") from exc
+        raise TrackingError(
+            f"{database} holds {runs} run(s) but MLflow cannot open it ({problem(exc)}); back "
+            f"it up, then try `mlflow db upgrade sqlite:///{database}`, or {moved}"
+            "<another store>") from exc
+
+
+def _count_runs(database: Path) -> int:
+    """Runs in a sqlite store (0 when it has no ``runs`` table); sqlite3 errors as they come."""
+    con = sqlite3.connect(f"{database.as_uri()}?mode=ro", uri=True)  # never creates one
+    try:
+        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        return con.execute("SELECT count(*) FROM runs").fetchone()[0] if "runs" in tables else 0
+    finally:
+        con.close()
+
+
+def _build_sqlite_store(database: Path) -> None:
+    """Create an MLflow store in a file beside ``database``, then move it there whole."""
+    database.parent.mkdir(parents=True, exist_ok=True)
+    for stale in database.parent.glob(f".{database.name}.*{_BUILDING}"):
+        stale.unlink(missing_ok=True)  # left by a build that was killed (we hold the lock)
+    tmp = database.parent / f".{database.name}.{uuid.uuid4().hex}{_BUILDING}"  # MLflow caches
+    # a store per URI: a name used before would give back the store built in a deleted file
+    os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))  # the umask's mode
+    try:
+        store = MlflowClient(tracking_uri=f"sqlite:///{tmp}")._tracking_client.store
+        store.engine.dispose()
+        if database.exists() and database.stat().st_size == 0:
+            os.replace(tmp, database)
+        else:
+            try:
+                os.link(tmp, database)  # never replaces a store that appeared meanwhile
+            except FileExistsError:
+                pass  # another process made it meanwhile: use that one
+            except OSError:  # a file system without hard links: we hold the folder lock
+                os.replace(tmp, database)
+    finally:
+        tmp.unlink(missing_ok=True)
+    fsync_dir(database.parent)
 
 
 def experiment_id(client: MlflowClient, name: str, artifact_location: str | None) -> str:
