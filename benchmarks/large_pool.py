@@ -139,7 +139,8 @@ def main() -> None:
         print(f"archive {path.name}: {n_train} pool images of {SIZE}x{SIZE}, "
               f"{path.stat().st_size / MB:.0f} MB, written in {time.perf_counter() - start:.1f} s")
         limit = None if opts.probe else int(opts.limit_mb * MB)
-        args = [*RUN_ARGS, f"dataset.root={work / 'data'}"]
+        args = [*RUN_ARGS, f"dataset.root={work / 'data'}",
+                *(["tracking.enabled=false"] if opts.smoke else [])]
         runs = (("memory-mapped (default)", ["dataset.in_memory_max_mb=0"] if opts.probe else []),
                 ("read whole", [f"dataset.in_memory_max_mb={opts.pool_mb * 2}"]))
         for label, extra in runs[:1] if opts.probe else runs:

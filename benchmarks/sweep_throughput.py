@@ -8,7 +8,7 @@ the cores as torch threads). Prints both wall times and the speed-up, and
 checks every child run FINISHED with every step.
 
     python benchmarks/sweep_throughput.py [extra overrides ...]
-    python benchmarks/sweep_throughput.py --smoke   # 2 tiny jobs per launcher
+    python benchmarks/sweep_throughput.py --smoke   # 1 tiny job per launcher
 """
 
 from __future__ import annotations
@@ -22,10 +22,12 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
+from al_sim.tracking.contract import ROLE_TAG
+
 # --smoke: the smallest run that still goes through every round (tests/test_benchmarks.py).
 TINY = ["budget=tiny", "dataset.n_pool=200", "dataset.n_test=100", "trainer.epochs=1",
         "trainer.min_steps=2", "trainer.num_threads=1", "progress=false"]
-SMOKE_SWEEP = ["-m", "strategy=random", "seed=0,1", *TINY]
+SMOKE_SWEEP = ["-m", "strategy=random", "seed=0", *TINY]
 SWEEP = ["-m", "strategy=random,entropy,margin,least_confidence", "seed=0,1", "progress=false"]
 
 
@@ -41,7 +43,7 @@ def sweep(launcher: list[str], extra: list[str],
         client = MlflowClient(tracking_uri=f"sqlite:///{Path(tmp) / 'mlflow.db'}")
         exp = client.get_experiment_by_name("al_sim")
         runs = [r for r in client.search_runs([exp.experiment_id])
-                if r.data.tags.get("al_sim.role") != "sweep"]
+                if r.data.tags.get(ROLE_TAG) not in ("sweep", "summary")]  # jobs only
         finished = sum(r.info.status == "FINISHED" for r in runs)
         points = sum(len(client.get_metric_history(r.info.run_id, "test/accuracy"))
                      for r in runs)
@@ -53,7 +55,7 @@ def main() -> None:
     smoke = "--smoke" in extra
     jobs = SMOKE_SWEEP if smoke else SWEEP
     extra = [e for e in extra if e != "--smoke"]
-    n = 2 if smoke else 8
+    n = 1 if smoke else 8
     basic = sweep([], extra, jobs)
     joblib = sweep(["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], extra, jobs)
     cores = len(os.sched_getaffinity(0))
@@ -62,6 +64,8 @@ def main() -> None:
         print(f"  {name:<16} {wall:7.1f} s   {finished}/{n} runs FINISHED, "
               f"{points} accuracy points")
     print(f"speed-up joblib vs basic: {basic[0] / joblib[0]:.2f}x (target >= 1.6x)")
+    if (basic[1], joblib[1]) != (n, n):
+        sys.exit(f"error: not every job FINISHED ({basic[1]} and {joblib[1]} of {n})")
 
 
 if __name__ == "__main__":
