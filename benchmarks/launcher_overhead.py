@@ -10,7 +10,7 @@ executor (``al_submitit_local``, every job at once). Per-job overhead =
 joblib's process pool.
 
     python benchmarks/launcher_overhead.py
-    python benchmarks/launcher_overhead.py --smoke   # 2 tiny jobs, basic and joblib
+    python benchmarks/launcher_overhead.py --smoke   # 1 tiny job, basic and joblib
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ SWEEP = ["-m", "strategy=random,entropy,margin,least_confidence", "seed=0,1", "b
 # --smoke: the smallest run that still goes through every round (tests/test_benchmarks.py).
 TINY = ["budget=tiny", "dataset.n_pool=200", "dataset.n_test=100", "trainer.epochs=1",
         "trainer.min_steps=2", "trainer.num_threads=1", "progress=false"]
-# --smoke: 2 tiny jobs, the launchers that need no Ray head.
-SMOKE_SWEEP = ["-m", "strategy=random", "seed=0,1", *TINY, "tracking.enabled=false"]
+# --smoke: 1 tiny job, the launchers that need no Ray head.
+SMOKE_SWEEP = ["-m", "strategy=random", "seed=0", *TINY, "tracking.enabled=false"]
 SMOKE_LAUNCHERS = ("basic (sequential)", "joblib n_jobs=2")
 LAUNCHERS = {
     "basic (sequential)": [],
@@ -64,7 +64,7 @@ def main() -> None:
     env.update(PYTHONPATH=str(REPO), RAY_USAGE_STATS_ENABLED="0")
     if "--smoke" in sys.argv[1:]:
         report({name: run_sweep(LAUNCHERS[name], env, SMOKE_SWEEP) for name in SMOKE_LAUNCHERS},
-               2)
+               1)
         return
     port = free_port()
     ray_tmp = tempfile.mkdtemp(prefix="al_ray_")
