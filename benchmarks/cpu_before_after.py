@@ -12,7 +12,7 @@ and in this one, each in a fresh process with the same thread count:
 
 Prints the median over ``--repeats`` of each figure per tree and after/before.
 
-    python benchmarks/cpu_before_after.py [--before REV] [--repeats 3] [--threads 2]
+    python benchmarks/cpu_before_after.py [--before REV] [--repeats 3] [--threads 2] [--smoke]
 """
 
 from __future__ import annotations
@@ -28,6 +28,10 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+# --smoke: the smallest run that still goes through every round (tests/test_benchmarks.py).
+# (default_run adds progress=false and the thread count)
+TINY = ["budget=tiny", "dataset.n_pool=200", "dataset.n_test=100", "trainer.epochs=1",
+        "trainer.min_steps=2"]
 
 # Runs inside either tree: the module layout moved between them.
 PROBE = r"""
@@ -35,6 +39,7 @@ import json, sys, time
 import torch
 torch.manual_seed(0)
 torch.set_num_threads(int(sys.argv[1]))
+smoke = sys.argv[2:] == ["smoke"]  # tiny sizes
 try:
     from al_sim.config.data import PreprocessConf
     from al_sim.config.schema import TrainerConf
@@ -53,19 +58,20 @@ def best(fn, n=3):
 
 out = {}
 device = torch.device("cpu")
-for px, pool in ((28, 8192), (64, 2048)):
+for px, pool in ((28, 256), (64, 64)) if smoke else ((28, 8192), (64, 2048)):
     trainer = Trainer(TrainerConf(device="cpu", epochs=1, min_steps=0),
                       Preprocess(PreprocessConf(), 1), device)
     model = SimpleCNN(1, 3, widths=[16, 32, 64], hidden=128, dropout=0.3)  # the default
     x = torch.randint(0, 256, (pool, 1, px, px), dtype=torch.uint8)
     trainer.predict_proba(model, x[:256])  # warm-up: oneDNN kernels
     out[f"scoring {px} px img/s"] = pool / best(lambda: trainer.predict_proba(model, x))
-x = torch.randint(0, 256, (2048, 1, 28, 28), dtype=torch.uint8)
-y = torch.randint(0, 3, (2048,)).numpy()
+n = 256 if smoke else 2048
+x = torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8)
+y = torch.randint(0, 3, (n,)).numpy()
 trainer = Trainer(TrainerConf(device="cpu", epochs=2, min_steps=0),
                   Preprocess(PreprocessConf(), 1), device)
 model = SimpleCNN(1, 3, widths=[16, 32, 64], hidden=128, dropout=0.3)
-out["training 28 px img/s"] = 2 * 2048 / best(lambda: trainer.fit(model, x, y, 3, 0), 2)
+out["training 28 px img/s"] = 2 * n / best(lambda: trainer.fit(model, x, y, 3, 0), 2)
 print(json.dumps(out))
 """
 
@@ -75,9 +81,10 @@ def _env(tree: Path) -> dict[str, str]:
     return {**env, "PYTHONPATH": str(tree)}
 
 
-def probe(tree: Path, threads: int) -> dict[str, float]:
+def probe(tree: Path, threads: int, smoke: bool = False) -> dict[str, float]:
     """The scoring and training figures of the al_sim in ``tree``."""
-    proc = subprocess.run([sys.executable, "-c", PROBE, str(threads)], cwd=tree,
+    size = ["smoke"] if smoke else []
+    proc = subprocess.run([sys.executable, "-c", PROBE, str(threads), *size], cwd=tree,
                           env=_env(tree), capture_output=True, text=True, check=True)
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -97,24 +104,32 @@ def main() -> None:
     parser.add_argument("--before", default="b90eb17")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--smoke", action="store_true",
+                        help="this tree against itself (no checkout), tiny sizes, one repeat")
     args = parser.parse_args()
+    if args.smoke:
+        args.before, args.repeats, args.threads = "HEAD (this tree)", 1, 1
     figures: dict[str, dict[str, list[float]]] = {"before": {}, "after": {}}
     with tempfile.TemporaryDirectory() as tmp:
         old = Path(tmp) / "before"
-        subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(old),
-                        args.before], capture_output=True, check=True)
-        trees = {"before": (old, []), "after": (REPO, ["dataset=synthetic_legacy"])}
+        if args.smoke:
+            trees = {"before": (REPO, TINY), "after": (REPO, TINY)}
+        else:
+            subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(old),
+                            args.before], capture_output=True, check=True)
+            trees = {"before": (old, []), "after": (REPO, ["dataset=synthetic_legacy"])}
         try:
             start = time.perf_counter()
             for _ in range(args.repeats):
                 for label, (tree, scenario) in trees.items():
-                    got = probe(tree, args.threads)
+                    got = probe(tree, args.threads, args.smoke)
                     got["default run s"] = default_run(tree, args.threads, scenario, Path(tmp))
                     for key, value in got.items():
                         figures[label].setdefault(key, []).append(value)
         finally:
-            subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(old)],
-                           capture_output=True, check=False)
+            if not args.smoke:
+                subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force",
+                                str(old)], capture_output=True, check=False)
     print(f"before = {args.before}, after = this tree; {args.threads} threads, median of "
           f"{args.repeats} interleaved repeats ({time.perf_counter() - start:.0f} s)")
     print(f"{'figure':<24}{'before [min-max]':>26}{'after [min-max]':>26}{'after/before':>14}")

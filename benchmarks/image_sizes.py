@@ -7,7 +7,7 @@ At 224 px it also times the exact double-precision recipe used up to 64 px
 (``_EXACT_MAX_SIZE`` raised for the measurement) on the same 1,000 images,
 in the same run, as the before/after comparison.
 
-    python benchmarks/image_sizes.py [--sizes 28 64 128 224]
+    python benchmarks/image_sizes.py [--sizes 28 64 128 224] [--smoke]
 """
 
 from __future__ import annotations
@@ -37,11 +37,16 @@ def timed(fn, *args, **kwargs) -> tuple[object, float, float]:  # noqa: ANN001
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[28, 64, 128, 224])
+    parser.add_argument("--smoke", action="store_true",
+                        help="tiny sizes, one repeat, CPU: seconds (tests/test_benchmarks.py)")
     opts = parser.parse_args()
+    sizes = {"n_pool": 200, "n_test": 100} if opts.smoke else {}
+    if opts.smoke:
+        opts.sizes = [28]
     warnings.simplefilter("ignore")
     print(f"{'px':>4} {'pool+test':>10} {'images MB':>10} {'wall s':>7} {'peak MB':>8}")
     for size in opts.sizes:
-        ds, wall, peak = timed(load_synthetic, image_size=size)
+        ds, wall, peak = timed(load_synthetic, image_size=size, **sizes)
         n = ds.n_pool + len(ds.test_y)
         mb = (ds.pool_x.numel() + ds.test_x.numel()) / MB
         print(f"{size:>4} {n:>10} {mb:>10.0f} {wall:>7.1f} {peak:>8.0f}")

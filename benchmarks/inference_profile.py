@@ -7,7 +7,7 @@ channels-last and with the default (contiguous) memory format. CPU time rather t
 time, on ``--threads`` threads (default 1), so a loaded machine still gives usable ratios.
 
     python benchmarks/inference_profile.py [--threads 1] [--rows simple_cnn:28,...]
-        [--batches 64,256,1024]
+        [--batches 64,256,1024] [--smoke]
 """
 
 from __future__ import annotations
@@ -72,7 +72,11 @@ def main() -> None:
     parser.add_argument("--rows", default="simple_cnn:28,simple_cnn:64,resnet18:28")
     parser.add_argument("--batches", default="64,256,1024")
     parser.add_argument("--images", type=int, default=2048, help="SimpleCNN 28 px; others fewer")
+    parser.add_argument("--smoke", action="store_true",
+                        help="tiny sizes, one repeat, CPU: seconds (tests/test_benchmarks.py)")
     args = parser.parse_args()
+    if args.smoke:
+        args.threads, args.rows, args.batches, args.images = 1, "simple_cnn:28", "64", 128
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     old = v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean=[0.5], std=[0.5])])

@@ -14,7 +14,7 @@ the pool size:
 Prints the pool size, the limit, wall times and the peak resident set
 (``ru_maxrss``, which counts the mapped file pages the kernel kept cached).
 
-    python benchmarks/large_pool.py [--pool-mb 1600] [--limit-mb 1400]
+    python benchmarks/large_pool.py [--pool-mb 1600] [--limit-mb 1400] [--smoke]
 """
 
 from __future__ import annotations
@@ -126,7 +126,11 @@ def main() -> None:
     parser.add_argument("--limit-mb", type=float, default=1400)
     parser.add_argument("--probe", action="store_true",
                         help="no limit, memory-mapped run only: measure what a run needs")
+    parser.add_argument("--smoke", action="store_true",
+                        help="tiny sizes, one repeat, CPU: seconds (tests/test_benchmarks.py)")
     opts = parser.parse_args()
+    if opts.smoke:  # a small archive, memory-mapped, no limit: the run's path, in seconds
+        opts.pool_mb, opts.probe = 10, True
     n_train = int(opts.pool_mb * MB) // (SIZE * SIZE)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -135,7 +139,8 @@ def main() -> None:
         print(f"archive {path.name}: {n_train} pool images of {SIZE}x{SIZE}, "
               f"{path.stat().st_size / MB:.0f} MB, written in {time.perf_counter() - start:.1f} s")
         limit = None if opts.probe else int(opts.limit_mb * MB)
-        args = [*RUN_ARGS, f"dataset.root={work / 'data'}"]
+        args = [*RUN_ARGS, f"dataset.root={work / 'data'}",
+                *(["tracking.enabled=false"] if opts.smoke else [])]
         runs = (("memory-mapped (default)", ["dataset.in_memory_max_mb=0"] if opts.probe else []),
                 ("read whole", [f"dataset.in_memory_max_mb={opts.pool_mb * 2}"]))
         for label, extra in runs[:1] if opts.probe else runs:

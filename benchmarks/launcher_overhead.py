@@ -10,6 +10,7 @@ executor (``al_submitit_local``, every job at once). Per-job overhead =
 joblib's process pool.
 
     python benchmarks/launcher_overhead.py
+    python benchmarks/launcher_overhead.py --smoke   # 1 tiny job, basic and joblib
 """
 
 from __future__ import annotations
@@ -28,6 +29,12 @@ JOBS = 8
 SWEEP = ["-m", "strategy=random,entropy,margin,least_confidence", "seed=0,1", "budget=tiny",
          "dataset.n_pool=400", "dataset.n_test=200", "trainer.epochs=2", "trainer.min_steps=4",
          "progress=false", "tracking.enabled=false"]
+# --smoke: the smallest run that still goes through every round (tests/test_benchmarks.py).
+TINY = ["budget=tiny", "dataset.n_pool=200", "dataset.n_test=100", "trainer.epochs=1",
+        "trainer.min_steps=2", "trainer.num_threads=1", "progress=false"]
+# --smoke: 1 tiny job, the launchers that need no Ray head.
+SMOKE_SWEEP = ["-m", "strategy=random", "seed=0", *TINY, "tracking.enabled=false"]
+SMOKE_LAUNCHERS = ("basic (sequential)", "joblib n_jobs=2")
 LAUNCHERS = {
     "basic (sequential)": [],
     "joblib n_jobs=2": ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
@@ -42,11 +49,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def run_sweep(launcher: list[str], env: dict[str, str]) -> float:
+def run_sweep(launcher: list[str], env: dict[str, str], jobs: list[str] = SWEEP) -> float:
     """Wall seconds of the 8-job sweep in a fresh temp dir (fails loudly if a job fails)."""
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "al_sim.run", *SWEEP, *launcher], cwd=tmp,
+        subprocess.run([sys.executable, "-m", "al_sim.run", *jobs, *launcher], cwd=tmp,
                        env=env, check=True, capture_output=True, timeout=1800)
         return time.perf_counter() - start
 
@@ -55,6 +62,10 @@ def main() -> None:
     """Start a Ray head, time every launcher, print a markdown table, stop the head."""
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     env.update(PYTHONPATH=str(REPO), RAY_USAGE_STATS_ENABLED="0")
+    if "--smoke" in sys.argv[1:]:
+        report({name: run_sweep(LAUNCHERS[name], env, SMOKE_SWEEP) for name in SMOKE_LAUNCHERS},
+               1)
+        return
     port = free_port()
     ray_tmp = tempfile.mkdtemp(prefix="al_ray_")
     head = subprocess.Popen([str(Path(sys.executable).parent / "ray"), "start", "--head",
@@ -72,11 +83,16 @@ def main() -> None:
         head.terminate()
         head.wait(timeout=120)
         shutil.rmtree(ray_tmp, ignore_errors=True)
+    report(walls, JOBS)
+
+
+def report(walls: dict[str, float], jobs: int) -> None:
+    """The markdown table: wall, per job and overhead per job vs joblib."""
     base = walls["joblib n_jobs=2"]
-    print("| launcher | wall s (8 jobs) | s per job | overhead per job vs joblib, s |\n"
+    print(f"| launcher | wall s ({jobs} jobs) | s per job | overhead per job vs joblib, s |\n"
           "| --- | --- | --- | --- |")
     for name, wall in walls.items():
-        print(f"| {name} | {wall:.1f} | {wall / JOBS:.1f} | {(wall - base) / JOBS:+.1f} |")
+        print(f"| {name} | {wall:.1f} | {wall / jobs:.1f} | {(wall - base) / jobs:+.1f} |")
     print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 

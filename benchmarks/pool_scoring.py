@@ -18,7 +18,7 @@ the min-max over the repeats, with the load average and the script's total time.
 
     python benchmarks/pool_scoring.py [--repeats 5] [--pool 8192] [--threads N]
         [--device cpu|cuda] [--rows simple_cnn:28,resnet18:64] [--batches 64,256,1024]
-        [--fused 0,1] [--formats cl,contig] [--precision fp32]
+        [--fused 0,1] [--formats cl,contig] [--precision fp32] [--smoke]
 """
 
 from __future__ import annotations
@@ -183,7 +183,12 @@ def main() -> None:
     parser.add_argument("--fused", default="0,1")
     parser.add_argument("--formats", default="cl")
     parser.add_argument("--precision", default="fp32")
+    parser.add_argument("--smoke", action="store_true",
+                        help="tiny sizes, one repeat, CPU: seconds (tests/test_benchmarks.py)")
     args = parser.parse_args()
+    if args.smoke:
+        args.repeats, args.pool, args.threads, args.device = 1, 128, 1, "cpu"
+        args.rows, args.batches, args.fused, args.formats = "simple_cnn:28", "64", "0", "cl"
     args.batches = [int(b) for b in args.batches.split(",")]
     args.fused = [int(f) for f in args.fused.split(",")]
     args.formats = args.formats.split(",")
@@ -200,7 +205,7 @@ def main() -> None:
         rows.append(Row(name, int(px), pool, device, args))
     ceilings, mm, conv = [], [], []
     for _ in range(args.repeats + 1):  # the first repeat warms up and is dropped
-        blas, onednn = ceiling(device)
+        blas, onednn = ceiling(device, 256 if args.smoke else 2048)
         for row in rows:
             row.measure_once()
         mm.append(blas)

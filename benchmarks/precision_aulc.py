@@ -8,6 +8,7 @@ noise (issue 11).
 
     python benchmarks/precision_aulc.py --seeds 0,1,2,3,4 --precisions fp32,bf16 \\
         --parallel 5 -- model=resnet18 dataset.image_size=128 trainer.device=cuda
+    python benchmarks/precision_aulc.py --smoke   # one tiny fp32 run on the CPU
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ import numpy as np
 from al_sim.maths.aulc import aulc
 from al_sim.report.stats import paired_test
 
+# --smoke: the smallest run that still goes through every round (tests/test_benchmarks.py).
+TINY = ["budget=tiny", "dataset.n_pool=200", "dataset.n_test=100", "trainer.epochs=1",
+        "trainer.min_steps=2", "trainer.num_threads=1", "progress=false"]
 METRICS = ("test/balanced_accuracy", "test/accuracy", "test/auroc")
 
 
@@ -66,7 +70,12 @@ def main() -> int:
     parser.add_argument("--precisions", default="fp32,bf16")
     parser.add_argument("--parallel", type=int, default=4, help="runs at once")
     parser.add_argument("overrides", nargs="*", help="al_sim overrides for every run")
+    parser.add_argument("--smoke", action="store_true",
+                        help="tiny sizes, one repeat, CPU: seconds (tests/test_benchmarks.py)")
     args = parser.parse_args()
+    if args.smoke:
+        args.seeds, args.precisions, args.parallel = "0", "fp32", 1
+        args.overrides = [*TINY, "trainer.device=cpu", *args.overrides]
     seeds = [int(s) for s in args.seeds.split(",")]
     precisions = args.precisions.split(",")
     cores = len(os.sched_getaffinity(0))

@@ -5,7 +5,7 @@ fresh sqlite store in a temp dir), times every callback (run-dir files,
 plots, MLflow logging, checkpoints, progress) and the dataset build, and
 prints where the time went. Target: overhead under 5% of the run.
 
-    python benchmarks/round_overhead.py [overrides ...]   # e.g. budget=tiny
+    python benchmarks/round_overhead.py [overrides ...]   # e.g. budget=tiny; --smoke: a tiny run
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 
-from al_sim import experiment as experiment_module
 from al_sim import run as run_module
+from al_sim.app import experiment as experiment_module
 from al_sim.config.store import register_configs
 from al_sim.core.training import Trainer
 from al_sim.sinks.checkpoint import Checkpointer
@@ -35,6 +35,9 @@ try:  # a machine without mlflow measures with tracking.enabled=false
 except ImportError:
     MLflowWriter = None
 
+# --smoke: the smallest run that still goes through every round (tests/test_benchmarks.py).
+TINY = ["budget=tiny", "dataset.n_pool=200", "dataset.n_test=100", "trainer.epochs=1",
+        "trainer.min_steps=2", "trainer.num_threads=1", "progress=false"]
 CONF = Path(__file__).resolve().parents[1] / "conf"
 SPENT: dict[str, float] = defaultdict(float)
 
@@ -88,6 +91,8 @@ def process_age() -> float | None:
 
 def main() -> None:
     overrides = sys.argv[1:]
+    if "--smoke" in overrides:
+        overrides = [*TINY, *(o for o in overrides if o != "--smoke")]
     sinks = ((RunDirWriter, "run-dir files + plots"), (MLflowWriter, "MLflow logging"),
              (Checkpointer, "checkpoints"), (ProgressPrinter, "progress/summary"))
     for cls, label in ((c, name) for c, name in sinks if c is not None):

@@ -4,7 +4,7 @@ Prints, from one run: a deterministic pool pass vs BALD with T MC samples
 (target <= 1.5x), core-set and BADGE selection on growing pools (target:
 linear growth), and peak memory (tracemalloc for numpy, ru_maxrss for the process).
 
-    .venv/bin/python benchmarks/strategy_cost.py [--sizes 10000 30000 100000] [--k 100]
+    .venv/bin/python benchmarks/strategy_cost.py [--sizes 10000 30000 100000] [--k 100] [--smoke]
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from threadpoolctl import threadpool_limits
 
 from al_sim.config.data import PreprocessConf
 from al_sim.config.schema import TrainerConf
-from al_sim.core.loop import _TrainedModelView
+from al_sim.core.loop import TrainedModelView
 from al_sim.core.training import Trainer
 from al_sim.data.synthetic import load_synthetic
 from al_sim.data.transforms import Preprocess
@@ -70,22 +70,28 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="timings: best of")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch and BLAS threads (1: least noise on a shared 2-core machine)")
+    parser.add_argument("--smoke", action="store_true",
+                        help="tiny sizes, one repeat: runs in seconds (tests/test_benchmarks.py)")
     args = parser.parse_args()
+    fit_n, fit_conf = 1000, TrainerConf(epochs=5, min_steps=100)
+    if args.smoke:
+        args.sizes, args.k, args.labeled, args.mc_samples, args.repeats = [200, 400], 10, 10, 2, 1
+        fit_n, fit_conf = 100, TrainerConf(epochs=1, min_steps=2)
     torch.set_num_threads(args.threads)
     threadpool_limits(args.threads)  # numpy's BLAS too: idle BLAS threads spin on a busy machine
     torch.manual_seed(0)
     model = SimpleCNN(1, 3, widths=[16, 32, 64], hidden=128, dropout=0.3)
-    trainer = Trainer(TrainerConf(epochs=5, min_steps=100),
+    trainer = Trainer(fit_conf,
                       Preprocess(PreprocessConf(), channels=1), torch.device("cpu"))
     data = load_synthetic(n_pool=max(args.sizes), n_test=10)
     pool = data.pool_x
-    t_fit, _ = timed(lambda: trainer.fit(model, pool[:1000], data.pool_y[:1000], 3, seed=0))
-    print(f"SimpleCNN (widths 16/32/64, D={model.embedding_dim}, C=3) fitted on 1,000 labelled "
+    t_fit, _ = timed(lambda: trainer.fit(model, pool[:fit_n], data.pool_y[:fit_n], 3, seed=0))
+    print(f"SimpleCNN (widths 16/32/64, D={model.embedding_dim}, C=3) fitted on {fit_n:,} labelled "
           f"images ({t_fit:.0f} s); pool: synthetic 28x28 images; CPU, torch+BLAS "
           f"threads={args.threads}; k={args.k}, labelled={args.labeled}\n")
 
     n0 = min(args.sizes)
-    view = _TrainedModelView(trainer, model, pool[:n0], seed=0)
+    view = TrainedModelView(trainer, model, lambda idx: pool[:n0][idx], seed=0, round_=1)
     bald: Strategy = BALD(mc_samples=args.mc_samples)
     passes, balds = [], []
     for _ in range(args.repeats):  # interleaved so both see the same machine load

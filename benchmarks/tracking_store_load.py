@@ -10,7 +10,7 @@ run-dir files as artifacts (queries.csv, metrics.csv growing per round; a
 lost must be 0. Prints, per store and N: lost metrics, failed writers, p50 /
 p99 latency of a round's ``log_batch`` call, wall time.
 
-    python benchmarks/tracking_store_load.py [--n 4 16 64] [--stores sqlite server]
+    python benchmarks/tracking_store_load.py [--n 4 16 64] [--stores sqlite server] [--smoke]
 
 ``server`` starts ``python -m al_sim.server`` in a temp dir (PostgreSQL +
 mlflow server --serve-artifacts, 2 workers) and stops it after.
@@ -128,7 +128,11 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, nargs="+", default=[4, 16, 64])
     parser.add_argument("--stores", nargs="+", default=["sqlite", "server"])
+    parser.add_argument("--smoke", action="store_true",
+                        help="tiny sizes, one repeat, CPU: seconds (tests/test_benchmarks.py)")
     args = parser.parse_args()
+    if args.smoke:
+        args.n, args.stores = [2], ["sqlite"]
     print(f"load average before: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} "
           f"{os.getloadavg()[2]:.2f}; {os.cpu_count()} cores", flush=True)
     print("| store | N | metrics lost | failed writers | p50 round log ms | p99 round log ms "

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from al_sim.core.loop import _TrainedModelView
+from al_sim.core.loop import TrainedModelView
 from al_sim.models.simple_cnn import SimpleCNN
 from al_sim.runtime.errors import ConfigError
 from al_sim.strategies.base import ModelOutputError, QueryContext
@@ -22,14 +22,14 @@ STRATEGIES = [Entropy(), BALD(mc_samples=3), PowerEntropy(beta=1.0), CoreSet(chu
               BADGE(chunk_size=64), TypiClust(k_neighbors=5, max_clusters=50)]
 
 
-def diverged_view(dataset, trainer, round_: int = 3) -> _TrainedModelView:
+def diverged_view(dataset, trainer, round_: int = 3) -> TrainedModelView:
     """The loop's view on a real SimpleCNN whose weights went NaN (what a huge lr leaves)."""
     model = SimpleCNN(1, 3, widths=[8], hidden=16, dropout=0.2)
     with torch.no_grad():
         for p in [*model.embed.parameters(), *model.classifier.parameters()]:
             p.fill_(float("nan"))
     rows = lambda idx: dataset.pool_x[torch.from_numpy(np.asarray(idx))]  # noqa: E731
-    return _TrainedModelView(trainer, model, rows, seed=0, round_=round_)
+    return TrainedModelView(trainer, model, rows, seed=0, round_=round_)
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES, ids=[s.name for s in STRATEGIES])
@@ -59,7 +59,7 @@ def test_outputs_that_are_not_probabilities_are_refused(tiny_dataset, fast_train
 def test_a_sound_model_passes_unchanged(tiny_dataset, fast_trainer) -> None:
     model = SimpleCNN(1, 3, widths=[8], hidden=16, dropout=0.2)
     rows = lambda idx: tiny_dataset.pool_x[torch.from_numpy(np.asarray(idx))]  # noqa: E731
-    view = _TrainedModelView(fast_trainer, model, rows, seed=0, round_=1)
+    view = TrainedModelView(fast_trainer, model, rows, seed=0, round_=1)
     idx = np.arange(30)
     np.testing.assert_array_equal(view.probs(idx),
                                   fast_trainer.predict_proba(model, rows(idx)))

@@ -86,7 +86,7 @@ def initial_indices(budget: BudgetConf, dataset: ALDataset, rng: np.random.Gener
     return policy(dataset, budget.initial, rng)
 
 
-class _TrainedModelView:
+class TrainedModelView:
     """The strategies' window on the current model (see ``ModelView``); every output is
     checked as ``ArrayModelView`` checks its arrays (a diverged model stops the run)."""
 
@@ -117,7 +117,7 @@ class _TrainedModelView:
 
 
 def _select(round_: int, budget: BudgetConf, dataset: ALDataset, pool: LabelPool,
-            strategy: Strategy, view: _TrainedModelView | None,
+            strategy: Strategy, view: TrainedModelView | None,
             seeds: Seeds, initial: InitialPolicy) -> Selection:
     if round_ == 0 or view is None:  # view: None only before the first training
         picked = initial_indices(budget, dataset, np.random.default_rng(seeds.initial), initial)
@@ -212,7 +212,7 @@ def run_active_learning(
                             [r.signals for r in result.rounds],
                             [r.metrics[budget.stop_metric] for r in result.rounds])
     for round_ in range(first, len(sizes)):
-        view = None if model is None else _TrainedModelView(trainer, model, rows,
+        view = None if model is None else TrainedModelView(trainer, model, rows,
                                                             seeds.strategy + round_, round_)
         if pending is not None and pending.round == round_:  # the batch the expert labels
             selection, query_s = Selection(pending.indices, pending.scores), pending.query_s

@@ -1,0 +1,35 @@
+"""Every benchmark script runs end to end with ``--smoke`` (tiny sizes, seconds): none can rot."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPTS = sorted((REPO / "benchmarks").glob("*.py"))
+
+
+def test_every_script_is_listed() -> None:
+    assert len(SCRIPTS) >= 12
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+def test_smoke_runs_and_prints_figures(script: Path, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env["PYTHONPATH"] = str(REPO)
+    proc = subprocess.run([sys.executable, str(script), "--smoke"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert any(re.search(r"\d", line) for line in proc.stdout.splitlines()), proc.stdout
+
+
+def test_no_benchmark_imports_a_private_name() -> None:
+    private = re.compile(r"^\s*from al_sim\S* import .*\b_\w+", re.MULTILINE)
+    assert [s.name for s in SCRIPTS if private.search(s.read_text())] == []
