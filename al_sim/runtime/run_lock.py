@@ -17,18 +17,17 @@ from al_sim.runtime.errors import ConfigError
 LOCK_FILE = ".al_sim.lock"
 
 
-class RunDirLock:
-    """Holds ``<run_dir>/.al_sim.lock`` exclusively until :meth:`release` (or process exit)."""
+class OwnerLock:
+    """An exclusive ``flock`` on a file that names its holder (``pid N``), never waited for."""
 
-    def __init__(self, run_dir: Path) -> None:
-        self.path = Path(run_dir) / LOCK_FILE
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
         self._file: IO[str] | None = None
 
-    def acquire(self) -> RunDirLock:
-        """Take the lock; ConfigError naming the owner when another process holds it."""
+    def _take(self) -> IO[str] | str:
+        """The locked file, or the holder's description when another process holds it."""
         import fcntl
 
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         handle = self.path.open("a+")
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -36,20 +35,50 @@ class RunDirLock:
             handle.seek(0)
             owner = handle.read().strip() or "another process"
             handle.close()
-            raise ConfigError(
-                f"the run dir {self.path.parent} is in use by a running al_sim run ({owner}); "
-                "give this run its own dir (hydra.run.dir=<new dir>), or wait for that run "
-                "to end"
-            ) from None
+            return owner
+        return handle
+
+    def try_acquire(self) -> str | None:
+        """Take the lock and name this process in it; the holder's description when taken."""
+        handle = self._take()
+        if isinstance(handle, str):
+            return handle
         handle.seek(0)
         handle.truncate()
         handle.write(f"pid {os.getpid()}\n")
         handle.flush()
         self._file = handle
-        return self
+        return None
+
+    def holder(self) -> str | None:
+        """Who holds the lock now (None: nobody), without keeping it."""
+        handle = self._take()
+        if isinstance(handle, str):
+            return handle
+        handle.close()
+        return None
 
     def release(self) -> None:
-        """Let the next run have the dir."""
+        """Let the next holder have it."""
         if self._file is not None:
             self._file.close()  # closing drops the flock
             self._file = None
+
+
+class RunDirLock(OwnerLock):
+    """Holds ``<run_dir>/.al_sim.lock`` exclusively until :meth:`release` (or process exit)."""
+
+    def __init__(self, run_dir: Path) -> None:
+        super().__init__(Path(run_dir) / LOCK_FILE)
+
+    def acquire(self) -> RunDirLock:
+        """Take the lock; ConfigError naming the owner when another process holds it."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        owner = self.try_acquire()
+        if owner is not None:
+            raise ConfigError(
+                f"the run dir {self.path.parent} is in use by a running al_sim run ({owner}); "
+                "give this run its own dir (hydra.run.dir=<new dir>), or wait for that run "
+                "to end"
+            )
+        return self
