@@ -7,13 +7,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
+from al_sim.config.annotators import PANEL
 from al_sim.config.data import is_folder_dataset
 from al_sim.config.derive import locate
 from al_sim.config.store import instantiate
 from al_sim.core.loop import Seeds
 from al_sim.core.oracle import Oracle
+from al_sim.core.panel import PanelOracle
 from al_sim.data.base import ALDataset
 from al_sim.label.human_oracle import HumanOracle
 from al_sim.models import ALModel
@@ -40,8 +42,10 @@ def build_strategy(cfg: DictConfig) -> Strategy:
     return strategy
 
 
-def build_oracle(cfg: DictConfig, dataset: ALDataset, run_dir: Path) -> Oracle | HumanOracle:
-    """The configured annotator: simulated (needs every pool label) or a human expert."""
+def build_oracle(cfg: DictConfig, dataset: ALDataset, run_dir: Path
+                 ) -> Oracle | PanelOracle | HumanOracle:
+    """The configured annotator: simulated (one, or a panel: needs every pool label) or a
+    human expert."""
     if cfg.oracle.name == "human":
         root = cfg.dataset.get("root") if is_folder_dataset(cfg.dataset) else None
         return HumanOracle(run_dir, dataset, cfg.oracle.image_size,
@@ -50,8 +54,11 @@ def build_oracle(cfg: DictConfig, dataset: ALDataset, run_dir: Path) -> Oracle |
         raise DataError(f"{dataset.name}: {int((dataset.pool_y < 0).sum())} pool image(s) have "
                         "no label for the simulated oracle to reveal; add them to the labels "
                         "file (dataset.labels_file), or let an expert label them: oracle=human")
-    return Oracle(dataset.pool_y, dataset.n_classes, cfg.oracle.noise_rate,
-                  seed=Seeds.derive(cfg.seed).oracle)
+    seed = Seeds.derive(cfg.seed).oracle
+    if cfg.oracle.name == PANEL:
+        return PanelOracle.from_conf(OmegaConf.to_object(cfg.oracle), dataset.pool_y,
+                                     dataset.n_classes, seed)
+    return Oracle(dataset.pool_y, dataset.n_classes, cfg.oracle.noise_rate, seed=seed)
 
 
 def check_input_size(model_factory: Callable[[int], ALModel], dataset: ALDataset,

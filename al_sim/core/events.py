@@ -86,6 +86,8 @@ class RoundResult:
     fit: FitReport
     eval_s: float = 0.0
     signals: dict[str, float] = field(default_factory=dict)  # stop/<name>: stopping signals
+    costs: dict[str, float] = field(default_factory=dict)  # cost/<what>: an oracle's cost model
+    agreement: dict[str, float] = field(default_factory=dict)  # agreement/<what>: a panel's
 
 
 @dataclass

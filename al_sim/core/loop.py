@@ -26,7 +26,7 @@ from al_sim.core.events import (
     RoundResult,
     RunCallback,
 )
-from al_sim.core.oracle import Annotator
+from al_sim.core.oracle import Annotator, CostedOracle
 from al_sim.core.pool import LabelPool
 from al_sim.core.training import Trainer
 from al_sim.data.base import ALDataset, Images
@@ -112,7 +112,8 @@ class _TrainedModelView:
 
 def _select(round_: int, budget: BudgetConf, dataset: ALDataset, pool: LabelPool,
             strategy: Strategy, view: _TrainedModelView | None,
-            seeds: Seeds, initial: InitialPolicy) -> Selection:
+            seeds: Seeds, initial: InitialPolicy, costed: CostedOracle | None = None
+            ) -> Selection:
     if round_ == 0 or view is None:  # view: None only before the first training
         picked = initial_indices(budget, dataset, np.random.default_rng(seeds.initial), initial)
         return Selection(picked, np.full(len(picked), np.nan))
@@ -125,8 +126,28 @@ def _select(round_: int, budget: BudgetConf, dataset: ALDataset, pool: LabelPool
         n_classes=dataset.n_classes,
         rng=np.random.default_rng([seeds.strategy, round_]),
         round=round_,
+        expected_seconds=None if costed is None else costed.expected_seconds,
     )
     return strategy.select(ctx, budget.query_size)
+
+
+def _over_cost_limit(budget: BudgetConf, costed: CostedOracle | None, round_: int,
+                     indices: np.ndarray, n_labeled: int) -> str | None:
+    """Why round ``round_`` must not be labelled (``budget.cost_limit``), or None.
+
+    BudgetError when the initial set alone would exceed the limit.
+    """
+    if budget.cost_limit is None or costed is None:
+        return None
+    planned = costed.total_seconds + costed.seconds_of(indices)
+    if planned <= budget.cost_limit:
+        return None
+    if round_ == 0:
+        raise BudgetError(f"labelling the initial set costs {planned:.0f} expert seconds, more "
+                          f"than budget.cost_limit={budget.cost_limit:g}; raise "
+                          "budget.cost_limit or lower budget.initial")
+    return (f"budget.cost_limit={budget.cost_limit:g} (round {round_} would bring expert time "
+            f"to {planned:.0f} s; stopped after round {round_ - 1}, {n_labeled} labelled images)")
 
 
 def _check_trained(fit: FitReport, probs: np.ndarray, round_: int) -> None:
@@ -182,6 +203,7 @@ def run_active_learning(
     # on a GPU the uint8 pool and test images move there once when they fit
     pool_x, test_x = trainer.place(dataset.pool_x), trainer.place(dataset.test_x)
     rows = _pool_rows(dataset, pool_x)
+    costed = oracle if isinstance(oracle, CostedOracle) else None
     hooks.fire("on_run_start", dataset, len(sizes))
     pool, result, model, first = LabelPool(dataset.n_pool), ALResult(), None, 0
     pending = None if resume is None else resume.pending
@@ -204,8 +226,13 @@ def run_active_learning(
             selection, query_s = Selection(pending.indices, pending.scores), pending.query_s
         else:
             start = time.perf_counter()
-            selection = _select(round_, budget, dataset, pool, strategy, view, seeds, initial)
+            selection = _select(round_, budget, dataset, pool, strategy, view, seeds, initial,
+                                costed)
             query_s = time.perf_counter() - start
+        over = _over_cost_limit(budget, costed, round_, selection.indices, pool.n_labeled)
+        if over is not None:
+            result.stopped_by = over
+            break
         try:
             answers = oracle.query(selection.indices, round_, view)
         except LabelsPending:  # keep the selection so the resumed run labels exactly it
@@ -239,8 +266,10 @@ def run_active_learning(
         metrics = {f"test/{k}": v for k, v in classification_metrics(dataset.test_y, probs).items()}
         signals = monitor.update(trainer.predict_proba(model, rows(stop_idx)),
                                  pool.round_of(stop_idx) < 0, metrics[budget.stop_metric])
-        round_result = RoundResult(round_, pool.n_labeled, metrics, train_s, query_s, fit, eval_s,
-                                   signals)
+        round_result = RoundResult(
+            round_, pool.n_labeled, metrics, train_s, query_s, fit, eval_s, signals,
+            {} if costed is None else costed.round_costs(),
+            {} if costed is None else costed.round_agreement())
         result.rounds.append(round_result)
         result.n_annotated = oracle.n_annotated
         hooks.fire("on_round_end", round_result)

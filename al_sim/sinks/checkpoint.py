@@ -124,7 +124,8 @@ def _encode(state: LoopState, finished: bool, config: dict[str, str]) -> dict[st
                     for q in state.result.queries],  # the labels given are the pool's
         "rounds": [{"round": r.round, "n_labeled": r.n_labeled, "metrics": dict(r.metrics),
                     "train_s": r.train_s, "query_s": r.query_s, "eval_s": r.eval_s,
-                    "fit": asdict(r.fit), "signals": dict(r.signals)}
+                    "fit": asdict(r.fit), "signals": dict(r.signals),
+                    "costs": dict(r.costs), "agreement": dict(r.agreement)}
                    for r in state.result.rounds],
         "model": {k: v.detach().cpu() for k, v in state.model_state.items()},
         "pending": None if state.pending is None else {
@@ -138,7 +139,7 @@ def _decode(data: dict[str, Any]) -> Checkpoint:
     result = ALResult(
         rounds=[RoundResult(r["round"], r["n_labeled"], r["metrics"], r["train_s"],
                             r["query_s"], FitReport(**r["fit"]), r["eval_s"],
-                            r.get("signals", {}))
+                            r.get("signals", {}), r.get("costs", {}), r.get("agreement", {}))
                 for r in data["rounds"]],
         queries=[QueryRecord(q["round"], q["indices"].numpy(), q["scores"].numpy(),
                              pool.labels_of(q["indices"].numpy()), q["true_labels"].numpy())

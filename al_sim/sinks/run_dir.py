@@ -8,6 +8,7 @@ MLflow writer mirrors this directory; the files stay on disk either way.
 from __future__ import annotations
 
 import csv
+import io
 import math
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -25,6 +26,7 @@ from al_sim.core.events import (
 )
 from al_sim.core.pool import LabelPool
 from al_sim.data.base import ALDataset
+from al_sim.runtime.files import atomic_write
 from al_sim.sinks.run_plots import learning_curve, query_grid
 from al_sim.tracking.contract import (
     BALANCED_ACCURACY,
@@ -45,7 +47,7 @@ QUERIES_HEADER = (ROUND, "pool_index", "score", "oracle_label", "true_label")
 METRICS_HEADER = (ROUND, N_LABELED, *TEST_KEYS, TRAIN_S, QUERY_S, EVAL_S)
 
 
-def _fmt(value: float) -> str:
+def _fmt(value: float | None) -> str:
     return "" if value is None or (isinstance(value, float) and math.isnan(value)) else repr(value)
 
 
@@ -63,6 +65,7 @@ class RunDirWriter(RunCallback):
         self._rounds: list[RoundResult] = []
         self._pool: LabelPool | None = None  # the labelled set, as of the last checkpoint
         self._dataset: ALDataset | None = None
+        self._extra_columns: list[str] = []  # cost/* and agreement/* once an oracle logs them
 
     @property
     def queries_csv(self) -> Path:
@@ -104,12 +107,27 @@ class RunDirWriter(RunCallback):
                 writer.writerow((record.round, int(idx), _fmt(float(score)), int(given),
                                  int(true) if true >= 0 else ""))  # -1: truth unknown
 
-    def _append_metrics(self, result: RoundResult) -> None:
+    def _metrics_row(self, result: RoundResult) -> list[int | str]:
         row: list[int | str] = [result.round, result.n_labeled]
         row += [_fmt(result.metrics[k]) for k in TEST_KEYS]
         row += [_fmt(result.train_s), _fmt(result.query_s), _fmt(result.eval_s)]
+        extra = {**result.costs, **result.agreement}
+        return row + [_fmt(extra.get(k)) for k in self._extra_columns]
+
+    def _append_metrics(self, result: RoundResult) -> None:
+        """One more row; a new cost/agreement key adds a column (the file is rewritten whole)."""
+        new = [k for k in {**result.costs, **result.agreement} if k not in self._extra_columns]
+        if new:
+            self._extra_columns += new
+            rows = [METRICS_HEADER + tuple(self._extra_columns)]
+            rows += [self._metrics_row(r) for r in self._rounds if r is not result] + [
+                self._metrics_row(result)]
+            text = io.StringIO()
+            csv.writer(text).writerows(rows)
+            atomic_write(self.metrics_csv, text.getvalue())
+            return
         with self.metrics_csv.open("a", newline="") as f:
-            csv.writer(f).writerow(row)
+            csv.writer(f).writerow(self._metrics_row(result))
 
     def on_query(self, record: QueryRecord, dataset: ALDataset) -> None:
         self._append_queries(record)

@@ -42,6 +42,9 @@ class QueryContext:
     n_classes: int
     rng: np.random.Generator
     round: int = 0
+    # an image's expected expert seconds from its class probabilities; set by an oracle with a
+    # cost model (oracle=panel), for cost-aware strategies
+    expected_seconds: Callable[[np.ndarray], np.ndarray] | None = None
 
 
 @dataclass
@@ -148,7 +151,16 @@ def _rows(bad: np.ndarray) -> str:
 
 
 class ScoringStrategy(Strategy):
-    """Takes the top-k images by a pure function of predicted probabilities."""
+    """Takes the top-k images by a pure function of predicted probabilities.
+
+    ``cost_aware``: the score is divided by the image's expected expert seconds
+    (:func:`per_second`), so cheap informative images go first; needs an oracle with a
+    cost model (``oracle=panel``).
+    """
+
+    def __init__(self, name: str | None = None, *, cost_aware: bool = False) -> None:
+        super().__init__(name)
+        self.cost_aware = cost_aware
 
     @staticmethod
     @abstractmethod
@@ -156,9 +168,23 @@ class ScoringStrategy(Strategy):
         """Informativeness per row of ``probs`` (``N x C``); higher is picked first."""
 
     def select(self, ctx: QueryContext, k: int) -> Selection:
-        scores = self.score(ctx.model.probs(ctx.unlabeled))
+        probs = ctx.model.probs(ctx.unlabeled)
+        scores = self.score(probs)
+        if self.cost_aware:
+            if ctx.expected_seconds is None:
+                raise ValueError(f"{self.name}: cost_aware=true needs an oracle with a cost "
+                                 "model (oracle=panel)")
+            scores = per_second(scores, ctx.expected_seconds(probs))
         picked = top_k(scores, k, ctx.rng)
         return Selection(ctx.unlabeled[picked], scores[picked])
+
+
+def per_second(scores: np.ndarray, seconds: np.ndarray) -> np.ndarray:
+    """Informativeness per expected expert second: ``scores / seconds`` (seconds > 0)."""
+    seconds = np.asarray(seconds, dtype=np.float64)
+    if not (np.isfinite(seconds).all() and (seconds > 0).all()):
+        raise ValueError("expected expert seconds must be finite and > 0")
+    return np.asarray(scores, dtype=np.float64) / seconds
 
 
 class ArrayModelView:
