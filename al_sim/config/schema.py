@@ -203,6 +203,7 @@ class Config:
 
 
 # --------------------------------------------------------------------------- compare (report)
+X_LABELS, X_EXPERT = "labels", "expert_seconds"  # compare's x axes: labelled images, expert time
 # Schema of ``python -m al_sim.compare`` (conf/compare.yaml); owned by the comparison report.
 @dataclass
 class CompareConf:
@@ -222,9 +223,12 @@ class CompareConf:
     output_dir: str | None = None  # None: <sweep dir>/compare, else ./al_sim_compare/<sweep>
     log_artifacts: bool = True
     stop_rules: list[str] = field(default_factory=list)  # e.g. ["kappa>=0.99", "plateau<0.005"]
+    x: str = X_LABELS  # also draw curves against expert_seconds (runs with oracle=panel)
 
     def __post_init__(self) -> None:
         fraction("compare", low_open=True, alpha=self.alpha)
+        if self.x not in (X_LABELS, X_EXPERT):
+            raise ConfigError(f"x must be {X_LABELS} or {X_EXPERT}, got {self.x!r}")
         for text in self.stop_rules:
             try:
                 parse_rules(text)
