@@ -24,6 +24,10 @@ def test_panel_run_logs_cost_and_agreement_and_stops_at_the_cost_limit(tmp_path)
     assert [row["n_labeled"] for row in rows] == ["20", "30"]
     assert [float(row["cost/expert_seconds"]) for row in rows] == [1800.0, 2700.0]
     assert float(rows[-1]["cost/expert_seconds/reader_c"]) == 900.0
+    with (tmp_path / "run" / "annotations.csv").open() as f:
+        answers = list(csv.DictReader(f))
+    assert len(answers) == 3 * 30  # three readers, 30 images labelled
+    assert {a["annotator"] for a in answers} == {"reader_a", "reader_b", "reader_c"}
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
     run = client.search_runs([client.get_experiment_by_name("al_sim").experiment_id])[0]
     assert run.info.status == "FINISHED"
@@ -33,3 +37,4 @@ def test_panel_run_logs_cost_and_agreement_and_stops_at_the_cost_limit(tmp_path)
     assert len(client.get_metric_history(run.info.run_id, "agreement/fleiss_kappa")) == 2
     assert run.data.metrics["final/expert_seconds"] == 2700.0
     assert run.data.params["oracle.aggregation"] == "dawid_skene"
+    assert "annotations.csv" in {a.path for a in client.list_artifacts(run.info.run_id)}

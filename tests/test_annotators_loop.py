@@ -46,6 +46,30 @@ def test_costs_and_agreement_reach_every_round_and_metrics_csv(tiny_dataset, fas
     assert rows[0]["test/accuracy"] and "agreement/cohen_kappa" in rows[0]
 
 
+
+def test_annotations_csv_keeps_every_answer_and_the_adjudications(tiny_dataset, fast_trainer,
+                                                                   tmp_path):
+    readers = [Annotator("good", np.eye(3), np.full(3, 10.0)),
+               Annotator("shifty", np.roll(np.eye(3), 1, axis=1), np.full(3, 10.0))]
+    judge = Annotator("senior", np.eye(3), np.full(3, 60.0))
+    oracle = PanelOracle(tiny_dataset.pool_y, 3, readers, adjudicator=judge, seed=0)
+    files = setup_sink(RunDirWriter(grids=False), tmp_path)
+    result = run_active_learning(tiny_dataset, Factory(), RandomSampling(), oracle,
+                                 fast_trainer, replace(BUDGET, rounds=1), 0, [files])
+    with (tmp_path / "annotations.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    # the two readers always disagree: every image is flagged and adjudicated
+    assert len(rows) == 3 * 30 and {r["flagged"] for r in rows} == {"1"}
+    first = result.queries[0]
+    by_image = {(r["pool_index"], r["annotator"]): int(r["label"]) for r in rows
+                if r["round"] == "0"}
+    idx, truth = int(first.indices[0]), int(first.true_labels[0])
+    assert by_image[(str(idx), "good")] == by_image[(str(idx), "senior")] == truth
+    assert by_image[(str(idx), "shifty")] == (truth + 1) % 3
+    assert np.array_equal(first.oracle_labels, first.true_labels)  # the adjudicator won
+    assert result.rounds[-1].costs["cost/expert_seconds/senior"] == 30 * 60.0
+
+
 def test_cost_limit_stops_before_the_round_that_would_exceed_it(tiny_dataset, fast_trainer):
     limited = replace(BUDGET, cost_limit=750.0)  # 400, 600, then 800 > 750
     result = run_active_learning(tiny_dataset, Factory(), RandomSampling(),
@@ -97,6 +121,10 @@ def test_a_checkpoint_keeps_the_rounds_costs_and_the_panels_state(tiny_dataset, 
     back = load(tmp_path / "ckpt.pt").state
     assert back.result.rounds[0].costs == result.rounds[0].costs
     assert back.result.rounds[0].agreement.keys() == result.rounds[0].agreement.keys()
+    kept = back.result.queries[0]
+    assert kept.annotations.keys() == {"a", "b"}
+    assert np.array_equal(kept.annotations["a"], result.queries[0].annotations["a"])
+    assert np.array_equal(kept.flagged, result.queries[0].flagged)
     again = panel(tiny_dataset)
     again.restore(back.oracle)
     assert again.total_seconds == oracle.total_seconds == 400.0

@@ -72,6 +72,10 @@ class QueryRecord:
     scores: np.ndarray
     oracle_labels: np.ndarray
     true_labels: np.ndarray
+    # several annotators (oracle=panel): each one's answer per image (-1: not asked; an
+    # adjudicator answers only the flagged images), and which images were flagged
+    annotations: dict[str, np.ndarray] = field(default_factory=dict)
+    flagged: np.ndarray | None = None
 
 
 @dataclass

@@ -249,6 +249,8 @@ def run_active_learning(
             )
         record = QueryRecord(round_, selection.indices, selection.scores, answers,
                              oracle.truth(selection.indices))
+        if costed is not None:
+            record.annotations, record.flagged = costed.round_answers()
         result.queries.append(record)
         hooks.fire("on_query", record, dataset)
 

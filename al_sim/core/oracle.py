@@ -99,3 +99,7 @@ class CostedOracle(Protocol):
     def round_agreement(self) -> dict[str, float]:
         """``agreement/<what>`` of the last query's answers."""
         ...
+
+    def round_answers(self) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """The last query's answers per annotator (-1: not asked) and its flagged mask."""
+        ...

@@ -79,7 +79,8 @@ class PanelOracle:
         self._asked = np.zeros(0, dtype=np.int64)  # every image read so far, in order ...
         self._given = np.zeros((0, len(self.readers)), dtype=np.int64)  # ... and the answers
         self.last_agreement: dict[str, float] = {}
-        self.last_flagged = np.zeros(0, dtype=np.int64)  # pool indices flagged last round
+        self.last_flagged = np.zeros(0, dtype=bool)  # last round: flagged per image
+        self.last_answers: dict[str, np.ndarray] = {}  # last round: answers per annotator
 
     @classmethod
     def from_conf(cls, conf: PanelOracleConf, truth: np.ndarray, n_classes: int,
@@ -126,11 +127,15 @@ class PanelOracle:
             agg = aggregate(self._aggregation, given, self._n_classes)
             labels, flagged = agg.labels, agg.flagged
         labels = labels.copy()
-        if self.adjudicator is not None and flagged.any():
-            judge = self.adjudicator
-            labels[flagged] = judge.answer(truth[flagged], self._rngs[-1])
-            self.seconds[judge.name] += float(judge.seconds[truth[flagged]].sum())
-        self.last_flagged = indices[flagged]
+        self.last_answers = {a.name: given[:, i] for i, a in enumerate(self.readers)}
+        if self.adjudicator is not None:
+            judge, judged = self.adjudicator, np.full(len(indices), -1, dtype=np.int64)
+            if flagged.any():
+                judged[flagged] = judge.answer(truth[flagged], self._rngs[-1])
+                labels[flagged] = judged[flagged]
+                self.seconds[judge.name] += float(judge.seconds[truth[flagged]].sum())
+            self.last_answers[judge.name] = judged
+        self.last_flagged = np.asarray(flagged, dtype=bool)
         self.last_agreement = agreement(given, self._n_classes) if len(indices) else {}
         self.n_annotated += len(indices)
         return labels
@@ -144,8 +149,12 @@ class PanelOracle:
     def round_agreement(self) -> dict[str, float]:
         """``agreement/<statistic>`` of the last round's answers and how many were flagged."""
         out = {f"{AGREEMENT_PREFIX}{k}": v for k, v in self.last_agreement.items()}
-        out[FLAGGED] = float(len(self.last_flagged))
+        out[FLAGGED] = float(self.last_flagged.sum())
         return out
+
+    def round_answers(self) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """The last round's answers per annotator (-1: not asked) and its flagged mask."""
+        return dict(self.last_answers), self.last_flagged.copy()
 
     def state(self) -> dict:
         """Everything a resumed run needs (plain values: the checkpoint loads weights-only)."""

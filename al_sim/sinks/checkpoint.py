@@ -120,7 +120,9 @@ def _encode(state: LoopState, finished: bool, config: dict[str, str]) -> dict[st
         "pool": {k: t(v) for k, v in state.pool.state().items()},
         "oracle": state.oracle,
         "queries": [{"round": q.round, "indices": t(q.indices), "scores": t(q.scores),
-                     "true_labels": t(q.true_labels)}
+                     "true_labels": t(q.true_labels),
+                     "annotations": {k: t(v) for k, v in q.annotations.items()},
+                     "flagged": None if q.flagged is None else t(q.flagged)}
                     for q in state.result.queries],  # the labels given are the pool's
         "rounds": [{"round": r.round, "n_labeled": r.n_labeled, "metrics": dict(r.metrics),
                     "train_s": r.train_s, "query_s": r.query_s, "eval_s": r.eval_s,
@@ -142,7 +144,9 @@ def _decode(data: dict[str, Any]) -> Checkpoint:
                             r.get("signals", {}), r.get("costs", {}), r.get("agreement", {}))
                 for r in data["rounds"]],
         queries=[QueryRecord(q["round"], q["indices"].numpy(), q["scores"].numpy(),
-                             pool.labels_of(q["indices"].numpy()), q["true_labels"].numpy())
+                             pool.labels_of(q["indices"].numpy()), q["true_labels"].numpy(),
+                             {k: v.numpy() for k, v in q.get("annotations", {}).items()},
+                             None if q.get("flagged") is None else q["flagged"].numpy())
                  for q in data["queries"]],
         n_annotated=int(data["oracle"]["n_annotated"]),
     )

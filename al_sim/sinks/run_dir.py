@@ -29,6 +29,7 @@ from al_sim.data.base import ALDataset
 from al_sim.runtime.files import atomic_write
 from al_sim.sinks.run_plots import learning_curve, query_grid
 from al_sim.tracking.contract import (
+    ANNOTATIONS_FILE,
     BALANCED_ACCURACY,
     CURVE_FILE,
     EVAL_S,
@@ -44,6 +45,7 @@ from al_sim.tracking.contract import (
 )
 
 QUERIES_HEADER = (ROUND, "pool_index", "score", "oracle_label", "true_label")
+ANNOTATIONS_HEADER = (ROUND, "pool_index", "annotator", "label", "flagged")
 METRICS_HEADER = (ROUND, N_LABELED, *TEST_KEYS, TRAIN_S, QUERY_S, EVAL_S)
 
 
@@ -97,8 +99,28 @@ class RunDirWriter(RunCallback):
             csv.writer(f).writerow(QUERIES_HEADER)
         with self.metrics_csv.open("w", newline="") as f:
             csv.writer(f).writerow(METRICS_HEADER)
+        (self.run_dir / ANNOTATIONS_FILE).unlink(missing_ok=True)  # rewritten from the records
+
+    def _append_annotations(self, record: QueryRecord) -> None:
+        """Every annotator's answer to each image of ``record`` (oracle=panel), one per row."""
+        if not record.annotations:
+            return
+        path = self.run_dir / ANNOTATIONS_FILE
+        new = not path.exists()
+        flagged = (record.flagged if record.flagged is not None
+                   else np.zeros(len(record.indices), dtype=bool))
+        with path.open("a", newline="") as f:
+            writer = csv.writer(f)
+            if new:
+                writer.writerow(ANNOTATIONS_HEADER)
+            for pos, idx in enumerate(record.indices):
+                for name, answers in record.annotations.items():
+                    if answers[pos] >= 0:
+                        writer.writerow((record.round, int(idx), name, int(answers[pos]),
+                                         int(bool(flagged[pos]))))
 
     def _append_queries(self, record: QueryRecord) -> None:
+        self._append_annotations(record)
         with self.queries_csv.open("a", newline="") as f:
             writer = csv.writer(f)
             for idx, score, given, true in zip(record.indices, record.scores,

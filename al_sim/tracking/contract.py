@@ -57,8 +57,10 @@ QUERIES_FILE = "queries.csv"
 METRICS_FILE = "metrics.csv"
 LABELED_SET_FILE = "labeled_set.csv"
 CURVE_FILE = "learning_curve.png"
+ANNOTATIONS_FILE = "annotations.csv"  # oracle=panel: every annotator's answer per queried image
 GRIDS_DIR = "queries"
-ARTIFACTS = (CONFIG_FILE, QUERIES_FILE, METRICS_FILE, LABELED_SET_FILE, CURVE_FILE)
+ARTIFACTS = (CONFIG_FILE, QUERIES_FILE, METRICS_FILE, LABELED_SET_FILE, CURVE_FILE,
+             ANNOTATIONS_FILE)  # a file a run did not write is not uploaded
 
 # Flattened config keys that do not change a run's results: a resume may change them and the
 # comparison report does not split settings on them. A key ending in "." is a prefix.
