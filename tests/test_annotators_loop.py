@@ -13,6 +13,7 @@ from al_sim.config.schema import BudgetConf
 from al_sim.core.loop import run_active_learning
 from al_sim.core.panel import Annotator, PanelOracle
 from al_sim.runtime.errors import BudgetError
+from al_sim.sinks.progress import summary_table
 from al_sim.sinks.run_dir import RunDirWriter
 from al_sim.strategies.base import ArrayModelView, per_second
 from al_sim.strategies.random import RandomSampling
@@ -77,6 +78,9 @@ def test_cost_limit_stops_before_the_round_that_would_exceed_it(tiny_dataset, fa
     assert [r.n_labeled for r in result.rounds] == [20, 30]
     assert result.rounds[-1].costs["cost/expert_seconds"] == 600.0
     assert "budget.cost_limit=750" in result.stopped_by and "800 s" in result.stopped_by
+    table = summary_table(result)
+    assert "expert time: 0.17 h (600 s)" in table
+    assert "stopped early: budget.cost_limit=750" in table
     exact = replace(BUDGET, cost_limit=800.0)  # reaching the limit is allowed
     assert len(run_active_learning(tiny_dataset, Factory(), RandomSampling(),
                                    panel(tiny_dataset), fast_trainer, exact, 0, []).rounds) == 3

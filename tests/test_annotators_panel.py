@@ -60,6 +60,10 @@ def test_each_annotator_has_its_own_stream_and_a_seed_repeats_the_answers():
     idx = np.arange(200)
     assert np.array_equal(a.query(idx), b.query(idx))
     assert not np.array_equal(a._given[:, 0], a._given[:, 1])  # not one stream shared
+    third = PanelOracle(truth, 2, [reader("a", noisy), reader("b", noisy), reader("c", noisy)],
+                        seed=5)
+    third.query(idx)
+    assert np.array_equal(third._given[:, :2], a._given)  # a new reader changes no one else's
 
 
 def test_ties_go_to_the_first_reader_or_to_the_adjudicator_who_is_then_paid():
