@@ -117,3 +117,48 @@ def test_agreement_picks_the_statistics_by_panel_size_and_is_nan_when_undefined(
     assert all(math.isnan(v) for v in same.values())
     perfect = agreement(np.array([[0, 0, 0], [1, 1, 1], [1, 1, 1]]), 2)
     assert perfect[FLEISS] == pytest.approx(1.0) and perfect[ALPHA] == pytest.approx(1.0)
+
+
+# --------------------------------------------------------------------------- annotation logs
+def test_individual_answers_become_a_matrix_and_bad_ones_one_error_each():
+    from al_sim.maths.annotation_log import answer_matrix
+    from al_sim.runtime.errors import LabelError
+
+    order, roster = ["a.png", "b.png"], ["ann", "bob"]
+    matrix = answer_matrix(["a.png", "b.png", "a.png"], ["ann", "ann", "bob"], [1, 0, 0],
+                           order, roster)
+    assert matrix.tolist() == [[1, 0], [0, MISSING]]
+    with pytest.raises(LabelError, match="unknown annotator 'eve'"):
+        answer_matrix(["a.png"], ["eve"], [1], order, roster)
+    with pytest.raises(LabelError, match="ann answered 'a.png' twice"):
+        answer_matrix(["a.png", "a.png"], ["ann", "ann"], [1, 0], order, roster)
+    with pytest.raises(LabelError, match="'c.png', which is not in the batch"):
+        answer_matrix(["c.png"], ["ann"], [1], order, roster)
+
+
+def test_adjudication_applies_to_flagged_images_only():
+    from al_sim.maths.annotation_log import adjudicate
+    from al_sim.runtime.errors import LabelError
+
+    order = ["a.png", "b.png", "c.png"]
+    votes = majority_vote(np.array([[0, 1], [1, 1], [2, 0]]), 3)
+    assert votes.flagged.tolist() == [True, False, True]
+    assert adjudicate(votes.labels, votes.flagged, order, {"a.png": 1}).tolist() == [1, 1, 2]
+    with pytest.raises(LabelError, match=r"'b.png', which was not flagged .*a.png, c.png"):
+        adjudicate(votes.labels, votes.flagged, order, {"b.png": 0})
+
+
+def test_seconds_per_answer_count_time_on_the_image_with_idle_gaps_capped():
+    from datetime import datetime, timedelta
+
+    from al_sim.maths.annotation_log import seconds_per_answer
+
+    t0 = datetime(2026, 12, 1, 9, 0, 0)
+    at = [t0, t0 + timedelta(seconds=20), t0 + timedelta(seconds=50),
+          t0 + timedelta(hours=15),  # the next morning: capped
+          t0 + timedelta(seconds=5)]  # another annotator, interleaved, a single answer
+    who = ["ann", "ann", "ann", "ann", "bob"]
+    seconds = seconds_per_answer(who, at, idle_cap_s=120.0)
+    assert seconds.tolist() == [30.0, 20.0, 30.0, 120.0, 120.0]  # ann's first: her median
+    with pytest.raises(ValueError, match="idle_cap_s"):
+        seconds_per_answer(who, at, idle_cap_s=0)
