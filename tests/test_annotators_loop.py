@@ -132,3 +132,33 @@ def test_a_checkpoint_keeps_the_rounds_costs_and_the_panels_state(tiny_dataset, 
     again = panel(tiny_dataset)
     again.restore(back.oracle)
     assert again.total_seconds == oracle.total_seconds == 400.0
+
+
+def test_a_resumed_panel_run_equals_an_uninterrupted_one(tiny_dataset, fast_trainer, tmp_path):
+    from al_sim.core.events import RunCallback
+    from al_sim.sinks.checkpoint import Checkpoint, load, save
+
+    class StopAfterRound0(RunCallback):
+        def on_checkpoint(self, state) -> None:
+            save(tmp_path / "ckpt.pt", Checkpoint(state, False, {}))
+            raise KeyboardInterrupt
+
+    def fresh_panel():
+        noisy = np.full((3, 3), 0.1) + np.eye(3) * 0.7
+        readers = [Annotator(n, noisy, np.full(3, 10.0)) for n in ("a", "b", "c")]
+        return PanelOracle(tiny_dataset.pool_y, 3, readers, aggregation="dawid_skene", seed=4)
+
+    straight = run_active_learning(tiny_dataset, Factory(), Entropy(), fresh_panel(),
+                                   fast_trainer, BUDGET, 0, [])
+    with pytest.raises(KeyboardInterrupt):
+        run_active_learning(tiny_dataset, Factory(), Entropy(), fresh_panel(), fast_trainer,
+                            BUDGET, 0, [StopAfterRound0()])
+    resumed = run_active_learning(tiny_dataset, Factory(), Entropy(), fresh_panel(),
+                                  fast_trainer, BUDGET, 0, [],
+                                  resume=load(tmp_path / "ckpt.pt").state)
+    for a, b in zip(straight.queries, resumed.queries, strict=True):
+        assert np.array_equal(a.indices, b.indices)
+        assert np.array_equal(a.oracle_labels, b.oracle_labels)
+        assert all(np.array_equal(a.annotations[k], b.annotations[k]) for k in a.annotations)
+    assert [r.costs for r in resumed.rounds] == [r.costs for r in straight.rounds]
+    assert [r.metrics for r in resumed.rounds] == [r.metrics for r in straight.rounds]

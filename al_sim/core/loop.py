@@ -268,10 +268,11 @@ def run_active_learning(
         metrics = {f"test/{k}": v for k, v in classification_metrics(dataset.test_y, probs).items()}
         signals = monitor.update(trainer.predict_proba(model, rows(stop_idx)),
                                  pool.round_of(stop_idx) < 0, metrics[budget.stop_metric])
-        round_result = RoundResult(
-            round_, pool.n_labeled, metrics, train_s, query_s, fit, eval_s, signals,
-            {} if costed is None else costed.round_costs(),
-            {} if costed is None else costed.round_agreement())
+        round_result = RoundResult(round_, pool.n_labeled, metrics, train_s, query_s, fit, eval_s,
+                                   signals)
+        if costed is not None:
+            round_result.costs, round_result.agreement = (costed.round_costs(),
+                                                          costed.round_agreement())
         result.rounds.append(round_result)
         result.n_annotated = oracle.n_annotated
         hooks.fire("on_round_end", round_result)
