@@ -59,6 +59,17 @@ def test_majority_vote_flags_ties_and_breaks_them_by_annotator_order():
     assert four.labels.tolist() == [2, 1] and four.flagged.tolist() == [True, False]
 
 
+def test_low_agreement_images_are_flagged_below_a_share():
+    answers = np.array([[0, 0, 1], [1, 1, 1], [2, 0, 1]])
+    assert majority_vote(answers, 3).flagged.tolist() == [False, False, True]
+    low = majority_vote(answers, 3, flag_below=0.75)
+    assert low.flagged.tolist() == [True, False, True] and low.labels.tolist() == [0, 1, 2]
+    truth, panel = adversarial_panel()
+    ds = dawid_skene(panel, 2, flag_below=0.999999)
+    assert ds.flagged.any() and not dawid_skene(panel, 2).flagged.any()
+    assert aggregate("majority", answers, 3, 0.75).flagged.tolist() == low.flagged.tolist()
+
+
 def test_vote_counts_skip_missing_answers():
     counts = vote_counts(np.array([[0, MISSING, 1], [2, 2, MISSING]]), 3)
     assert counts.tolist() == [[1, 1, 0], [0, 0, 2]]

@@ -78,6 +78,18 @@ def test_ties_go_to_the_first_reader_or_to_the_adjudicator_who_is_then_paid():
     assert judged.round_costs()["cost/expert_seconds/senior"] == 6 * 60
 
 
+def test_flag_below_sends_split_votes_to_the_adjudicator():
+    truth = np.zeros(4, dtype=np.int64)
+    readers = [reader("a"), reader("b"), reader("wrong", ALWAYS_WRONG)]  # 2-1 on every image
+    split = PanelOracle(truth, 2, readers, adjudicator=reader("senior"), flag_below=0.75)
+    assert split.query(np.arange(4)).tolist() == [0] * 4
+    assert split.round_agreement()["agreement/flagged"] == 4
+    assert split.round_costs()["cost/expert_seconds/senior"] == 40.0
+    plain = PanelOracle(truth, 2, readers, adjudicator=reader("senior"))
+    plain.query(np.arange(4))
+    assert plain.round_costs()["cost/expert_seconds/senior"] == 0.0
+
+
 def test_dawid_skene_panel_outvotes_an_adversary_that_majority_vote_follows():
     truth = np.random.default_rng(2).integers(0, 2, 300)
     readers = [reader("good", [[0.95, 0.05], [0.05, 0.95]]),
@@ -131,6 +143,8 @@ def test_panel_yaml_composes_validates_and_builds():
     (["oracle.annotators.0.noise_rate=0",
       "oracle.annotators.0.confusion=[[0.5,0.6],[0.0,1.0]]"], ["confusion[0]", "summing to 1"]),
     (["oracle.annotators.0.name=a/b"], ["oracle.annotators[0].name"]),
+    (["oracle.flag_below=1.5"], ["oracle.flag_below", "(0, 1]"]),
+    (["oracle.flag_below=0"], ["oracle.flag_below", "> 0"]),
     (["budget.cost_limit=100"], ["budget.cost_limit", "oracle=panel"]),
     (["strategy.cost_aware=true"], ["strategy.cost_aware", "oracle=panel"]),
     (["oracle=panel", "budget.cost_limit=-1"], ["budget.cost_limit", "> 0"]),

@@ -45,16 +45,23 @@ class PanelOracleConf:
     """``k`` simulated annotators read every queried image; their answers are aggregated.
 
     ``adjudicator``: the name of one of ``annotators`` who does not read every image but
-    answers the images the aggregation flags (ties); without one, ties are broken by
-    annotator order (``al_sim.maths.aggregation``).
+    answers the images the aggregation flags (ties, and with ``flag_below`` images whose
+    label has less than that share of the answers, or of the Dawid-Skene posterior);
+    without one, ties are broken by annotator order (``al_sim.maths.aggregation``).
     """
 
     name: str = PANEL
     annotators: list[AnnotatorConf] = field(default_factory=list)
     aggregation: str = "majority"
     adjudicator: str | None = None
+    flag_below: float | None = None  # also flag images whose agreement is below this share
 
     def __post_init__(self) -> None:
+        if self.flag_below is not None:
+            positive("oracle", flag_below=self.flag_below)
+            if self.flag_below > 1:
+                raise ConfigError(f"oracle.flag_below is a share of answers in (0, 1], got "
+                                  f"{self.flag_below}; e.g. oracle.flag_below=0.75")
         if self.name != PANEL:
             raise ConfigError(f"oracle.name must be {PANEL} with the panel schema, got "
                               f"{self.name!r} (choose the group: oracle=simulated|human|panel)")

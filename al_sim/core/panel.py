@@ -67,9 +67,10 @@ class PanelOracle:
 
     def __init__(self, truth: np.ndarray, n_classes: int, readers: list[Annotator],
                  aggregation: str = "majority", adjudicator: Annotator | None = None,
-                 seed: int = 0) -> None:
+                 seed: int = 0, flag_below: float | None = None) -> None:
         self._truth = np.asarray(truth, dtype=np.int64)
         self._n_classes, self._aggregation = n_classes, aggregation
+        self._flag_below = flag_below
         self.readers, self.adjudicator = list(readers), adjudicator
         streams = np.random.SeedSequence(seed).spawn(len(self.readers) + 1)
         self._rngs = [np.random.default_rng(s) for s in streams]  # the last: the adjudicator
@@ -89,7 +90,7 @@ class PanelOracle:
         built = {a.name: Annotator.from_conf(a, n_classes, f"oracle.annotators[{i}]")
                  for i, a in enumerate(conf.annotators)}
         return cls(truth, n_classes, [built[a.name] for a in conf.readers], conf.aggregation,
-                   built.get(conf.adjudicator or ""), seed)
+                   built.get(conf.adjudicator or ""), seed, conf.flag_below)
 
     @property
     def total_seconds(self) -> float:
@@ -121,10 +122,10 @@ class PanelOracle:
         self._asked = np.concatenate([self._asked, indices])
         self._given = np.concatenate([self._given, given])
         if self._aggregation == DAWID_SKENE:  # confusions estimated on every answer so far
-            agg = aggregate(DAWID_SKENE, self._given, self._n_classes)
+            agg = aggregate(DAWID_SKENE, self._given, self._n_classes, self._flag_below)
             labels, flagged = agg.labels[-len(indices):], agg.flagged[-len(indices):]
         else:
-            agg = aggregate(self._aggregation, given, self._n_classes)
+            agg = aggregate(self._aggregation, given, self._n_classes, self._flag_below)
             labels, flagged = agg.labels, agg.flagged
         labels = labels.copy()
         self.last_answers = {a.name: given[:, i] for i, a in enumerate(self.readers)}

@@ -3,8 +3,10 @@
 Answers are an ``n_images x n_annotators`` integer array, ``MISSING`` (-1) where an
 annotator did not answer. Column order is the annotators' priority: a tie goes to the
 first-listed annotator's answer among the tied classes, so a deterministic result never
-depends on class numbering. Tied images are *flagged* for adjudication; the tie-break
-stands only where nobody adjudicates. Dawid-Skene (1979) is crowd-kit's implementation.
+depends on class numbering. Tied images are *flagged* for adjudication, and with
+``flag_below`` also low-agreement ones (the winning label's share of the answers, or its
+Dawid-Skene posterior, below it); the tie-break stands only where nobody adjudicates.
+Dawid-Skene (1979) is crowd-kit's implementation.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ class Aggregate:
     """The aggregated label per image and which images are flagged for adjudication."""
 
     labels: np.ndarray  # (n,) int64
-    flagged: np.ndarray  # (n,) bool: the best classes tied
+    flagged: np.ndarray  # (n,) bool: the best classes tied, or agreement below flag_below
 
 
 def _checked(answers: np.ndarray, n_classes: int) -> np.ndarray:
@@ -48,13 +50,18 @@ def vote_counts(answers: np.ndarray, n_classes: int) -> np.ndarray:
     return counts
 
 
-def _pick(support: np.ndarray, answers: np.ndarray) -> Aggregate:
-    """Argmax of ``support`` per row; ties go to the first annotator answering a tied class."""
-    best = support.max(axis=1, keepdims=True)
-    tied_classes = np.isclose(support, best, rtol=0.0, atol=1e-12)
+def _pick(support: np.ndarray, answers: np.ndarray, flag_below: float | None) -> Aggregate:
+    """Argmax of ``support`` per row; ties go to the first annotator answering a tied class.
+
+    Flagged: ties, and rows whose winning share of ``support`` is below ``flag_below``.
+    """
+    share = support / support.sum(axis=1, keepdims=True)
+    best = share.max(axis=1, keepdims=True)
+    tied_classes = np.isclose(share, best, rtol=0.0, atol=1e-12)
     labels = np.argmax(tied_classes, axis=1)
-    flagged = tied_classes.sum(axis=1) > 1
-    for i in np.flatnonzero(flagged):
+    tied = tied_classes.sum(axis=1) > 1
+    flagged = tied | (best[:, 0] < flag_below) if flag_below is not None else tied
+    for i in np.flatnonzero(tied):
         for given in answers[i]:
             if given != MISSING and tied_classes[i, given]:
                 labels[i] = given
@@ -62,14 +69,15 @@ def _pick(support: np.ndarray, answers: np.ndarray) -> Aggregate:
     return Aggregate(labels.astype(np.int64), flagged)
 
 
-def majority_vote(answers: np.ndarray, n_classes: int) -> Aggregate:
+def majority_vote(answers: np.ndarray, n_classes: int, flag_below: float | None = None
+                  ) -> Aggregate:
     """The most frequent answer per image; ties flagged and broken by annotator order."""
     answers = _checked(answers, n_classes)
-    return _pick(vote_counts(answers, n_classes).astype(np.float64), answers)
+    return _pick(vote_counts(answers, n_classes).astype(np.float64), answers, flag_below)
 
 
-def dawid_skene(answers: np.ndarray, n_classes: int, n_iter: int = 100,
-                tol: float = 1e-5) -> Aggregate:
+def dawid_skene(answers: np.ndarray, n_classes: int, flag_below: float | None = None,
+                n_iter: int = 100, tol: float = 1e-5) -> Aggregate:
     """Dawid-Skene EM (crowd-kit): each annotator's confusion matrix is estimated, so a
     consistently wrong annotator's answers count as evidence for what they confuse."""
     import pandas as pd
@@ -84,15 +92,16 @@ def dawid_skene(answers: np.ndarray, n_classes: int, n_iter: int = 100,
         model.fit(frame)
     probas = model.probas_.reindex(index=range(len(answers)),
                                    columns=range(n_classes)).fillna(0.0)
-    return _pick(probas.to_numpy(dtype=np.float64), answers)
+    return _pick(probas.to_numpy(dtype=np.float64), answers, flag_below)
 
 
-AGGREGATORS: dict[str, Callable[[np.ndarray, int], Aggregate]] = {
+AGGREGATORS: dict[str, Callable[[np.ndarray, int, float | None], Aggregate]] = {
     "majority": majority_vote, "dawid_skene": dawid_skene}
 
 
-def aggregate(method: str, answers: np.ndarray, n_classes: int) -> Aggregate:
+def aggregate(method: str, answers: np.ndarray, n_classes: int,
+              flag_below: float | None = None) -> Aggregate:
     """``method`` (one of ``AGGREGATIONS``) applied to ``answers``."""
     if method not in AGGREGATORS:
         raise ValueError(f"aggregation must be one of {', '.join(AGGREGATIONS)}, got {method!r}")
-    return AGGREGATORS[method](answers, n_classes)
+    return AGGREGATORS[method](answers, n_classes, flag_below)
