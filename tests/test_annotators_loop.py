@@ -11,7 +11,7 @@ import pytest
 
 from al_sim.config.schema import BudgetConf
 from al_sim.core.loop import run_active_learning
-from al_sim.core.panel import Annotator, PanelOracle
+from al_sim.core.panel import PanelOracle, Reader
 from al_sim.runtime.errors import BudgetError
 from al_sim.sinks.progress import summary_table
 from al_sim.sinks.run_dir import RunDirWriter
@@ -26,7 +26,7 @@ BUDGET = BudgetConf(name="t", initial=20, query_size=10, rounds=2)
 
 def panel(dataset, seconds=10.0):
     noisy = np.full((3, 3), 0.05) + np.eye(3) * 0.85
-    readers = [Annotator(n, noisy, np.full(3, seconds)) for n in ("a", "b")]
+    readers = [Reader(n, noisy, np.full(3, seconds)) for n in ("a", "b")]
     return PanelOracle(dataset.pool_y, dataset.n_classes, readers, seed=1)
 
 
@@ -50,9 +50,9 @@ def test_costs_and_agreement_reach_every_round_and_metrics_csv(tiny_dataset, fas
 
 def test_annotations_csv_keeps_every_answer_and_the_adjudications(tiny_dataset, fast_trainer,
                                                                    tmp_path):
-    readers = [Annotator("good", np.eye(3), np.full(3, 10.0)),
-               Annotator("shifty", np.roll(np.eye(3), 1, axis=1), np.full(3, 10.0))]
-    judge = Annotator("senior", np.eye(3), np.full(3, 60.0))
+    readers = [Reader("good", np.eye(3), np.full(3, 10.0)),
+               Reader("shifty", np.roll(np.eye(3), 1, axis=1), np.full(3, 10.0))]
+    judge = Reader("senior", np.eye(3), np.full(3, 60.0))
     oracle = PanelOracle(tiny_dataset.pool_y, 3, readers, adjudicator=judge, seed=0)
     files = setup_sink(RunDirWriter(grids=False), tmp_path)
     result = run_active_learning(tiny_dataset, Factory(), RandomSampling(), oracle,
@@ -145,7 +145,7 @@ def test_a_resumed_panel_run_equals_an_uninterrupted_one(tiny_dataset, fast_trai
 
     def fresh_panel():
         noisy = np.full((3, 3), 0.1) + np.eye(3) * 0.7
-        readers = [Annotator(n, noisy, np.full(3, 10.0)) for n in ("a", "b", "c")]
+        readers = [Reader(n, noisy, np.full(3, 10.0)) for n in ("a", "b", "c")]
         return PanelOracle(tiny_dataset.pool_y, 3, readers, aggregation="dawid_skene", seed=4)
 
     straight = run_active_learning(tiny_dataset, Factory(), Entropy(), fresh_panel(),

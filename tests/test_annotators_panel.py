@@ -7,7 +7,7 @@ import pytest
 
 from al_sim.config.annotators import AnnotatorConf, PanelOracleConf
 from al_sim.config.store import validate
-from al_sim.core.panel import Annotator, PanelOracle
+from al_sim.core.panel import PanelOracle, Reader
 from al_sim.runtime.errors import ConfigError
 from tests.conftest import compose_config
 
@@ -15,21 +15,21 @@ PERFECT = np.eye(2)
 ALWAYS_WRONG = np.array([[0.0, 1.0], [1.0, 0.0]])
 
 
-def reader(name: str, confusion=PERFECT, seconds=(10.0, 10.0)) -> Annotator:
-    return Annotator(name, np.asarray(confusion, dtype=float), np.asarray(seconds, dtype=float))
+def reader(name: str, confusion=PERFECT, seconds=(10.0, 10.0)) -> Reader:
+    return Reader(name, np.asarray(confusion, dtype=float), np.asarray(seconds, dtype=float))
 
 
 def test_error_models_become_confusion_matrices():
-    uniform = Annotator.from_conf(AnnotatorConf(name="a", noise_rate=0.2), 3, "x")
+    uniform = Reader.from_conf(AnnotatorConf(name="a", noise_rate=0.2), 3, "x")
     assert np.allclose(uniform.confusion, [[0.8, 0.1, 0.1], [0.1, 0.8, 0.1], [0.1, 0.1, 0.8]])
-    per_class = Annotator.from_conf(AnnotatorConf(name="b", noise_per_class=[0.0, 0.5]), 2, "x")
+    per_class = Reader.from_conf(AnnotatorConf(name="b", noise_per_class=[0.0, 0.5]), 2, "x")
     assert np.allclose(per_class.confusion, [[1.0, 0.0], [0.5, 0.5]])
-    costed = Annotator.from_conf(AnnotatorConf(name="c", seconds_per_class=[5.0, 40.0]), 2, "x")
+    costed = Reader.from_conf(AnnotatorConf(name="c", seconds_per_class=[5.0, 40.0]), 2, "x")
     assert costed.seconds.tolist() == [5.0, 40.0]
     with pytest.raises(ConfigError, match=r"x.seconds_per_class has 2 values .* 3 classes"):
-        Annotator.from_conf(AnnotatorConf(name="c", seconds_per_class=[5.0, 40.0]), 3, "x")
+        Reader.from_conf(AnnotatorConf(name="c", seconds_per_class=[5.0, 40.0]), 3, "x")
     with pytest.raises(ConfigError, match=r"x.confusion must be 3 x 3"):
-        Annotator.from_conf(AnnotatorConf(name="d", confusion=[[1.0, 0.0], [0.0, 1.0]]), 3, "x")
+        Reader.from_conf(AnnotatorConf(name="d", confusion=[[1.0, 0.0], [0.0, 1.0]]), 3, "x")
 
 
 def test_answers_follow_the_confusion_row_of_the_true_class():

@@ -7,12 +7,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from al_sim.config.annotators import PANEL
+from al_sim.config.annotators import PANEL, PanelOracleConf
 from al_sim.config.data import is_folder_dataset
 from al_sim.config.derive import locate
-from al_sim.config.store import instantiate
+from al_sim.config.store import instantiate, to_object
 from al_sim.core.loop import Seeds
 from al_sim.core.oracle import Oracle
 from al_sim.core.panel import PanelOracle
@@ -56,7 +56,7 @@ def build_oracle(cfg: DictConfig, dataset: ALDataset, run_dir: Path
                         "file (dataset.labels_file), or let an expert label them: oracle=human")
     seed = Seeds.derive(cfg.seed).oracle
     if cfg.oracle.name == PANEL:
-        return PanelOracle.from_conf(OmegaConf.to_object(cfg.oracle), dataset.pool_y,
+        return PanelOracle.from_conf(to_object(cfg.oracle, PanelOracleConf), dataset.pool_y,
                                      dataset.n_classes, seed)
     return Oracle(dataset.pool_y, dataset.n_classes, cfg.oracle.noise_rate, seed=seed)
 

@@ -24,7 +24,7 @@ DAWID_SKENE = "dawid_skene"
 
 
 @dataclass(frozen=True)
-class Annotator:
+class Reader:
     """One simulated reader: ``confusion[t, a]`` = P(answer a | true class t);
     ``seconds[t]``: the time to read an image of true class t."""
 
@@ -33,7 +33,7 @@ class Annotator:
     seconds: np.ndarray
 
     @classmethod
-    def from_conf(cls, conf: AnnotatorConf, n_classes: int, where: str) -> Annotator:
+    def from_conf(cls, conf: AnnotatorConf, n_classes: int, where: str) -> Reader:
         """The reader ``conf`` describes, checked against the dataset's ``n_classes``."""
         for key in ("noise_per_class", "seconds_per_class"):
             values = getattr(conf, key)
@@ -65,8 +65,8 @@ class Annotator:
 class PanelOracle:
     """``readers`` answer every queried image; their aggregate is the label."""
 
-    def __init__(self, truth: np.ndarray, n_classes: int, readers: list[Annotator],
-                 aggregation: str = "majority", adjudicator: Annotator | None = None,
+    def __init__(self, truth: np.ndarray, n_classes: int, readers: list[Reader],
+                 aggregation: str = "majority", adjudicator: Reader | None = None,
                  seed: int = 0, flag_below: float | None = None) -> None:
         self._truth = np.asarray(truth, dtype=np.int64)
         self._n_classes, self._aggregation = n_classes, aggregation
@@ -87,7 +87,7 @@ class PanelOracle:
     def from_conf(cls, conf: PanelOracleConf, truth: np.ndarray, n_classes: int,
                   seed: int) -> PanelOracle:
         """The panel ``conf`` describes (ConfigError for a model that does not fit the data)."""
-        built = {a.name: Annotator.from_conf(a, n_classes, f"oracle.annotators[{i}]")
+        built = {a.name: Reader.from_conf(a, n_classes, f"oracle.annotators[{i}]")
                  for i, a in enumerate(conf.annotators)}
         return cls(truth, n_classes, [built[a.name] for a in conf.readers], conf.aggregation,
                    built.get(conf.adjudicator or ""), seed, conf.flag_below)
