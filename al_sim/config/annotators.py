@@ -107,7 +107,7 @@ def check_annotator(annotator: AnnotatorConf, where: str) -> None:
         positive(where, **{f"seconds_per_class[{c}]": seconds})
     fraction(where, noise_rate=annotator.noise_rate)
     for c, rate in enumerate(annotator.noise_per_class or []):
-        fraction(where, **{f"noise_per_class[{c}]": rate})
+        fraction(where, False, **{f"noise_per_class[{c}]": rate})
     models = [annotator.noise_rate > 0, annotator.noise_per_class is not None,
               annotator.confusion is not None]
     if sum(models) > 1:

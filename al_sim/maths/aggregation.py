@@ -90,6 +90,7 @@ def dawid_skene(answers: np.ndarray, n_classes: int, flag_below: float | None = 
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", module="crowdkit")  # its pandas deprecations
         model.fit(frame)
+    assert model.probas_ is not None  # set by fit
     probas = model.probas_.reindex(index=range(len(answers)),
                                    columns=range(n_classes)).fillna(0.0)
     return _pick(probas.to_numpy(dtype=np.float64), answers, flag_below)

@@ -141,11 +141,11 @@ class RunDirWriter(RunCallback):
         new = [k for k in {**result.costs, **result.agreement} if k not in self._extra_columns]
         if new:
             self._extra_columns += new
-            rows = [METRICS_HEADER + tuple(self._extra_columns)]
-            rows += [self._metrics_row(r) for r in self._rounds if r is not result] + [
-                self._metrics_row(result)]
+            rows = [self._metrics_row(r) for r in self._rounds if r is not result]
             text = io.StringIO()
-            csv.writer(text).writerows(rows)
+            writer = csv.writer(text)
+            writer.writerow(METRICS_HEADER + tuple(self._extra_columns))
+            writer.writerows([*rows, self._metrics_row(result)])
             atomic_write(self.metrics_csv, text.getvalue())
             return
         with self.metrics_csv.open("a", newline="") as f:
