@@ -112,3 +112,40 @@ def assert_refused(proc, cwd: Path, words: list[str]) -> str:
             if run.info.status == "FAILED":
                 assert run.data.tags.get("error")
     return message
+
+
+def refusal(overrides: list[str], launch_dir: Path) -> str:
+    """The ``error:`` message ``python -m al_sim.run <overrides>`` gives, found in-process.
+
+    The config is composed as the CLI composes it and the run executed as the CLI's task
+    executes it (same validation, data loading, sinks, MLflow store in ``launch_dir``); the
+    exception it ends with is mapped by the CLI's own ``error_line``. A bug (no error line)
+    or a run that is not refused fails the test.
+    """
+    from al_sim.run import error_line, execute
+
+    run_dir = next((Path(o.split("=", 1)[1]) for o in overrides
+                    if o.startswith("hydra.run.dir=")), launch_dir / "run")
+    try:
+        cfg = compose_config([o for o in overrides if not o.startswith("hydra.")])
+        execute(cfg, run_dir, launch_dir)
+    except Exception as exc:  # noqa: BLE001 - what the CLI would catch
+        line = error_line(exc)
+        assert line is not None, f"a bug, not a user error: {type(exc).__name__}: {exc}"
+        return line
+    raise AssertionError(f"not refused: {overrides}")
+
+
+def assert_failed_runs_only(launch_dir: Path) -> None:
+    """Every MLflow run in ``launch_dir``'s store is FAILED with its error tag, none FINISHED."""
+    db = launch_dir / "mlflow.db"
+    if not db.exists():
+        return
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{db}")
+    for exp in client.search_experiments():
+        for run in client.search_runs([exp.experiment_id]):
+            assert run.info.status == "FAILED", run.info
+            assert run.data.tags.get("error")
+            assert "final/aulc" not in run.data.metrics

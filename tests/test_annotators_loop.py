@@ -120,7 +120,8 @@ def test_a_checkpoint_keeps_the_rounds_costs_and_the_panels_state(tiny_dataset, 
                                  fast_trainer, replace(BUDGET, rounds=0), 0, [])
     pool = LabelPool(tiny_dataset.n_pool)
     pool.add(result.queries[0].indices, result.queries[0].oracle_labels, 0)
-    save(tmp_path / "ckpt.pt", Checkpoint(LoopState(0, pool, oracle.state(), result, {}),
+    save(tmp_path / "ckpt.pt", Checkpoint(LoopState(round=0, pool=pool, oracle=oracle.state(),
+                                                    result=result, model_state={}),
                                           False, {}))
     back = load(tmp_path / "ckpt.pt").state
     assert back.result.rounds[0].costs == result.rounds[0].costs

@@ -1,9 +1,10 @@
-"""Bad input through the real CLI: a non-zero exit, one clear message, no run passed off as done.
+"""Bad input: one clear message naming the field or file and the fix, no run passed off as done.
 
-Each case builds its bad input in a temp dir, runs ``python -m al_sim.run``
-and checks: exit status 2; exactly one ``error:`` message naming the field or
-file (and how to fix it); no traceback; the MLflow run FAILED or never
-created.
+Every case is composed and executed in-process exactly as ``python -m al_sim.run``
+composes and executes it, and mapped to its ``error:`` line by the CLI's own
+``error_line``; the MLflow run is FAILED or never created. One case per kind of
+failure (composition, data file, output dir, training) also runs through the real
+CLI: exit status 2, exactly one ``error:`` line, no traceback.
 """
 
 from __future__ import annotations
@@ -17,12 +18,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from tests.conftest import FAST_CLI, assert_refused, run_cli
-
-pytestmark = pytest.mark.slow
+from tests.conftest import FAST_CLI, assert_failed_runs_only, assert_refused, refusal, run_cli
 
 
 def medmnist_npz(path: Path, train=None, test=None, n_classes: int = 2, **extra) -> None:
@@ -153,26 +151,36 @@ CASES: dict[str, tuple[Callable[[Path], list[str]], list[str], bool]] = {
 }
 
 
+def _fast(args: list[str]) -> list[str]:
+    """FAST_CLI, less its synthetic-data sizes when the case picks another dataset."""
+    return [a for a in FAST_CLI if not a.startswith("dataset.")
+            or not any(x.startswith("dataset=") for x in args)]
+
+
 @pytest.mark.parametrize("case", list(CASES))
-def test_bad_input_fails_clearly(case: str, tmp_path: Path) -> None:
+def test_bad_input_is_refused_with_the_fix(case: str, tmp_path: Path) -> None:
     if case == "cuda without a GPU" and torch.cuda.is_available():
         pytest.skip("a GPU is visible: trainer.device=cuda is valid here (tests/test_device.py)")
     build, words, run_may_exist = CASES[case]
     data = tmp_path / "data_in"
     data.mkdir()
     args = build(data)
-    fast = [a for a in FAST_CLI if not a.startswith("dataset.")
-            or not any(x.startswith("dataset=") for x in args)]
-    proc = run_cli([*args, *fast], tmp_path, timeout=180)
+    line = refusal([*args, *_fast(args)], tmp_path)
+    assert line.startswith("error: ")
+    for word in words:
+        assert word in line, f"{word!r} not in: {line}"
+    if not run_may_exist:
+        assert not (tmp_path / "mlflow.db").exists()
+    assert_failed_runs_only(tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["unknown strategy", "corrupt npz", "unwritable output dir"])
+def test_each_kind_of_bad_input_through_the_cli(case: str, tmp_path: Path) -> None:
+    build, words, _ = CASES[case]
+    data = tmp_path / "data_in"
+    data.mkdir()
+    args = build(data)
+    proc = run_cli([*args, *_fast(args)], tmp_path, timeout=180)
     assert_refused(proc, tmp_path, words)
-    db = tmp_path / "mlflow.db"
-    if not db.exists():
-        return
-    client = MlflowClient(tracking_uri=f"sqlite:///{db}")
-    exp = client.get_experiment_by_name("al_sim")
-    runs = client.search_runs([exp.experiment_id]) if exp else []
-    assert run_may_exist or not runs
-    for run in runs:
-        assert run.info.status == "FAILED"
-        assert run.data.tags.get("error")
-        assert "final/aulc" not in run.data.metrics
+    assert_failed_runs_only(tmp_path)

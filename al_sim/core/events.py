@@ -53,7 +53,7 @@ class LabelsPending(Exception):  # noqa: N818 - an event, not an error
         self.round, self.batch_dir, self.missing, self.partial = round_, batch_dir, missing, partial
 
 
-@dataclass
+@dataclass(kw_only=True)
 class FitReport:
     """What one training did."""
 
@@ -63,7 +63,7 @@ class FitReport:
     val_loss: float | None = None
 
 
-@dataclass
+@dataclass(kw_only=True)
 class QueryRecord:
     """The images labelled in one round (round 0: the initial set)."""
 
@@ -78,7 +78,7 @@ class QueryRecord:
     flagged: np.ndarray | None = None
 
 
-@dataclass
+@dataclass(kw_only=True)
 class RoundResult:
     """Metrics after training on the labelled set of one round."""
 
@@ -114,7 +114,7 @@ class ALResult:
                     np.array([r.metrics[key] for r in self.rounds]))
 
 
-@dataclass
+@dataclass(kw_only=True)
 class PendingQuery:
     """A round's selection waiting for labels: a resume labels exactly these images."""
 
@@ -124,7 +124,7 @@ class PendingQuery:
     query_s: float
 
 
-@dataclass
+@dataclass(kw_only=True)
 class LoopState:
     """Everything needed to continue a run after its last completed round.
 

@@ -237,9 +237,11 @@ def run_active_learning(
             answers = oracle.query(selection.indices, round_, view)
         except LabelsPending:  # keep the selection so the resumed run labels exactly it
             hooks.fire("on_checkpoint", LoopState(
-                round_ - 1, pool, oracle.state(), result,
-                {} if model is None else model.state_dict(), hooks.states(),
-                PendingQuery(round_, selection.indices, selection.scores, query_s)))
+                round=round_ - 1, pool=pool, oracle=oracle.state(), result=result,
+                model_state={} if model is None else model.state_dict(),
+                callbacks=hooks.states(),
+                pending=PendingQuery(round=round_, indices=selection.indices,
+                                     scores=selection.scores, query_s=query_s)))
             raise
         pool.add(selection.indices, answers, round_)
         if pool.n_labeled != sizes[round_]:
@@ -247,8 +249,8 @@ def run_active_learning(
                 f"strategy {strategy.name} returned {len(selection.indices)} images in round "
                 f"{round_}; the labelled set has {pool.n_labeled} instead of {sizes[round_]}"
             )
-        record = QueryRecord(round_, selection.indices, selection.scores, answers,
-                             oracle.truth(selection.indices))
+        record = QueryRecord(round=round_, indices=selection.indices, scores=selection.scores,
+                             oracle_labels=answers, true_labels=oracle.truth(selection.indices))
         if costed is not None:
             record.annotations, record.flagged = costed.round_answers()
         result.queries.append(record)
@@ -268,16 +270,17 @@ def run_active_learning(
         metrics = {f"test/{k}": v for k, v in classification_metrics(dataset.test_y, probs).items()}
         signals = monitor.update(trainer.predict_proba(model, rows(stop_idx)),
                                  pool.round_of(stop_idx) < 0, metrics[budget.stop_metric])
-        round_result = RoundResult(round_, pool.n_labeled, metrics, train_s, query_s, fit, eval_s,
-                                   signals)
+        round_result = RoundResult(round=round_, n_labeled=pool.n_labeled, metrics=metrics,
+                                   train_s=train_s, query_s=query_s, fit=fit, eval_s=eval_s,
+                                   signals=signals)
         if costed is not None:
             round_result.costs, round_result.agreement = (costed.round_costs(),
                                                           costed.round_agreement())
         result.rounds.append(round_result)
         result.n_annotated = oracle.n_annotated
         hooks.fire("on_round_end", round_result)
-        state = LoopState(round_, pool, oracle.state(), result, model.state_dict(),
-                          hooks.states())
+        state = LoopState(round=round_, pool=pool, oracle=oracle.state(), result=result,
+                          model_state=model.state_dict(), callbacks=hooks.states())
         hooks.fire("on_checkpoint", state)
         rule = first_holding(rules, signals)
         if rule is not None and round_ < len(sizes) - 1:

@@ -139,23 +139,28 @@ def _encode(state: LoopState, finished: bool, config: dict[str, str]) -> dict[st
 def _decode(data: dict[str, Any]) -> Checkpoint:
     pool = LabelPool.from_state({k: v.numpy() for k, v in data["pool"].items()})
     result = ALResult(
-        rounds=[RoundResult(r["round"], r["n_labeled"], r["metrics"], r["train_s"],
-                            r["query_s"], FitReport(**r["fit"]), r["eval_s"],
-                            r.get("signals", {}), r.get("costs", {}), r.get("agreement", {}))
+        rounds=[RoundResult(round=r["round"], n_labeled=r["n_labeled"], metrics=r["metrics"],
+                            train_s=r["train_s"], query_s=r["query_s"],
+                            fit=FitReport(**r["fit"]), eval_s=r["eval_s"],
+                            signals=r.get("signals", {}), costs=r.get("costs", {}),
+                            agreement=r.get("agreement", {}))
                 for r in data["rounds"]],
-        queries=[QueryRecord(q["round"], q["indices"].numpy(), q["scores"].numpy(),
-                             pool.labels_of(q["indices"].numpy()), q["true_labels"].numpy(),
-                             {k: v.numpy() for k, v in q.get("annotations", {}).items()},
-                             None if q.get("flagged") is None else q["flagged"].numpy())
+        queries=[QueryRecord(round=q["round"], indices=q["indices"].numpy(),
+                             scores=q["scores"].numpy(),
+                             oracle_labels=pool.labels_of(q["indices"].numpy()),
+                             true_labels=q["true_labels"].numpy(),
+                             annotations={k: v.numpy()
+                                          for k, v in q.get("annotations", {}).items()},
+                             flagged=None if q.get("flagged") is None else q["flagged"].numpy())
                  for q in data["queries"]],
         n_annotated=int(data["oracle"]["n_annotated"]),
     )
     held = data.get("pending")
     pending = None if held is None else PendingQuery(
-        int(held["round"]), held["indices"].numpy(), held["scores"].numpy(),
-        float(held["query_s"]))
-    state = LoopState(int(data["round"]), pool, data["oracle"], result, data["model"],
-                      data["callbacks"], pending)
+        round=int(held["round"]), indices=held["indices"].numpy(),
+        scores=held["scores"].numpy(), query_s=float(held["query_s"]))
+    state = LoopState(round=int(data["round"]), pool=pool, oracle=data["oracle"], result=result,
+                      model_state=data["model"], callbacks=data["callbacks"], pending=pending)
     return Checkpoint(state, bool(data["finished"]), data["config"])
 
 
