@@ -9,11 +9,13 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
+from al_sim.config.annotators import PANEL, PanelOracleConf
 from al_sim.config.data import is_folder_dataset
 from al_sim.config.derive import locate
-from al_sim.config.store import instantiate
+from al_sim.config.store import instantiate, to_object
 from al_sim.core.loop import Seeds
 from al_sim.core.oracle import Oracle
+from al_sim.core.panel import PanelOracle
 from al_sim.data.base import ALDataset
 from al_sim.label.human_oracle import HumanOracle
 from al_sim.models import ALModel
@@ -40,22 +42,33 @@ def build_strategy(cfg: DictConfig) -> Strategy:
     return strategy
 
 
-def build_oracle(cfg: DictConfig, dataset: ALDataset, run_dir: Path) -> Oracle | HumanOracle:
-    """The configured annotator: simulated (needs every pool label) or a human expert."""
+def build_oracle(cfg: DictConfig, dataset: ALDataset, run_dir: Path
+                 ) -> Oracle | PanelOracle | HumanOracle:
+    """The configured annotator: simulated (one, or a panel: needs every pool label) or a
+    human expert."""
     if cfg.oracle.name == "human":
         root = cfg.dataset.get("root") if is_folder_dataset(cfg.dataset) else None
         window = cfg.dataset.get("window") if is_folder_dataset(cfg.dataset) else None
         return HumanOracle(run_dir, dataset, cfg.oracle.image_size,
                            None if root is None else Path(str(root)).expanduser().resolve(),
                            None if window is None else [float(v) for v in window])
+    if cfg.oracle.name == PANEL and dataset.multilabel:
+        raise ConfigError(
+            f"oracle=panel aggregates one class per image and {dataset.name} is "
+            f"{dataset.task.kind}; use oracle=simulated (oracle.noise_rate flips findings) "
+            "or oracle=human")
     unknown = int((~dataset.task.known(dataset.pool_y)).sum())
     if unknown:
         raise DataError(f"{dataset.name}: {unknown} pool image(s) have "
                         "no label for the simulated oracle to reveal; add them to the labels "
                         "file (dataset.labels_file) or the manifest (dataset.manifest), or let "
                         "an expert label them: oracle=human")
-    return Oracle(dataset.pool_y, dataset.n_classes, cfg.oracle.noise_rate,
-                  seed=Seeds.derive(cfg.seed).oracle, task=dataset.task)
+    seed = Seeds.derive(cfg.seed).oracle
+    if cfg.oracle.name == PANEL:
+        return PanelOracle.from_conf(to_object(cfg.oracle, PanelOracleConf), dataset.pool_y,
+                                     dataset.n_classes, seed)
+    return Oracle(dataset.pool_y, dataset.n_classes, cfg.oracle.noise_rate, seed=seed,
+                  task=dataset.task)
 
 
 def check_strategy_task(strategy: Strategy, dataset: ALDataset) -> None:

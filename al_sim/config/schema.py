@@ -42,8 +42,11 @@ class BudgetConf:
     stop_set_size: int = 500  # the fixed random pool subset the stopping signals are computed on
     stop_window: int = 3  # rounds averaged (kappa) or compared (plateau)
     stop_metric: str = "test/balanced_accuracy"  # the metric the plateau signal watches
+    cost_limit: float | None = None  # expert seconds: stop before a round would exceed them
 
     def __post_init__(self) -> None:
+        if self.cost_limit is not None:
+            positive("budget", cost_limit=self.cost_limit)
         if not self.full:
             positive("budget", initial=self.initial, query_size=self.query_size)
             non_negative("budget", rounds=self.rounds)
@@ -152,7 +155,7 @@ class TrackingConf:
 
 
 # --------------------------------------------------------------------------- oracle
-ORACLES = ("simulated", "human")
+ORACLES = ("simulated", "human")  # oracle=panel has its own schema (config/annotators.py)
 
 
 @dataclass
@@ -172,7 +175,7 @@ class OracleConf:
         positive("oracle", image_size=self.image_size)
         if self.name not in ORACLES:
             raise ConfigError(f"oracle.name must be one of {', '.join(ORACLES)}, got "
-                              f"{self.name!r} (choose the group: oracle=simulated|human)")
+                              f"{self.name!r} (choose the group: oracle=simulated|human|panel)")
         if self.name == "human" and self.noise_rate:
             raise ConfigError("oracle.noise_rate simulates annotation errors; a human oracle "
                               "makes its own: drop oracle.noise_rate with oracle=human")
@@ -193,13 +196,14 @@ class Config:
     budget: BudgetConf = MISSING
     trainer: TrainerConf = MISSING
     tracking: TrackingConf = MISSING
-    oracle: OracleConf = MISSING
+    oracle: Any = MISSING  # OracleConf, or PanelOracleConf for oracle=panel
     seed: int = 0
     progress: bool = True
     resume: str = "auto"  # auto | true | false (see README, "When things go wrong")
 
 
 # --------------------------------------------------------------------------- compare (report)
+X_LABELS, X_EXPERT = "labels", "expert_seconds"  # compare's x axes: labelled images, expert time
 # Schema of ``python -m al_sim.compare`` (conf/compare.yaml); owned by the comparison report.
 @dataclass
 class CompareConf:
@@ -221,9 +225,12 @@ class CompareConf:
     output_dir: str | None = None  # None: <sweep dir>/compare, else ./al_sim_compare/<sweep>
     log_artifacts: bool = True
     stop_rules: list[str] = field(default_factory=list)  # e.g. ["kappa>=0.99", "plateau<0.005"]
+    x: str = X_LABELS  # also draw curves against expert_seconds (runs with oracle=panel)
 
     def __post_init__(self) -> None:
         fraction("compare", low_open=True, alpha=self.alpha)
+        if self.x not in (X_LABELS, X_EXPERT):
+            raise ConfigError(f"x must be {X_LABELS} or {X_EXPERT}, got {self.x!r}")
         for text in self.stop_rules:
             try:
                 parse_rules(text)

@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from al_sim.config.annotators import PANEL, PanelOracleConf
 from al_sim.config.data import (
     FolderDatasetConf,
     MedMNISTDatasetConf,
@@ -59,6 +60,7 @@ def register_configs() -> None:
     cs.store(group=f"{SCHEMAS}/trainer", name="trainer", node=TrainerConf)
     cs.store(group=f"{SCHEMAS}/tracking", name="tracking", node=TrackingConf)
     cs.store(group=f"{SCHEMAS}/oracle", name="oracle", node=OracleConf)
+    cs.store(group=f"{SCHEMAS}/oracle", name="panel", node=PanelOracleConf)
     cs.store(name="_compare_schema", node=CompareConf)
 
 
@@ -97,8 +99,23 @@ def validate(cfg: DictConfig) -> None:
     if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int) or cfg.seed < 0:
         raise ConfigError(f"seed must be an integer >= 0, got {cfg.seed}; set seed=0")
     _check_strategy_name(cfg.strategy)
+    _check_cost_model(cfg)
     if str(cfg.resume).lower() not in RESUME_MODES:
         raise ConfigError(f"resume must be one of {', '.join(RESUME_MODES)}, got {cfg.resume!r}")
+
+
+def _check_cost_model(cfg: DictConfig) -> None:
+    """Knobs that need expert time per image need an oracle with a cost model (the panel)."""
+    if cfg.oracle.name == PANEL:
+        return
+    if cfg.budget.get("cost_limit") is not None:
+        raise ConfigError(f"budget.cost_limit counts expert seconds, but oracle={cfg.oracle.name} "
+                          "has no cost model; use oracle=panel (a panel of one is one reader) "
+                          "or set budget.cost_limit=null")
+    if cfg.strategy.get("cost_aware"):
+        raise ConfigError(f"strategy.cost_aware divides by an image's expected expert seconds, "
+                          f"but oracle={cfg.oracle.name} has no cost model; use oracle=panel or "
+                          "set strategy.cost_aware=false")
 
 
 def _check_strategy_name(node: DictConfig) -> None:

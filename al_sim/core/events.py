@@ -72,6 +72,10 @@ class QueryRecord:
     scores: np.ndarray
     oracle_labels: np.ndarray
     true_labels: np.ndarray
+    # several annotators (oracle=panel): each one's answer per image (-1: not asked; an
+    # adjudicator answers only the flagged images), and which images were flagged
+    annotations: dict[str, np.ndarray] = field(default_factory=dict)
+    flagged: np.ndarray | None = None
 
 
 @dataclass(kw_only=True)
@@ -86,6 +90,8 @@ class RoundResult:
     fit: FitReport
     eval_s: float = 0.0
     signals: dict[str, float] = field(default_factory=dict)  # stop/<name>: stopping signals
+    costs: dict[str, float] = field(default_factory=dict)  # cost/<what>: an oracle's cost model
+    agreement: dict[str, float] = field(default_factory=dict)  # agreement/<what>: a panel's
 
 
 @dataclass

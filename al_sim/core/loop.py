@@ -26,7 +26,7 @@ from al_sim.core.events import (
     RoundResult,
     RunCallback,
 )
-from al_sim.core.oracle import Annotator
+from al_sim.core.oracle import Annotator, CostedOracle
 from al_sim.core.pool import LabelPool
 from al_sim.core.training import Trainer
 from al_sim.data.base import ALDataset, Images
@@ -91,16 +91,19 @@ class TrainedModelView:
     checked as ``ArrayModelView`` checks its arrays (a diverged model stops the run)."""
 
     def __init__(self, trainer: Trainer, model: ALModel,
-                 rows: Callable[[np.ndarray], Images], seed: int, round_: int) -> None:
+                 rows: Callable[[np.ndarray], Images], seed: int, round_: int,
+                 multilabel: bool = False) -> None:
         self._trainer, self._model, self._rows, self._seed = trainer, model, rows, seed
         self._round = round_
+        # per-finding sigmoids need not sum to 1: only finiteness is checked for them
+        self._axis = None if multilabel else 1
 
     def _images(self, indices: np.ndarray) -> Images:
         return self._rows(indices)
 
     def probs(self, indices: np.ndarray) -> np.ndarray:
         return checked_array(self._trainer.predict_proba(self._model, self._images(indices)),
-                             "pool probabilities", 1, self._round)
+                             "pool probabilities", self._axis, self._round)
 
     def features(self, indices: np.ndarray) -> np.ndarray:
         return checked_array(self._trainer.embed(self._model, self._images(indices)),
@@ -109,16 +112,18 @@ class TrainedModelView:
     def features_and_probs(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         features, probs = self._trainer.features_and_proba(self._model, self._images(indices))
         return (checked_array(features, "pool features", None, self._round),
-                checked_array(probs, "pool probabilities", 1, self._round))
+                checked_array(probs, "pool probabilities", self._axis, self._round))
 
     def mc_probs(self, indices: np.ndarray, samples: int) -> np.ndarray:
         mc = self._trainer.mc_proba(self._model, self._images(indices), samples, self._seed)
-        return checked_array(mc, "pool MC-dropout probabilities", 2, self._round)
+        return checked_array(mc, "pool MC-dropout probabilities",
+                             None if self._axis is None else 2, self._round)
 
 
 def _select(round_: int, budget: BudgetConf, dataset: ALDataset, pool: LabelPool,
             strategy: Strategy, view: TrainedModelView | None,
-            seeds: Seeds, initial: InitialPolicy) -> Selection:
+            seeds: Seeds, initial: InitialPolicy, costed: CostedOracle | None = None
+            ) -> Selection:
     if round_ == 0 or view is None:  # view: None only before the first training
         picked = initial_indices(budget, dataset, np.random.default_rng(seeds.initial), initial)
         return Selection(picked, np.full(len(picked), np.nan))
@@ -132,8 +137,28 @@ def _select(round_: int, budget: BudgetConf, dataset: ALDataset, pool: LabelPool
         rng=np.random.default_rng([seeds.strategy, round_]),
         round=round_,
         task=dataset.task,
+        expected_seconds=None if costed is None else costed.expected_seconds,
     )
     return strategy.select(ctx, budget.query_size)
+
+
+def _over_cost_limit(budget: BudgetConf, costed: CostedOracle | None, round_: int,
+                     indices: np.ndarray, n_labeled: int) -> str | None:
+    """Why round ``round_`` must not be labelled (``budget.cost_limit``), or None.
+
+    BudgetError when the initial set alone would exceed the limit.
+    """
+    if budget.cost_limit is None or costed is None:
+        return None
+    planned = costed.total_seconds + costed.seconds_of(indices)
+    if planned <= budget.cost_limit:
+        return None
+    if round_ == 0:
+        raise BudgetError(f"labelling the initial set costs {planned:.0f} expert seconds, more "
+                          f"than budget.cost_limit={budget.cost_limit:g}; raise "
+                          "budget.cost_limit or lower budget.initial")
+    return (f"budget.cost_limit={budget.cost_limit:g} (round {round_} would bring expert time "
+            f"to {planned:.0f} s; stopped after round {round_ - 1}, {n_labeled} labelled images)")
 
 
 def _check_trained(fit: FitReport, probs: np.ndarray, round_: int) -> None:
@@ -193,6 +218,7 @@ def run_active_learning(
     # on a GPU the uint8 pool and test images move there once when they fit
     pool_x, test_x = trainer.place(dataset.pool_x), trainer.place(dataset.test_x)
     rows = _pool_rows(dataset, pool_x)
+    costed = oracle if isinstance(oracle, CostedOracle) else None
     hooks.fire("on_run_start", dataset, len(sizes))
     findings = dataset.n_classes if task.multilabel else None
     pool, result, model, first = LabelPool(dataset.n_pool, findings), ALResult(), None, 0
@@ -212,14 +238,19 @@ def run_active_learning(
                             [r.signals for r in result.rounds],
                             [r.metrics[budget.stop_metric] for r in result.rounds])
     for round_ in range(first, len(sizes)):
-        view = None if model is None else TrainedModelView(trainer, model, rows,
-                                                            seeds.strategy + round_, round_)
+        view = None if model is None else TrainedModelView(
+            trainer, model, rows, seeds.strategy + round_, round_, task.multilabel)
         if pending is not None and pending.round == round_:  # the batch the expert labels
             selection, query_s = Selection(pending.indices, pending.scores), pending.query_s
         else:
             start = time.perf_counter()
-            selection = _select(round_, budget, dataset, pool, strategy, view, seeds, initial)
+            selection = _select(round_, budget, dataset, pool, strategy, view, seeds, initial,
+                                costed)
             query_s = time.perf_counter() - start
+        over = _over_cost_limit(budget, costed, round_, selection.indices, pool.n_labeled)
+        if over is not None:
+            result.stopped_by = over
+            break
         try:
             answers = oracle.query(selection.indices, round_, view)
         except LabelsPending:  # keep the selection so the resumed run labels exactly it
@@ -238,6 +269,8 @@ def run_active_learning(
             )
         record = QueryRecord(round=round_, indices=selection.indices, scores=selection.scores,
                              oracle_labels=answers, true_labels=oracle.truth(selection.indices))
+        if costed is not None:
+            record.annotations, record.flagged = costed.round_answers()
         result.queries.append(record)
         hooks.fire("on_query", record, dataset)
 
@@ -259,6 +292,9 @@ def run_active_learning(
         round_result = RoundResult(round=round_, n_labeled=pool.n_labeled, metrics=metrics,
                                    train_s=train_s, query_s=query_s, fit=fit, eval_s=eval_s,
                                    signals=signals)
+        if costed is not None:
+            round_result.costs, round_result.agreement = (costed.round_costs(),
+                                                          costed.round_agreement())
         result.rounds.append(round_result)
         result.n_annotated = oracle.n_annotated
         hooks.fire("on_round_end", round_result)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -76,3 +76,37 @@ class Oracle:
         """Continue from a :meth:`state`."""
         self.n_annotated = int(state["n_annotated"])
         self._rng.bit_generator.state = state["rng"]
+
+
+@runtime_checkable
+class CostedOracle(Protocol):
+    """An oracle with a cost model (``oracle=panel``, ``al_sim.core.panel``).
+
+    The loop logs its costs and agreement each round, stops before ``budget.cost_limit``
+    would be exceeded, and lets cost-aware strategies divide by an image's expected time.
+    """
+
+    @property
+    def total_seconds(self) -> float:
+        """Expert seconds spent so far."""
+        ...
+
+    def seconds_of(self, indices: np.ndarray) -> float:
+        """The seconds that labelling ``indices`` will cost (known before the answers)."""
+        ...
+
+    def expected_seconds(self, probs: np.ndarray) -> np.ndarray:
+        """The expected seconds per image under class probabilities ``probs`` (N x C)."""
+        ...
+
+    def round_costs(self) -> dict[str, float]:
+        """``cost/<what>`` after the last query."""
+        ...
+
+    def round_agreement(self) -> dict[str, float]:
+        """``agreement/<what>`` of the last query's answers."""
+        ...
+
+    def round_answers(self) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """The last query's answers per annotator (-1: not asked) and its flagged mask."""
+        ...

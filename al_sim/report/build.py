@@ -7,7 +7,6 @@ Imports no torch.
 
 from __future__ import annotations
 
-import re
 import sys
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
@@ -16,9 +15,11 @@ from pathlib import Path
 import numpy as np
 from omegaconf import OmegaConf
 
-from al_sim.config.schema import CompareConf
+from al_sim.config.schema import X_EXPERT, CompareConf
 from al_sim.maths.aulc import aulc
+from al_sim.report.expert_time import TimeRow, require_cost, time_markdown, time_view, write_time
 from al_sim.report.figures import CurvePanel, comparison_curves, penalty_heatmap
+from al_sim.report.output import output_folder
 from al_sim.report.reader import RunReader, StoredRun, SweepRef
 from al_sim.report.stats import (
     CurveStats,
@@ -45,6 +46,7 @@ from al_sim.tracking.contract import (
     ACCURACY,
     AUTO_METRIC,
     BALANCED_ACCURACY,
+    EXPERT_SECONDS,
     FINAL_AULC,
     FULL_STRATEGY,
     TASK_TAG,
@@ -53,7 +55,6 @@ from al_sim.tracking.contract import (
     lower_is_better,
     primary_metric,
     results_neutral,
-    sqlite_file,
     tracking_uri,
 )
 
@@ -96,6 +97,8 @@ class Report:
     penalty: np.ndarray
     notes: list[str]
     stops: list[StopRow] = field(default_factory=list)
+    time_rows: list[TimeRow] = field(default_factory=list)  # x=expert_seconds: the cost table
+    time_x: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # expert hours
 
 
 def curve(run: StoredRun, key: str) -> tuple[np.ndarray, np.ndarray]:
@@ -194,7 +197,8 @@ def build_report(conf: CompareConf, reader: RunReader, ref: SweepRef | None = No
     """Select the runs (unless ``ref`` is given), check they compare, compute every number."""
     ref = ref or reader.select(conf.tracking.experiment, conf.sweep_id)
     wanted = [] if conf.metric == AUTO_METRIC else [conf.metric]
-    keys = list(dict.fromkeys([*wanted, ACCURACY, BALANCED_ACCURACY, *TEST_KEYS, *STOP_KEYS]))
+    keys = list(dict.fromkeys([*wanted, ACCURACY, BALANCED_ACCURACY, *TEST_KEYS, *STOP_KEYS,
+                               EXPERT_SECONDS]))
     rules = rules_of(conf.stop_rules)
     found, statuses = reader.runs(ref, keys)
     if conf.metric == AUTO_METRIC:
@@ -215,9 +219,13 @@ def build_report(conf: CompareConf, reader: RunReader, ref: SweepRef | None = No
     settings = group_settings(runs, notes)
     for setting in settings:
         check_budgets(setting, conf.metric)
+        if conf.x == X_EXPERT:
+            require_cost(setting.members)
     full_runs = reader.baselines(ref, [conf.metric])
     higher = not lower_is_better(conf.metric)
     rows, curves, baselines, penalty_input, stops = [], {}, {}, [], []
+    time_rows: list[TimeRow] = []
+    time_x: dict[str, dict[str, np.ndarray]] = {}
     for setting in settings:
         series = {name: [to_series(r, conf.metric) for r in seeds.values()]
                   for name, seeds in sorted(setting.runs.items())}
@@ -244,27 +252,16 @@ def build_report(conf: CompareConf, reader: RunReader, ref: SweepRef | None = No
         curves[setting.label] = {n: aggregate(s[0].steps, [r.values for r in s])
                                  for n, s in series.items()}
         penalty_input.append({n: {r.seed: r.values for r in s} for n, s in series.items()})
+        if conf.x == X_EXPERT:
+            time_x[setting.label], timed = time_view(setting.label, setting.runs,
+                                                     curves[setting.label], series)
+            time_rows += timed
         stops += stop_rows(setting.label, {n: [(*curve(r, conf.metric), r.history)
                                                for r in seeds.values()]
                                            for n, seeds in setting.runs.items()}, rules, higher)
     names, matrix = penalty_matrix(penalty_input, conf.alpha, higher)
     return Report(ref, conf.metric, settings, rows, curves, baselines, names, matrix, notes,
-                  stops)
-
-
-def output_folder(conf: CompareConf, ref: SweepRef, uri: str, launch_dir: Path) -> Path:
-    """``output_dir``, else ``<sweep dir>/compare`` when the sweep dir is here, else a fallback."""
-    if conf.output_dir:
-        return Path(conf.output_dir)
-    if ref.sweep_id:
-        roots = [launch_dir]
-        if (database := sqlite_file(uri)) is not None:
-            roots.append(database.parent)
-        for root in roots:
-            if (root / ref.sweep_id).is_dir():
-                return root / ref.sweep_id / "compare"
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", ref.sweep_id or f"{ref.experiment}-all").strip("_")
-    return launch_dir / "al_sim_compare" / slug
+                  stops, time_rows, time_x)
 
 
 def write_report(report: Report, conf: CompareConf, folder: Path) -> list[Path]:
@@ -280,6 +277,10 @@ def write_report(report: Report, conf: CompareConf, folder: Path) -> list[Path]:
                               report.metric, conf.reference, report.baselines, folder)
     text = markdown_report(report.rows, report.names, report.penalty, report.metric,
                            conf.reference, report.baselines, report.notes, conf.alpha)
+    if report.time_rows:
+        files += write_time(panels, report.time_x, report.time_rows, report.metric,
+                            conf.reference, folder)
+        text += "\n".join(time_markdown(report.time_rows, report.metric)) + "\n"
     (folder / "summary.md").write_text(text + "\n".join(["", *stop_markdown(report.stops,
                                                                             report.metric)]))
     files.append(write_records(folder / "stopping.csv", stop_records(report.stops)))
@@ -303,6 +304,8 @@ def run_compare(conf: CompareConf, launch_dir: Path, reader: RunReader | None = 
     print(markdown_report(report.rows, report.names, report.penalty, report.metric,
                           conf.reference, report.baselines, [], conf.alpha))
     print("\n".join(stop_markdown(report.stops, report.metric)))
+    if report.time_rows:
+        print("\n".join(time_markdown(report.time_rows, report.metric)))
     for note in report.notes:
         print(f"note: {note}", file=sys.stderr)
     print(f"wrote {folder}")

@@ -30,11 +30,13 @@ class CurvePanel:
     title: str
     curves: Mapping[str, CurveStats]
     baseline: float | None = None
+    x: Mapping[str, np.ndarray] | None = None  # per strategy: x values other than the steps
 
 
 def comparison_curves(panels: Sequence[CurvePanel], metric: str, path: Path,
-                      reference: str = "random") -> Path:
-    """Mean line and ±1 std band per strategy vs labelled images, one panel per setting."""
+                      reference: str = "random", xlabel: str = "labelled images") -> Path:
+    """Mean line and ±1 std band per strategy vs labelled images (or a panel's ``x``: then
+    ``xlabel`` names it), one panel per setting."""
     cols = min(3, max(len(panels), 1))
     rows = max(1, math.ceil(len(panels) / cols))
     fig, axes = plt.subplots(rows, cols, figsize=(6.0 * cols, 4.3 * rows), dpi=110,
@@ -48,21 +50,24 @@ def comparison_curves(panels: Sequence[CurvePanel], metric: str, path: Path,
         for name in sorted(panel.curves, key=lambda n: (n == reference, n)):
             stats = panel.curves[name]
             style = REFERENCE_STYLE if name == reference else {"color": colors[name]}
-            ax.plot(stats.steps, stats.mean, marker="o", markersize=3,
+            xs = stats.steps if panel.x is None else panel.x[name]
+            ax.plot(xs, stats.mean, marker="o", markersize=3,
                     label=f"{name} (n={stats.n})", **style)
             if stats.n > 1 and (name == reference or len(panel.curves) <= MAX_BANDS):
-                ax.fill_between(stats.steps, stats.mean - stats.std, stats.mean + stats.std,
+                ax.fill_between(xs, stats.mean - stats.std, stats.mean + stats.std,
                                 color=style["color"], alpha=0.12 if name == reference else 0.2,
                                 linewidth=0)
         if panel.baseline is not None:
             ax.axhline(panel.baseline, label=f"full data ({panel.baseline:.3f})",
                        **BASELINE_STYLE)
-        ax.set_xlabel("labelled images")
+        ax.set_xlabel(xlabel)
         ax.set_ylabel(metric)
         ax.set_title(panel.title, fontsize=10)
         ax.grid(alpha=0.3)
         ticks = step_ticks([s for c in panel.curves.values() for s in c.steps])
-        if ticks is not None:
+        if panel.x is not None:
+            pass  # expert time: matplotlib's own ticks
+        elif ticks is not None:
             ax.set_xticks(ticks)
         else:
             ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
@@ -70,7 +75,7 @@ def comparison_curves(panels: Sequence[CurvePanel], metric: str, path: Path,
     for ax in axes.ravel()[:len(panels)]:
         for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
             legend.setdefault(label, handle)
-    fig.suptitle(f"{metric} vs labelled images (mean ± 1 std across seeds)", fontsize=11)
+    fig.suptitle(f"{metric} vs {xlabel} (mean ± 1 std across seeds)", fontsize=11)
     fig.tight_layout()
     fig.legend(list(legend.values()), list(legend), loc="upper left",
                bbox_to_anchor=(1.0, 0.95), fontsize=8, frameon=False)

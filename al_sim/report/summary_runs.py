@@ -20,11 +20,14 @@ from al_sim.report.reader import RunReader, StoredRun, SummaryRun, SweepRef
 from al_sim.report.stats import aggregate, seed_order
 from al_sim.tracking.contract import (
     BASELINE_SUFFIX,
+    EXPERT_SECONDS,
     FULL_STRATEGY,
     SUMMARY_PREFIX,
     SWEEP_STRATEGY,
     TEST_KEYS,
 )
+
+SUMMARISED = (*TEST_KEYS, EXPERT_SECONDS)  # expert time: runs with a cost model (oracle=panel)
 
 
 def summary_key(metric: str, stat: str) -> str:
@@ -73,7 +76,7 @@ def baseline_value(runs: Iterable[StoredRun], metric: str, dataset: str, model: 
 
 
 def summary_runs(runs: Sequence[StoredRun], baselines: Sequence[StoredRun],
-                 metrics: Sequence[str] = TEST_KEYS) -> list[SummaryRun]:
+                 metrics: Sequence[str] = SUMMARISED) -> list[SummaryRun]:
     """One summary run per (dataset, model, strategy) of ``runs``."""
     groups: dict[tuple[str, str, str], list[StoredRun]] = {}
     for run in runs:
@@ -106,7 +109,7 @@ def log_summary_runs(reader: RunReader, ref: SweepRef) -> list[str]:
     """Replace the sweep's summary runs from its FINISHED runs; the new run ids."""
     if ref.parent_run_id is None:
         return []
-    runs, _ = reader.runs(ref, TEST_KEYS)
+    runs, _ = reader.runs(ref, SUMMARISED)
     baselines = reader.baselines(ref, TEST_KEYS)
     return reader.replace_summary_runs(ref, summary_runs(runs, baselines),
                                        {"strategy": SWEEP_STRATEGY})

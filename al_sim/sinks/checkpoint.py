@@ -120,11 +120,14 @@ def _encode(state: LoopState, finished: bool, config: dict[str, str]) -> dict[st
         "pool": {k: t(v) for k, v in state.pool.state().items()},
         "oracle": state.oracle,
         "queries": [{"round": q.round, "indices": t(q.indices), "scores": t(q.scores),
-                     "true_labels": t(q.true_labels)}
+                     "true_labels": t(q.true_labels),
+                     "annotations": {k: t(v) for k, v in q.annotations.items()},
+                     "flagged": None if q.flagged is None else t(q.flagged)}
                     for q in state.result.queries],  # the labels given are the pool's
         "rounds": [{"round": r.round, "n_labeled": r.n_labeled, "metrics": dict(r.metrics),
                     "train_s": r.train_s, "query_s": r.query_s, "eval_s": r.eval_s,
-                    "fit": asdict(r.fit), "signals": dict(r.signals)}
+                    "fit": asdict(r.fit), "signals": dict(r.signals),
+                    "costs": dict(r.costs), "agreement": dict(r.agreement)}
                    for r in state.result.rounds],
         "model": {k: v.detach().cpu() for k, v in state.model_state.items()},
         "pending": None if state.pending is None else {
@@ -139,12 +142,16 @@ def _decode(data: dict[str, Any]) -> Checkpoint:
         rounds=[RoundResult(round=r["round"], n_labeled=r["n_labeled"], metrics=r["metrics"],
                             train_s=r["train_s"], query_s=r["query_s"],
                             fit=FitReport(**r["fit"]), eval_s=r["eval_s"],
-                            signals=r.get("signals", {}))
+                            signals=r.get("signals", {}), costs=r.get("costs", {}),
+                            agreement=r.get("agreement", {}))
                 for r in data["rounds"]],
         queries=[QueryRecord(round=q["round"], indices=q["indices"].numpy(),
                              scores=q["scores"].numpy(),
                              oracle_labels=pool.labels_of(q["indices"].numpy()),
-                             true_labels=q["true_labels"].numpy())
+                             true_labels=q["true_labels"].numpy(),
+                             annotations={k: v.numpy()
+                                          for k, v in q.get("annotations", {}).items()},
+                             flagged=None if q.get("flagged") is None else q["flagged"].numpy())
                  for q in data["queries"]],
         n_annotated=int(data["oracle"]["n_annotated"]),
     )

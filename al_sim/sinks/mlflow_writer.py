@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -34,7 +35,9 @@ from al_sim.runtime.errors import AlreadyFinishedError, TrackingError, error_mes
 from al_sim.tracking.contract import (
     ARTIFACTS,
     ERROR_TAG,
+    EXPERT_SECONDS,
     FINAL_AULC,
+    FINAL_EXPERT_SECONDS,
     FINAL_N_ANNOTATED,
     GRIDS_DIR,
     JOB_TAG,
@@ -243,6 +246,8 @@ class MLflowWriter(RunCallback):
         now = int(time.time() * 1000)
         values = dict(result.metrics)
         values.update(result.signals)
+        values.update({k: v for k, v in {**result.costs, **result.agreement}.items()
+                       if math.isfinite(v)})  # an undefined kappa (NaN) is not logged
         values.update({ROUND: result.round, N_LABELED: result.n_labeled,
                        TRAIN_S: result.train_s, QUERY_S: result.query_s})
         metrics = [Metric(k, float(v), now, step) for k, v in values.items()]
@@ -260,6 +265,9 @@ class MLflowWriter(RunCallback):
         keys = dict.fromkeys([*TEST_KEYS, *result.rounds[-1].metrics])  # and per-finding ones
         metrics += [Metric(aulc_key(k), result.aulc_of(k), now, last) for k in keys
                     if all(k in r.metrics for r in result.rounds)]
+        spent = result.rounds[-1].costs.get(EXPERT_SECONDS)
+        if spent is not None:  # an oracle with a cost model: the run's total expert time
+            metrics.append(Metric(FINAL_EXPERT_SECONDS, float(spent), now, last))
         tags = [] if result.stopped_by is None else [RunTag(STOPPED_BY_TAG, result.stopped_by)]
         self._call("metric logging", lambda: self._store.log_batch(self._run, metrics=metrics,
                                                                    tags=tags))

@@ -11,7 +11,7 @@ from tqdm import tqdm
 
 from al_sim.core.events import ALResult, RoundResult, RunCallback, RunInfo
 from al_sim.data.base import ALDataset
-from al_sim.tracking.contract import ACCURACY, N_LABELED, ROUND, TEST_KEYS
+from al_sim.tracking.contract import ACCURACY, EXPERT_SECONDS, N_LABELED, ROUND, TEST_KEYS
 
 SUMMARY_COLUMNS = (
     ("round", ROUND, "{:d}"),
@@ -44,8 +44,12 @@ def summary_table(result: ALResult) -> str:
     lines += ["  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
     lines.append(f"AULC (accuracy vs labelled, normalised): {result.aulc:.4f}   "
                  f"images annotated: {result.n_annotated}")
+    spent = result.rounds[-1].costs.get(EXPERT_SECONDS) if result.rounds else None
+    if spent is not None:  # an oracle with a cost model (oracle=panel)
+        lines.append(f"expert time: {spent / 3600:.2f} h ({spent:.0f} s)")
     if result.stopped_by:
-        lines.append(f"stopped early (budget.stop_when): {result.stopped_by}")
+        rule = "" if result.stopped_by.startswith("budget.") else " (budget.stop_when)"
+        lines.append(f"stopped early{rule}: {result.stopped_by}")
     return "\n".join(lines)
 
 

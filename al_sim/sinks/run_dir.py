@@ -8,6 +8,7 @@ MLflow writer mirrors this directory; the files stay on disk either way.
 from __future__ import annotations
 
 import csv
+import io
 import math
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -25,8 +26,10 @@ from al_sim.core.events import (
 )
 from al_sim.core.pool import LabelPool
 from al_sim.data.base import ALDataset
+from al_sim.runtime.files import atomic_write
 from al_sim.sinks.run_plots import learning_curve, query_grid
 from al_sim.tracking.contract import (
+    ANNOTATIONS_FILE,
     BALANCED_ACCURACY,
     CURVE_FILE,
     EVAL_S,
@@ -43,6 +46,7 @@ from al_sim.tracking.contract import (
 
 # labels: the class index, or for multi-label the finding bits joined by "|" (maths.task)
 QUERIES_HEADER = (ROUND, "pool_index", "score", "oracle_label", "true_label")
+ANNOTATIONS_HEADER = (ROUND, "pool_index", "annotator", "label", "flagged")
 METRICS_HEADER = (ROUND, N_LABELED, *TEST_KEYS, TRAIN_S, QUERY_S, EVAL_S)
 TIMES = (TRAIN_S, QUERY_S, EVAL_S)
 
@@ -54,7 +58,7 @@ def _label_cell(label: np.ndarray) -> str | int:
     return "" if (label < 0).any() else "|".join(str(int(b)) for b in label)
 
 
-def _fmt(value: float) -> str:
+def _fmt(value: float | None) -> str:
     return "" if value is None or (isinstance(value, float) and math.isnan(value)) else repr(value)
 
 
@@ -72,7 +76,8 @@ class RunDirWriter(RunCallback):
         self._rounds: list[RoundResult] = []
         self._pool: LabelPool | None = None  # the labelled set, as of the last checkpoint
         self._dataset: ALDataset | None = None
-        self._metric_keys: tuple[str, ...] | None = None  # metrics.csv's columns, once known
+        self._metric_keys: tuple[str, ...] | None = None  # the test metrics' columns, once known
+        self._extra_columns: list[str] = []  # cost/* and agreement/* once an oracle logs them
 
     @property
     def queries_csv(self) -> Path:
@@ -105,8 +110,29 @@ class RunDirWriter(RunCallback):
         with self.metrics_csv.open("w", newline="") as f:
             csv.writer(f).writerow(METRICS_HEADER)
         self._metric_keys = None  # a task's own metrics extend the header at the first round
+        self._extra_columns = []
+        (self.run_dir / ANNOTATIONS_FILE).unlink(missing_ok=True)  # rewritten from the records
+
+    def _append_annotations(self, record: QueryRecord) -> None:
+        """Every annotator's answer to each image of ``record`` (oracle=panel), one per row."""
+        if not record.annotations:
+            return
+        path = self.run_dir / ANNOTATIONS_FILE
+        new = not path.exists()
+        flagged = (record.flagged if record.flagged is not None
+                   else np.zeros(len(record.indices), dtype=bool))
+        with path.open("a", newline="") as f:
+            writer = csv.writer(f)
+            if new:
+                writer.writerow(ANNOTATIONS_HEADER)
+            for pos, idx in enumerate(record.indices):
+                for name, answers in record.annotations.items():
+                    if answers[pos] >= 0:
+                        writer.writerow((record.round, int(idx), name, int(answers[pos]),
+                                         int(bool(flagged[pos]))))
 
     def _append_queries(self, record: QueryRecord) -> None:
+        self._append_annotations(record)
         with self.queries_csv.open("a", newline="") as f:
             writer = csv.writer(f)
             for idx, score, given, true in zip(record.indices, record.scores,
@@ -115,20 +141,37 @@ class RunDirWriter(RunCallback):
                 writer.writerow((record.round, int(idx), _fmt(float(score)), _label_cell(given),
                                  _label_cell(true)))
 
+    def _header(self) -> tuple[str, ...]:
+        return (ROUND, N_LABELED, *(self._metric_keys or TEST_KEYS), *TIMES,
+                *self._extra_columns)
+
+    def _metrics_row(self, result: RoundResult) -> list[int | str]:
+        row: list[int | str] = [result.round, result.n_labeled]
+        row += [_fmt(result.metrics.get(k, math.nan)) for k in self._metric_keys or TEST_KEYS]
+        row += [_fmt(result.train_s), _fmt(result.query_s), _fmt(result.eval_s)]
+        extra = {**result.costs, **result.agreement}
+        return row + [_fmt(extra.get(k)) for k in self._extra_columns]
+
     def _append_metrics(self, result: RoundResult) -> None:
-        """One row; the contract's metrics first, then a task's own (``test/auroc/<finding>``)."""
+        """One more row. The contract's metrics come first, then a task's own
+        (``test/auroc/<finding>``, known at the first round), the times, then cost/agreement
+        keys as an oracle logs them; a new column rewrites the file whole."""
+        grown = False
         if self._metric_keys is None:
-            extra = [k for k in result.metrics if k not in TEST_KEYS]
-            self._metric_keys = (*TEST_KEYS, *extra)
-            if extra:  # no row yet: the header alone is rewritten
-                with self.metrics_csv.open("w", newline="") as f:
-                    csv.writer(f).writerow((ROUND, N_LABELED, *self._metric_keys, *TIMES))
+            own = [k for k in result.metrics if k not in TEST_KEYS]
+            self._metric_keys, grown = (*TEST_KEYS, *own), bool(own)
+        new = [k for k in {**result.costs, **result.agreement} if k not in self._extra_columns]
+        if new or grown:
+            self._extra_columns += new
+            rows = [self._metrics_row(r) for r in self._rounds if r is not result]
+            text = io.StringIO()
+            writer = csv.writer(text)
+            writer.writerow(self._header())
+            writer.writerows([*rows, self._metrics_row(result)])
+            atomic_write(self.metrics_csv, text.getvalue())
+            return
         with self.metrics_csv.open("a", newline="") as f:
-            writer = csv.writer(f)
-            row: list[int | str] = [result.round, result.n_labeled]
-            row += [_fmt(result.metrics.get(k, math.nan)) for k in self._metric_keys]
-            row += [_fmt(result.train_s), _fmt(result.query_s), _fmt(result.eval_s)]
-            writer.writerow(row)
+            csv.writer(f).writerow(self._metrics_row(result))
 
     def on_query(self, record: QueryRecord, dataset: ALDataset) -> None:
         self._append_queries(record)

@@ -51,6 +51,9 @@ class QueryContext:
     rng: np.random.Generator
     round: int = 0
     task: Task | None = None  # None: single-label
+    # an image's expected expert seconds from its class probabilities; set by an oracle with a
+    # cost model (oracle=panel), for cost-aware strategies
+    expected_seconds: Callable[[np.ndarray], np.ndarray] | None = None
 
     @property
     def multilabel(self) -> bool:
@@ -176,13 +179,19 @@ class ScoringStrategy(Strategy):
 
     Multi-label: the score per finding (a two-class decision), reduced over the findings
     by ``reduction`` (``mean`` or ``max``).
+
+    ``cost_aware``: the score is divided by the image's expected expert seconds
+    (:func:`per_second`), so cheap informative images go first; needs an oracle with a
+    cost model (``oracle=panel``, single-label only).
     """
 
     multilabel = True
 
-    def __init__(self, name: str | None = None, *, reduction: str = "mean") -> None:
+    def __init__(self, name: str | None = None, *, reduction: str = "mean",
+                 cost_aware: bool = False) -> None:
         super().__init__(name)
         self.reduction = check_reduction(reduction)
+        self.cost_aware = cost_aware
 
     @staticmethod
     @abstractmethod
@@ -193,13 +202,28 @@ class ScoringStrategy(Strategy):
         """One score per image of ``ctx.unlabeled``."""
         probs = ctx.model.probs(ctx.unlabeled)
         if ctx.multilabel:
-            return reduce_findings(finding_scores(self.score, probs), self.reduction)
-        return self.score(probs)
+            scores = reduce_findings(finding_scores(self.score, probs), self.reduction)
+        else:
+            scores = self.score(probs)
+        if self.cost_aware:
+            if ctx.expected_seconds is None:
+                raise ValueError(f"{self.name}: cost_aware=true needs an oracle with a cost "
+                                 "model (oracle=panel)")
+            scores = per_second(scores, ctx.expected_seconds(probs))
+        return scores
 
     def select(self, ctx: QueryContext, k: int) -> Selection:
         scores = self.scores(ctx)
         picked = top_k(scores, k, ctx.rng)
         return Selection(ctx.unlabeled[picked], scores[picked])
+
+
+def per_second(scores: np.ndarray, seconds: np.ndarray) -> np.ndarray:
+    """Informativeness per expected expert second: ``scores / seconds`` (seconds > 0)."""
+    seconds = np.asarray(seconds, dtype=np.float64)
+    if not (np.isfinite(seconds).all() and (seconds > 0).all()):
+        raise ValueError("expected expert seconds must be finite and > 0")
+    return np.asarray(scores, dtype=np.float64) / seconds
 
 
 class ArrayModelView:

@@ -19,6 +19,13 @@ TRAIN_S, QUERY_S, EVAL_S = "time/train_s", "time/query_s", "time/eval_s"
 FINAL_AULC, FINAL_N_ANNOTATED = "final/aulc", "final/n_annotated"  # final/aulc: of accuracy
 FINAL_AULC_PREFIX = "final/aulc_"  # final/aulc_<metric>: AULC of each test metric
 STOP_PREFIX = "stop/"  # stop/<signal>: stopping signals after every round (maths.stop_signals)
+# Annotation (oracle=panel): expert time, cumulative, in seconds (also cost/expert_seconds/<name>
+# per annotator), and the agreement of each round's answers (agreement/<statistic>, and how many
+# images were flagged for adjudication).
+EXPERT_SECONDS = "cost/expert_seconds"
+AGREEMENT_PREFIX = "agreement/"
+FLAGGED = "agreement/flagged"
+FINAL_EXPERT_SECONDS = "final/expert_seconds"  # at the end: the run's total expert time
 PRIMARY_METRIC = BALANCED_ACCURACY  # the comparison report's default (rare classes count)
 # Multi-label runs (tag al_sim.task=multilabel) also log test/average_precision and
 # test/auroc/<finding>; their primary metric is the macro AUROC over findings.
@@ -64,8 +71,10 @@ QUERIES_FILE = "queries.csv"
 METRICS_FILE = "metrics.csv"
 LABELED_SET_FILE = "labeled_set.csv"
 CURVE_FILE = "learning_curve.png"
+ANNOTATIONS_FILE = "annotations.csv"  # oracle=panel: every annotator's answer per queried image
 GRIDS_DIR = "queries"
-ARTIFACTS = (CONFIG_FILE, QUERIES_FILE, METRICS_FILE, LABELED_SET_FILE, CURVE_FILE)
+ARTIFACTS = (CONFIG_FILE, QUERIES_FILE, METRICS_FILE, LABELED_SET_FILE, CURVE_FILE,
+             ANNOTATIONS_FILE)  # a file a run did not write is not uploaded
 
 # Flattened config keys that do not change a run's results: a resume may change them and the
 # comparison report does not split settings on them. A key ending in "." is a prefix.
