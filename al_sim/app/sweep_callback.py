@@ -119,7 +119,8 @@ def sweep_size(config: DictConfig) -> int:
 
 def warn_unbounded_launcher(config: DictConfig) -> None:
     """submitit's local executor starts every job at once: say so when they outnumber cores."""
-    if not str(config.hydra.launcher.get("_target_", "")).endswith(".LocalLauncher"):
+    if not str(config.hydra.launcher.get("_target_", "")).endswith((".LocalLauncher",
+                                                                  ".AlLocalLauncher")):
         return
     jobs, cores = sweep_size(config), os.cpu_count() or 1
     if jobs > cores:
