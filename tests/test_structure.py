@@ -74,7 +74,9 @@ def test_only_the_entry_layer_imports_the_loop() -> None:
 
 
 def lint_imports(root: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["lint-imports", "--config", str(root / "pyproject.toml")], cwd=root,
+    """import-linter's CLI from this interpreter's environment, activated or not."""
+    script = Path(sys.executable).with_name("lint-imports")
+    return subprocess.run([str(script), "--config", str(root / "pyproject.toml")], cwd=root,
                           capture_output=True, text=True, timeout=300,
                           env={**os.environ, "PYTHONPATH": str(root)})
 
