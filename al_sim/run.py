@@ -171,7 +171,7 @@ def paused(pending: LabelsPending, run_dir: Path) -> None:
     if pending.partial:
         raise LabelsIncompleteError(
             f"round {pending.round}: {pending.missing} image(s) of the batch in "
-            f"{pending.batch_dir} still have no label; label them (python -m al_sim.label "
+            f"{pending.batch_dir} {pending.why}; label them (python -m al_sim.label "
             f"{run_dir}, or --import <file>), then run the same command again")
     print(f"waiting for labels: {pending}\n  then continue the run: "
           f"{continue_command(run_dir)}", flush=True)

@@ -28,7 +28,7 @@ def batch(tmp_path: Path) -> Batch:
 
 
 def client(batch: Batch, suggest: bool = False):
-    app = create_app(batch, batch.dir.parents[1], TOKEN, "dr.who", suggest)
+    app = create_app(batch, batch.dir.parents[1], {"dr.who": TOKEN}, suggest)
     return app.test_client()
 
 

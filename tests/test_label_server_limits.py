@@ -64,7 +64,7 @@ class Huge(io.RawIOBase):
 
 def test_a_huge_request_body_is_refused_unread(tmp_path: Path) -> None:
     batch = small_batch(tmp_path / "run")
-    client = create_app(batch, tmp_path / "run", TOKEN, "me", max_request_kb=4).test_client()
+    client = create_app(batch, tmp_path / "run", {"me": TOKEN}, max_request_kb=4).test_client()
     body = Huge()
     reply = client.post("/api/label", input_stream=body,
                         headers={"X-Token": TOKEN, "Content-Type": "application/json"})
@@ -76,7 +76,7 @@ def test_a_huge_request_body_is_refused_unread(tmp_path: Path) -> None:
 
 def test_a_deeply_nested_small_body_is_a_400_not_a_crash(tmp_path: Path) -> None:
     batch = small_batch(tmp_path / "run")
-    client = create_app(batch, tmp_path / "run", TOKEN, "me").test_client()
+    client = create_app(batch, tmp_path / "run", {"me": TOKEN}).test_client()
     for body in ("[" * 60_000, '{"image": ' * 6_000):
         reply = client.post("/api/label", data=body,
                             headers={"X-Token": TOKEN, "Content-Type": "application/json"})
@@ -85,7 +85,7 @@ def test_a_deeply_nested_small_body_is_a_400_not_a_crash(tmp_path: Path) -> None
 
 def test_the_real_server_answers_413_without_reading_the_body(tmp_path: Path) -> None:
     batch = small_batch(tmp_path / "run")
-    server = LabelServer(batch, tmp_path / "run", "me")
+    server = LabelServer(batch, tmp_path / "run", ["me"])
     thread = threading.Thread(target=server._server.serve_forever, daemon=True)
     thread.start()
     conn = http.client.HTTPConnection(server.host, server.port, timeout=30)

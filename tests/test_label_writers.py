@@ -29,7 +29,7 @@ def rows(batch: Batch) -> dict[str, tuple[str, str]]:
 
 
 def page(batch: Batch, who: str):
-    return create_app(batch, batch.dir.parents[1], TOKEN, who).test_client()
+    return create_app(batch, batch.dir.parents[1], {who: TOKEN}).test_client()
 
 
 def answer(client, image: str, label: str):
@@ -89,15 +89,15 @@ def test_undo_names_its_image_and_refuses_one_without_an_answer(batch: Batch) ->
 
 def test_a_second_page_on_the_same_batch_is_refused(batch: Batch) -> None:
     run_dir = batch.dir.parents[1]
-    first = LabelServer(batch, run_dir, "ann")
+    first = LabelServer(batch, run_dir, ["ann"])
     try:
         with pytest.raises(LabelError, match="already open .*pid"):
-            LabelServer(batch, run_dir, "bob")
+            LabelServer(batch, run_dir, ["bob"])
     finally:
         first._lock.release()
         first._server.server_close()
         first._socket.close()
-    LabelServer(batch, run_dir, "bob")._lock.release()  # free again once the first stopped
+    LabelServer(batch, run_dir, ["bob"])._lock.release()  # free again once the first stopped
 
 
 def test_a_second_label_command_exits_2_with_one_error_line(batch: Batch,

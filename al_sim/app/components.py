@@ -12,12 +12,14 @@ from omegaconf import DictConfig
 from al_sim.config.annotators import PANEL, PanelOracleConf
 from al_sim.config.data import is_folder_dataset
 from al_sim.config.derive import locate
+from al_sim.config.human import HumanOracleConf
 from al_sim.config.store import instantiate, to_object
 from al_sim.core.loop import Seeds
 from al_sim.core.oracle import Oracle
 from al_sim.core.panel import PanelOracle
 from al_sim.data.base import ALDataset
 from al_sim.label.human_oracle import HumanOracle
+from al_sim.label.panel import Panel
 from al_sim.models import ALModel
 from al_sim.runtime.errors import ConfigError, DataError
 from al_sim.strategies.base import MULTILABEL_STRATEGIES, Strategy
@@ -51,7 +53,8 @@ def build_oracle(cfg: DictConfig, dataset: ALDataset, run_dir: Path
         window = cfg.dataset.get("window") if is_folder_dataset(cfg.dataset) else None
         return HumanOracle(run_dir, dataset, cfg.oracle.image_size,
                            None if root is None else Path(str(root)).expanduser().resolve(),
-                           None if window is None else [float(v) for v in window])
+                           None if window is None else [float(v) for v in window],
+                           human_panel(to_object(cfg.oracle, HumanOracleConf), dataset))
     if cfg.oracle.name == PANEL and dataset.multilabel:
         raise ConfigError(
             f"oracle=panel aggregates one class per image and {dataset.name} is "
@@ -69,6 +72,18 @@ def build_oracle(cfg: DictConfig, dataset: ALDataset, run_dir: Path
                                      dataset.n_classes, seed)
     return Oracle(dataset.pool_y, dataset.n_classes, cfg.oracle.noise_rate, seed=seed,
                   task=dataset.task)
+
+
+def human_panel(conf: HumanOracleConf, dataset: ALDataset) -> Panel | None:
+    """The named annotators of ``oracle=human`` (None: one expert); single-label only."""
+    if not conf.panel:
+        return None
+    if dataset.multilabel:
+        raise ConfigError(f"oracle.annotators aggregates one class per image and {dataset.name} "
+                          f"is {dataset.task.kind}; label it with one expert "
+                          "(oracle.annotators=[])")
+    return Panel(conf.readers, conf.annotators_per_image, conf.aggregation, conf.adjudicator,
+                 conf.flag_below, conf.idle_cap_s)
 
 
 def check_strategy_task(strategy: Strategy, dataset: ALDataset) -> None:

@@ -57,17 +57,10 @@ class PanelOracleConf:
     flag_below: float | None = None  # also flag images whose agreement is below this share
 
     def __post_init__(self) -> None:
-        if self.flag_below is not None:
-            positive("oracle", flag_below=self.flag_below)
-            if self.flag_below > 1:
-                raise ConfigError(f"oracle.flag_below is a share of answers in (0, 1], got "
-                                  f"{self.flag_below}; e.g. oracle.flag_below=0.75")
+        check_aggregation(self.aggregation, self.flag_below)
         if self.name != PANEL:
             raise ConfigError(f"oracle.name must be {PANEL} with the panel schema, got "
                               f"{self.name!r} (choose the group: oracle=simulated|human|panel)")
-        if self.aggregation not in AGGREGATIONS:
-            raise ConfigError(f"oracle.aggregation must be one of {', '.join(AGGREGATIONS)}, "
-                              f"got {self.aggregation!r}")
         if not self.annotators:
             raise ConfigError("oracle.annotators is empty; list at least one annotator "
                               "(name, noise_rate, seconds_per_image), see conf/oracle/panel.yaml")
@@ -95,6 +88,18 @@ class PanelOracleConf:
     def adjudicator_conf(self) -> AnnotatorConf | None:
         """The adjudicator's own error and cost model, if there is one."""
         return next((a for a in self.annotators if a.name == self.adjudicator), None)
+
+
+def check_aggregation(aggregation: str, flag_below: float | None) -> None:
+    """ConfigError for an unknown ``oracle.aggregation`` or a ``flag_below`` outside (0, 1]."""
+    if flag_below is not None:
+        positive("oracle", flag_below=flag_below)
+        if flag_below > 1:
+            raise ConfigError(f"oracle.flag_below is a share of answers in (0, 1], got "
+                              f"{flag_below}; e.g. oracle.flag_below=0.75")
+    if aggregation not in AGGREGATIONS:
+        raise ConfigError(f"oracle.aggregation must be one of {', '.join(AGGREGATIONS)}, "
+                          f"got {aggregation!r}")
 
 
 def check_annotator(annotator: AnnotatorConf, where: str) -> None:

@@ -17,6 +17,7 @@ from al_sim.config.data import (
     SyntheticDatasetConf,
 )
 from al_sim.config.derive import typed_node
+from al_sim.config.human import HumanOracleConf
 from al_sim.config.schema import (
     BudgetConf,
     CompareConf,
@@ -61,6 +62,7 @@ def register_configs() -> None:
     cs.store(group=f"{SCHEMAS}/tracking", name="tracking", node=TrackingConf)
     cs.store(group=f"{SCHEMAS}/oracle", name="oracle", node=OracleConf)
     cs.store(group=f"{SCHEMAS}/oracle", name="panel", node=PanelOracleConf)
+    cs.store(group=f"{SCHEMAS}/oracle", name="human", node=HumanOracleConf)
     cs.store(name="_compare_schema", node=CompareConf)
 
 

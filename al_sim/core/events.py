@@ -48,9 +48,10 @@ class LabelsPending(Exception):  # noqa: N818 - an event, not an error
     """
 
     def __init__(self, message: str, round_: int, batch_dir: Path, missing: int,
-                 partial: bool = False) -> None:
+                 partial: bool = False, why: str = "still have no label") -> None:
         super().__init__(message)
         self.round, self.batch_dir, self.missing, self.partial = round_, batch_dir, missing, partial
+        self.why = why  # what the missing images lack, in words
 
 
 @dataclass(kw_only=True)

@@ -26,7 +26,7 @@ from al_sim.core.events import (
     RoundResult,
     RunCallback,
 )
-from al_sim.core.oracle import Annotator, CostedOracle
+from al_sim.core.oracle import Annotator, CostedOracle, RecordingOracle
 from al_sim.core.pool import LabelPool
 from al_sim.core.training import Trainer
 from al_sim.data.base import ALDataset, Images
@@ -219,6 +219,7 @@ def run_active_learning(
     pool_x, test_x = trainer.place(dataset.pool_x), trainer.place(dataset.test_x)
     rows = _pool_rows(dataset, pool_x)
     costed = oracle if isinstance(oracle, CostedOracle) else None
+    recording = oracle if isinstance(oracle, RecordingOracle) else None
     hooks.fire("on_run_start", dataset, len(sizes))
     findings = dataset.n_classes if task.multilabel else None
     pool, result, model, first = LabelPool(dataset.n_pool, findings), ALResult(), None, 0
@@ -269,8 +270,8 @@ def run_active_learning(
             )
         record = QueryRecord(round=round_, indices=selection.indices, scores=selection.scores,
                              oracle_labels=answers, true_labels=oracle.truth(selection.indices))
-        if costed is not None:
-            record.annotations, record.flagged = costed.round_answers()
+        if recording is not None:
+            record.annotations, record.flagged = recording.round_answers()
         result.queries.append(record)
         hooks.fire("on_query", record, dataset)
 
@@ -292,9 +293,9 @@ def run_active_learning(
         round_result = RoundResult(round=round_, n_labeled=pool.n_labeled, metrics=metrics,
                                    train_s=train_s, query_s=query_s, fit=fit, eval_s=eval_s,
                                    signals=signals)
-        if costed is not None:
-            round_result.costs, round_result.agreement = (costed.round_costs(),
-                                                          costed.round_agreement())
+        if recording is not None:
+            round_result.costs, round_result.agreement = (recording.round_costs(),
+                                                          recording.round_agreement())
         result.rounds.append(round_result)
         result.n_annotated = oracle.n_annotated
         hooks.fire("on_round_end", round_result)

@@ -79,11 +79,30 @@ class Oracle:
 
 
 @runtime_checkable
-class CostedOracle(Protocol):
-    """An oracle with a cost model (``oracle=panel``, ``al_sim.core.panel``).
+class RecordingOracle(Protocol):
+    """An oracle that records expert time, agreement and every annotator's answer per query
+    (``oracle=panel``; ``oracle=human`` with named annotators); the loop logs them each round."""
 
-    The loop logs its costs and agreement each round, stops before ``budget.cost_limit``
-    would be exceeded, and lets cost-aware strategies divide by an image's expected time.
+    def round_costs(self) -> dict[str, float]:
+        """``cost/<what>`` after the last query."""
+        ...
+
+    def round_agreement(self) -> dict[str, float]:
+        """``agreement/<what>`` of the last query's answers."""
+        ...
+
+    def round_answers(self) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+        """The last query's answers per annotator (-1: not asked) and its flagged mask."""
+        ...
+
+
+@runtime_checkable
+class CostedOracle(RecordingOracle, Protocol):
+    """An oracle with a cost model known before the answers (``oracle=panel``).
+
+    Besides what a :class:`RecordingOracle` records, the loop stops before
+    ``budget.cost_limit`` would be exceeded and lets cost-aware strategies divide by an
+    image's expected time.
     """
 
     @property
@@ -97,16 +116,4 @@ class CostedOracle(Protocol):
 
     def expected_seconds(self, probs: np.ndarray) -> np.ndarray:
         """The expected seconds per image under class probabilities ``probs`` (N x C)."""
-        ...
-
-    def round_costs(self) -> dict[str, float]:
-        """``cost/<what>`` after the last query."""
-        ...
-
-    def round_agreement(self) -> dict[str, float]:
-        """``agreement/<what>`` of the last query's answers."""
-        ...
-
-    def round_answers(self) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        """The last query's answers per annotator (-1: not asked) and its flagged mask."""
         ...

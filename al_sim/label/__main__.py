@@ -68,9 +68,25 @@ def main(argv: list[str] | None = None) -> int:
     if args.max_request_kb < 1:
         raise LabelError(f"--max-request-kb {args.max_request_kb}: give a size of at least 1 "
                          f"(default {MAX_REQUEST_KB})")
-    server = LabelServer(batch, run_dir, annotator, args.host, args.port, args.suggest,
+    if batch.panel is not None and args.annotator is not None:
+        raise LabelError(f"round {batch.round} is labelled by the named annotators "
+                         f"{', '.join(batch.panel.roster)} (oracle.annotators), each on their "
+                         "own page: drop --annotator")
+    names = [annotator] if batch.panel is None else batch.panel.roster
+    server = LabelServer(batch, run_dir, names, args.host, args.port, args.suggest,
                          args.max_request_kb)
-    print(f"label round {batch.round} ({len(batch.items)} images) at {server.url}", flush=True)
+    panel = batch.panel
+    if panel is None:
+        print(f"label round {batch.round} ({len(batch.items)} images) at {server.url}",
+              flush=True)
+    for name in [] if panel is None else panel.readers:
+        mine = batch.images if panel is None else panel.images_of(name, batch.images)
+        print(f"label round {batch.round} as {name} ({len(mine)} images) at "
+              f"{server.url_of(name)}", flush=True)
+    if panel is not None and panel.adjudicator is not None:
+        print(f"adjudicate round {batch.round} as {panel.adjudicator} (the flagged "
+              f"images, once the readers are done) at "
+              f"{server.url_of(panel.adjudicator)}", flush=True)
     print("press done on the page when finished (Ctrl-C stops; answers are saved as you go)",
           flush=True)
     server.serve_until_done()

@@ -109,3 +109,35 @@ class AnswerBook:
                                  f"no label: {listing(missing)}")
             atomic_write(self.batch.dir / DONE_FILE,
                          json.dumps({"annotator": annotator, "at": now()}))
+
+
+class SingleDesk:
+    """The one expert's view of a batch (no named annotators), as the page uses it."""
+
+    def __init__(self, book: AnswerBook, annotator: str) -> None:
+        self.book, self.annotator = book, annotator
+
+    def view(self) -> dict:
+        """The page's ``/api/batch``: every image with its answer."""
+        answers = self.book.answers()
+        images = [{"image": image, "label": answers[image].label if image in answers else None}
+                  for image in self.book.batch.images]
+        return {"images": images, "answered": [i for i in answers if i in self.book._images],
+                **self.book.progress(answers)}
+
+    def progress(self) -> dict[str, int]:
+        """How many images are labelled, of how many."""
+        return self.book.progress()
+
+    def set(self, image: str, label: str) -> None:
+        """Record the answer to ``image``."""
+        self.book.set(image, label, self.annotator)
+
+    def undo(self, image: str | None = None) -> str | None:
+        """Remove the answer to ``image`` (default: the latest)."""
+        return self.book.undo(image)
+
+    def done(self) -> bool:
+        """Mark the batch finished (it then is)."""
+        self.book.done(self.annotator)
+        return True

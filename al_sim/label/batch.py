@@ -8,7 +8,10 @@ batch.csv                  image,pool_index,id,round,predicted,confidence (pick 
                            a spreadsheet may re-save it, the run reads batch.json)
 images/<image>.png         each image at a viewable size
 answers.csv                image,label,annotator,labelled_at,other_answers (merged and rewritten
-                           atomically per change, under .answers.lock)
+                           atomically per change, under .answers.lock); with named annotators
+                           (batch.json's panel) one row per image and annotator
+adjudication.csv           named annotators: the images flagged for adjudication
+aggregate.csv              named annotators: the label the run took per image, and who decided
 done.json                  written by the page's "done" (who, when)
 used.json                  written when the run takes the answers (later changes are refused)
 labelstudio_tasks.json     the batch as a Label Studio import file
@@ -26,6 +29,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from al_sim.label.panel import Panel
 from al_sim.maths.task import LABEL_SEPARATOR, NO_FINDING
 from al_sim.runtime.errors import DataError, LabelError
 from al_sim.runtime.files import atomic_write
@@ -49,6 +53,11 @@ def batch_dir(run_dir: Path, round_: int) -> Path:
 def now() -> str:
     """The current UTC time, ISO 8601 to the second."""
     return datetime.now(UTC).replace(microsecond=0).isoformat()
+
+
+def now_ms() -> str:
+    """The current UTC time, ISO 8601 to the millisecond (answer times that count seconds)."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 @dataclass(frozen=True)
@@ -81,6 +90,7 @@ class Batch:
     classes: list[str]
     items: list[Item]
     multilabel: bool = False  # classes are findings; an answer is a set of them (or none)
+    panel: Panel | None = None  # named annotators, several per image (None: one expert)
 
     def normalise(self, label: str) -> str:
         """``label`` as stored: a class; for multi-label the findings joined by ``|`` in class
@@ -134,14 +144,20 @@ class Batch:
                     items = [Item(r["image"], int(r["pool_index"]), r["id"], r["predicted"],
                                   float(r["confidence"]) if r["confidence"] else None)
                              for r in csv.DictReader(f)]
+            panel = None if meta.get("panel") is None else Panel.from_dict(meta["panel"])
             return cls(folder, int(meta["round"]), [str(c) for c in meta["classes"]], items,
-                       bool(meta.get("multilabel", False)))
+                       bool(meta.get("multilabel", False)), panel)
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise DataError(f"{folder} does not hold a readable query batch ({exc}); it is "
                             "written by python -m al_sim.run with oracle=human") from exc
 
     def read_answers(self) -> dict[str, Answer]:
         """The answers so far, by image, in the order they were given; DataError if unreadable."""
+        return dict(self.read_rows())
+
+    def read_rows(self) -> list[tuple[str, Answer]]:
+        """Every row of ``answers.csv`` as ``(image, answer)``, in file order (with named
+        annotators one per image and annotator); DataError if unreadable."""
         path = self.answers_path
         try:
             with path.open(newline="", encoding=CSV_ENCODING) as f:
@@ -151,23 +167,27 @@ class Batch:
                     raise DataError(f"{path} lacks the column(s) {', '.join(missing)} (header: "
                                     f"{','.join(reader.fieldnames or [])!r}); its header is "
                                     f"{','.join(ANSWERS_HEADER)}")
-                return {r["image"].strip(): Answer(r["label"].strip(), r.get("annotator") or "",
-                                                   r.get("labelled_at") or "",
-                                                   r.get("other_answers") or "")
+                return [(r["image"].strip(), Answer(r["label"].strip(), r.get("annotator") or "",
+                                                    r.get("labelled_at") or "",
+                                                    r.get("other_answers") or ""))
                         for r in reader  # a row whose label was cleared: no answer
-                        if (r.get("image") or "").strip() and (r.get("label") or "").strip()}
+                        if (r.get("image") or "").strip() and (r.get("label") or "").strip()]
         except FileNotFoundError:
-            return {}
+            return []
         except (OSError, UnicodeDecodeError, csv.Error) as exc:
             raise DataError(f"cannot read {path} ({exc}): save it as UTF-8 CSV with the header "
                             f"{','.join(ANSWERS_HEADER)}") from exc
 
     def write_answers(self, answers: dict[str, Answer]) -> None:
         """Replace ``answers.csv`` atomically with ``answers`` (in their order)."""
+        self.write_rows(list(answers.items()))
+
+    def write_rows(self, rows: list[tuple[str, Answer]]) -> None:
+        """Replace ``answers.csv`` atomically with ``(image, answer)`` rows (in their order)."""
         out = io.StringIO()
         writer = csv.writer(out)
         writer.writerow(ANSWERS_HEADER)
-        for image, a in answers.items():
+        for image, a in rows:
             writer.writerow((image, a.label, a.annotator, a.labelled_at, a.others))
         atomic_write(self.answers_path, out.getvalue())
 
@@ -178,7 +198,7 @@ class Batch:
 
 
 def write_batch(folder: Path, round_: int, classes: list[str], items: list[Item],
-                pngs: list[bytes], multilabel: bool = False) -> Batch:
+                pngs: list[bytes], multilabel: bool = False, panel: Panel | None = None) -> Batch:
     """Write a batch's files (``pngs``: each item's image as PNG bytes) into ``folder``."""
     images = folder / IMAGES_DIR
     images.mkdir(parents=True, exist_ok=True)
@@ -191,11 +211,13 @@ def write_batch(folder: Path, round_: int, classes: list[str], items: list[Item]
         writer.writerow((i.image, i.pool_index, i.id, round_, i.predicted,
                          "" if i.confidence is None else f"{i.confidence:.4f}"))
     atomic_write(folder / BATCH_FILE, out.getvalue())
-    batch = Batch(folder, round_, list(classes), items, multilabel)
+    batch = Batch(folder, round_, list(classes), items, multilabel, panel)
     atomic_write(folder / LS_TASKS_FILE, json.dumps(labelstudio_tasks(batch), indent=1))
     atomic_write(folder / LS_CONFIG_FILE, labelstudio_config(classes, multilabel))
     meta = {"round": round_, "classes": list(classes), "n_images": len(items),
             "multilabel": multilabel, "items": [asdict(i) for i in items]}
+    if panel is not None:
+        meta["panel"] = panel.to_dict()
     atomic_write(folder / META_FILE, json.dumps(meta, indent=1))  # last: marks it complete
     return batch
 

@@ -5,6 +5,9 @@ label; until then it writes the batch (first time) and raises
 ``LabelsPending``, which pauses the run (see ``al_sim.core.events``). A batch
 that no longer fits the run's selection is replaced; one holding any answer is
 moved aside (``labels/set_aside/``), never deleted, and the pause says where.
+With named annotators (``panel``) each image goes to several of them; the round's
+label is their aggregate, and the answers, flags, agreement and expert seconds are
+recorded for the loop to log.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import io
 import json
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -31,11 +35,20 @@ from al_sim.label.batch import (
     write_batch,
 )
 from al_sim.label.locks import writing
-from al_sim.label.rounds import round_folders, set_aside
+from al_sim.label.panel import Panel, assign
+from al_sim.label.panel_outcome import (
+    Outcome,
+    earlier_answers,
+    outcome,
+    write_aggregate,
+    write_list,
+)
+from al_sim.label.rounds import all_batches, round_folders, set_aside
 from al_sim.runtime.errors import DataError, LabelError
 from al_sim.runtime.files import atomic_write
 from al_sim.runtime.log_file import to_log_file
 from al_sim.strategies.base import ModelView
+from al_sim.tracking.contract import AGREEMENT_PREFIX, EXPERT_SECONDS, FLAGGED
 
 MAX_SOURCE_SIDE = 2048  # original images larger than this are shrunk for the page
 
@@ -82,13 +95,18 @@ class HumanOracle:
 
     ``dataset.initial_labeled`` images keep their given labels (no question);
     ``dataset.pool_y`` is the truth where known (-1: unknown), for logging only.
-    With ``source_root`` (image folders), the page shows the original files.
+    With ``source_root`` (image folders), the page shows the original files. ``panel``
+    (its ``assigned`` left empty): named annotators, several per image.
     """
 
     def __init__(self, run_dir: Path, dataset: ALDataset, view_size: int = 256,
-                 source_root: Path | None = None, window: Sequence[float] | None = None) -> None:
+                 source_root: Path | None = None, window: Sequence[float] | None = None,
+                 panel: Panel | None = None) -> None:
         self.run_dir, self.dataset, self.view_size = Path(run_dir), dataset, view_size
-        self.source_root, self.window = source_root, window
+        self.source_root, self.window, self.panel = source_root, window, panel
+        self.seconds = dict.fromkeys(panel.roster if panel else [], 0.0)  # cumulative
+        self._last: tuple[dict[str, np.ndarray], np.ndarray | None, dict[str, float]] = (
+            {}, None, {})
         given = dataset.initial_labeled if dataset.initial_labeled is not None else np.array([])
         self._given = {int(i): dataset.pool_y[i] for i in given}  # a class, or finding bits
         self.n_annotated = 0
@@ -103,6 +121,7 @@ class HumanOracle:
         indices = np.asarray(indices, dtype=np.int64)
         if all(int(i) in self._given for i in indices):
             self.n_annotated += len(indices)
+            self._last = ({}, None, {})
             return np.array([self._given[int(i)] for i in indices], dtype=np.int64).reshape(
                 len(indices), *self.dataset.pool_y.shape[1:])
         folder = batch_dir(self.run_dir, round_)
@@ -112,6 +131,8 @@ class HumanOracle:
             batch = self._write(folder, indices, round_, model)
             raise LabelsPending("\n".join([self._message(batch, len(indices), False), *kept]),
                                 round_, folder, len(indices), False)
+        if batch.panel is not None:
+            return self._take_panel(batch)
         labels = self._take(batch)
         self.n_annotated += len(indices)
         if self.dataset.multilabel:
@@ -138,6 +159,69 @@ class HumanOracle:
             raise LabelsPending(self._message(batch, len(missing), True), batch.round, batch.dir,
                                 len(missing), True)
         return labels
+
+    def _take_panel(self, batch: Batch) -> np.ndarray:
+        """The aggregated labels of a batch the named annotators completed (then marked used
+        and ``aggregate.csv`` written); LabelsPending while answers or rulings are missing."""
+        earlier = earlier_answers(all_batches(self.run_dir), batch)
+        with writing(batch.dir):
+            rows = batch.read_rows()
+            try:
+                result = outcome(batch, rows, earlier)
+            except LabelError as exc:
+                raise DataError(f"{batch.answers_path}: {exc}") from None
+            write_list(batch, rows, result)
+            if result.complete:
+                write_aggregate(batch, rows, result)
+                if not (batch.dir / USED_FILE).exists():
+                    atomic_write(batch.dir / USED_FILE, json.dumps({"at": now()}))
+        if not result.readers_done:
+            raise LabelsPending(self._message(batch, result.missing, True, "answer(s)"),
+                                batch.round, batch.dir, result.missing_images, True,
+                                "still wait for an answer from one of their annotators")
+        if not result.complete:
+            raise LabelsPending(self._message(batch, result.waiting_rulings, True, "flagged"),
+                                batch.round, batch.dir, result.waiting_rulings, True,
+                                "are flagged and wait for the adjudicator "
+                                f"({batch.panel.adjudicator if batch.panel else ''}; "
+                                "adjudication.csv lists them)")
+        self._record(batch, result)
+        self.n_annotated += len(batch.items)
+        return result.labels.copy()
+
+    def _record(self, batch: Batch, result: Outcome) -> None:
+        """Keep the round's answers per annotator, flags, agreement and seconds."""
+        panel = result.panel
+        answers = {name: result.matrix[:, j] for j, name in enumerate(panel.readers)}
+        if panel.adjudicator is not None:
+            judged = np.full(len(batch.items), -1, dtype=np.int64)
+            for k, image in enumerate(batch.images):
+                judged[k] = result.rulings.get(image, -1)
+            answers[panel.adjudicator] = judged
+        for name, seconds in result.seconds.items():
+            self.seconds[name] = self.seconds.get(name, 0.0) + seconds
+        self._last = (answers, result.flagged.copy(), dict(result.agreement))
+
+    def round_costs(self) -> dict[str, float]:
+        """Named annotators: ``cost/expert_seconds`` (cumulative) and per annotator."""
+        if self.panel is None:
+            return {}
+        out = {EXPERT_SECONDS: float(sum(self.seconds.values()))}
+        out.update({f"{EXPERT_SECONDS}/{name}": s for name, s in self.seconds.items()})
+        return out
+
+    def round_agreement(self) -> dict[str, float]:
+        """Named annotators: ``agreement/<statistic>`` of the last round and how many flagged."""
+        if self.panel is None:
+            return {}
+        _, flagged, stats = self._last
+        out = {f"{AGREEMENT_PREFIX}{k}": v for k, v in stats.items()}
+        out[FLAGGED] = 0.0 if flagged is None else float(flagged.sum())
+        return out
+
+    def round_answers(self) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+        """The last round's answers per annotator (-1: not asked) and its flags."""
+        return dict(self._last[0]), self._last[1]
 
     def _existing(self, folder: Path, indices: np.ndarray) -> Batch | None:
         """The batch already written for exactly ``indices``, if any."""
@@ -183,22 +267,33 @@ class HumanOracle:
                 pngs.append(source_png(source, self.view_size, self.window))
             else:
                 pngs.append(view_png(self.dataset.pool_x[idx].numpy(), self.view_size))
+        panel = None if self.panel is None else replace(
+            self.panel, assigned=assign([i.image for i in items], self.panel.readers,
+                                        self.panel.per_image, round_))
         return write_batch(folder, round_, self.dataset.class_names, items, pngs,
-                           self.dataset.multilabel)
+                           self.dataset.multilabel, panel)
 
-    def _message(self, batch: Batch, missing: int, partial: bool) -> str:
+    def _message(self, batch: Batch, missing: int, partial: bool, unit: str = "images") -> str:
         n = len(batch.items)
         what = (f"round {batch.round}: {missing} of {n} images still have no label"
                 if partial else f"round {batch.round}: {n} images wait for an expert's labels")
+        if batch.panel is not None:
+            what = (f"round {batch.round}: {missing} {unit} of {n} images still missing"
+                    if partial else f"round {batch.round}: {n} images wait for "
+                    f"{batch.panel.per_image} of {', '.join(batch.panel.readers)} each")
         return (f"{what} in {batch.dir}\n"
                 f"  label them in the browser: python -m al_sim.label {self.run_dir}\n"
                 f"  or import a Label Studio / file,label CSV export: python -m al_sim.label "
                 f"{self.run_dir} --import <file>")
 
     def state(self) -> dict:
-        """The annotation count (for checkpoints)."""
-        return {"n_annotated": self.n_annotated}
+        """The annotation count, and the expert seconds so far (for checkpoints)."""
+        out: dict = {"n_annotated": self.n_annotated}
+        if self.panel is not None:
+            out["seconds"] = dict(self.seconds)
+        return out
 
     def restore(self, state: dict) -> None:
         """Continue from a :meth:`state`."""
         self.n_annotated = int(state["n_annotated"])
+        self.seconds.update({k: float(v) for k, v in state.get("seconds", {}).items()})

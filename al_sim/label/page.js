@@ -3,6 +3,8 @@
 // toggle (0: No Finding), Space saves the set of the image shown.
 // A key acts on the image on screen when it is pressed: the page updates at once and the
 // requests follow one at a time, in key order, each naming its image.
+// Named annotators: each token sees only its own images and answers; the adjudicator sees the
+// flagged images with the readers' answers, once the readers are done (the page polls till then).
 "use strict";
 const token = new URLSearchParams(location.search).get("token") || "";
 const SEPARATOR = "|";
@@ -48,7 +50,9 @@ function labelledCount() { return batch.images.filter((i) => i.label !== null).l
 async function reload() {
   const fresh = await send("api/batch");
   batch.images = fresh.images;
+  batch.waiting = fresh.waiting;
   answered = fresh.answered;
+  at = Math.min(at, Math.max(batch.images.length - 1, 0));
   render();
 }
 
@@ -63,15 +67,28 @@ function failed(err) {
   reload().then(() => { unsaved = false; saving(0); }, () => {});
 }
 
+const POLL_MS = 2000;  // the adjudicator's page asks again while the readers are not done
+
+function empty() {  // nothing to label (yet): the adjudicator waits, or nothing was flagged
+  $("where").textContent = batch.waiting || "nothing to answer here: press done (Enter)";
+  $("image").style.visibility = "hidden";
+  for (const id of ["prev", "next", "undo"]) $(id).disabled = true;
+  $("done").disabled = Boolean(batch.waiting);
+  if (batch.waiting) setTimeout(() => reload().catch((err) => say(err.message)), POLL_MS);
+}
+
 function render() {
   const item = batch.images[at];
   const done = labelledCount();
+  const role = batch.role === "adjudicator" ? " (adjudicator)" : "";
   $("progress").textContent = `${done} / ${batch.images.length} labelled`;
-  $("title").textContent = `round ${batch.round} · ${batch.annotator}`;
+  $("title").textContent = `round ${batch.round} · ${batch.annotator}${role}`;
+  if (item === undefined) { empty(); return; }
+  $("image").style.visibility = "visible";
   $("where").textContent = `image ${at + 1} of ${batch.images.length}`;
   $("image").src = `image/${encodeURIComponent(item.image)}?token=${encodeURIComponent(token)}`;
   $("image").className = item.label === null ? "" : "labelled";
-  $("suggestion").textContent = item.suggestion
+  $("suggestion").textContent = item.answers ? `readers: ${item.answers}` : item.suggestion
     ? `model suggests: ${item.suggestion.label} (${(item.suggestion.confidence * 100).toFixed(0)}%)`
     : "";
   for (const button of document.querySelectorAll("#classes button")) {
@@ -91,11 +108,13 @@ function render() {
 }
 
 function move(step) {
+  if (batch.images.length === 0) return;
   at = Math.min(Math.max(at + step, 0), batch.images.length - 1);
   render();
 }
 
 function choose(label) {
+  if (batch.images.length === 0) return;
   const item = batch.images[at];  // the image on screen now, whatever is still in flight
   item.label = label;
   answered = answered.filter((image) => image !== item.image).concat([item.image]);
@@ -112,6 +131,7 @@ function selection(item) {  // multi-label: the ticks on screen (unsaved ones, e
 }
 
 function toggle(name) {
+  if (batch.images.length === 0) return;
   const item = batch.images[at];
   const set = new Set(selection(item));
   if (set.has(name)) set.delete(name);
@@ -125,6 +145,7 @@ function toggle(name) {
 }
 
 function save() {  // multi-label: the ticked set, through choose (queued, naming its image)
+  if (batch.images.length === 0) return;
   const item = batch.images[at];
   const set = selection(item);
   if (set.size === 0) { say(`tick the findings, or ${batch.no_finding}`); return; }
@@ -147,9 +168,11 @@ function undo() {
 
 async function finish() {
   try {
-    await send("api/done", {});
+    const reply = await send("api/done", {});
     document.body.innerHTML = "<main><h1>Done: thank you.</h1><p>The labels are saved. " +
-      "Continue the run with the same <code>python -m al_sim.run</code> command.</p></main>";
+      (reply.complete === false ? "The other annotators are still at work."
+        : "Continue the run with the same <code>python -m al_sim.run</code> command.") +
+      "</p></main>";
   } catch (err) { say(err.message); }
 }
 

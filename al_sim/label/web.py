@@ -1,6 +1,8 @@
-"""The labelling page's web server (Flask): one batch, one token, 127.0.0.1 unless told otherwise.
+"""The labelling page's web server (Flask): one batch, 127.0.0.1 unless told otherwise.
 
-Every request needs the token (``?token=`` or the ``X-Token`` header). Only
+Every request needs a token (``?token=`` or the ``X-Token`` header): one for the
+expert, or with named annotators one per annotator, which says who answers (each sees
+and changes only their own answers; see ``label/panel_book.py``). Only
 the batch's own images are served, by their listed names; symlinks and paths
 leaving the run directory are refused. The JSON API is what the page uses:
 
@@ -21,12 +23,13 @@ from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 
-from flask import Flask, Response, abort, jsonify, request, send_file
+from flask import Flask, Response, abort, g, jsonify, request, send_file
 from werkzeug.serving import make_server
 
-from al_sim.label.answers import AnswerBook, AnswerConflictError
+from al_sim.label.answers import AnswerBook, AnswerConflictError, SingleDesk
 from al_sim.label.batch import IMAGES_DIR, Batch
 from al_sim.label.locks import ServerLock
+from al_sim.label.panel_book import Desk, PanelBook
 from al_sim.maths.task import NO_FINDING
 from al_sim.runtime.errors import ALSimError, LabelError
 
@@ -45,21 +48,36 @@ def _asset(name: str) -> str:
     return resources.files("al_sim.label").joinpath(name).read_text(encoding="utf-8")
 
 
-def create_app(batch: Batch, run_dir: Path, token: str, annotator: str,
-               suggest: bool = False, on_done: Callable[[], None] | None = None,
+def desks(batch: Batch, run_dir: Path, annotators: list[str]) -> dict[str, SingleDesk | Desk]:
+    """Each annotator's view of ``batch``: the one expert's, or each named annotator's."""
+    if batch.panel is None:
+        return {annotators[0]: SingleDesk(AnswerBook(batch), annotators[0])}
+    book = PanelBook(batch, run_dir)
+    return {name: Desk(book, name) for name in annotators}
+
+
+def create_app(batch: Batch, run_dir: Path, tokens: dict[str, str], suggest: bool = False,
+               on_done: Callable[[], None] | None = None,
                max_request_kb: int = MAX_REQUEST_KB) -> Flask:
-    """The page and its API for ``batch``; ``on_done()`` is called after a successful done."""
+    """The page and its API for ``batch``; ``tokens``: annotator -> their token;
+    ``on_done()`` is called once a done completes the batch."""
     app = Flask("al_sim.label")
     app.config["MAX_CONTENT_LENGTH"] = max_request_kb * 1024
-    book = AnswerBook(batch)
+    by_name = desks(batch, run_dir, list(tokens))
     root = Path(run_dir).resolve()
     by_item = {item.image: item for item in batch.items}
 
     @app.before_request
     def _require_token() -> None:
-        given = request.args.get("token") or request.headers.get("X-Token") or ""
-        if not secrets.compare_digest(given.encode(), token.encode()):
+        given = (request.args.get("token") or request.headers.get("X-Token") or "").encode()
+        who = [name for name, token in tokens.items()
+               if secrets.compare_digest(given, token.encode())]
+        if not who:
             abort(403)
+        g.annotator, g.token = who[0], tokens[who[0]]
+
+    def desk() -> SingleDesk | Desk:
+        return by_name[g.annotator]
 
     @app.after_request
     def _secure(response: Response) -> Response:
@@ -69,7 +87,7 @@ def create_app(batch: Batch, run_dir: Path, token: str, annotator: str,
     @app.errorhandler(ALSimError)
     def _refused(exc: ALSimError) -> tuple[Response, int]:
         try:
-            progress = book.progress()
+            progress = desk().progress()
         except ALSimError:  # answers.csv itself is what is wrong: the message says so
             progress = {}
         return jsonify(error=str(exc), **progress), 409 if isinstance(exc, AnswerConflictError) \
@@ -77,7 +95,7 @@ def create_app(batch: Batch, run_dir: Path, token: str, annotator: str,
 
     @app.get("/")
     def page() -> Response:
-        html = _asset("page.html").replace("__TOKEN__", token)  # token_urlsafe: no escaping
+        html = _asset("page.html").replace("__TOKEN__", g.token)  # token_urlsafe: no escaping
         return Response(html, mimetype="text/html")
 
     @app.get("/page.js")
@@ -86,18 +104,13 @@ def create_app(batch: Batch, run_dir: Path, token: str, annotator: str,
 
     @app.get("/api/batch")
     def describe() -> Response:
-        answers = book.answers()
-        images = []
-        for item in batch.items:
-            entry: dict[str, object] = {"image": item.image, "label": answers[item.image].label
-                     if item.image in answers else None}
+        view = desk().view()
+        for entry in view["images"]:
+            item = by_item[entry["image"]]
             if suggest and item.predicted:
                 entry["suggestion"] = {"label": item.predicted, "confidence": item.confidence}
-            images.append(entry)
         return jsonify(round=batch.round, classes=batch.classes, multilabel=batch.multilabel,
-                       no_finding=NO_FINDING, images=images,
-                       answered=[i for i in answers if i in by_item],  # in answer order
-                       annotator=annotator, **book.progress(answers))
+                       no_finding=NO_FINDING, annotator=g.annotator, **view)
 
     @app.get("/image/<path:name>")
     def image(name: str) -> Response:
@@ -123,21 +136,21 @@ def create_app(batch: Batch, run_dir: Path, token: str, annotator: str,
     def label() -> Response:
         data = _body()
         image = str(data.get("image", ""))
-        book.set(image, str(data.get("label", "")), annotator)
-        return jsonify(ok=True, image=image, **book.progress())
+        desk().set(image, str(data.get("label", "")))
+        return jsonify(ok=True, image=image, **desk().progress())
 
     @app.post("/api/undo")
     def undo() -> Response:
         image = _body().get("image")  # the page names the image; none: the latest answer
-        return jsonify(image=book.undo(None if image is None else str(image)),
-                       **book.progress())
+        return jsonify(image=desk().undo(None if image is None else str(image)),
+                       **desk().progress())
 
     @app.post("/api/done")
     def done() -> Response:
-        book.done(annotator)
-        if on_done is not None:
+        complete = desk().done()
+        if complete and on_done is not None:
             on_done()
-        return jsonify(ok=True, **book.progress())
+        return jsonify(ok=True, complete=complete, **desk().progress())
 
     return app
 
@@ -156,19 +169,21 @@ def listen(host: str, port: int) -> socket.socket:
 
 
 class LabelServer:
-    """The page served on ``host:port`` (port 0: a free one) from a background thread;
-    holds the batch's server lock (one page per batch) until it stops."""
+    """The page served on ``host:port`` (port 0: a free one) from a background thread, with
+    a token per annotator (one: the expert); holds the batch's server lock (one server per
+    batch) until it stops."""
 
-    def __init__(self, batch: Batch, run_dir: Path, annotator: str, host: str = "127.0.0.1",
-                 port: int = 0, suggest: bool = False,
+    def __init__(self, batch: Batch, run_dir: Path, annotators: list[str],
+                 host: str = "127.0.0.1", port: int = 0, suggest: bool = False,
                  max_request_kb: int = MAX_REQUEST_KB) -> None:
         logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no per-request lines (tokens)
-        self.token = secrets.token_urlsafe(24)
+        self.tokens = {name: secrets.token_urlsafe(24) for name in annotators}
+        self.token = self.tokens[annotators[0]]
         self.finished = threading.Event()
         self._lock = ServerLock(batch.dir).acquire()
         try:
             sock = listen(host, port)
-            app = create_app(batch, run_dir, self.token, annotator, suggest, self.finished.set,
+            app = create_app(batch, run_dir, self.tokens, suggest, self.finished.set,
                              max_request_kb)
             self._server = make_server(host, port, app, threaded=True, fd=sock.fileno())
         except BaseException:
@@ -179,9 +194,13 @@ class LabelServer:
 
     @property
     def url(self) -> str:
-        """The page's address, token included."""
+        """The page's address, token included (the first annotator's)."""
+        return self.url_of(next(iter(self.tokens)))
+
+    def url_of(self, annotator: str) -> str:
+        """``annotator``'s page address, their token included."""
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}/?token={self.token}"
+        return f"http://{host}:{self.port}/?token={self.tokens[annotator]}"
 
     def serve_until_done(self) -> None:
         """Serve until the expert presses done (or Ctrl-C)."""
