@@ -12,6 +12,7 @@ import getpass
 import sys
 from pathlib import Path
 
+from al_sim.label.batch import Batch
 from al_sim.label.rounds import current_batch
 from al_sim.label.web import MAX_REQUEST_KB, LabelServer
 from al_sim.runtime.errors import ALSimError, LabelError
@@ -60,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         from al_sim.label.importer import import_labels
 
         n = import_labels(args.import_file, batch, annotator, warn=_warn)
-        left = len(batch.missing())
+        left = len(batch.missing()) if batch.panel is None else _panel_left(batch, run_dir)
         print(f"imported {n} labels into round {batch.round} ({batch.dir}); "
               + (f"{left} image(s) still need a label" if left else
                  "the batch is complete: run the same python -m al_sim.run command again"))
@@ -93,6 +94,14 @@ def main(argv: list[str] | None = None) -> int:
     print("done: every image is labelled; continue with the same python -m al_sim.run command",
           flush=True)
     return 0
+
+
+def _panel_left(batch: Batch, run_dir: Path) -> int:
+    """Images of a panel batch still waiting for a reader's answer or a ruling."""
+    from al_sim.label.panel_book import PanelBook
+
+    _, result = PanelBook(batch, run_dir).state()
+    return result.missing_images + result.waiting_rulings
 
 
 def _warn(text: str) -> None:

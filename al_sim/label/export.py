@@ -3,6 +3,9 @@
 ```
 <out>/initial_labeled_images/<class>/<file>   every labelled image (given and answered)
 <out>/manifest.csv                            file,label,round,annotator,labelled_at,source
+                                              (named annotators: annotator is who decided
+                                              the label, and answer:<name> holds each
+                                              annotator's own answer)
 <out>/unlabeled_pool_images/, test_images/    image-folder runs: the rest, to continue later
 ```
 Images come from the run's image folder when it has one (the originals),
@@ -22,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from al_sim.config.data import INITIAL_DIR, POOL_DIR, TEST_DIR, is_folder_dataset
 from al_sim.label.batch import IMAGES_DIR
 from al_sim.label.export_manifest import export_manifest
+from al_sim.label.panel_export import ANSWER_COLUMN, panel_rows
 from al_sim.label.rounds import all_batches
 from al_sim.runtime.errors import LabelError
 from al_sim.runtime.files import atomic_write
@@ -50,9 +54,9 @@ def _folder_root(run_dir: Path) -> Path | None:
     return Path(str(dataset["root"])).expanduser().resolve()
 
 
-def _labelled(run_dir: Path) -> list[dict[str, str]]:
+def _labelled(run_dir: Path) -> list[dict]:
     """One row per labelled image: id, class, round, annotator, when, and where its image is."""
-    rows: dict[str, dict[str, str]] = {}
+    rows: dict[str, dict] = {}
     path = run_dir / LABELED_SET_FILE
     if path.is_file():
         with path.open(newline="", encoding="utf-8") as f:
@@ -60,6 +64,9 @@ def _labelled(run_dir: Path) -> list[dict[str, str]]:
                 rows[r["id"]] = {"id": r["id"], "label": r["class_name"], "round": r["round"],
                                  "annotator": GIVEN, "labelled_at": "", "png": ""}
     for batch in all_batches(run_dir):  # answers, also of a batch not yet handed to the loop
+        if batch.panel is not None:
+            rows.update(panel_rows(batch, run_dir))
+            continue
         answers = batch.read_answers()
         for item in batch.items:
             if item.image in answers:
@@ -84,7 +91,8 @@ def export_dataset(run_dir: Path, out: Path) -> int:
         return export_manifest(rows, root, _dataset(run_dir), out)
     manifest = io.StringIO()
     writer = csv.writer(manifest)
-    writer.writerow(MANIFEST_HEADER)
+    people = list(dict.fromkeys(name for row in rows for name in row.get("by", {})))
+    writer.writerow([*MANIFEST_HEADER, *(f"{ANSWER_COLUMN}{name}" for name in people)])
     used: set[str] = set()
     exported: set[str] = set()
     for row in rows:
@@ -100,8 +108,10 @@ def export_dataset(run_dir: Path, out: Path) -> int:
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, target)
         exported.add(row["id"])
+        by = row.get("by", {})
         writer.writerow((target.relative_to(out).as_posix(), row["label"], row["round"],
-                         row["annotator"], row["labelled_at"], row["id"]))
+                         row["annotator"], row["labelled_at"], row["id"],
+                         *(by.get(name, "") for name in people)))
     atomic_write(out / MANIFEST_FILE, manifest.getvalue())
     if root is not None:
         _copy_rest(root, out, exported)

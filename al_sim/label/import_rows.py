@@ -35,6 +35,12 @@ class Row:
     pool_index: int | None = None
     round: int | None = None
     others: tuple[tuple[str, str | None], ...] = ()  # earlier annotations that disagree
+    every: tuple[tuple[str, str | None], ...] = ()  # every annotation (label, who), in order
+
+    @property
+    def answers(self) -> tuple[tuple[str, str | None], ...]:
+        """Every (label, who) the row holds: each annotation of a task, else its one label."""
+        return self.every or ((self.label, self.annotator),)
 
 
 class _ShapeError(ValueError):
@@ -146,7 +152,7 @@ def _task_row(task: object, where: str) -> Row | None:
         return None
     label, who = given[-1]
     others = tuple(a for a in given[:-1] if a[0] != label)
-    return Row(where, ref, label, who, index, round_, others)
+    return Row(where, ref, label, who, index, round_, others, tuple(given))
 
 
 def json_rows(data: object, name: str) -> list[Row]:

@@ -133,6 +133,8 @@ def import_labels(path: Path, batch: Batch, annotator: str,
     ``annotator`` stands for rows that name nobody; answers the file changes are
     reported through ``warn``.
     """
+    if batch.panel is not None:
+        return import_panel(path, batch, annotator)
     found = read_labels(path, batch, warn)
     answers = {image: a if a.annotator else Answer(a.label, annotator, a.labelled_at, a.others)
                for image, a in found.items()}
@@ -141,4 +143,34 @@ def import_labels(path: Path, batch: Batch, annotator: str,
         warn(f"{len(replaced)} earlier answer(s) now have the file's label: " + listing(
             [f"{image} {old.label} ({old.annotator}) -> {answers[image].label}"
              for image, old in replaced.items()]))
+    return len(answers)
+
+
+def import_panel(path: Path, batch: Batch, annotator: str | None) -> int:
+    """Merge every annotation of ``path`` (several per task kept, each by its annotator) into
+    a batch labelled by named annotators, all or none; returns how many answers were read.
+
+    ``annotator`` stands for rows that name nobody. An unknown annotator, one answering an
+    image twice, an adjudication of an image that is not flagged: LabelError, nothing written.
+    """
+    from al_sim.label.panel_book import PanelBook
+
+    rows = read_rows(path)
+    names = _Names(batch)
+    answers = []
+    for row in rows:
+        image = names.resolve(row, path.name)
+        if image is None:
+            raise LabelError(f"{path}: {row.where} names {row.ref or row.pool_index}, which is "
+                             f"not in the round {batch.round} batch")
+        for label, who in row.answers:
+            if not (who or annotator):
+                raise LabelError(f"{path}: {row.where} names no annotator; the batch is "
+                                 "labelled by named annotators: add an annotator column, or "
+                                 "pass --annotator NAME")
+            answers.append((image, str(who or annotator), label))
+    try:
+        PanelBook(batch, batch.dir.parents[1]).record(answers, replace=False)
+    except LabelError as exc:
+        raise LabelError(f"{path}: {exc}") from None
     return len(answers)

@@ -52,32 +52,32 @@ class PanelBook:
         write_list(self.batch, rows, result)
         return result
 
-    def record(self, annotator: str, labels: dict[str, str], replace: bool = True,
+    def record(self, answers: list[tuple[str, str, str]], replace: bool = True,
                at: str | None = None) -> None:
-        """Merge ``annotator``'s ``image -> label`` answers. ``replace``: a new answer replaces
-        the annotator's earlier one (the page); otherwise a different second answer to one
-        image is refused (an import)."""
-        stored = {image: self._check(image, label) for image, label in labels.items()}
+        """Merge ``(image, annotator, label)`` answers, all or none. ``replace``: a new answer
+        replaces the annotator's earlier one (the page); otherwise a different second answer
+        by one annotator to one image is refused (an import)."""
+        stored = [(image, who, self._check(image, label)) for image, who, label in answers]
         at = at or now_ms()
         with writing(self.batch.dir):
             self._unused()
             rows, current = self.state()
-            if annotator != self.panel.adjudicator and current.rulings:
+            if current.rulings and any(who != self.panel.adjudicator for _, who, _ in stored):
                 raise AnswerConflictError(
                     f"the adjudicator has started on the round {self.batch.round} batch; the "
                     "readers' answers are closed. Nothing was changed")
-            for image, label in stored.items():
+            for image, who, label in stored:
                 mine = [k for k, (name, a) in enumerate(rows)
-                        if name == image and a.annotator == annotator]
+                        if name == image and a.annotator == who]
                 if mine and not replace and rows[mine[0]][1].label != label:
                     raise LabelError(
-                        f"{annotator} answered {image!r} twice ({rows[mine[0]][1].label} and "
+                        f"{who} answered {image!r} twice ({rows[mine[0]][1].label} and "
                         f"{label}); each annotator answers an image once: undo the first on "
-                        "the page, or keep one answer in the file")
+                        "the page, or keep one answer in the file. Nothing was changed")
                 if mine and not replace:
                     continue  # the same answer again
                 rows = [r for k, r in enumerate(rows) if k not in mine]
-                rows.append((image, Answer(label, annotator, at)))
+                rows.append((image, Answer(label, who, at)))
             self._commit(rows)
 
     def _check(self, image: str, label: str) -> str:
@@ -174,7 +174,7 @@ class Desk:
 
     def set(self, image: str, label: str) -> None:
         """Record their answer to ``image`` (replacing their earlier one)."""
-        self.book.record(self.annotator, {image: label})
+        self.book.record([(image, self.annotator, label)])
 
     def undo(self, image: str | None = None) -> str | None:
         """Remove their answer to ``image`` (default: the latest)."""
