@@ -1,0 +1,135 @@
+"""oracle=human with named annotators, in-process: the page per token, the adjudication list,
+the outcome (aggregate, agreement, seconds), imports and bad input that changes nothing."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from al_sim.label.batch import Item, batch_dir, write_batch
+from al_sim.label.human_oracle import view_png
+from al_sim.label.importer import import_labels
+from al_sim.label.panel import Panel, assign
+from al_sim.label.panel_book import PanelBook
+from al_sim.label.panel_outcome import ADJUDICATION_FILE
+from al_sim.label.web import create_app
+from al_sim.runtime.errors import LabelError
+
+CLASSES = ["benign", "malignant"]
+TOKENS = {"alice": "t-alice", "bob": "t-bob", "carol": "t-carol"}
+
+
+def panel_batch(run_dir: Path, n: int = 4, adjudicator: str | None = "carol"):
+    rng = np.random.default_rng(0)
+    items = [Item(f"{i:07d}.png", i, f"p{i:03d}.png", "benign", 0.6) for i in range(n)]
+    pngs = [view_png(rng.integers(0, 255, (1, 8, 8), dtype=np.uint8), 16) for _ in items]
+    panel = Panel(["alice", "bob"], 2, "majority", adjudicator, None, 120.0,
+                  assign([i.image for i in items], ["alice", "bob"], 2, 1))
+    return write_batch(batch_dir(run_dir, 1), 1, CLASSES, items, pngs, False, panel)
+
+
+def call(client, who: str, path: str, body: dict | None = None):
+    headers = {"X-Token": TOKENS[who]}
+    reply = client.get(path, headers=headers) if body is None else client.post(
+        path, json=body, headers=headers)
+    return reply.status_code, reply.get_json()
+
+
+def test_assignment_gives_each_image_k_distinct_readers_in_turn() -> None:
+    got = assign([f"i{k}" for k in range(6)], ["a", "b", "c"], 2, 0)
+    assert all(len(set(r)) == 2 for r in got.values())
+    load = [sum(name in r for r in got.values()) for name in "abc"]
+    assert load == [4, 4, 4]
+
+
+def test_two_readers_and_an_adjudicator_through_their_own_tokens(tmp_path: Path) -> None:
+    batch = panel_batch(tmp_path / "run")
+    client = create_app(batch, tmp_path / "run", TOKENS).test_client()
+    images = batch.images
+    for k, image in enumerate(images):  # they disagree on images 2 and 3
+        assert call(client, "alice", "/api/label", {"image": image, "label": "benign"})[0] == 200
+        _, bob_view = call(client, "bob", "/api/batch")
+        assert all(e["label"] is None or e["image"] in images[:k] for e in bob_view["images"])
+        assert "answers" not in bob_view["images"][0]  # a reader never sees another's answers
+        if k < 3:
+            _, judge = call(client, "carol", "/api/batch")
+            assert judge["images"] == [] and "waiting for the readers" in judge["waiting"]
+        bob = "benign" if k < 2 else "malignant"
+        assert call(client, "bob", "/api/label", {"image": image, "label": bob})[0] == 200
+    _, alice = call(client, "alice", "/api/batch")
+    assert [e["label"] for e in alice["images"]] == ["benign"] * 4  # only her own answers
+    with (batch.dir / ADJUDICATION_FILE).open() as f:
+        listed = list(csv.DictReader(f))
+    assert [r["image"] for r in listed] == images[2:]
+    assert listed[0]["answers"] == "benign by alice; malignant by bob"
+    _, judge = call(client, "carol", "/api/batch")
+    assert [e["image"] for e in judge["images"]] == images[2:]
+    assert judge["images"][0]["answers"] == "benign by alice; malignant by bob"
+    before = batch.answers_path.read_bytes()
+    status, reply = call(client, "carol", "/api/label", {"image": images[0], "label": "benign"})
+    assert status == 400 and "not flagged" in reply["error"]
+    assert batch.answers_path.read_bytes() == before  # nothing lost, nothing added
+    status, reply = call(client, "alice", "/api/done", {})
+    assert status == 200 and reply["complete"] is False
+    for image in images[2:]:
+        assert call(client, "carol", "/api/label", {"image": image, "label": "malignant"})[0] \
+            == 200
+    status, reply = call(client, "carol", "/api/done", {})
+    assert status == 200 and reply["complete"] is True
+    rows, result = PanelBook(batch, tmp_path / "run").state()
+    assert len(rows) == 10  # 4 + 4 readers' answers + 2 rulings, every one kept
+    assert result.complete and result.labels.tolist() == [0, 0, 1, 1]
+    assert set(result.agreement) == {"cohen_kappa", "krippendorff_alpha"}
+    assert result.agreement["cohen_kappa"] == pytest.approx(0.0)  # 2 of 4 agree, by chance
+    assert set(result.seconds) == {"alice", "bob", "carol"}
+    assert all(0 <= s <= 120.0 * 4 for s in result.seconds.values())
+
+
+def test_bad_answers_are_one_line_each_and_leave_answers_csv_alone(tmp_path: Path) -> None:
+    batch = panel_batch(tmp_path / "run")
+    book = PanelBook(batch, tmp_path / "run")
+    book.record([(image, who, "malignant" if (k, who) == (3, "bob") else "benign")
+                 for k, image in enumerate(batch.images) for who in ("alice", "bob")])
+    before = batch.answers_path.read_bytes()
+    export = tmp_path / "export.csv"
+    cases = {
+        "twice": (f"file,label,annotator\n{batch.images[1]},malignant,bob\n", "bob answered"),
+        "unknown": (f"file,label,annotator\n{batch.images[1]},benign,mallory\n",
+                    "unknown annotator 'mallory'"),
+        "not flagged": (f"file,label,annotator\n{batch.images[0]},benign,carol\n",
+                        "which was not flagged"),
+    }
+    for text, expected in cases.values():
+        export.write_text(text)
+        with pytest.raises(LabelError) as err:
+            import_labels(export, batch, "nobody")
+        assert expected in str(err.value) and "\n" not in str(err.value)
+        assert batch.answers_path.read_bytes() == before
+
+
+def test_label_studio_export_with_two_annotations_per_task_keeps_both(tmp_path: Path) -> None:
+    batch = panel_batch(tmp_path / "run", adjudicator=None)
+
+    def annotation(who: str, label: str) -> dict:
+        return {"completed_by": {"email": who}, "result": [
+            {"type": "choices", "value": {"choices": [label]}}]}
+
+    tasks = [{"data": {"file": image, "pool_index": k, "round": 1},
+              "annotations": [annotation("alice", "benign"),
+                              annotation("bob", "malignant" if k == 3 else "benign")]}
+             for k, image in enumerate(batch.images)]
+    path = tmp_path / "ls.json"
+    path.write_text(json.dumps(tasks))
+    assert import_labels(path, batch, "nobody") == 8
+    rows, result = PanelBook(batch, tmp_path / "run").state()
+    assert sorted((image, a.annotator, a.label) for image, a in rows) == sorted(
+        [(image, "alice", "benign") for image in batch.images]
+        + [(image, "bob", "malignant" if k == 3 else "benign")
+           for k, image in enumerate(batch.images)])
+    assert result.complete and result.flagged.tolist() == [False, False, False, True]
+    assert result.labels.tolist() == [0, 0, 0, 0]  # the tie goes to the first-listed reader
+    assert import_labels(path, batch, "nobody") == 8  # the same answers again: harmless
