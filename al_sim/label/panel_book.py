@@ -107,8 +107,9 @@ class PanelBook:
             return image
 
     def done(self, annotator: str) -> bool:
-        """``annotator`` finished; LabelError while their images lack an answer. Returns whether
-        the whole batch is complete (then ``done.json`` is written)."""
+        """``annotator`` finished (recorded in ``done.json``); LabelError while their images
+        lack an answer. Returns whether everyone is done: the batch is complete and each
+        annotator with images to answer pressed done."""
         with writing(self.batch.dir):
             rows, result = self.state()
             desk = Desk(self, annotator)
@@ -116,10 +117,16 @@ class PanelBook:
             if left:
                 raise LabelError(f"{left} of your {desk.total(result)} images still have no "
                                  "answer")
-            if result.complete:
-                atomic_write(self.batch.dir / DONE_FILE,
-                             json.dumps({"annotators": self.panel.roster, "at": now()}))
-            return result.complete
+            path = self.batch.dir / DONE_FILE
+            try:
+                by = dict(json.loads(path.read_text(encoding="utf-8")).get("by", {}))
+            except (OSError, ValueError, AttributeError):
+                by = {}
+            by[annotator] = now()
+            atomic_write(path, json.dumps({"by": by}))
+            busy = [name for name in self.panel.roster if name not in by
+                    and Desk(self, name).total(result)]
+            return result.complete and not busy
 
 
 class Desk:
