@@ -78,8 +78,9 @@ def test_two_readers_and_an_adjudicator_through_their_own_tokens(tmp_path: Path)
     for image in images[2:]:
         assert call(client, "carol", "/api/label", {"image": image, "label": "malignant"})[0] \
             == 200
+    assert call(client, "bob", "/api/done", {})[1]["complete"] is False  # carol is not done
     status, reply = call(client, "carol", "/api/done", {})
-    assert status == 200 and reply["complete"] is True
+    assert status == 200 and reply["complete"] is True  # everyone pressed done
     rows, result = PanelBook(batch, tmp_path / "run").state()
     assert len(rows) == 10  # 4 + 4 readers' answers + 2 rulings, every one kept
     assert result.complete and result.labels.tolist() == [0, 0, 1, 1]
@@ -133,3 +134,28 @@ def test_label_studio_export_with_two_annotations_per_task_keeps_both(tmp_path: 
     assert result.complete and result.flagged.tolist() == [False, False, False, True]
     assert result.labels.tolist() == [0, 0, 0, 0]  # the tie goes to the first-listed reader
     assert import_labels(path, batch, "nobody") == 8  # the same answers again: harmless
+
+
+@pytest.mark.parametrize(("overrides", "words"), [
+    (["oracle.annotators_per_image=2"],
+     ["annotators_per_image=2", "oracle.annotators=[alice,bob]"]),
+    (["oracle.annotators=[alice,bob]", "oracle.adjudicator=bob", "oracle.annotators_per_image=2"],
+     ["annotators_per_image=2", "(alice)"]),
+    (["oracle.annotators=[alice,alice]"], ["alice", "twice"]),
+    (["oracle.annotators=[alice,bob]", "oracle.adjudicator=carol"], ["oracle.adjudicator=carol"]),
+    (["oracle.annotators=[al ice]"], ["oracle.annotators[0]"]),
+    (["oracle.idle_cap_s=nan"], ["oracle.idle_cap_s", "finite"]),
+    (["oracle.aggregation=mode"], ["oracle.aggregation", "dawid_skene"]),
+    (["oracle.noise_rate=0.1"], ["oracle.noise_rate"]),
+])
+def test_bad_human_panel_configs_fail_validation_with_one_named_error(overrides, words):
+    from al_sim.config.store import validate
+    from al_sim.runtime.errors import ConfigError
+    from tests.conftest import compose_config
+
+    with pytest.raises(ConfigError) as caught:
+        validate(compose_config(["oracle=human", *overrides]))
+    message = str(caught.value)
+    assert "\n" not in message
+    for word in words:
+        assert word in message, message
