@@ -159,3 +159,50 @@ def test_bad_human_panel_configs_fail_validation_with_one_named_error(overrides,
     assert "\n" not in message
     for word in words:
         assert word in message, message
+
+
+def test_the_oracle_waits_takes_the_aggregate_and_refuses_a_doctored_file(tmp_path) -> None:
+    from al_sim.core.events import LabelsPending
+    from al_sim.data.synthetic import load_synthetic
+    from al_sim.label.batch import Answer, Batch
+    from al_sim.label.human_oracle import HumanOracle
+    from al_sim.runtime.errors import DataError
+
+    data = load_synthetic(n_pool=20, n_test=6, class_proportions=[0.5, 0.5], seed=0)
+    panel = Panel(["alice", "bob"], 2, "majority", "carol", None, 120.0)
+    oracle = HumanOracle(tmp_path / "run", data, 16, panel=panel)
+    indices = np.array([3, 5, 7])
+    with pytest.raises(LabelsPending) as first:
+        oracle.query(indices, 1)
+    assert not first.value.partial
+    batch = Batch.load(first.value.batch_dir)
+    names = data.class_names
+    at = ["2026-12-04T10:00:00.000+00:00", "2026-12-04T10:00:04.000+00:00",
+          "2026-12-04T10:00:10.000+00:00"]
+    rows = [(image, Answer(names[0], who, at[k])) for k, image in enumerate(batch.images)
+            for who in ("alice", "bob")]
+    rows[-1] = (batch.images[2], Answer(names[1], "bob", at[2]))  # a tie on the last image
+    doctored = [*rows, (batch.images[0], Answer(names[1], "alice", at[2]))]  # alice twice
+    batch.write_rows(doctored)
+    before = batch.answers_path.read_bytes()
+    with pytest.raises(DataError, match="alice answered"):
+        oracle.query(indices, 1)
+    assert batch.answers_path.read_bytes() == before  # nothing lost
+    batch.write_rows(rows)
+    with pytest.raises(LabelsPending) as waiting:  # the tie waits for carol
+        oracle.query(indices, 1)
+    assert waiting.value.partial and waiting.value.missing == 1
+    assert "adjudicator (carol" in waiting.value.why
+    PanelBook(batch, tmp_path / "run").record([(batch.images[2], "carol", names[1])])
+    assert oracle.query(indices, 1).tolist() == [0, 0, 1]
+    answers, flagged = oracle.round_answers()
+    assert flagged.tolist() == [False, False, True] and answers["carol"].tolist() == [-1, -1, 1]
+    costs = oracle.round_costs()
+    assert costs["cost/expert_seconds/alice"] == pytest.approx(4 + 6 + 5)  # first: the median
+    assert costs["cost/expert_seconds"] == pytest.approx(sum(
+        v for k, v in costs.items() if k.count("/") == 2))
+    assert oracle.round_agreement()["agreement/flagged"] == 1
+    assert (batch.dir / "aggregate.csv").is_file() and (batch.dir / "used.json").is_file()
+    restored = HumanOracle(tmp_path / "run", data, 16, panel=panel)
+    restored.restore(oracle.state())
+    assert restored.round_costs()["cost/expert_seconds"] == costs["cost/expert_seconds"]
