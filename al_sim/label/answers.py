@@ -122,7 +122,8 @@ class SingleDesk:
         answers = self.book.answers()
         images = [{"image": image, "label": answers[image].label if image in answers else None}
                   for image in self.book.batch.images]
-        return {"images": images, "answered": [i for i in answers if i in self.book._images],
+        listed = set(self.book.batch.images)
+        return {"images": images, "answered": [i for i in answers if i in listed],
                 **self.book.progress(answers)}
 
     def progress(self) -> dict[str, int]:

@@ -19,9 +19,9 @@ TRAIN_S, QUERY_S, EVAL_S = "time/train_s", "time/query_s", "time/eval_s"
 FINAL_AULC, FINAL_N_ANNOTATED = "final/aulc", "final/n_annotated"  # final/aulc: of accuracy
 FINAL_AULC_PREFIX = "final/aulc_"  # final/aulc_<metric>: AULC of each test metric
 STOP_PREFIX = "stop/"  # stop/<signal>: stopping signals after every round (maths.stop_signals)
-# Annotation (oracle=panel): expert time, cumulative, in seconds (also cost/expert_seconds/<name>
-# per annotator), and the agreement of each round's answers (agreement/<statistic>, and how many
-# images were flagged for adjudication).
+# Annotation (oracle=panel; oracle=human with named annotators): expert time, cumulative, in
+# seconds (also cost/expert_seconds/<name> per annotator), and the agreement of each round's
+# answers (agreement/<statistic>, and how many images were flagged for adjudication).
 EXPERT_SECONDS = "cost/expert_seconds"
 AGREEMENT_PREFIX = "agreement/"
 FLAGGED = "agreement/flagged"
