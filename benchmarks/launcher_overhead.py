@@ -30,8 +30,8 @@ SWEEP = ["-m", "strategy=random,entropy,margin,least_confidence", "seed=0,1", "b
          "dataset.n_pool=400", "dataset.n_test=200", "trainer.epochs=2", "trainer.min_steps=4",
          "progress=false", "tracking.enabled=false"]
 # --smoke: the smallest run that still goes through every round (tests/test_benchmarks.py).
-TINY = ["budget=tiny", "dataset.n_pool=200", "dataset.n_test=100", "trainer.epochs=1",
-        "trainer.min_steps=2", "trainer.num_threads=1", "progress=false"]
+TINY = ["budget=tiny", "budget.rounds=1", "dataset.n_pool=120", "dataset.n_test=60",
+        "trainer.epochs=1", "trainer.min_steps=1", "trainer.num_threads=1", "progress=false"]
 # --smoke: 1 tiny job, the launchers that need no Ray head.
 SMOKE_SWEEP = ["-m", "strategy=random", "seed=0", *TINY, "tracking.enabled=false"]
 SMOKE_LAUNCHERS = ("basic (sequential)", "joblib n_jobs=2")

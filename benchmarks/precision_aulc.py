@@ -28,8 +28,8 @@ from al_sim.maths.aulc import aulc
 from al_sim.report.stats import paired_test
 
 # --smoke: the smallest run that still goes through every round (tests/test_benchmarks.py).
-TINY = ["budget=tiny", "dataset.n_pool=200", "dataset.n_test=100", "trainer.epochs=1",
-        "trainer.min_steps=2", "trainer.num_threads=1", "progress=false"]
+TINY = ["budget=tiny", "budget.rounds=1", "dataset.n_pool=120", "dataset.n_test=60",
+        "trainer.epochs=1", "trainer.min_steps=1", "trainer.num_threads=1", "progress=false"]
 METRICS = ("test/balanced_accuracy", "test/accuracy", "test/auroc")
 
 
@@ -75,7 +75,8 @@ def main() -> int:
     args = parser.parse_args()
     if args.smoke:
         args.seeds, args.precisions, args.parallel = "0", "fp32", 1
-        args.overrides = [*TINY, "trainer.device=cpu", *args.overrides]
+        args.overrides = [*TINY, "trainer.device=cpu", "tracking.enabled=false",
+                          *args.overrides]
     seeds = [int(s) for s in args.seeds.split(",")]
     precisions = args.precisions.split(",")
     cores = len(os.sched_getaffinity(0))

@@ -36,8 +36,8 @@ except ImportError:
     MLflowWriter = None
 
 # --smoke: the smallest run that still goes through every round (tests/test_benchmarks.py).
-TINY = ["budget=tiny", "dataset.n_pool=200", "dataset.n_test=100", "trainer.epochs=1",
-        "trainer.min_steps=2", "trainer.num_threads=1", "progress=false"]
+TINY = ["budget=tiny", "budget.rounds=1", "dataset.n_pool=120", "dataset.n_test=60",
+        "trainer.epochs=1", "trainer.min_steps=1", "trainer.num_threads=1", "progress=false"]
 CONF = Path(__file__).resolve().parents[1] / "conf"
 SPENT: dict[str, float] = defaultdict(float)
 

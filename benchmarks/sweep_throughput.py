@@ -25,8 +25,8 @@ from mlflow.tracking import MlflowClient
 from al_sim.tracking.contract import ROLE_TAG
 
 # --smoke: the smallest run that still goes through every round (tests/test_benchmarks.py).
-TINY = ["budget=tiny", "dataset.n_pool=200", "dataset.n_test=100", "trainer.epochs=1",
-        "trainer.min_steps=2", "trainer.num_threads=1", "progress=false"]
+TINY = ["budget=tiny", "budget.rounds=1", "dataset.n_pool=120", "dataset.n_test=60",
+        "trainer.epochs=1", "trainer.min_steps=1", "trainer.num_threads=1", "progress=false"]
 SMOKE_SWEEP = ["-m", "strategy=random", "seed=0", *TINY]
 SWEEP = ["-m", "strategy=random,entropy,margin,least_confidence", "seed=0,1", "progress=false"]
 

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import io
+import logging
 import os
+import runpy
+import signal
 import subprocess
 import sys
+import tempfile
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -31,13 +39,95 @@ FAST_CLI = [
 ]
 
 
+@functools.cache
+def _empty_store() -> bytes:
+    """The bytes of a freshly created, empty MLflow sqlite store (made once per worker)."""
+    from mlflow.tracking import MlflowClient
+
+    with tempfile.TemporaryDirectory() as tmp:
+        db = Path(tmp) / "mlflow.db"
+        MlflowClient(tracking_uri=f"sqlite:///{db}").search_experiments()
+        return db.read_bytes()
+
+
+def seed_store(cwd: Path, args: list[str], env: dict[str, str]) -> None:
+    """Put an empty store where the run will create ``<cwd>/mlflow.db``.
+
+    MLflow builds a new sqlite store by running its schema migrations, seconds per test;
+    the store's own creation is tested in tests/test_hardening_tracking.py."""
+    db = cwd / "mlflow.db"
+    uri = env.get("MLFLOW_TRACKING_URI", "")
+    if db.exists() or (uri and str(db) not in uri) or any(
+            a.startswith(("tracking.uri=", "tracking.enabled=false", "tracking=")) for a in args):
+        return
+    db.write_bytes(_empty_store())
+
+
 def run_cli(args: list[str], cwd: Path, module: str = "al_sim.run", timeout: float = 300,
-            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m <module> <args>`` in ``cwd`` like a user would; capture its output."""
+            env: dict[str, str] | None = None,
+            store: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m <module> <args>`` in ``cwd`` like a user would; capture its output.
+
+    ``store``: start from an empty MLflow store in ``cwd`` (as after a first run) rather
+    than have the run create one."""
     full_env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     full_env.update(env or {})
+    if store and module == "al_sim.run":
+        seed_store(cwd, args, full_env)
     return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=full_env,
                           capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def run_here(args: list[str], cwd: Path, env: dict[str, str] | None = None,
+             store: bool = True) -> subprocess.CompletedProcess[str]:
+    """``python -m al_sim.run <args>`` in this process: the CLI's own ``cli()``, its exit
+    status and output, without paying a new interpreter's imports.
+
+    For behaviour that does not depend on being a process of its own (signals, kills and
+    start-up stay with :func:`run_cli`). Hydra's global state, logging, signal handlers,
+    the working directory, the environment and torch's thread count are restored after."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    saved_env, saved_cwd, saved_argv = dict(os.environ), os.getcwd(), sys.argv[:]
+    saved_signals = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    root = logging.getLogger()
+    saved_log = (root.level, root.handlers[:])
+    threads = torch.get_num_threads()
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    os.environ.update(env or {})
+    if store:
+        seed_store(cwd, args, dict(os.environ))
+    out, err = io.StringIO(), io.StringIO()
+    code: int | str | None = 0
+    try:
+        os.chdir(cwd)
+        sys.argv = ["al_sim.run", *args]
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                # as __main__, so Hydra finds conf/ beside the module's file as `python -m` does
+                runpy.run_module("al_sim.run", run_name="__main__", alter_sys=True)
+            except SystemExit as exc:
+                code = exc.code
+            except BaseException:  # noqa: BLE001 - an uncaught error is a traceback, exit 1
+                traceback.print_exc()
+                code = 1
+    finally:
+        os.chdir(saved_cwd)
+        sys.argv = saved_argv
+        os.environ.clear()
+        os.environ.update(saved_env)
+        for sig, handler in saved_signals.items():
+            signal.signal(sig, handler)
+        for handler in root.handlers[:]:
+            if handler not in saved_log[1]:
+                root.removeHandler(handler)
+                handler.close()
+        root.setLevel(saved_log[0])
+        GlobalHydra.instance().clear()
+        torch.set_num_threads(threads)
+    status = code if isinstance(code, int) else (0 if code is None else 1)
+    return subprocess.CompletedProcess(["al_sim.run", *args], status, out.getvalue(),
+                                       err.getvalue())
 
 
 @pytest.fixture(scope="session")
