@@ -218,7 +218,9 @@ class SweepCallback(Callback):
         print(f"sweep results: {sweep_dir.resolve()} (one dir per job)", file=sys.stderr,
               flush=True)
         if self._parent is not None:
-            print(f"  parent {where_to_look(self._parent[0], self._experiment_id)}\n"
+            hint = where_to_look(self._parent[0], self._experiment_id,
+                                 ui_port=config.tracking.get("ui_port"))
+            print(f"  parent {hint}\n"
                   f"  next: python -m al_sim.compare sweep_id={config.hydra.sweep.dir}",
                   file=sys.stderr, flush=True)
         if lost:

@@ -147,11 +147,15 @@ class TrackingConf:
     backoff_max_s: float = 10.0  # the longest wait between two retries
     connect_wait_s: float = 30.0  # how long a starting run waits for an unreachable server
     http_timeout: float = 10.0  # seconds an http(s) server has to answer each request
+    ui_port: int | None = None  # the printed `mlflow ui` command's port; None: one free now
 
     def __post_init__(self) -> None:
         positive("tracking", max_grid_images=self.max_grid_images, http_timeout=self.http_timeout,
                  retry_timeout_s=self.retry_timeout_s, backoff_max_s=self.backoff_max_s)
         non_negative("tracking", retries=self.retries, connect_wait_s=self.connect_wait_s)
+        if self.ui_port is not None and not 0 < self.ui_port < 65536:
+            raise ConfigError(f"tracking.ui_port must be a port number 1..65535 (or null: a "
+                              f"free one from 5000), got {self.ui_port}")
 
 
 # --------------------------------------------------------------------------- oracle
