@@ -4,15 +4,18 @@ Times the default model's training steps (SimpleCNN, batch 64, 28 px, as
 ``python -m al_sim.run`` trains) in a fresh process per setting, idle and with
 ``--busy`` processes spinning beside it (a stand-in for other users' jobs), and
 prints wall time per setting and the slowdown against the same setting idle.
-Settings: torch threads (1 or every core) x OpenMP wait policy (libgomp's default
-spin, or ``OMP_WAIT_POLICY=PASSIVE``, which al_sim sets unless the user did).
+Settings: torch threads (1 or every core) x OpenMP wait policy (``ACTIVE``: spin,
+as libgomp does by default; ``PASSIVE``: sleep, al_sim's default since
+``trainer.omp_wait_policy=passive``). "as is" is the machine's load without the
+spinners (say it when you quote figures: the load average is printed).
 
-    python benchmarks/shared_cpu.py [--steps 200] [--busy 1]   # --smoke: a few steps
+    python benchmarks/shared_cpu.py [--steps 20] [--busy 1]   # --smoke: a few steps
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import multiprocessing
 import os
 import subprocess
@@ -50,20 +53,25 @@ def spin() -> None:
         pass
 
 
-def timed(steps: int, threads: int, policy: str | None) -> float:
+def timed(steps: int, threads: int, policy: str | None, limit_s: float) -> float:
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
     if policy:
         env["OMP_WAIT_POLICY"] = policy
     env["PYTHONPATH"] = str(REPO)
-    out = subprocess.run([sys.executable, __file__, "--child", str(steps), str(threads)],
-                         env=env, capture_output=True, text=True, check=True)
+    try:
+        out = subprocess.run([sys.executable, __file__, "--child", str(steps), str(threads)],
+                             env=env, capture_output=True, text=True, check=True,
+                             timeout=limit_s)
+    except subprocess.TimeoutExpired:
+        return math.inf  # printed as "inf": slower than the limit
     return float(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--busy", type=int, default=1, help="spinning processes beside it")
+    parser.add_argument("--limit-s", type=float, default=300, help="per timing, then inf")
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--child", nargs=2, type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -72,23 +80,25 @@ def main() -> None:
         return
     steps = 3 if args.smoke else args.steps
     cores = len(os.sched_getaffinity(0))
-    settings = [(cores, None), (cores, "PASSIVE"), (1, None)]
-    print(f"{cores} cores, {steps} steps, load before: {os.getloadavg()[0]:.2f}")
-    print(f"{'threads':>7} {'OMP_WAIT_POLICY':>15} {'idle s':>7} {f'+{args.busy} busy s':>10} "
+    settings = [(cores, "ACTIVE"), (cores, "PASSIVE"), (1, "PASSIVE")]
+    if args.smoke:
+        settings = settings[1:2]
+    print(f"{cores} cores, {steps} steps, load before: {os.getloadavg()[0]:.2f}", flush=True)
+    print(f"{'threads':>7} {'OMP_WAIT_POLICY':>15} {'as is s':>7} {f'+{args.busy} busy s':>10} "
           f"{'slowdown':>8}")
     for threads, policy in settings:
-        idle = timed(steps, threads, policy)
+        idle = timed(steps, threads, policy, args.limit_s)
         spinners = [multiprocessing.Process(target=spin, daemon=True) for _ in range(args.busy)]
         for p in spinners:
             p.start()
         try:
-            busy = timed(steps, threads, policy)
+            busy = timed(steps, threads, policy, args.limit_s)
         finally:
             for p in spinners:
                 p.kill()
                 p.join()
-        print(f"{threads:>7} {policy or 'default (spin)':>15} {idle:>7.2f} {busy:>10.2f} "
-              f"{busy / idle:>7.2f}x")
+        print(f"{threads:>7} {policy:>15} {idle:>7.2f} {busy:>10.2f} "
+              f"{busy / idle:>7.2f}x", flush=True)
     print(f"load after: {os.getloadavg()[0]:.2f}")
 
 

@@ -85,6 +85,7 @@ class TrainerConf:
     early_stopping_source: str = "labeled"  # labeled (a held-out slice) | val (the val split)
     device: str = "auto"  # cpu | cuda | auto
     num_threads: int | None = None
+    omp_wait_policy: str | None = "passive"  # OpenMP threads waiting: passive | active | None
     channels_last: bool = True
     precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; fp16 with a grad scaler, CUDA only)
     deterministic: bool = True  # CUDA: deterministic kernels, same seed => same results
@@ -127,6 +128,9 @@ class TrainerConf:
             raise ConfigError(f"trainer.device must be cpu, cuda or auto, got {self.device!r}")
         if self.num_threads is not None:
             positive("trainer", num_threads=self.num_threads)
+        if self.omp_wait_policy not in (None, "passive", "active"):
+            raise ConfigError("trainer.omp_wait_policy must be passive, active or null (the "
+                              f"OpenMP library's default), got {self.omp_wait_policy!r}")
         if self.mapped_pool_mmap_threshold_mb is not None:
             positive("trainer", mapped_pool_mmap_threshold_mb=self.mapped_pool_mmap_threshold_mb)
 
