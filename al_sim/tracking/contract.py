@@ -7,6 +7,7 @@ import it cheaply.
 
 from __future__ import annotations
 
+import math
 import re
 import socket
 from pathlib import Path
@@ -91,6 +92,14 @@ LOWER_IS_BETTER_SUFFIXES = ("loss", "_s")
 def lower_is_better(metric: str) -> bool:
     """Whether a smaller ``metric`` is the better one (``test/loss``, ``time/train_s``)."""
     return metric.endswith(LOWER_IS_BETTER_SUFFIXES)
+
+
+def metric_bounds(metric: str) -> tuple[float, float]:
+    """The range a metric's values can take: [0, 1] for test scores (accuracy, F1, AUROC,
+    average precision, per finding too); unbounded otherwise (losses, times, signals)."""
+    if metric.startswith("test/") and not lower_is_better(metric):
+        return 0.0, 1.0
+    return -math.inf, math.inf
 
 
 def results_neutral(key: str) -> bool:
