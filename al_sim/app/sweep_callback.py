@@ -129,6 +129,29 @@ def warn_unbounded_launcher(config: DictConfig) -> None:
                     "to cap them", jobs, cores, cores)
 
 
+def data_swept(overrides: list[str]) -> bool:
+    """Whether a sweep's command line sweeps a ``dataset`` value (then each job checks its own)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    return any(o.is_sweep_override() and o.key_or_group.split(".")[0] == "dataset"
+               for o in parsed)
+
+
+def check_sweep_data(config: DictConfig) -> None:
+    """A sweep whose jobs share one dataset: its checks (``dataset.root`` exists, ...) run once,
+    before anything is launched, as a single run's do: one ``error:`` line, exit 2."""
+    if data_swept(list(config.hydra.overrides.task)):
+        return
+    try:
+        validate_schemas(config, groups=("dataset",))
+    except ALSimError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(EXIT_USER_ERROR) from None
+    except Exception:  # noqa: BLE001 - e.g. a ${hydra:} value: the jobs' own checks report it
+        pass
+
+
 class SweepCallback(Callback):
     """Creates the sweep's parent run before the jobs and closes it after them."""
 
@@ -161,6 +184,7 @@ class SweepCallback(Callback):
             pass
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        check_sweep_data(config)  # before the sweep dir, any job dir or MLflow run
         warn_unbounded_launcher(config)
         sweep_dir = Path(config.hydra.sweep.dir)
         announce_launcher(self._poll_s, self._grace_s, sweep_dir)  # workers stop with us
