@@ -102,6 +102,12 @@ def job_threads(num_threads: int | None, parallel_jobs: int) -> int:
     return max(1, cores // min(jobs, cores))
 
 
+def set_omp_wait_policy(policy: str | None) -> None:
+    """``OMP_WAIT_POLICY`` for the OpenMP library torch loads, unless the user set it."""
+    if policy is not None:
+        os.environ.setdefault("OMP_WAIT_POLICY", policy.upper())
+
+
 def _parallel_jobs() -> int:
     """How many jobs the launcher runs at once (1 outside a parallel sweep)."""
     hydra_cfg = HydraConfig.get()
@@ -134,6 +140,7 @@ def execute(cfg: DictConfig, run_dir: Path, launch_dir: Path, parallel_jobs: int
 
 def _execute_locked(cfg: DictConfig, run_dir: Path, launch_dir: Path, parallel_jobs: int,
                     params: dict[str, str]) -> float:
+    set_omp_wait_policy(cfg.trainer.omp_wait_policy)  # read once, when torch loads OpenMP
     from al_sim.app.experiment import run_experiment  # the heavy imports (torch) start here
     from al_sim.sinks.checkpoint import find_resumable
 

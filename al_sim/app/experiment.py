@@ -18,6 +18,7 @@ from al_sim.app.components import (
     check_input_size,
     check_strategy_task,
 )
+from al_sim.app.source_watch import SourceWatch
 from al_sim.config.data import PreprocessConf
 from al_sim.config.schema import BudgetConf, TrainerConf
 from al_sim.config.store import to_object
@@ -58,8 +59,9 @@ def run_experiment(cfg: DictConfig, run: RunInfo, callbacks: CallbackList,
 
         check_input_size(model_factory, dataset, str(cfg.model.name))
         budget = to_object(cfg.budget, BudgetConf)
+        hooks = CallbackList([SourceWatch(), *callbacks])  # first: fail before any sink logs
         result = run_active_learning(dataset, model_factory, strategy, oracle, trainer, budget,
-                                     cfg.seed, callbacks, resume=run.resume,
+                                     cfg.seed, hooks, resume=run.resume,
                                      initial=initial_policy(budget.initial_selection))
     except BaseException as exc:
         callbacks.close(exc)

@@ -129,6 +129,29 @@ def warn_unbounded_launcher(config: DictConfig) -> None:
                     "to cap them", jobs, cores, cores)
 
 
+def data_swept(overrides: list[str]) -> bool:
+    """Whether a sweep's command line sweeps a ``dataset`` value (then each job checks its own)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    return any(o.is_sweep_override() and o.key_or_group.split(".")[0] == "dataset"
+               for o in parsed)
+
+
+def check_sweep_data(config: DictConfig) -> None:
+    """A sweep whose jobs share one dataset: its checks (``dataset.root`` exists, ...) run once,
+    before anything is launched, as a single run's do: one ``error:`` line, exit 2."""
+    if data_swept(list(config.hydra.overrides.task)):
+        return
+    try:
+        validate_schemas(config, groups=("dataset",))
+    except ALSimError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(EXIT_USER_ERROR) from None
+    except Exception:  # noqa: BLE001 - e.g. a ${hydra:} value: the jobs' own checks report it
+        pass
+
+
 class SweepCallback(Callback):
     """Creates the sweep's parent run before the jobs and closes it after them."""
 
@@ -161,6 +184,7 @@ class SweepCallback(Callback):
             pass
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        check_sweep_data(config)  # before the sweep dir, any job dir or MLflow run
         warn_unbounded_launcher(config)
         sweep_dir = Path(config.hydra.sweep.dir)
         announce_launcher(self._poll_s, self._grace_s, sweep_dir)  # workers stop with us
@@ -218,7 +242,9 @@ class SweepCallback(Callback):
         print(f"sweep results: {sweep_dir.resolve()} (one dir per job)", file=sys.stderr,
               flush=True)
         if self._parent is not None:
-            print(f"  parent {where_to_look(self._parent[0], self._experiment_id)}\n"
+            hint = where_to_look(self._parent[0], self._experiment_id,
+                                 ui_port=config.tracking.get("ui_port"))
+            print(f"  parent {hint}\n"
                   f"  next: python -m al_sim.compare sweep_id={config.hydra.sweep.dir}",
                   file=sys.stderr, flush=True)
         if lost:

@@ -85,6 +85,7 @@ class TrainerConf:
     early_stopping_source: str = "labeled"  # labeled (a held-out slice) | val (the val split)
     device: str = "auto"  # cpu | cuda | auto
     num_threads: int | None = None
+    omp_wait_policy: str | None = "passive"  # OpenMP threads waiting: passive | active | None
     channels_last: bool = True
     precision: str = "fp32"  # fp32 | bf16 | fp16 (autocast; fp16 with a grad scaler, CUDA only)
     deterministic: bool = True  # CUDA: deterministic kernels, same seed => same results
@@ -127,6 +128,9 @@ class TrainerConf:
             raise ConfigError(f"trainer.device must be cpu, cuda or auto, got {self.device!r}")
         if self.num_threads is not None:
             positive("trainer", num_threads=self.num_threads)
+        if self.omp_wait_policy not in (None, "passive", "active"):
+            raise ConfigError("trainer.omp_wait_policy must be passive, active or null (the "
+                              f"OpenMP library's default), got {self.omp_wait_policy!r}")
         if self.mapped_pool_mmap_threshold_mb is not None:
             positive("trainer", mapped_pool_mmap_threshold_mb=self.mapped_pool_mmap_threshold_mb)
 
@@ -147,11 +151,15 @@ class TrackingConf:
     backoff_max_s: float = 10.0  # the longest wait between two retries
     connect_wait_s: float = 30.0  # how long a starting run waits for an unreachable server
     http_timeout: float = 10.0  # seconds an http(s) server has to answer each request
+    ui_port: int | None = None  # the printed `mlflow ui` command's port; None: one free now
 
     def __post_init__(self) -> None:
         positive("tracking", max_grid_images=self.max_grid_images, http_timeout=self.http_timeout,
                  retry_timeout_s=self.retry_timeout_s, backoff_max_s=self.backoff_max_s)
         non_negative("tracking", retries=self.retries, connect_wait_s=self.connect_wait_s)
+        if self.ui_port is not None and not 0 < self.ui_port < 65536:
+            raise ConfigError(f"tracking.ui_port must be a port number 1..65535 (or null: a "
+                              f"free one from 5000), got {self.ui_port}")
 
 
 # --------------------------------------------------------------------------- oracle

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -71,10 +71,10 @@ def _retype(cfg: DictConfig, key: str, node: DictConfig) -> None:
         cfg[key] = node
 
 
-def validate_schemas(cfg: DictConfig) -> None:
+def validate_schemas(cfg: DictConfig, groups: Sequence[str] = SCHEMA_GROUPS) -> None:
     """The typed groups' own checks (types, ranges, data paths such as ``dataset.root``):
     cheap and without side effects, so they can run before Hydra makes the run dir."""
-    for key in SCHEMA_GROUPS:
+    for key in groups:
         node = cfg[key]
         if OmegaConf.get_type(node) is not dict:  # an untyped group: its loader checks it
             OmegaConf.to_object(node)

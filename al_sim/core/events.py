@@ -170,6 +170,10 @@ class RunCallback:
     def on_run_start(self, dataset: ALDataset, rounds: int) -> None:
         """Before the first round the loop runs; ``rounds`` is the run's total round count."""
 
+    def on_progress(self, round_: int, stage: str, done: int, total: int) -> None:
+        """Within round ``round_``: ``stage`` (``querying``, ``training``, ``evaluating``) has
+        got to ``done`` of ``total`` steps (0 of 0: it has started, with no count)."""
+
     def on_query(self, record: QueryRecord, dataset: ALDataset) -> None:
         """After the oracle labelled a round's images."""
 

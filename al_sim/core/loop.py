@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
@@ -244,6 +245,7 @@ def run_active_learning(
         if pending is not None and pending.round == round_:  # the batch the expert labels
             selection, query_s = Selection(pending.indices, pending.scores), pending.query_s
         else:
+            hooks.fire("on_progress", round_, "querying", 0, 0)
             start = time.perf_counter()
             selection = _select(round_, budget, dataset, pool, strategy, view, seeds, initial,
                                 costed)
@@ -279,9 +281,11 @@ def run_active_learning(
         if model is None or trainer.conf.reinit_each_round:
             model = model_factory(seeds.model)
         labeled = pool.labeled_indices()
-        fit = trainer.fit(model, rows(labeled),
-                          pool.labels_of(labeled), dataset.n_classes, seeds.train + round_, val)
+        fit = trainer.fit(model, rows(labeled), pool.labels_of(labeled), dataset.n_classes,
+                          seeds.train + round_, val, progress=partial(
+                              hooks.fire, "on_progress", round_, "training"))
         train_s = time.perf_counter() - start
+        hooks.fire("on_progress", round_, "evaluating", 0, 0)
         start = time.perf_counter()
         probs = trainer.predict_proba(model, test_x)
         _check_trained(fit, probs, round_)

@@ -89,12 +89,14 @@ class Trainer:
     def fit(
         self, model: ALModel, x: Images, y: np.ndarray, n_classes: int, seed: int,
         val: tuple[Images, np.ndarray] | None = None,
+        progress: Callable[[int, int], None] | None = None,
     ) -> FitReport:
         """Train ``model`` in place on uint8 images ``x`` and labels ``y`` (``N`` classes, or
         ``N x F`` finding bits for a multi-label task).
 
         With early stopping on, the best epoch is chosen on ``val`` when given,
-        else on a held-out slice of the labelled set.
+        else on a held-out slice of the labelled set. ``progress(steps, planned)`` is
+        called after every optimiser step (early stopping may end before ``planned``).
         """
         conf = self.conf
         gen = torch.Generator().manual_seed(seed)
@@ -140,6 +142,8 @@ class Trainer:
                     if schedule is not None:
                         schedule.step()
                     steps += 1
+                    if progress is not None:
+                        progress(steps, epochs * per_epoch)
                     losses.append(loss.detach())
                     sizes.append(len(batch))
                     seen += len(batch)

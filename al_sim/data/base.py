@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import InitVar, dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from al_sim.maths.task import Task, TaskType
 from al_sim.runtime.errors import DataError
+
+if TYPE_CHECKING:
+    from al_sim.data.sources import Source
 
 
 class ImageRows:
@@ -84,6 +88,8 @@ class ALDataset:
     initial_labeled: np.ndarray | None = None
     pool_ids: list[str] | None = None
     memory_mapped: bool = False  # pool_x maps a file: gather it batch by batch (pool_rows)
+    # the files it was read from, by content (al_sim.data.sources): a run fails if one changes
+    sources: list[Source] = field(default_factory=list)
     # what the source declares; None: binary for 2 classes, else multiclass
     task_type: InitVar[TaskType | str | None] = None
     task: Task = field(init=False)  # the task, with class_names as its outputs

@@ -30,6 +30,7 @@ from PIL import Image
 from al_sim.config.data import INITIAL_DIR, POOL_DIR, TEST_DIR, FolderDatasetConf
 from al_sim.data.base import ALDataset
 from al_sim.data.dicom import is_dicom, read_dicom
+from al_sim.data.sources import sources
 from al_sim.maths.sampling import stratified_sample
 from al_sim.runtime.errors import ConfigError, DataError
 from al_sim.runtime.reading import MalformedError, Unreadable, reading
@@ -279,6 +280,7 @@ def _load_folder(conf: FolderDatasetConf, root: Path) -> ALDataset:
     pool = initial + [p for p, k in zip(unlabeled, keep, strict=True) if k]
     pool_y = np.concatenate([initial_y, unlabeled_y[keep]])
     size, channels, window = conf.image_size, conf.channels, conf.window
+    read_from = sources([*pool, *test, labels])  # before reading: a change after it is seen
     return ALDataset(
         name=conf.name,
         pool_x=read_images(pool, root, size, channels, window),
@@ -288,4 +290,5 @@ def _load_folder(conf: FolderDatasetConf, root: Path) -> ALDataset:
         class_names=classes,
         initial_labeled=np.arange(len(initial)),
         pool_ids=[_rel(p, root) for p in pool],
+        sources=read_from,
     )

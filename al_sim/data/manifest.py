@@ -26,6 +26,7 @@ import numpy as np
 from al_sim.config.data import FolderDatasetConf
 from al_sim.data.base import ALDataset
 from al_sim.data.folder import listing, read_images
+from al_sim.data.sources import sources
 from al_sim.maths.sampling import stratified_sample
 from al_sim.maths.task import LABEL_SEPARATOR, NO_FINDING, Task, TaskType
 from al_sim.runtime.errors import DataError
@@ -186,6 +187,7 @@ def load_manifest(conf: FolderDatasetConf, root: Path) -> ALDataset:
     pool = np.concatenate([initial, np.flatnonzero(~test & (split != INITIAL))])
     test_idx = np.flatnonzero(test)
     size, channels = conf.image_size, conf.channels
+    read_from = sources([root / name, *(paths[i] for i in (*pool, *test_idx))])
     return ALDataset(
         name=conf.name,
         pool_x=read_images([paths[i] for i in pool], root, size, channels, conf.window),
@@ -196,4 +198,5 @@ def load_manifest(conf: FolderDatasetConf, root: Path) -> ALDataset:
         initial_labeled=np.arange(len(initial)) if len(initial) else None,
         pool_ids=[paths[i].relative_to(root).as_posix() for i in pool],
         task_type=task.kind,
+        sources=read_from,
     )

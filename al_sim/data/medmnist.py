@@ -11,7 +11,6 @@ not read: see :mod:`al_sim.data.npz`.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import warnings
@@ -26,6 +25,7 @@ import torch
 from al_sim.config.data import MedMNISTDatasetConf
 from al_sim.data.base import ALDataset
 from al_sim.data.npz import in_memory_max_bytes, read_member
+from al_sim.data.sources import Source, file_digest
 from al_sim.maths.sampling import stratified_sample
 from al_sim.maths.task import Task, TaskType
 from al_sim.runtime.errors import DataError
@@ -34,7 +34,6 @@ from al_sim.runtime.reading import reading
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
-_HASH_CHUNK = 1 << 20
 _NPY_MAGIC = b"\x93NUMPY"
 _LABELS_IN_MEMORY = 1 << 62  # label vectors are always read whole
 
@@ -77,11 +76,7 @@ def _size_key(key: str, size: int) -> str:
 
 def md5sum(path: Path) -> str:
     """MD5 of a file, read in 1 MiB chunks."""
-    digest = hashlib.md5(usedforsecurity=False)
-    with path.open("rb") as f:
-        while chunk := f.read(_HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return file_digest(path)
 
 
 def _fetch_hint(info: dict, name: str, size: int, root: Path) -> str:
@@ -111,12 +106,14 @@ def _download(info: dict, name: str, size: int, root: Path) -> None:
         ) from exc
 
 
-def check_checksum(path: Path, info: dict, size: int, verify: bool) -> None:
-    """Compare the file's MD5 with the official one: a warning, or a DataError if ``verify``."""
+def check_checksum(path: Path, info: dict, size: int, verify: bool,
+                   actual: str | None = None) -> None:
+    """Compare the file's MD5 (``actual``, computed when None) with the official one: a
+    warning, or a DataError if ``verify``."""
     expected = info.get(_size_key("MD5", size))
     if not expected:
         return
-    actual = md5sum(path)
+    actual = md5sum(path) if actual is None else actual
     if actual == expected:
         return
     if verify:
@@ -136,6 +133,7 @@ class MedMNISTSplits:
     info: dict
     images: dict[str, np.ndarray]
     labels: dict[str, np.ndarray]
+    source: Source | None = None  # the archive as read (its MD5), to notice it change later
 
     @property
     def class_names(self) -> list[str]:
@@ -201,8 +199,11 @@ def read_medmnist(name: str, size: int = 28, root: str | Path = "~/.medmnist",
         raise DataError(f"MedMNIST file {path.name} not found {where}; "
                         + _fetch_hint(info, name, size, root))
     with reading(path, "the MedMNIST archive", "re-download it"):
-        check_checksum(path, info, size, verify_checksum)
-        return _read_splits(path, info, size, in_memory_max_mb, cache_dir)
+        source = Source.of(path)  # its MD5: the checksum check's, and a later change's
+        check_checksum(path, info, size, verify_checksum, source.content)
+        splits = _read_splits(path, info, size, in_memory_max_mb, cache_dir)
+    splits.source = source
+    return splits
 
 
 def _read_splits(path: Path, info: dict, size: int, in_memory_max_mb: float | None,
@@ -278,4 +279,5 @@ def load_medmnist(**cfg: Any) -> ALDataset:
         pool_ids=[f"train_{i:06d}" for i in keep],
         memory_mapped=isinstance(pool_x, np.memmap),
         task_type=task.kind,
+        sources=[] if data.source is None else [data.source],
     )

@@ -25,6 +25,7 @@ from al_sim.tracking.contract import (
     SUMMARY_PREFIX,
     SWEEP_STRATEGY,
     TEST_KEYS,
+    metric_bounds,
 )
 
 SUMMARISED = (*TEST_KEYS, EXPERT_SECONDS)  # expert time: runs with a cost model (oracle=panel)
@@ -58,8 +59,9 @@ def summary_points(runs: Sequence[StoredRun], metric: str,
         points += [(summary_key(metric, "mean"), step, mean),
                    (summary_key(metric, "n_seeds"), step, float(stats.n))]
         if not math.isnan(std):
-            points += [(summary_key(metric, "lower"), step, mean - std),
-                       (summary_key(metric, "upper"), step, mean + std)]
+            low, high = metric_bounds(metric)  # a band of AUROC ends at 1, never 1.01
+            points += [(summary_key(metric, "lower"), step, max(low, mean - std)),
+                       (summary_key(metric, "upper"), step, min(high, mean + std))]
         if baseline is not None:
             points.append((summary_key(metric, BASELINE_SUFFIX), step, baseline))
     return points

@@ -120,8 +120,11 @@ def markdown_report(rows: Sequence[SummaryRow], names: Sequence[str], penalty: n
             value, n = baselines[setting]
             out.append(f"full-data baseline {metric}: {value:.4f} ({n} run{'s' * (n > 1)})  ")
         target = mine[0].target
-        out += [f"labels to target: first labelled count where the mean {metric} reaches "
-                + ("(no target)" if target is None else f"{target:.4f}"), ""]
+        out += [(f"labels to target: none (no full-data baseline of this data and no "
+                 f"target_value); add budget=full runs, or set target_value=<{metric}>")
+                if target is None else
+                f"labels to target: first labelled count where the mean {metric} reaches "
+                f"{target:.4f}", ""]
         head = ["strategy", "seeds", *(f"final {short_name(k)}" for k in finals),
                 f"AULC ({short_name(metric)})", "labels to target",
                 f"Δ AULC vs {reference}", "paired t p", "Wilcoxon p", "pairs"]

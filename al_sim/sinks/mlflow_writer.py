@@ -83,6 +83,7 @@ class MLflowWriter(RunCallback):
         self.uri, self.experiment = conf.uri or "", conf.experiment
         self.artifact_location = conf.artifact_location
         self.connect_wait_s, self.http_timeout = conf.connect_wait_s, conf.http_timeout
+        self.ui_port = conf.ui_port
         self.policy = RetryPolicy(retries=conf.retries, timeout_s=conf.retry_timeout_s,
                                   backoff_max_s=conf.backoff_max_s)
         self.client: MlflowClient | None = None
@@ -296,5 +297,5 @@ class MLflowWriter(RunCallback):
             else:
                 self._call("run end", lambda: self._store.set_terminated(self._run, status))
         if status == FINISHED and not self._in_sweep:  # a sweep says it once, at its end
-            print(where_to_look(self.uri, self.experiment_id, self.run_id), file=sys.stderr,
-                  flush=True)
+            print(where_to_look(self.uri, self.experiment_id, self.run_id, self.ui_port),
+                  file=sys.stderr, flush=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import sys
+import time
 from pathlib import Path
 from typing import TextIO
 
@@ -11,7 +12,14 @@ from tqdm import tqdm
 
 from al_sim.core.events import ALResult, RoundResult, RunCallback, RunInfo
 from al_sim.data.base import ALDataset
-from al_sim.tracking.contract import ACCURACY, EXPERT_SECONDS, N_LABELED, ROUND, TEST_KEYS
+from al_sim.tracking.contract import (
+    BALANCED_ACCURACY,
+    EXPERT_SECONDS,
+    MULTILABEL_PRIMARY_METRIC,
+    N_LABELED,
+    ROUND,
+    TEST_KEYS,
+)
 
 SUMMARY_COLUMNS = (
     ("round", ROUND, "{:d}"),
@@ -53,28 +61,62 @@ def summary_table(result: ALResult) -> str:
     return "\n".join(lines)
 
 
-class ProgressPrinter(RunCallback):
-    """Shows a bar that advances once per round, then prints the summary table."""
+# how the bar names a task's primary metric (maths/task.py: Task.primary_metric)
+SHORT_NAMES = {BALANCED_ACCURACY: "bal_acc", MULTILABEL_PRIMARY_METRIC: "auroc"}
 
-    def __init__(self, bar: bool = True, stream: TextIO | None = None) -> None:
+
+def stage_text(round_: int, stage: str, done: int, total: int) -> str:
+    """``round 2: training 40/120 steps`` (or ``round 2: querying`` with no count)."""
+    return f"round {round_}: {stage}" + (f" {done}/{total} steps" if total else "")
+
+
+class ProgressPrinter(RunCallback):
+    """Shows a bar that advances once per round and says, within a round, what it is doing
+    (querying, training step n of m, evaluating); then prints the summary table.
+
+    The bar's metric is the task's primary one (balanced accuracy; macro AUROC for
+    multi-label). Within-round redraws come at most every ``refresh_s`` seconds.
+    """
+
+    def __init__(self, bar: bool = True, stream: TextIO | None = None,
+                 refresh_s: float = 0.5) -> None:
         self.title, self.run_dir = "", Path(".")
         self.bar = bar
         self.stream = stream or sys.stdout
+        self.refresh_s = refresh_s
         self._bar: tqdm | None = None
         self._done = 0
+        self._metric = BALANCED_ACCURACY
+        self._last = ""  # the last round's result, kept beside the stage
+        self._shown_at = -math.inf
 
     def setup(self, run: RunInfo) -> None:
         self.title, self.run_dir = run.name, Path(run.run_dir).resolve()
         self._done = 0 if run.resume is None else len(run.resume.result.rounds)
 
     def on_run_start(self, dataset: ALDataset, rounds: int) -> None:
+        self._metric = dataset.task.primary_metric
         self._bar = tqdm(total=rounds, initial=self._done, desc=self.title, unit="round",
                          disable=not self.bar, file=sys.stderr, dynamic_ncols=True)
 
+    def on_progress(self, round_: int, stage: str, done: int, total: int) -> None:
+        if self._bar is None or self._bar.disable:
+            return
+        now = time.monotonic()
+        if total and done < total and now - self._shown_at < self.refresh_s:
+            return  # a step among many: redraw a few times a second, not per step
+        self._shown_at = now
+        self._bar.set_postfix_str(self._postfix(stage_text(round_, stage, done, total)))
+
+    def _postfix(self, doing: str) -> str:
+        return ", ".join(p for p in (doing, self._last) if p)
+
     def on_round_end(self, result: RoundResult) -> None:
         if self._bar is not None:
-            self._bar.set_postfix(labelled=result.n_labeled,
-                                  acc=f"{result.metrics[ACCURACY]:.3f}")
+            name = SHORT_NAMES.get(self._metric, self._metric.removeprefix("test/"))
+            self._last = (f"labelled={result.n_labeled} "
+                          f"{name}={result.metrics.get(self._metric, math.nan):.3f}")
+            self._bar.set_postfix_str(self._last, refresh=False)
             self._bar.update(1)
 
     def on_run_end(self, result: ALResult) -> None:

@@ -7,7 +7,9 @@ import it cheaply.
 
 from __future__ import annotations
 
+import math
 import re
+import socket
 from pathlib import Path
 
 # Per-round test metrics, in table order; logged as ``test/<name>`` with step = labelled images.
@@ -92,14 +94,37 @@ def lower_is_better(metric: str) -> bool:
     return metric.endswith(LOWER_IS_BETTER_SUFFIXES)
 
 
+def metric_bounds(metric: str) -> tuple[float, float]:
+    """The range a metric's values can take: [0, 1] for test scores (accuracy, F1, AUROC,
+    average precision, per finding too); unbounded otherwise (losses, times, signals)."""
+    if metric.startswith("test/") and not lower_is_better(metric):
+        return 0.0, 1.0
+    return -math.inf, math.inf
+
+
 def results_neutral(key: str) -> bool:
     """Whether the flattened config key ``key`` leaves a run's results unchanged."""
     return any(key == n or (n.endswith(".") and key.startswith(n)) for n in RESULTS_NEUTRAL_KEYS)
 
 
 # The MLflow UI (3.x opens in its GenAI view; this query opens the runs of model training).
-UI_ADDRESS = "http://127.0.0.1:5000"
+UI_HOST, UI_PORT = "127.0.0.1", 5000  # mlflow ui's own defaults
+UI_ADDRESS = f"http://{UI_HOST}:{UI_PORT}"
 UI_RUNS_VIEW = "?workflowType=machine_learning"
+UI_PORTS_TRIED = 100  # tracking.ui_port=null: the first free port of 5000..5099
+
+
+def free_port(host: str = UI_HOST, first: int = UI_PORT, tries: int = UI_PORTS_TRIED) -> int:
+    """The first port from ``first`` that nothing listens on at ``host`` now (``first`` when
+    none of ``tries`` is free: mlflow ui then says the port is taken)."""
+    for port in range(first, first + tries):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind((host, port))
+            except OSError:
+                continue
+            return port
+    return first
 
 
 def ui_link(experiment_id: str, run_id: str | None = None, address: str = UI_ADDRESS) -> str:
@@ -117,17 +142,22 @@ def redact(text: str) -> str:
     return _CREDENTIALS.sub(r"\g<head>***@", text)
 
 
-def where_to_look(uri: str, experiment_id: str, run_id: str | None = None) -> str:
+def where_to_look(uri: str, experiment_id: str, run_id: str | None = None,
+                  ui_port: int | None = None) -> str:
     """Lines telling where a run's (or a sweep's) results went in MLflow, and how to open them.
 
-    A tracking server already is the UI: its own page; a database needs ``mlflow ui`` on it.
+    A tracking server already is the UI: its own page; a database needs ``mlflow ui`` on it,
+    on ``ui_port`` (None: a port free now, from 5000), one worker (several die at start-up on
+    a loaded machine).
     """
     what = f"MLflow run {run_id}" if run_id else "MLflow experiment"
     uri = redact(uri)
     if uri.split(":", 1)[0] in ("http", "https"):
         return f"{what} in {uri}\n  view: open {ui_link(experiment_id, run_id, uri)}"
-    return (f"{what} in {uri}\n  view: mlflow ui --backend-store-uri {uri} --port 5000, then "
-            f"open {ui_link(experiment_id, run_id)}")
+    port = free_port() if ui_port is None else ui_port
+    return (f"{what} in {uri}\n  view: mlflow ui --backend-store-uri {uri} --port {port} "
+            f"--workers 1, then open "
+            f"{ui_link(experiment_id, run_id, f'http://{UI_HOST}:{port}')}")
 
 
 def sqlite_file(uri: str) -> Path | None:
