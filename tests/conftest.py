@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import functools
 import io
 import logging
 import os
+import random
 import runpy
 import signal
 import subprocess
@@ -64,12 +66,18 @@ def seed_store(cwd: Path, args: list[str], env: dict[str, str]) -> None:
 
 
 def run_cli(args: list[str], cwd: Path, module: str = "al_sim.run", timeout: float = 300,
-            env: dict[str, str] | None = None,
-            store: bool = True) -> subprocess.CompletedProcess[str]:
+            env: dict[str, str] | None = None, store: bool = True,
+            process: bool | None = None) -> subprocess.CompletedProcess[str]:
     """Run ``python -m <module> <args>`` in ``cwd`` like a user would; capture its output.
 
     ``store``: start from an empty MLflow store in ``cwd`` (as after a first run) rather
-    than have the run create one."""
+    than have the run create one. ``process``: in a new interpreter (True) or in this one
+    (False, :func:`run_here`); by default a new one only for a sweep (``-m``), whose
+    launchers start worker processes that outlive a call."""
+    if process is None:
+        process = any(a in ("-m", "--multirun") for a in args)
+    if not process:
+        return run_here(args, cwd, module=module, env=env, store=store, timeout=timeout)
     full_env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     full_env.update(env or {})
     if store and module == "al_sim.run":
@@ -78,14 +86,17 @@ def run_cli(args: list[str], cwd: Path, module: str = "al_sim.run", timeout: flo
                           capture_output=True, text=True, timeout=timeout, check=False)
 
 
-def run_here(args: list[str], cwd: Path, env: dict[str, str] | None = None,
-             store: bool = True) -> subprocess.CompletedProcess[str]:
-    """``python -m al_sim.run <args>`` in this process: the CLI's own ``cli()``, its exit
-    status and output, without paying a new interpreter's imports.
+def run_here(args: list[str], cwd: Path, module: str = "al_sim.run",
+             env: dict[str, str] | None = None, store: bool = True,
+             timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """``python -m <module> <args>`` in this process: the module run as ``__main__``, its
+    exit status and output, without paying a new interpreter's imports.
 
     For behaviour that does not depend on being a process of its own (signals, kills and
-    start-up stay with :func:`run_cli`). Hydra's global state, logging, signal handlers,
-    the working directory, the environment and torch's thread count are restored after."""
+    start-up stay with real processes). The environment, working directory, argv, signal
+    handlers, logging, Hydra's global state, torch's threads and determinism flags and the
+    global random states are restored after; a call past ``timeout`` ends the worker with
+    every thread's traceback rather than hanging the suite."""
     from hydra.core.global_hydra import GlobalHydra
 
     saved_env, saved_cwd, saved_argv = dict(os.environ), os.getcwd(), sys.argv[:]
@@ -93,25 +104,31 @@ def run_here(args: list[str], cwd: Path, env: dict[str, str] | None = None,
     root = logging.getLogger()
     saved_log = (root.level, root.handlers[:])
     threads = torch.get_num_threads()
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    rng = (random.getstate(), np.random.get_state(), torch.random.get_rng_state())
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     os.environ.update(env or {})
-    if store:
+    if store and module == "al_sim.run":
         seed_store(cwd, args, dict(os.environ))
     out, err = io.StringIO(), io.StringIO()
-    code: int | str | None = 0
+    code: object = 0
+    faulthandler.dump_traceback_later(timeout, exit=True)
     try:
         os.chdir(cwd)
-        sys.argv = ["al_sim.run", *args]
+        sys.argv = [module, *args]
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             try:
                 # as __main__, so Hydra finds conf/ beside the module's file as `python -m` does
-                runpy.run_module("al_sim.run", run_name="__main__", alter_sys=True)
+                runpy.run_module(module, run_name="__main__", alter_sys=True)
             except SystemExit as exc:
                 code = exc.code
+                if code is not None and not isinstance(code, int):
+                    print(code, file=sys.stderr)
             except BaseException:  # noqa: BLE001 - an uncaught error is a traceback, exit 1
                 traceback.print_exc()
                 code = 1
     finally:
+        faulthandler.cancel_dump_traceback_later()
         os.chdir(saved_cwd)
         sys.argv = saved_argv
         os.environ.clear()
@@ -125,9 +142,12 @@ def run_here(args: list[str], cwd: Path, env: dict[str, str] | None = None,
         root.setLevel(saved_log[0])
         GlobalHydra.instance().clear()
         torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
+        random.setstate(rng[0])
+        np.random.set_state(rng[1])
+        torch.random.set_rng_state(rng[2])
     status = code if isinstance(code, int) else (0 if code is None else 1)
-    return subprocess.CompletedProcess(["al_sim.run", *args], status, out.getvalue(),
-                                       err.getvalue())
+    return subprocess.CompletedProcess([module, *args], status, out.getvalue(), err.getvalue())
 
 
 @pytest.fixture(scope="session")

@@ -181,6 +181,6 @@ def test_each_kind_of_bad_input_through_the_cli(case: str, tmp_path: Path) -> No
     data = tmp_path / "data_in"
     data.mkdir()
     args = build(data)
-    proc = run_cli([*args, *_fast(args)], tmp_path, timeout=180)
+    proc = run_cli([*args, *_fast(args)], tmp_path, timeout=180, process=True)
     assert_refused(proc, tmp_path, words)
     assert_failed_runs_only(tmp_path)

@@ -53,7 +53,8 @@ def test_every_experiment_runs_as_a_real_sweep(option: str, tmp_path: Path) -> N
                     "budget.initial=20", "budget.query_size=10", "budget.rounds=1",
                     "trainer.epochs=1", "trainer.min_steps=2", "trainer.num_threads=1",
                     "progress=false", "tracking.enabled=false", "tracking.query_grids=false",
-                    f"hydra.sweep.dir={tmp_path / 'sweep'}", *data], tmp_path)
+                    f"hydra.sweep.dir={tmp_path / 'sweep'}", *data], tmp_path,
+                   process=False)  # n_jobs=1: joblib runs the jobs in the launcher's process
     assert proc.returncode == 0, proc.stderr[-2000:]
     jobs = sorted((tmp_path / "sweep").glob("*/metrics.csv"))
     assert len(jobs) == len(_sweep_values(option, "strategy"))

@@ -275,7 +275,7 @@ def failed_runs(db: Path) -> list[str]:
 def test_cli_a_decompression_bomb_in_the_folder(tmp_path: Path) -> None:
     root = folder(tmp_path / "data", "decompression bomb")
     fast = [a for a in FAST_CLI if not a.startswith("dataset.")]
-    proc = run_cli(["dataset=folder", f"dataset.root={root}", *fast], tmp_path)
+    proc = run_cli(["dataset=folder", f"dataset.root={root}", *fast], tmp_path, process=True)
     one_error_line(proc, "unlabeled_pool_images/p03.png", "DecompressionBombError")
     assert failed_runs(tmp_path / "mlflow.db") == ["FAILED"]
 
@@ -287,7 +287,7 @@ def test_cli_an_npz_header_that_lies(tmp_path: Path) -> None:
     fast = [a for a in FAST_CLI if not a.startswith("dataset.")]
     proc = run_cli(["dataset=medmnist", "dataset.name=breastmnist",
                     f"dataset.root={tmp_path / 'data'}", "dataset.in_memory_max_mb=0", *fast],
-                   tmp_path)
+                   tmp_path, process=True)
     one_error_line(proc, "breastmnist.npz", "'train_images' claims 40000 x 28 x 28")
     assert failed_runs(tmp_path / "mlflow.db") == ["FAILED"]
 
@@ -298,6 +298,6 @@ def test_cli_a_store_that_is_a_text_file(tmp_path: Path, module: str) -> None:
     db = tmp_path / "mlflow.db"
     db.write_text("not a database\n")
     proc = run_cli([*FAST_CLI, "budget=tiny"] if module == "al_sim.run" else [], tmp_path,
-                   module=module)
+                   module=module, process=True)
     one_error_line(proc, str(db), "file is not a database", "move")
     assert db.read_text() == "not a database\n"  # never overwritten

@@ -21,7 +21,7 @@ from al_sim.data import npz
 from al_sim.data.base import ImageRows
 from al_sim.data.medmnist import file_name, load_medmnist
 from al_sim.runtime.errors import DataError
-from tests.conftest import run_here
+from tests.conftest import run_cli
 
 SPLITS = {"train": 12, "val": 4, "test": 6}
 
@@ -182,7 +182,7 @@ def test_a_mapped_pool_gives_the_same_run_as_one_in_memory(tmp_path: Path) -> No
     outputs = {}
     for label, limit in (("mapped", "0"), ("loaded", "100000")):
         (tmp_path / label).mkdir()
-        proc = run_here(["dataset=medmnist", f"dataset.root={tmp_path}", "dataset.size=64",
+        proc = run_cli(["dataset=medmnist", f"dataset.root={tmp_path}", "dataset.size=64",
                         f"dataset.in_memory_max_mb={limit}", "budget=tiny", "trainer.epochs=1",
                         "trainer.min_steps=4", "trainer.num_threads=1", "progress=false",
                         "hydra.run.dir=run"], tmp_path / label)

@@ -163,6 +163,9 @@ def serve(root: Path, host: str, port: int, db_port: int | None, workers: int,
         # out (benchmarks/tracking_store_load.py, N=64); PostgreSQL is started with room for all.
         env.setdefault("MLFLOW_SQLALCHEMYSTORE_POOL_SIZE", str(POOL_SIZE))
         env.setdefault("MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW", str(POOL_OVERFLOW))
+        # MLflow 3's GenAI job runner (seven huey consumer processes) serves nothing al_sim
+        # logs; set MLFLOW_SERVER_ENABLE_JOB_EXECUTION=true to have it anyway.
+        env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
         artifacts = root.resolve() / "artifacts"
         artifacts.mkdir(exist_ok=True)
         security = ["--allowed-hosts", allowed_hosts] if allowed_hosts else []
