@@ -32,7 +32,10 @@ def _run_stack(members: list[tuple[int, int, list[str]]], *args: Any
     """One stack in this worker: each member ``(index, job number, overrides)`` as a job."""
     from hydra_plugins.hydra_joblib_launcher._core import execute_job
 
-    return [(i, execute_job(num, overrides, *args)) for i, num, overrides in members]
+    from al_sim.app.components import shared_datasets
+
+    with shared_datasets():
+        return [(i, execute_job(num, overrides, *args)) for i, num, overrides in members]
 
 
 def member_size(job_cfg: DictConfig, fraction: float, jobs: int) -> tuple[int, int]:
