@@ -134,17 +134,6 @@ def test_a_failing_member_fails_alone_and_the_stack_goes_on(tmp_path: Path) -> N
     assert statuses == {"random": "FINISHED", "raising": "FAILED"}, statuses
 
 
-def worker_pid(launcher: int) -> int | None:
-    """The launcher's loky worker (the child running ``loky``), if started."""
-    out = subprocess.run(["pgrep", "-P", str(launcher)], capture_output=True, text=True,
-                         check=False).stdout.split()
-    for pid in out:
-        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
-        if b"loky" in cmd or b"joblib" in cmd:
-            return int(pid)
-    return None
-
-
 @pytest.mark.slow
 def test_a_killed_stack_resumes_each_member_into_its_run(tmp_path: Path) -> None:
     args = ["-m", "strategy=random,entropy", "seed=0", *TINY, "budget.rounds=5",
@@ -157,17 +146,13 @@ def test_a_killed_stack_resumes_each_member_into_its_run(tmp_path: Path) -> None
         while not list((tmp_path / "sweep").glob("*/checkpoint.pt")):  # member 1 past round 0
             assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
             time.sleep(0.05)
-        victim = worker_pid(proc.pid)
-        assert victim is not None
-        os.kill(victim, signal.SIGKILL)
-        _, err = proc.communicate(timeout=300)
+        os.kill(proc.pid, signal.SIGKILL)  # n_jobs=1: the stack runs in the sweep's process
+        proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 3, err[-3000:]
-    assert len([line for line in err.splitlines() if line.startswith("lost: job")]) == 2
     killed = job_runs(tmp_path)
-    assert [r.info.status for r in killed.values()] == ["KILLED"]  # member 2 had not started
+    assert len(killed) == 1  # member 2 had not started; member 1 died with no word
 
     again = run_cli(args, tmp_path, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
