@@ -53,6 +53,8 @@ def test_auto_stack_size_fills_the_memory_share_and_never_drops_to_zero() -> Non
     assert auto_stack_size(100 * mib, 1000 * mib, 0.8, 30) == 8
     assert auto_stack_size(100 * mib, 1000 * mib, 0.8, 5) == 5  # no more than the group
     assert auto_stack_size(100 * mib, 50 * mib, 0.8, 30) == 1  # too big: members run alone
+    assert auto_stack_size(mib, 1000 * mib, 0.8, 30, workers=2) == 15  # no worker idles
+    assert auto_stack_size(mib, 1000 * mib, 0.8, 5, workers=2) == 3
     with pytest.raises(ValueError):
         auto_stack_size(0, 1000, 0.8, 3)
 

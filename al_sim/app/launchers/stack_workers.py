@@ -10,6 +10,7 @@ each reported lost and its run KILLED; re-running the sweep resumes them.
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
@@ -38,7 +39,8 @@ def _run_stack(members: list[tuple[int, int, list[str]]], *args: Any
         return [(i, execute_job(num, overrides, *args)) for i, num, overrides in members]
 
 
-def member_size(job_cfg: DictConfig, fraction: float, jobs: int) -> tuple[int, int]:
+def member_size(job_cfg: DictConfig, fraction: float, jobs: int,
+                workers: int) -> tuple[int, int]:
     """(members per stack, bytes per member) for ``stack_size=auto``: one member's footprint
     measured on a fresh model and a training batch, against the device's free memory."""
     import torch
@@ -53,7 +55,7 @@ def member_size(job_cfg: DictConfig, fraction: float, jobs: int) -> tuple[int, i
                         int(job_cfg.seed), input_size=dataset.image_shape[-1]).to(device)
     batch = torch.zeros((int(job_cfg.trainer.batch_size), *dataset.image_shape), device=device)
     size = member_bytes(model, batch)
-    return auto_stack_size(size, free_bytes(device), fraction, jobs), size
+    return auto_stack_size(size, free_bytes(device), fraction, jobs, workers), size
 
 
 class AlStackLauncher(AlJoblibLauncher):
@@ -76,7 +78,9 @@ class AlStackLauncher(AlJoblibLauncher):
             return stack_groups(keys, self.stack_size)
         stacks: list[list[int]] = []
         for group in stack_groups(keys, len(keys)):
-            size, member = member_size(cfgs[group[0]], self.memory_fraction, len(group))
+            n_jobs = int(self.joblib.get("n_jobs") or 1)  # joblib's -1: one per core
+            workers = n_jobs if n_jobs >= 1 else os.cpu_count() or 1
+            size, member = member_size(cfgs[group[0]], self.memory_fraction, len(group), workers)
             print(f"stack_size=auto: {member / 2**20:.1f} MiB per member -> {size} per stack",
                   flush=True)
             stacks += [group[s:s + size] for s in range(0, len(group), size)]

@@ -34,13 +34,15 @@ def stack_groups(keys: Sequence[str], size: int) -> list[list[int]]:
             for start in range(0, len(jobs), size)]
 
 
-def auto_stack_size(member_bytes: int, free_bytes: int, fraction: float, jobs: int) -> int:
+def auto_stack_size(member_bytes: int, free_bytes: int, fraction: float, jobs: int,
+                    workers: int = 1) -> int:
     """Members per stack that fit ``fraction`` of the free memory at ``member_bytes`` each,
-    never more than the ``jobs`` of the group and never fewer than one."""
+    never fewer than one, and no more than spreads the group's ``jobs`` over the ``workers``
+    that run stacks at once (so none of them idles)."""
     if member_bytes <= 0:
         raise ValueError(f"member footprint {member_bytes} bytes <= 0")
     fits = int(free_bytes * fraction // member_bytes)
-    return max(1, min(jobs, fits))
+    return max(1, min(-(-jobs // max(1, workers)), fits))
 
 
 def parse_stack_size(value: object) -> int | None:
