@@ -4,8 +4,9 @@ per stack, not once per run); stacks run on ``n_jobs`` workers like the joblib l
 
 Each member is a whole run (its own seeds, strategy, run dir, checkpoint, MLflow child run),
 run as a Hydra job with the same task function: a member that fails is that member's FAILED
-run and the next member goes on; a worker that dies loses only its stack's unfinished members,
-each reported lost and its run KILLED; re-running the sweep resumes them.
+run and the next member goes on; a worker that dies returns nothing for its stack, so each of
+its members is reported lost (the running one's run KILLED); re-running the sweep resumes them.
+With ``n_jobs=1`` joblib runs the stacks in the launcher's own process.
 """
 
 from __future__ import annotations
