@@ -166,3 +166,17 @@ def test_a_killed_stack_resumes_each_member_into_its_run(tmp_path: Path) -> None
     steps = [m.step for m in client(tmp_path).get_metric_history(first.info.run_id,
                                                                   "test/accuracy")]
     assert sorted(steps) == sorted(set(steps)) and len(steps) == 6  # 5 rounds + initial
+
+
+def test_a_stacks_members_share_one_dataset_and_runs_outside_a_stack_do_not() -> None:
+    from al_sim.app.components import build_dataset, shared_datasets
+
+    cfg = OmegaConf.create({"oracle": {"name": "simulated"}, "dataset": {
+        "_target_": "al_sim.data.synthetic.load_synthetic", "n_pool": 60, "n_test": 30}})
+    other = OmegaConf.create({**OmegaConf.to_container(cfg), "dataset": {
+        "_target_": "al_sim.data.synthetic.load_synthetic", "n_pool": 61, "n_test": 30}})
+    with shared_datasets():
+        first = build_dataset(cfg)
+        assert build_dataset(cfg) is first
+        assert build_dataset(other) is not first  # another config: its own copy
+    assert build_dataset(cfg) is not first
