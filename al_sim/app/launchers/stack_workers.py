@@ -66,8 +66,7 @@ class AlStackLauncher(AlJoblibLauncher):
     def __init__(self, stack_size: Any = "auto", memory_fraction: float = 0.8,
                  **joblib: Any) -> None:
         super().__init__(**joblib)
-        self.stack_size = parse_stack_size(stack_size)
-        self.memory_fraction = float(memory_fraction)
+        self.stack_size, self.memory_fraction = stack_size, float(memory_fraction)
 
     def plan(self, refs: list[JobRef]) -> list[list[int]]:
         """The stacks, as indices into ``refs``; each printed with its members."""
@@ -75,8 +74,9 @@ class AlStackLauncher(AlJoblibLauncher):
         cfgs = [self.hydra_context.config_loader.load_sweep_config(self.config, list(r.overrides))
                 for r in refs]
         keys = [stack_key(cfg) for cfg in cfgs]
-        if self.stack_size is not None:
-            return stack_groups(keys, self.stack_size)
+        fixed = parse_stack_size(self.stack_size)  # checked here: a bad value is one error line
+        if fixed is not None:
+            return stack_groups(keys, fixed)
         stacks: list[list[int]] = []
         for group in stack_groups(keys, len(keys)):
             n_jobs = int(self.joblib.get("n_jobs") or 1)  # joblib's -1: one per core
