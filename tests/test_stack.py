@@ -30,9 +30,10 @@ ENV = {"PYTHONPATH": str(REPO)}  # the workers import tests.stack_faults
 TINY = ["budget=tiny", *FAST_CLI, "hydra.sweep.dir=sweep", "tracking.query_grids=false"]
 
 
-def test_jobs_that_agree_share_stacks_of_at_most_the_size_in_sweep_order() -> None:
+def test_jobs_that_agree_share_stacks_of_at_most_the_size_dealt_round_robin() -> None:
     keys = ["a", "a", "b", "a", "a", "c", "b"]
-    assert stack_groups(keys, 3) == [[0, 1, 3], [4], [2, 6], [5]]
+    assert stack_groups(keys, 3) == [[0, 3], [1, 4], [2, 6], [5]]
+    assert stack_groups(keys, 4) == [[0, 1, 3, 4], [2, 6], [5]]
     assert stack_groups(keys, 1) == [[i] for i in (0, 1, 3, 4, 2, 6, 5)]
     with pytest.raises(ValueError):
         stack_groups(keys, 0)

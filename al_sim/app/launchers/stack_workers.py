@@ -23,6 +23,7 @@ from al_sim.app.launchers.joblib_workers import AlJoblibLauncher
 from al_sim.app.launchers.stacking import (
     auto_stack_size,
     parse_stack_size,
+    split,
     stack_groups,
     stack_key,
 )
@@ -84,7 +85,7 @@ class AlStackLauncher(AlJoblibLauncher):
             size, member = member_size(cfgs[group[0]], self.memory_fraction, len(group), workers)
             print(f"stack_size=auto: {member / 2**20:.1f} MiB per member -> {size} per stack",
                   flush=True)
-            stacks += [group[s:s + size] for s in range(0, len(group), size)]
+            stacks += split(group, size)
         return stacks
 
     def launch(self, job_overrides: Any, initial_job_idx: int) -> list[JobReturn]:

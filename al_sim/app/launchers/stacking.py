@@ -25,13 +25,19 @@ def stack_key(job_cfg: DictConfig) -> str:
 def stack_groups(keys: Sequence[str], size: int) -> list[list[int]]:
     """Job indices in stacks: jobs with equal keys together (in sweep order), split into
     stacks of at most ``size``; a job whose key no other job shares runs alone."""
-    if size < 1:
-        raise ValueError(f"stack size {size} < 1")
     by_key: dict[str, list[int]] = {}
     for i, key in enumerate(keys):
         by_key.setdefault(key, []).append(i)
-    return [jobs[start:start + size] for jobs in by_key.values()
-            for start in range(0, len(jobs), size)]
+    return [stack for jobs in by_key.values() for stack in split(jobs, size)]
+
+
+def split(jobs: list[int], size: int) -> list[list[int]]:
+    """``jobs`` dealt round-robin into the fewest stacks of at most ``size``: a sweep's
+    strategies vary fastest, so each stack gets its share of the slow ones (BALD, BADGE)."""
+    if size < 1:
+        raise ValueError(f"stack size {size} < 1")
+    count = -(-len(jobs) // size)
+    return [jobs[start::count] for start in range(count)]
 
 
 def auto_stack_size(member_bytes: int, free_bytes: int, fraction: float, jobs: int,
