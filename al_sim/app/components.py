@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from al_sim.config.annotators import PANEL, PanelOracleConf
 from al_sim.config.data import is_folder_dataset
@@ -24,9 +25,33 @@ from al_sim.models import ALModel
 from al_sim.runtime.errors import ConfigError, DataError
 from al_sim.strategies.base import MULTILABEL_STRATEGIES, Strategy
 
+# The datasets built while a stack runs in this process, by their resolved config: its
+# members share one copy (datasets are read-only to the loop); None outside a stack.
+_SHARED: list[dict[str, ALDataset]] = []
+
+
+@contextlib.contextmanager
+def shared_datasets() -> Iterator[None]:
+    """While inside: a dataset built once is handed to every later run with the same config."""
+    _SHARED.append({})
+    try:
+        yield
+    finally:
+        _SHARED.pop()
+
 
 def build_dataset(cfg: DictConfig) -> ALDataset:
-    """The configured dataset (``cfg.dataset._target_``); a human oracle needs no pool labels."""
+    """The configured dataset (``cfg.dataset._target_``); a human oracle needs no pool labels.
+    Inside :func:`shared_datasets`, the copy an earlier run of the stack built."""
+    if not _SHARED:
+        return _build_dataset(cfg)
+    key = OmegaConf.to_yaml(cfg.dataset, resolve=True) + str(cfg.oracle.name)
+    if key not in _SHARED[-1]:
+        _SHARED[-1][key] = _build_dataset(cfg)
+    return _SHARED[-1][key]
+
+
+def _build_dataset(cfg: DictConfig) -> ALDataset:
     extra = {}
     if cfg.oracle.name == "human" and is_folder_dataset(cfg.dataset):
         extra["labels_required"] = False

@@ -26,3 +26,9 @@ with contextlib.suppress(ImportError):
 
     class AlJoblibLauncher(_Joblib):
         """``hydra/launcher=al_joblib``."""
+
+with contextlib.suppress(ImportError):
+    from al_sim.app.launchers.stack_workers import AlStackLauncher as _Stack
+
+    class AlStackLauncher(_Stack):
+        """``hydra/launcher=al_stack``."""
