@@ -26,8 +26,8 @@ from mlflow.tracking import MlflowClient
 
 from al_sim.tracking.contract import ROLE_TAG
 
-SMOKE = ["budget=tiny", "dataset.n_pool=200", "dataset.n_test=100", "trainer.epochs=1",
-         "trainer.min_steps=2", "progress=false", "strategy=random", "seed=0,1"]
+SMOKE = ["budget=tiny", "budget.rounds=1", "dataset.n_pool=120", "dataset.n_test=60",
+         "trainer.epochs=1", "trainer.min_steps=2", "progress=false", "strategy=random", "seed=0,1"]
 LAUNCHERS = {
     "stacked": ["hydra/launcher=al_stack", "hydra.launcher.n_jobs=2"],
     "joblib n_jobs=2": ["hydra/launcher=al_joblib", "hydra.launcher.n_jobs=2"],
