@@ -35,7 +35,7 @@ pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason='pip install
 
 from mlflow.tracking import MlflowClient  # noqa: E402
 
-GRID = ["strategy=random,entropy", "seed=0,1", "budget=tiny",
+GRID = ["strategy=random,entropy", "seed=0", "budget=tiny",
         *[a for a in FAST_CLI if a != "trainer.num_threads=1"]]
 METRICS = ("test/accuracy", "test/f1_macro", "test/balanced_accuracy", "test/auroc",
            "test/loss", "round", "n_labeled")
@@ -173,7 +173,7 @@ def sweep(args: list[str], cwd: Path, ray_address: str | None = None,
 
 
 def check_sweep(uri: str, experiment: str) -> tuple[MlflowClient, list]:
-    """4 FINISHED children under one parent, each metric logged once at each step."""
+    """2 FINISHED children under one parent, each metric logged once at each step."""
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name(experiment)
     runs = client.search_runs([exp.experiment_id])
@@ -182,9 +182,9 @@ def check_sweep(uri: str, experiment: str) -> tuple[MlflowClient, list]:
     summaries = [r for r in runs if r.data.tags.get("al_sim.role") == "summary"]
     assert sorted(r.data.tags["strategy"] for r in summaries) == ["entropy", "random"]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
-    assert len(children) == 4, [r.info.run_name for r in children]
+    assert len(children) == 2, [r.info.run_name for r in children]
     assert sorted(r.info.run_name for r in children) == sorted(
-        f"{s}-synthetic-seed{seed}" for s in ("random", "entropy") for seed in (0, 1))
+        f"{s}-synthetic-seed0" for s in ("random", "entropy"))
     for run in children:
         assert run.info.status == "FINISHED"
         assert run.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
@@ -202,7 +202,7 @@ def curves(client: MlflowClient, runs: list) -> dict[str, list[tuple[int, float]
 
 @pytest.fixture(scope="module")
 def ray_sweep(server: Server, ray_head: str, workdir: Path) -> dict:
-    """The reference sweep: 2 strategies x 2 seeds through the Ray launcher."""
+    """The reference sweep: 2 strategies through the Ray launcher (one job per node CPU)."""
     cwd = workdir / "ray_launch"
     cwd.mkdir()
     proc = sweep(["hydra/launcher=al_ray", *GRID, f"tracking.uri={server.uri}",
@@ -240,8 +240,6 @@ def test_submitit_local_sweep_gives_the_same_runs(ray_sweep: dict, server: Serve
     proc = sweep(["hydra/launcher=al_submitit_local", *GRID, f"tracking.uri={server.uri}",
                   "tracking.experiment=submitit", f"hydra.sweep.dir={cwd / 'sweep'}"], cwd)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    if (os.cpu_count() or 1) < 4:
-        assert "submitit_local starts all 4 jobs at once" in proc.stderr + proc.stdout
     client, children = check_sweep(server.uri, "submitit")
     assert curves(client, children) == ray_sweep["curves"]  # same config, same curves
 

@@ -101,8 +101,8 @@ def test_resume_with_a_different_config_is_refused(tmp_path) -> None:
     other = run_cli([*ARGS, "strategy=margin", f"hydra.run.dir={run_dir}"], tmp_path)
     assert other.returncode == 2
     assert "different config" in other.stderr and "strategy.name" in other.stderr
-    fresh = run_cli([*ARGS, "strategy=margin", "resume=false", f"hydra.run.dir={run_dir}"],
-                    tmp_path)
+    fresh = run_cli([*ARGS, "strategy=margin", "budget.rounds=1", "resume=false",
+                     f"hydra.run.dir={run_dir}"], tmp_path)
     assert fresh.returncode == 0, fresh.stderr
 
 
