@@ -30,6 +30,21 @@ from al_sim.data.transforms import Preprocess
 REPO = Path(__file__).resolve().parents[1]
 SHARED_MEDMNIST = REPO.parent / "shared" / "data" / "medmnist"
 
+# The test files that take longest (pytest --durations, on 2 workers), started first: xdist
+# hands out whole files (--dist loadfile) in collection order (--no-loadscope-reorder), and
+# one of these started last would run alone at the end while the other worker idles.
+LONGEST_FIRST = ("test_benchmarks.py", "test_cluster.py", "test_launcher_watch.py",
+                 "test_concurrency.py", "test_resume.py", "test_stack.py",
+                 "test_pool_larger_than_memory.py", "test_hardening_tracking.py", "test_cli.py",
+                 "test_lost_jobs.py", "test_compare.py", "test_config.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Longest files first; every other file after them in its usual order."""
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
+
 # Small enough for seconds per run on 2 cores, big enough for every class to appear.
 FAST_CLI = [
     "dataset.n_pool=400",
