@@ -74,6 +74,11 @@ def build_oracle(cfg: DictConfig, dataset: ALDataset, run_dir: Path
     """The configured annotator: simulated (one, or a panel: needs every pool label) or a
     human expert."""
     if cfg.oracle.name == "human":
+        if dataset.volumes:
+            raise ConfigError(
+                f"oracle=human shows 2D images on the labelling page and {dataset.name} holds "
+                f"volumes {'x'.join(map(str, dataset.image_shape[1:]))}; simulate the study "
+                "(oracle=simulated or oracle=panel), or label 2D slices (a 2D dataset)")
         root = cfg.dataset.get("root") if is_folder_dataset(cfg.dataset) else None
         window = cfg.dataset.get("window") if is_folder_dataset(cfg.dataset) else None
         return HumanOracle(run_dir, dataset, cfg.oracle.image_size,
@@ -125,15 +130,23 @@ def check_strategy_task(strategy: Strategy, dataset: ALDataset) -> None:
 
 def check_input_size(model_factory: Callable[[int], ALModel], dataset: ALDataset,
                      model_name: str) -> None:
-    """ConfigError when the model cannot take the dataset's images (too small for its pooling)."""
+    """ConfigError when the model cannot take the dataset's images (volumes for a 2D model or
+    the reverse, or images too small for its pooling)."""
     model = model_factory(0).eval()
+    if model.spatial_rank != dataset.spatial_rank:
+        kinds = {2: "2D images", 3: "volumes"}
+        fix = "cnn3d or model=resnet18_3d" if dataset.volumes else "simple_cnn or model=resnet18"
+        raise ConfigError(
+            f"model {model_name} takes {kinds[model.spatial_rank]} and {dataset.name} holds "
+            f"{kinds[dataset.spatial_rank]} ({'x'.join(map(str, dataset.image_shape))}); use "
+            f"model={fix}")
     try:
         with torch.no_grad():
             model(torch.zeros(2, *dataset.image_shape))
     except RuntimeError as exc:
-        side = dataset.image_shape[1]
+        size = "x".join(map(str, dataset.image_shape[1:]))
         raise ConfigError(
-            f"model {model_name} cannot take {side}x{side} images "
+            f"model {model_name} cannot take {size} images "
             f"({str(exc).splitlines()[0][:200]}); raise dataset.image_size (e.g. 28) or use "
             "a model with less down-sampling"
         ) from None

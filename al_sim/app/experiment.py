@@ -47,7 +47,8 @@ def run_experiment(cfg: DictConfig, run: RunInfo, callbacks: CallbackList,
         if dataset.memory_mapped and threshold is not None:
             fix_mmap_threshold(threshold)  # scoring a pool on disk must not grow the heap
         preprocess = Preprocess(to_object(cfg.dataset.preprocess, PreprocessConf),
-                                channels=dataset.image_shape[0])
+                                channels=dataset.image_shape[0],
+                                spatial_rank=dataset.spatial_rank)
         trainer = Trainer(to_object(cfg.trainer, TrainerConf), preprocess,
                           resolve_device(cfg.trainer.device), task=dataset.task)
         check_strategy_task(strategy, dataset)

@@ -19,8 +19,10 @@ class PreprocessConf:
     std: list[float] = field(default_factory=lambda: [0.5])
     hflip: bool = False
     vflip: bool = False
-    rotation_degrees: float = 0.0
+    dflip: bool = False  # volumes only: flip along the slice (depth) axis
+    rotation_degrees: float = 0.0  # volumes: in-plane (about the slice axis)
     random_resized_crop_scale: float = 1.0  # 1.0 = off; e.g. 0.8 crops 80-100% of the area
+    # (of the volume, for volumes)
 
     def __post_init__(self) -> None:
         if len(self.mean) != len(self.std):
@@ -92,6 +94,34 @@ class SyntheticChestDatasetConf:
         for name in ("co_occurrence", "difficulty"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ConfigError(f"dataset.{name} must be in [0, 1], got {getattr(self, name)}")
+        fraction("dataset", label_noise=self.label_noise)
+
+
+@dataclass
+class SyntheticVolumeDatasetConf:
+    """Generated CT-like volumes: textured tissue, a rare round nodule class, vessel look-alikes."""
+
+    _target_: str = "al_sim.data.synthetic_volume.load_synthetic_volume"
+    name: str = "synthetic_volume"
+    n_pool: int = 1000
+    n_test: int = 400
+    image_size: int = 28  # voxels a side: volumes image_size^3
+    class_proportions: list[float] = field(default_factory=lambda: [0.9, 0.1])  # normal, nodule
+    difficulty: float = 0.6
+    label_noise: float = 0.0
+    seed: int = 0
+    preprocess: PreprocessConf = field(default_factory=PreprocessConf)
+
+    def __post_init__(self) -> None:
+        positive("dataset", n_pool=self.n_pool, n_test=self.n_test)
+        non_negative("dataset", seed=self.seed)
+        if self.image_size < 16:
+            raise ConfigError(f"dataset.image_size must be >= 16, got {self.image_size}")
+        if len(self.class_proportions) != 2 or any(p <= 0 for p in self.class_proportions):
+            raise ConfigError("dataset.class_proportions must be 2 positive numbers (normal, "
+                              f"nodule), got {list(self.class_proportions)}")
+        if not 0.0 <= self.difficulty <= 1.0:
+            raise ConfigError(f"dataset.difficulty must be in [0, 1], got {self.difficulty}")
         fraction("dataset", label_noise=self.label_noise)
 
 

@@ -75,6 +75,8 @@ class TrainerConf:
     eval_batch_size: Any = "auto"  # a number, or auto: eval_batch_table
     # auto: the first key of <device>-<Model>-<px>, <device>-<Model>, <device> (measured)
     eval_batch_table: dict[str, int] = field(default_factory=lambda: dict(EVAL_BATCH_PER_DEVICE))
+    # inference batches are also capped so that one holds at most this many MB of activations
+    inference_memory_mb: float | None = 1024.0
     lr: float = 1e-3
     weight_decay: float = 1e-4
     lr_schedule: str = "cosine"  # cosine | constant
@@ -106,6 +108,8 @@ class TrainerConf:
                                   "cuda (<device>[-<Model>[-<px>]])")
             positive("trainer", **{f"eval_batch_table.{key}": value})
         self.eval_batch_table = {**EVAL_BATCH_PER_DEVICE, **self.eval_batch_table}
+        if self.inference_memory_mb is not None:
+            positive("trainer", inference_memory_mb=self.inference_memory_mb)
         if self.precision not in ("fp32", "bf16", "fp16"):
             raise ConfigError(f"trainer.precision must be fp32, bf16 or fp16, got "
                               f"{self.precision!r}")

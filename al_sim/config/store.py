@@ -15,6 +15,7 @@ from al_sim.config.data import (
     MedMNISTDatasetConf,
     SyntheticChestDatasetConf,
     SyntheticDatasetConf,
+    SyntheticVolumeDatasetConf,
 )
 from al_sim.config.derive import typed_node
 from al_sim.config.human import HumanOracleConf
@@ -55,6 +56,8 @@ def register_configs() -> None:
     cs.store(name="_schema", node=Config)
     cs.store(group=f"{SCHEMAS}/dataset", name="synthetic", node=SyntheticDatasetConf)
     cs.store(group=f"{SCHEMAS}/dataset", name="synthetic_chest", node=SyntheticChestDatasetConf)
+    cs.store(group=f"{SCHEMAS}/dataset", name="synthetic_volume",
+             node=SyntheticVolumeDatasetConf)
     cs.store(group=f"{SCHEMAS}/dataset", name="medmnist", node=MedMNISTDatasetConf)
     cs.store(group=f"{SCHEMAS}/dataset", name="folder", node=FolderDatasetConf)
     cs.store(group=f"{SCHEMAS}/budget", name="budget", node=BudgetConf)

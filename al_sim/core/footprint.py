@@ -18,6 +18,13 @@ def member_bytes(model: nn.Module, batch: torch.Tensor) -> int:
     """The training footprint of one member: parameter state plus the outputs of every leaf
     module on ``batch`` (one forward pass, measured with hooks)."""
     state = sum(p.numel() * p.element_size() for p in model.parameters()) * STATE_COPIES
+    return (state + activation_bytes(model, batch) * ACTIVATION_COPIES
+            + batch.numel() * batch.element_size())
+
+
+def activation_bytes(model: nn.Module, batch: torch.Tensor) -> int:
+    """Bytes of the outputs of every leaf module of ``model`` on ``batch`` (one forward pass
+    without gradients, measured with hooks): what one pass of ``batch`` holds at most."""
     seen = [0]
 
     def count(_module: nn.Module, _inputs: object, output: object) -> None:
@@ -32,7 +39,7 @@ def member_bytes(model: nn.Module, batch: torch.Tensor) -> int:
     finally:
         for hook in hooks:
             hook.remove()
-    return state + seen[0] * ACTIVATION_COPIES + batch.numel() * batch.element_size()
+    return seen[0]
 
 
 def free_bytes(device: torch.device) -> int:

@@ -21,6 +21,7 @@ from al_sim.core.device import (
     to_device,
 )
 from al_sim.core.events import FitReport
+from al_sim.core.footprint import activation_bytes
 from al_sim.data.base import Images
 from al_sim.data.transforms import Preprocess
 from al_sim.maths.task import Task
@@ -58,9 +59,10 @@ class Trainer:
         self._activate = ACTIVATIONS["softmax" if task is None else task.activation]
         self.preprocess = preprocess
         self.device = device
-        self._memory_format = (
-            torch.channels_last if conf.channels_last else torch.contiguous_format
-        )
+        channels_last = torch.channels_last_3d if preprocess.spatial_rank == 3 else \
+            torch.channels_last
+        self._memory_format = channels_last if conf.channels_last else torch.contiguous_format
+        self._activation_bytes: dict[tuple[type, tuple[int, ...]], int] = {}
         configure(conf, device)
 
     def place(self, x: torch.Tensor) -> torch.Tensor:
@@ -75,7 +77,18 @@ class Trainer:
 
     def eval_batch_size(self, model: ALModel, x: Images) -> int:
         """``trainer.eval_batch_size``, or with ``auto`` the table's entry for this
-        device, model class and image size (``<device>-<Model>-<px>``, then shorter keys)."""
+        device, model class and image size (``<device>-<Model>-<px>``, then shorter keys);
+        at most as many images as hold ``trainer.inference_memory_mb`` of activations."""
+        size = self._configured_eval_batch(model, x)
+        if self.conf.inference_memory_mb is None or len(x) == 0:
+            return size
+        key = (type(model), tuple(int(d) for d in x.shape[1:]))
+        if key not in self._activation_bytes:  # one image through the model, measured
+            self._activation_bytes[key] = max(1, activation_bytes(model, self._inputs(x[:1])))
+        budget = self.conf.inference_memory_mb * 2**20
+        return max(1, min(size, int(budget // self._activation_bytes[key])))
+
+    def _configured_eval_batch(self, model: ALModel, x: Images) -> int:
         if self.conf.eval_batch_size != "auto":
             return int(self.conf.eval_batch_size)
         table, dev = self.conf.eval_batch_table, self.device.type
@@ -209,13 +222,13 @@ class Trainer:
     def _map(self, model: ALModel, x: Images, fn: Callable[[torch.Tensor], torch.Tensor],
              dropout: bool = False) -> np.ndarray:
         model.eval()
+        # torch's stubs omit Module.to's memory_format keyword
+        model.to(self.device, memory_format=self._memory_format)  # type: ignore[call-overload]
+        size = self.eval_batch_size(model, x)  # measured in eval mode: no dropout draw
         if dropout:
             for module in model.modules():
                 if isinstance(module, torch.nn.Dropout):
                     module.train()
-        # torch's stubs omit Module.to's memory_format keyword
-        model.to(self.device, memory_format=self._memory_format)  # type: ignore[call-overload]
-        size = self.eval_batch_size(model, x)
         outs = []
         try:
             with torch.inference_mode(), autocast(self.conf, self.device):

@@ -32,7 +32,7 @@ class ImageRows:
 
     @property
     def shape(self) -> torch.Size:
-        """``(len, C, H, W)``."""
+        """``(len, C, H, W)``, or ``(len, C, D, H, W)`` for volumes."""
         return torch.Size((len(self._indices), *self._images.shape[1:]))
 
     @property
@@ -42,7 +42,7 @@ class ImageRows:
 
     @property
     def ndim(self) -> int:
-        """4."""
+        """4 for images, 5 for volumes."""
         return self._images.ndim
 
     @property
@@ -56,8 +56,8 @@ class ImageRows:
         return self._images[self._indices[key]]
 
 
-# uint8 images ``N x C x H x W`` as the trainer takes them: a tensor, or pool rows gathered
-# batch by batch (a memory-mapped pool).
+# uint8 images ``N x C x H x W`` (volumes: ``N x C x D x H x W``) as the trainer takes them: a
+# tensor, or pool rows gathered batch by batch (a memory-mapped pool).
 Images = torch.Tensor | ImageRows
 
 
@@ -65,11 +65,11 @@ Images = torch.Tensor | ImageRows
 class ALDataset:
     """A pool to query, a test split to evaluate on, and optionally a validation split.
 
-    Images are uint8 tensors ``N x C x H x W``; conversion to float happens per
-    batch. A pool too large for memory is a tensor over a read-only memory map
-    (``memory_mapped``): index it through ``pool_rows`` so that only the batch
-    in use is read, and never write to it. ``pool_y`` holds the answers the
-    simulated oracle reveals; -1 marks a pool image whose label is unknown (an
+    Images are uint8 tensors ``N x C x H x W``, or ``N x C x D x H x W`` for volumes (CT,
+    MRI: ``spatial_rank`` 3); conversion to float happens per batch. A pool too large for
+    memory is a tensor over a read-only memory map (``memory_mapped``): index it through
+    ``pool_rows`` so that only the batch in use is read, and never write to it. ``pool_y``
+    holds the answers the simulated oracle reveals; -1 marks a pool image whose label is unknown (an
     unlabelled folder pool, for a human oracle). ``task`` (from ``task_type``) says what a label is
     (``al_sim.maths.task``): one class per image (``N`` ints) or, for ``multilabel``,
     a set of findings (``N x F`` 0/1, ``class_names`` naming the findings).
@@ -118,10 +118,19 @@ class ALDataset:
         return int(self.pool_x.shape[0])
 
     @property
-    def image_shape(self) -> tuple[int, int, int]:
-        """``(C, H, W)`` of every image."""
-        c, h, w = self.pool_x.shape[1:]
-        return int(c), int(h), int(w)
+    def image_shape(self) -> tuple[int, ...]:
+        """``(C, H, W)`` of every image, ``(C, D, H, W)`` of every volume."""
+        return tuple(int(d) for d in self.pool_x.shape[1:])
+
+    @property
+    def spatial_rank(self) -> int:
+        """2 for images, 3 for volumes."""
+        return self.pool_x.ndim - 2
+
+    @property
+    def volumes(self) -> bool:
+        """Whether the images are volumes (``N x C x D x H x W``)."""
+        return self.spatial_rank == 3
 
     def pool_rows(self, indices: np.ndarray) -> Images:
         """Pool images ``indices``: a gathered tensor, or lazy rows when the pool is on disk."""
@@ -133,10 +142,10 @@ class ALDataset:
         if self.val_x is not None and self.val_y is not None:
             splits.append(("val", self.val_x, self.val_y))
         for split, x, y in splits:
-            if x.dtype != torch.uint8 or x.ndim != 4:
+            if x.dtype != torch.uint8 or x.ndim not in (4, 5):
                 raise DataError(
-                    f"{self.name}: {split} images must be uint8 N x C x H x W, "
-                    f"got {x.dtype} with shape {tuple(x.shape)}"
+                    f"{self.name}: {split} images must be uint8 N x C x H x W (volumes: "
+                    f"N x C x D x H x W), got {x.dtype} with shape {tuple(x.shape)}"
                 )
             if x.shape[0] != len(y):
                 raise DataError(

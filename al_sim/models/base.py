@@ -15,6 +15,7 @@ class ALModel(nn.Module):
 
     embedding_dim: int
     n_classes: int
+    spatial_rank: int = 2  # the images it takes: 2 (N x C x H x W) or 3 (volumes)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Penultimate embedding, ``B x embedding_dim``."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import pickle
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import torch
 from torchvision.models import ResNet18_Weights
@@ -21,42 +22,49 @@ from al_sim.runtime.errors import ConfigError
 WEIGHTS = ResNet18_Weights.IMAGENET1K_V1
 
 
-def weights_path() -> Path:
-    """Where the ImageNet ResNet-18 weights must lie: torch's hub cache, as torchvision keeps it."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / WEIGHTS.url.rsplit("/", 1)[1]
+def weights_path(weights: Any = WEIGHTS) -> Path:
+    """Where torchvision's ``weights`` must lie: torch's hub cache, as torchvision keeps them."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / weights.url.rsplit("/", 1)[1]
 
 
-@lru_cache(maxsize=1)
-def _load(path: str, mtime_ns: int, size: int) -> dict[str, torch.Tensor]:
+@lru_cache(maxsize=2)
+def _load(path: str, mtime_ns: int, size: int, url: str) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as exc:
         raise ConfigError(
-            f"{path} is not a readable ResNet-18 state dict ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0] if str(exc) else ''}); replace it with {WEIGHTS.url}"
+            f"{path} is not a readable state dict ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''}); replace it with {url}"
         ) from exc
     if not isinstance(state, dict):
         raise ConfigError(f"{path} holds a {type(state).__name__}, not a state dict; replace "
-                          f"it with {WEIGHTS.url}")
+                          f"it with {url}")
     return state
 
 
-def imagenet_state_dict() -> dict[str, torch.Tensor]:
-    """torchvision's ImageNet ResNet-18 state dict from the local cache; ConfigError if absent."""
-    path = weights_path()
+def cached_state_dict(weights: Any, what: str) -> dict[str, torch.Tensor]:
+    """torchvision's ``weights`` (``what`` names them) from the local cache; ConfigError if
+    absent."""
+    path = weights_path(weights)
     if not path.is_file():
         raise ConfigError(
-            f"model.pretrained=true needs torchvision's ImageNet ResNet-18 weights at {path} "
-            f"(al_sim never downloads them): fetch {WEIGHTS.url} on a machine with internet and "
+            f"model.pretrained=true needs torchvision's {what} weights at {path} "
+            f"(al_sim never downloads them): fetch {weights.url} on a machine with internet and "
             "copy it there (TORCH_HOME=<dir> reads <dir>/hub/checkpoints/ instead), or set "
             "model.pretrained=false"
         )
     stat = path.stat()
-    return _load(str(path), stat.st_mtime_ns, stat.st_size)
+    return _load(str(path), stat.st_mtime_ns, stat.st_size, weights.url)
+
+
+def imagenet_state_dict() -> dict[str, torch.Tensor]:
+    """torchvision's ImageNet ResNet-18 state dict from the local cache; ConfigError if absent."""
+    return cached_state_dict(WEIGHTS, "ImageNet ResNet-18")
 
 
 def adapt_first_conv(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
-    """ImageNet RGB filters ``64 x 3 x k x k`` for ``in_channels`` inputs.
+    """Pretrained RGB filters ``64 x 3 x k x k`` (``x k`` more for 3D) for ``in_channels``
+    inputs.
 
     One channel: the sum over RGB, so a grey image gives the response the RGB
     filters give to that image repeated in all three channels.

@@ -38,11 +38,15 @@ def query_grid(
     path: Path,
     title: str = "",
 ) -> Path:
-    """Save a grid of uint8 images ``N x C x H x W`` with one caption each.
+    """Save a grid of uint8 images ``N x C x H x W`` with one caption each; a volume
+    (``N x C x D x H x W``) is shown as its three orthogonal mid slices side by side.
 
     The tiles go into one mosaic drawn on a single axes: one image artist
     instead of one axes per tile keeps this cheap enough to run every round.
     """
+    if images.ndim == 5:
+        images = np.stack([mid_slices(v) for v in images]) if len(images) else \
+            np.zeros((0, images.shape[1], 1, 3), dtype=np.uint8)
     n, c, h, w = images.shape
     cols = min(8, max(n, 1))
     rows = max(1, math.ceil(n / cols))
@@ -65,6 +69,20 @@ def query_grid(
     if title:
         fig.suptitle(title, fontsize=8)
     return _save(fig, path)
+
+
+def mid_slices(volume: np.ndarray) -> np.ndarray:
+    """The axial, coronal and sagittal mid slices of a ``C x D x H x W`` volume, side by side
+    (``C x S x 3S``, each slice centred on a white ``S x S`` tile, S the longest side)."""
+    c, d, h, w = volume.shape
+    side = max(d, h, w)
+    tiles = np.full((c, side, 3 * side), 255, dtype=np.uint8)
+    planes = (volume[:, d // 2], volume[:, :, h // 2], volume[:, :, :, w // 2])
+    for i, plane in enumerate(planes):
+        ph, pw = plane.shape[1:]
+        y, x = (side - ph) // 2, i * side + (side - pw) // 2
+        tiles[:, y : y + ph, x : x + pw] = plane
+    return tiles
 
 
 def _save(fig: Figure, path: Path) -> Path:
