@@ -148,6 +148,9 @@ class MedMNISTDatasetConf:
             raise ConfigError("dataset.name must name a MedMNIST dataset, e.g. pneumoniamnist")
         if self.size not in (28, 64, 128, 224):
             raise ConfigError(f"dataset.size must be one of 28, 64, 128, 224, got {self.size}")
+        if self.name.endswith("3d") and self.size not in (28, 64):
+            raise ConfigError(f"dataset.size must be 28 or 64 for the 3D dataset {self.name} "
+                              f"(28^3 or 64^3 voxels), got {self.size}")
         if self.max_pool is not None:
             positive("dataset", max_pool=self.max_pool)
         non_negative("dataset", seed=self.seed)

@@ -1,12 +1,14 @@
-"""MedMNIST v2 (2D) from the official ``.npz`` archives: pool = train, test = test, val kept.
+"""MedMNIST v2 (2D, and the six 3D datasets) from the official ``.npz`` archives: pool = train,
+test = test, val kept.
 
 Metadata (task, label names, channels, split sizes, MD5s, URLs) comes from the
 ``medmnist`` package's ``INFO``. Images stay uint8 and are never copied whole:
 grey arrays gain a channel axis by a view, RGB arrays ``N x H x W x 3`` become
 ``N x 3 x H x W`` by a view too (a channels-last tensor, the layout the trainer
-uses anyway). Archives are read with ``allow_pickle=False`` only. Image arrays
-above ``dataset.in_memory_max_mb`` (MedMNIST+ at 128/224 px) are memory-mapped,
-not read: see :mod:`al_sim.data.npz`.
+uses anyway), 3D volumes ``N x D x H x W`` become ``N x 1 x D x H x W``. Archives are
+read with ``allow_pickle=False`` only. Image arrays above ``dataset.in_memory_max_mb``
+(MedMNIST+ at 128/224 px, large 3D pools) are memory-mapped, not read: see
+:mod:`al_sim.data.npz`.
 """
 
 from __future__ import annotations
@@ -45,17 +47,21 @@ def _info_table() -> dict[str, dict]:
 
 
 def dataset_names() -> list[str]:
-    """Every 2D MedMNIST dataset the installed ``medmnist`` package knows."""
-    return [name for name in _info_table() if not name.endswith("3d")]
+    """Every MedMNIST dataset the installed ``medmnist`` package knows (2D and 3D)."""
+    return list(_info_table())
+
+
+def is_volume(name: str) -> bool:
+    """Whether a MedMNIST dataset holds volumes (OrganMNIST3D, NoduleMNIST3D, ...)."""
+    return name.endswith("3d")
 
 
 def dataset_info(name: str) -> dict:
-    """``medmnist.INFO[name]`` for a 2D dataset; DataError naming the valid names otherwise."""
+    """``medmnist.INFO[name]``; DataError naming the valid names otherwise."""
     table = _info_table()
-    if name not in dataset_names():
-        kind = "a 3D dataset (al_sim handles 2D images only)" if name in table else "unknown"
+    if name not in table:
         raise DataError(
-            f"dataset.name={name!r} is {kind}; valid names: {', '.join(dataset_names())}"
+            f"dataset.name={name!r} is unknown; valid names: {', '.join(dataset_names())}"
         )
     return table[name]
 
@@ -142,11 +148,13 @@ class MedMNISTSplits:
         return [labels[str(i)] for i in range(len(labels))]
 
 
-def _check_images(x: np.ndarray, key: str, path: Path, info: dict, size: int) -> np.ndarray:
+def _check_images(x: np.ndarray, key: str, path: Path, info: dict, size: int,
+                  volume: bool = False) -> np.ndarray:
     channels = info["n_channels"]
-    if x.ndim == 4 and x.shape[-1] == 1 and channels == 1:
+    axes = 3 if volume else 2
+    if x.ndim == axes + 2 and x.shape[-1] == 1 and channels == 1:
         x = x[..., 0]
-    expected = (size, size) if channels == 1 else (size, size, channels)
+    expected = (size,) * axes if channels == 1 else (*(size,) * axes, channels)
     if x.dtype != np.uint8 or x.shape[1:] != expected:
         raise DataError(
             f"{path}: {key!r} must be uint8 N x {' x '.join(map(str, expected))} "
@@ -229,7 +237,8 @@ def _read_splits(path: Path, info: dict, size: int, in_memory_max_mb: float | No
             )
         for split in SPLITS:
             x = read_member(archive, path, f"{split}_images", max_bytes, cache)
-            x = _check_images(x, f"{split}_images", path, info, size)
+            x = _check_images(x, f"{split}_images", path, info, size,
+                              is_volume(str(info["python_class"]).lower()))
             y = read_member(archive, path, f"{split}_labels", _LABELS_IN_MEMORY)
             labels[split] = _check_labels(y, f"{split}_labels", path, len(x), n_classes,
                                           multilabel)
@@ -241,8 +250,9 @@ def _read_splits(path: Path, info: dict, size: int, in_memory_max_mb: float | No
     return MedMNISTSplits(path, info, images, labels)
 
 
-def to_tensor(images: np.ndarray) -> torch.Tensor:
-    """uint8 ``N x C x H x W`` view of ``N x H x W`` or ``N x H x W x C`` images (no copy).
+def to_tensor(images: np.ndarray, volume: bool = False) -> torch.Tensor:
+    """uint8 ``N x C x H x W`` view of ``N x H x W`` or ``N x H x W x C`` images (no copy);
+    ``N x 1 x D x H x W`` of ``N x D x H x W`` volumes.
 
     A read-only memory map becomes a tensor over the same pages (torch warns
     that it cannot write to it; nothing in al_sim writes to images).
@@ -250,7 +260,7 @@ def to_tensor(images: np.ndarray) -> torch.Tensor:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
         x = torch.from_numpy(images)
-    return x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)
+    return x.unsqueeze(1) if x.ndim == 3 or volume else x.permute(0, 3, 1, 2)
 
 
 def load_medmnist(**cfg: Any) -> ALDataset:
@@ -267,14 +277,15 @@ def load_medmnist(**cfg: Any) -> ALDataset:
         pool_x, pool_y = pool_x[keep], pool_y[keep]
     if data.info["task"] == "ordinal-regression":
         log.info("%s: ordinal grades are used as %d classes", conf.name, len(data.class_names))
+    volume = is_volume(conf.name)
     return ALDataset(
         name=conf.name,
-        pool_x=to_tensor(pool_x),
+        pool_x=to_tensor(pool_x, volume),
         pool_y=pool_y,
-        test_x=to_tensor(data.images["test"]),
+        test_x=to_tensor(data.images["test"], volume),
         test_y=data.labels["test"],
         class_names=data.class_names,
-        val_x=to_tensor(data.images["val"]),
+        val_x=to_tensor(data.images["val"], volume),
         val_y=data.labels["val"],
         pool_ids=[f"train_{i:06d}" for i in keep],
         memory_mapped=isinstance(pool_x, np.memmap),

@@ -14,6 +14,7 @@ from al_sim.maths.sampling import stratified_sample
 
 InitialPolicy = Callable[[ALDataset, int, np.random.Generator], np.ndarray]
 _PIXEL_SIDE = 16  # cold-start embedding: images average-pooled to at most 16 x 16
+_VOXEL_SIDE = 8  # ... volumes to at most 8 x 8 x 8 (twice the features of 16 x 16)
 _PIXEL_COMPONENTS = 32  # ... then projected on their first 32 principal components
 _CHUNK_IMAGES, _CHUNK_BYTES = 4096, 64 << 20  # images pooled at once: at most 64 MB of floats
 
@@ -32,7 +33,8 @@ def stratified_initial(dataset: ALDataset, k: int, rng: np.random.Generator) -> 
 def pixel_embedding(images: torch.Tensor, chunk_size: int | None = None) -> np.ndarray:
     """A training-free deterministic embedding: PCA of average-pooled pixels scaled to [0, 1].
 
-    Images (uint8 ``N x C x H x W``) are pooled to at most 16 x 16 per channel,
+    Images (uint8 ``N x C x H x W``) are pooled to at most 16 x 16 per channel (volumes
+    ``N x C x D x H x W`` to 8 x 8 x 8),
     then projected on their first (up to) 32 principal components (exact
     covariance eigendecomposition, so no randomness).
     """
@@ -41,8 +43,16 @@ def pixel_embedding(images: torch.Tensor, chunk_size: int | None = None) -> np.n
     if chunk_size is None:  # bounded float memory at any image size (a mapped pool streams)
         per_image = 4 * int(np.prod(images.shape[1:]))
         chunk_size = max(1, min(_CHUNK_IMAGES, _CHUNK_BYTES // per_image))
-    side = (min(_PIXEL_SIDE, images.shape[2]), min(_PIXEL_SIDE, images.shape[3]))
-    flat = [F.adaptive_avg_pool2d(images[s : s + chunk_size].float() / 255.0, side).flatten(1)
+    volumes = images.ndim == 5
+    cap = _VOXEL_SIDE if volumes else _PIXEL_SIDE
+    side = [min(cap, int(d)) for d in images.shape[2:]]
+
+    def pool(x: torch.Tensor) -> torch.Tensor:
+        if volumes:
+            return F.adaptive_avg_pool3d(x, (side[0], side[1], side[2]))
+        return F.adaptive_avg_pool2d(x, (side[0], side[1]))
+
+    flat = [pool(images[s : s + chunk_size].float() / 255.0).flatten(1)
             for s in range(0, len(images), chunk_size)]
     x = torch.cat(flat).numpy()
     n_comp = min(_PIXEL_COMPONENTS, x.shape[0], x.shape[1])
