@@ -14,7 +14,11 @@ the pool size:
 Prints the pool size, the limit, wall times and the peak resident set
 (``ru_maxrss``, which counts the mapped file pages the kernel kept cached).
 
-    python benchmarks/large_pool.py [--pool-mb 1600] [--limit-mb 1400] [--smoke]
+``--volumes``: the same with 64^3 volumes (a fake-but-valid ``organmnist3d_64.npz``,
+``dataset=medmnist3d``, a one-block ``cnn3d``, inference batches capped at
+``trainer.inference_memory_mb=256``).
+
+    python benchmarks/large_pool.py [--pool-mb 1600] [--limit-mb 1400] [--volumes] [--smoke]
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import numpy as np
 
 from al_sim.data.npz import write_stored
 from al_sim.data.synthetic import generate_images
+from al_sim.data.synthetic_volume import generate_volumes
 
 NAME, SIZE = "pneumoniamnist", 224
 UNIQUE = 256  # distinct images rendered; the pool repeats them
@@ -46,20 +51,33 @@ RUN_ARGS = ["dataset=medmnist", f"dataset.name={NAME}", f"dataset.size={SIZE}",
             "hydra.run.dir=run"]
 
 
+VOLUME_NAME, VOLUME_SIDE = "organmnist3d", 64
+VOLUME_ARGS = ["dataset=medmnist3d", f"dataset.name={VOLUME_NAME}", f"dataset.size={VOLUME_SIDE}",
+               "budget=tiny", "budget.rounds=1", "model=cnn3d", "model.widths=[2]",
+               "model.hidden=4", "trainer.epochs=1", "trainer.min_steps=2",
+               "trainer.inference_memory_mb=256", "trainer.num_threads=1", "progress=false",
+               "hydra.run.dir=run"]
+
+
 def write_archive(root: Path, n_train: int, n_val: int = 64, n_test: int = 128,
-                  seed: int = 0) -> Path:
-    """``root/pneumoniamnist_224.npz`` with ``n_train`` pool images, written chunk by chunk."""
-    images, labels = generate_images(UNIQUE, SIZE, [0.5, 0.5], 0.3, seed)
-    images = images[:, 0]  # MedMNIST grey images are N x H x W
+                  seed: int = 0, volumes: bool = False) -> Path:
+    """``root/pneumoniamnist_224.npz`` with ``n_train`` pool images, written chunk by chunk
+    (``volumes``: ``root/organmnist3d_64.npz`` with 64^3 volumes)."""
+    if volumes:
+        images, labels = generate_volumes(UNIQUE // 4, VOLUME_SIDE, [0.5, 0.5], 0.3, seed)
+    else:
+        images, labels = generate_images(UNIQUE, SIZE, [0.5, 0.5], 0.3, seed)
+    images = images[:, 0]  # MedMNIST grey images are N x H x W (volumes N x D x H x W)
+    unique, shape = len(images), images.shape[1:]
 
     def tiled(n: int, offset: int) -> Iterator[np.ndarray]:
-        for start in range(0, n, UNIQUE):
-            idx = (np.arange(start, min(start + UNIQUE, n)) + offset) % UNIQUE
+        for start in range(0, n, unique):
+            idx = (np.arange(start, min(start + unique, n)) + offset) % unique
             yield images[idx]
 
     def split(n: int, offset: int) -> dict:
-        idx = (np.arange(n) + offset) % UNIQUE
-        return {"images": ((n, SIZE, SIZE), np.uint8, tiled(n, offset)),
+        idx = (np.arange(n) + offset) % unique
+        return {"images": ((n, *shape), np.uint8, tiled(n, offset)),
                 "labels": labels[idx].astype(np.uint8)[:, None]}
 
     arrays = {}
@@ -68,7 +86,7 @@ def write_archive(root: Path, n_train: int, n_val: int = 64, n_test: int = 128,
         for key, value in split(n, offset).items():
             arrays[f"{name}_{key}"] = value
     root.mkdir(parents=True, exist_ok=True)
-    path = root / f"{NAME}_{SIZE}.npz"
+    path = root / (f"{VOLUME_NAME}_{VOLUME_SIDE}.npz" if volumes else f"{NAME}_{SIZE}.npz")
     write_stored(path, arrays)
     return path
 
@@ -126,20 +144,23 @@ def main() -> None:
     parser.add_argument("--limit-mb", type=float, default=1400)
     parser.add_argument("--probe", action="store_true",
                         help="no limit, memory-mapped run only: measure what a run needs")
+    parser.add_argument("--volumes", action="store_true", help="64^3 volumes (OrganMNIST3D)")
     parser.add_argument("--smoke", action="store_true",
                         help="tiny sizes, one repeat, CPU: seconds (tests/test_benchmarks.py)")
     opts = parser.parse_args()
     if opts.smoke:  # a small archive, memory-mapped, no limit: the run's path, in seconds
         opts.pool_mb, opts.probe = 10, True
-    n_train = int(opts.pool_mb * MB) // (SIZE * SIZE)
+    each = VOLUME_SIDE**3 if opts.volumes else SIZE * SIZE
+    n_train = int(opts.pool_mb * MB) // each
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         start = time.perf_counter()
-        path = write_archive(work / "data", n_train)
-        print(f"archive {path.name}: {n_train} pool images of {SIZE}x{SIZE}, "
+        path = write_archive(work / "data", n_train, volumes=opts.volumes)
+        kind = f"volumes of {VOLUME_SIDE}^3" if opts.volumes else f"images of {SIZE}x{SIZE}"
+        print(f"archive {path.name}: {n_train} pool {kind}, "
               f"{path.stat().st_size / MB:.0f} MB, written in {time.perf_counter() - start:.1f} s")
         limit = None if opts.probe else int(opts.limit_mb * MB)
-        args = [*RUN_ARGS, f"dataset.root={work / 'data'}",
+        args = [*(VOLUME_ARGS if opts.volumes else RUN_ARGS), f"dataset.root={work / 'data'}",
                 *(["tracking.enabled=false"] if opts.smoke else [])]
         runs = (("memory-mapped (default)", ["dataset.in_memory_max_mb=0"] if opts.probe else []),
                 ("read whole", [f"dataset.in_memory_max_mb={opts.pool_mb * 2}"]))
