@@ -278,6 +278,8 @@ class CountingCNN(SimpleCNN):
 def test_mc_proba_runs_the_trunk_once_and_features_and_proba_matches(fast_trainer) -> None:
     torch.manual_seed(0)
     model, x = CountingCNN(), torch.randint(0, 255, (600, 1, 16, 16), dtype=torch.uint8)
+    assert fast_trainer.eval_batch_size(model.eval(), x) == 256  # measured once: 1 pass
+    model.calls = {"features": 0, "head": 0}
     mc = fast_trainer.mc_proba(model, x, samples=7, seed=0)  # 3 batches of <= 256
     assert mc.shape == (600, 7, 3) and model.calls == {"features": 3, "head": 21}
     assert not np.allclose(mc[:, 0], mc[:, 1])  # dropout is live in the head

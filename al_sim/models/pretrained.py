@@ -28,12 +28,13 @@ def weights_path(weights: Any = WEIGHTS) -> Path:
 
 
 @lru_cache(maxsize=2)
-def _load(path: str, mtime_ns: int, size: int, url: str) -> dict[str, torch.Tensor]:
+def _load(path: str, mtime_ns: int, size: int, url: str, what: str
+          ) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as exc:
         raise ConfigError(
-            f"{path} is not a readable state dict ({type(exc).__name__}: "
+            f"{path} is not a readable {what} state dict ({type(exc).__name__}: "
             f"{str(exc).splitlines()[0] if str(exc) else ''}); replace it with {url}"
         ) from exc
     if not isinstance(state, dict):
@@ -42,24 +43,24 @@ def _load(path: str, mtime_ns: int, size: int, url: str) -> dict[str, torch.Tens
     return state
 
 
-def cached_state_dict(weights: Any, what: str) -> dict[str, torch.Tensor]:
-    """torchvision's ``weights`` (``what`` names them) from the local cache; ConfigError if
-    absent."""
+def cached_state_dict(weights: Any, what: str, trained_on: str) -> dict[str, torch.Tensor]:
+    """torchvision's ``weights`` (of the model ``what``, trained on ``trained_on``) from the
+    local cache; ConfigError if absent."""
     path = weights_path(weights)
     if not path.is_file():
         raise ConfigError(
-            f"model.pretrained=true needs torchvision's {what} weights at {path} "
+            f"model.pretrained=true needs torchvision's {trained_on} {what} weights at {path} "
             f"(al_sim never downloads them): fetch {weights.url} on a machine with internet and "
             "copy it there (TORCH_HOME=<dir> reads <dir>/hub/checkpoints/ instead), or set "
             "model.pretrained=false"
         )
     stat = path.stat()
-    return _load(str(path), stat.st_mtime_ns, stat.st_size, weights.url)
+    return _load(str(path), stat.st_mtime_ns, stat.st_size, weights.url, what)
 
 
 def imagenet_state_dict() -> dict[str, torch.Tensor]:
     """torchvision's ImageNet ResNet-18 state dict from the local cache; ConfigError if absent."""
-    return cached_state_dict(WEIGHTS, "ImageNet ResNet-18")
+    return cached_state_dict(WEIGHTS, "ResNet-18", "ImageNet")
 
 
 def adapt_first_conv(weight: torch.Tensor, in_channels: int) -> torch.Tensor:

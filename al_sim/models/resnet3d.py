@@ -48,7 +48,7 @@ class ResNet18_3D(ALModel):  # noqa: N801 - the name torchvision's model goes by
         fraction("model", dropout=dropout)
         positive("model", small_stem_max_size=small_stem_max_size)
         small = small_stem(small_input_stem, input_size, small_stem_max_size)
-        state = cached_state_dict(WEIGHTS, "Kinetics-400 R3D-18") if pretrained else None
+        state = cached_state_dict(WEIGHTS, "R3D-18", "Kinetics-400") if pretrained else None
         net = r3d_18(weights=None)
         if small:
             net.stem[0] = nn.Conv3d(in_channels, 64, kernel_size=3, stride=1, padding=1,
