@@ -25,6 +25,7 @@ from PIL import Image
 from al_sim.core.events import LabelsPending
 from al_sim.data.base import ALDataset
 from al_sim.data.dicom import is_dicom, read_dicom
+from al_sim.data.volume import resolve_window
 from al_sim.label.batch import (
     META_FILE,
     USED_FILE,
@@ -73,12 +74,11 @@ def view_png(pixels: np.ndarray, size: int) -> bytes:
     return _png(_enlarged(Image.fromarray(np.ascontiguousarray(arr)), size))
 
 
-def source_png(path: Path, size: int, window: Sequence[float] | None = None) -> bytes:
+def source_png(path: Path, size: int, window: str | Sequence[float] | None = None) -> bytes:
     """An original image file as PNG: small ones enlarged, huge ones shrunk; a DICOM file
     windowed as the model sees it (``dataset.window``, else the file's own)."""
     if is_dicom(path):
-        pixels = Image.fromarray(read_dicom(path, None if window is None else (
-            float(window[0]), float(window[1]))))
+        pixels = Image.fromarray(read_dicom(path, resolve_window(window)))
         pixels.thumbnail((MAX_SOURCE_SIDE, MAX_SOURCE_SIDE))
         return _png(_enlarged(pixels, size))
     with Image.open(path) as opened:
@@ -100,7 +100,7 @@ class HumanOracle:
     """
 
     def __init__(self, run_dir: Path, dataset: ALDataset, view_size: int = 256,
-                 source_root: Path | None = None, window: Sequence[float] | None = None,
+                 source_root: Path | None = None, window: str | Sequence[float] | None = None,
                  panel: Panel | None = None) -> None:
         self.run_dir, self.dataset, self.view_size = Path(run_dir), dataset, view_size
         self.source_root, self.window, self.panel = source_root, window, panel
