@@ -126,3 +126,14 @@ def test_a_series_and_a_nifti_of_the_same_anatomy_agree(tmp_path) -> None:
     b = read_volume(nifti, 8, (40.0, 400.0), CAP)
     assert a.shape == (8, 8, 8) and a.dtype == np.float32
     np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_a_named_preset_windows_2d_dicom_too(tmp_path) -> None:
+    from al_sim.data.folder import read_image
+    from tests.test_dicom import write_dicom
+
+    hu = np.tile(np.arange(-1000, 1000, 250, dtype=np.int32), (8, 1))  # 8 x 8 CT values
+    path = write_dicom(tmp_path / "ct.dcm", hu + 1024, intercept=-1024.0)
+    by_name = read_image(path, 8, 1, "ct_soft_tissue")
+    np.testing.assert_array_equal(by_name, read_image(path, 8, 1, [40.0, 400.0]))
+    assert by_name[0, 0, 0] == 0 and by_name[0, 0, -1] == 255

@@ -11,6 +11,7 @@ def write_nifti(path: Path, voxels: np.ndarray, affine: np.ndarray | None = None
     """``voxels`` (x, y, z) as a NIfTI-1 file (``.nii`` or ``.nii.gz`` by its name)."""
     import nibabel as nib
 
+    path.parent.mkdir(parents=True, exist_ok=True)
     nib.save(nib.Nifti1Image(np.asarray(voxels), np.eye(4) if affine is None else affine), path)
     return path
 
