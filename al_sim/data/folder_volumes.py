@@ -75,6 +75,11 @@ def read_volume(path: Path, size: int, window: Window | None, max_voxels: int) -
     return resample(scaled, size)
 
 
+def original_voxels(path: Path, max_voxels: int = FolderDatasetConf.max_voxels) -> np.ndarray:
+    """A volume's voxels as stored (modality units, ``D x H x W``), for the labelling page."""
+    return read_series(path, max_voxels).voxels if path.is_dir() else read_nifti(path, max_voxels)
+
+
 def read_volumes(paths: list[Path], root: Path, conf: FolderDatasetConf) -> np.ndarray:
     """float32 ``N x 1 x size^3`` of ``paths``; one DataError naming every unreadable volume."""
     size, window = conf.image_size, resolve_window(conf.window)
