@@ -9,7 +9,10 @@
 <out>/unlabeled_pool_images/, test_images/    image-folder runs: the rest, to continue later
 ```
 Images come from the run's image folder when it has one (the originals),
-else from the batches' PNGs. A multi-label run is exported as a manifest folder
+else from the batches' PNGs. Volumes (``dataset.volumes=true``) likewise: an original
+NIfTI file or DICOM-series folder is copied as it is, a volume known only from a batch
+is written as its NIfTI (``<id>.nii.gz``), so ``dataset=folder dataset.volumes=true``
+reads the export back. A multi-label run is exported as a manifest folder
 instead (:mod:`al_sim.label.export_manifest`).
 """
 
@@ -27,6 +30,7 @@ from al_sim.label.batch import IMAGES_DIR
 from al_sim.label.export_manifest import export_manifest
 from al_sim.label.panel_export import ANSWER_COLUMN, panel_rows
 from al_sim.label.rounds import all_batches
+from al_sim.label.volumes import NIFTI_SUFFIX, volume_path
 from al_sim.runtime.errors import LabelError
 from al_sim.runtime.files import atomic_write
 from al_sim.tracking.contract import CONFIG_FILE, LABELED_SET_FILE
@@ -71,9 +75,11 @@ def _labelled(run_dir: Path) -> list[dict]:
         for item in batch.items:
             if item.image in answers:
                 a = answers[item.image]
+                volume = volume_path(batch.dir, item.image)
                 rows[item.id] = {"id": item.id, "label": a.label, "round": str(batch.round),
                                  "annotator": a.annotator, "labelled_at": a.labelled_at,
-                                 "png": str(batch.dir / IMAGES_DIR / item.image)}
+                                 "png": str(volume if volume.is_file() else
+                                            batch.dir / IMAGES_DIR / item.image)}
     return list(rows.values())
 
 
@@ -97,16 +103,18 @@ def export_dataset(run_dir: Path, out: Path) -> int:
     exported: set[str] = set()
     for row in rows:
         original = root / row["id"] if root is not None else None
-        source = original if original is not None and original.is_file() else (
+        source = original if original is not None and (original.is_file() or (
+            original.is_dir() and not original.is_symlink())) else (
             Path(row["png"]) if row["png"] else None)
         if source is None:
             raise LabelError(f"no image file for {row['id']} (round {row['round']}); the run's "
                              "dataset has no files: only answered batches can be exported")
-        name = PurePosixPath(row["id"]).name if original is not None else f"{row['id']}.png"
+        suffix = NIFTI_SUFFIX if source.name.endswith(NIFTI_SUFFIX) else ".png"
+        name = PurePosixPath(row["id"]).name if original is not None else f"{row['id']}{suffix}"
         name = _unique(name, row["round"], used)
         target = out / INITIAL_DIR / row["label"] / name
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, target)
+        _copy(source, target)
         exported.add(row["id"])
         by = row.get("by", {})
         writer.writerow((target.relative_to(out).as_posix(), row["label"], row["round"],
@@ -114,7 +122,8 @@ def export_dataset(run_dir: Path, out: Path) -> int:
                          *(by.get(name, "") for name in people)))
     atomic_write(out / MANIFEST_FILE, manifest.getvalue())
     if root is not None:
-        _copy_rest(root, out, exported)
+        dataset = _dataset(run_dir)
+        _copy_rest(root, out, exported, bool(dataset is not None and dataset.get("volumes")))
     return len(rows)
 
 
@@ -129,13 +138,23 @@ def _unique(name: str, round_: str, used: set[str]) -> str:
     return candidate
 
 
-def _copy_rest(root: Path, out: Path, exported: set[str]) -> None:
-    """The image folder's still-unlabelled pool and its test images, to continue later."""
+def _copy(source: Path, target: Path) -> None:
+    """A file, or a DICOM-series folder (volumes) with its files (links not followed)."""
+    if source.is_dir():
+        shutil.copytree(source, target, ignore=lambda folder, names: [
+            n for n in names if (Path(folder) / n).is_symlink()])
+    else:
+        shutil.copyfile(source, target)
+
+
+def _copy_rest(root: Path, out: Path, exported: set[str], volumes: bool) -> None:
+    """The image folder's still-unlabelled pool and its test images, to continue later
+    (``volumes``: DICOM-series folders too)."""
     pool = root / POOL_DIR
     (out / POOL_DIR).mkdir(parents=True, exist_ok=True)
     for path in sorted(pool.iterdir()) if pool.is_dir() else []:
-        if path.is_file() and not path.is_symlink() and \
-                f"{POOL_DIR}/{path.name}" not in exported:
-            shutil.copyfile(path, out / POOL_DIR / path.name)
+        if not path.is_symlink() and f"{POOL_DIR}/{path.name}" not in exported and (
+                path.is_file() or (volumes and path.is_dir())):
+            _copy(path, out / POOL_DIR / path.name)
     if (root / TEST_DIR).is_dir():
         shutil.copytree(root / TEST_DIR, out / TEST_DIR, symlinks=False)
