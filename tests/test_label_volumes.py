@@ -96,3 +96,30 @@ def test_the_human_oracle_writes_volume_batches(tmp_path) -> None:
     original = read_volume(volume_path(batch.dir, batch.items[1].image))
     np.testing.assert_allclose(original, ct, atol=1e-4)  # a folder's file: its own units
     assert png((batch.dir / "images" / batch.items[1].image).read_bytes()).shape == (64, 192)
+
+
+def test_2d_dicom_images_get_window_level_on_the_page(tmp_path) -> None:
+    from tests.test_dicom import write_dicom
+
+    src = tmp_path / "data" / "unlabeled_pool_images"
+    src.mkdir(parents=True)
+    hu = np.tile(np.arange(0, 4000, 500, dtype=np.int32), (8, 1))  # stored values, 8 x 8
+    write_dicom(src / "ct.dcm", hu, intercept=-1024.0, window=(40, 400))
+    write_dicom(src / "cr.dcm", hu, photometric="MONOCHROME1")
+    pool = torch.zeros((3, 1, 8, 8), dtype=torch.uint8)
+    dataset = SimpleNamespace(
+        pool_x=pool, pool_y=np.array([0, -1, -1]), class_names=CLASSES, multilabel=False,
+        initial_labeled=np.array([0]), pool_ids=["x", "unlabeled_pool_images/ct.dcm",
+                                                 "unlabeled_pool_images/cr.dcm"])
+    oracle = HumanOracle(tmp_path / "run", dataset, 64, tmp_path / "data")  # type: ignore[arg-type]
+    batch = oracle._write(batch_dir(tmp_path / "run", 1), np.array([1, 2]), 1, None)
+    values = read_volume(volume_path(batch.dir, batch.items[0].image))
+    np.testing.assert_allclose(values[0], hu - 1024.0)  # Hounsfield units, one slice
+    assert not volume_path(batch.dir, batch.items[1].image).exists()  # MONOCHROME1: as PNG
+    client = create_app(Batch.load(batch.dir), tmp_path / "run", {"e": "t"}).test_client()
+    entries = client.get("/api/batch?token=t").get_json()["images"]
+    assert entries[0]["volume"] == [1, 8, 8] and entries[0]["window"] == [40.0, 400.0]
+    assert "volume" not in entries[1]
+    lung = client.get(f"/api/slice?token=t&image={batch.items[0].image}&plane=axial&index=0"
+                      "&centre=-600&width=1500")
+    assert png(lung.data).shape == (8, 8)

@@ -58,8 +58,9 @@ def _folder_root(run_dir: Path) -> Path | None:
     return Path(str(dataset["root"])).expanduser().resolve()
 
 
-def _labelled(run_dir: Path) -> list[dict]:
-    """One row per labelled image: id, class, round, annotator, when, and where its image is."""
+def _labelled(run_dir: Path, volumes: bool) -> list[dict]:
+    """One row per labelled image: id, class, round, annotator, when, and where its image is
+    (``volumes``: a batch's NIfTI before its PNG; a 2D run's NIfTI are DICOM values only)."""
     rows: dict[str, dict] = {}
     path = run_dir / LABELED_SET_FILE
     if path.is_file():
@@ -78,7 +79,7 @@ def _labelled(run_dir: Path) -> list[dict]:
                 volume = volume_path(batch.dir, item.image)
                 rows[item.id] = {"id": item.id, "label": a.label, "round": str(batch.round),
                                  "annotator": a.annotator, "labelled_at": a.labelled_at,
-                                 "png": str(volume if volume.is_file() else
+                                 "png": str(volume if volumes and volume.is_file() else
                                             batch.dir / IMAGES_DIR / item.image)}
     return list(rows.values())
 
@@ -88,7 +89,9 @@ def export_dataset(run_dir: Path, out: Path) -> int:
     run_dir, out = Path(run_dir), Path(out)
     if out.exists() and any(out.iterdir()):
         raise LabelError(f"{out} is not empty; export into a new folder")
-    rows = _labelled(run_dir)
+    dataset = _dataset(run_dir)
+    volumes = dataset is None or not is_folder_dataset(dataset) or bool(dataset.get("volumes"))
+    rows = _labelled(run_dir, volumes)
     if not rows:
         raise LabelError(f"{run_dir} has no labelled images yet ({LABELED_SET_FILE} or "
                          "answered batches); run python -m al_sim.run there first")
@@ -122,8 +125,7 @@ def export_dataset(run_dir: Path, out: Path) -> int:
                          *(by.get(name, "") for name in people)))
     atomic_write(out / MANIFEST_FILE, manifest.getvalue())
     if root is not None:
-        dataset = _dataset(run_dir)
-        _copy_rest(root, out, exported, bool(dataset is not None and dataset.get("volumes")))
+        _copy_rest(root, out, exported, volumes)
     return len(rows)
 
 

@@ -24,7 +24,7 @@ from PIL import Image
 
 from al_sim.core.events import LabelsPending
 from al_sim.data.base import ALDataset
-from al_sim.data.dicom import is_dicom, read_dicom
+from al_sim.data.dicom import is_dicom, modality_values, read_dicom
 from al_sim.data.folder_volumes import original_voxels
 from al_sim.data.nifti import is_nifti
 from al_sim.data.volume import resolve_window
@@ -270,6 +270,8 @@ class HumanOracle:
                 pngs.append(self._volume(folder, items[-1].image, idx, source))
             elif source is not None and source.is_file():
                 pngs.append(source_png(source, self.view_size, self.window))
+                if is_dicom(source):  # its values too: the page's window/level
+                    self._dicom_values(folder, items[-1].image, source)
             else:
                 pngs.append(view_png(self.dataset.pool_x[idx].numpy(), self.view_size))
         panel = None if self.panel is None else replace(
@@ -284,6 +286,12 @@ class HumanOracle:
             voxels = original_voxels(source)  # the original, in HU for CT: window/level works
         write_volume(volume_path(folder, image), voxels)
         return montage_png(voxels, self.view_size)
+
+    def _dicom_values(self, folder: Path, image: str, source: Path) -> None:
+        found = modality_values(source)
+        if found is not None:
+            write_volume(volume_path(folder, image), found[0][None],
+                         resolve_window(self.window) or found[1])
 
     def _message(self, batch: Batch, missing: int, partial: bool, unit: str = "images") -> str:
         n = len(batch.items)

@@ -2,6 +2,8 @@
 // slices, A/C/S (or the buttons) switch between the axial, coronal and sagittal planes, and
 // window/level comes from a preset or centre/width fields (empty: the volume's own range).
 // Each slice is a PNG from api/slice; page.js asks volumeSrc() for the image of a volume item.
+// A greyscale 2D DICOM image comes as a volume of one slice: window/level only, its own
+// window (item.window) until the expert picks another.
 "use strict";
 const view = { plane: "axial", index: {}, centre: "", width: "", redraw: () => {} };
 const PLANE_KEYS = { a: "axial", c: "coronal", s: "sagittal" };
@@ -21,6 +23,9 @@ function volumeSrc(item, token) {
   if (view.centre !== "" && view.width !== "") {
     q.set("centre", view.centre);
     q.set("width", view.width);
+  } else if (item.window) {  // the file's own window (a 2D DICOM image's), as the model sees it
+    q.set("centre", String(item.window[0]));
+    q.set("width", String(item.window[1]));
   }
   return `api/slice?${q}`;
 }
@@ -29,11 +34,14 @@ function viewerShow(item) {  // the controls, and where in the volume we are
   const box = document.getElementById("viewer");
   box.style.display = item && item.volume ? "flex" : "none";
   if (!item || !item.volume) return;
+  const flat = item.volume[0] === 1;  // a 2D image: window/level only
+  if (flat) view.plane = "axial";
   const axis = batchPlanes().indexOf(view.plane);
-  document.getElementById("slice").textContent =
-    `${view.plane} slice ${sliceIndex(item) + 1} / ${item.volume[axis]}`;
+  document.getElementById("slice").textContent = flat ? "window/level"
+    : `${view.plane} slice ${sliceIndex(item) + 1} / ${item.volume[axis]}`;
   for (const b of box.querySelectorAll("button[data-plane]")) {
     b.classList.toggle("chosen", b.dataset.plane === view.plane);
+    b.style.display = flat ? "none" : "";
   }
 }
 
@@ -47,7 +55,7 @@ function scroll(item, step) {
 function setPlane(plane) { view.plane = plane; view.redraw(); }
 
 function viewerKey(event, item) {  // true: the key was the viewer's
-  if (!item || !item.volume) return false;
+  if (!item || !item.volume || item.volume[0] === 1) return false;
   if (event.key === "ArrowUp") scroll(item, 1);
   else if (event.key === "ArrowDown") scroll(item, -1);
   else if (event.key.toLowerCase() in PLANE_KEYS) setPlane(PLANE_KEYS[event.key.toLowerCase()]);

@@ -1,7 +1,9 @@
 """Volumes in a query batch: NIfTI on disk, a montage PNG for image-only tools, slices as PNG.
 
-A batch item that is a volume keeps ``volumes/<stem>.nii.gz`` (``D x H x W`` stored as
-NIfTI's x, y, z = W, H, D, as :mod:`al_sim.data.nifti` reads it back) and its
+A batch item that is a volume (or a greyscale 2D DICOM image, as one slice in its
+modality's units, so that the page can window it) keeps ``volumes/<stem>.nii.gz``
+(``D x H x W`` stored as NIfTI's x, y, z = W, H, D, as :mod:`al_sim.data.nifti` reads
+it back) and its
 ``images/<image>.png`` is a montage of the three orthogonal mid slices (axial,
 coronal, sagittal) so that Label Studio and other image tools show something
 meaningful. The page asks for single slices (:func:`slice_png`), windowed by the
@@ -26,13 +28,19 @@ def volume_path(batch_dir: Path, image: str) -> Path:
     return batch_dir / VOLUMES_DIR / (Path(image).stem + NIFTI_SUFFIX)
 
 
-def write_volume(path: Path, voxels: np.ndarray) -> None:
-    """``voxels`` (``D x H x W``) as NIfTI (float32, unit spacing)."""
+def write_volume(path: Path, voxels: np.ndarray,
+                 window: tuple[float, float] | None = None) -> None:
+    """``voxels`` (``D x H x W``) as NIfTI (float32, unit spacing); ``window`` (centre,
+    width), the page's default, as the header's display range ``cal_min``/``cal_max``."""
     import nibabel as nib
 
     path.parent.mkdir(parents=True, exist_ok=True)
     data = np.ascontiguousarray(np.asarray(voxels, dtype=np.float32).transpose(2, 1, 0))
-    nib.save(nib.Nifti1Image(data, np.eye(4)), path)
+    img = nib.Nifti1Image(data, np.eye(4))
+    if window is not None:
+        img.header["cal_min"] = window[0] - window[1] / 2.0
+        img.header["cal_max"] = window[0] + window[1] / 2.0
+    nib.save(img, path)
 
 
 def read_volume(path: Path) -> np.ndarray:
@@ -69,12 +77,18 @@ def slice_png(voxels: np.ndarray, plane: str, index: int,
     return out.getvalue()
 
 
-def volume_shape(path: Path) -> list[int]:
-    """``[D, H, W]`` of a batch volume from its header (no voxels read)."""
+def volume_info(path: Path) -> dict:
+    """``shape`` ``[D, H, W]`` of a batch volume, and its default ``window`` [centre, width]
+    when the header has a display range (from the header: no voxels read)."""
     import nibabel as nib
 
-    x, y, z = nib.load(path).shape[:3]  # type: ignore[attr-defined]
-    return [int(z), int(y), int(x)]
+    img = nib.load(path)
+    x, y, z = img.shape[:3]  # type: ignore[attr-defined]
+    out: dict = {"shape": [int(z), int(y), int(x)]}
+    low, high = (float(img.header[k]) for k in ("cal_min", "cal_max"))  # type: ignore[index]
+    if high > low:
+        out["window"] = [(low + high) / 2.0, high - low]
+    return out
 
 
 def montage_png(voxels: np.ndarray, size: int) -> bytes:

@@ -36,7 +36,7 @@ from al_sim.label.answers import AnswerBook, AnswerConflictError, SingleDesk
 from al_sim.label.batch import IMAGES_DIR, Batch
 from al_sim.label.locks import ServerLock
 from al_sim.label.panel_book import Desk, PanelBook
-from al_sim.label.volumes import PLANES, read_volume, slice_png, volume_path, volume_shape
+from al_sim.label.volumes import PLANES, read_volume, slice_png, volume_info, volume_path
 from al_sim.maths.task import NO_FINDING
 from al_sim.runtime.errors import ALSimError, LabelError
 
@@ -77,7 +77,7 @@ def create_app(batch: Batch, run_dir: Path, tokens: dict[str, str], suggest: boo
     volumes = {name: path for name in by_item
                if (path := volume_path(batch.dir, name)).is_file() and not path.is_symlink()
                and path.resolve().is_relative_to(root)}
-    shapes = {name: volume_shape(path) for name, path in volumes.items()}
+    infos = {name: volume_info(path) for name, path in volumes.items()}
 
     @lru_cache(maxsize=VOLUMES_CACHED)
     def voxels(name: str) -> np.ndarray:
@@ -129,8 +129,10 @@ def create_app(batch: Batch, run_dir: Path, tokens: dict[str, str], suggest: boo
             item = by_item[entry["image"]]
             if suggest and item.predicted:
                 entry["suggestion"] = {"label": item.predicted, "confidence": item.confidence}
-            if item.image in shapes:
-                entry["volume"] = shapes[item.image]
+            if item.image in infos:
+                entry["volume"] = infos[item.image]["shape"]
+                if "window" in infos[item.image]:
+                    entry["window"] = infos[item.image]["window"]
         return jsonify(round=batch.round, classes=batch.classes, multilabel=batch.multilabel,
                        no_finding=NO_FINDING, annotator=g.annotator, planes=list(PLANES),
                        windows={k: list(v) for k, v in WINDOW_PRESETS.items()}, **view)
