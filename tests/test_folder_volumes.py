@@ -119,3 +119,20 @@ def _takes_volumes() -> bool:
 def test_the_real_dataset_holds_the_volumes(tmp_path) -> None:
     data = load_folder(root=str(volume_folder(tmp_path)), image_size=8, volumes=True)
     assert data.n_pool == 8 and tuple(data.pool_x.shape[1:]) == (1, 8, 8, 8)
+
+
+def test_a_missing_slice_is_one_error_line_from_the_cli(tmp_path) -> None:
+    from tests.conftest import run_cli
+
+    root = volume_folder(tmp_path / "data")
+    series = root / "unlabeled_pool_images" / "case3"
+    slices = sorted(series.iterdir(), key=lambda p: float(
+        __import__("pydicom").dcmread(p, stop_before_pixels=True).ImagePositionPatient[2]))
+    slices[3].unlink()  # a slice from the middle of the series
+    done = run_cli(["dataset=folder", f"dataset.root={root}", "dataset.volumes=true",
+                    "dataset.image_size=8", "tracking.enabled=false", "progress=false",
+                    f"hydra.run.dir={tmp_path / 'run'}"], tmp_path)
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert done.returncode == 2 and len(errors) == 1, done.stderr
+    assert "unlabeled_pool_images/case3" in errors[0] and "a slice is missing" in errors[0]
+    assert "export the complete series" in errors[0]

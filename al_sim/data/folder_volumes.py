@@ -30,6 +30,7 @@ from al_sim.runtime.errors import ConfigError, DataError
 from al_sim.runtime.reading import Unreadable
 
 VOLUME_KINDS = "NIfTI files (.nii, .nii.gz) or DICOM-series folders"
+_SHOWN = 5  # problems listed in full in one error
 
 
 def _visible(folder: Path) -> list[Path]:
@@ -87,9 +88,19 @@ def read_volumes(paths: list[Path], root: Path, conf: FolderDatasetConf) -> np.n
     unreadable = Unreadable("replace, complete or remove them")
     for i, path in enumerate(paths):
         with unreadable.reading(path.relative_to(root).as_posix()):
-            out[i, 0] = read_volume(path, size, window, conf.max_voxels)
-    unreadable.check("volume(s)", listing)
+            try:
+                out[i, 0] = read_volume(path, size, window, conf.max_voxels)
+            except DataError as exc:  # named by its relative path already: say what is wrong
+                text = str(exc).replace(f"{path}: ", "").replace(f"{path}/", "")
+                raise DataError(text) from None
+    unreadable.check("volume(s)", _problems)
     return out
+
+
+def _problems(items: list[str]) -> str:
+    """The first few problems in full (a volume's fix is the point), and how many more."""
+    more = len(items) - _SHOWN
+    return "; ".join(items[:_SHOWN]) + (f"; and {more} more" if more > 0 else "")
 
 
 def _test(conf: FolderDatasetConf, root: Path, classes: list[str], pool: list[Path],
