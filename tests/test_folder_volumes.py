@@ -100,6 +100,11 @@ def test_layout_problems_are_named(tmp_path, captured) -> None:
     with pytest.raises(DataError, match="outside class folders .*loose.nii.gz"):
         load_folder(root=str(root), image_size=8, volumes=True)
     (root / "initial_labeled_images" / "loose.nii.gz").unlink()
+    (root / "unlabeled_pool_images" / "study" / "series1").mkdir(parents=True)
+    with pytest.raises(DataError, match=r"folder\(s\) without DICOM slices \(study\)"):
+        load_folder(root=str(root), image_size=8, volumes=True)
+    (root / "unlabeled_pool_images" / "study" / "series1").rmdir()
+    (root / "unlabeled_pool_images" / "study").rmdir()
     (root / "pool_labels.csv").write_text("file,label\np0.nii,lesion\n")
     with pytest.raises(DataError, match="no row for 3 pool image"):
         load_folder(root=str(root), image_size=8, volumes=True)

@@ -46,6 +46,11 @@ def volumes_in(folder: Path, root: Path) -> list[Path]:
     """The volumes of ``folder``: NIfTI files and DICOM-series sub-folders; DataError for
     entries leading out of ``root`` (links)."""
     found = [p for p in _visible(folder) if is_nifti(p) or is_series(p)]
+    nested = [p.name for p in _visible(folder) if p.is_dir() and p not in found]
+    if nested:
+        raise DataError(f"{folder}/ has folder(s) without DICOM slices ({listing(nested)}); a "
+                        "series folder holds its slices directly: move them up or remove "
+                        "the folder")
     outside = [p.name for p in found if not p.resolve().is_relative_to(root)]
     if outside:
         raise DataError(f"{folder}/ has volume(s) outside dataset.root (links): "
