@@ -112,6 +112,10 @@ def test_windows_presets_and_resampling() -> None:
     np.testing.assert_allclose(intensity(hu[:2], None), [0, 1])
     out = resample(np.ones((6, 5, 4), np.float32), 8)
     assert out.shape == (8, 8, 8) and np.allclose(out, 1.0)
+    checker = (np.indices((16, 16, 16)).sum(axis=0) % 2).astype(np.float32)
+    np.testing.assert_allclose(resample(checker, 8), 0.5)  # averaged, not aliased
+    mixed = resample(np.ones((32, 4, 8), np.float32), 8)  # shrink one axis, grow another
+    assert mixed.shape == (8, 8, 8) and np.allclose(mixed, 1.0)
     with pytest.raises(ConfigError, match="not a preset"):
         FolderDatasetConf(root="x", window="ct_lungs")
     with pytest.raises(ConfigError, match="centre, width"):

@@ -3,8 +3,8 @@
 A volume is ``D x H x W`` float (modality units, e.g. Hounsfield for CT). The
 intensity window maps it to [0, 1]: ``dataset.window`` as a named preset
 (:data:`al_sim.config.data.WINDOW_PRESETS`) or ``[centre, width]``, else the
-file's own VOI window (DICOM), else the volume's min-max. It is then resampled
-trilinearly to ``image_size`` per axis.
+file's own VOI window (DICOM), else the volume's min-max. It is then resampled to
+``image_size`` per axis (averaged where it shrinks, trilinear where it grows).
 """
 
 from __future__ import annotations
@@ -54,12 +54,18 @@ def intensity(x: np.ndarray, window: Window | None) -> np.ndarray:
 
 
 def resample(x: np.ndarray, size: int) -> np.ndarray:
-    """``D x H x W`` resampled trilinearly to ``size`` per axis (float32)."""
-    if x.shape == (size, size, size):
-        return np.ascontiguousarray(x, dtype=np.float32)
+    """``D x H x W`` to ``size`` per axis (float32): an axis that shrinks is averaged over
+    the voxels each output voxel covers (no aliasing of thin structures or noise), one that
+    grows is interpolated trilinearly."""
+    target = (size, size, size)
     t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None, None]
-    out = F.interpolate(t, size=(size, size, size), mode="trilinear", align_corners=False)
-    return out[0, 0].numpy()
+    d, h, w = (min(size, int(n)) for n in x.shape)
+    shrunk = (d, h, w)
+    if shrunk != tuple(x.shape):
+        t = F.adaptive_avg_pool3d(t, shrunk)
+    if shrunk != target:
+        t = F.interpolate(t, size=target, mode="trilinear", align_corners=False)
+    return np.ascontiguousarray(t[0, 0].numpy())
 
 
 def finite(x: np.ndarray, name: str) -> np.ndarray:
