@@ -24,9 +24,7 @@ from PIL import Image
 
 from al_sim.core.events import LabelsPending
 from al_sim.data.base import ALDataset
-from al_sim.data.dicom import is_dicom, modality_values, read_dicom
-from al_sim.data.folder_volumes import original_voxels
-from al_sim.data.nifti import is_nifti
+from al_sim.data.dicom import is_dicom, read_dicom
 from al_sim.data.volume import resolve_window
 from al_sim.label.batch import (
     META_FILE,
@@ -37,6 +35,7 @@ from al_sim.label.batch import (
     now,
     write_batch,
 )
+from al_sim.label.batch_volumes import keep_dicom_values, keep_volume
 from al_sim.label.locks import writing
 from al_sim.label.panel import Panel, assign
 from al_sim.label.panel_outcome import (
@@ -47,7 +46,6 @@ from al_sim.label.panel_outcome import (
     write_list,
 )
 from al_sim.label.rounds import all_batches, round_folders, set_aside
-from al_sim.label.volumes import montage_png, volume_path, write_volume
 from al_sim.runtime.errors import DataError, LabelError
 from al_sim.runtime.files import atomic_write
 from al_sim.runtime.log_file import to_log_file
@@ -267,11 +265,13 @@ class HumanOracle:
             items.append(Item(f"{idx:07d}.png", idx, ident, predicted, confidence))
             source = None if self.source_root is None or ids is None else self.source_root / ident
             if self.dataset.pool_x.ndim == 5:  # a volume: NIfTI plus a montage of mid slices
-                pngs.append(self._volume(folder, items[-1].image, idx, source))
+                pngs.append(keep_volume(folder, items[-1].image,
+                                        self.dataset.pool_x[idx][0].numpy(), source,
+                                        self.view_size))
             elif source is not None and source.is_file():
                 pngs.append(source_png(source, self.view_size, self.window))
                 if is_dicom(source):  # its values too: the page's window/level
-                    self._dicom_values(folder, items[-1].image, source)
+                    keep_dicom_values(folder, items[-1].image, source, self.window)
             else:
                 pngs.append(view_png(self.dataset.pool_x[idx].numpy(), self.view_size))
         panel = None if self.panel is None else replace(
@@ -279,19 +279,6 @@ class HumanOracle:
                                         self.panel.per_image, round_))
         return write_batch(folder, round_, self.dataset.class_names, items, pngs,
                            self.dataset.multilabel, panel)
-
-    def _volume(self, folder: Path, image: str, idx: int, source: Path | None) -> bytes:
-        voxels = self.dataset.pool_x[idx][0].numpy()  # the model's view, for in-memory pools
-        if source is not None and (source.is_dir() or is_nifti(source)):
-            voxels = original_voxels(source)  # the original, in HU for CT: window/level works
-        write_volume(volume_path(folder, image), voxels)
-        return montage_png(voxels, self.view_size)
-
-    def _dicom_values(self, folder: Path, image: str, source: Path) -> None:
-        found = modality_values(source)
-        if found is not None:
-            write_volume(volume_path(folder, image), found[0][None],
-                         resolve_window(self.window) or found[1])
 
     def _message(self, batch: Batch, missing: int, partial: bool, unit: str = "images") -> str:
         n = len(batch.items)
