@@ -33,8 +33,9 @@ def volume(seed: int, shape: tuple[int, int, int] = (6, 8, 10)) -> np.ndarray:
     return (np.arange(shape[0])[:, None, None] * 100.0 + noise).astype(np.float32)
 
 
-def volume_batch(run_dir: Path, n: int = 2) -> Path:
-    """A round-1 batch of ``n`` volumes, written as the human oracle writes one."""
+def volume_batch(run_dir: Path, n: int = 2, flat: bool = False) -> Path:
+    """A round-1 batch of ``n`` volumes, written as the human oracle writes one (``flat``:
+    then a 2D DICOM image's values, one slice with its window)."""
     folder = batch_dir(run_dir, 1)
     items = [Item(f"{i:07d}.png", i, f"unlabeled_pool_images/v{i}.nii.gz", "", None)
              for i in range(n)]
@@ -42,6 +43,10 @@ def volume_batch(run_dir: Path, n: int = 2) -> Path:
     for i, item in enumerate(items):
         write_volume(volume_path(folder, item.image), volume(i))
         pngs.append(montage_png(volume(i), 32))
+    if flat:
+        items.append(Item(f"{n:07d}.png", n, "unlabeled_pool_images/x.dcm", "", None))
+        write_volume(volume_path(folder, items[-1].image), volume(n, (1, 8, 8)), (40.0, 400.0))
+        pngs.append(montage_png(volume(n, (1, 8, 8)), 32))
     write_batch(folder, 1, CLASSES, items, pngs)
     return folder
 

@@ -1,4 +1,5 @@
-"""A volume batch labelled in a real headless Chromium: slices, planes, window, class keys.
+"""A volume batch labelled in a real headless Chromium: slices, planes, window, class keys;
+a 2D DICOM image in it gets window/level only.
 
 Needs Debian's ``chromium`` and ``chromium-driver`` and ``selenium`` (skipped otherwise).
 """
@@ -27,14 +28,14 @@ def test_an_expert_scrolls_and_labels_volumes(tmp_path: Path) -> None:
     from selenium.webdriver.support.ui import Select
 
     run_dir = tmp_path / "run"
-    folder = volume_batch(run_dir, n=2)  # 6 x 8 x 10 volumes
+    folder = volume_batch(run_dir, n=2, flat=True)  # 6 x 8 x 10 volumes, a 2D DICOM image
     server = PageServer(run_dir, "--annotator", "dr.ct")
     driver = browser()
     try:
         driver.get(server.url)
         progress = driver.find_element(By.ID, "progress")
         where, image = driver.find_element(By.ID, "slice"), driver.find_element(By.ID, "image")
-        wait_for(driver, lambda d: progress.text == "0 / 2 labelled")
+        wait_for(driver, lambda d: progress.text == "0 / 3 labelled")
         wait_for(driver, lambda d: where.text == "axial slice 4 / 6")
 
         def shown(d) -> tuple[int, int]:  # the slice's own size, once it has loaded
@@ -54,10 +55,17 @@ def test_an_expert_scrolls_and_labels_volumes(tmp_path: Path) -> None:
         wait_for(driver, lambda d: "centre=-600" in image.get_attribute("src"))
         assert driver.find_element(By.ID, "width").get_attribute("value") == "1500"
         body.send_keys("1")  # volume 1: lesion; the page moves to volume 2
-        wait_for(driver, lambda d: progress.text == "1 / 2 labelled")
+        wait_for(driver, lambda d: progress.text == "1 / 3 labelled")
         wait_for(driver, lambda d: where.text == "coronal slice 5 / 8")
         body.send_keys("2")
-        wait_for(driver, lambda d: progress.text == "2 / 2 labelled")
+        wait_for(driver, lambda d: progress.text == "2 / 3 labelled")
+        wait_for(driver, lambda d: where.text == "window/level")  # 2D: no planes, no slices
+        assert not driver.find_element(By.CSS_SELECTOR, "#viewer button").is_displayed()
+        Select(driver.find_element(By.ID, "preset")).select_by_index(0)  # the file's own
+        wait_for(driver, lambda d: "centre=40&width=400" in image.get_attribute("src"))
+        wait_for(driver, lambda d: shown(d) == [8, 8])
+        body.send_keys("1")
+        wait_for(driver, lambda d: progress.text == "3 / 3 labelled")
         wait_for(driver, lambda d: d.find_element(By.ID, "saved").text == "saved")
         body.send_keys(Keys.ENTER)
         server.wait()
@@ -66,4 +74,5 @@ def test_an_expert_scrolls_and_labels_volumes(tmp_path: Path) -> None:
         server.stop()
     with (folder / "answers.csv").open() as f:
         rows = [(r["image"], r["label"], r["annotator"]) for r in csv.DictReader(f)]
-    assert rows == [("0000000.png", "lesion", "dr.ct"), ("0000001.png", "normal", "dr.ct")]
+    assert rows == [("0000000.png", "lesion", "dr.ct"), ("0000001.png", "normal", "dr.ct"),
+                    ("0000002.png", "lesion", "dr.ct")]
