@@ -43,7 +43,7 @@ def post(c, path: str, body: dict):
 
 def test_every_request_needs_the_token(batch: Batch) -> None:
     c = client(batch)
-    for path in ("/", "/page.js", "/api/batch", f"/image/{batch.images[0]}"):
+    for path in ("/", "/page.js", "/viewer.js", "/api/batch", f"/image/{batch.images[0]}"):
         assert c.get(path).status_code == 403
         assert c.get(path + "?token=wrong").status_code == 403
         assert c.get(path, headers={"X-Token": TOKEN}).status_code == 200

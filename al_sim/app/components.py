@@ -83,7 +83,8 @@ def build_oracle(cfg: DictConfig, dataset: ALDataset, run_dir: Path
         window = cfg.dataset.get("window") if is_folder_dataset(cfg.dataset) else None
         return HumanOracle(run_dir, dataset, cfg.oracle.image_size,
                            None if root is None else Path(str(root)).expanduser().resolve(),
-                           None if window is None else [float(v) for v in window],
+                           None if window is None else str(window) if isinstance(window, str)
+                           else [float(v) for v in window],
                            human_panel(to_object(cfg.oracle, HumanOracleConf), dataset))
     if cfg.oracle.name == PANEL and dataset.multilabel:
         raise ConfigError(

@@ -167,6 +167,15 @@ INITIAL_DIR = "initial_labeled_images"
 POOL_DIR = "unlabeled_pool_images"
 TEST_DIR = "test_images"
 POOL_LABELS_FILE = "pool_labels.csv"
+# Named intensity windows [centre, width] in the modality's units (Hounsfield for CT): the
+# usual radiology display settings, for dataset.window= and the labelling page's presets
+WINDOW_PRESETS: dict[str, tuple[float, float]] = {
+    "ct_soft_tissue": (40.0, 400.0),
+    "ct_lung": (-600.0, 1500.0),
+    "ct_bone": (400.0, 1800.0),
+    "ct_brain": (40.0, 80.0),
+    "ct_liver": (60.0, 160.0),
+}
 
 
 @dataclass
@@ -187,8 +196,13 @@ class FolderDatasetConf:
     manifest: str | None = None
     images_dir: str = "images"
     findings: list[str] | None = None
-    # DICOM files: [centre, width] overrides the file's own VOI LUT / window (None: the file's)
-    window: list[float] | None = None
+    # DICOM files and volumes: [centre, width] or a preset name of WINDOW_PRESETS (e.g.
+    # ct_soft_tissue) overrides the file's own VOI LUT / window (None: the file's, or min-max)
+    window: Any = None
+    # volumes: class folders hold NIfTI files (.nii, .nii.gz) and DICOM-series sub-folders,
+    # each read as image_size^3 (al_sim.data.folder_volumes)
+    volumes: bool = False
+    max_voxels: int = 2**28  # volumes: refuse a file that declares more voxels (1 GiB float32)
     preprocess: PreprocessConf = field(default_factory=PreprocessConf)
 
     def __post_init__(self) -> None:
@@ -203,11 +217,31 @@ class FolderDatasetConf:
             raise ConfigError(f"dataset.channels must be 1 or 3, got {self.channels}")
         if self.test_fraction is not None:
             fraction("dataset", low_open=True, test_fraction=self.test_fraction)
-        if self.window is not None and (len(self.window) != 2 or self.window[1] <= 0):
-            raise ConfigError(f"dataset.window must be [centre, width] with width > 0, got "
-                              f"{list(self.window)}; e.g. dataset.window=[40,400]")
+        self._check_window()
+        positive("dataset", max_voxels=self.max_voxels)
+        if self.volumes and (self.manifest is not None or self.channels != 1):
+            raise ConfigError("dataset.volumes=true reads greyscale volumes from class folders: "
+                              "drop dataset.manifest and keep dataset.channels=1")
         if self.findings is not None and len(set(self.findings)) != len(self.findings):
             raise ConfigError(f"dataset.findings lists a name twice: {list(self.findings)}")
+
+    def _check_window(self) -> None:
+        if self.window is None:
+            return
+        if isinstance(self.window, str):
+            if self.window not in WINDOW_PRESETS:
+                raise ConfigError(f"dataset.window={self.window} is not a preset ("
+                                  f"{', '.join(sorted(WINDOW_PRESETS))}); name one or give "
+                                  "[centre, width], e.g. dataset.window=[40,400]")
+            return
+        try:
+            pair = [float(v) for v in self.window]
+        except (TypeError, ValueError):
+            pair = []
+        if len(pair) != 2 or not pair[1] > 0:
+            raise ConfigError(f"dataset.window must be [centre, width] with width > 0 or a "
+                              f"preset ({', '.join(sorted(WINDOW_PRESETS))}), got "
+                              f"{self.window!r}; e.g. dataset.window=[40,400]")
 
 
 FOLDER_LOADER = "al_sim.data.folder.load_folder"

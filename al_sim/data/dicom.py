@@ -108,3 +108,21 @@ def read_dicom(path: Path, window: tuple[float, float] | None = None) -> np.ndar
     except (ValueError, EOFError, AttributeError, TypeError) as exc:  # truncated pixel data
         raise DataError(f"{path}: damaged pixel data ({type(exc).__name__}: "
                         f"{str(exc)[:300]}); replace or remove it") from None
+
+
+def modality_values(path: Path) -> tuple[np.ndarray, tuple[float, float] | None] | None:
+    """A readable greyscale ``MONOCHROME2`` image's modality values (float32 ``H x W``, e.g.
+    Hounsfield units) and its first window, for window/level on the labelling page; None for
+    colour, ``MONOCHROME1`` or VOI-LUT images (shown as :func:`display` renders them)."""
+    import pydicom
+    from pydicom.pixels import apply_modality_lut
+
+    ds = pydicom.dcmread(path)  # read_dicom has already accepted this file
+    if int(getattr(ds, "SamplesPerPixel", 1)) != 1 or "VOILUTSequence" in ds or str(
+            getattr(ds, "PhotometricInterpretation", "")) != "MONOCHROME2":
+        return None
+    values = np.asarray(apply_modality_lut(ds.pixel_array, ds), dtype=np.float32)
+    window = None
+    if "WindowCenter" in ds and "WindowWidth" in ds:
+        window = (_first(ds.WindowCenter), _first(ds.WindowWidth))
+    return values, window

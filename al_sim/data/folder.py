@@ -31,6 +31,7 @@ from al_sim.config.data import INITIAL_DIR, POOL_DIR, TEST_DIR, FolderDatasetCon
 from al_sim.data.base import ALDataset
 from al_sim.data.dicom import is_dicom, read_dicom
 from al_sim.data.sources import sources
+from al_sim.data.volume import resolve_window
 from al_sim.maths.sampling import stratified_sample
 from al_sim.runtime.errors import ConfigError, DataError
 from al_sim.runtime.reading import MalformedError, Unreadable, reading
@@ -88,12 +89,12 @@ def _class_folders(folder: Path, root: Path) -> dict[str, list[Path]]:
 
 
 def read_image(path: Path, size: int, channels: int,
-               window: Sequence[float] | None = None) -> np.ndarray:
+               window: str | Sequence[float] | None = None) -> np.ndarray:
     """One image as uint8 ``C x size x size`` (16-bit and float images are rescaled to 8 bit;
-    DICOM through :mod:`al_sim.data.dicom`, ``window`` = [centre, width] overriding its own)."""
+    DICOM through :mod:`al_sim.data.dicom`, ``window`` = [centre, width] or a preset name
+    overriding its own)."""
     if is_dicom(path):
-        pixels = Image.fromarray(read_dicom(path, None if window is None else (
-            float(window[0]), float(window[1]))))
+        pixels = Image.fromarray(read_dicom(path, resolve_window(window)))
         return _fit(pixels, size, channels)
     with Image.open(path) as opened:
         opened.load()
@@ -121,7 +122,7 @@ def _fit(img: Image.Image, size: int, channels: int) -> np.ndarray:
 
 
 def read_images(paths: list[Path], root: Path, size: int, channels: int,
-                window: Sequence[float] | None = None) -> torch.Tensor:
+                window: str | Sequence[float] | None = None) -> torch.Tensor:
     """uint8 ``N x C x size x size`` of ``paths``; one DataError naming every unreadable file."""
     out = np.empty((len(paths), channels, size, size), dtype=np.uint8)
     unreadable = Unreadable("replace or remove them")
@@ -239,6 +240,11 @@ def load_folder(**cfg: Any) -> ALDataset:
         _require_dir(root, f"set dataset.root to the folder holding {conf.manifest}")
         with reading(root, "the image folder", fix):
             return load_manifest(conf, root)
+    if conf.volumes:  # CT/MRI: NIfTI files and DICOM-series folders
+        from al_sim.data.folder_volumes import load_volume_folder
+
+        with reading(root, "the volume folder", fix):
+            return load_volume_folder(conf, root)
     with reading(root, "the image folder", fix):
         return _load_folder(conf, root)
 

@@ -9,7 +9,10 @@
 <out>/unlabeled_pool_images/, test_images/    image-folder runs: the rest, to continue later
 ```
 Images come from the run's image folder when it has one (the originals),
-else from the batches' PNGs. A multi-label run is exported as a manifest folder
+else from the batches' PNGs. Volumes (``dataset.volumes=true``) likewise: an original
+NIfTI file or DICOM-series folder is copied as it is, a volume known only from a batch
+is written as its NIfTI (``<id>.nii.gz``), so ``dataset=folder dataset.volumes=true``
+reads the export back. A multi-label run is exported as a manifest folder
 instead (:mod:`al_sim.label.export_manifest`).
 """
 
@@ -27,6 +30,7 @@ from al_sim.label.batch import IMAGES_DIR
 from al_sim.label.export_manifest import export_manifest
 from al_sim.label.panel_export import ANSWER_COLUMN, panel_rows
 from al_sim.label.rounds import all_batches
+from al_sim.label.volumes import NIFTI_SUFFIX, volume_path
 from al_sim.runtime.errors import LabelError
 from al_sim.runtime.files import atomic_write
 from al_sim.tracking.contract import CONFIG_FILE, LABELED_SET_FILE
@@ -54,8 +58,9 @@ def _folder_root(run_dir: Path) -> Path | None:
     return Path(str(dataset["root"])).expanduser().resolve()
 
 
-def _labelled(run_dir: Path) -> list[dict]:
-    """One row per labelled image: id, class, round, annotator, when, and where its image is."""
+def _labelled(run_dir: Path, volumes: bool) -> list[dict]:
+    """One row per labelled image: id, class, round, annotator, when, and where its image is
+    (``volumes``: a batch's NIfTI before its PNG; a 2D run's NIfTI are DICOM values only)."""
     rows: dict[str, dict] = {}
     path = run_dir / LABELED_SET_FILE
     if path.is_file():
@@ -71,9 +76,11 @@ def _labelled(run_dir: Path) -> list[dict]:
         for item in batch.items:
             if item.image in answers:
                 a = answers[item.image]
+                volume = volume_path(batch.dir, item.image)
                 rows[item.id] = {"id": item.id, "label": a.label, "round": str(batch.round),
                                  "annotator": a.annotator, "labelled_at": a.labelled_at,
-                                 "png": str(batch.dir / IMAGES_DIR / item.image)}
+                                 "png": str(volume if volumes and volume.is_file() else
+                                            batch.dir / IMAGES_DIR / item.image)}
     return list(rows.values())
 
 
@@ -82,7 +89,9 @@ def export_dataset(run_dir: Path, out: Path) -> int:
     run_dir, out = Path(run_dir), Path(out)
     if out.exists() and any(out.iterdir()):
         raise LabelError(f"{out} is not empty; export into a new folder")
-    rows = _labelled(run_dir)
+    dataset = _dataset(run_dir)
+    volumes = dataset is None or not is_folder_dataset(dataset) or bool(dataset.get("volumes"))
+    rows = _labelled(run_dir, volumes)
     if not rows:
         raise LabelError(f"{run_dir} has no labelled images yet ({LABELED_SET_FILE} or "
                          "answered batches); run python -m al_sim.run there first")
@@ -97,16 +106,18 @@ def export_dataset(run_dir: Path, out: Path) -> int:
     exported: set[str] = set()
     for row in rows:
         original = root / row["id"] if root is not None else None
-        source = original if original is not None and original.is_file() else (
+        source = original if original is not None and (original.is_file() or (
+            original.is_dir() and not original.is_symlink())) else (
             Path(row["png"]) if row["png"] else None)
         if source is None:
             raise LabelError(f"no image file for {row['id']} (round {row['round']}); the run's "
                              "dataset has no files: only answered batches can be exported")
-        name = PurePosixPath(row["id"]).name if original is not None else f"{row['id']}.png"
+        suffix = NIFTI_SUFFIX if source.name.endswith(NIFTI_SUFFIX) else ".png"
+        name = PurePosixPath(row["id"]).name if original is not None else f"{row['id']}{suffix}"
         name = _unique(name, row["round"], used)
         target = out / INITIAL_DIR / row["label"] / name
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, target)
+        _copy(source, target)
         exported.add(row["id"])
         by = row.get("by", {})
         writer.writerow((target.relative_to(out).as_posix(), row["label"], row["round"],
@@ -114,7 +125,7 @@ def export_dataset(run_dir: Path, out: Path) -> int:
                          *(by.get(name, "") for name in people)))
     atomic_write(out / MANIFEST_FILE, manifest.getvalue())
     if root is not None:
-        _copy_rest(root, out, exported)
+        _copy_rest(root, out, exported, volumes)
     return len(rows)
 
 
@@ -129,13 +140,23 @@ def _unique(name: str, round_: str, used: set[str]) -> str:
     return candidate
 
 
-def _copy_rest(root: Path, out: Path, exported: set[str]) -> None:
-    """The image folder's still-unlabelled pool and its test images, to continue later."""
+def _copy(source: Path, target: Path) -> None:
+    """A file, or a DICOM-series folder (volumes) with its files (links not followed)."""
+    if source.is_dir():
+        shutil.copytree(source, target, ignore=lambda folder, names: [
+            n for n in names if (Path(folder) / n).is_symlink()])
+    else:
+        shutil.copyfile(source, target)
+
+
+def _copy_rest(root: Path, out: Path, exported: set[str], volumes: bool) -> None:
+    """The image folder's still-unlabelled pool and its test images, to continue later
+    (``volumes``: DICOM-series folders too)."""
     pool = root / POOL_DIR
     (out / POOL_DIR).mkdir(parents=True, exist_ok=True)
     for path in sorted(pool.iterdir()) if pool.is_dir() else []:
-        if path.is_file() and not path.is_symlink() and \
-                f"{POOL_DIR}/{path.name}" not in exported:
-            shutil.copyfile(path, out / POOL_DIR / path.name)
+        if not path.is_symlink() and f"{POOL_DIR}/{path.name}" not in exported and (
+                path.is_file() or (volumes and path.is_dir())):
+            _copy(path, out / POOL_DIR / path.name)
     if (root / TEST_DIR).is_dir():
         shutil.copytree(root / TEST_DIR, out / TEST_DIR, symlinks=False)

@@ -25,6 +25,7 @@ from PIL import Image
 from al_sim.core.events import LabelsPending
 from al_sim.data.base import ALDataset
 from al_sim.data.dicom import is_dicom, read_dicom
+from al_sim.data.volume import resolve_window
 from al_sim.label.batch import (
     META_FILE,
     USED_FILE,
@@ -34,6 +35,7 @@ from al_sim.label.batch import (
     now,
     write_batch,
 )
+from al_sim.label.batch_volumes import keep_dicom_values, keep_volume
 from al_sim.label.locks import writing
 from al_sim.label.panel import Panel, assign
 from al_sim.label.panel_outcome import (
@@ -73,12 +75,11 @@ def view_png(pixels: np.ndarray, size: int) -> bytes:
     return _png(_enlarged(Image.fromarray(np.ascontiguousarray(arr)), size))
 
 
-def source_png(path: Path, size: int, window: Sequence[float] | None = None) -> bytes:
+def source_png(path: Path, size: int, window: str | Sequence[float] | None = None) -> bytes:
     """An original image file as PNG: small ones enlarged, huge ones shrunk; a DICOM file
     windowed as the model sees it (``dataset.window``, else the file's own)."""
     if is_dicom(path):
-        pixels = Image.fromarray(read_dicom(path, None if window is None else (
-            float(window[0]), float(window[1]))))
+        pixels = Image.fromarray(read_dicom(path, resolve_window(window)))
         pixels.thumbnail((MAX_SOURCE_SIDE, MAX_SOURCE_SIDE))
         return _png(_enlarged(pixels, size))
     with Image.open(path) as opened:
@@ -100,7 +101,7 @@ class HumanOracle:
     """
 
     def __init__(self, run_dir: Path, dataset: ALDataset, view_size: int = 256,
-                 source_root: Path | None = None, window: Sequence[float] | None = None,
+                 source_root: Path | None = None, window: str | Sequence[float] | None = None,
                  panel: Panel | None = None) -> None:
         self.run_dir, self.dataset, self.view_size = Path(run_dir), dataset, view_size
         self.source_root, self.window, self.panel = source_root, window, panel
@@ -263,8 +264,14 @@ class HumanOracle:
                 confidence = float(probs[k].max())
             items.append(Item(f"{idx:07d}.png", idx, ident, predicted, confidence))
             source = None if self.source_root is None or ids is None else self.source_root / ident
-            if source is not None and source.is_file():
+            if self.dataset.pool_x.ndim == 5:  # a volume: NIfTI plus a montage of mid slices
+                pngs.append(keep_volume(folder, items[-1].image,
+                                        self.dataset.pool_x[idx][0].numpy(), source,
+                                        self.view_size))
+            elif source is not None and source.is_file():
                 pngs.append(source_png(source, self.view_size, self.window))
+                if is_dicom(source):  # its values too: the page's window/level
+                    keep_dicom_values(folder, items[-1].image, source, self.window)
             else:
                 pngs.append(view_png(self.dataset.pool_x[idx].numpy(), self.view_size))
         panel = None if self.panel is None else replace(

@@ -72,6 +72,7 @@ const POLL_MS = 2000;  // the adjudicator's page asks again while the readers ar
 function empty() {  // nothing to label (yet): the adjudicator waits, or nothing was flagged
   $("where").textContent = batch.waiting || "nothing to answer here: press done (Enter)";
   $("image").style.visibility = "hidden";
+  viewerShow(null);
   for (const id of ["prev", "next", "undo"]) $(id).disabled = true;
   $("done").disabled = Boolean(batch.waiting);
   if (batch.waiting) setTimeout(() => reload().catch((err) => say(err.message)), POLL_MS);
@@ -86,7 +87,9 @@ function render() {
   if (item === undefined) { empty(); return; }
   $("image").style.visibility = "visible";
   $("where").textContent = `image ${at + 1} of ${batch.images.length}`;
-  $("image").src = `image/${encodeURIComponent(item.image)}?token=${encodeURIComponent(token)}`;
+  $("image").src = item.volume ? volumeSrc(item, token)
+    : `image/${encodeURIComponent(item.image)}?token=${encodeURIComponent(token)}`;
+  viewerShow(item);
   $("image").className = item.label === null ? "" : "labelled";
   $("suggestion").textContent = item.answers ? `readers: ${item.answers}` : item.suggestion
     ? `model suggests: ${item.suggestion.label} (${(item.suggestion.confidence * 100).toFixed(0)}%)`
@@ -210,8 +213,10 @@ async function start() {
   $("undo").addEventListener("click", undo);
   $("save").addEventListener("click", save);
   $("done").addEventListener("click", finish);
+  viewerSetup(batch.windows || {}, () => batch.images[at], render);
   document.addEventListener("keydown", (event) => {
     if (event.ctrlKey || event.metaKey || event.altKey) return;
+    if (viewerKey(event, batch.images[at])) { event.preventDefault(); return; }
     const k = Number.parseInt(event.key, 10);
     if (batch.multilabel && k === 0) toggle(batch.no_finding);
     else if (batch.multilabel && k >= 1 && k <= Math.min(9, batch.classes.length)) {

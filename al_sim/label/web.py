@@ -6,34 +6,42 @@ and changes only their own answers; see ``label/panel_book.py``). Only
 the batch's own images are served, by their listed names; symlinks and paths
 leaving the run directory are refused. The JSON API is what the page uses:
 
-``GET /api/batch``, ``POST /api/label {image, label}`` (the image on screen when the
-key was pressed), ``POST /api/undo {image}``, ``POST /api/done``; each answer is merged
-into ``answers.csv`` at once. Request bodies over ``max_request_kb`` are refused
-(413) before they are read. One server per batch (``.server.lock``).
+``GET /api/batch``, ``GET /api/slice?image=&plane=&index=[&centre=&width=]`` (a slice of
+a volume item as PNG, :mod:`al_sim.label.volumes`), ``POST /api/label {image, label}``
+(the image on screen when the key was pressed), ``POST /api/undo {image}``,
+``POST /api/done``; each answer is merged into ``answers.csv`` at once. Request bodies
+over ``max_request_kb`` are refused (413) before they are read. One server per batch
+(``.server.lock``).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import secrets
 import socket
 import threading
 from collections.abc import Callable
+from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
+import numpy as np
 from flask import Flask, Response, abort, g, jsonify, request, send_file
 from werkzeug.serving import make_server
 
+from al_sim.config.data import WINDOW_PRESETS
 from al_sim.label.answers import AnswerBook, AnswerConflictError, SingleDesk
 from al_sim.label.batch import IMAGES_DIR, Batch
 from al_sim.label.locks import ServerLock
 from al_sim.label.panel_book import Desk, PanelBook
+from al_sim.label.volumes import PLANES, read_volume, slice_png, volume_info, volume_path
 from al_sim.maths.task import NO_FINDING
 from al_sim.runtime.errors import ALSimError, LabelError
 
 MAX_REQUEST_KB = 64  # an answer is ~100 bytes; the page sends nothing larger
+VOLUMES_CACHED = 4  # volumes kept in memory for slice requests (the one on screen, neighbours)
 
 _HEADERS = {
     "Cache-Control": "no-store",
@@ -66,6 +74,14 @@ def create_app(batch: Batch, run_dir: Path, tokens: dict[str, str], suggest: boo
     by_name = desks(batch, run_dir, list(tokens))
     root = Path(run_dir).resolve()
     by_item = {item.image: item for item in batch.items}
+    volumes = {name: path for name in by_item
+               if (path := volume_path(batch.dir, name)).is_file() and not path.is_symlink()
+               and path.resolve().is_relative_to(root)}
+    infos = {name: volume_info(path) for name, path in volumes.items()}
+
+    @lru_cache(maxsize=VOLUMES_CACHED)
+    def voxels(name: str) -> np.ndarray:
+        return read_volume(volumes[name])
 
     @app.before_request
     def _require_token() -> None:
@@ -102,6 +118,10 @@ def create_app(batch: Batch, run_dir: Path, tokens: dict[str, str], suggest: boo
     def script() -> Response:
         return Response(_asset("page.js"), mimetype="text/javascript")
 
+    @app.get("/viewer.js")
+    def viewer() -> Response:
+        return Response(_asset("viewer.js"), mimetype="text/javascript")
+
     @app.get("/api/batch")
     def describe() -> Response:
         view = desk().view()
@@ -109,8 +129,33 @@ def create_app(batch: Batch, run_dir: Path, tokens: dict[str, str], suggest: boo
             item = by_item[entry["image"]]
             if suggest and item.predicted:
                 entry["suggestion"] = {"label": item.predicted, "confidence": item.confidence}
+            if item.image in infos:
+                entry["volume"] = infos[item.image]["shape"]
+                if "window" in infos[item.image]:
+                    entry["window"] = infos[item.image]["window"]
         return jsonify(round=batch.round, classes=batch.classes, multilabel=batch.multilabel,
-                       no_finding=NO_FINDING, annotator=g.annotator, **view)
+                       no_finding=NO_FINDING, annotator=g.annotator, planes=list(PLANES),
+                       windows={k: list(v) for k, v in WINDOW_PRESETS.items()}, **view)
+
+    @app.get("/api/slice")
+    def volume_slice() -> Response:
+        name, plane = request.args.get("image", ""), request.args.get("plane", PLANES[0])
+        if name not in volumes:  # only the batch's own volumes, by their listed names
+            abort(404)
+        if plane not in PLANES:
+            raise LabelError(f"plane must be one of {', '.join(PLANES)}")
+        try:
+            index = int(request.args.get("index", "0"))
+            centre, width = (float(request.args[k]) if request.args.get(k) else None
+                             for k in ("centre", "width"))
+        except ValueError:
+            raise LabelError("index is a whole number; centre and width are numbers") from None
+        window = None
+        if centre is not None and width is not None:
+            if not (math.isfinite(centre) and math.isfinite(width) and width > 0):
+                raise LabelError("the window needs a finite centre and a width > 0")
+            window = (centre, width)
+        return Response(slice_png(voxels(name), plane, index, window), mimetype="image/png")
 
     @app.get("/image/<path:name>")
     def image(name: str) -> Response:
