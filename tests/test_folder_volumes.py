@@ -13,7 +13,6 @@ pytest.importorskip("nibabel")
 pytest.importorskip("pydicom")
 
 from al_sim.data import folder_volumes  # noqa: E402
-from al_sim.data.base import ALDataset  # noqa: E402
 from al_sim.data.folder import load_folder  # noqa: E402
 from al_sim.runtime.errors import DataError  # noqa: E402
 from tests.volume_files import write_nifti, write_series  # noqa: E402
@@ -64,9 +63,9 @@ def test_a_folder_of_nifti_and_series_loads(tmp_path, captured) -> None:
     load_folder(root=str(volume_folder(tmp_path)), image_size=12, volumes=True,
                 window="ct_soft_tissue")
     pool_x, test_x = captured["pool_x"], captured["test_x"]
-    assert tuple(pool_x.shape) == (8, 1, 12, 12, 12) and pool_x.dtype == torch.float32
+    assert tuple(pool_x.shape) == (8, 1, 12, 12, 12) and pool_x.dtype == torch.uint8
     assert tuple(test_x.shape) == (4, 1, 12, 12, 12)
-    assert float(pool_x.min()) >= 0.0 and float(pool_x.max()) <= 1.0
+    pool_x = pool_x.float() / 255  # the window mapped to 0-255, as 2D images
     assert captured["class_names"] == ["lesion", "normal"]
     assert captured["pool_ids"][4:] == ["unlabeled_pool_images/case2",
                                         "unlabeled_pool_images/case3",
@@ -110,20 +109,21 @@ def test_layout_problems_are_named(tmp_path, captured) -> None:
         load_folder(root=str(root), image_size=8, volumes=True)
 
 
-def _takes_volumes() -> bool:
-    try:
-        x = torch.zeros(2, 1, 4, 4, 4)
-        ALDataset(name="v", pool_x=x, pool_y=np.array([0, 1]), test_x=x,
-                  test_y=np.array([0, 1]), class_names=["a", "b"])
-    except DataError:
-        return False
-    return True
+def test_a_volume_folder_trains_end_to_end(tmp_path) -> None:
+    from tests.conftest import run_cli
 
-
-@pytest.mark.skipif(not _takes_volumes(), reason="ALDataset of this branch holds 2D images")
-def test_the_real_dataset_holds_the_volumes(tmp_path) -> None:
-    data = load_folder(root=str(volume_folder(tmp_path)), image_size=8, volumes=True)
-    assert data.n_pool == 8 and tuple(data.pool_x.shape[1:]) == (1, 8, 8, 8)
+    root = volume_folder(tmp_path / "data")
+    data = load_folder(root=str(root), image_size=16, volumes=True)
+    assert data.n_pool == 8 and tuple(data.pool_x.shape[1:]) == (1, 16, 16, 16)
+    assert data.pool_x.dtype == torch.uint8 and data.volumes and int(data.pool_x.max()) > 200
+    done = run_cli(["dataset=folder", f"dataset.root={root}", "dataset.volumes=true",
+                    "dataset.image_size=16", "model=cnn3d", "budget.query_size=2",
+                    "budget.rounds=1", "trainer.epochs=1", "trainer.min_steps=2",
+                    "tracking.enabled=false", "progress=false",
+                    f"hydra.run.dir={tmp_path / 'run'}"], tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = (tmp_path / "run" / "queries.csv").read_text().splitlines()
+    assert len(rows) == 1 + len(data.initial_labeled) + 2
 
 
 def test_a_missing_slice_is_one_error_line_from_the_cli(tmp_path) -> None:

@@ -74,11 +74,6 @@ def build_oracle(cfg: DictConfig, dataset: ALDataset, run_dir: Path
     """The configured annotator: simulated (one, or a panel: needs every pool label) or a
     human expert."""
     if cfg.oracle.name == "human":
-        if dataset.volumes:
-            raise ConfigError(
-                f"oracle=human shows 2D images on the labelling page and {dataset.name} holds "
-                f"volumes {'x'.join(map(str, dataset.image_shape[1:]))}; simulate the study "
-                "(oracle=simulated or oracle=panel), or label 2D slices (a 2D dataset)")
         root = cfg.dataset.get("root") if is_folder_dataset(cfg.dataset) else None
         window = cfg.dataset.get("window") if is_folder_dataset(cfg.dataset) else None
         return HumanOracle(run_dir, dataset, cfg.oracle.image_size,

@@ -138,8 +138,9 @@ def _test(conf: FolderDatasetConf, root: Path, classes: list[str], pool: list[Pa
 
 
 def pool_images(pool_x: np.ndarray) -> torch.Tensor:
-    """The pool's volumes as the dataset type holds them (vcore's ALDataset: float32 5D)."""
-    return torch.from_numpy(pool_x)
+    """Windowed volumes in [0, 1] as the dataset type holds them: uint8 ``N x 1 x D x H x W``
+    (as 2D images and DICOM files are quantised after their window)."""
+    return torch.from_numpy((pool_x * 255.0 + 0.5).astype(np.uint8))
 
 
 def load_volume_folder(conf: FolderDatasetConf, root: Path) -> ALDataset:
