@@ -32,7 +32,7 @@ def test_a_mixed_lockstep_stack_has_the_form_of_runs_alone(tmp_path: Path) -> No
     assert out.returncode == 0, out.stderr[-3000:]
     assert "6 job(s) ran as 1 stack(s)" in out.stderr
     assert out.stderr.count("lock-step: 6 member(s) trained together") == 2  # rounds 0 and 1
-    alone = run_cli(["strategy=badge", "seed=1", *TINY[:-2], "budget.rounds=1",
+    alone = run_cli(["strategy=badge", "seed=1", *TINY[:-2], TINY[-1], "budget.rounds=1",
                      "hydra.run.dir=single"], tmp_path, timeout=300)
     assert alone.returncode == 0, alone.stderr[-3000:]
     want = _form(tmp_path / "single")
