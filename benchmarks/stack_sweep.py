@@ -63,10 +63,13 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--seeds", default=None, help="e.g. 0,1 (default: the experiment's)")
-    parser.add_argument("--launchers", default=",".join(LAUNCHERS),
-                        help=f"which of {', '.join(LAUNCHERS)} (comma-separated)")
+    parser.add_argument("--launchers", default=None,
+                        help=f"which of {', '.join(LAUNCHERS)} (comma-separated; default all, "
+                        "--smoke: all but lock-step, minutes on a loaded 2-core CPU)")
     args, overrides = parser.parse_known_args()
-    chosen = {n: LAUNCHERS[n] for n in args.launchers.split(",")}
+    names = args.launchers.split(",") if args.launchers else [
+        n for n in LAUNCHERS if not (args.smoke and n == "lock-step")]
+    chosen = {n: LAUNCHERS[n] for n in names}
     study = [*SMOKE, *overrides] if args.smoke else list(overrides)
     if args.seeds and not args.smoke:
         study.append(f"seed={args.seeds}")
