@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Issue 24 on one GPU: the 30-run experiment=screening study (6 strategies x 5 seeds) stacked
-# (hydra/launcher=al_stack, stack_size=auto) against one run per task (al_joblib with k jobs
+# Issue 24 on one GPU: one round of 30 members in lock-step vs one by one
+# (benchmarks/lockstep_train.py), then the 30-run experiment=screening study (6 strategies x
+# 5 seeds) stacked in lock-step and sequentially (hydra/launcher=al_stack, stack_size=auto)
+# against one run per task (al_joblib with k jobs
 # sharing the GPU, k in $STACK_GPU_K), for SimpleCNN and ResNet-18 at 28 px. Every sweep is
 # bounded; a step that would end past $STACK_GPU_BUDGET_S (default 450 s) is skipped and
 # listed, so the whole script stays under 8 minutes.
@@ -59,7 +61,14 @@ sweep() {  # sweep NAME MODEL LAUNCHER-OVERRIDES...: one bounded sweep, its figu
   echo "$finished $wall" | awk '{printf "%.4f\n", $1 / $2}' > "$LOG/$name.rate"  # runs per s
 }
 
+for model in ${STACK_GPU_MODELS:-simple_cnn resnet18}; do  # one round, 30 members: seconds
+  timeout 90 "$PY" benchmarks/lockstep_train.py --model "$model" --device cuda --members 30 \
+    --reps 3 2>&1 | tee -a "$LOG/figures.txt"
+done
+
 for model in ${STACK_GPU_MODELS:-simple_cnn resnet18}; do
+  sweep "$model-lockstep" "$model" hydra/launcher=al_stack hydra.launcher.n_jobs=1 \
+    hydra.launcher.stack_size=auto hydra.launcher.lockstep=true
   sweep "$model-stacked" "$model" hydra/launcher=al_stack hydra.launcher.n_jobs=1 \
     hydra.launcher.stack_size=auto
   for k in $KS; do
@@ -69,10 +78,12 @@ done
 
 # Runs finished per second (a sweep cut at STACK_GPU_STEP_S still counts what it finished).
 for model in ${STACK_GPU_MODELS:-simple_cnn resnet18}; do
-  [ -f "$LOG/$model-stacked.rate" ] || continue
   best=$(cat "$LOG/$model"-joblib*.rate 2>/dev/null | sort -g | tail -1)
-  [ -n "$best" ] && awk -v s="$(cat "$LOG/$model-stacked.rate")" -v b="$best" -v m="$model" \
-    'BEGIN {if (b > 0) printf "%s: stacked %.3f runs/s, best joblib %.3f runs/s: %.2fx\n", m, s, b, s / b}' \
-    | tee -a "$LOG/figures.txt"
+  for mode in lockstep stacked; do
+    [ -f "$LOG/$model-$mode.rate" ] && [ -n "$best" ] || continue
+    awk -v s="$(cat "$LOG/$model-$mode.rate")" -v b="$best" -v m="$model" -v d="$mode" \
+      'BEGIN {if (b > 0) printf "%s: %s %.3f runs/s, best joblib %.3f runs/s: %.2fx\n", m, d, s, b, s / b}' \
+      | tee -a "$LOG/figures.txt"
+  done
 done
 [ ${#SKIPPED[@]} -eq 0 ] || echo "skipped (time): ${SKIPPED[*]}"

@@ -18,6 +18,7 @@ from al_sim.app.components import (
     check_input_size,
     check_strategy_task,
 )
+from al_sim.app.lockstep_hook import trainer_class
 from al_sim.app.source_watch import SourceWatch
 from al_sim.config.data import PreprocessConf
 from al_sim.config.schema import BudgetConf, TrainerConf
@@ -25,7 +26,7 @@ from al_sim.config.store import to_object
 from al_sim.core.device import fix_mmap_threshold
 from al_sim.core.events import ALResult, CallbackList, RunInfo
 from al_sim.core.loop import run_active_learning
-from al_sim.core.training import Trainer, resolve_device
+from al_sim.core.training import resolve_device
 from al_sim.data.transforms import Preprocess
 from al_sim.models import ALModel
 from al_sim.strategies.initial import initial_policy
@@ -49,7 +50,7 @@ def run_experiment(cfg: DictConfig, run: RunInfo, callbacks: CallbackList,
         preprocess = Preprocess(to_object(cfg.dataset.preprocess, PreprocessConf),
                                 channels=dataset.image_shape[0],
                                 spatial_rank=dataset.spatial_rank)
-        trainer = Trainer(to_object(cfg.trainer, TrainerConf), preprocess,
+        trainer = trainer_class()(to_object(cfg.trainer, TrainerConf), preprocess,
                           resolve_device(cfg.trainer.device), task=dataset.task)
         check_strategy_task(strategy, dataset)
         oracle = build_oracle(cfg, dataset, run.run_dir)

@@ -30,14 +30,19 @@ from al_sim.app.launchers.stacking import (
 from al_sim.app.lost_jobs import JobRef, report_lost
 
 
-def _run_stack(members: list[tuple[int, int, list[str]]], *args: Any
+def _run_stack(members: list[tuple[int, int, list[str]]], lockstep: bool, *args: Any
                ) -> list[tuple[int, JobReturn]]:
-    """One stack in this worker: each member ``(index, job number, overrides)`` as a job."""
+    """One stack in this worker: each member ``(index, job number, overrides)`` as a job, one
+    after another, or with ``lockstep`` side by side, their trainings lock-stepped."""
     from hydra_plugins.hydra_joblib_launcher._core import execute_job
 
     from al_sim.app.components import shared_datasets
+    from al_sim.app.launchers.lockstep_workers import run_lockstep
 
     with shared_datasets():
+        if lockstep:
+            return run_lockstep(members, lambda num, overrides: execute_job(num, overrides,
+                                                                            *args))
         return [(i, execute_job(num, overrides, *args)) for i, num, overrides in members]
 
 
@@ -62,12 +67,14 @@ def member_size(job_cfg: DictConfig, fraction: float, jobs: int,
 
 class AlStackLauncher(AlJoblibLauncher):
     """``hydra/launcher=al_stack``: ``stack_size`` (a number or ``auto``), ``memory_fraction``
-    (the share of free memory ``auto`` fills); the other settings are joblib's."""
+    (the share of free memory ``auto`` fills), ``lockstep`` (members train together); the
+    other settings are joblib's."""
 
     def __init__(self, stack_size: Any = "auto", memory_fraction: float = 0.8,
-                 **joblib: Any) -> None:
+                 lockstep: bool = False, **joblib: Any) -> None:
         super().__init__(**joblib)
         self.stack_size, self.memory_fraction = stack_size, float(memory_fraction)
+        self.lockstep = bool(lockstep)
 
     def plan(self, refs: list[JobRef]) -> list[list[int]]:
         """The stacks, as indices into ``refs``; each printed with its members."""
@@ -114,8 +121,8 @@ class AlStackLauncher(AlJoblibLauncher):
         try:
             for done in Parallel(**cfg, return_as="generator_unordered")(
                     delayed(_run_stack)([(i, refs[i].num, list(refs[i].overrides)) for i in stack],
-                                        self.hydra_context, self.config, self.task_function,
-                                        state)
+                                        self.lockstep, self.hydra_context, self.config,
+                                        self.task_function, state)
                     for stack in stacks):
                 results.update(done)
         except TerminatedWorkerError as exc:

@@ -1,0 +1,146 @@
+"""A stack whose members train in lock-step (``hydra.launcher.lockstep=true``): each member is
+its usual Hydra job in a thread of its own, and the threads take turns (one runs at a time, its
+Hydra config and log handlers restored when it resumes). A member that reaches training waits;
+when every live member waits, their rounds train together (``core.lockstep.fit_lockstep``:
+one vmapped step for all), then each goes on with its own strategy, pool, sinks and checkpoint.
+
+Members whose labelled counts differ, that hold out a validation split, or that lock-step
+cannot train (``LockstepUnsupportedError``: another model class, fp16) train one by one. A
+member that fails (its strategy raises, its loss diverges) is that member's FAILED run; the
+others go on.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.utils import JobReturn, JobRuntime, JobStatus
+
+from al_sim.app.lockstep_hook import JOIN, FitRequest
+from al_sim.core.events import FitReport
+
+
+def _context() -> tuple[Any, Any, list[logging.Handler], int]:
+    root = logging.getLogger()
+    return (HydraConfig.instance().cfg, JobRuntime.instance().conf, list(root.handlers),
+            root.level)
+
+
+def _restore(saved: tuple[Any, Any, list[logging.Handler], int]) -> None:
+    root = logging.getLogger()
+    HydraConfig.instance().cfg, JobRuntime.instance().conf = saved[0], saved[1]
+    root.handlers[:] = saved[2]
+    root.setLevel(saved[3])
+
+
+class Rendezvous:
+    """Turns between the member threads, and the lock-step round when all live ones wait."""
+
+    def __init__(self, members: int) -> None:
+        self._cv = threading.Condition()
+        self._live = set(range(members))
+        self._ready: set[int] = set()
+        self._turn: int | None = None
+        self._waiting: dict[int, FitRequest] = {}
+        self._done: dict[int, FitReport | BaseException] = {}
+        self._saved: dict[int, tuple[Any, Any, list[logging.Handler], int]] = {}
+
+    def take_turn(self, i: int) -> None:
+        """Wait until it is member ``i``'s turn (the lowest ready index runs first)."""
+        with self._cv:
+            self._ready.add(i)
+            while self._turn is not None or min(self._ready) != i:
+                self._cv.wait()
+            self._ready.discard(i)
+            self._turn = i
+        if i in self._saved:
+            _restore(self._saved.pop(i))
+
+    def _pass_turn(self, i: int) -> None:  # with the lock held
+        self._turn = None
+        if self._waiting and set(self._waiting) == self._live and not self._ready:
+            self._train_all()
+        self._cv.notify_all()
+
+    def join(self, i: int, request: FitRequest) -> FitReport:
+        """Member ``i`` trains: it waits for the others, then goes on with its own report."""
+        self._saved[i] = _context()
+        with self._cv:
+            self._waiting[i] = request
+            self._pass_turn(i)
+            while i not in self._done:
+                self._cv.wait()
+        self.take_turn(i)
+        result = self._done.pop(i)
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    def leave(self, i: int) -> None:
+        """Member ``i``'s job ended (finished or failed): the stack goes on without it."""
+        with self._cv:
+            self._live.discard(i)
+            if self._turn == i:
+                self._pass_turn(i)
+            else:
+                self._cv.notify_all()
+
+    def _train_all(self) -> None:
+        """The waiting members' round: groups that can lock-step train together."""
+        from al_sim.core.lockstep import LockstepUnsupportedError, fit_lockstep
+        from al_sim.core.training import Trainer
+
+        requests, self._waiting = self._waiting, {}
+        groups: dict[tuple[int, bool], list[int]] = {}
+        for i, (_t, _m, _x, y, _n, _s, val) in sorted(requests.items()):
+            groups.setdefault((len(y), val is not None), []).append(i)
+        for (_count, has_val), ids in groups.items():
+            reqs = [requests[i] for i in ids]
+            try:
+                if has_val or len(ids) == 1:
+                    raise LockstepUnsupportedError("trained alone")
+                reports = fit_lockstep(reqs[0][0], [r[1] for r in reqs], [r[2] for r in reqs],
+                                       [r[3] for r in reqs], reqs[0][4], [r[5] for r in reqs])
+                self._done.update(zip(ids, reports, strict=True))
+                print(f"lock-step: {len(ids)} member(s) trained together on {_count} labelled",
+                      file=sys.stderr, flush=True)
+            except LockstepUnsupportedError:
+                for i, (trainer, model, x, y, n, seed, val) in zip(ids, reqs, strict=True):
+                    try:
+                        self._done[i] = Trainer.fit(trainer, model, x, y, n, seed, val)
+                    except Exception as exc:  # that member's fault
+                        self._done[i] = exc
+            except Exception as exc:  # a fault of the lock-stepped round: each member's error
+                self._done.update((i, exc) for i in ids)
+
+
+def run_lockstep(members: list[tuple[int, int, list[str]]],
+                 execute: Callable[[int, list[str]], JobReturn]) -> list[tuple[int, JobReturn]]:
+    """Each member ``(index, job number, overrides)`` run by ``execute`` in its own thread,
+    trainings in lock-step; the members' job returns."""
+    rendezvous = Rendezvous(len(members))
+    results: dict[int, JobReturn] = {}
+
+    def member(k: int, num: int, overrides: list[str]) -> None:
+        JOIN.set(lambda request: rendezvous.join(k, request))
+        rendezvous.take_turn(k)
+        try:
+            results[k] = execute(num, overrides)
+        except Exception as exc:  # Hydra's own failure around the task: this member's
+            results[k] = JobReturn(status=JobStatus.FAILED, _return_value=exc)
+        finally:
+            rendezvous.leave(k)
+
+    threads = [threading.Thread(target=member, args=(k, num, overrides), daemon=True,
+                                name=f"al_sim-member-{k}")
+               for k, (_i, num, overrides) in enumerate(members)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return [(i, results[k]) for k, (i, _num, _o) in enumerate(members)]

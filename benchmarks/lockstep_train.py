@@ -1,0 +1,113 @@
+"""Lock-step vs one-by-one: one AL round's training of K stack members (each on its own
+labelled set and seed) with ``core.lockstep.fit_lockstep`` against K ``Trainer.fit`` calls, and
+the pool's probabilities with ``proba_members`` (the pool once) against K ``predict_proba``
+passes. Interleaved repeats; prints medians, spread (min-max), the ratio, and how far a
+lock-stepped member's weights are from the same member trained alone (max |difference|).
+
+    python benchmarks/lockstep_train.py                              # SimpleCNN, K=6, CPU
+    python benchmarks/lockstep_train.py --model resnet18 --device cuda --members 30
+    python benchmarks/lockstep_train.py --smoke                      # tiny, seconds
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+
+from al_sim.app.components import build_model
+from al_sim.config.data import PreprocessConf
+from al_sim.config.schema import TrainerConf
+from al_sim.core.lockstep import fit_lockstep, proba_members
+from al_sim.core.training import Trainer
+from al_sim.data.transforms import Preprocess
+from al_sim.models.base import ALModel
+
+CONF = Path(__file__).resolve().parents[1] / "conf" / "model"
+
+
+def members(model: str, k: int, px: int, device: torch.device) -> list[ALModel]:
+    cfg = OmegaConf.load(CONF / f"{model}.yaml")
+    return [build_model(cfg, 1, 3, seed, input_size=px).to(device)  # type: ignore[arg-type]
+            for seed in range(k)]
+
+
+def timed(fn: Callable[[], object], device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="simple_cnn", choices=["simple_cnn", "resnet18"])
+    parser.add_argument("--members", type=int, default=6)
+    parser.add_argument("--labelled", type=int, default=400)
+    parser.add_argument("--pool", type=int, default=4000)
+    parser.add_argument("--px", type=int, default=28)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--smoke", action="store_true")
+    args = parser.parse_args()
+    if args.smoke:
+        args.members, args.labelled, args.pool, args.epochs, args.reps = 2, 40, 100, 1, 1
+    device = torch.device(args.device)
+    conf = TrainerConf(epochs=args.epochs, min_steps=0, batch_size=64, eval_batch_size=512,
+                       deterministic=True)
+    trainer = Trainer(conf, Preprocess(PreprocessConf(), channels=1), device)
+    rng = np.random.default_rng(0)
+    shape = (1, args.px, args.px)
+    xs = [torch.from_numpy(rng.integers(0, 256, (args.labelled, *shape), dtype=np.uint8))
+          for _ in range(args.members)]
+    ys = [rng.integers(0, 3, args.labelled) for _ in range(args.members)]
+    pool = torch.from_numpy(rng.integers(0, 256, (args.pool, *shape), dtype=np.uint8))
+    seeds = list(range(args.members))
+    times: dict[str, list[float]] = {"train one by one": [], "train lock-step": [],
+                                     "score one by one": [], "score lock-step": []}
+    warm = members(args.model, 2, args.px, device)  # kernels and vmap warmed up, untimed
+    fit_lockstep(trainer, warm, [x[:20] for x in xs[:2]], [y[:20] for y in ys[:2]], 3, [0, 1])
+    trainer.fit(warm[0], xs[0][:20], ys[0][:20], 3, 0)
+    proba_members(trainer, warm, pool[:64])
+    trainer.predict_proba(warm[0], pool[:64])
+    diff = 0.0
+    for _ in range(args.reps):
+        alone = members(args.model, args.members, args.px, device)
+        stacked = members(args.model, args.members, args.px, device)
+        times["train one by one"].append(timed(lambda m=alone: [  # type: ignore[misc]
+            trainer.fit(m[k], xs[k], ys[k], 3, seeds[k]) for k in range(args.members)], device))
+        times["train lock-step"].append(timed(
+            lambda m=stacked: fit_lockstep(trainer, m, xs, ys, 3, seeds), device))  # type: ignore[misc]
+        times["score one by one"].append(timed(lambda m=alone: [  # type: ignore[misc]
+            trainer.predict_proba(model, pool) for model in m], device))
+        times["score lock-step"].append(timed(
+            lambda m=stacked: proba_members(trainer, m, pool), device))  # type: ignore[misc]
+        diff = max(float((a.float() - b.float()).abs().max())
+                   for ma, mb in zip(alone, stacked, strict=True)
+                   for a, b in zip(ma.state_dict().values(), mb.state_dict().values(),
+                                   strict=True) if a.is_floating_point())
+    print(f"{args.model} {args.px} px, {args.members} members x {args.labelled} labelled, "
+          f"{args.epochs} epochs, pool {args.pool}, {device}, {args.reps} rep(s), "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    for name, values in times.items():
+        print(f"  {name:17s} median {statistics.median(values):7.2f} s "
+              f"(min {min(values):.2f}, max {max(values):.2f})")
+    for what in ("train", "score"):
+        ratio = (statistics.median(times[f"{what} one by one"])
+                 / statistics.median(times[f"{what} lock-step"]))
+        print(f"  {what}: lock-step {ratio:.2f}x one by one")
+    print(f"  max |weight difference| lock-step vs alone: {diff:.2e}")
+
+
+if __name__ == "__main__":
+    main()
