@@ -213,7 +213,7 @@ def map_members(trainer: Trainer, stack: Stack, x: Images | Sequence[Images], na
                 module.train()
     fn = vmap(stack.call(name, post), in_dims=(0, 0, None if own is None else 0),
               randomness="different")
-    size = trainer.eval_batch_size(stack.base, first)
+    size = trainer.eval_batch_size(stack.base, first, members=stack.size)
     outs = []
     try:
         with torch.inference_mode(), autocast(trainer.conf, trainer.device):

@@ -75,17 +75,21 @@ class Trainer:
             return x.to(self.device)
         return x
 
-    def eval_batch_size(self, model: ALModel, x: Images) -> int:
+    def eval_batch_size(self, model: ALModel, x: Images, members: int = 1) -> int:
         """``trainer.eval_batch_size``, or with ``auto`` the table's entry for this
         device, model class and image size (``<device>-<Model>-<px>``, then shorter keys);
-        at most as many images as hold ``trainer.inference_memory_mb`` of activations."""
+        at most as many images as hold ``trainer.inference_memory_mb`` of activations of
+        ``members`` models at once (a lock-step stack)."""
         size = self._configured_eval_batch(model, x)
         if self.conf.inference_memory_mb is None or len(x) == 0:
             return size
         key = (type(model), tuple(int(d) for d in x.shape[1:]))
         if key not in self._activation_bytes:  # one image through the model, measured
-            self._activation_bytes[key] = max(1, activation_bytes(model, self._inputs(x[:1])))
-        budget = self.conf.inference_memory_mb * 2**20
+            probe = self._inputs(x[:1])
+            if next(model.parameters()).is_meta:  # a stack's template: shapes only
+                probe = probe.to("meta")
+            self._activation_bytes[key] = max(1, activation_bytes(model, probe))
+        budget = self.conf.inference_memory_mb * 2**20 / members
         return max(1, min(size, int(budget // self._activation_bytes[key])))
 
     def _configured_eval_batch(self, model: ALModel, x: Images) -> int:
