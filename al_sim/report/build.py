@@ -56,6 +56,7 @@ from al_sim.tracking.contract import (
     primary_metric,
     results_neutral,
     tracking_uri,
+    where_to_look,
 )
 
 # Params that are the compared factors (and the budget, checked apart), not a setting.
@@ -309,6 +310,9 @@ def run_compare(conf: CompareConf, launch_dir: Path, reader: RunReader | None = 
     for note in report.notes:
         print(f"note: {note}", file=sys.stderr)
     print(f"wrote {folder}")
+    compared = [run.run_id for setting in report.settings for run in setting.members]
+    print(where_to_look(uri, report.ref.experiment_id, ui_port=conf.tracking.ui_port,
+                        compared=compared))
     if conf.log_artifacts and report.ref.parent_run_id:
         reader.log_artifacts(report.ref.parent_run_id, folder, "compare")
         print(f"logged to MLflow run {report.ref.parent_run_id} (artifacts compare/)")

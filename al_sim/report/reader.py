@@ -84,19 +84,28 @@ class RunReader:
         self.client = open_store(uri)
 
     def _search(self, experiment_id: str, filter_string: str = "") -> list[Any]:
+        return self._search_many([experiment_id], filter_string)
+
+    def _search_many(self, experiment_ids: list[str], filter_string: str = "") -> list[Any]:
         runs: list[Any] = []
         token = None
-        while True:
-            page = self.client.search_runs([experiment_id], filter_string, max_results=1000,
+        while experiment_ids:
+            page = self.client.search_runs(experiment_ids, filter_string, max_results=1000,
                                            order_by=["attributes.start_time DESC"],
                                            page_token=token)
             runs.extend(page)
             token = page.token
             if not token:
-                return runs
+                break
+        return runs
 
-    def select(self, experiment: str, sweep_id: str) -> SweepRef:
-        """The sweep ``sweep_id`` (a sweep dir, a parent run id, ``latest`` or ``all``)."""
+    def select(self, experiment: str, sweep_id: str, anywhere: bool = False) -> SweepRef:
+        """The sweep ``sweep_id`` (a sweep dir, a parent run id, ``latest`` or ``all``); with
+        ``anywhere``, a sweep is looked for in every experiment (each study has its own)."""
+        if anywhere and sweep_id != ALL:
+            ref = self._select_anywhere(sweep_id)
+            if ref is not None:
+                return ref
         found = self.client.get_experiment_by_name(experiment)
         if found is None or found.lifecycle_stage != "active":
             names = sorted(e.name for e in self.client.search_experiments())
@@ -120,6 +129,17 @@ class RunReader:
         raise ConfigError(f"unknown sweep_id {sweep_id!r} in experiment {experiment!r} "
                           f"(latest sweeps: {known or 'none'}); set sweep_id=<sweep dir>, "
                           "latest or all")
+
+    def _select_anywhere(self, sweep_id: str) -> SweepRef | None:
+        """The latest sweep (or the one named ``sweep_id``) of any active experiment."""
+        experiments = {e.experiment_id: e.name for e in self.client.search_experiments()}
+        parents = self._search_many(list(experiments), f"tags.`{ROLE_TAG}` = '{SWEEP_ROLE}'")
+        for run in parents[:1] if sweep_id == LATEST else parents:
+            tag = run.data.tags.get(SWEEP_ID_TAG, "")
+            if sweep_id in (LATEST, run.info.run_id) or _same_sweep(tag, sweep_id):
+                exp_id = run.info.experiment_id
+                return SweepRef(experiments[exp_id], exp_id, tag, run.info.run_id)
+        return None
 
     def runs(self, ref: SweepRef, keys: Iterable[str]) -> tuple[list[StoredRun], dict[str, int]]:
         """The FINISHED runs of ``ref`` with histories of ``keys``, and a count per status."""
