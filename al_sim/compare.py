@@ -27,7 +27,7 @@ from al_sim.tracking.contract import tracking_uri
 EXIT_USER_ERROR = 2
 
 
-def cli(cfg: DictConfig, launch_dir: Path, experiment_given: bool = True) -> int:
+def cli(cfg: DictConfig, launch_dir: Path, experiment_given: bool = False) -> int:
     """Report for a composed config; the exit status (2 after one ``error:`` line).
     ``experiment_given=False``: tracking.experiment was left at its default, so the sweep is
     looked for in every experiment (a sweep logs into its own, see SweepCallback)."""

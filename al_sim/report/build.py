@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import OmegaConf
 
-from al_sim.config.schema import X_EXPERT, CompareConf
+from al_sim.config.schema import DEFAULT_EXPERIMENT, X_EXPERT, CompareConf
 from al_sim.maths.aulc import aulc
 from al_sim.report.expert_time import TimeRow, require_cost, time_markdown, time_view, write_time
 from al_sim.report.figures import CurvePanel, comparison_curves, penalty_heatmap
@@ -196,7 +196,8 @@ def task_metric(runs: list[StoredRun]) -> str:
 
 def build_report(conf: CompareConf, reader: RunReader, ref: SweepRef | None = None) -> Report:
     """Select the runs (unless ``ref`` is given), check they compare, compute every number."""
-    ref = ref or reader.select(conf.tracking.experiment, conf.sweep_id)
+    ref = ref or reader.select(conf.tracking.experiment, conf.sweep_id,  # default: any study's
+                               anywhere=conf.tracking.experiment == DEFAULT_EXPERIMENT)
     wanted = [] if conf.metric == AUTO_METRIC else [conf.metric]
     keys = list(dict.fromkeys([*wanted, ACCURACY, BALANCED_ACCURACY, *TEST_KEYS, *STOP_KEYS,
                                EXPERT_SECONDS]))
