@@ -15,9 +15,10 @@ import sys
 from pathlib import Path
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from al_sim.config.schema import CompareConf
+from al_sim.config.schema import DEFAULT_EXPERIMENT, CompareConf
 from al_sim.config.store import register_configs
 from al_sim.report.reader import RunReader
 from al_sim.runtime.errors import ALSimError
@@ -26,13 +27,16 @@ from al_sim.tracking.contract import tracking_uri
 EXIT_USER_ERROR = 2
 
 
-def cli(cfg: DictConfig, launch_dir: Path) -> int:
-    """Report for a composed config; the exit status (2 after one ``error:`` line)."""
+def cli(cfg: DictConfig, launch_dir: Path, experiment_given: bool = False) -> int:
+    """Report for a composed config; the exit status (2 after one ``error:`` line).
+    ``experiment_given=False``: tracking.experiment was left at its default, so the sweep is
+    looked for in every experiment (a sweep logs into its own, see SweepCallback)."""
     try:
         conf = OmegaConf.to_object(cfg)
         assert isinstance(conf, CompareConf)
         reader = RunReader(tracking_uri(conf.tracking.uri, launch_dir), conf.tracking.http_timeout)
-        ref = reader.select(conf.tracking.experiment, conf.sweep_id)
+        anywhere = not experiment_given and conf.tracking.experiment == DEFAULT_EXPERIMENT
+        ref = reader.select(conf.tracking.experiment, conf.sweep_id, anywhere=anywhere)
         from al_sim.report.build import run_compare  # statistics and figures: now needed
 
         run_compare(conf, launch_dir, reader, ref)
@@ -49,7 +53,9 @@ def cli(cfg: DictConfig, launch_dir: Path) -> int:
 
 def report(cfg: DictConfig) -> None:
     """Hydra task: one report."""
-    status = cli(cfg, Path(hydra.utils.get_original_cwd()))
+    given = any(o.lstrip("+~").split("=", 1)[0] == "tracking.experiment"
+                for o in HydraConfig.get().overrides.task)
+    status = cli(cfg, Path(hydra.utils.get_original_cwd()), experiment_given=given)
     if status:
         sys.exit(status)
 

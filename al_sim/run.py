@@ -22,7 +22,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from al_sim.app.sweep_callback import close_interrupted_sweep, mark_job_failed, sweep_context
@@ -129,6 +129,10 @@ def _launcher_cpus() -> int | None:
 
 def execute(cfg: DictConfig, run_dir: Path, launch_dir: Path, parallel_jobs: int = 1) -> float:
     """Run one experiment from a composed config (or continue it); returns its AULC."""
+    sweep = sweep_context()
+    if sweep is not None and sweep.experiment and cfg.tracking.experiment != sweep.experiment:
+        with open_dict(cfg):  # the study's own experiment, chosen by the sweep (SweepCallback)
+            cfg.tracking.experiment = sweep.experiment
     validate(cfg)
     params = flat_params(cfg)
     lock = RunDirLock(run_dir).acquire()  # one owner per run dir, for the whole run

@@ -16,6 +16,7 @@ import sys
 import tempfile
 import traceback
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -231,8 +232,7 @@ def assert_refused(proc, cwd: Path, words: list[str]) -> str:
         from mlflow.tracking import MlflowClient
 
         client = MlflowClient(tracking_uri=f"sqlite:///{db}")
-        exp = client.get_experiment_by_name("al_sim")
-        for run in client.search_runs([exp.experiment_id]) if exp else []:
+        for run in client.search_runs(all_experiments(client)):
             assert run.info.status != "FINISHED" or "final/aulc" in run.data.metrics
             if run.info.status == "FAILED":
                 assert run.data.tags.get("error")
@@ -274,3 +274,8 @@ def assert_failed_runs_only(launch_dir: Path) -> None:
             assert run.info.status == "FAILED", run.info
             assert run.data.tags.get("error")
             assert "final/aulc" not in run.data.metrics
+
+
+def all_experiments(client: Any) -> list[str]:
+    """Every experiment id of a store: a sweep logs into its own experiment (its sweep dir)."""
+    return [e.experiment_id for e in client.search_experiments()]

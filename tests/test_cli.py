@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import FAST_CLI, run_cli
+from tests.conftest import FAST_CLI, all_experiments, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -18,8 +18,11 @@ def client_for(cwd: Path) -> MlflowClient:
     return MlflowClient(tracking_uri=f"sqlite:///{cwd / 'mlflow.db'}")
 
 
-def runs_of(cwd: Path, experiment: str = "al_sim"):
+def runs_of(cwd: Path, experiment: str | None = None):
+    """The runs of ``experiment`` (None: of every experiment: a sweep logs into its own)."""
     client = client_for(cwd)
+    if experiment is None:
+        return client, client.search_runs(all_experiments(client))
     exp = client.get_experiment_by_name(experiment)
     assert exp is not None, "no MLflow experiment was created"
     return client, client.search_runs([exp.experiment_id])

@@ -23,7 +23,7 @@ from al_sim.report.build import (
     run_compare,
 )
 from al_sim.report.reader import StoredRun, SweepRef
-from tests.conftest import FAST_CLI, compose_config, run_cli
+from tests.conftest import FAST_CLI, all_experiments, compose_config, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -84,8 +84,7 @@ def mlflow_runs(cwd: Path, sweep_id: str | None) -> tuple[MlflowClient, dict, li
     Also the full-data runs. Parent and summary runs (tag al_sim.role) are left out.
     """
     client = MlflowClient(tracking_uri=f"sqlite:///{cwd / 'mlflow.db'}")
-    exp = client.get_experiment_by_name("al_sim")
-    runs = client.search_runs([exp.experiment_id])
+    runs = client.search_runs(all_experiments(client))
     out: dict[str, dict[str, tuple[dict, float]]] = {}
     for run in runs:
         tags = run.data.tags
@@ -107,6 +106,8 @@ def test_report_files_exist_and_nothing_litters(study: Path, report: Completed) 
     assert "error" not in report.stderr
     assert "| random |" in report.stdout and "| entropy |" in report.stdout
     assert "| margin |" not in report.stdout  # another sweep: not the latest
+    assert "compare: open http://127.0.0.1:" in report.stdout  # MLflow's compare-runs page
+    assert "/#/compare-runs?runs=" in report.stdout
     folder = study / "multirun" / "main" / "compare"
     assert {p.name for p in folder.iterdir()} == REPORT_FILES
     assert all((folder / name).stat().st_size > 0 for name in REPORT_FILES)
@@ -115,10 +116,11 @@ def test_report_files_exist_and_nothing_litters(study: Path, report: Completed) 
 
 def test_report_is_logged_to_the_parent_run(study: Path, report: Completed) -> None:
     client = MlflowClient(tracking_uri=f"sqlite:///{study / 'mlflow.db'}")
-    exp = client.get_experiment_by_name("al_sim")
-    parent = client.search_runs([exp.experiment_id],
+    parent = client.search_runs(all_experiments(client),
                                 "tags.sweep_id = 'multirun/main' and tags.`al_sim.role` = 'sweep'")
     assert len(parent) == 1
+    # each sweep logs into its own experiment, named after its dir (compare found it there)
+    assert client.get_experiment(parent[0].info.experiment_id).name == "multirun/main"
     logged = {Path(a.path).name for a in client.list_artifacts(parent[0].info.run_id, "compare")}
     assert logged == REPORT_FILES
 
@@ -182,8 +184,7 @@ def test_curves_and_penalty_equal_mlflow(study: Path, report: Completed) -> None
 
 def test_a_sweep_by_run_id_with_another_metric(study: Path, tmp_path: Path) -> None:
     client, runs, _ = mlflow_runs(study, "multirun/main")
-    exp = client.get_experiment_by_name("al_sim")
-    parent = client.search_runs([exp.experiment_id], "tags.sweep_id = 'multirun/main'",
+    parent = client.search_runs(all_experiments(client), "tags.sweep_id = 'multirun/main'",
                                 order_by=["attributes.start_time ASC"])[0]
     assert parent.data.tags["al_sim.role"] == "sweep"
     tracking = TrackingConf(uri=f"sqlite:///{study / 'mlflow.db'}")
@@ -203,12 +204,11 @@ def test_summary_runs_hold_mean_and_std_of_the_seed_runs(study: Path, report: Co
     """One summary run per strategy under the parent; its points recomputed from the seeds."""
     assert report.returncode == 0, report.stderr
     client, runs, full = mlflow_runs(study, "multirun/main")
-    exp = client.get_experiment_by_name("al_sim")
-    parent = client.search_runs([exp.experiment_id], "tags.sweep_id = 'multirun/main' and "
+    parent = client.search_runs(all_experiments(client), "tags.sweep_id = 'multirun/main' and "
                                 "tags.`al_sim.role` = 'sweep'")[0]
     assert parent.data.tags["strategy"] == "(sweep)"  # no "Unassigned" group by strategy
     summaries = client.search_runs(
-        [exp.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}' and "
+        all_experiments(client), f"tags.`mlflow.parentRunId` = '{parent.info.run_id}' and "
         "tags.`al_sim.role` = 'summary'")
     # the sweep logged them when it ended, the report replaced them: one per strategy
     assert sorted(r.data.tags["strategy"] for r in summaries) == ["entropy", "random"]
@@ -289,7 +289,7 @@ class FakeReader:
     def __init__(self, runs: list[StoredRun], statuses: dict[str, int]) -> None:
         self._runs, self._statuses = runs, statuses
 
-    def select(self, experiment: str, sweep_id: str) -> SweepRef:
+    def select(self, experiment: str, sweep_id: str, anywhere: bool = False) -> SweepRef:
         return SweepRef(experiment, "1", "multirun/x", "parent")
 
     def runs(self, ref: SweepRef, keys: list[str]) -> tuple[list[StoredRun], dict[str, int]]:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import FAST_CLI, run_cli
+from tests.conftest import FAST_CLI, all_experiments, run_cli
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc")]
@@ -78,7 +78,7 @@ def start_then_signal(cwd: Path, sig: int, args: list[str] = SWEEP,
 
 def runs(cwd: Path) -> list:
     client = MlflowClient(tracking_uri=f"sqlite:///{cwd / 'mlflow.db'}")
-    return client.search_runs([client.get_experiment_by_name("al_sim").experiment_id])
+    return client.search_runs(all_experiments(client))
 
 
 def jobs(found: list) -> dict[str, object]:

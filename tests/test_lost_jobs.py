@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import FAST_CLI
+from tests.conftest import FAST_CLI, all_experiments
 
 pytestmark = pytest.mark.slow
 pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason='pip install -e ".[slurm]"')
@@ -45,7 +45,7 @@ def job_pids(sweep: Path) -> list[int]:
 
 def runs(cwd: Path) -> tuple[object, dict[str, object]]:
     client = MlflowClient(tracking_uri=f"sqlite:///{cwd / 'mlflow.db'}")
-    found = client.search_runs([client.get_experiment_by_name("al_sim").experiment_id])
+    found = client.search_runs(all_experiments(client))
     [parent] = [r for r in found if r.data.tags.get("al_sim.role") == "sweep"]
     jobs = {r.data.tags["seed"]: r for r in found if r.data.tags.get("al_sim.role") is None}
     return parent, jobs

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import FAST_CLI, run_cli
+from tests.conftest import FAST_CLI, all_experiments, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -125,7 +125,7 @@ def test_sweep_rerun_skips_finished_jobs_and_keeps_one_parent(tmp_path) -> None:
     assert again.returncode == 0, again.stderr
     assert again.stderr.count("skipped: ") == 2 and "already finished" in again.stderr
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
-    runs = client.search_runs([client.get_experiment_by_name("al_sim").experiment_id])
+    runs = client.search_runs(all_experiments(client))
     parents = [r for r in runs if r.data.tags.get("al_sim.role") == "sweep"]
     summaries = [r for r in runs if r.data.tags.get("al_sim.role") == "summary"]
     children = [r for r in runs if r not in parents and r not in summaries]

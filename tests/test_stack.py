@@ -24,7 +24,7 @@ from al_sim.app.launchers.stacking import (
 from al_sim.core.footprint import free_bytes, member_bytes
 from al_sim.models.simple_cnn import SimpleCNN
 from al_sim.runtime.errors import ConfigError
-from tests.conftest import FAST_CLI, REPO, run_cli
+from tests.conftest import FAST_CLI, REPO, all_experiments, run_cli
 
 ENV = {"PYTHONPATH": str(REPO)}  # the workers import tests.stack_faults
 TINY = ["budget=tiny", *FAST_CLI, "hydra.sweep.dir=sweep", "tracking.query_grids=false"]
@@ -82,7 +82,7 @@ def client(cwd: Path) -> MlflowClient:
 
 def job_runs(cwd: Path) -> dict[str, object]:
     mlflow = client(cwd)
-    found = mlflow.search_runs([mlflow.get_experiment_by_name("al_sim").experiment_id])
+    found = mlflow.search_runs(all_experiments(mlflow))
     return {r.info.run_name: r for r in found if r.data.tags.get("al_sim.role") is None}
 
 

@@ -26,6 +26,7 @@ from omegaconf import DictConfig, open_dict, read_write
 
 from al_sim.app.lost_jobs import LOST_DIR, lost_jobs, set_parent
 from al_sim.config.checks import positive
+from al_sim.config.schema import DEFAULT_EXPERIMENT
 from al_sim.config.store import validate_schemas
 from al_sim.runtime.errors import EXIT_USER_ERROR, ALSimError
 from al_sim.runtime.launcher_watch import announce_launcher
@@ -53,6 +54,7 @@ class SweepContext:
 
     sweep_id: str
     parent_run_id: str | None
+    experiment: str | None = None  # the study's MLflow experiment, when the sweep chose it
 
 
 def _sweep_dir() -> Path | None:
@@ -72,8 +74,19 @@ def sweep_context() -> SweepContext | None:
     path = sweep_dir / SWEEP_FILE
     if path.exists():
         data = json.loads(path.read_text())
-        return SweepContext(data["sweep_id"], data.get("parent_run_id"))
+        return SweepContext(data["sweep_id"], data.get("parent_run_id"), data.get("experiment"))
     return SweepContext(str(sweep_dir), None)
+
+
+def study_experiment(config: DictConfig) -> str:
+    """The sweep's MLflow experiment: ``tracking.experiment`` when the user or an
+    ``experiment=`` config set it, else one named after the sweep dir (studies kept apart)."""
+    given = str(config.tracking.experiment)
+    on_command_line = any(o.lstrip("+~").split("=", 1)[0] == "tracking.experiment"
+                          for o in config.hydra.overrides.task)
+    if given != DEFAULT_EXPERIMENT or on_command_line:
+        return given
+    return str(config.hydra.sweep.dir)
 
 
 def close_interrupted_sweep(status: str = "KILLED") -> str | None:
@@ -195,15 +208,19 @@ class SweepCallback(Callback):
         earlier = json.loads(sweep_file.read_text()) if sweep_file.exists() else {}
         sweep_id = earlier.get("sweep_id", str(sweep_dir))
         parent_id = earlier.get("parent_run_id")
+        experiment = earlier.get("experiment") or (  # a re-run keeps its sweep's experiment
+            str(config.tracking.experiment) if parent_id else study_experiment(config))
         if config.tracking.enabled:
             try:
-                parent_id = self._open_parent(config, sweep_id, parent_id)
+                parent_id = self._open_parent(config, sweep_id, parent_id, experiment)
             except ALSimError as exc:  # Hydra would only warn, then launch jobs that all fail
                 print(f"error: {exc}", file=sys.stderr, flush=True)
                 raise SystemExit(EXIT_USER_ERROR) from None
-        sweep_file.write_text(json.dumps({"sweep_id": sweep_id, "parent_run_id": parent_id}))
+        sweep_file.write_text(json.dumps({"sweep_id": sweep_id, "parent_run_id": parent_id,
+                                          "experiment": experiment}))
 
-    def _open_parent(self, config: DictConfig, sweep_id: str, parent_id: str | None) -> str:
+    def _open_parent(self, config: DictConfig, sweep_id: str, parent_id: str | None,
+                     experiment: str) -> str:
         """Create the sweep's parent run (or restart it on a re-run); its id."""
         from al_sim.tracking.store import experiment_of, restart_run, start_parent_run
 
@@ -214,7 +231,7 @@ class SweepCallback(Callback):
         else:
             artifacts = default_artifact_location(config.tracking.artifact_location,
                                                   launch_dir, uri)
-            parent_id = start_parent_run(uri, config.tracking.experiment, artifacts,
+            parent_id = start_parent_run(uri, experiment, artifacts,
                                          name=f"sweep {sweep_id}",
                                          tags={SWEEP_ID_TAG: sweep_id, ROLE_TAG: SWEEP_ROLE,
                                                "strategy": SWEEP_STRATEGY})
@@ -222,7 +239,7 @@ class SweepCallback(Callback):
         SweepCallback.running = self
         set_parent(*self._parent)
         self._experiment_id = experiment_of(uri, parent_id)
-        self._experiment = str(config.tracking.experiment)
+        self._experiment = experiment
         return parent_id
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
@@ -243,7 +260,8 @@ class SweepCallback(Callback):
               flush=True)
         if self._parent is not None:
             hint = where_to_look(self._parent[0], self._experiment_id,
-                                 ui_port=config.tracking.get("ui_port"))
+                                 ui_port=config.tracking.get("ui_port"),
+                                 compared=self._job_runs())
             print(f"  parent {hint}\n"
                   f"  next: python -m al_sim.compare sweep_id={config.hydra.sweep.dir}",
                   file=sys.stderr, flush=True)
@@ -258,6 +276,16 @@ class SweepCallback(Callback):
             sys.exit(EXIT_SWEEP_FAILED)
         if lost:
             sys.exit(EXIT_JOBS_LOST)
+
+    def _job_runs(self) -> list[str]:
+        """The sweep's job runs (for the compare link); none when the store cannot say."""
+        from al_sim.tracking.store import child_run_ids
+
+        assert self._parent is not None
+        try:
+            return child_run_ids(self._parent[0], self._experiment_id, self._parent[1], ROLE_TAG)
+        except ALSimError:
+            return []
 
     def _log_summaries(self) -> None:
         """One summary run per strategy (mean ± std curves) under the parent; never fatal."""

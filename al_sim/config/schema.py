@@ -140,13 +140,14 @@ class TrainerConf:
 
 
 # --------------------------------------------------------------------------- tracking
+DEFAULT_EXPERIMENT = "al_sim"  # single runs; a sweep left at it logs into one named after it
 @dataclass
 class TrackingConf:
     """Where and how runs are logged (MLflow)."""
 
     enabled: bool = True
     uri: str | None = None  # None: sqlite:///<launch dir>/mlflow.db
-    experiment: str = "al_sim"
+    experiment: str = DEFAULT_EXPERIMENT  # a sweep left at it gets its own (its sweep dir)
     artifact_location: str | None = None  # None: <launch dir>/mlartifacts for new experiments
     query_grids: bool = True
     max_grid_images: int = 64

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import OmegaConf
 
-from al_sim.config.schema import X_EXPERT, CompareConf
+from al_sim.config.schema import DEFAULT_EXPERIMENT, X_EXPERT, CompareConf
 from al_sim.maths.aulc import aulc
 from al_sim.report.expert_time import TimeRow, require_cost, time_markdown, time_view, write_time
 from al_sim.report.figures import CurvePanel, comparison_curves, penalty_heatmap
@@ -56,6 +56,7 @@ from al_sim.tracking.contract import (
     primary_metric,
     results_neutral,
     tracking_uri,
+    where_to_look,
 )
 
 # Params that are the compared factors (and the budget, checked apart), not a setting.
@@ -195,7 +196,8 @@ def task_metric(runs: list[StoredRun]) -> str:
 
 def build_report(conf: CompareConf, reader: RunReader, ref: SweepRef | None = None) -> Report:
     """Select the runs (unless ``ref`` is given), check they compare, compute every number."""
-    ref = ref or reader.select(conf.tracking.experiment, conf.sweep_id)
+    ref = ref or reader.select(conf.tracking.experiment, conf.sweep_id,  # default: any study's
+                               anywhere=conf.tracking.experiment == DEFAULT_EXPERIMENT)
     wanted = [] if conf.metric == AUTO_METRIC else [conf.metric]
     keys = list(dict.fromkeys([*wanted, ACCURACY, BALANCED_ACCURACY, *TEST_KEYS, *STOP_KEYS,
                                EXPERT_SECONDS]))
@@ -309,6 +311,9 @@ def run_compare(conf: CompareConf, launch_dir: Path, reader: RunReader | None = 
     for note in report.notes:
         print(f"note: {note}", file=sys.stderr)
     print(f"wrote {folder}")
+    compared = [run.run_id for setting in report.settings for run in setting.members]
+    print(where_to_look(uri, report.ref.experiment_id, ui_port=conf.tracking.ui_port,
+                        compared=compared))
     if conf.log_artifacts and report.ref.parent_run_id:
         reader.log_artifacts(report.ref.parent_run_id, folder, "compare")
         print(f"logged to MLflow run {report.ref.parent_run_id} (artifacts compare/)")

@@ -15,6 +15,7 @@ import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.artist import Artist  # noqa: E402
 
+from al_sim.report.colours import strategy_colours  # noqa: E402
 from al_sim.report.stats import CurveStats  # noqa: E402
 
 MAX_STEP_TICKS = 12  # label every logged step up to this many, else integer ticks
@@ -42,8 +43,7 @@ def comparison_curves(panels: Sequence[CurvePanel], metric: str, path: Path,
     fig, axes = plt.subplots(rows, cols, figsize=(6.0 * cols, 4.3 * rows), dpi=110,
                              squeeze=False)
     others = [n for p in panels for n in p.curves if n != reference]
-    palette = plt.get_cmap("tab10")
-    colors = {name: palette(k % 10) for k, name in enumerate(dict.fromkeys(sorted(others)))}
+    colors = strategy_colours(list(dict.fromkeys(others)))  # the same in every figure
     for ax in axes.ravel()[len(panels):]:
         ax.axis("off")
     for ax, panel in zip(axes.ravel(), panels, strict=False):

@@ -13,6 +13,7 @@ from typing import Any
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 
+from al_sim.config.schema import DEFAULT_EXPERIMENT
 from al_sim.runtime.errors import ConfigError, TrackingError
 from al_sim.tracking.contract import (
     FULL_STRATEGY,
@@ -84,19 +85,28 @@ class RunReader:
         self.client = open_store(uri)
 
     def _search(self, experiment_id: str, filter_string: str = "") -> list[Any]:
+        return self._search_many([experiment_id], filter_string)
+
+    def _search_many(self, experiment_ids: list[str], filter_string: str = "") -> list[Any]:
         runs: list[Any] = []
         token = None
-        while True:
-            page = self.client.search_runs([experiment_id], filter_string, max_results=1000,
+        while experiment_ids:
+            page = self.client.search_runs(experiment_ids, filter_string, max_results=1000,
                                            order_by=["attributes.start_time DESC"],
                                            page_token=token)
             runs.extend(page)
             token = page.token
             if not token:
-                return runs
+                break
+        return runs
 
-    def select(self, experiment: str, sweep_id: str) -> SweepRef:
-        """The sweep ``sweep_id`` (a sweep dir, a parent run id, ``latest`` or ``all``)."""
+    def select(self, experiment: str, sweep_id: str, anywhere: bool = False) -> SweepRef:
+        """The sweep ``sweep_id`` (a sweep dir, a parent run id, ``latest`` or ``all``); with
+        ``anywhere``, a sweep is looked for in every experiment (each study has its own)."""
+        if anywhere and sweep_id != ALL:
+            ref = self._select_anywhere(sweep_id)
+            if ref is not None:
+                return ref
         found = self.client.get_experiment_by_name(experiment)
         if found is None or found.lifecycle_stage != "active":
             names = sorted(e.name for e in self.client.search_experiments())
@@ -121,6 +131,22 @@ class RunReader:
                           f"(latest sweeps: {known or 'none'}); set sweep_id=<sweep dir>, "
                           "latest or all")
 
+    def _select_anywhere(self, sweep_id: str) -> SweepRef | None:
+        """The latest sweep (or the one named ``sweep_id``) of any active experiment; None
+        where the store holds no sweep (or none at all for ``latest``)."""
+        experiments = {e.experiment_id: e.name for e in self.client.search_experiments()}
+        parents = self._search_many(list(experiments), f"tags.`{ROLE_TAG}` = '{SWEEP_ROLE}'")
+        for run in parents[:1] if sweep_id == LATEST else parents:
+            tag = run.data.tags.get(SWEEP_ID_TAG, "")
+            if sweep_id in (LATEST, run.info.run_id) or _same_sweep(tag, sweep_id):
+                exp_id = run.info.experiment_id
+                return SweepRef(experiments[exp_id], exp_id, tag, run.info.run_id)
+        if sweep_id == LATEST or not parents:
+            return None  # the default experiment's own answer follows
+        known = ", ".join(r.data.tags.get(SWEEP_ID_TAG, r.info.run_id) for r in parents[:5])
+        raise ConfigError(f"unknown sweep_id {sweep_id!r} in {redact(self.uri)} (latest sweeps: "
+                          f"{known}); set sweep_id=<sweep dir>, latest or all")
+
     def runs(self, ref: SweepRef, keys: Iterable[str]) -> tuple[list[StoredRun], dict[str, int]]:
         """The FINISHED runs of ``ref`` with histories of ``keys``, and a count per status."""
         if ref.parent_run_id is not None:
@@ -136,8 +162,13 @@ class RunReader:
         return [self._load(r, keys) for r in finished], statuses
 
     def baselines(self, ref: SweepRef, keys: Iterable[str]) -> list[StoredRun]:
-        """FINISHED full-data runs (tag ``strategy=full``) of the experiment."""
-        found = self._search(ref.experiment_id, f"tags.strategy = '{FULL_STRATEGY}'")
+        """FINISHED full-data runs (tag ``strategy=full``) of the experiment; where it has none,
+        those of the default one (a single ``budget=full`` run beside a study's sweep)."""
+        where = f"tags.strategy = '{FULL_STRATEGY}'"
+        found = self._search(ref.experiment_id, where)
+        default = self.client.get_experiment_by_name(DEFAULT_EXPERIMENT)
+        if not found and default is not None and default.experiment_id != ref.experiment_id:
+            found = self._search(default.experiment_id, where)
         return [self._load(r, keys) for r in found if r.info.status == "FINISHED"]
 
     def _load(self, run: Any, keys: Iterable[str]) -> StoredRun:

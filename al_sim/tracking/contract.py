@@ -7,10 +7,12 @@ import it cheaply.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import socket
 from pathlib import Path
+from urllib.parse import quote
 
 # Per-round test metrics, in table order; logged as ``test/<name>`` with step = labelled images.
 TEST_METRICS = ("accuracy", "f1_macro", "balanced_accuracy", "auroc", "loss")
@@ -127,6 +129,14 @@ def free_port(host: str = UI_HOST, first: int = UI_PORT, tries: int = UI_PORTS_T
     return first
 
 
+def compare_link(experiment_id: str, run_ids: list[str], address: str = UI_ADDRESS) -> str:
+    """The MLflow UI page that compares ``run_ids`` side by side (params, metric charts):
+    MLflow 3.x's ``#/compare-runs?runs=[...]&experiments=[...]`` route, JSON lists quoted."""
+    runs, experiments = (quote(json.dumps(ids, separators=(",", ":")), safe="")
+                         for ids in (sorted(run_ids), [experiment_id]))
+    return f"{address.rstrip('/')}/#/compare-runs?runs={runs}&experiments={experiments}"
+
+
 def ui_link(experiment_id: str, run_id: str | None = None, address: str = UI_ADDRESS) -> str:
     """The MLflow UI page of an experiment's runs (or of one run), in the training view."""
     page = f"{address.rstrip('/')}/#/experiments/{experiment_id}"
@@ -143,8 +153,9 @@ def redact(text: str) -> str:
 
 
 def where_to_look(uri: str, experiment_id: str, run_id: str | None = None,
-                  ui_port: int | None = None) -> str:
-    """Lines telling where a run's (or a sweep's) results went in MLflow, and how to open them.
+                  ui_port: int | None = None, compared: list[str] | None = None) -> str:
+    """Lines telling where a run's (or a sweep's) results went in MLflow, and how to open them
+    (with ``compared``: also the link comparing those runs, one click from the terminal).
 
     A tracking server already is the UI: its own page; a database needs ``mlflow ui`` on it,
     on ``ui_port`` (None: a port free now, from 5000), one worker (several die at start-up on
@@ -152,12 +163,17 @@ def where_to_look(uri: str, experiment_id: str, run_id: str | None = None,
     """
     what = f"MLflow run {run_id}" if run_id else "MLflow experiment"
     uri = redact(uri)
+    compare = ""
     if uri.split(":", 1)[0] in ("http", "https"):
-        return f"{what} in {uri}\n  view: open {ui_link(experiment_id, run_id, uri)}"
+        if compared:
+            compare = f"\n  compare: open {compare_link(experiment_id, compared, uri)}"
+        return f"{what} in {uri}\n  view: open {ui_link(experiment_id, run_id, uri)}{compare}"
     port = free_port() if ui_port is None else ui_port
+    address = f"http://{UI_HOST}:{port}"
+    if compared:
+        compare = f"\n  compare: open {compare_link(experiment_id, compared, address)}"
     return (f"{what} in {uri}\n  view: mlflow ui --backend-store-uri {uri} --port {port} "
-            f"--workers 1, then open "
-            f"{ui_link(experiment_id, run_id, f'http://{UI_HOST}:{port}')}")
+            f"--workers 1, then open {ui_link(experiment_id, run_id, address)}{compare}")
 
 
 def sqlite_file(uri: str) -> Path | None:

@@ -258,6 +258,14 @@ def experiment_of(uri: str, run_id: str) -> str:
     return call_with_retries("run lookup", lambda: client.get_run(run_id), uri).info.experiment_id
 
 
+def child_run_ids(uri: str, experiment: str, parent_id: str, role_tag: str) -> list[str]:
+    """The ids of the job runs under ``parent_id`` (runs with a ``role_tag`` left out)."""
+    client = MlflowClient(tracking_uri=uri)
+    found = call_with_retries("child run search", lambda: client.search_runs(
+        [experiment], f"tags.`mlflow.parentRunId` = '{parent_id}'", max_results=1000), uri)
+    return [r.info.run_id for r in found if role_tag not in r.data.tags]
+
+
 def end_run(uri: str, run_id: str, status: str = "FINISHED") -> None:
     """Mark ``run_id`` terminated with ``status`` (retried: the jobs may have outlived a blip)."""
     client = MlflowClient(tracking_uri=uri)

@@ -6,6 +6,7 @@ import contextlib
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig
 
@@ -20,6 +21,25 @@ def job_refs(config: DictConfig, hydra_context, job_overrides: Sequence[Sequence
         job_cfg = hydra_context.config_loader.load_sweep_config(config, list(overrides))
         refs.append(JobRef(first + idx, tuple(overrides), str(job_cfg.hydra.job.override_dirname)))
     return refs
+
+
+def joblib_setup(launcher: Any, job_overrides: Sequence[Sequence[str]],
+                 first: int) -> tuple[Path, list[JobRef], dict[str, Any]]:
+    """What a joblib-based launcher does first: Hydra's globals and logging, the sweep dir
+    (created), the batch's jobs, and the joblib settings (loky: threads do not work with
+    Hydra), as the joblib plugin does."""
+    from hydra.core.utils import configure_log, setup_globals
+    from hydra_plugins.hydra_joblib_launcher._core import process_joblib_cfg
+
+    assert launcher.config is not None and launcher.hydra_context is not None
+    setup_globals()
+    configure_log(launcher.config.hydra.hydra_logging, launcher.config.hydra.verbose)
+    folder = sweep_dir(launcher.config)
+    refs = job_refs(launcher.config, launcher.hydra_context, job_overrides, first)
+    cfg = launcher.joblib
+    cfg["backend"] = "loky"
+    process_joblib_cfg(cfg)
+    return folder, refs, cfg
 
 
 def launcher_settings(config: DictConfig) -> tuple[float, float]:

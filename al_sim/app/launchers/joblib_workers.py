@@ -12,10 +12,10 @@ from __future__ import annotations
 from typing import Any
 
 from hydra.core.singleton import Singleton
-from hydra.core.utils import JobReturn, configure_log, filter_overrides, setup_globals
+from hydra.core.utils import JobReturn, filter_overrides
 from hydra_plugins.hydra_joblib_launcher.joblib_launcher import JoblibLauncher
 
-from al_sim.app.launchers.common import job_refs, sweep_dir
+from al_sim.app.launchers.common import joblib_setup
 from al_sim.app.lost_jobs import report_lost
 
 
@@ -29,18 +29,10 @@ class AlJoblibLauncher(JoblibLauncher):
     """``hydra/launcher=al_joblib``."""
 
     def launch(self, job_overrides: Any, initial_job_idx: int) -> list[JobReturn]:
-        from hydra_plugins.hydra_joblib_launcher._core import process_joblib_cfg
         from joblib import Parallel, delayed
         from joblib.externals.loky.process_executor import TerminatedWorkerError
 
-        assert self.config is not None and self.hydra_context is not None
-        setup_globals()
-        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
-        folder = sweep_dir(self.config)
-        refs = job_refs(self.config, self.hydra_context, job_overrides, initial_job_idx)
-        cfg = self.joblib
-        cfg["backend"] = "loky"  # as the plugin: threads do not work with Hydra
-        process_joblib_cfg(cfg)
+        folder, refs, cfg = joblib_setup(self, job_overrides, initial_job_idx)
         for ref in refs:
             print(f"\t#{ref.num} : {' '.join(filter_overrides(ref.overrides))}", flush=True)
         state = Singleton.get_state()

@@ -16,7 +16,7 @@ import sys
 from typing import Any
 
 from hydra.core.singleton import Singleton
-from hydra.core.utils import JobReturn, configure_log, filter_overrides, setup_globals
+from hydra.core.utils import JobReturn, filter_overrides
 from omegaconf import DictConfig
 
 from al_sim.app.launchers.joblib_workers import AlJoblibLauncher
@@ -96,21 +96,13 @@ class AlStackLauncher(AlJoblibLauncher):
         return stacks
 
     def launch(self, job_overrides: Any, initial_job_idx: int) -> list[JobReturn]:
-        from hydra_plugins.hydra_joblib_launcher._core import process_joblib_cfg
         from joblib import Parallel, delayed
         from joblib.externals.loky.process_executor import TerminatedWorkerError
 
-        from al_sim.app.launchers.common import job_refs, sweep_dir
+        from al_sim.app.launchers.common import joblib_setup
 
-        assert self.config is not None and self.hydra_context is not None
-        setup_globals()
-        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
-        folder = sweep_dir(self.config)
-        refs = job_refs(self.config, self.hydra_context, job_overrides, initial_job_idx)
+        folder, refs, cfg = joblib_setup(self, job_overrides, initial_job_idx)
         stacks = self.plan(refs)
-        cfg = self.joblib
-        cfg["backend"] = "loky"
-        process_joblib_cfg(cfg)
         for n, stack in enumerate(stacks):
             print(f"\tstack {n} ({len(stack)} member(s)):", flush=True)
             for i in stack:
