@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import FAST_CLI, run_cli
+from tests.conftest import FAST_CLI, all_experiments, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -26,8 +26,7 @@ METRICS = ("test/accuracy", "test/f1_macro", "test/balanced_accuracy", "test/aur
 def count_everything(uri: str) -> None:
     """Every job FINISHED under one parent, with every metric at every step."""
     client = MlflowClient(tracking_uri=uri)
-    exp = client.get_experiment_by_name("al_sim")
-    runs = client.search_runs([exp.experiment_id])
+    runs = client.search_runs(all_experiments(client))  # a sweep: its own experiment
     parents = [r for r in runs if r.data.tags.get("al_sim.role") == "sweep"]
     summaries = [r for r in runs if r.data.tags.get("al_sim.role") == "summary"]
     children = [r for r in runs if r not in parents and r not in summaries]
