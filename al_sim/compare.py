@@ -37,7 +37,7 @@ def cli(cfg: DictConfig, launch_dir: Path, experiment_given: bool = False) -> in
         reader = RunReader(tracking_uri(conf.tracking.uri, launch_dir), conf.tracking.http_timeout)
         anywhere = not experiment_given and conf.tracking.experiment == DEFAULT_EXPERIMENT
         ref = reader.select(conf.tracking.experiment, conf.sweep_id, anywhere=anywhere)
-        from al_sim.report.build import run_compare  # statistics and figures: now needed
+        from al_sim.report.publish import run_compare  # statistics and figures: now needed
 
         run_compare(conf, launch_dir, reader, ref)
     except ALSimError as exc:

@@ -41,8 +41,8 @@ def sweep(launcher: list[str], extra: list[str],
                        cwd=tmp, env=env, check=True, capture_output=True)
         wall = time.perf_counter() - start
         client = MlflowClient(tracking_uri=f"sqlite:///{Path(tmp) / 'mlflow.db'}")
-        exp = client.get_experiment_by_name("al_sim")
-        runs = [r for r in client.search_runs([exp.experiment_id])
+        every = [e.experiment_id for e in client.search_experiments()]  # a study: its own
+        runs = [r for r in client.search_runs(every)
                 if r.data.tags.get(ROLE_TAG) not in ("sweep", "summary")]  # jobs only
         finished = sum(r.info.status == "FINISHED" for r in runs)
         points = sum(len(client.get_metric_history(r.info.run_id, "test/accuracy"))

@@ -7,8 +7,9 @@ import csv
 import pytest
 
 from al_sim.config.schema import CompareConf, TrackingConf
-from al_sim.report.build import build_report, write_report
+from al_sim.report.build import build_report
 from al_sim.report.expert_time import TIME_FIGURE, TIME_TABLE, NoCostError
+from al_sim.report.publish import write_report
 from al_sim.report.reader import StoredRun
 from al_sim.report.summary_runs import summary_runs
 from al_sim.runtime.errors import ConfigError

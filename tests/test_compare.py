@@ -20,8 +20,8 @@ from al_sim.report.build import (
     build_report,
     check_budgets,
     group_settings,
-    run_compare,
 )
+from al_sim.report.publish import run_compare
 from al_sim.report.reader import StoredRun, SweepRef
 from tests.conftest import FAST_CLI, all_experiments, compose_config, run_cli
 

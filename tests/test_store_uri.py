@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from al_sim.config.schema import CompareConf
-from al_sim.report.build import output_folder
+from al_sim.report.output import output_folder
 from al_sim.report.reader import SweepRef
 from al_sim.runtime.errors import TrackingError
 from al_sim.tracking.reachability import check_writable_store
