@@ -9,6 +9,7 @@ each round (or once more while the config is checked) reads it once.
 
 from __future__ import annotations
 
+import logging
 import pickle
 from functools import lru_cache
 from pathlib import Path
@@ -18,6 +19,8 @@ import torch
 from torchvision.models import ResNet18_Weights
 
 from al_sim.runtime.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 WEIGHTS = ResNet18_Weights.IMAGENET1K_V1
 
@@ -76,3 +79,26 @@ def adapt_first_conv(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
         return weight.sum(dim=1, keepdim=True)
     raise ConfigError(f"model.pretrained=true takes 1- or 3-channel images, got {in_channels} "
                       "channels; set model.pretrained=false")
+
+
+def load_trunk(net: torch.nn.Module, state: dict[str, torch.Tensor], in_channels: int,
+               small: bool, first: str, source: str, model: str) -> None:
+    """Copy pretrained weights (trained on ``source``) into every layer of torchvision's
+    ``model`` but its fc; its first convolution ``first`` adapted to ``in_channels``, or left
+    random under a small-input stem (the pretrained filters do not fit it)."""
+    trunk = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    if small:
+        trunk.pop(first, None)
+        log.info("model.pretrained: the small-input stem's first convolution stays random "
+                 "(set model.small_input_stem=false to use the %s stem's filters)", source)
+    elif first in trunk:
+        trunk[first] = adapt_first_conv(trunk[first], in_channels)
+    try:
+        missing, unexpected = net.load_state_dict(trunk, strict=False)
+    except RuntimeError as exc:
+        raise ConfigError(f"the {source} weights do not fit {model} ({str(exc).splitlines()[0]}"
+                          f"...); replace the file with torchvision's {model} weights") from exc
+    missing = [k for k in missing if not k.startswith("fc.") and not (small and k == first)]
+    if missing or unexpected:
+        raise ConfigError(f"the {source} weights are not torchvision's {model} (missing "
+                          f"{missing[:3]}, unexpected {unexpected[:3]}); replace the file")

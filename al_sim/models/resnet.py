@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import logging
-
 import torch
 from torch import nn
 from torchvision.models import resnet18
 
 from al_sim.config.checks import fraction, positive
 from al_sim.models.base import ALModel, DropoutHead
-from al_sim.models.pretrained import adapt_first_conv, imagenet_state_dict
+from al_sim.models.pretrained import imagenet_state_dict, load_trunk
 from al_sim.runtime.errors import ConfigError
 
-log = logging.getLogger(__name__)
 AUTO = "auto"
 
 
@@ -69,7 +66,7 @@ class ResNet18(ALModel):
             net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
         nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")
         if state is not None:
-            _load_trunk(net, state, in_channels, small)
+            load_trunk(net, state, in_channels, small, "conv1.weight", "ImageNet", "ResNet-18")
         self.trunk = nn.Sequential(
             net.conv1, net.bn1, net.relu, net.maxpool,
             net.layer1, net.layer2, net.layer3, net.layer4,
@@ -88,24 +85,3 @@ class ResNet18(ALModel):
         """Logits from embeddings (dropout then linear)."""
         return self.classifier(z)
 
-
-def _load_trunk(net: nn.Module, state: dict[str, torch.Tensor], in_channels: int,
-                small: bool) -> None:
-    """Copy the ImageNet weights into every trunk layer (the fc layer is not used)."""
-    trunk = {k: v for k, v in state.items() if not k.startswith("fc.")}
-    if small:
-        del trunk["conv1.weight"]  # 7x7 RGB filters do not fit the 3x3 stem
-        log.info("model.pretrained: the small-input stem's first convolution stays random "
-                 "(set model.small_input_stem=false to use the ImageNet stem's filters)")
-    elif "conv1.weight" in trunk:
-        trunk["conv1.weight"] = adapt_first_conv(trunk["conv1.weight"], in_channels)
-    try:
-        missing, unexpected = net.load_state_dict(trunk, strict=False)
-    except RuntimeError as exc:
-        raise ConfigError(f"the ImageNet weights do not fit ResNet-18 ({str(exc).splitlines()[0]}"
-                          "...); replace the file with torchvision's resnet18 weights") from exc
-    missing = [k for k in missing
-               if not k.startswith("fc.") and not (small and k == "conv1.weight")]
-    if missing or unexpected:
-        raise ConfigError(f"the ImageNet weights are not torchvision's ResNet-18 (missing "
-                          f"{missing[:3]}, unexpected {unexpected[:3]}); replace the file")

@@ -3,19 +3,15 @@ input size and optional Kinetics-400 weights from the local torch cache."""
 
 from __future__ import annotations
 
-import logging
-
 import torch
 from torch import nn
 from torchvision.models.video import R3D_18_Weights, r3d_18
 
 from al_sim.config.checks import fraction, positive
 from al_sim.models.base import ALModel, DropoutHead
-from al_sim.models.pretrained import adapt_first_conv, cached_state_dict
+from al_sim.models.pretrained import cached_state_dict, load_trunk
 from al_sim.models.resnet import small_stem
-from al_sim.runtime.errors import ConfigError
 
-log = logging.getLogger(__name__)
 WEIGHTS = R3D_18_Weights.KINETICS400_V1
 
 
@@ -58,7 +54,7 @@ class ResNet18_3D(ALModel):  # noqa: N801 - the name torchvision's model goes by
                                     padding=(1, 3, 3), bias=False)
         nn.init.kaiming_normal_(net.stem[0].weight, mode="fan_out", nonlinearity="relu")
         if state is not None:
-            _load_trunk(net, state, in_channels, small)
+            load_trunk(net, state, in_channels, small, "stem.0.weight", "Kinetics", "R3D-18")
         self.trunk = nn.Sequential(net.stem, net.layer1, net.layer2, net.layer3, net.layer4,
                                    net.avgpool, nn.Flatten())
         self.classifier = DropoutHead(net.fc.in_features, n_classes, dropout)
@@ -74,24 +70,3 @@ class ResNet18_3D(ALModel):  # noqa: N801 - the name torchvision's model goes by
         """Logits from embeddings (dropout then linear)."""
         return self.classifier(z)
 
-
-def _load_trunk(net: nn.Module, state: dict[str, torch.Tensor], in_channels: int,
-                small: bool) -> None:
-    """Copy the Kinetics weights into every trunk layer (the fc layer is not used)."""
-    trunk = {k: v for k, v in state.items() if not k.startswith("fc.")}
-    first = "stem.0.weight"
-    if small:
-        trunk.pop(first, None)  # 3x7x7 RGB filters do not fit the 3x3x3 stem
-        log.info("model.pretrained: the small-input stem's first convolution stays random "
-                 "(set model.small_input_stem=false to use the video stem's filters)")
-    elif first in trunk:
-        trunk[first] = adapt_first_conv(trunk[first], in_channels)
-    try:
-        missing, unexpected = net.load_state_dict(trunk, strict=False)
-    except RuntimeError as exc:
-        raise ConfigError(f"the Kinetics weights do not fit R3D-18 ({str(exc).splitlines()[0]}"
-                          "...); replace the file with torchvision's r3d_18 weights") from exc
-    missing = [k for k in missing if not k.startswith("fc.") and not (small and k == first)]
-    if missing or unexpected:
-        raise ConfigError(f"the Kinetics weights are not torchvision's R3D-18 (missing "
-                          f"{missing[:3]}, unexpected {unexpected[:3]}); replace the file")
