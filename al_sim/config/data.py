@@ -34,6 +34,18 @@ class PreprocessConf:
             raise ConfigError("dataset.preprocess.random_resized_crop_scale must be in (0, 1]")
 
 
+def check_generated(conf: Any) -> None:
+    """The checks every generated dataset shares: sizes, seed, image side, difficulty and
+    label noise (ConfigError naming the key)."""
+    positive("dataset", n_pool=conf.n_pool, n_test=conf.n_test)
+    non_negative("dataset", seed=conf.seed)
+    if conf.image_size < 16:
+        raise ConfigError(f"dataset.image_size must be >= 16, got {conf.image_size}")
+    if not 0.0 <= conf.difficulty <= 1.0:
+        raise ConfigError(f"dataset.difficulty must be in [0, 1], got {conf.difficulty}")
+    fraction("dataset", label_noise=conf.label_noise)
+
+
 @dataclass
 class SyntheticDatasetConf:
     """Generated screening images: normal / benign round lesion / malignant irregular lesion."""
@@ -50,10 +62,7 @@ class SyntheticDatasetConf:
     preprocess: PreprocessConf = field(default_factory=PreprocessConf)
 
     def __post_init__(self) -> None:
-        positive("dataset", n_pool=self.n_pool, n_test=self.n_test)
-        non_negative("dataset", seed=self.seed)
-        if self.image_size < 16:
-            raise ConfigError(f"dataset.image_size must be >= 16, got {self.image_size}")
+        check_generated(self)
         if len(self.class_proportions) not in (2, 3) or any(
             p <= 0 for p in self.class_proportions
         ):
@@ -61,9 +70,6 @@ class SyntheticDatasetConf:
                 "dataset.class_proportions must be 2 or 3 positive numbers "
                 "(normal, benign[, malignant])"
             )
-        if not 0.0 <= self.difficulty <= 1.0:
-            raise ConfigError(f"dataset.difficulty must be in [0, 1], got {self.difficulty}")
-        fraction("dataset", label_noise=self.label_noise)
 
 
 @dataclass
@@ -84,17 +90,12 @@ class SyntheticChestDatasetConf:
     preprocess: PreprocessConf = field(default_factory=PreprocessConf)
 
     def __post_init__(self) -> None:
-        positive("dataset", n_pool=self.n_pool, n_test=self.n_test)
-        non_negative("dataset", seed=self.seed)
-        if self.image_size < 16:
-            raise ConfigError(f"dataset.image_size must be >= 16, got {self.image_size}")
+        check_generated(self)
         if len(self.prevalence) != 4 or any(not 0 < p < 1 for p in self.prevalence):
             raise ConfigError("dataset.prevalence must be 4 numbers in (0, 1): cardiomegaly, "
                               f"effusion, opacity, nodule; got {list(self.prevalence)}")
-        for name in ("co_occurrence", "difficulty"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ConfigError(f"dataset.{name} must be in [0, 1], got {getattr(self, name)}")
-        fraction("dataset", label_noise=self.label_noise)
+        if not 0.0 <= self.co_occurrence <= 1.0:
+            raise ConfigError(f"dataset.co_occurrence must be in [0, 1], got {self.co_occurrence}")
 
 
 @dataclass
@@ -113,16 +114,10 @@ class SyntheticVolumeDatasetConf:
     preprocess: PreprocessConf = field(default_factory=PreprocessConf)
 
     def __post_init__(self) -> None:
-        positive("dataset", n_pool=self.n_pool, n_test=self.n_test)
-        non_negative("dataset", seed=self.seed)
-        if self.image_size < 16:
-            raise ConfigError(f"dataset.image_size must be >= 16, got {self.image_size}")
+        check_generated(self)
         if len(self.class_proportions) != 2 or any(p <= 0 for p in self.class_proportions):
             raise ConfigError("dataset.class_proportions must be 2 positive numbers (normal, "
                               f"nodule), got {list(self.class_proportions)}")
-        if not 0.0 <= self.difficulty <= 1.0:
-            raise ConfigError(f"dataset.difficulty must be in [0, 1], got {self.difficulty}")
-        fraction("dataset", label_noise=self.label_noise)
 
 
 @dataclass
