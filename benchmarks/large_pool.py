@@ -15,7 +15,7 @@ Prints the pool size, the limit, wall times and the peak resident set
 (``ru_maxrss``, which counts the mapped file pages the kernel kept cached).
 
 ``--volumes``: the same with 64^3 volumes (a fake-but-valid ``organmnist3d_64.npz``,
-``dataset=medmnist3d``, a one-block ``cnn3d``, inference batches capped at
+``dataset=medmnist3d``, a one-block ``cnn3d`` trained on batches of 8, inference batches capped at
 ``trainer.inference_memory_mb=256``).
 
     python benchmarks/large_pool.py [--pool-mb 1600] [--limit-mb 1400] [--volumes] [--smoke]
@@ -55,7 +55,8 @@ VOLUME_NAME, VOLUME_SIDE = "organmnist3d", 64
 VOLUME_ARGS = ["dataset=medmnist3d", f"dataset.name={VOLUME_NAME}", f"dataset.size={VOLUME_SIDE}",
                "budget=tiny", "budget.rounds=1", "model=cnn3d", "model.widths=[2]",
                "model.hidden=4", "trainer.epochs=1", "trainer.min_steps=2",
-               "trainer.inference_memory_mb=256", "trainer.num_threads=1", "progress=false",
+               "trainer.batch_size=8", "trainer.inference_memory_mb=256", "trainer.num_threads=1",
+               "progress=false",
                "hydra.run.dir=run"]
 
 
