@@ -233,3 +233,18 @@ def test_a_run_on_volumes_logs_the_contract_and_a_2d_model_is_one_error_line(tmp
     bad = run_cli([*args[:-1], "model=simple_cnn", f"hydra.run.dir={tmp_path / 'bad' / 'run'}"],
                   tmp_path / "bad")
     assert_refused(bad, tmp_path / "bad", ["simple_cnn", "volumes", "model=cnn3d"])
+
+
+@pytest.mark.slow
+def test_a_run_on_an_organmnist3d_archive_queries_its_pool(tmp_path) -> None:
+    write_3d_archive(tmp_path, "organmnist3d", 28, 11)
+    done = run_cli(["dataset=medmnist3d", f"dataset.root={tmp_path}", "budget.initial=11",
+                    "budget.query_size=5", "budget.rounds=1", "model.widths=[4]",
+                    "model.hidden=8", "trainer.epochs=1", "trainer.min_steps=2",
+                    "trainer.batch_size=8", "tracking.enabled=false", "progress=false",
+                    f"hydra.run.dir={tmp_path / 'run'}"], tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    with (tmp_path / "run" / "queries.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 16 and max(int(r["pool_index"]) for r in rows) < 30
+    assert "cnn3d" in (tmp_path / "run" / "config.yaml").read_text()
