@@ -39,8 +39,8 @@ def test_nifti_is_read_canonical_as_d_h_w(tmp_path) -> None:
 
 @pytest.mark.parametrize("content, match", [
     (b"not a nifti at all", "not a readable NIfTI"),
-    (gzip.compress(b"\x00" * 40), "not a readable NIfTI|damaged"),
-])
+    (gzip.compress(b"\x00" * 40, mtime=0), "not a readable NIfTI|damaged"),
+], ids=["not gzip", "gzip of zeros"])  # fixed ids: every xdist worker must collect the same
 def test_corrupt_nifti_is_named(tmp_path, content, match) -> None:
     path = tmp_path / "bad.nii.gz"
     path.write_bytes(content)
