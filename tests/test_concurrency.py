@@ -82,19 +82,19 @@ def test_four_parallel_jobs_against_a_local_mlflow_server(tmp_path: Path) -> Non
 
 
 def test_runs_started_together_in_a_fresh_folder_share_one_new_store(tmp_path: Path) -> None:
-    """Separate ``python -m al_sim.run`` processes (no sweep) creating the same new
-    ``mlflow.db`` at once: the schema is built once, every run lands FINISHED."""
-    import os
-
+    """Separate ``python -m al_sim.run`` processes (no sweep) started at once in a new folder:
+    the new ``mlflow.db`` schema is built once, each run gets its own default run dir (they
+    start within the same second), and every run lands FINISHED."""
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     procs = [subprocess.Popen(
-        [sys.executable, "-m", "al_sim.run", "budget=tiny", f"seed={seed}", *FAST_CLI,
-         f"hydra.run.dir={tmp_path / f'run{seed}'}"],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for seed in range(3)]
+        [sys.executable, "-m", "al_sim.run", "budget=tiny", "budget.rounds=1", f"seed={seed}",
+         *FAST_CLI], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True) for seed in range(3)]
     for proc in procs:
         _, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err[-2000:]
+    run_dirs = {p.parent for p in tmp_path.glob("outputs/*/*/metrics.csv")}
+    assert len(run_dirs) == 3  # no two runs wrote into one dir
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("al_sim").experiment_id])
     assert sorted(r.data.params["seed"] for r in runs) == ["0", "1", "2"]

@@ -1,10 +1,9 @@
-"""Paths checked with the configuration, and run dirs that never collide (issue 27)."""
+"""Paths checked with the configuration, and run dirs that never collide (issue 27; runs started
+together: tests/test_concurrency.py)."""
 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,7 @@ from omegaconf import OmegaConf
 
 from al_sim.config.data import MedMNISTDatasetConf
 from al_sim.runtime.errors import DataError
-from tests.conftest import FAST_CLI, compose_config, run_cli
+from tests.conftest import compose_config, run_cli
 
 
 def test_a_missing_medmnist_root_is_a_config_check(tmp_path: Path) -> None:
@@ -41,15 +40,3 @@ def test_the_default_run_dir_is_unique_per_process() -> None:
     assert sweep == "multirun/${now:%Y-%m-%d}/${now:%H-%M-%S}"  # sweep dirs as they were
 
 
-@pytest.mark.slow
-def test_two_runs_started_together_both_complete(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    args = [sys.executable, "-m", "al_sim.run", "budget=tiny", "budget.rounds=1",
-            "tracking.enabled=false", *FAST_CLI]
-    procs = [subprocess.Popen([*args, f"seed={s}"], cwd=tmp_path, env=env, text=True,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for s in (0, 1)]
-    for proc in procs:
-        _, err = proc.communicate(timeout=300)
-        assert proc.returncode == 0, err[-2000:]
-    runs = sorted(p.parent for p in tmp_path.glob("outputs/*/*/metrics.csv"))
-    assert len(runs) == 2
