@@ -90,7 +90,9 @@ def test_tiny_run_writes_results_into_its_run_dir(tiny_run) -> None:
 
 def test_same_config_and_seed_give_identical_results(tiny_run, tmp_path) -> None:
     cwd, _ = tiny_run
-    proc = run_cli(["budget=tiny", "strategy=margin", "seed=3", *FAST_CLI], tmp_path, process=True)
+    # in this interpreter, after other tests' runs: a run's results depend on nothing left over
+    proc = run_cli(["budget=tiny", "strategy=margin", "seed=3", *FAST_CLI], tmp_path,
+                   process=False)
     assert proc.returncode == 0, proc.stderr
     first = next((cwd / "outputs").glob("*/*"))
     second = next((tmp_path / "outputs").glob("*/*"))
@@ -105,7 +107,7 @@ def test_same_config_and_seed_give_identical_results(tiny_run, tmp_path) -> None
 
 
 def test_budget_larger_than_pool_is_one_clear_error_and_a_failed_run(tmp_path) -> None:
-    proc = run_cli(["budget.initial=300", "budget.rounds=20", *FAST_CLI], tmp_path, process=True)
+    proc = run_cli(["budget.initial=300", "budget.rounds=20", *FAST_CLI], tmp_path)
     assert proc.returncode == 2
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "pool has only 400" in errors[0] and "budget.rounds" in errors[0]
@@ -116,8 +118,7 @@ def test_budget_larger_than_pool_is_one_clear_error_and_a_failed_run(tmp_path) -
 
 
 def test_unknown_strategy_is_refused_at_composition(tmp_path) -> None:
-    proc = run_cli(["strategy=best_one", *FAST_CLI], tmp_path, store=False,
-                   process=True)
+    proc = run_cli(["strategy=best_one", *FAST_CLI], tmp_path, store=False)
     assert proc.returncode != 0
     assert "strategy/best_one" in proc.stderr and "entropy" in proc.stderr
     assert not (tmp_path / "mlflow.db").exists()
