@@ -67,7 +67,7 @@ def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
                   "hydra.sweep.dir=multirun/extra", *TINY],
                  ["-m", "strategy=random,entropy", "seed=0,1", "budget=tiny,full",
                   "hydra.sweep.dir=multirun/main", *TINY[1:]]):
-        proc = run_on_store(args, cwd)
+        proc = run_on_store(args, cwd, process=False)  # the basic launcher: jobs in-process
         assert proc.returncode == 0, proc.stderr[-2000:]
     return cwd
 

@@ -90,8 +90,8 @@ def test_a_rerun_after_a_kill_in_round_0_leaves_no_orphan_run(tmp_path: Path) ->
 @pytest.mark.slow
 def test_a_sweep_ends_saying_where_its_results_went(tmp_path: Path) -> None:
     sweep_dir = tmp_path / "sweep"
-    proc = run_cli(["-m", "seed=0", "budget=tiny", *FAST_CLI, f"hydra.sweep.dir={sweep_dir}"],
-                   tmp_path)
+    proc = run_cli(["-m", "seed=0", "budget=tiny", *FAST_CLI,
+                    f"hydra.sweep.dir={sweep_dir}"], tmp_path, process=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert f"sweep results: {sweep_dir.resolve()}" in proc.stderr
     assert "/runs?workflowType=machine_learning" in proc.stderr

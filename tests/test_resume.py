@@ -119,9 +119,9 @@ def test_ctrl_c_marks_the_run_killed(tmp_path) -> None:
 def test_sweep_rerun_skips_finished_jobs_and_keeps_one_parent(tmp_path) -> None:
     sweep_dir = tmp_path / "sweep"
     base = ["-m", "seed=0", "budget=tiny", *FAST_CLI, f"hydra.sweep.dir={sweep_dir}"]
-    first = run_cli([*base, "strategy=random,entropy"], tmp_path)
+    first = run_cli([*base, "strategy=random,entropy"], tmp_path, process=False)
     assert first.returncode == 0, first.stderr
-    again = run_cli([*base, "strategy=random,entropy,margin"], tmp_path)
+    again = run_cli([*base, "strategy=random,entropy,margin"], tmp_path, process=False)
     assert again.returncode == 0, again.stderr
     assert again.stderr.count("skipped: ") == 2 and "already finished" in again.stderr
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")

@@ -104,12 +104,13 @@ def test_a_mixed_stack_gives_the_bits_of_the_same_runs_unstacked(tmp_path: Path)
     sweep = ["-m", "strategy=random,bald,badge", "seed=0,1", *TINY, "budget.rounds=1"]
     stacked_dir, alone_dir = tmp_path / "stacked", tmp_path / "alone"
     stacked_dir.mkdir(), alone_dir.mkdir()
+    # both sweeps in this interpreter (a stack runs in the launcher's process with n_jobs=1)
     stacked = run_cli([*sweep, "hydra/launcher=al_stack", "hydra.launcher.stack_size=6"],
-                      stacked_dir, timeout=600)
+                      stacked_dir, timeout=600, process=False)
     assert stacked.returncode == 0, stacked.stderr[-3000:]
     assert "6 job(s) ran as 1 stack(s)" in stacked.stderr
-    joblib = run_cli([*sweep, "hydra/launcher=al_joblib", "hydra.launcher.n_jobs=2"],
-                     alone_dir, timeout=600)
+    joblib = run_cli([*sweep, "hydra/launcher=al_joblib", "hydra.launcher.n_jobs=1"], alone_dir,
+                     timeout=600, process=False)
     assert joblib.returncode == 0, joblib.stderr[-3000:]
     single = run_cli(["strategy=badge", "seed=1", *TINY[:-2], "budget.rounds=1",
                       "hydra.run.dir=single",
@@ -128,7 +129,7 @@ def test_a_failing_member_fails_alone_and_the_stack_goes_on(tmp_path: Path) -> N
     out = run_cli(["-m", "strategy=raising,random", "seed=0", *TINY,
                    f"hydra.searchpath=[file://{REPO / 'tests/conf'}]",
                    "hydra/launcher=al_stack", "hydra.launcher.stack_size=2"], tmp_path,
-                  timeout=300, env=ENV)
+                  timeout=300, env=ENV, process=False)
     assert out.returncode == 1, out.stderr[-3000:]  # a sweep with a failed job exits 1
     # the raising member ran first, the other went on after it
     assert "raising strategy: this member fails on purpose" in out.stderr
