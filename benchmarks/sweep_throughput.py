@@ -8,7 +8,7 @@ the cores as torch threads). Prints both wall times and the speed-up, and
 checks every child run FINISHED with every step.
 
     python benchmarks/sweep_throughput.py [extra overrides ...]
-    python benchmarks/sweep_throughput.py --smoke   # 1 tiny job per launcher
+    python benchmarks/sweep_throughput.py --smoke   # 1 tiny job per launcher, joblib with 1 worker
 """
 
 from __future__ import annotations
@@ -56,11 +56,12 @@ def main() -> None:
     jobs = SMOKE_SWEEP if smoke else SWEEP
     extra = [e for e in extra if e != "--smoke"]
     n = 1 if smoke else 8
+    workers = 1 if smoke else 2  # --smoke: no worker processes to start for its one job
     basic = sweep([], extra, jobs)
-    joblib = sweep(["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], extra, jobs)
+    joblib = sweep(["hydra/launcher=joblib", f"hydra.launcher.n_jobs={workers}"], extra, jobs)
     cores = len(os.sched_getaffinity(0))
     print(f"{n}-job sweep on {cores} cores ({' '.join(jobs[1:] + extra)})")
-    for name, (wall, finished, points) in (("basic", basic), ("joblib n_jobs=2", joblib)):
+    for name, (wall, finished, points) in (("basic", basic), (f"joblib n_jobs={workers}", joblib)):
         print(f"  {name:<16} {wall:7.1f} s   {finished}/{n} runs FINISHED, "
               f"{points} accuracy points")
     print(f"speed-up joblib vs basic: {basic[0] / joblib[0]:.2f}x (target >= 1.6x)")

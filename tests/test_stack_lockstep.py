@@ -31,7 +31,7 @@ def test_a_mixed_lockstep_stack_has_the_form_of_runs_alone_and_a_failing_member_
     sweep = ["-m", "strategy=random,bald,badge,raising", "seed=0", *TINY, "budget.rounds=1",
              f"hydra.searchpath=[file://{REPO / 'tests/conf'}]"]
     out = run_cli([*sweep, *LOCKSTEP, "hydra.launcher.stack_size=4"], tmp_path, timeout=600,
-                  env=ENV)
+                  env=ENV, process=False)  # one worker: the stack runs in the launcher's process
     assert out.returncode == 1, out.stderr[-3000:]  # a sweep with a failed job exits 1
     assert "4 job(s) ran as 1 stack(s)" in out.stderr
     assert "raising strategy: this member fails on purpose" in out.stderr
