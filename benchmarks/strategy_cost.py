@@ -21,7 +21,7 @@ from threadpoolctl import threadpool_limits
 
 from al_sim.config.data import PreprocessConf
 from al_sim.config.schema import TrainerConf
-from al_sim.core.loop import TrainedModelView
+from al_sim.core.model_view import TrainedModelView
 from al_sim.core.training import Trainer
 from al_sim.data.synthetic import load_synthetic
 from al_sim.data.transforms import Preprocess

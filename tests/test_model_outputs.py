@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from al_sim.core.loop import TrainedModelView
+from al_sim.core.model_view import TrainedModelView
 from al_sim.models.simple_cnn import SimpleCNN
 from al_sim.runtime.errors import ConfigError
 from al_sim.strategies.base import ModelOutputError, QueryContext

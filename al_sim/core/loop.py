@@ -13,13 +13,11 @@ from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
-import torch
 
 from al_sim.config.schema import BudgetConf
 from al_sim.core.events import (
     ALResult,
     CallbackList,
-    FitReport,
     LabelsPending,
     LoopState,
     PendingQuery,
@@ -27,14 +25,15 @@ from al_sim.core.events import (
     RoundResult,
     RunCallback,
 )
+from al_sim.core.model_view import TrainedModelView, check_trained, pool_rows
 from al_sim.core.oracle import Annotator, CostedOracle, RecordingOracle
 from al_sim.core.pool import LabelPool
 from al_sim.core.training import Trainer
-from al_sim.data.base import ALDataset, Images
+from al_sim.data.base import ALDataset
 from al_sim.maths.stop_signals import PREFIX, StopMonitor, first_holding, parse_rules, stop_set
 from al_sim.models.base import ALModel
 from al_sim.runtime.errors import BudgetError, ConfigError
-from al_sim.strategies.base import QueryContext, Selection, Strategy, checked_array
+from al_sim.strategies.base import QueryContext, Selection, Strategy
 from al_sim.strategies.initial import InitialPolicy, initial_policy
 
 
@@ -87,40 +86,6 @@ def initial_indices(budget: BudgetConf, dataset: ALDataset, rng: np.random.Gener
     return policy(dataset, budget.initial, rng)
 
 
-class TrainedModelView:
-    """The strategies' window on the current model (see ``ModelView``); every output is
-    checked as ``ArrayModelView`` checks its arrays (a diverged model stops the run)."""
-
-    def __init__(self, trainer: Trainer, model: ALModel,
-                 rows: Callable[[np.ndarray], Images], seed: int, round_: int,
-                 multilabel: bool = False) -> None:
-        self._trainer, self._model, self._rows, self._seed = trainer, model, rows, seed
-        self._round = round_
-        # per-finding sigmoids need not sum to 1: only finiteness is checked for them
-        self._axis = None if multilabel else 1
-
-    def _images(self, indices: np.ndarray) -> Images:
-        return self._rows(indices)
-
-    def probs(self, indices: np.ndarray) -> np.ndarray:
-        return checked_array(self._trainer.predict_proba(self._model, self._images(indices)),
-                             "pool probabilities", self._axis, self._round)
-
-    def features(self, indices: np.ndarray) -> np.ndarray:
-        return checked_array(self._trainer.embed(self._model, self._images(indices)),
-                             "pool features", None, self._round)
-
-    def features_and_probs(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        features, probs = self._trainer.features_and_proba(self._model, self._images(indices))
-        return (checked_array(features, "pool features", None, self._round),
-                checked_array(probs, "pool probabilities", self._axis, self._round))
-
-    def mc_probs(self, indices: np.ndarray, samples: int) -> np.ndarray:
-        mc = self._trainer.mc_proba(self._model, self._images(indices), samples, self._seed)
-        return checked_array(mc, "pool MC-dropout probabilities",
-                             None if self._axis is None else 2, self._round)
-
-
 def _select(round_: int, budget: BudgetConf, dataset: ALDataset, pool: LabelPool,
             strategy: Strategy, view: TrainedModelView | None,
             seeds: Seeds, initial: InitialPolicy, costed: CostedOracle | None = None
@@ -162,27 +127,6 @@ def _over_cost_limit(budget: BudgetConf, costed: CostedOracle | None, round_: in
             f"to {planned:.0f} s; stopped after round {round_ - 1}, {n_labeled} labelled images)")
 
 
-def _check_trained(fit: FitReport, probs: np.ndarray, round_: int) -> None:
-    """ConfigError when training did nothing or diverged (never a run of untrained metrics)."""
-    if fit.steps == 0:
-        raise ConfigError(f"no training step ran in round {round_}; check trainer.batch_size "
-                          "and trainer.epochs")
-    if not (np.isfinite(fit.train_loss) and np.isfinite(probs).all()):
-        raise ConfigError(
-            f"the training diverged in round {round_} (train loss {fit.train_loss}, "
-            "non-finite predictions); lower trainer.lr (e.g. trainer.lr=1e-3)"
-        )
-
-
-def _pool_rows(dataset: ALDataset, pool_x: torch.Tensor
-               ) -> Callable[[np.ndarray], Images]:
-    """Pool images by index: from the device copy when the pool went there, else the
-    dataset's own rows (lazy for a memory-mapped pool)."""
-    if pool_x is dataset.pool_x:
-        return dataset.pool_rows
-    return lambda idx: pool_x[torch.from_numpy(np.asarray(idx, dtype=np.int64)).to(pool_x.device)]
-
-
 def run_active_learning(
     dataset: ALDataset,
     model_factory: Callable[[int], ALModel],
@@ -218,7 +162,7 @@ def run_active_learning(
         val = (dataset.val_x, dataset.val_y)
     # on a GPU the uint8 pool and test images move there once when they fit
     pool_x, test_x = trainer.place(dataset.pool_x), trainer.place(dataset.test_x)
-    rows = _pool_rows(dataset, pool_x)
+    rows = pool_rows(dataset, pool_x)
     costed = oracle if isinstance(oracle, CostedOracle) else None
     recording = oracle if isinstance(oracle, RecordingOracle) else None
     hooks.fire("on_run_start", dataset, len(sizes))
@@ -288,7 +232,7 @@ def run_active_learning(
         hooks.fire("on_progress", round_, "evaluating", 0, 0)
         start = time.perf_counter()
         probs = trainer.predict_proba(model, test_x)
-        _check_trained(fit, probs, round_)
+        check_trained(fit, probs, round_)
         eval_s = time.perf_counter() - start
         metrics = task.metrics(dataset.test_y, probs)
         signals = monitor.update(task.decisions(trainer.predict_proba(model, rows(stop_idx))),
