@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from al_sim.app.launchers.orphans import submitted_jobs
 from tests.conftest import FAST_CLI, REPO
 from tests.slurm_cluster import SlurmCluster, missing
 
@@ -39,6 +40,10 @@ from tests.test_cluster import Server, free_port, wait_port  # noqa: E402
 GRID = ["strategy=random,entropy", "seed=0,1", "budget=tiny", "budget.rounds=4",
         *[a for a in FAST_CLI if a != "trainer.num_threads=1"]]
 STEPS = [20, 30, 40, 50, 60]
+# Round 0 of a launch with ENDLESS_ROUND_0 in its environment trains until it is stopped.
+ROUND_0_STEPS = "AL_SIM_TEST_ROUND_0_STEPS"
+ROUND_0 = f"trainer.min_steps=${{oc.env:{ROUND_0_STEPS},4}}"
+ENDLESS_ROUND_0 = {ROUND_0_STEPS: str(10**12)}
 WAIT_S = 600
 
 
@@ -193,16 +198,34 @@ def test_slurm_refusing_the_jobs_is_one_error_and_the_parent_fails(
     assert parent.info.status == "FAILED"
 
 
-def test_slurm_sigterm_to_the_launcher_cancels_its_jobs(slurm: SlurmCluster, server: Server,
-                                                        root: Path) -> None:
+def test_slurm_a_second_launch_is_refused_and_sigterm_to_the_first_cancels_its_jobs(
+        slurm: SlurmCluster, server: Server, root: Path) -> None:
+    """While the sweep's jobs run, the same command again submits nothing: one ``error:``
+    line naming them, exit 2, the parent untouched. Then SIGTERM to the first launcher
+    cancels them. Round 0 trains until cancelled, so neither step races the jobs' end."""
     cwd = root / "slurm_term"
     cwd.mkdir()
-    proc = launch(slurm_args(cwd, server, "slurm_term"), cwd, slurm.env)
+    args = slurm_args(cwd, server, "slurm_term", ROUND_0)
+    proc = launch(args, cwd, {**slurm.env, **ENDLESS_ROUND_0})
 
-    def queued() -> bool:
-        return bool(slurm.run(["squeue", "-h", "-o", "%i"], check=False).stdout.strip())
+    def queued() -> set[str]:
+        return set(slurm.run(["squeue", "-h", "-r", "-o", "%i"], check=False).stdout.split())
 
-    wait_for(queued, proc, "jobs in the queue")
+    folder = f"{cwd}/sweep/.submitit/%j"
+    wait_for(lambda: len(submitted_jobs(folder)) == 4 and queued() >= submitted_jobs(folder),
+             proc, "the four jobs submitted")
+    jobs = queued()
+    again = subprocess.run([sys.executable, "-m", "al_sim.run", "-m", *args], cwd=cwd,
+                           env=env_for(slurm.env), capture_output=True, text=True,
+                           timeout=WAIT_S, check=False)
+    assert again.returncode == 2, again.stderr[-3000:]
+    errors = [line for line in again.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in again.stderr, again.stderr[-3000:]
+    assert all(job in errors[0] for job in jobs) and "scancel" in errors[0]
+    assert queued() == jobs  # nothing submitted
+    parent, _ = sweep_runs(server.uri, "slurm_term")
+    assert parent.info.status == "RUNNING"
+
     proc.send_signal(signal.SIGTERM)
     out, err = finish(proc)
     assert proc.returncode == 143, err[-3000:]
