@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -15,8 +17,10 @@ from al_sim.app.launchers.orphans import (
     refuse_beside_orphans,
     still_out,
     submitted_jobs,
+    wait_for_workers,
 )
 from al_sim.runtime.errors import ConfigError
+from al_sim.runtime.launcher_watch import RUNNING_DIR
 from tests.conftest import FAST_CLI, run_cli
 
 SLURM = "hydra_plugins.al_sim_launchers.AlSlurmLauncher"
@@ -100,3 +104,32 @@ def test_a_launch_beside_running_jobs_submits_nothing_and_touches_no_run(
     assert len(errors) == 1 and "101_1 RUNNING" in errors[0] and "Traceback" not in proc.stderr
     assert not (bin_dir / "sbatch_called").exists()
     assert not (tmp_path / "mlflow.db").exists() and not (sweep / "al_sim_sweep.json").exists()
+
+
+def marker(sweep: Path, pid: int) -> Path:
+    """What a watched worker leaves while its job is in progress."""
+    path = sweep / RUNNING_DIR / str(pid)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch()
+    return path
+
+
+def test_a_local_launch_waits_for_an_earlier_launchs_workers_then_refuses(
+        tmp_path: Path, capsys) -> None:
+    stays = subprocess.Popen(["sleep", "60"])
+    ends = subprocess.Popen(["sleep", "0.5"])
+    try:
+        marker(tmp_path, ends.pid)
+        wait_for_workers(tmp_path, grace_s=30)  # it ends within the grace: the launch goes on
+        assert f"processes {ends.pid}" in capsys.readouterr().err
+        marker(tmp_path, stays.pid)
+        with pytest.raises(ConfigError) as err:
+            wait_for_workers(tmp_path, grace_s=0.3)
+        assert f"processes {stays.pid}" in str(err.value) and f"kill {stays.pid}" in str(err.value)
+    finally:
+        stays.kill()
+        stays.wait()
+        ends.wait()
+    reused = marker(tmp_path, os.getpid())  # a killed worker's marker, its pid reused since
+    os.utime(reused, (time.time() - 3600, time.time() - 3600))
+    wait_for_workers(tmp_path, grace_s=0.3)

@@ -9,23 +9,30 @@ and ``squeue`` says which of those ids are still queued or running. Any left: on
 ``error:`` line naming them and how to wait or cancel, before anything is submitted or
 any MLflow run is touched.
 
-Ray and joblib leave no such orphans: Ray ends every task of a driver (the launcher)
-that exits, however it exits (detached actors aside, which al_sim does not use), and a
-joblib or submitit-local worker watches its launcher and ends its job, its run KILLED,
-within ``status_poll_s`` of the launcher's death (:mod:`al_sim.runtime.launcher_watch`).
+A joblib or submitit-local worker watches its launcher and, once it is gone, closes its
+run KILLED and exits (:mod:`al_sim.runtime.launcher_watch`): an orphan for a second or
+two. A launch that finds one (or the jobs of a launch still running beside it) waits up
+to ``interrupt_grace_s`` for them to end, then refuses, naming their processes.
+
+Ray leaves none: it ends every task of a driver (the launcher) that exits, however it
+exits; only detached actors outlive it, and al_sim's jobs are plain tasks.
 """
 
 from __future__ import annotations
 
 import getpass
 import subprocess
+import sys
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
 from al_sim.runtime.errors import ConfigError
+from al_sim.runtime.launcher_watch import jobs_in_progress
 
 SUBMITTED_SUFFIX = "_submitted.pkl"  # submitit's record of a submitted job, one per job
 SQUEUE_TIMEOUT_S = 60
+WORKER_POLL_S = 0.2
 
 
 def squeue_states(user: str | None = None) -> dict[str, str] | None:
@@ -97,3 +104,24 @@ def refuse_beside_orphans(launcher: dict, sweep_dir: str) -> None:
     orphans = still_out(submitted, states or {})
     if orphans:
         raise ConfigError(refusal(sweep_dir, orphans))
+
+
+def wait_for_workers(sweep_dir: Path, grace_s: float) -> None:
+    """Wait up to ``grace_s`` for worker processes of an earlier local launch (joblib,
+    submitit-local) whose job is still in progress; ConfigError if some remain."""
+    deadline = time.monotonic() + grace_s
+    busy = jobs_in_progress(sweep_dir)
+    if busy:
+        print(f"waiting up to {grace_s:g} s for {len(busy)} job(s) of an earlier launch of "
+              f"this sweep to stop (processes {' '.join(map(str, busy))})", file=sys.stderr,
+              flush=True)
+    while busy and time.monotonic() < deadline:
+        time.sleep(WORKER_POLL_S)
+        busy = jobs_in_progress(sweep_dir)
+    if busy:
+        pids = " ".join(map(str, busy))
+        raise ConfigError(
+            f"{len(busy)} job(s) of this sweep ({sweep_dir}) are still running in processes "
+            f"{pids} (another launch of it, or workers of a launch that was killed); wait for "
+            f"that launch to end, or stop them with `kill {pids}`, then run the same command "
+            "again (it resumes their jobs)")
