@@ -9,7 +9,6 @@ them with apt when it can).
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import signal
@@ -35,7 +34,8 @@ pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason='pip install
 
 from mlflow.tracking import MlflowClient  # noqa: E402
 
-from tests.test_cluster import Server, free_port, wait_port  # noqa: E402
+from tests.ray_cluster import RayNode, two_nodes  # noqa: E402
+from tests.test_cluster import Server  # noqa: E402
 
 GRID = ["strategy=random,entropy", "seed=0,1", "budget=tiny", "budget.rounds=4",
         *[a for a in FAST_CLI if a != "trainer.num_threads=1"]]
@@ -261,70 +261,12 @@ def test_slurm_time_limit_requeue_resumes_with_no_failure(slurm: SlurmCluster, s
 
 
 # ------------------------------------------------------------------------------ Ray
-class RayNode:
-    """``ray start --block`` in its own process group, temp dir and ports (never 10002-19999,
-    never ``ray stop``: that would stop every Ray on the machine)."""
-
-    def __init__(self, root: Path, name: str, head: str | None) -> None:
-        self.temp = root / name
-        self.port = free_port()
-        base = 30000 + (os.getpid() * 7 + (0 if head is None else 211)) % 20000
-        where = ["--head", "--port", str(self.port), "--include-dashboard=false"] \
-            if head is None else ["--address", head]
-        ports = ["--node-manager-port", "--object-manager-port", "--metrics-export-port",
-                 "--runtime-env-agent-port", "--dashboard-agent-grpc-port",
-                 "--dashboard-agent-listen-port"]
-        args = [str(Path(sys.executable).parent / "ray"), "start", "--block", *where,
-                "--num-cpus", "2", "--node-ip-address", "127.0.0.1", "--disable-usage-stats",
-                "--temp-dir", str(self.temp), "--min-worker-port", str(base),
-                "--max-worker-port", str(base + 200)]
-        for flag in ports:
-            args += [flag, str(free_port())]
-        self.proc = subprocess.Popen(args, env=env_for({"RAY_USAGE_STATS_ENABLED": "0"}),
-                                     stdout=(root / f"{name}.log").open("a"),
-                                     stderr=subprocess.STDOUT, start_new_session=True)
-
-    def pids(self, what: str) -> list[int]:
-        out = subprocess.run(["pgrep", "-f", f"{what}.*{self.temp}"], capture_output=True,
-                             text=True, check=False).stdout
-        return [int(p) for p in out.split()]
-
-    def stop(self) -> None:
-        """Kill this node's process group and every process named after its temp dir."""
-        for pid in [self.proc.pid, *self.pids("")]:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(os.getpgid(pid), signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(timeout=30)
-
-
 @pytest.fixture(scope="module")
 def ray2(root: Path) -> Iterator[tuple[str, RayNode]]:
     pytest.importorskip("ray", reason='pip install -e ".[ray]"')
     pytest.importorskip("hydra_plugins.hydra_ray_launcher", reason='pip install -e ".[ray]"')
-    head = RayNode(root, "ray_head", None)
-    nodes = [head]
-    try:
-        wait_port(head.port, head.proc, "ray head")
-        address = f"127.0.0.1:{head.port}"
-        nodes.append(RayNode(root, "ray_worker", address))
-        deadline = time.monotonic() + 300
-        while len(alive_nodes(address)) < 2:
-            assert time.monotonic() < deadline, "the second Ray node never joined"
-            time.sleep(1)
-        yield address, nodes[1]
-    finally:
-        for node in reversed(nodes):
-            node.stop()
-
-
-def alive_nodes(address: str) -> list[str]:
-    code = (f"import ray; ray.init(address='{address}', logging_level='ERROR'); "
-            "print(' '.join(n['NodeID'] for n in ray.nodes() if n['Alive']))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env=env_for({"RAY_USAGE_STATS_ENABLED": "0"}), timeout=120,
-                         check=False).stdout
-    return out.split()
+    with two_nodes(root, env_for({})) as cluster:
+        yield cluster
 
 
 def test_ray_second_node_dying_loses_only_its_jobs(ray2: tuple[str, RayNode], server: Server,
@@ -333,7 +275,7 @@ def test_ray_second_node_dying_loses_only_its_jobs(ray2: tuple[str, RayNode], se
     cwd = root / "ray_kill"
     cwd.mkdir()
     args = ["hydra/launcher=al_ray", *GRID, f"tracking.uri={server.uri}",
-            "tracking.experiment=ray2", f"hydra.sweep.dir={cwd / 'sweep'}",
+            "tracking.experiment=ray2", "hydra.sweep.dir=sweep",  # relative to the launch
             "hydra.callbacks.sweep.status_poll_s=2"]
     first = launch(args, cwd, {"RAY_ADDRESS": address})
     wait_for(lambda: len(list((cwd / "sweep").glob("*/checkpoint.pt"))) >= 4, first,
