@@ -9,7 +9,6 @@ them with apt when it can).
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import signal
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from al_sim.app.launchers.orphans import submitted_jobs
 from tests.conftest import FAST_CLI, REPO
 from tests.slurm_cluster import SlurmCluster, missing
 
@@ -34,11 +34,16 @@ pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason='pip install
 
 from mlflow.tracking import MlflowClient  # noqa: E402
 
-from tests.test_cluster import Server, free_port, wait_port  # noqa: E402
+from tests.ray_cluster import RayNode, two_nodes  # noqa: E402
+from tests.test_cluster import Server  # noqa: E402
 
 GRID = ["strategy=random,entropy", "seed=0,1", "budget=tiny", "budget.rounds=4",
         *[a for a in FAST_CLI if a != "trainer.num_threads=1"]]
 STEPS = [20, 30, 40, 50, 60]
+# Round 0 of a launch with ENDLESS_ROUND_0 in its environment trains until it is stopped.
+ROUND_0_STEPS = "AL_SIM_TEST_ROUND_0_STEPS"
+ROUND_0 = f"trainer.min_steps=${{oc.env:{ROUND_0_STEPS},4}}"
+ENDLESS_ROUND_0 = {ROUND_0_STEPS: str(10**12)}
 WAIT_S = 600
 
 
@@ -193,16 +198,34 @@ def test_slurm_refusing_the_jobs_is_one_error_and_the_parent_fails(
     assert parent.info.status == "FAILED"
 
 
-def test_slurm_sigterm_to_the_launcher_cancels_its_jobs(slurm: SlurmCluster, server: Server,
-                                                        root: Path) -> None:
+def test_slurm_a_second_launch_is_refused_and_sigterm_to_the_first_cancels_its_jobs(
+        slurm: SlurmCluster, server: Server, root: Path) -> None:
+    """While the sweep's jobs run, the same command again submits nothing: one ``error:``
+    line naming them, exit 2, the parent untouched. Then SIGTERM to the first launcher
+    cancels them. Round 0 trains until cancelled, so neither step races the jobs' end."""
     cwd = root / "slurm_term"
     cwd.mkdir()
-    proc = launch(slurm_args(cwd, server, "slurm_term"), cwd, slurm.env)
+    args = slurm_args(cwd, server, "slurm_term", ROUND_0)
+    proc = launch(args, cwd, {**slurm.env, **ENDLESS_ROUND_0})
 
-    def queued() -> bool:
-        return bool(slurm.run(["squeue", "-h", "-o", "%i"], check=False).stdout.strip())
+    def queued() -> set[str]:
+        return set(slurm.run(["squeue", "-h", "-r", "-o", "%i"], check=False).stdout.split())
 
-    wait_for(queued, proc, "jobs in the queue")
+    folder = f"{cwd}/sweep/.submitit/%j"
+    wait_for(lambda: len(submitted_jobs(folder)) == 4 and queued() >= submitted_jobs(folder),
+             proc, "the four jobs submitted")
+    jobs = queued()
+    again = subprocess.run([sys.executable, "-m", "al_sim.run", "-m", *args], cwd=cwd,
+                           env=env_for(slurm.env), capture_output=True, text=True,
+                           timeout=WAIT_S, check=False)
+    assert again.returncode == 2, again.stderr[-3000:]
+    errors = [line for line in again.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in again.stderr, again.stderr[-3000:]
+    assert all(job in errors[0] for job in jobs) and "scancel" in errors[0]
+    assert queued() == jobs  # nothing submitted
+    parent, _ = sweep_runs(server.uri, "slurm_term")
+    assert parent.info.status == "RUNNING"
+
     proc.send_signal(signal.SIGTERM)
     out, err = finish(proc)
     assert proc.returncode == 143, err[-3000:]
@@ -238,70 +261,12 @@ def test_slurm_time_limit_requeue_resumes_with_no_failure(slurm: SlurmCluster, s
 
 
 # ------------------------------------------------------------------------------ Ray
-class RayNode:
-    """``ray start --block`` in its own process group, temp dir and ports (never 10002-19999,
-    never ``ray stop``: that would stop every Ray on the machine)."""
-
-    def __init__(self, root: Path, name: str, head: str | None) -> None:
-        self.temp = root / name
-        self.port = free_port()
-        base = 30000 + (os.getpid() * 7 + (0 if head is None else 211)) % 20000
-        where = ["--head", "--port", str(self.port), "--include-dashboard=false"] \
-            if head is None else ["--address", head]
-        ports = ["--node-manager-port", "--object-manager-port", "--metrics-export-port",
-                 "--runtime-env-agent-port", "--dashboard-agent-grpc-port",
-                 "--dashboard-agent-listen-port"]
-        args = [str(Path(sys.executable).parent / "ray"), "start", "--block", *where,
-                "--num-cpus", "2", "--node-ip-address", "127.0.0.1", "--disable-usage-stats",
-                "--temp-dir", str(self.temp), "--min-worker-port", str(base),
-                "--max-worker-port", str(base + 200)]
-        for flag in ports:
-            args += [flag, str(free_port())]
-        self.proc = subprocess.Popen(args, env=env_for({"RAY_USAGE_STATS_ENABLED": "0"}),
-                                     stdout=(root / f"{name}.log").open("a"),
-                                     stderr=subprocess.STDOUT, start_new_session=True)
-
-    def pids(self, what: str) -> list[int]:
-        out = subprocess.run(["pgrep", "-f", f"{what}.*{self.temp}"], capture_output=True,
-                             text=True, check=False).stdout
-        return [int(p) for p in out.split()]
-
-    def stop(self) -> None:
-        """Kill this node's process group and every process named after its temp dir."""
-        for pid in [self.proc.pid, *self.pids("")]:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(os.getpgid(pid), signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(timeout=30)
-
-
 @pytest.fixture(scope="module")
 def ray2(root: Path) -> Iterator[tuple[str, RayNode]]:
     pytest.importorskip("ray", reason='pip install -e ".[ray]"')
     pytest.importorskip("hydra_plugins.hydra_ray_launcher", reason='pip install -e ".[ray]"')
-    head = RayNode(root, "ray_head", None)
-    nodes = [head]
-    try:
-        wait_port(head.port, head.proc, "ray head")
-        address = f"127.0.0.1:{head.port}"
-        nodes.append(RayNode(root, "ray_worker", address))
-        deadline = time.monotonic() + 300
-        while len(alive_nodes(address)) < 2:
-            assert time.monotonic() < deadline, "the second Ray node never joined"
-            time.sleep(1)
-        yield address, nodes[1]
-    finally:
-        for node in reversed(nodes):
-            node.stop()
-
-
-def alive_nodes(address: str) -> list[str]:
-    code = (f"import ray; ray.init(address='{address}', logging_level='ERROR'); "
-            "print(' '.join(n['NodeID'] for n in ray.nodes() if n['Alive']))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env=env_for({"RAY_USAGE_STATS_ENABLED": "0"}), timeout=120,
-                         check=False).stdout
-    return out.split()
+    with two_nodes(root, env_for({})) as cluster:
+        yield cluster
 
 
 def test_ray_second_node_dying_loses_only_its_jobs(ray2: tuple[str, RayNode], server: Server,
@@ -310,7 +275,7 @@ def test_ray_second_node_dying_loses_only_its_jobs(ray2: tuple[str, RayNode], se
     cwd = root / "ray_kill"
     cwd.mkdir()
     args = ["hydra/launcher=al_ray", *GRID, f"tracking.uri={server.uri}",
-            "tracking.experiment=ray2", f"hydra.sweep.dir={cwd / 'sweep'}",
+            "tracking.experiment=ray2", "hydra.sweep.dir=sweep",  # relative to the launch
             "hydra.callbacks.sweep.status_poll_s=2"]
     first = launch(args, cwd, {"RAY_ADDRESS": address})
     wait_for(lambda: len(list((cwd / "sweep").glob("*/checkpoint.pt"))) >= 4, first,

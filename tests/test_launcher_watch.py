@@ -22,6 +22,13 @@ SWEEP = ["-m", "strategy=random,entropy", "seed=0", "hydra/launcher=joblib",
          "hydra.launcher.n_jobs=2", "budget=tiny", "budget.rounds=12", "hydra.sweep.dir=sweep",
          "tracking.query_grids=false", *FAST_CLI]
 
+# One round whose training steps come from the environment: the first launch's round 0
+# trains until it is stopped (so the signal cannot arrive after it), and the re-run, with
+# the same overrides (the same jobs), trains the usual few steps.
+ROUND_0_STEPS = "AL_SIM_TEST_ROUND_0_STEPS"
+ROUND_0 = [*SWEEP, "budget.rounds=1", f"trainer.min_steps=${{oc.env:{ROUND_0_STEPS},4}}"]
+ENDLESS_ROUND_0 = {ROUND_0_STEPS: str(10**12)}
+
 
 def children(pid: int) -> list[int]:
     """Live direct children of ``pid``."""
@@ -56,11 +63,11 @@ def rounds_logged(cwd: Path) -> list[int]:
             for p in (d.parent / "metrics.csv" for d in (cwd / "sweep").glob("*/.mlflow_run_id"))]
 
 
-def start_then_signal(cwd: Path, sig: int, args: list[str] = SWEEP,
-                      in_round_0: bool = False) -> tuple[subprocess.Popen, list[int]]:
+def start_then_signal(cwd: Path, sig: int, args: list[str] = SWEEP, in_round_0: bool = False,
+                      env: dict[str, str] | None = None) -> tuple[subprocess.Popen, list[int]]:
     """Start the sweep; once both jobs logged a round (or, ``in_round_0``, once both have an
     MLflow run and no round yet), send ``sig`` to the launcher only."""
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env = {**{k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}, **(env or {})}
     proc = subprocess.Popen([sys.executable, "-m", "al_sim.run", *args], cwd=cwd, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 240
@@ -111,29 +118,26 @@ def test_a_sigkilled_launcher_stops_its_workers_and_the_rerun_duplicates_nothing
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
 
 
-def test_a_sweep_stopped_in_round_0_reruns_into_one_run_per_job(tmp_path: Path) -> None:
-    """No checkpoint yet: the re-run starts each job over, and its empty KILLED run is gone."""
-    slow_round_0 = [*SWEEP, "budget.rounds=1", "trainer.min_steps=150"]
-    proc, workers = start_then_signal(tmp_path, signal.SIGTERM, slow_round_0, in_round_0=True)
-    proc.communicate(timeout=120)
-    assert gone_soon(workers, 10)
-    assert rounds_logged(tmp_path) == [0, 0], "the jobs got past round 0 before the signal"
-    assert {r.info.status for r in jobs(runs(tmp_path)).values()} == {"KILLED"}
-    again = run_cli(slow_round_0, tmp_path, timeout=600)
-    assert again.returncode == 0, again.stderr[-3000:]
-    after = runs(tmp_path)
-    assert len(after) == 2 + 1 + 2  # one run per job, the parent, two summary runs
-    assert {r.info.status for r in after} == {"FINISHED"}
-
-
-def test_sigterm_to_the_launcher_closes_every_run_killed_before_it_exits(tmp_path: Path) -> None:
-    proc, workers = start_then_signal(tmp_path, signal.SIGTERM)
+def test_sigterm_in_round_0_closes_every_run_killed_and_the_rerun_starts_each_job_over(
+        tmp_path: Path) -> None:
+    """SIGTERM to the launcher: its workers stop, every run (jobs and parent) is KILLED
+    before it exits, and says so. No checkpoint yet: the re-run starts each job over and
+    its empty KILLED run is gone. Round 0 trains until the signal (no race with it)."""
+    proc, workers = start_then_signal(tmp_path, signal.SIGTERM, ROUND_0, in_round_0=True,
+                                      env=ENDLESS_ROUND_0)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 143, err[-3000:]
     assert "Traceback" not in err, err[max(0, err.find("Traceback") - 1000):][:5000]
     assert "the sweep's MLflow runs are marked KILLED" in err
     assert gone_soon(workers, 10)  # loky's resource tracker ends just after the launcher
+    assert rounds_logged(tmp_path) == [0, 0]
     found = runs(tmp_path)
     assert {r.info.status for r in found} == {"KILLED"} and len(found) == 3  # 2 jobs + parent
     for run in jobs(found).values():
         assert run.data.tags["error"] == "interrupted (SIGTERM)"
+
+    again = run_cli(ROUND_0, tmp_path, timeout=600)  # the same jobs, round 0 now ends
+    assert again.returncode == 0, again.stderr[-3000:]
+    after = runs(tmp_path)
+    assert len(after) == 2 + 1 + 2  # one run per job, the parent, two summary runs
+    assert {r.info.status for r in after} == {"FINISHED"}

@@ -24,6 +24,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict, read_write
 
+from al_sim.app.launchers.orphans import refuse_beside_orphans, wait_for_workers
 from al_sim.app.lost_jobs import LOST_DIR, lost_jobs, set_parent
 from al_sim.config.checks import positive
 from al_sim.config.schema import DEFAULT_EXPERIMENT
@@ -198,6 +199,12 @@ class SweepCallback(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         check_sweep_data(config)  # before the sweep dir, any job dir or MLflow run
+        try:  # jobs of an earlier launch still out: nothing is submitted, no run touched
+            refuse_beside_orphans(config.hydra.launcher, str(config.hydra.sweep.dir))
+            wait_for_workers(Path(config.hydra.sweep.dir), self._grace_s)
+        except ALSimError as exc:
+            print(f"error: {exc}", file=sys.stderr, flush=True)
+            raise SystemExit(EXIT_USER_ERROR) from None
         warn_unbounded_launcher(config)
         sweep_dir = Path(config.hydra.sweep.dir)
         announce_launcher(self._poll_s, self._grace_s, sweep_dir)  # workers stop with us

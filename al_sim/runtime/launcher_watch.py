@@ -58,16 +58,6 @@ def _launcher() -> tuple[int, float] | None:
         return None
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _children() -> list[int]:
     """Live direct children of this process that do not ignore SIGTERM (Linux ``/proc``)."""
     me, out = str(os.getpid()), []
@@ -83,10 +73,29 @@ def _children() -> list[int]:
     return out
 
 
-def _jobs_in_progress(sweep_dir: Path) -> list[int]:
+def _started_at(pid: int) -> float | None:
+    """When process ``pid`` started (epoch seconds, Linux ``/proc``); None if it is gone,
+    a zombie, or ``/proc`` cannot say."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text()
+                    .splitlines() if line.startswith("btime "))
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+    return None if fields[0] == "Z" else boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+
+
+def jobs_in_progress(sweep_dir: Path) -> list[int]:
+    """Processes whose sweep job is in progress: a marker's pid, alive and started before
+    the marker was made (a killed worker's marker stays; its pid may be another's by now)."""
     folder = sweep_dir / RUNNING_DIR
-    pids = [int(p.name) for p in folder.glob("[0-9]*")] if folder.is_dir() else []
-    return [pid for pid in pids if _alive(pid)]
+    busy = []
+    for marker in list(folder.glob("[0-9]*")) if folder.is_dir() else []:
+        with contextlib.suppress(OSError, ValueError):
+            started = _started_at(int(marker.name))
+            if started is not None and started <= marker.stat().st_mtime + 1:
+                busy.append(int(marker.name))
+    return sorted(busy)
 
 
 def stop_workers() -> int:
@@ -103,7 +112,7 @@ def stop_workers() -> int:
             os.kill(pid, signal.SIGTERM)
     grace_s, sweep_dir = _launcher_state[0]
     deadline = time.monotonic() + grace_s
-    while (busy := _jobs_in_progress(sweep_dir)) and time.monotonic() < deadline:
+    while (busy := jobs_in_progress(sweep_dir)) and time.monotonic() < deadline:
         time.sleep(0.1)
     return len(busy)
 

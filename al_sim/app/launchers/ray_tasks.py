@@ -3,7 +3,8 @@
 hydra-ray-launcher calls ``ray.get`` on the tasks in order and raises at the first lost
 one (``NodeDiedError``, ``WorkerCrashedError``): a traceback, exit 1, every run left
 RUNNING. Here a task that ends with a Ray error is reported lost (:mod:`al_sim.app.lost_jobs`)
-while the others run on, and an interrupted launcher cancels the tasks it started.
+while the others run on, and an interrupted launcher cancels the tasks it started. A
+relative ``hydra.sweep.dir`` is the launch dir's, not the Ray node's working directory.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ class AlRayLauncher(RayLauncher):
             job_cfg = self.hydra_context.config_loader.load_sweep_config(self.config,
                                                                          list(ref.overrides))
             with open_dict(job_cfg):
+                job_cfg.hydra.sweep.dir = str(folder.resolve())  # not the node's cwd
                 job_cfg.hydra.job.id = f"job_id_for_{ref.num}"
                 job_cfg.hydra.job.num = ref.num
             assert self.task_function is not None  # set by Hydra's setup() before launching

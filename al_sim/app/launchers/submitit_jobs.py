@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -41,6 +40,7 @@ from al_sim.app.launchers.common import (
     launcher_settings,
     sweep_dir,
 )
+from al_sim.app.launchers.orphans import squeue_states
 from al_sim.app.lost_jobs import JobRef, report_lost
 from al_sim.runtime.errors import ConfigError
 from al_sim.runtime.interrupts import interrupt
@@ -74,16 +74,6 @@ def _guard_signals() -> None:
 
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(usr_sig, on_usr)
-
-
-def _squeue_ids() -> set[str] | None:
-    """Job ids SLURM still holds (array tasks as ``<job>_<task>``); None when squeue fails."""
-    try:
-        out = subprocess.run(["squeue", "-h", "-r", "-o", "%i"], capture_output=True, text=True,
-                             timeout=60, check=True).stdout
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return set(out.split())
 
 
 class _Waiting(BaseSubmititLauncher):
@@ -177,7 +167,7 @@ class _Waiting(BaseSubmititLauncher):
                 if watcher is None or job.state.upper() != "UNKNOWN":
                     unknown_since.pop(i, None)
                     continue
-                gone = _squeue_ids() if gone is None else gone
+                gone = squeue_states() if gone is None else gone
                 if gone is not None and job.job_id not in gone:
                     since = unknown_since.setdefault(i, time.monotonic())
                     if time.monotonic() - since > self._grace_s:

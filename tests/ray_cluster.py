@@ -1,0 +1,105 @@
+"""A two-node Ray cluster on loopback, for the cluster tests and benchmarks.
+
+Two ``ray start --block`` processes (a head and a worker node), each in its own process
+group, temp dir and ports (never 10002-19999). Never ``ray stop``: that would stop every
+Ray on the machine; :meth:`RayNode.stop` kills only this node's processes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+JOIN_S = 300  # how long the second node may take to join
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def ray_env(env: dict[str, str]) -> dict[str, str]:
+    return {**env, "RAY_USAGE_STATS_ENABLED": "0"}
+
+
+class RayNode:
+    """``ray start --block`` in its own process group, temp dir and ports."""
+
+    def __init__(self, root: Path, name: str, head: str | None, env: dict[str, str],
+                 num_cpus: int = 2) -> None:
+        self.temp = root / name
+        self.port = free_port()
+        base = 30000 + (os.getpid() * 7 + (0 if head is None else 211)) % 20000
+        where = ["--head", "--port", str(self.port), "--include-dashboard=false"] \
+            if head is None else ["--address", head]
+        ports = ["--node-manager-port", "--object-manager-port", "--metrics-export-port",
+                 "--runtime-env-agent-port", "--dashboard-agent-grpc-port",
+                 "--dashboard-agent-listen-port"]
+        args = [str(Path(sys.executable).parent / "ray"), "start", "--block", *where,
+                "--num-cpus", str(num_cpus), "--node-ip-address", "127.0.0.1",
+                "--disable-usage-stats", "--temp-dir", str(self.temp),
+                "--min-worker-port", str(base), "--max-worker-port", str(base + 200)]
+        for flag in ports:
+            args += [flag, str(free_port())]
+        self.proc = subprocess.Popen(args, env=ray_env(env),
+                                     stdout=(root / f"{name}.log").open("a"),
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+
+    def pids(self, what: str) -> list[int]:
+        out = subprocess.run(["pgrep", "-f", f"{what}.*{self.temp}"], capture_output=True,
+                             text=True, check=False).stdout
+        return [int(p) for p in out.split()]
+
+    def stop(self) -> None:
+        """Kill this node's process group and every process named after its temp dir."""
+        for pid in [self.proc.pid, *self.pids("")]:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(os.getpgid(pid), signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=30)
+
+
+def alive_nodes(address: str, env: dict[str, str]) -> list[str]:
+    code = (f"import ray; ray.init(address='{address}', logging_level='ERROR'); "
+            "print(' '.join(n['NodeID'] for n in ray.nodes() if n['Alive']))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=ray_env(env), timeout=120, check=False).stdout
+    return out.split()
+
+
+def _wait_port(port: int, proc: subprocess.Popen, timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "the Ray head exited"
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+            return
+        time.sleep(0.5)
+    raise RuntimeError(f"the Ray head never listened on port {port}")
+
+
+@contextlib.contextmanager
+def two_nodes(root: Path, env: dict[str, str], num_cpus: int = 2
+              ) -> Iterator[tuple[str, RayNode]]:
+    """A head and a second node joined to it: (the head's address, the second node)."""
+    head = RayNode(root, "ray_head", None, env, num_cpus)
+    nodes = [head]
+    try:
+        _wait_port(head.port, head.proc)
+        address = f"127.0.0.1:{head.port}"
+        nodes.append(RayNode(root, "ray_worker", address, env, num_cpus))
+        deadline = time.monotonic() + JOIN_S
+        while len(alive_nodes(address, env)) < 2:
+            assert time.monotonic() < deadline, "the second Ray node never joined"
+            time.sleep(1)
+        yield address, nodes[1]
+    finally:
+        for node in reversed(nodes):
+            node.stop()
