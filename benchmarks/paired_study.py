@@ -11,7 +11,7 @@ with ``python -m al_sim.run`` (no MLflow: the run dirs' ``metrics.csv`` are read
 
     python benchmarks/paired_study.py multilabel --seeds 0,1,2,3,4 --parallel 2 --out DIR
     python benchmarks/paired_study.py readers --seeds 0,1,2,3,4 --parallel 2 --out DIR
-    python benchmarks/paired_study.py multilabel --smoke   # two tiny runs (the test suite)
+    python benchmarks/paired_study.py --smoke   # each study: two tiny runs (the test suite)
 """
 
 from __future__ import annotations
@@ -164,35 +164,46 @@ def table(study: dict, results: dict[str, dict[int, dict[str, np.ndarray]]]) -> 
     return lines
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("study", choices=sorted(STUDIES))
-    parser.add_argument("--seeds", default="0,1,2,3,4")
-    parser.add_argument("--parallel", type=int, default=2, help="runs at once")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="folder of the run dirs (kept; finished runs are reused)")
-    parser.add_argument("overrides", nargs="*", help="al_sim overrides for every run")
-    parser.add_argument("--smoke", action="store_true",
-                        help="two variants, one seed, tiny sizes: seconds (the tests)")
-    args = parser.parse_args()
-    study = dict(STUDIES[args.study])
-    if args.smoke:
+def run_study(name: str, seeds: list[int], parallel: int, out: Path | None,
+              overrides: list[str], smoke: bool) -> int:
+    """Run study ``name`` and print its table; the number of runs that failed."""
+    study = dict(STUDIES[name])
+    if smoke:
         ref = study["reference"]
         other = next(v for v in study["variants"] if v != ref)
         study["variants"] = {v: study["variants"][v] for v in (ref, other)}
         study["base"] = [o for o in study["base"] if o not in BUDGET]
-        args.seeds, args.overrides = "0", [*SMOKE, *args.overrides]
-    seeds = [int(s) for s in args.seeds.split(",")]
+        overrides = [*SMOKE, *overrides]
     began = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        work = (args.out or Path(tmp)).resolve()
+        work = (out or Path(tmp)).resolve()
         work.mkdir(parents=True, exist_ok=True)
-        results = run_all(study, seeds, args.parallel, work, args.overrides)
-    print(f"study {args.study}: {len(study['variants'])} variants x seeds {args.seeds}, "
-          f"{args.parallel} runs at once, {time.perf_counter() - began:.0f} s; overrides: "
-          f"{' '.join(study['base'] + args.overrides)}")
-    print("\n".join(table(study, results)))
-    failed = sum(len(seeds) - len(runs) for runs in results.values())
+        results = run_all(study, seeds, parallel, work, overrides)
+    print(f"study {name}: {len(study['variants'])} variants x seeds "
+          f"{','.join(map(str, seeds))}, {parallel} runs at once, "
+          f"{time.perf_counter() - began:.0f} s; overrides: "
+          f"{' '.join(study['base'] + overrides)}")
+    print("\n".join(table(study, results)), end="\n\n")
+    return sum(len(seeds) - len(runs) for runs in results.values())
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("study", nargs="?", choices=sorted(STUDIES),
+                        help="which study (--smoke without one: both)")
+    parser.add_argument("--seeds", default="0,1,2,3,4")
+    parser.add_argument("--parallel", type=int, default=2, help="runs at once")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="folder of the run dirs (kept; finished runs are reused)")
+    parser.add_argument("--smoke", action="store_true",
+                        help="two variants, one seed, tiny sizes: seconds (the tests)")
+    args, overrides = parser.parse_known_args()
+    if args.study is None and not args.smoke:
+        parser.error("name a study: " + " | ".join(sorted(STUDIES)))
+    names = [args.study] if args.study else sorted(STUDIES)
+    seeds = [0] if args.smoke else [int(s) for s in args.seeds.split(",")]
+    failed = sum(run_study(n, seeds, args.parallel, args.out and args.out / n, overrides,
+                           args.smoke) for n in names)
     return 1 if failed else 0
 
 
