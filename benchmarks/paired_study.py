@@ -165,9 +165,17 @@ def table(study: dict, results: dict[str, dict[int, dict[str, np.ndarray]]]) -> 
 
 
 def run_study(name: str, seeds: list[int], parallel: int, out: Path | None,
-              overrides: list[str], smoke: bool) -> int:
-    """Run study ``name`` and print its table; the number of runs that failed."""
+              overrides: list[str], smoke: bool, only: list[str] | None = None) -> int:
+    """Run study ``name`` (``only`` these variants and the reference) and print its table;
+    the number of runs that failed."""
     study = dict(STUDIES[name])
+    if only:
+        unknown = sorted(set(only) - set(study["variants"]))
+        if unknown:
+            raise SystemExit(f"error: unknown variant(s) {', '.join(unknown)} of study {name}; "
+                             f"choose from {', '.join(study['variants'])}")
+        study["variants"] = {v: o for v, o in study["variants"].items()
+                             if v in only or v == study["reference"]}
     if smoke:
         ref = study["reference"]
         other = next(v for v in study["variants"] if v != ref)
@@ -193,6 +201,9 @@ def main() -> int:
                         help="which study (--smoke without one: both)")
     parser.add_argument("--seeds", default="0,1,2,3,4")
     parser.add_argument("--parallel", type=int, default=2, help="runs at once")
+    parser.add_argument("--variants", default=None,
+                        help="a comma-separated subset of the study's variants (the reference "
+                             "is always run)")
     parser.add_argument("--out", type=Path, default=None,
                         help="folder of the run dirs (kept; finished runs are reused)")
     parser.add_argument("--smoke", action="store_true",
@@ -202,8 +213,9 @@ def main() -> int:
         parser.error("name a study: " + " | ".join(sorted(STUDIES)))
     names = [args.study] if args.study else sorted(STUDIES)
     seeds = [0] if args.smoke else [int(s) for s in args.seeds.split(",")]
+    only = args.variants.split(",") if args.variants else None
     failed = sum(run_study(n, seeds, args.parallel, args.out and args.out / n, overrides,
-                           args.smoke) for n in names)
+                           args.smoke, only) for n in names)
     return 1 if failed else 0
 
 
