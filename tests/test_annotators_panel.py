@@ -129,6 +129,25 @@ def test_panel_yaml_composes_validates_and_builds():
     assert [a.name for a in panel.readers] == ["reader_a", "reader_b", "reader_c"]
 
 
+def test_a_volume_costs_the_volume_factor_times_each_readers_seconds():
+    truth = np.array([0, 1, 1])
+    conf = PanelOracleConf(annotators=[
+        AnnotatorConf(name="a", seconds_per_class=[10.0, 30.0]),
+        AnnotatorConf(name="judge", seconds_per_image=60.0)], adjudicator="judge",
+        seconds_factor={"image": 1.0, "volume": 4.0})
+    images = PanelOracle.from_conf(conf, truth, 2, seed=0)
+    volumes = PanelOracle.from_conf(conf, truth, 2, seed=0, volumes=True)
+    assert images.seconds_of(np.arange(3)) == 70.0
+    assert volumes.seconds_of(np.arange(3)) == 4 * 70.0  # known before answering, as the limit
+    probs = np.array([[1.0, 0.0], [0.5, 0.5]])
+    assert volumes.expected_seconds(probs).tolist() == [40.0, 80.0]  # cost-aware selection
+    assert volumes.adjudicator is not None and volumes.adjudicator.seconds.tolist() == [240.0] * 2
+    volumes.query(np.arange(3))
+    assert volumes.round_costs()["cost/expert_seconds/a"] == 280.0
+    default = compose_config(["oracle=panel"]).oracle.seconds_factor
+    assert default.image == 1.0 and default.volume > default.image  # a volume costs more
+
+
 @pytest.mark.parametrize(("overrides", "words"), [
     (["oracle.annotators.0.seconds_per_image=-5"],
      ["oracle.annotators[0].seconds_per_image", "> 0"]),
@@ -148,6 +167,9 @@ def test_panel_yaml_composes_validates_and_builds():
     (["budget.cost_limit=100"], ["budget.cost_limit", "oracle=panel"]),
     (["strategy.cost_aware=true"], ["strategy.cost_aware", "oracle=panel"]),
     (["oracle=panel", "budget.cost_limit=-1"], ["budget.cost_limit", "> 0"]),
+    (["oracle.seconds_factor.volume=-2"], ["oracle.seconds_factor.volume", "> 0"]),
+    (["oracle.seconds_factor.image=nan"], ["oracle.seconds_factor.image", "finite"]),
+    (["+oracle.seconds_factor.ct=2"], ["oracle.seconds_factor", "exactly image and volume"]),
 ])
 def test_bad_panel_configs_fail_validation_with_one_named_error(overrides, words):
     base = [] if overrides[0].startswith(("budget", "strategy")) else ["oracle=panel"]
@@ -157,3 +179,14 @@ def test_bad_panel_configs_fail_validation_with_one_named_error(overrides, words
     assert "\n" not in message
     for word in words:
         assert word in message, message
+
+
+def test_a_panel_on_a_volume_dataset_pays_the_volume_factor(tmp_path):
+    from al_sim.app.components import build_dataset, build_oracle
+
+    cfg = compose_config(["oracle=panel", "dataset=synthetic_volume", "dataset.n_pool=20",
+                          "dataset.n_test=10"])
+    validate(cfg)
+    panel = build_oracle(cfg, build_dataset(cfg), tmp_path)
+    assert isinstance(panel, PanelOracle)
+    assert [r.seconds.tolist() for r in panel.readers] == [[30.0 * 3.5] * 2] * 3

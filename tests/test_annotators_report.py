@@ -8,7 +8,7 @@ import pytest
 
 from al_sim.config.schema import CompareConf, TrackingConf
 from al_sim.report.build import build_report
-from al_sim.report.expert_time import TIME_FIGURE, TIME_TABLE, NoCostError
+from al_sim.report.expert_time import TIME_FIGURE, TIME_TABLE, NoCostError, time_markdown
 from al_sim.report.publish import write_report
 from al_sim.report.reader import StoredRun
 from al_sim.report.summary_runs import summary_runs
@@ -81,3 +81,34 @@ def test_summary_runs_carry_the_expert_time_when_runs_logged_it():
     assert means == {20: 1800.0, 30: 2700.0, 40: 3600.0}
     without = summary_runs(runs(None), [])
     assert not any(k.startswith("summary/cost/") for r in without for k, _, _ in r.metrics)
+
+
+def reader_run(k: int, judge: bool, seed: str, final: float) -> StoredRun:
+    """An entropy run labelled by ``k`` readers (and an adjudicator) at 60 s per read."""
+    names = [f"r{i}" for i in range(k + judge)]
+    panel = str([{"name": n, "noise_rate": 0.1, "seconds_per_image": 60.0} for n in names])
+    history = {METRIC: list(zip(STEPS, [0.5, 0.6, final], strict=True)),
+               "cost/expert_seconds": [(s, s * 60.0 * k) for s in STEPS]}
+    history.update({f"cost/expert_seconds/{n}": [(s, s * 60.0) for s in STEPS] for n in names})
+    return StoredRun(f"k{k}{judge}{seed}", f"entropy-seed{seed}", "FINISHED", 0,
+                     {"strategy": "entropy", "seed": seed, "dataset": "synthetic",
+                      "model": "simple_cnn", "budget": "tiny"},
+                     {"seed": seed, "strategy.name": "entropy", "oracle.annotators": panel,
+                      "oracle.adjudicator": names[-1] if judge else "None"},
+                     {METRIC: final}, history)
+
+
+def test_the_cost_table_says_what_k_readers_cost_and_gain():
+    panels = [(1, False), (2, True), (3, False)]
+    stored = [reader_run(k, judge, seed, 0.7 + 0.02 * k + 0.01 * int(seed))
+              for k, judge in panels for seed in ("0", "1")]
+    report = build_report(conf("expert_seconds"), FakeReader(stored, {"FINISHED": 6}))
+    rows = sorted(report.time_rows, key=lambda r: r.hours[0])
+    assert [r.readers for r in rows] == ["1", "2 + adjudicator", "3"]
+    assert [r.hours[0] for r in rows] == pytest.approx([40 / 60, 80 / 60, 120 / 60])
+    assert [r.n_seeds for r in rows] == [2, 2, 2]
+    assert rows[0].aulc_per_hour[0] > rows[2].aulc_per_hour[0]  # three reads cost three times
+    assert len({r.setting for r in rows}) == 3  # one setting per panel, short labels
+    assert all(len(r.setting) < 160 and "oracle.annotators=[{'name'" in r.setting for r in rows)
+    table = "\n".join(time_markdown(report.time_rows, METRIC))
+    assert "| readers per image |" in table and "| 2 + adjudicator |" in table

@@ -95,7 +95,7 @@ def build_oracle(cfg: DictConfig, dataset: ALDataset, run_dir: Path
     seed = Seeds.derive(cfg.seed).oracle
     if cfg.oracle.name == PANEL:
         return PanelOracle.from_conf(to_object(cfg.oracle, PanelOracleConf), dataset.pool_y,
-                                     dataset.n_classes, seed)
+                                     dataset.n_classes, seed, volumes=dataset.volumes)
     return Oracle(dataset.pool_y, dataset.n_classes, cfg.oracle.noise_rate, seed=seed,
                   task=dataset.task)
 

@@ -20,6 +20,8 @@ from al_sim.runtime.errors import ConfigError
 PANEL = "panel"
 # Annotator names become metric keys (cost/expert_seconds/<name>) and file columns.
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+# What a reader reads, as the keys of oracle.seconds_factor: 2D images or volumes (CT, MRI).
+IMAGE, VOLUME = "image", "volume"
 
 
 @dataclass
@@ -55,9 +57,13 @@ class PanelOracleConf:
     aggregation: str = "majority"
     adjudicator: str | None = None
     flag_below: float | None = None  # also flag images whose agreement is below this share
+    # every reader's seconds times this, by what is read (conf/oracle/panel.yaml)
+    seconds_factor: dict[str, float] = field(
+        default_factory=lambda: {IMAGE: 1.0, VOLUME: 3.5})
 
     def __post_init__(self) -> None:
         check_aggregation(self.aggregation, self.flag_below)
+        check_seconds_factor(self.seconds_factor)
         if self.name != PANEL:
             raise ConfigError(f"oracle.name must be {PANEL} with the panel schema, got "
                               f"{self.name!r} (choose the group: oracle=simulated|human|panel)")
@@ -100,6 +106,17 @@ def check_aggregation(aggregation: str, flag_below: float | None) -> None:
     if aggregation not in AGGREGATIONS:
         raise ConfigError(f"oracle.aggregation must be one of {', '.join(AGGREGATIONS)}, "
                           f"got {aggregation!r}")
+
+
+def check_seconds_factor(factors: dict[str, float]) -> None:
+    """ConfigError unless ``oracle.seconds_factor`` gives a number > 0 for images and volumes."""
+    keys = sorted(map(str, factors))
+    if keys != sorted((IMAGE, VOLUME)):
+        raise ConfigError(f"oracle.seconds_factor must give exactly {IMAGE} and {VOLUME}, got "
+                          f"{', '.join(keys) or 'nothing'}; e.g. "
+                          f"oracle.seconds_factor={{{IMAGE}:1.0,{VOLUME}:5.0}}")
+    for key in keys:
+        positive("oracle.seconds_factor", **{key: factors[key]})
 
 
 def check_annotator(annotator: AnnotatorConf, where: str) -> None:

@@ -4,16 +4,17 @@ Each reader answers every queried image (an answer drawn from its confusion-matr
 of the image's true class, from its own generator spawned from the run's oracle seed);
 the round's label is the aggregate (``al_sim.maths.aggregation``); an adjudicator, if
 set, answers the flagged images and their answer wins. Seconds are counted per
-annotator from the cost model (by the image's true class), cumulatively.
+annotator from the cost model (by the image's true class, times the panel's
+``seconds_factor`` for what is read: an image or a volume), cumulatively.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from al_sim.config.annotators import AnnotatorConf, PanelOracleConf
+from al_sim.config.annotators import IMAGE, VOLUME, AnnotatorConf, PanelOracleConf
 from al_sim.maths.aggregation import aggregate
 from al_sim.maths.agreement import agreement
 from al_sim.runtime.errors import ConfigError
@@ -85,10 +86,14 @@ class PanelOracle:
 
     @classmethod
     def from_conf(cls, conf: PanelOracleConf, truth: np.ndarray, n_classes: int,
-                  seed: int) -> PanelOracle:
-        """The panel ``conf`` describes (ConfigError for a model that does not fit the data)."""
+                  seed: int, volumes: bool = False) -> PanelOracle:
+        """The panel ``conf`` describes (ConfigError for a model that does not fit the data);
+        ``volumes``: the pool holds volumes, whose reading time is ``seconds_factor.volume``
+        times the readers' seconds (images: ``seconds_factor.image`` times)."""
+        factor = float(conf.seconds_factor[VOLUME if volumes else IMAGE])
         built = {a.name: Reader.from_conf(a, n_classes, f"oracle.annotators[{i}]")
                  for i, a in enumerate(conf.annotators)}
+        built = {name: replace(r, seconds=r.seconds * factor) for name, r in built.items()}
         return cls(truth, n_classes, [built[a.name] for a in conf.readers], conf.aggregation,
                    built.get(conf.adjudicator or ""), seed, conf.flag_below)
 

@@ -7,6 +7,7 @@ Imports no torch.
 
 from __future__ import annotations
 
+import hashlib
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
 
@@ -98,6 +99,18 @@ def curve(run: StoredRun, key: str) -> tuple[np.ndarray, np.ndarray]:
             np.array([v for _, v in points], dtype=np.float64))
 
 
+LABEL_VALUE_CHARS = 40  # a longer param value (e.g. a panel's annotators) is shortened in labels
+
+
+def shown(value: str) -> str:
+    """A param value as a setting label shows it: long ones cut, with a digest of the whole
+    (two panels that differ only past the cut stay two settings)."""
+    if len(value) <= LABEL_VALUE_CHARS:
+        return value
+    digest = hashlib.sha1(value.encode()).hexdigest()[:6]
+    return f"{value[:LABEL_VALUE_CHARS - 12]}...#{digest}"
+
+
 def group_settings(runs: list[StoredRun], notes: list[str]) -> list[Setting]:
     """Split runs into settings; a repeated (strategy, seed) keeps its latest run."""
     by_data: dict[tuple[str, str], list[StoredRun]] = defaultdict(list)
@@ -109,7 +122,7 @@ def group_settings(runs: list[StoredRun], notes: list[str]) -> list[Setting]:
                        and k not in COMPARED and not k.startswith(COMPARED_PREFIXES)})
         varying = [k for k in keys if len({r.params.get(k) for r in group}) > 1]
         for run in sorted(group, key=lambda r: r.start_time):
-            extra = ", ".join(f"{k}={run.params.get(k, '-')}" for k in varying)
+            extra = ", ".join(f"{k}={shown(run.params.get(k, '-'))}" for k in varying)
             label = f"{dataset} / {model}" + (f", {extra}" if extra else "")
             setting = settings.setdefault(label, Setting(label, dataset, model))
             setting.members.append(run)

@@ -3,8 +3,10 @@
 Runs whose oracle has a cost model (``oracle=panel``) log ``cost/expert_seconds``
 (cumulative) at every labelled count; a strategy's curve against expert time
 takes, at each labelled count, the mean expert time and the mean metric across
-seeds. The table gives each strategy's total expert hours, its AULC and the AULC
-per expert hour (both means over seeds). Imports no torch.
+seeds. The table gives each strategy's readers per image (k, and whether an
+adjudicator read the flagged images), total expert hours, its AULC and the AULC
+per expert hour (both means over seeds): for settings that differ in the panel,
+what k readers cost and gain. Imports no torch.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from al_sim.runtime.errors import ALSimError
 from al_sim.tracking.contract import EXPERT_SECONDS
 
 HOUR_S = 3600.0
+ADJUDICATOR_PARAM = "oracle.adjudicator"  # the flattened config's key: a name, or None
+NO_ADJUDICATOR = ("", "None", "null")
 TIME_FIGURE, TIME_TABLE = "learning_curves_expert_time.png", "expert_time.csv"
 
 
@@ -33,6 +37,7 @@ class TimeRow:
 
     setting: str
     strategy: str
+    readers: str  # readers per image, e.g. "2" or "2 + adjudicator"
     n_seeds: int
     hours: tuple[float, float]  # total expert hours: mean, std over seeds
     aulc: tuple[float, float]
@@ -58,6 +63,16 @@ def require_cost(runs: Sequence[StoredRun]) -> None:
                               f"({run.run_id}) logged none; use x=labels or select panel runs")
 
 
+def readers_of(run: StoredRun) -> str:
+    """How many annotators read each image of ``run`` (those who logged their own
+    ``cost/expert_seconds/<name>``, less the adjudicator, who reads flagged images only)."""
+    names = [k for k in run.history if k.startswith(f"{EXPERT_SECONDS}/")]
+    judged = run.params.get(ADJUDICATOR_PARAM, "") not in NO_ADJUDICATOR
+    if not names:
+        return "?"
+    return f"{len(names) - judged}" + (" + adjudicator" if judged else "")
+
+
 def mean_seconds(runs: Sequence[StoredRun], steps: np.ndarray) -> np.ndarray:
     """Mean cumulative expert seconds across ``runs`` at each labelled count."""
     return np.nanmean(np.stack([seconds_at(r, steps) for r in runs]), axis=0)
@@ -72,7 +87,8 @@ def time_row(setting: str, strategy: str, runs: Sequence[StoredRun],
         hours.append(total)
         area = aulcs[run.tags.get("seed", "?")]
         per_hour.append(area / total if total > 0 else math.nan)
-    return TimeRow(setting, strategy, len(runs), mean_std(hours),
+    readers = " / ".join(sorted({readers_of(r) for r in runs}))
+    return TimeRow(setting, strategy, readers, len(runs), mean_std(hours),
                    mean_std([aulcs[r.tags.get("seed", "?")] for r in runs]), mean_std(per_hour))
 
 
@@ -81,7 +97,8 @@ def time_records(rows: Sequence[TimeRow]) -> list[dict[str, str]]:
     def num(value: float) -> str:
         return "" if math.isnan(value) else f"{value:.6g}"
 
-    return [{"setting": r.setting, "strategy": r.strategy, "n_seeds": str(r.n_seeds),
+    return [{"setting": r.setting, "strategy": r.strategy, "readers": r.readers,
+             "n_seeds": str(r.n_seeds),
              "expert_hours_mean": num(r.hours[0]), "expert_hours_std": num(r.hours[1]),
              "aulc_mean": num(r.aulc[0]), "aulc_std": num(r.aulc[1]),
              "aulc_per_expert_hour_mean": num(r.aulc_per_hour[0]),
@@ -97,9 +114,10 @@ def time_markdown(rows: Sequence[TimeRow], metric: str) -> list[str]:
         return format(mean, fmt) + ("" if math.isnan(std) else f" ± {format(std, fmt)}")
 
     lines = ["", f"## Expert time ({metric})", "",
-             "| setting | strategy | seeds | expert hours | AULC | AULC per expert hour |",
-             "| --- | --- | --- | --- | --- | --- |"]
-    lines += [f"| {r.setting} | {r.strategy} | {r.n_seeds} | {pm(r.hours, '.2f')} | "
+             "| setting | strategy | readers per image | seeds | expert hours | AULC | "
+             "AULC per expert hour |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines += [f"| {r.setting} | {r.strategy} | {r.readers} | {r.n_seeds} | "
+              f"{pm(r.hours, '.2f')} | "
               f"{pm(r.aulc, '.4f')} | {pm(r.aulc_per_hour, '.4f')} |" for r in rows]
     return lines
 
