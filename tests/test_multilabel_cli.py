@@ -27,7 +27,8 @@ def sweep_and_compare(cwd: Path, data: list[str], seeds: tuple[str, ...]) -> tup
     """A sweep of the 3 strategies x ``seeds`` on ``data`` into ``multirun/study``, then the
     default compare; returns the sweep dir and what compare printed."""
     proc = run_cli(["-m", *data, f"strategy={','.join(STRATEGIES)}", f"seed={','.join(seeds)}",
-                    "hydra.sweep.dir=multirun/study", *TINY], cwd)
+                    "hydra.sweep.dir=multirun/study", *TINY], cwd,
+                   process=False)  # the basic launcher: its jobs run in this interpreter
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = run_cli([], cwd, module="al_sim.compare")
     assert report.returncode == 0, report.stderr[-3000:]
