@@ -25,6 +25,9 @@ from al_sim.data.base import Images
 from al_sim.models.base import ALModel
 
 Tensors = dict[str, torch.Tensor]
+# how far the fused module's outputs on the probe may be from each member's own (grouped and
+# plain convolutions sum in different orders); a model that mixes members' channels is far out
+_PROBE_RTOL, _PROBE_ATOL = 1e-3, 1e-4
 
 
 class LockstepUnsupportedError(ValueError):
@@ -133,7 +136,8 @@ def stack_of(trainer: Trainer, models: Sequence[ALModel], probe: torch.Tensor) -
         got = fused.outputs("forward", xs, shared=False).float()
         for model, mode in zip(models, modes, strict=True):
             model.train(mode)
-    if got.shape != want.shape or not torch.allclose(got, want, rtol=1e-3, atol=1e-4):
+    if got.shape != want.shape or not torch.allclose(got, want, rtol=_PROBE_RTOL,
+                                                      atol=_PROBE_ATOL):
         return Stack(models)  # the model's own code mixes members' channels somewhere
     return fused
 
