@@ -53,6 +53,7 @@ from al_sim.runtime.launcher_watch import (
     watch_launcher,
 )
 from al_sim.runtime.log_file import to_log_file
+from al_sim.runtime.openmp import set_omp_wait_policy
 from al_sim.runtime.run_lock import RunDirLock
 from al_sim.tracking.contract import CONFIG_FILE, FULL_STRATEGY, JOB_TAG, redact
 
@@ -100,12 +101,6 @@ def job_threads(num_threads: int | None, parallel_jobs: int) -> int:
     cores = cores or 1
     jobs = cores if parallel_jobs < 1 else parallel_jobs
     return max(1, cores // min(jobs, cores))
-
-
-def set_omp_wait_policy(policy: str | None) -> None:
-    """``OMP_WAIT_POLICY`` for the OpenMP library torch loads, unless the user set it."""
-    if policy is not None:
-        os.environ.setdefault("OMP_WAIT_POLICY", policy.upper())
 
 
 def _parallel_jobs() -> int:

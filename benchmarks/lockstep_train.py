@@ -1,8 +1,11 @@
 """Lock-step vs one-by-one: one AL round's training of K stack members (each on its own
 labelled set and seed) with ``core.lockstep.fit_lockstep`` against K ``Trainer.fit`` calls, and
 the pool's probabilities with ``proba_members`` (the pool once) against K ``predict_proba``
-passes. Interleaved repeats; prints medians, spread (min-max), the ratio, and how far a
+passes. Interleaved repeats; prints medians of wall and CPU time (the process's, all threads:
+the fairer figure on a loaded machine), spread (min-max), the ratio, and how far a
 lock-stepped member's weights are from the same member trained alone (max |difference|).
+Runs with OpenMP threads waiting passively, as a run does (``trainer.omp_wait_policy``),
+unless ``OMP_WAIT_POLICY`` says otherwise; ``--threads`` sets torch's thread count.
 
     python benchmarks/lockstep_train.py                              # SimpleCNN, K=6, CPU
     python benchmarks/lockstep_train.py --model resnet18 --device cuda --members 30
@@ -12,7 +15,9 @@ lock-stepped member's weights are from the same member trained alone (max |diffe
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -38,17 +43,21 @@ def members(model: str, k: int, px: int, device: torch.device) -> list[ALModel]:
             for seed in range(k)]
 
 
-def timed(fn: Callable[[], object], device: torch.device) -> float:
+def timed(fn: Callable[[], object], device: torch.device) -> tuple[float, float]:
+    """Wall and CPU seconds of ``fn()``."""
     if device.type == "cuda":
         torch.cuda.synchronize()
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     fn()
     if device.type == "cuda":
         torch.cuda.synchronize()
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - cpu
 
 
 def main() -> None:
+    if "OMP_WAIT_POLICY" not in os.environ:  # read when torch loaded OpenMP: start again
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+        os.execv(sys.executable, [sys.executable, *sys.argv])
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="simple_cnn", choices=["simple_cnn", "resnet18"])
     parser.add_argument("--members", type=int, default=6)
@@ -58,8 +67,11 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.smoke:
         args.members, args.labelled, args.pool, args.epochs, args.reps = 2, 40, 100, 1, 1
     device = torch.device(args.device)
@@ -73,7 +85,7 @@ def main() -> None:
     ys = [rng.integers(0, 3, args.labelled) for _ in range(args.members)]
     pool = torch.from_numpy(rng.integers(0, 256, (args.pool, *shape), dtype=np.uint8))
     seeds = list(range(args.members))
-    times: dict[str, list[float]] = {"train one by one": [], "train lock-step": [],
+    times: dict[str, list[tuple[float, float]]] = {"train one by one": [], "train lock-step": [],
                                      "score one by one": [], "score lock-step": []}
     warm = members(args.model, 2, args.px, device)  # kernels and vmap warmed up, untimed
     fit_lockstep(trainer, warm, [x[:20] for x in xs[:2]], [y[:20] for y in ys[:2]], 3, [0, 1])
@@ -98,14 +110,18 @@ def main() -> None:
                                    strict=True) if a.is_floating_point())
     print(f"{args.model} {args.px} px, {args.members} members x {args.labelled} labelled, "
           f"{args.epochs} epochs, pool {args.pool}, {device}, {args.reps} rep(s), "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    for name, values in times.items():
-        print(f"  {name:17s} median {statistics.median(values):7.2f} s "
-              f"(min {min(values):.2f}, max {max(values):.2f})")
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}")
+    for name, pairs in times.items():
+        walls, cpus = [w for w, _c in pairs], [c for _w, c in pairs]
+        print(f"  {name:17s} median {statistics.median(walls):7.2f} s "
+              f"(min {min(walls):.2f}, max {max(walls):.2f})   CPU median "
+              f"{statistics.median(cpus):7.2f} s (min {min(cpus):.2f}, max {max(cpus):.2f})")
     for what in ("train", "score"):
-        ratio = (statistics.median(times[f"{what} one by one"])
-                 / statistics.median(times[f"{what} lock-step"]))
-        print(f"  {what}: lock-step {ratio:.2f}x one by one")
+        ratios = [statistics.median(v[i] for v in times[f"{what} one by one"])
+                  / statistics.median(v[i] for v in times[f"{what} lock-step"]) for i in (0, 1)]
+        print(f"  {what}: lock-step {ratios[0]:.2f}x one by one in wall time, "
+              f"{ratios[1]:.2f}x in CPU time")
     print(f"  max |weight difference| lock-step vs alone: {diff:.2e}")
 
 

@@ -65,7 +65,8 @@ def main() -> None:
     parser.add_argument("--seeds", default=None, help="e.g. 0,1 (default: the experiment's)")
     parser.add_argument("--launchers", default=None,
                         help=f"which of {', '.join(LAUNCHERS)} (comma-separated; default all, "
-                        "--smoke: all but lock-step, minutes on a loaded 2-core CPU)")
+                        "--smoke: all but lock-step, whose stacks of one member run as "
+                        "stacked's do)")
     args, overrides = parser.parse_known_args()
     names = args.launchers.split(",") if args.launchers else [
         n for n in LAUNCHERS if not (args.smoke and n == "lock-step")]

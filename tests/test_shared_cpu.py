@@ -7,8 +7,8 @@ import os
 import pytest
 
 from al_sim.config.schema import TrainerConf
-from al_sim.run import set_omp_wait_policy
 from al_sim.runtime.errors import ConfigError
+from al_sim.runtime.openmp import set_omp_wait_policy
 
 
 def test_passive_by_default_and_the_users_own_setting_wins(monkeypatch) -> None:

@@ -182,3 +182,30 @@ def test_a_stacks_members_share_one_dataset_and_runs_outside_a_stack_do_not() ->
         assert build_dataset(cfg) is first
         assert build_dataset(other) is not first  # another config: its own copy
     assert build_dataset(cfg) is not first
+
+
+def test_a_one_member_lockstep_stack_runs_its_job_plainly_under_the_stacks_omp_policy(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """No member thread for a stack of one (nothing to train with), and the trainer's OpenMP
+    wait policy set before the worker's first torch import, as a run alone sets it."""
+    import threading
+
+    import hydra_plugins.hydra_joblib_launcher._core as joblib_core
+
+    from al_sim.app.launchers import lockstep_workers, stack_workers
+
+    ran: list[tuple[int, str]] = []
+
+    def execute_job(num: int, overrides: list[str], *_args: object) -> str:
+        ran.append((num, threading.current_thread().name))
+        return f"job {num}"
+
+    def no_threads(*_args: object) -> None:
+        raise AssertionError("a one-member stack started member threads")
+
+    monkeypatch.setattr(joblib_core, "execute_job", execute_job)
+    monkeypatch.setattr(lockstep_workers, "run_lockstep", no_threads)
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    out = stack_workers._run_stack([(3, 7, ["seed=0"])], True, "passive")
+    assert out == [(3, "job 7")] and ran == [(7, threading.current_thread().name)]
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"

@@ -19,11 +19,15 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from al_sim.core.device import autocast, seeded
 from al_sim.core.events import FitReport
+from al_sim.core.fused import FusedStack, UnfusableError
 from al_sim.core.training import Trainer
 from al_sim.data.base import Images
 from al_sim.models.base import ALModel
 
 Tensors = dict[str, torch.Tensor]
+# how far the fused module's outputs on the probe may be from each member's own (grouped and
+# plain convolutions sum in different orders); a model that mixes members' channels is far out
+_PROBE_RTOL, _PROBE_ATOL = 1e-3, 1e-4
 
 
 class LockstepUnsupportedError(ValueError):
@@ -42,16 +46,19 @@ class _Method(nn.Module):
 
 
 class Stack:
-    """The members' parameters and buffers stacked along a new first dimension."""
+    """The members' parameters and buffers stacked along a new first dimension, run through
+    ``vmap`` (any model; :class:`~al_sim.core.fused.FusedStack` is faster where it applies)."""
 
     def __init__(self, models: Sequence[ALModel]) -> None:
         if len({type(m) for m in models}) != 1:
             raise LockstepUnsupportedError("lock-step needs members of one model class")
         params, buffers = stack_module_state(list(models))
-        self.params: Tensors = {f"m.{k}": v.detach().requires_grad_() for k, v in params.items()}
+        self.stacked: Tensors = {f"m.{k}": v.detach().requires_grad_() for k, v in params.items()}
         self.buffers: Tensors = {f"m.{k}": v for k, v in buffers.items()}
         self.base = copy.deepcopy(models[0]).to("meta")
+        self.template = self.base
         self.size = len(models)
+        self.params = list(self.stacked.values())
 
     def call(self, name: str, post: Callable[[torch.Tensor], torch.Tensor] | None = None
              ) -> Callable[..., torch.Tensor]:
@@ -66,7 +73,7 @@ class Stack:
         return one
 
     def state(self) -> Tensors:
-        return {**self.params, **self.buffers}
+        return {**self.stacked, **self.buffers}
 
     def member(self, k: int) -> dict[str, torch.Tensor]:
         """Member ``k``'s state dict (detached copies)."""
@@ -82,9 +89,57 @@ class Stack:
         for k, model in enumerate(models):
             model.load_state_dict(self.member(k))
 
+    def train(self, mode: bool) -> None:
+        self.base.train(mode)
 
-def _train_mode(stack: Stack, train: bool) -> None:
-    stack.base.train(train)
+    def outputs(self, name: str, xb: torch.Tensor, shared: bool,
+                post: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+        """``model.<name>`` of every member, ``K x B x ...``, on one shared batch or each
+        member's own (``K x B x ...``)."""
+        fn = vmap(self.call(name, post), in_dims=(0, 0, None if shared else 0),
+                  randomness="different")
+        return fn(self.stacked, self.buffers, xb)
+
+    def losses(self, criterion: Callable[..., torch.Tensor], xb: torch.Tensor, yb: torch.Tensor,
+               weight: torch.Tensor | None) -> torch.Tensor:
+        """Each member's loss on its own batch, ``K``."""
+        forward = self.call("forward")
+
+        def member_loss(p: Tensors, b: Tensors, x: torch.Tensor, y: torch.Tensor,
+                        w: torch.Tensor | None) -> torch.Tensor:
+            return criterion(forward(p, b, x), y, w)
+
+        return vmap(member_loss, in_dims=(0, 0, 0, 0, None if weight is None else 0),
+                    randomness="different")(self.stacked, self.buffers, xb, yb, weight)
+
+
+AnyStack = Stack | FusedStack
+
+
+def stack_of(trainer: Trainer, models: Sequence[ALModel], probe: torch.Tensor) -> AnyStack:
+    """The members fused (one op per layer for all) when their layers allow it and the fused
+    module gives each member's own outputs on ``probe`` (raw images), else vmapped."""
+    for model in models:
+        model.to(trainer.device)
+    try:
+        fused = FusedStack(models, trainer._memory_format)
+    except UnfusableError:
+        return Stack(models)
+    x = trainer._inputs(probe)
+    xs = torch.stack([x * (k + 1) for k in range(len(models))])  # each member's own input
+    with torch.no_grad():
+        modes = [m.training for m in models]
+        for model in models:
+            model.eval()
+        fused.train(False)
+        want = torch.stack([m(xk).float() for m, xk in zip(models, xs, strict=True)])
+        got = fused.outputs("forward", xs, shared=False).float()
+        for model, mode in zip(models, modes, strict=True):
+            model.train(mode)
+    if got.shape != want.shape or not torch.allclose(got, want, rtol=_PROBE_RTOL,
+                                                      atol=_PROBE_ATOL):
+        return Stack(models)  # the model's own code mixes members' channels somewhere
+    return fused
 
 
 def fit_lockstep(trainer: Trainer, models: Sequence[ALModel], xs: Sequence[Images],
@@ -105,21 +160,9 @@ def fit_lockstep(trainer: Trainer, models: Sequence[ALModel], xs: Sequence[Image
     train_idx = [s[0] for s in splits]
     weights = [trainer._class_weights(lab[t], n_classes)
                for lab, t in zip(labels, train_idx, strict=True)]
-    for model in models:
-        model.to(device)
-    stack = Stack(models)
-    loss_of = stack.call("forward")
-    criterion = trainer._criterion
-
-    def member_loss(p: Tensors, b: Tensors, x: torch.Tensor, y: torch.Tensor,
-                    w: torch.Tensor | None) -> torch.Tensor:
-        return criterion(loss_of(p, b, x), y, w)
-
+    stack = stack_of(trainer, models, xs[0][:2])
     w_stack = None if weights[0] is None else torch.stack(weights)  # type: ignore[arg-type]
-    step = vmap(member_loss, in_dims=(0, 0, 0, 0, None if w_stack is None else 0),
-                randomness="different")
-    optimiser = torch.optim.AdamW(stack.params.values(), lr=conf.lr,
-                                  weight_decay=conf.weight_decay)
+    optimiser = torch.optim.AdamW(stack.params, lr=conf.lr, weight_decay=conf.weight_decay)
     per_epoch = math.ceil(len(train_idx[0]) / conf.batch_size)
     epochs = max(conf.epochs, math.ceil(conf.min_steps / per_epoch))
     schedule = None
@@ -134,7 +177,7 @@ def fit_lockstep(trainer: Trainer, models: Sequence[ALModel], xs: Sequence[Image
         for epoch in range(1, epochs + 1):
             if not bool(active.any()):
                 break
-            _train_mode(stack, True)
+            stack.train(True)
             batches = [list(trainer._batches(t, g)) for t, g in zip(train_idx, gens, strict=True)]
             sums, seen = torch.zeros(k_all, dtype=torch.float64), 0
             for step_batches in zip(*batches, strict=True):
@@ -145,7 +188,7 @@ def fit_lockstep(trainer: Trainer, models: Sequence[ALModel], xs: Sequence[Image
                 frozen = None if bool(active.all()) else {
                     n: v[~active].detach().clone() for n, v in stack.state().items()}
                 with autocast(conf, device):
-                    losses = step(stack.params, stack.buffers, xb, yb, w_stack)
+                    losses = stack.losses(trainer._criterion, xb, yb, w_stack)
                 optimiser.zero_grad(set_to_none=True)
                 losses.sum().backward()
                 optimiser.step()
@@ -175,7 +218,7 @@ def fit_lockstep(trainer: Trainer, models: Sequence[ALModel], xs: Sequence[Image
             for k in range(k_all)]
 
 
-def _early_stop(trainer: Trainer, stack: Stack, xs: Sequence[Images], labels: list[torch.Tensor],
+def _early_stop(trainer: Trainer, stack: AnyStack, xs: Sequence[Images], labels: list[torch.Tensor],
                 splits: list[tuple[torch.Tensor, torch.Tensor | None]],
                 weights: list[torch.Tensor | None], active: torch.Tensor,
                 best: list[tuple[float, dict[str, Any] | None, int]], epoch: int) -> None:
@@ -199,21 +242,19 @@ def _early_stop(trainer: Trainer, stack: Stack, xs: Sequence[Images], labels: li
             active[k] = False
 
 
-def map_members(trainer: Trainer, stack: Stack, x: Images | Sequence[Images], name: str,
+def map_members(trainer: Trainer, stack: AnyStack, x: Images | Sequence[Images], name: str,
                 dropout: bool = False,
                 post: Callable[[torch.Tensor], torch.Tensor] | None = None) -> np.ndarray:
     """``model.<name>`` of every member in eval mode, ``K x N x ...``: on one shared ``x`` (the
     pool passed once, preprocessed once) or on each member's own ``x[k]`` (a list)."""
     own = list(x) if isinstance(x, list) else None
     first: Images = own[0] if own is not None else x  # type: ignore[assignment]
-    _train_mode(stack, False)
+    stack.train(False)
     if dropout:
-        for module in stack.base.modules():
+        for module in (stack.base if isinstance(stack, Stack) else stack.module).modules():
             if isinstance(module, nn.Dropout):
                 module.train()
-    fn = vmap(stack.call(name, post), in_dims=(0, 0, None if own is None else 0),
-              randomness="different")
-    size = trainer.eval_batch_size(stack.base, first, members=stack.size)
+    size = trainer.eval_batch_size(stack.template, first, members=stack.size)
     outs = []
     try:
         with torch.inference_mode(), autocast(trainer.conf, trainer.device):
@@ -222,26 +263,27 @@ def map_members(trainer: Trainer, stack: Stack, x: Images | Sequence[Images], na
                     xb = trainer._inputs(first[start: start + size])
                 else:
                     xb = torch.stack([trainer._inputs(xk[start: start + size]) for xk in own])
-                outs.append(fn(stack.params, stack.buffers, xb).float())
+                outs.append(stack.outputs(name, xb, shared=own is None, post=post).float())
     finally:
-        _train_mode(stack, False)
+        stack.train(False)
     return torch.cat(outs, dim=1).cpu().numpy()
 
 
 def proba_members(trainer: Trainer, models: Sequence[ALModel], x: Images) -> np.ndarray:
     """Probabilities ``K x N x C`` of every member on the pool ``x``, passed once."""
-    return map_members(trainer, Stack(models), x, "forward", post=trainer._activate)
+    return map_members(trainer, stack_of(trainer, models, x[:2]), x, "forward",
+                       post=trainer._activate)
 
 
 def features_members(trainer: Trainer, models: Sequence[ALModel], x: Images) -> np.ndarray:
     """Penultimate embeddings ``K x N x D`` of every member on ``x``, passed once."""
-    return map_members(trainer, Stack(models), x, "features")
+    return map_members(trainer, stack_of(trainer, models, x[:2]), x, "features")
 
 
 def mc_proba_members(trainer: Trainer, models: Sequence[ALModel], x: Images, samples: int,
                      seed: int) -> np.ndarray:
     """MC-dropout probabilities ``K x N x T x C``: each member's dropout masks its own."""
-    stack = Stack(models)
+    stack = stack_of(trainer, models, x[:2])
     with seeded(seed, trainer.device):
         draws = [map_members(trainer, stack, x, "forward", dropout=True,
                              post=trainer._activate) for _ in range(samples)]

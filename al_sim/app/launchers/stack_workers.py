@@ -28,19 +28,23 @@ from al_sim.app.launchers.stacking import (
     stack_key,
 )
 from al_sim.app.lost_jobs import JobRef, report_lost
+from al_sim.runtime.openmp import set_omp_wait_policy
 
 
-def _run_stack(members: list[tuple[int, int, list[str]]], lockstep: bool, *args: Any
-               ) -> list[tuple[int, JobReturn]]:
+def _run_stack(members: list[tuple[int, int, list[str]]], lockstep: bool,
+               omp_wait_policy: str | None, *args: Any) -> list[tuple[int, JobReturn]]:
     """One stack in this worker: each member ``(index, job number, overrides)`` as a job, one
-    after another, or with ``lockstep`` side by side, their trainings lock-stepped."""
+    after another, or with ``lockstep`` (and two members or more) side by side, their
+    trainings lock-stepped. The stack's ``trainer.omp_wait_policy`` is set before anything
+    here imports torch (a run alone sets it the same way, before its own import)."""
+    set_omp_wait_policy(omp_wait_policy)
     from hydra_plugins.hydra_joblib_launcher._core import execute_job
 
     from al_sim.app.components import shared_datasets
     from al_sim.app.launchers.lockstep_workers import run_lockstep
 
     with shared_datasets():
-        if lockstep:
+        if lockstep and len(members) > 1:  # one member has no one to train with
             return run_lockstep(members, lambda num, overrides: execute_job(num, overrides,
                                                                             *args))
         return [(i, execute_job(num, overrides, *args)) for i, num, overrides in members]
@@ -76,15 +80,20 @@ class AlStackLauncher(AlJoblibLauncher):
         self.stack_size, self.memory_fraction = stack_size, float(memory_fraction)
         self.lockstep = bool(lockstep)
 
-    def plan(self, refs: list[JobRef]) -> list[list[int]]:
-        """The stacks, as indices into ``refs``; each printed with its members."""
+    def plan(self, refs: list[JobRef]) -> tuple[list[list[int]], list[str | None]]:
+        """The stacks, as indices into ``refs``, and each stack's OpenMP wait policy."""
         assert self.config is not None and self.hydra_context is not None
         cfgs = [self.hydra_context.config_loader.load_sweep_config(self.config, list(r.overrides))
                 for r in refs]
         keys = [stack_key(cfg) for cfg in cfgs]
         fixed = parse_stack_size(self.stack_size)  # checked here: a bad value is one error line
-        if fixed is not None:
-            return stack_groups(keys, fixed)
+        stacks = self._sizes(cfgs, keys) if fixed is None else stack_groups(keys, fixed)
+        return stacks, [cfgs[stack[0]].trainer.get("omp_wait_policy") for stack in stacks]
+
+    def _sizes(self, cfgs: list[DictConfig], keys: list[str]) -> list[list[int]]:
+        """``stack_size=auto``: each group split by its measured member footprint (the
+        launcher's torch import, and with ``n_jobs=1`` its stacks, under the sweep's policy)."""
+        set_omp_wait_policy(cfgs[0].trainer.get("omp_wait_policy"))
         stacks: list[list[int]] = []
         for group in stack_groups(keys, len(keys)):
             n_jobs = int(self.joblib.get("n_jobs") or 1)  # joblib's -1: one per core
@@ -102,7 +111,7 @@ class AlStackLauncher(AlJoblibLauncher):
         from al_sim.app.launchers.common import joblib_setup
 
         folder, refs, cfg = joblib_setup(self, job_overrides, initial_job_idx)
-        stacks = self.plan(refs)
+        stacks, policies = self.plan(refs)
         for n, stack in enumerate(stacks):
             print(f"\tstack {n} ({len(stack)} member(s)):", flush=True)
             for i in stack:
@@ -113,9 +122,9 @@ class AlStackLauncher(AlJoblibLauncher):
         try:
             for done in Parallel(**cfg, return_as="generator_unordered")(
                     delayed(_run_stack)([(i, refs[i].num, list(refs[i].overrides)) for i in stack],
-                                        self.lockstep, self.hydra_context, self.config,
+                                        self.lockstep, policy, self.hydra_context, self.config,
                                         self.task_function, state)
-                    for stack in stacks):
+                    for stack, policy in zip(stacks, policies, strict=True)):
                 results.update(done)
         except TerminatedWorkerError as exc:
             first = str(exc).splitlines()[0][:200]
