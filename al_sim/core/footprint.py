@@ -19,7 +19,7 @@ ACTIVATION_COPIES = 2
 
 # Operators whose CPU kernels (oneDNN) may compute in a blocked layout and copy the result
 # into the output: a second output-sized buffer alive during the call (measured: cnn3d at
-# 64^3 peaks one output above its live tensors, benchmarks/volume_rounds.py --memory).
+# 64^3 peaks one output above its live tensors, benchmarks/inference_memory.py).
 _SCRATCH_LIKE_OUTPUT = {torch.ops.aten.convolution}
 
 
