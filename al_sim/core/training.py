@@ -21,7 +21,7 @@ from al_sim.core.device import (
     to_device,
 )
 from al_sim.core.events import FitReport
-from al_sim.core.footprint import activation_bytes
+from al_sim.core.footprint import inference_bytes
 from al_sim.data.base import Images
 from al_sim.data.transforms import Preprocess
 from al_sim.maths.task import Task
@@ -79,7 +79,8 @@ class Trainer:
         """``trainer.eval_batch_size``, or with ``auto`` the table's entry for this
         device, model class and image size (``<device>-<Model>-<px>``, then shorter keys);
         at most as many images as hold ``trainer.inference_memory_mb`` of activations of
-        ``members`` models at once (a lock-step stack)."""
+        ``members`` models at once (a lock-step stack): the peak of the tensors alive during
+        one image's pass, measured once per model class and image shape."""
         size = self._configured_eval_batch(model, x)
         if self.conf.inference_memory_mb is None or len(x) == 0:
             return size
@@ -88,7 +89,7 @@ class Trainer:
             probe = self._inputs(x[:1])
             if next(model.parameters()).is_meta:  # a stack's template: shapes only
                 probe = probe.to("meta")
-            self._activation_bytes[key] = max(1, activation_bytes(model, probe))
+            self._activation_bytes[key] = max(1, inference_bytes(model, probe))
         budget = self.conf.inference_memory_mb * 2**20 / members
         return max(1, min(size, int(budget // self._activation_bytes[key])))
 
