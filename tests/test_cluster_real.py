@@ -238,16 +238,21 @@ def test_slurm_a_second_launch_is_refused_and_sigterm_to_the_first_cancels_its_j
 
 def test_slurm_time_limit_requeue_resumes_with_no_failure(slurm: SlurmCluster, server: Server,
                                                           root: Path) -> None:
-    """A 1-minute limit with USR2 40 s before it: submitit requeues the job (an interruption,
-    its run KILLED meanwhile), the next attempt resumes from the checkpoint; no failure."""
+    """A 2-minute limit with USR2 80 s before it: submitit requeues the job (an interruption,
+    its run KILLED meanwhile), the next attempt resumes from the checkpoint; no failure.
+
+    The job must outlast its first 40 s: 20 rounds of 100 steps (~2 s each here, quiet) do;
+    the 12 rounds of 4 steps this test had finished in 20 s on a quiet machine, unrequeued."""
     cwd = root / "slurm_requeue"
     cwd.mkdir()
-    args = [a for a in slurm_args(cwd, server, "slurm_requeue", "hydra.launcher.timeout_min=1",
-                                  "hydra.launcher.signal_delay_s=40", "budget.rounds=12")
-            if not a.startswith(("strategy=", "seed=")) and a != "budget.rounds=4"]
+    args = [a for a in slurm_args(cwd, server, "slurm_requeue", "hydra.launcher.timeout_min=2",
+                                  "hydra.launcher.signal_delay_s=80", "budget.rounds=20",
+                                  "trainer.min_steps=100")
+            if not a.startswith(("strategy=", "seed=")) and a not in ("budget.rounds=4",
+                                                                     "trainer.min_steps=4")]
     proc = subprocess.run([sys.executable, "-m", "al_sim.run", "-m", *args, "seed=0"],
                           cwd=cwd, env=env_for(slurm.env), capture_output=True, text=True,
-                          timeout=WAIT_S, check=False)
+                          timeout=2 * WAIT_S, check=False)  # requeues wait in SLURM's queue
     assert proc.returncode == 0, proc.stderr[-3000:]
     logs = "".join(p.read_text() for p in (cwd / "sweep" / ".submitit").rglob("*_log.*"))
     assert "Requeued job" in logs and "requeued by SLURM" in logs
@@ -257,7 +262,7 @@ def test_slurm_time_limit_requeue_resumes_with_no_failure(slurm: SlurmCluster, s
     assert parent.info.status == "FINISHED" and run.info.status == "FINISHED"
     steps = [m.step for m in MlflowClient(tracking_uri=server.uri).get_metric_history(
         run.info.run_id, "round")]
-    assert sorted(steps) == list(range(20, 150, 10))  # one run, every round logged once
+    assert sorted(steps) == list(range(20, 230, 10))  # one run, every round logged once
 
 
 # ------------------------------------------------------------------------------ Ray
