@@ -102,10 +102,8 @@ def _status(pid: int) -> dict[str, int]:
 
 
 def run_limited(args: list[str], cwd: Path, limit_bytes: int | None,
-                timeout: float = 1200, env: dict[str, str] | None = None,
-                ) -> tuple[subprocess.CompletedProcess[str], float, dict]:
-    """``python -m al_sim.run args`` under RLIMIT_DATA (None: no limit), with ``env`` added
-    to this process's environment.
+                timeout: float = 1200) -> tuple[subprocess.CompletedProcess[str], float, dict]:
+    """``python -m al_sim.run args`` under RLIMIT_DATA (None: no limit).
 
     Returns the finished process, its wall seconds and the peaks of its
     ``/proc/<pid>/status`` fields sampled every 50 ms (``VmData``: what the
@@ -116,7 +114,7 @@ def run_limited(args: list[str], cwd: Path, limit_bytes: int | None,
         if limit_bytes is not None:
             resource.setrlimit(resource.RLIMIT_DATA, (limit_bytes, limit_bytes))
 
-    env = {**{k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}, **(env or {})}
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     peaks: dict[str, int] = {}
     start = time.perf_counter()
     with subprocess.Popen([sys.executable, "-m", "al_sim.run", *args], cwd=cwd, env=env,
