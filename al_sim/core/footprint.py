@@ -33,7 +33,8 @@ def member_bytes(model: nn.Module, batch: torch.Tensor) -> int:
 
 def activation_bytes(model: nn.Module, batch: torch.Tensor) -> int:
     """Bytes of the outputs of every leaf module of ``model`` on ``batch`` (one forward pass
-    without gradients, measured with hooks): what one pass of ``batch`` holds at most."""
+    without gradients, measured with hooks): what training keeps for the backward pass (an
+    inference pass frees most of it as it goes: :func:`inference_bytes`)."""
     seen = [0]
 
     def count(_module: nn.Module, _inputs: object, output: object) -> None:
@@ -55,8 +56,9 @@ def inference_bytes(model: nn.Module, batch: torch.Tensor) -> int:
     """Peak bytes of tensors alive at once while ``model`` runs on ``batch`` without
     gradients, ``batch`` included: every operator's output is counted from its allocation
     until its storage is freed (views and in-place results share their input's storage; the
-    parameters and buffers are not counted). An operator's internal scratch space is not
-    seen: callers keep a margin (``trainer.inference_memory_mb``)."""
+    parameters and buffers are not counted). A convolution also counts one output-sized
+    scratch buffer; other internal scratch space is not seen: callers keep a margin
+    (``trainer.inference_memory_mb``)."""
     counter = _LiveBytes(model)
     counter.track(batch)
     try:

@@ -62,7 +62,7 @@ class Trainer:
         channels_last = torch.channels_last_3d if preprocess.spatial_rank == 3 else \
             torch.channels_last
         self._memory_format = channels_last if conf.channels_last else torch.contiguous_format
-        self._activation_bytes: dict[tuple[type, tuple[int, ...]], int] = {}
+        self._inference_bytes: dict[tuple[type, tuple[int, ...]], int] = {}
         configure(conf, device)
 
     def place(self, x: torch.Tensor) -> torch.Tensor:
@@ -85,13 +85,13 @@ class Trainer:
         if self.conf.inference_memory_mb is None or len(x) == 0:
             return size
         key = (type(model), tuple(int(d) for d in x.shape[1:]))
-        if key not in self._activation_bytes:  # one image through the model, measured
+        if key not in self._inference_bytes:  # one image through the model, measured
             probe = self._inputs(x[:1])
             if next(model.parameters()).is_meta:  # a stack's template: shapes only
                 probe = probe.to("meta")
-            self._activation_bytes[key] = max(1, inference_bytes(model, probe))
+            self._inference_bytes[key] = max(1, inference_bytes(model, probe))
         budget = self.conf.inference_memory_mb * 2**20 / members
-        return max(1, min(size, int(budget // self._activation_bytes[key])))
+        return max(1, min(size, int(budget // self._inference_bytes[key])))
 
     def _configured_eval_batch(self, model: ALModel, x: Images) -> int:
         if self.conf.eval_batch_size != "auto":
