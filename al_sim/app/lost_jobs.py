@@ -47,8 +47,9 @@ def set_parent(uri: str | None, run_id: str | None) -> None:
     _PARENT[:] = [] if uri is None or run_id is None else [(uri, run_id)]
 
 
-def kill_run(job: JobRef) -> str | None:
-    """Mark the job's RUNNING MLflow run KILLED; its id (None: no run yet, or no tracking)."""
+def kill_run(job: JobRef) -> tuple[str, str] | None:
+    """Mark the job's RUNNING MLflow run KILLED; its id and status before (None: no run yet,
+    or no tracking). A run that ended (a stack's finished member) keeps its status."""
     if not _PARENT or "'" in job.name:
         return None
     from al_sim.tracking.store import kill_job_run
@@ -60,8 +61,9 @@ def kill_run(job: JobRef) -> str | None:
 def report_lost(sweep_dir: Path, job: JobRef, why: str) -> None:
     """Say that ``job`` is lost and why, mark its run KILLED, and record it for the sweep."""
     try:
-        run_id = kill_run(job)
-        run = f"MLflow run {run_id} marked KILLED" if run_id else "no MLflow run yet"
+        killed = kill_run(job)
+        run = ("no MLflow run yet" if killed is None else f"MLflow run {killed[0]} marked KILLED"
+               if killed[1] == "RUNNING" else f"MLflow run {killed[0]} stays {killed[1]}")
     except ALSimError as exc:
         run = f"its MLflow run could not be marked KILLED ({exc})"
     why = " ".join(why.split())[:300]

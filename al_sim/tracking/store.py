@@ -282,9 +282,10 @@ def tag_run(uri: str, run_id: str, key: str, value: str | None) -> None:
 
 
 def kill_job_run(uri: str, parent_id: str, job: str, parent_tag: str, job_tag: str
-                 ) -> str | None:
+                 ) -> tuple[str, str] | None:
     """Mark KILLED the RUNNING run of sweep job ``job`` (its ``job_tag``) under ``parent_id``;
-    its id, or None when the job has no run yet."""
+    its id and its status before (a run that ended keeps it), or None when the job has no
+    run yet."""
     client = MlflowClient(tracking_uri=uri)
     exp_id = call_with_retries("run lookup", lambda: client.get_run(parent_id),
                                uri).info.experiment_id
@@ -295,4 +296,4 @@ def kill_job_run(uri: str, parent_id: str, job: str, parent_tag: str, job_tag: s
     run_id = runs[0].info.run_id
     if runs[0].info.status == "RUNNING":
         call_with_retries("run end", lambda: client.set_terminated(run_id, "KILLED"), uri)
-    return run_id
+    return run_id, runs[0].info.status
