@@ -32,3 +32,19 @@ with contextlib.suppress(ImportError):
 
     class AlStackLauncher(_Stack):
         """``hydra/launcher=al_stack``."""
+
+with contextlib.suppress(ImportError):
+    from al_sim.app.launchers.stack_jobs import AlStackLocalLauncher as _StackLocal
+    from al_sim.app.launchers.stack_jobs import AlStackSlurmLauncher as _StackSlurm
+
+    class AlStackSlurmLauncher(_StackSlurm):
+        """``hydra/launcher=al_stack_slurm``."""
+
+    class AlStackLocalLauncher(_StackLocal):
+        """``hydra/launcher=al_stack_local``."""
+
+with contextlib.suppress(ImportError):
+    from al_sim.app.launchers.ray_stacks import AlStackRayLauncher as _StackRay
+
+    class AlStackRayLauncher(_StackRay):
+        """``hydra/launcher=al_stack_ray``."""

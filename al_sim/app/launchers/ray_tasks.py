@@ -9,13 +9,14 @@ relative ``hydra.sweep.dir`` is the launch dir's, not the Ray node's working dir
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, configure_log, filter_overrides, setup_globals
 from hydra_plugins.hydra_ray_launcher.ray_launcher import RayLauncher
-from omegaconf import open_dict
+from omegaconf import DictConfig, open_dict
 
 from al_sim.app.launchers.common import (
     cancelled_on_interrupt,
@@ -25,13 +26,16 @@ from al_sim.app.launchers.common import (
 )
 from al_sim.app.lost_jobs import JobRef, report_lost
 
+# A started task and the jobs it runs (indices into the batch); its result as their returns.
+Returns = Callable[[Any], dict[int, JobReturn]]
+
 
 class AlRayLauncher(RayLauncher):
     """``hydra/launcher=al_ray``."""
 
     def launch(self, job_overrides: Any, initial_job_idx: int) -> list[JobReturn]:
         import ray
-        from hydra_plugins.hydra_ray_launcher._launcher_util import launch_job_on_ray, start_ray
+        from hydra_plugins.hydra_ray_launcher._launcher_util import start_ray
 
         assert self.config is not None and self.hydra_context is not None
         setup_globals()
@@ -40,32 +44,55 @@ class AlRayLauncher(RayLauncher):
         folder = sweep_dir(self.config)
         refs = job_refs(self.config, self.hydra_context, job_overrides, initial_job_idx)
         start_ray(self.ray_cfg.init)
-        tasks: dict[Any, int] = {}
-        for i, ref in enumerate(refs):
-            print(f"\t#{ref.num} : {' '.join(filter_overrides(ref.overrides))}", flush=True)
-            job_cfg = self.hydra_context.config_loader.load_sweep_config(self.config,
-                                                                         list(ref.overrides))
-            with open_dict(job_cfg):
-                job_cfg.hydra.sweep.dir = str(folder.resolve())  # not the node's cwd
-                job_cfg.hydra.job.id = f"job_id_for_{ref.num}"
-                job_cfg.hydra.job.num = ref.num
-            assert self.task_function is not None  # set by Hydra's setup() before launching
-            tasks[launch_job_on_ray(self.hydra_context, self.ray_cfg.remote, job_cfg,
-                                    self.task_function, Singleton.get_state())] = i
+        tasks = self._start(refs, folder)
 
         def cancel() -> list[JobRef]:
             for task in tasks:
                 ray.cancel(task, force=True)
-            return [refs[i] for i in tasks.values()]
+            return [refs[i] for unit, _ in tasks.values() for i in unit]
 
         with cancelled_on_interrupt(cancel, "Ray tasks"):
             results = _wait(tasks, refs, folder, poll_s)
         return [results[i] for i in range(len(refs))]
 
+    def job_config(self, ref: JobRef, folder: Path) -> DictConfig:
+        """A job's config as it runs on a node: absolute sweep dir, its number and id."""
+        assert self.config is not None and self.hydra_context is not None
+        job_cfg = self.hydra_context.config_loader.load_sweep_config(self.config,
+                                                                     list(ref.overrides))
+        with open_dict(job_cfg):
+            job_cfg.hydra.sweep.dir = str(folder.resolve())  # not the node's cwd
+            job_cfg.hydra.job.id = f"job_id_for_{ref.num}"
+            job_cfg.hydra.job.num = ref.num
+        return job_cfg
 
-def _wait(tasks: dict[Any, int], refs: list[JobRef], folder: Path, poll_s: float
-          ) -> dict[int, JobReturn]:
-    """Each task's result as it ends; a task lost with its worker or node is reported."""
+    def _start(self, refs: list[JobRef], folder: Path) -> dict[Any, tuple[list[int], Returns]]:
+        """One Ray task per job."""
+        from hydra_plugins.hydra_ray_launcher._launcher_util import launch_job_on_ray
+
+        # set by Hydra's setup() before launching
+        assert self.task_function is not None and self.hydra_context is not None
+        tasks: dict[Any, tuple[list[int], Returns]] = {}
+        for i, ref in enumerate(refs):
+            print(f"\t#{ref.num} : {' '.join(filter_overrides(ref.overrides))}", flush=True)
+            task = launch_job_on_ray(self.hydra_context, self.ray_cfg.remote,
+                                     self.job_config(ref, folder), self.task_function,
+                                     Singleton.get_state())
+            tasks[task] = ([i], _one(i))
+        return tasks
+
+
+def _one(i: int) -> Returns:
+    """The result of job ``i``'s own task."""
+    def returns(value: Any) -> dict[int, JobReturn]:
+        return {i: value}
+    return returns
+
+
+def _wait(tasks: dict[Any, tuple[list[int], Returns]], refs: list[JobRef], folder: Path,
+          poll_s: float) -> dict[int, JobReturn]:
+    """Each task's result as it ends; a task lost with its worker or node is reported (each
+    job it ran)."""
     import ray
     from ray.exceptions import RayError
 
@@ -73,11 +100,13 @@ def _wait(tasks: dict[Any, int], refs: list[JobRef], folder: Path, poll_s: float
     while tasks:
         ready, _ = ray.wait(list(tasks), num_returns=1, timeout=poll_s)
         for task in ready:
-            i = tasks.pop(task)
+            unit, returns = tasks.pop(task)
             try:
-                results[i] = ray.get(task)
+                results.update(returns(ray.get(task)))
             except RayError as exc:
                 first = next((line for line in str(exc).splitlines() if line.strip()), "")
-                report_lost(folder, refs[i], f"Ray task {type(exc).__name__}: {first}")
-                results[i] = refs[i].returned()
+                what = "" if len(unit) == 1 else f" (its stack's {len(unit)} jobs)"
+                for i in unit:
+                    report_lost(folder, refs[i], f"Ray task {type(exc).__name__}: {first}{what}")
+                    results[i] = refs[i].returned()
     return results

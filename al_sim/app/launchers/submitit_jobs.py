@@ -20,6 +20,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -79,15 +80,24 @@ def _guard_signals() -> None:
 class _Waiting(BaseSubmititLauncher):
     """Submits like hydra-submitit-launcher, then waits for each job on its own."""
 
-    def __call__(self, *args: Any, **kwargs: Any) -> JobReturn:
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """On the node: run the job; an interrupted job ends the process, its run KILLED."""
-        _guard_signals()
-        try:
-            return super().__call__(*args, **kwargs)
-        except KeyboardInterrupt as exc:
-            print(f"interrupted ({exc}): the MLflow run is marked KILLED", file=sys.stderr,
-                  flush=True)
-            sys.exit(EXIT_TERMINATED)
+        return on_node(lambda: BaseSubmititLauncher.__call__(self, *args, **kwargs))
+
+    def _units(self, refs: list[JobRef]) -> list[list[int]]:
+        """What each submitted job runs, as indices into ``refs``: here one job each."""
+        for ref in refs:
+            print(f"\t#{ref.num} : {' '.join(filter_overrides(ref.overrides))}", flush=True)
+        return [[i] for i in range(len(refs))]
+
+    def _arguments(self, units: list[list[int]], refs: list[JobRef]) -> list[tuple]:
+        """The arguments of each submitted job's ``__call__`` on the node."""
+        return [(list(refs[i].overrides), "hydra.sweep.dir", refs[i].num,
+                 f"job_id_for_{refs[i].num}", Singleton.get_state()) for [i] in units]
+
+    def _returns(self, unit: list[int], value: Any) -> dict[int, JobReturn]:
+        """A submitted job's result as its jobs' returns, by index into the batch."""
+        return {unit[0]: value}
 
     def _executor(self) -> Any:
         """hydra-submitit-launcher's executor, parameters and all."""
@@ -111,12 +121,10 @@ class _Waiting(BaseSubmititLauncher):
         self._check_time_limit()
         folder = sweep_dir(self.config)
         refs = job_refs(self.config, self.hydra_context, job_overrides, initial_job_idx)
-        for ref in refs:
-            print(f"\t#{ref.num} : {' '.join(filter_overrides(ref.overrides))}", flush=True)
-        params = [(list(r.overrides), "hydra.sweep.dir", r.num, f"job_id_for_{r.num}",
-                   Singleton.get_state()) for r in refs]
+        units = self._units(refs)
         try:
-            jobs = self._executor().map_array(self, *zip(*params, strict=True))
+            jobs = self._executor().map_array(
+                self, *zip(*self._arguments(units, refs), strict=True))
         except submitit.core.utils.FailedJobError as exc:
             detail = " ".join(str(exc).split())[-400:]
             raise ConfigError(
@@ -127,17 +135,18 @@ class _Waiting(BaseSubmititLauncher):
 
         def cancel() -> list[JobRef]:
             out = []
-            for i, job in list(pending.items()):
+            for u, job in list(pending.items()):
                 try:
                     job.cancel(check=False)
-                    out.append(refs[i])
+                    out += [refs[i] for i in units[u]]
                 except Exception:  # noqa: BLE001,S112 - a job that ended meanwhile
                     continue
             return out
 
         what = "SLURM jobs" if self._EXECUTOR == "slurm" else "submitit jobs"
         with cancelled_on_interrupt(cancel, what):
-            return self._wait(jobs, refs, pending, folder)
+            results = self._wait(jobs, units, refs, pending, folder)
+        return [results[i] for i in range(len(refs))]
 
     def _check_time_limit(self) -> None:
         """A time limit shorter than submitit's warning would requeue every attempt at once."""
@@ -150,8 +159,8 @@ class _Waiting(BaseSubmititLauncher):
                 "before the limit, so every attempt would be requeued at once; raise "
                 "timeout_min or lower signal_delay_s")
 
-    def _wait(self, jobs: list, refs: list[JobRef], pending: dict, folder: Path
-              ) -> list[JobReturn]:
+    def _wait(self, jobs: list, units: list[list[int]], refs: list[JobRef], pending: dict,
+              folder: Path) -> dict[int, JobReturn]:
         results: dict[int, JobReturn] = {}
         unknown_since: dict[int, float] = {}
         while pending:
@@ -159,32 +168,33 @@ class _Waiting(BaseSubmititLauncher):
             if watcher is not None:
                 watcher.update()  # one sacct call for every job of the array
             gone = None
-            for i, job in list(pending.items()):
+            for u, job in list(pending.items()):
                 if job.done():
-                    del pending[i]
-                    results[i] = self._outcome(job, refs[i], folder)
+                    del pending[u]
+                    results.update(self._outcome(job, units[u], refs, folder))
                     continue
                 if watcher is None or job.state.upper() != "UNKNOWN":
-                    unknown_since.pop(i, None)
+                    unknown_since.pop(u, None)
                     continue
                 gone = squeue_states() if gone is None else gone
                 if gone is not None and job.job_id not in gone:
-                    since = unknown_since.setdefault(i, time.monotonic())
+                    since = unknown_since.setdefault(u, time.monotonic())
                     if time.monotonic() - since > self._grace_s:
-                        del pending[i]
-                        report_lost(folder, refs[i], f"SLURM job {job.job_id} ended with no "
-                                    "result (no SLURM accounting: sacct cannot tell why)")
-                        results[i] = refs[i].returned()
+                        del pending[u]
+                        results.update(self._lost(units[u], refs, folder, (
+                            f"SLURM job {job.job_id} ended with no result (no SLURM "
+                            "accounting: sacct cannot tell why)")))
             if pending:
                 time.sleep(self._poll_s)
-        return [results[i] for i in range(len(jobs))]
+        return results
 
-    def _outcome(self, job: Any, ref: JobRef, folder: Path) -> JobReturn:
-        """The job's result, or a lost job's report."""
+    def _outcome(self, job: Any, unit: list[int], refs: list[JobRef], folder: Path
+                 ) -> dict[int, JobReturn]:
+        """The job's result, or a lost job's report for each job it ran."""
         from submitit.core.utils import UncompletedJobError
 
         try:
-            return job.results()[0]
+            return self._returns(unit, job.results()[0])
         except UncompletedJobError:  # cancelled, timed out, killed, node failure
             process = getattr(job, "_process", None)  # a local job: its exit status says more
             code = "" if process is None else f", exit status {process.poll()}"
@@ -192,8 +202,27 @@ class _Waiting(BaseSubmititLauncher):
         except Exception as exc:  # noqa: BLE001 - the job itself raised (FailedJobError)
             lines = [line for line in str(exc).splitlines() if line.strip()]
             why = f"raised {lines[-1].strip() if lines else type(exc).__name__}"
-        report_lost(folder, ref, f"{self._EXECUTOR} job {job.job_id} {why}")
-        return ref.returned()
+        return self._lost(unit, refs, folder, f"{self._EXECUTOR} job {job.job_id} {why}")
+
+    def _lost(self, unit: list[int], refs: list[JobRef], folder: Path, why: str
+              ) -> dict[int, JobReturn]:
+        """Each job of a lost submitted job reported lost."""
+        what = "" if len(unit) == 1 else f" (its stack's {len(unit)} jobs)"
+        for i in unit:
+            report_lost(folder, refs[i], why + what)
+        return {i: refs[i].returned() for i in unit}
+
+
+def on_node(run: Callable[[], Any]) -> Any:
+    """On the node, a job's (or stack's) run: SIGTERM and requeues interrupt it, and an
+    interrupted run ends the process (its MLflow run closed KILLED)."""
+    _guard_signals()
+    try:
+        return run()
+    except KeyboardInterrupt as exc:
+        print(f"interrupted ({exc}): the MLflow run is marked KILLED", file=sys.stderr,
+              flush=True)
+        sys.exit(EXIT_TERMINATED)
 
 
 class AlSlurmLauncher(_Waiting, SlurmLauncher):

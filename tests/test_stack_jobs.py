@@ -1,0 +1,147 @@
+"""One cluster job per stack (``hydra/launcher=al_stack_slurm`` / ``al_stack_local`` /
+``al_stack_ray``): the composed settings, a stack job's memory for ``stack_size=auto``, and
+submitit's local executor running stacks as jobs: members FINISHED with the unchanged
+contract; a killed stack job reports its members lost, a re-run resumes them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from al_sim.app.launchers.orphans import submitted_jobs
+from al_sim.runtime.errors import ConfigError
+from tests.conftest import FAST_CLI, all_experiments, compose_config, run_cli
+
+pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason='pip install -e ".[slurm]"')
+
+GIB = 2**30
+STACKED = ["hydra/launcher=al_stack_local", "hydra.launcher.stack_size=2", "budget=tiny",
+           *FAST_CLI, "hydra.sweep.dir=sweep", "tracking.query_grids=false"]
+
+
+def launcher(name: str, *overrides: str):
+    return compose_config([f"hydra/launcher={name}", *overrides], hydra=True).hydra.launcher
+
+
+def test_a_stacked_launcher_has_its_cluster_launchers_settings_and_the_stacks_knobs() -> None:
+    slurm = launcher("al_stack_slurm", "hydra.launcher.stack_size=3", "hydra.launcher.mem_gb=8")
+    assert slurm._target_.endswith(".AlStackSlurmLauncher")
+    assert (slurm.stack_size, slurm.memory_fraction, slurm.lockstep) == (3, 0.8, False)
+    plain = launcher("al_submitit_slurm")  # the SLURM knobs are al_submitit_slurm's
+    assert slurm.mem_gb == 8 and slurm.timeout_min == plain.timeout_min
+    assert slurm.max_num_timeout == plain.max_num_timeout and slurm.cpus_per_task == 4
+    ray = launcher("al_stack_ray", "hydra.launcher.ray.remote.num_cpus=4")
+    assert ray.ray.remote.num_cpus == 4 and ray.stack_size == "auto"
+    local, joblib = launcher("al_stack_local"), launcher("al_stack")
+    assert local.cpus_per_task == 1 and local.stack_size == joblib.stack_size == "auto"
+    assert joblib.memory_fraction == local.memory_fraction  # one home: stack/default.yaml
+
+
+def test_an_auto_stack_fills_its_jobs_memory_not_the_launcher_hosts() -> None:
+    from al_sim.app.launchers.stack_jobs import AlStackLocalLauncher, AlStackSlurmLauncher
+    from al_sim.app.launchers.stack_plan import member_size
+
+    knobs = {"stack_size": "auto", "memory_fraction": 0.5, "lockstep": False}
+    slurm = AlStackSlurmLauncher(**knobs, mem_gb=2, array_parallelism=3, submitit_folder="x")
+    assert slurm.stack_memory() == 2 * GIB and slurm.stack_workers() == 3
+    assert "stack_size" not in slurm.params  # never handed to submitit
+    assert AlStackLocalLauncher(**knobs, mem_gb=None, submitit_folder="x").stack_memory() is None
+    with pytest.raises(ConfigError, match="hydra.launcher.memory_fraction"):
+        AlStackSlurmLauncher(**{**knobs, "memory_fraction": 1.5}, submitit_folder="x")
+
+    cfg = compose_config(["dataset.n_pool=400", "dataset.n_test=200", "trainer.batch_size=64"])
+    size, member = member_size(cfg, 0.5, jobs=8, workers=1)  # the host's free memory
+    assert size >= 1 and member > 0
+    assert member_size(cfg, 0.5, 8, 1, job_memory=4 * member)[0] == 2  # half of 4 members
+    assert member_size(cfg, 0.5, 8, 1, job_memory=member)[0] == 1  # too small: one at a time
+    assert member_size(cfg, 0.5, 8, 2, job_memory=100 * member)[0] == 4  # 2 jobs at once
+
+
+def job_runs(cwd: Path) -> dict[str, object]:
+    client = MlflowClient(tracking_uri=f"sqlite:///{cwd / 'mlflow.db'}")
+    found = client.search_runs(all_experiments(client))
+    return {r.info.run_name: r for r in found if r.data.tags.get("al_sim.role") is None}
+
+
+def rounds(cwd: Path, run_id: str) -> list[int]:
+    client = MlflowClient(tracking_uri=f"sqlite:///{cwd / 'mlflow.db'}")
+    return sorted(m.step for m in client.get_metric_history(run_id, "round"))
+
+
+@pytest.mark.slow
+def test_submitit_local_runs_each_stack_as_one_job_with_every_members_contract(
+        tmp_path: Path) -> None:
+    out = run_cli(["-m", "strategy=random,entropy", "seed=0,1", *STACKED, "budget.rounds=1"],
+                  tmp_path, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "4 job(s) ran as 2 stack job(s)" in out.stderr
+    assert len(submitted_jobs(str(tmp_path / "sweep/.submitit/%j"))) == 2  # 2 jobs, not 4
+    runs = job_runs(tmp_path)
+    assert len(runs) == 4 and {r.info.status for r in runs.values()} == {"FINISHED"}
+    for run in runs.values():  # the contract: step = labelled images, final metrics
+        assert rounds(tmp_path, run.info.run_id) == [20, 30]
+        assert "final/aulc" in run.data.metrics
+    logs = {r.data.tags["al_sim.log"] for r in runs.values()}
+    assert len(logs) == 2 and all(log.endswith("_log.out") for log in logs)  # 2 per job
+    for job in (tmp_path / "sweep").glob("[0-9]"):
+        assert {p.name for p in job.iterdir()} >= {"config.yaml", "queries.csv",
+                                                    "metrics.csv", "checkpoint.pt"}
+    alone = run_cli(["strategy=entropy", "seed=1", "budget=tiny", "budget.rounds=1", *FAST_CLI,
+                     "hydra.run.dir=alone", "tracking.enabled=false"], tmp_path, process=False)
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    [member] = [p for p in (tmp_path / "sweep").glob("*/config.yaml")
+                if "name: entropy" in p.read_text() and "seed: 1\n" in p.read_text()]
+    assert (member.parent / "queries.csv").read_text() == \
+        (tmp_path / "alone/queries.csv").read_text()  # the same bits as the run alone
+
+
+def stack_job_pids(sweep: Path) -> list[int]:
+    """The submitit job processes of this sweep (``python -m submitit.core._submit``)."""
+    out = subprocess.run(["pgrep", "-f", f"submitit.core._submit {sweep}"], capture_output=True,
+                         text=True, check=False).stdout
+    return [int(pid) for pid in out.split()]
+
+
+@pytest.mark.slow
+def test_a_killed_stack_job_loses_its_members_and_a_rerun_resumes_them(tmp_path: Path) -> None:
+    args = ["-m", "strategy=random,entropy", "seed=0", *STACKED, "budget.rounds=4",
+            f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    first = subprocess.Popen([sys.executable, "-m", "al_sim.run", *args], cwd=tmp_path, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        # member 0 finished, member 1 past its round 0: one run FINISHED, one RUNNING
+        while not (tmp_path / "sweep/1/checkpoint.pt").exists():
+            assert first.poll() is None and time.monotonic() < deadline, first.stderr.read()
+            time.sleep(0.05)
+        [victim] = stack_job_pids(tmp_path / "sweep")
+        os.kill(victim, signal.SIGKILL)
+        _, err = first.communicate(timeout=300)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert first.returncode == 3 and "Traceback" not in err, err[-3000:]
+    lost = sorted(line for line in err.splitlines() if line.startswith("lost: job"))
+    assert len(lost) == 2 and all("its stack's 2 jobs" in line for line in lost), err[-3000:]
+    assert "stays FINISHED" in lost[0] and "marked KILLED" in lost[1]
+    killed = job_runs(tmp_path)
+    assert sorted(r.info.status for r in killed.values()) == ["FINISHED", "KILLED"]
+
+    again = run_cli(args, tmp_path, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    finished = job_runs(tmp_path)
+    done = next(n for n, r in killed.items() if r.info.status == "FINISHED")
+    assert finished[done].info.end_time == killed[done].info.end_time  # skipped, not re-run
+    assert {n: r.info.run_id for n, r in finished.items()} == {
+        n: r.info.run_id for n, r in killed.items()}  # resumed into the same runs
+    for run in finished.values():
+        assert run.info.status == "FINISHED"
+        assert rounds(tmp_path, run.info.run_id) == [20, 30, 40, 50, 60]  # each step once
