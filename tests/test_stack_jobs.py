@@ -56,6 +56,14 @@ def test_an_auto_stack_fills_its_jobs_memory_not_the_launcher_hosts() -> None:
     with pytest.raises(ConfigError, match="hydra.launcher.memory_fraction"):
         AlStackSlurmLauncher(**{**knobs, "memory_fraction": 1.5}, submitit_folder="x")
 
+    pytest.importorskip("hydra_plugins.hydra_ray_launcher", reason='pip install -e ".[ray]"')
+    from omegaconf import OmegaConf
+
+    from al_sim.app.launchers.ray_stacks import AlStackRayLauncher
+
+    ray = OmegaConf.create({"init": {}, "remote": {"num_cpus": 2, "memory": 3 * GIB}})
+    assert AlStackRayLauncher(**knobs, ray=ray).stack_memory() == 3 * GIB  # the task's own
+
     cfg = compose_config(["dataset.n_pool=400", "dataset.n_test=200", "trainer.batch_size=64"])
     size, member = member_size(cfg, 0.5, jobs=8, workers=1)  # the host's free memory
     assert size >= 1 and member > 0
