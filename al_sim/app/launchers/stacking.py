@@ -60,7 +60,7 @@ def parse_stack_size(value: object) -> int | None:
     except ValueError:
         size = 0
     if size < 1:
-        raise ConfigError(f"hydra.launcher.stack_size={value} (conf/hydra/launcher/al_stack.yaml)"
-                          f" is not a positive integer or '{AUTO}'; set e.g. "
+        raise ConfigError(f"hydra.launcher.stack_size={value} (conf/hydra/launcher/stack/"
+                          f"default.yaml) is not a positive integer or '{AUTO}'; set e.g. "
                           "hydra.launcher.stack_size=8 or hydra.launcher.stack_size=auto")
     return size
