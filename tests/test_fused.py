@@ -10,9 +10,10 @@ from torch import nn
 from torchvision.models.resnet import BasicBlock
 
 from al_sim.core.fused import FusedStack
-from al_sim.core.lockstep import Stack, features_members, fit_lockstep, proba_members, stack_of
+from al_sim.core.lockstep import Stack, fit_lockstep, stack_of
+from al_sim.core.scoring import Need
 from al_sim.models.base import ALModel, DropoutHead
-from tests.test_lockstep import C, N, _data, _members, _model, _trainer
+from tests.test_lockstep import C, N, _data, _members, _model, _trainer, scored
 
 
 def test_simple_cnn_members_fuse_and_score_as_each_alone() -> None:
@@ -20,7 +21,7 @@ def test_simple_cnn_members_fuse_and_score_as_each_alone() -> None:
     models, _xs, _ys = _members(3)
     pool = _data(5)[0]
     assert isinstance(stack_of(trainer, models, pool[:2]), FusedStack)
-    probs, feats = proba_members(trainer, models, pool), features_members(trainer, models, pool)
+    probs, feats = scored(trainer, models, pool), scored(trainer, models, pool, Need("features"))
     for k, model in enumerate(models):
         np.testing.assert_allclose(probs[k], trainer.predict_proba(model, pool), atol=1e-5)
         np.testing.assert_allclose(feats[k], trainer.embed(model, pool), atol=1e-5)
@@ -50,7 +51,7 @@ def test_residual_blocks_fuse_as_resnet18_uses_them() -> None:
     models = [_Residual(i) for i in range(2)]
     pool = _data(6)[0]
     assert isinstance(stack_of(trainer, models, pool[:2]), FusedStack)
-    probs = proba_members(trainer, models, pool)
+    probs = scored(trainer, models, pool)
     for k, model in enumerate(models):
         np.testing.assert_allclose(probs[k], trainer.predict_proba(model, pool), atol=1e-5)
 
