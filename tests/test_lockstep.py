@@ -129,6 +129,12 @@ def test_one_pass_answers_what_each_member_asks_as_it_would_alone() -> None:
     np.testing.assert_allclose(probs2, alone_p, atol=1e-5)
     again = score_members(trainer, models, source, asks)  # the same stack: the same bits
     assert np.array_equal(again[0], probs) and np.array_equal(again[1], mc)
+    # as many rows each (e.g. disjoint stop-signal subsets): each member's own side by side
+    side = [(np.arange(0, 12), PROBS), (np.arange(30, 18, -1), Need("mc", 4, 7)),
+            (np.arange(26, 38), Need("features"))]
+    for (idx, need), model, out in zip(side, models, score_members(trainer, models, source,
+                                                                    side), strict=True):
+        np.testing.assert_allclose(out, trainer.score(model, source, idx, need), atol=1e-5)
     whole = scored(trainer, models, pool)  # e.g. the test set: every row
     for k, model in enumerate(models):
         np.testing.assert_allclose(whole[k], trainer.predict_proba(model, pool), atol=1e-5)

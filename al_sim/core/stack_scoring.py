@@ -1,16 +1,19 @@
-"""A stack's scoring in one pass: the rows every member asks of one source (the union of their
-pool rows, or the whole test set) go once through the members fused side by side (vmapped where
-they cannot fuse): all members' embeddings from one trunk pass, their probabilities from one
-head pass. A member asking MC-dropout samples draws them from its own embeddings with its own
-head, seed and batches, as ``Trainer.mc_proba`` does alone, so its dropout masks are its own
-stream. Each member then gets its own rows of what it asked for.
+"""A stack's scoring in one pass: the rows every member asks of one source go once through the
+members fused side by side (vmapped where they cannot fuse): each member's own rows side by side
+when all ask as many (the strategies' unlabelled rows in a lock-step round, the stop-signal
+subsets), else the rows' union (or the whole test set) shared by all; all members' embeddings
+from one trunk pass, their probabilities from one head pass. A member asking MC-dropout
+samples draws them from its own embeddings with its own head, seed and batches, as
+``Trainer.mc_proba`` does alone, so its dropout masks are its own stream. Each member then
+gets its own rows of what it asked for.
 
 Against a member scored alone the outputs differ in the last bits only (a grouped convolution
 and a batched matmul sum in another order than the member's own layers)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,28 +37,57 @@ def rows_of(source: Source, asks: Sequence[Ask]) -> np.ndarray | None:
                                      for idx, _need in asks]))
 
 
+def side_by_side(asks: Sequence[Ask]) -> bool:
+    """Whether each member's own rows go through the stack side by side (all ask as many
+    rows: a fused batch then holds each member's next rows, nothing computed that no member
+    asked, e.g. disjoint stop-signal subsets); else the union of the rows is shared."""
+    return all(idx is not None for idx, _need in asks) and len(
+        {len(idx) for idx, _need in asks if idx is not None}) == 1
+
+
+def describe(source: Source, asks: Sequence[Ask]) -> str:
+    """The rows of a joint pass in words (for its stderr line)."""
+    if side_by_side(asks):
+        return f"{len(asks[0][0])} {source.key[1]} rows each"  # type: ignore[arg-type]
+    union = rows_of(source, asks)
+    return f"{source.size if union is None else len(union)} {source.key[1]} rows"
+
+
 def score_members(trainer: Trainer, models: Sequence[ALModel], source: Source,
                   asks: Sequence[Ask]) -> list[Output]:
     """Member ``k``'s ``asks[k]`` answered as ``trainer.score`` answers it alone, the rows of
-    ``source`` passed once through all members."""
-    union = rows_of(source, asks)
-    x = source.take(union)
-    if len(x) == 0:
+    ``source`` passed once through all members: each member's own rows side by side when all
+    ask as many, else the union of the rows shared by all."""
+    own = side_by_side(asks)
+    union = None if own else rows_of(source, asks)
+    x = None if own else source.take(union)
+    xs = [source.rows(np.asarray(idx)) for idx, _need in asks] if own else []  # lazy rows
+    first: Images = xs[0] if own else x  # type: ignore[assignment]
+    n = len(first)
+    if n == 0:
         return [trainer.score(m, source, idx, need) for m, (idx, need) in zip(models, asks,
                                                                              strict=True)]
-    stack = stack_of(trainer, models, x[:2])
+    probe = first[:2]
+
+    def batch(start: int, stop: int) -> tuple[torch.Tensor, bool]:
+        if own:
+            return torch.stack([trainer._inputs(xk[start:stop]) for xk in xs]), False
+        return trainer._inputs(first[start:stop]), True
+
+    stack = stack_of(trainer, models, probe)
     wants_z = [need.features for _idx, need in asks]
-    z, probs = _one_pass(trainer, stack, x, wants_z, any(need.probs for _i, need in asks))
+    z, probs = _one_pass(trainer, stack, probe, n, batch, wants_z,
+                         any(need.probs for _i, need in asks))
     outs: list[Output] = []
     for k, (idx, need) in enumerate(asks):
-        pos = slice(None) if idx is None else (
+        pos: Any = slice(None) if own or idx is None else (
             np.asarray(idx, dtype=np.int64) if union is None else np.searchsorted(union, idx))
         if need.kind == "probs":
             outs.append(np.ascontiguousarray(probs[k][pos]))
             continue
-        zk = z[k][torch.as_tensor(np.arange(len(x))[pos])]
+        zk = z[k][torch.as_tensor(np.arange(n)[pos])]
         if need.kind == "mc":
-            outs.append(_mc(trainer, models[k], zk, x, need))
+            outs.append(_mc(trainer, models[k], zk, probe, need))
         elif need.kind == "features":
             outs.append(zk.float().numpy())
         else:
@@ -63,19 +95,22 @@ def score_members(trainer: Trainer, models: Sequence[ALModel], source: Source,
     return outs
 
 
-def _one_pass(trainer: Trainer, stack: AnyStack, x: Images, wants_z: list[bool],
+def _one_pass(trainer: Trainer, stack: AnyStack, probe: Images, n: int,
+              batch: Callable[[int, int], tuple[torch.Tensor, bool]], wants_z: list[bool],
               wants_probs: bool) -> tuple[dict[int, torch.Tensor], np.ndarray]:
-    """The embeddings of the members that want them (``k -> N x D``, on the CPU, in the
-    trunk's own dtype) and every member's probabilities ``K x N x C`` (empty if unwanted),
-    from one pass over ``x`` in eval mode."""
+    """The embeddings of the members that want them (``k -> n x D``, on the CPU, in the
+    trunk's own dtype) and every member's probabilities ``K x n x C`` (empty if unwanted),
+    from one pass over ``n`` rows (``batch(start, stop)``: the model inputs, shared or not)
+    in eval mode."""
     stack.train(False)
-    size = trainer.eval_batch_size(stack.template, x, members=stack.size)
+    size = trainer.eval_batch_size(stack.template, probe, members=stack.size)
     keep = [k for k, wanted in enumerate(wants_z) if wanted]
     zs: list[torch.Tensor] = []
     ps: list[torch.Tensor] = []
     with torch.inference_mode(), autocast(trainer.conf, trainer.device):
-        for start in range(0, len(x), size):
-            z = stack.outputs("features", trainer._inputs(x[start: start + size]), shared=True)
+        for start in range(0, n, size):
+            xb, shared = batch(start, start + size)
+            z = stack.outputs("features", xb, shared=shared)
             if wants_probs:
                 ps.append(stack.outputs("head", z, shared=False,
                                         post=trainer._activate).float().cpu())

@@ -113,13 +113,13 @@ class Rendezvous:
     def _score_all(self, requests: dict[int, ScoreRequest]) -> None:
         """Members asking one source: one pass for all; alone, or when that pass fails, each
         member's own (its error its own)."""
-        from al_sim.core.stack_scoring import rows_of, score_members
+        from al_sim.core.stack_scoring import describe, score_members
         from al_sim.core.training import Trainer
 
         groups: dict[tuple[int, str], list[int]] = {}
         for i, request in sorted(requests.items()):
             groups.setdefault(request.source.key, []).append(i)
-        for key, ids in groups.items():
+        for ids in groups.values():
             reqs = [requests[i] for i in ids]
             asks = [(r.indices, r.need) for r in reqs]
             if len(ids) > 1:
@@ -131,11 +131,10 @@ class Rendezvous:
                           f"{len(ids)} member(s) score one by one", file=sys.stderr, flush=True)
                 else:
                     self._done.update(zip(ids, outs, strict=True))
-                    union = rows_of(reqs[0].source, asks)
-                    rows = reqs[0].source.size if union is None else len(union)
                     needs = ", ".join(sorted({r.need.kind for r in reqs}))
-                    print(f"lock-step: {len(ids)} member(s) scored together on {rows} "
-                          f"{key[1]} rows ({needs})", file=sys.stderr, flush=True)
+                    print(f"lock-step: {len(ids)} member(s) scored together on "
+                          f"{describe(reqs[0].source, asks)} ({needs})", file=sys.stderr,
+                          flush=True)
                     continue
             for i, r in zip(ids, reqs, strict=True):
                 try:
