@@ -1,6 +1,7 @@
 """The fused layout of a lock-step stack (core/fused.py), in-process on tiny arrays: each
 member's outputs and features are its own, ResNet-18's residual blocks included; a layer with
-no fused form, or model code that mixes the members' channels, falls back to ``vmap``."""
+no fused form, or model code that mixes the members' channels, falls back to ``vmap`` (and scores
+through it as each member alone)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ from torch import nn
 from torchvision.models.resnet import BasicBlock
 
 from al_sim.core.fused import FusedStack
-from al_sim.core.lockstep import Stack, features_members, fit_lockstep, proba_members, stack_of
+from al_sim.core.lockstep import Stack, fit_lockstep, stack_of
+from al_sim.core.scoring import Need, images_source
+from al_sim.core.stack_scoring import score_members
 from al_sim.models.base import ALModel, DropoutHead
-from tests.test_lockstep import C, N, _data, _members, _model, _trainer
+from tests.test_lockstep import C, N, _data, _members, _model, _trainer, scored
 
 
 def test_simple_cnn_members_fuse_and_score_as_each_alone() -> None:
@@ -20,7 +23,7 @@ def test_simple_cnn_members_fuse_and_score_as_each_alone() -> None:
     models, _xs, _ys = _members(3)
     pool = _data(5)[0]
     assert isinstance(stack_of(trainer, models, pool[:2]), FusedStack)
-    probs, feats = proba_members(trainer, models, pool), features_members(trainer, models, pool)
+    probs, feats = scored(trainer, models, pool), scored(trainer, models, pool, Need("features"))
     for k, model in enumerate(models):
         np.testing.assert_allclose(probs[k], trainer.predict_proba(model, pool), atol=1e-5)
         np.testing.assert_allclose(feats[k], trainer.embed(model, pool), atol=1e-5)
@@ -50,7 +53,7 @@ def test_residual_blocks_fuse_as_resnet18_uses_them() -> None:
     models = [_Residual(i) for i in range(2)]
     pool = _data(6)[0]
     assert isinstance(stack_of(trainer, models, pool[:2]), FusedStack)
-    probs = proba_members(trainer, models, pool)
+    probs = scored(trainer, models, pool)
     for k, model in enumerate(models):
         np.testing.assert_allclose(probs[k], trainer.predict_proba(model, pool), atol=1e-5)
 
@@ -73,6 +76,14 @@ def test_what_cannot_fuse_runs_vmapped_and_still_trains_each_member_as_alone() -
     for model in odd:
         model.embed[1] = nn.GELU()  # no fused form known for it
     assert isinstance(stack_of(trainer, odd, pool[:2]), Stack)
+    source = images_source(pool, pool, "pool")
+    asks = [(np.arange(N), Need("features_and_probs")), (np.arange(5, N), Need("mc", 3, 1))]
+    (feats, probs), mc = score_members(trainer, odd, source, asks)  # through the vmapped stack
+    alone_f, alone_p = trainer.score(odd[0], source, asks[0][0], asks[0][1])
+    np.testing.assert_allclose(feats, alone_f, atol=1e-5)
+    np.testing.assert_allclose(probs, alone_p, atol=1e-5)
+    np.testing.assert_allclose(mc, trainer.score(odd[1], source, asks[1][0], asks[1][1]),
+                               atol=1e-5)
     mixing = [_MixesChannels(i) for i in range(2)]
     assert isinstance(stack_of(trainer, mixing, pool[:2]), Stack)  # caught by the probe
     models, xs, ys = _members(2)

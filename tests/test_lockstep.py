@@ -1,6 +1,7 @@
-"""Lock-step training and scoring of a stack's members (core/lockstep.py), in-process on tiny
-arrays: per-member equality with the member trained alone, the same bits twice, BatchNorm
-statistics per member, early stopping and divergence as a member's mask, the pool once."""
+"""Lock-step training and scoring of a stack's members (core/lockstep.py,
+core/stack_scoring.py), in-process on tiny arrays: per-member equality with the member trained
+and scored alone, the same bits twice, BatchNorm statistics per member, early stopping and
+divergence as a member's mask, the pool once for what each member asks."""
 
 from __future__ import annotations
 
@@ -12,13 +13,9 @@ import torch
 
 from al_sim.config.data import PreprocessConf
 from al_sim.config.schema import TrainerConf
-from al_sim.core.lockstep import (
-    LockstepUnsupportedError,
-    features_members,
-    fit_lockstep,
-    mc_proba_members,
-    proba_members,
-)
+from al_sim.core.lockstep import LockstepUnsupportedError, fit_lockstep
+from al_sim.core.scoring import PROBS, Need, images_source
+from al_sim.core.stack_scoring import score_members
 from al_sim.core.training import Trainer
 from al_sim.data.transforms import Preprocess
 from al_sim.models.simple_cnn import SimpleCNN
@@ -108,17 +105,36 @@ def test_members_with_different_labelled_counts_are_not_lock_stepped() -> None:
         fit_lockstep(_trainer(), models, [xs[0], xs[1][:30]], [ys[0], ys[1][:30]], C, [1, 2])
 
 
-def test_the_pool_passes_once_through_every_member() -> None:
+def scored(trainer: Trainer, models: list, pool: torch.Tensor, need: Need = PROBS) -> list:
+    """Every member's ``need`` on the whole ``pool``, passed once through all of them."""
+    source = images_source(pool, pool, "pool")
+    return score_members(trainer, models, source, [(None, need)] * len(models))
+
+
+def test_one_pass_answers_what_each_member_asks_as_it_would_alone() -> None:
     trainer = _trainer()
     models, _xs, _ys = _members(3, dropout=0.3)
     pool = _data(5)[0]
-    probs = proba_members(trainer, models, pool)
-    feats = features_members(trainer, models, pool)
-    assert probs.shape == (3, N, C) and feats.shape[:2] == (3, N)
+    source = images_source(pool, pool, "pool")
+    rows = [np.arange(0, 30), np.arange(10, 40, 2), np.array([39, 3, 17, 0])]  # own rows, any order
+    asks = [(rows[0], PROBS), (rows[1], Need("mc", 4, 7)), (rows[2], Need("features_and_probs"))]
+    probs, mc, (feats, probs2) = score_members(trainer, models, source, asks)
+    np.testing.assert_allclose(probs, trainer.score(models[0], source, rows[0], PROBS), atol=1e-5)
+    alone_mc = trainer.score(models[1], source, rows[1], Need("mc", 4, 7))
+    assert mc.shape == alone_mc.shape == (15, 4, C)
+    np.testing.assert_allclose(mc, alone_mc, atol=1e-5)  # the member's own dropout masks
+    assert not np.allclose(mc[:, 0], mc[:, 1])  # draws differ
+    alone_f, alone_p = trainer.score(models[2], source, rows[2], Need("features_and_probs"))
+    np.testing.assert_allclose(feats, alone_f, atol=1e-5)
+    np.testing.assert_allclose(probs2, alone_p, atol=1e-5)
+    again = score_members(trainer, models, source, asks)  # the same stack: the same bits
+    assert np.array_equal(again[0], probs) and np.array_equal(again[1], mc)
+    # as many rows each (e.g. disjoint stop-signal subsets): each member's own side by side
+    side = [(np.arange(0, 12), PROBS), (np.arange(30, 18, -1), Need("mc", 4, 7)),
+            (np.arange(26, 38), Need("features"))]
+    for (idx, need), model, out in zip(side, models, score_members(trainer, models, source,
+                                                                    side), strict=True):
+        np.testing.assert_allclose(out, trainer.score(model, source, idx, need), atol=1e-5)
+    whole = scored(trainer, models, pool)  # e.g. the test set: every row
     for k, model in enumerate(models):
-        np.testing.assert_allclose(probs[k], trainer.predict_proba(model, pool), atol=1e-5)
-        np.testing.assert_allclose(feats[k], trainer.embed(model, pool), atol=1e-5)
-    mc = mc_proba_members(trainer, models, pool, samples=4, seed=0)
-    assert mc.shape == (3, N, 4, C)
-    np.testing.assert_allclose(mc.sum(-1), 1.0, atol=1e-5)
-    assert not np.allclose(mc[:, :, 0], mc[:, :, 1])  # dropout draws differ
+        np.testing.assert_allclose(whole[k], trainer.predict_proba(model, pool), atol=1e-5)

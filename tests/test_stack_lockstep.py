@@ -1,6 +1,7 @@
 """A stack whose members train in lock-step (``hydra.launcher.lockstep=true``): the mixed stack
 gives the files and the MLflow contract of an unstacked run, and its failing member fails alone;
-a killed stack resumes each member into its run."""
+a killed stack resumes each member into its run; each round's pool scoring is one pass through
+the stack, each member selecting from its own outputs (in-process, the loop in member threads)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,28 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
+from hydra.core.utils import JobReturn, JobStatus
 
+from al_sim.app.launchers.lockstep_workers import run_lockstep
+from al_sim.app.lockstep_hook import LockstepTrainer
+from al_sim.config.data import PreprocessConf
+from al_sim.config.schema import BudgetConf, TrainerConf
+from al_sim.core import stack_scoring
+from al_sim.core.fused import FusedStack
+from al_sim.core.loop import Seeds, run_active_learning
+from al_sim.core.oracle import Oracle
+from al_sim.core.training import Trainer
+from al_sim.data.transforms import Preprocess
+from al_sim.strategies.base import ArrayModelView, QueryContext, Strategy
+from al_sim.strategies.bayesian import BALD
+from al_sim.strategies.diversity import BADGE
+from al_sim.strategies.uncertainty import Entropy
 from tests.conftest import REPO, run_cli
+from tests.stack_faults import RaisingSampling
+from tests.test_loop import Factory, Recorder
 from tests.test_stack import ENV, TINY, client, job_runs
 
 LOCKSTEP = ["hydra/launcher=al_stack", "hydra.launcher.lockstep=true"]
@@ -99,3 +119,128 @@ def test_a_killed_lockstep_stack_resumes_each_member_into_its_run(tmp_path: Path
         steps = [m.step for m in client(tmp_path).get_metric_history(run.info.run_id,
                                                                       "test/accuracy")]
         assert sorted(steps) == sorted(set(steps)) and len(steps) == 3  # 2 rounds + initial
+
+
+BUDGET = BudgetConf(name="t", initial=20, query_size=10, rounds=2, stop_set_size=100)
+
+
+def _stack(dataset, strategies: list[Strategy], monkeypatch, joint_fails: bool = False
+           ) -> tuple[list, list, list]:
+    """The members (strategy ``k``, seed ``k``) run by the lock-step stack worker in threads,
+    the loop and a lock-step trainer in each; returns their job returns, recorders and every
+    joint scoring pass (source, asks, outputs, fused trunk calls). ``joint_fails``: the
+    strategies' joint pass raises (members then score alone)."""
+    passes: list[tuple[str, list, list, int]] = []
+    joint, fused_outputs = stack_scoring.score_members, FusedStack.outputs
+    trunk_calls = [0]
+
+    def counted(self, name, xb, shared, post=None):
+        trunk_calls[0] += name == "features"
+        return fused_outputs(self, name, xb, shared, post)
+
+    def recorded(trainer, models, source, asks):
+        if joint_fails and any(need.kind == "mc" for _idx, need in asks):
+            raise RuntimeError("the joint pass broke")
+        before = trunk_calls[0]
+        outs = joint(trainer, models, source, asks)
+        passes.append((source.key[1], asks, outs, trunk_calls[0] - before))
+        return outs
+
+    def alone(*args, **kwargs):
+        raise AssertionError("a member scored on its own")
+
+    monkeypatch.setattr(FusedStack, "outputs", counted)
+    monkeypatch.setattr(stack_scoring, "score_members", recorded)
+    if not joint_fails:
+        monkeypatch.setattr(Trainer, "_map", alone)  # every pass is the stack's
+    recorders = [Recorder() for _ in strategies]
+    conf = TrainerConf(epochs=2, min_steps=4, batch_size=32, eval_batch_size=512)
+
+    def execute(num: int, _overrides: list[str]) -> JobReturn:
+        trainer = LockstepTrainer(conf, Preprocess(PreprocessConf(), channels=1),
+                                  torch.device("cpu"))
+        try:
+            result = run_active_learning(dataset, Factory(), strategies[num],
+                                         Oracle(dataset.pool_y, dataset.n_classes), trainer,
+                                         BUDGET, num, [recorders[num]])
+        except Exception as exc:
+            return JobReturn(status=JobStatus.FAILED, _return_value=exc)
+        return JobReturn(status=JobStatus.COMPLETED, _return_value=result)
+
+    torch.set_num_threads(1)
+    returns = run_lockstep([(k, k, []) for k in range(len(strategies))], execute)
+    return [r for _i, r in returns], recorders, passes
+
+
+def test_a_stack_scores_the_pool_once_per_round_and_each_member_selects_from_its_own(
+        tiny_dataset, monkeypatch) -> None:
+    strategies = [Entropy(), BALD(mc_samples=4), BADGE(chunk_size=64)]
+    returns, recorders, passes = _stack(tiny_dataset, strategies, monkeypatch)
+    assert [r.status for r in returns] == [JobStatus.COMPLETED] * 3
+    # per round: the test set and the stop-signal subset; in rounds 1-2 the strategies' pool
+    # scoring too: one joint pass each, whose trunk ran once (one batch of every row asked)
+    kinds = [(what, tuple(need.kind for _idx, need in asks)) for what, asks, _o, _n in passes]
+    strategy_pass = ("pool", ("probs", "mc", "features_and_probs"))
+    assert kinds == [("test", ("probs",) * 3), ("pool", ("probs",) * 3),
+                     strategy_pass, ("test", ("probs",) * 3), ("pool", ("probs",) * 3),
+                     strategy_pass, ("test", ("probs",) * 3), ("pool", ("probs",) * 3)]
+    assert all(trunk == 1 for *_rest, trunk in passes)
+    n = tiny_dataset.n_pool
+    for round_, (_what, asks, outs, _n) in enumerate(
+            [p for p in passes if p[1][1][1].kind == "mc"], start=1):
+        for k, (strategy, (idx, _need), out) in enumerate(zip(strategies, asks, outs,
+                                                              strict=True)):
+            record = recorders[k].queries[round_]
+            labeled = np.setdiff1d(np.arange(n), idx)
+            if k == 0:
+                view = ArrayModelView(probs=_full(n, idx, out, 1 / 3))
+            elif k == 1:
+                view = ArrayModelView(mc=_full(n, idx, out, 1 / 3))
+            else:
+                view = ArrayModelView(features=_full(n, idx, out[0], 0.0),
+                                      probs=_full(n, idx, out[1], 1 / 3))
+            ctx = QueryContext(model=view, unlabeled=idx, labeled=labeled,
+                               labeled_y=tiny_dataset.pool_y[labeled], n_classes=3,
+                               rng=np.random.default_rng([Seeds.derive(k).strategy, round_]),
+                               round=round_)
+            assert np.array_equal(strategy.select(ctx, 10).indices, record.indices)
+    _again, recorders2, _p = _stack(tiny_dataset, strategies, monkeypatch)  # the same bits
+    for first, second in zip(recorders, recorders2, strict=True):
+        assert all(np.array_equal(a.indices, b.indices)
+                   and np.array_equal(a.scores, b.scores, equal_nan=True)
+                   for a, b in zip(first.queries, second.queries, strict=True))
+        assert [r.metrics for r in first.rounds] == [r.metrics for r in second.rounds]
+
+
+def _full(n: int, idx: np.ndarray, rows: np.ndarray, fill: float) -> np.ndarray:
+    """A pool-sized array holding a member's own ``rows`` at ``idx`` (``fill`` elsewhere)."""
+    out = np.full((n, *rows.shape[1:]), fill, dtype=rows.dtype)
+    out[idx] = rows
+    return out
+
+
+def test_a_member_whose_strategy_raises_fails_alone_and_the_rest_score_together(
+        tiny_dataset, monkeypatch) -> None:
+    returns, recorders, passes = _stack(tiny_dataset, [Entropy(), RaisingSampling(),
+                                                       BADGE(chunk_size=64)], monkeypatch)
+    assert [r.status for r in returns] == [JobStatus.COMPLETED, JobStatus.FAILED,
+                                           JobStatus.COMPLETED]
+    assert "fails on purpose" in str(returns[1]._return_value)
+    assert [len(r.rounds) for r in recorders] == [3, 1, 3]
+    assert [len(asks) for _w, asks, _o, _n in passes] == [3, 3] + [2] * 6  # then 2 together
+
+
+def test_a_failed_joint_pass_scores_members_alone_and_a_member_whose_scoring_raises_fails_alone(
+        tiny_dataset, monkeypatch, capsys) -> None:
+    def broken(*args, **kwargs):
+        raise ValueError("MC scoring broke")
+
+    monkeypatch.setattr(Trainer, "mc_proba", broken)
+    returns, recorders, _passes = _stack(tiny_dataset, [Entropy(), BALD(mc_samples=4),
+                                                        BADGE(chunk_size=64)], monkeypatch,
+                                         joint_fails=True)
+    assert [r.status for r in returns] == [JobStatus.COMPLETED, JobStatus.FAILED,
+                                           JobStatus.COMPLETED]
+    assert "MC scoring broke" in str(returns[1]._return_value)
+    assert [len(r.rounds) for r in recorders] == [3, 1, 3]
+    assert "scoring together failed (RuntimeError: the joint pass broke)" in capsys.readouterr().err

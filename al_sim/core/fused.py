@@ -152,7 +152,9 @@ class FusedStack:
         (``shared``: the pool) or on each member's own, ``K x B x C x ...``."""
         k = self.size
         x = xb.repeat(1, k, *[1] * (xb.ndim - 2)) if shared else xb.transpose(0, 1).flatten(1, 2)
-        out = getattr(self.module, name)(x.contiguous(memory_format=self.memory_format))
+        if x.ndim > 2:  # images; embeddings (``head``) have no memory format
+            x = x.contiguous(memory_format=self.memory_format)
+        out = getattr(self.module, name)(x)
         if self.module.training:
             for count in self.counts.values():
                 count += 1

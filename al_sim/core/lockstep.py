@@ -1,4 +1,4 @@
-"""Lock-step training and scoring of a stack's members (torch.func): one vmapped forward and
+"""Lock-step training of a stack's members (torch.func): one vmapped forward and
 backward per step over the members' stacked parameters, each member on its own labelled set,
 its own shuffled order and augmentation stream, its own AdamW state (elementwise, so a stacked
 optimiser is per-member), its own BatchNorm statistics (buffers vmapped and updated in place)
@@ -267,24 +267,3 @@ def map_members(trainer: Trainer, stack: AnyStack, x: Images | Sequence[Images],
     finally:
         stack.train(False)
     return torch.cat(outs, dim=1).cpu().numpy()
-
-
-def proba_members(trainer: Trainer, models: Sequence[ALModel], x: Images) -> np.ndarray:
-    """Probabilities ``K x N x C`` of every member on the pool ``x``, passed once."""
-    return map_members(trainer, stack_of(trainer, models, x[:2]), x, "forward",
-                       post=trainer._activate)
-
-
-def features_members(trainer: Trainer, models: Sequence[ALModel], x: Images) -> np.ndarray:
-    """Penultimate embeddings ``K x N x D`` of every member on ``x``, passed once."""
-    return map_members(trainer, stack_of(trainer, models, x[:2]), x, "features")
-
-
-def mc_proba_members(trainer: Trainer, models: Sequence[ALModel], x: Images, samples: int,
-                     seed: int) -> np.ndarray:
-    """MC-dropout probabilities ``K x N x T x C``: each member's dropout masks its own."""
-    stack = stack_of(trainer, models, x[:2])
-    with seeded(seed, trainer.device):
-        draws = [map_members(trainer, stack, x, "forward", dropout=True,
-                             post=trainer._activate) for _ in range(samples)]
-    return np.stack(draws, axis=2)

@@ -28,6 +28,7 @@ from al_sim.core.events import (
 from al_sim.core.model_view import TrainedModelView, check_trained, pool_rows
 from al_sim.core.oracle import Annotator, CostedOracle, RecordingOracle
 from al_sim.core.pool import LabelPool
+from al_sim.core.scoring import PROBS, images_source
 from al_sim.core.training import Trainer
 from al_sim.data.base import ALDataset
 from al_sim.maths.stop_signals import PREFIX, StopMonitor, first_holding, parse_rules, stop_set
@@ -162,7 +163,7 @@ def run_active_learning(
         val = (dataset.val_x, dataset.val_y)
     # on a GPU the uint8 pool and test images move there once when they fit
     pool_x, test_x = trainer.place(dataset.pool_x), trainer.place(dataset.test_x)
-    rows = pool_rows(dataset, pool_x)
+    rows, test = pool_rows(dataset, pool_x), images_source(test_x, dataset, "test")
     costed = oracle if isinstance(oracle, CostedOracle) else None
     recording = oracle if isinstance(oracle, RecordingOracle) else None
     hooks.fire("on_run_start", dataset, len(sizes))
@@ -231,11 +232,14 @@ def run_active_learning(
         train_s = time.perf_counter() - start
         hooks.fire("on_progress", round_, "evaluating", 0, 0)
         start = time.perf_counter()
-        probs = trainer.predict_proba(model, test_x)
+        probs = trainer.score(model, test, None, PROBS)
+        assert isinstance(probs, np.ndarray)
         check_trained(fit, probs, round_)
         eval_s = time.perf_counter() - start
         metrics = task.metrics(dataset.test_y, probs)
-        signals = monitor.update(task.decisions(trainer.predict_proba(model, rows(stop_idx))),
+        stop_probs = trainer.score(model, rows, stop_idx, PROBS)
+        assert isinstance(stop_probs, np.ndarray)
+        signals = monitor.update(task.decisions(stop_probs),
                                  np.repeat(pool.round_of(stop_idx) < 0, per_image),
                                  metrics[budget.stop_metric])
         round_result = RoundResult(round=round_, n_labeled=pool.n_labeled, metrics=metrics,

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from al_sim.core.events import FitReport
+from al_sim.core.scoring import PROBS, Need, Output, Source, source_of
 from al_sim.core.training import Trainer
 from al_sim.data.base import ALDataset, Images
 from al_sim.models.base import ALModel
@@ -20,31 +21,36 @@ class TrainedModelView:
     checked as ``ArrayModelView`` checks its arrays (a diverged model stops the run)."""
 
     def __init__(self, trainer: Trainer, model: ALModel,
-                 rows: Callable[[np.ndarray], Images], seed: int, round_: int,
+                 rows: Callable[[np.ndarray], Images] | Source, seed: int, round_: int,
                  multilabel: bool = False) -> None:
-        self._trainer, self._model, self._rows, self._seed = trainer, model, rows, seed
+        self._trainer, self._model, self._seed = trainer, model, seed
+        self._source = source_of(rows)
         self._round = round_
         # per-finding sigmoids need not sum to 1: only finiteness is checked for them
         self._axis = None if multilabel else 1
 
-    def _images(self, indices: np.ndarray) -> Images:
-        return self._rows(indices)
+    def _ask(self, indices: np.ndarray, need: Need) -> Output:
+        return self._trainer.score(self._model, self._source, np.asarray(indices), need)
 
     def probs(self, indices: np.ndarray) -> np.ndarray:
-        return checked_array(self._trainer.predict_proba(self._model, self._images(indices)),
-                             "pool probabilities", self._axis, self._round)
+        probs = self._ask(indices, PROBS)
+        assert isinstance(probs, np.ndarray)
+        return checked_array(probs, "pool probabilities", self._axis, self._round)
 
     def features(self, indices: np.ndarray) -> np.ndarray:
-        return checked_array(self._trainer.embed(self._model, self._images(indices)),
-                             "pool features", None, self._round)
+        features = self._ask(indices, Need("features"))
+        assert isinstance(features, np.ndarray)
+        return checked_array(features, "pool features", None, self._round)
 
     def features_and_probs(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        features, probs = self._trainer.features_and_proba(self._model, self._images(indices))
-        return (checked_array(features, "pool features", None, self._round),
-                checked_array(probs, "pool probabilities", self._axis, self._round))
+        both = self._ask(indices, Need("features_and_probs"))
+        assert isinstance(both, tuple)
+        return (checked_array(both[0], "pool features", None, self._round),
+                checked_array(both[1], "pool probabilities", self._axis, self._round))
 
     def mc_probs(self, indices: np.ndarray, samples: int) -> np.ndarray:
-        mc = self._trainer.mc_proba(self._model, self._images(indices), samples, self._seed)
+        mc = self._ask(indices, Need("mc", samples, self._seed))
+        assert isinstance(mc, np.ndarray)
         return checked_array(mc, "pool MC-dropout probabilities",
                              None if self._axis is None else 2, self._round)
 
@@ -61,10 +67,10 @@ def check_trained(fit: FitReport, probs: np.ndarray, round_: int) -> None:
         )
 
 
-def pool_rows(dataset: ALDataset, pool_x: torch.Tensor
-               ) -> Callable[[np.ndarray], Images]:
+def pool_rows(dataset: ALDataset, pool_x: Images) -> Source:
     """Pool images by index: from the device copy when the pool went there, else the
-    dataset's own rows (lazy for a memory-mapped pool)."""
+    dataset's own rows (lazy for a memory-mapped pool); the dataset's pool, by identity."""
     if pool_x is dataset.pool_x:
-        return dataset.pool_rows
-    return lambda idx: pool_x[torch.from_numpy(np.asarray(idx, dtype=np.int64)).to(pool_x.device)]
+        return Source((id(dataset), "pool"), dataset.pool_rows, dataset.n_pool, pool_x)
+    return Source((id(dataset), "pool"), lambda idx: pool_x[torch.from_numpy(
+        np.asarray(idx, dtype=np.int64)).to(pool_x.device)], dataset.n_pool, pool_x)

@@ -22,6 +22,7 @@ from al_sim.core.device import (
 )
 from al_sim.core.events import FitReport
 from al_sim.core.footprint import inference_bytes
+from al_sim.core.scoring import Need, Output, Source
 from al_sim.data.base import Images
 from al_sim.data.transforms import Preprocess
 from al_sim.maths.task import Task
@@ -224,6 +225,20 @@ class Trainer:
         return float(self._criterion(logits, y, None if weight is None else weight.cpu()))
 
     # ------------------------------------------------------------------ inference
+    def score(self, model: ALModel, source: Source, indices: np.ndarray | None,
+              need: Need) -> Output:
+        """What ``need`` asks of ``model`` on ``source``'s rows at ``indices`` (all with None):
+        the one call a strategy's view and the loop make (a lock-step member's trainer joins
+        it with the stack's other members)."""
+        x = source.take(indices)
+        if need.kind == "probs":
+            return self.predict_proba(model, x)
+        if need.kind == "features":
+            return self.embed(model, x)
+        if need.kind == "features_and_probs":
+            return self.features_and_proba(model, x)
+        return self.mc_proba(model, x, need.samples, need.seed)
+
     def _map(self, model: ALModel, x: Images, fn: Callable[[torch.Tensor], torch.Tensor],
              dropout: bool = False) -> np.ndarray:
         model.eval()

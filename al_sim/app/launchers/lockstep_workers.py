@@ -1,13 +1,16 @@
 """A stack whose members train in lock-step (``hydra.launcher.lockstep=true``): each member is
 its usual Hydra job in a thread of its own, and the threads take turns (one runs at a time, its
-Hydra config and log handlers restored when it resumes). A member that reaches training waits;
-when every live member waits, their rounds train together (``core.lockstep.fit_lockstep``:
-one vmapped step for all), then each goes on with its own strategy, pool, sinks and checkpoint.
+Hydra config and log handlers restored when it resumes). A member that reaches training or
+scoring waits; when every live member waits, their rounds train together
+(``core.lockstep.fit_lockstep``: one fused step for all) and their scorings of one source (the
+pool for the strategies and the stop signals, the test set) run as one pass
+(``core.stack_scoring.score_members``), then each goes on with its own outputs: its own
+strategy, pool, sinks and checkpoint.
 
 Members whose labelled counts differ, that hold out a validation split, or that lock-step
-cannot train (``LockstepUnsupportedError``: another model class, fp16) train one by one. A
-member that fails (its strategy raises, its loss diverges) is that member's FAILED run; the
-others go on.
+cannot train (``LockstepUnsupportedError``: another model class, fp16) train one by one; a
+joint scoring pass that fails scores its members one by one. A member that fails (its strategy
+raises, its scoring raises, its loss diverges) is that member's FAILED run; the others go on.
 """
 
 from __future__ import annotations
@@ -21,8 +24,9 @@ from typing import Any
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, JobRuntime, JobStatus
 
-from al_sim.app.lockstep_hook import JOIN, FitRequest
+from al_sim.app.lockstep_hook import JOIN, FitRequest, Request, ScoreRequest
 from al_sim.core.events import FitReport
+from al_sim.core.scoring import Output
 
 
 def _context() -> tuple[Any, Any, list[logging.Handler], int]:
@@ -46,8 +50,8 @@ class Rendezvous:
         self._live = set(range(members))
         self._ready: set[int] = set()
         self._turn: int | None = None
-        self._waiting: dict[int, FitRequest] = {}
-        self._done: dict[int, FitReport | BaseException] = {}
+        self._waiting: dict[int, Request] = {}
+        self._done: dict[int, FitReport | Output | BaseException] = {}
         self._saved: dict[int, tuple[Any, Any, list[logging.Handler], int]] = {}
 
     def take_turn(self, i: int) -> None:
@@ -64,11 +68,12 @@ class Rendezvous:
     def _pass_turn(self, i: int) -> None:  # with the lock held
         self._turn = None
         if self._waiting and set(self._waiting) == self._live and not self._ready:
-            self._train_all()
+            self._run_all()
         self._cv.notify_all()
 
-    def join(self, i: int, request: FitRequest) -> FitReport:
-        """Member ``i`` trains: it waits for the others, then goes on with its own report."""
+    def join(self, i: int, request: Request) -> FitReport | Output:
+        """Member ``i`` trains or scores: it waits for the others, then goes on with its own
+        report or outputs."""
         self._saved[i] = _context()
         with self._cv:
             self._waiting[i] = request
@@ -90,12 +95,58 @@ class Rendezvous:
             else:
                 self._cv.notify_all()
 
-    def _train_all(self) -> None:
+    def _run_all(self) -> None:
+        """Every live member waits: the scorings first (those members go on, and reach
+        training later), the trainings once every live member waits to train, so a member
+        whose strategy asks nothing (random) still trains with the others."""
+        scores = {i: r for i, r in self._waiting.items() if isinstance(r, ScoreRequest)}
+        if scores:
+            for i in scores:
+                del self._waiting[i]
+            self._score_all(scores)
+            return
+        fits: dict[int, FitRequest] = {i: r for i, r in self._waiting.items()
+                                       if not isinstance(r, ScoreRequest)}
+        self._waiting = {}
+        self._train_all(fits)
+
+    def _score_all(self, requests: dict[int, ScoreRequest]) -> None:
+        """Members asking one source: one pass for all; alone, or when that pass fails, each
+        member's own (its error its own)."""
+        from al_sim.core.stack_scoring import describe, score_members
+        from al_sim.core.training import Trainer
+
+        groups: dict[tuple[int, str], list[int]] = {}
+        for i, request in sorted(requests.items()):
+            groups.setdefault(request.source.key, []).append(i)
+        for ids in groups.values():
+            reqs = [requests[i] for i in ids]
+            asks = [(r.indices, r.need) for r in reqs]
+            if len(ids) > 1:
+                try:
+                    outs = score_members(reqs[0].trainer, [r.model for r in reqs],
+                                         reqs[0].source, asks)
+                except Exception as exc:  # scored one by one below
+                    print(f"lock-step: scoring together failed ({type(exc).__name__}: {exc}); "
+                          f"{len(ids)} member(s) score one by one", file=sys.stderr, flush=True)
+                else:
+                    self._done.update(zip(ids, outs, strict=True))
+                    needs = ", ".join(sorted({r.need.kind for r in reqs}))
+                    print(f"lock-step: {len(ids)} member(s) scored together on "
+                          f"{describe(reqs[0].source, asks)} ({needs})", file=sys.stderr,
+                          flush=True)
+                    continue
+            for i, r in zip(ids, reqs, strict=True):
+                try:
+                    self._done[i] = Trainer.score(r.trainer, r.model, r.source, r.indices, r.need)
+                except Exception as exc:  # that member's fault
+                    self._done[i] = exc
+
+    def _train_all(self, requests: dict[int, FitRequest]) -> None:
         """The waiting members' round: groups that can lock-step train together."""
         from al_sim.core.lockstep import LockstepUnsupportedError, fit_lockstep
         from al_sim.core.training import Trainer
 
-        requests, self._waiting = self._waiting, {}
         groups: dict[tuple[int, bool], list[int]] = {}
         for i, (_t, _m, _x, y, _n, _s, val) in sorted(requests.items()):
             groups.setdefault((len(y), val is not None), []).append(i)
