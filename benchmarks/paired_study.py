@@ -1,16 +1,20 @@
 """Variants of one run over seeds, compared by paired tests against a reference variant.
 
-Two studies (issues 22 and 26), each a set of variants (extra overrides) run once per seed
+Three studies (issues 22, 26 and 23), each a set of variants (extra overrides) run once per seed
 with ``python -m al_sim.run`` (no MLflow: the run dirs' ``metrics.csv`` are read back):
 
 - ``multilabel``: strategies on the synthetic multi-label default (``dataset=synthetic_chest``),
   macro-AUROC AULC, each against ``random``;
 - ``readers``: k = 1, 2, 3 simulated readers (``oracle=panel``) on the screening default,
   balanced-accuracy AULC, expert hours, AULC per expert hour, and balanced accuracy at equal
-  expert time (the 1-reader run's final hours), each against one reader.
+  expert time (the 1-reader run's final hours), each against one reader;
+- ``volumes``: strategies on the 3D synthetic default (``dataset=synthetic_volume``, ``cnn3d``),
+  AUROC AULC, each against ``random``, on a pool, test set and training sized for a shared
+  2-core CPU (``VOLUME_SIZES``).
 
     python benchmarks/paired_study.py multilabel --seeds 0,1,2,3,4 --parallel 2 --out DIR
     python benchmarks/paired_study.py readers --seeds 0,1,2,3,4 --parallel 2 --out DIR
+    python benchmarks/paired_study.py volumes --seeds 0,1,2,3,4 --parallel 2 --out DIR
     python benchmarks/paired_study.py --smoke   # each study: two tiny runs (the test suite)
 """
 
@@ -35,6 +39,16 @@ BUDGET = ["budget.initial=50", "budget.query_size=50", "budget.rounds=6"]
 SMOKE = ["budget=tiny", "budget.rounds=1", "dataset.n_pool=120", "dataset.n_test=60",
          "trainer.epochs=1", "trainer.min_steps=1"]
 SECONDS = "cost/expert_seconds"
+# The volume study's sizes: 16^3 volumes (also in --smoke), 20 initial labels, then 3 rounds
+# of 20 (4 points, 20..80) on a 200-volume pool, 100 test volumes; 5 epochs of batches of 16
+# (at least 10 steps). At 28^3 one run of these sizes took over 12 minutes at nice 19 on the
+# shared 2-core VM (load 12-14); 40 steps of the default batch (64) on 40 labels, 6 minutes.
+# AUROC, not balanced accuracy: at these sizes the model calls most test volumes normal, so
+# balanced accuracy stays near 0.5 on every run (BENCHMARKS.md, issue 23).
+VOLUME_SIDE = "dataset.image_size=16"
+VOLUME_SIZES = ["dataset.n_pool=200", "dataset.n_test=100", "budget.initial=20",
+                "budget.query_size=20", "budget.rounds=3", "trainer.epochs=5",
+                "trainer.min_steps=10", "trainer.batch_size=16"]
 
 # One screening reader (normal, benign, malignant; rows: true class, columns: the answer).
 # Malignant: sensitivity 0.869, normal: specificity 0.889 (Lehman et al., Radiology 2017,
@@ -64,6 +78,12 @@ STUDIES: dict[str, dict] = {
         "metric": "test/balanced_accuracy", "reference": "k=1",
         "variants": {"k=1": panel(1), "k=2": panel(2), "k=2+arbiter": panel(2, True),
                      "k=3": panel(3)}},
+    "volumes": {
+        "base": ["dataset=synthetic_volume", VOLUME_SIDE, *VOLUME_SIZES],
+        "metric": "test/auroc",
+        "reference": "random",
+        "variants": {s: [f"strategy={s}"] for s in
+                     ("random", "entropy", "margin", "bald", "badge", "coreset")}},
 }
 
 
@@ -180,8 +200,8 @@ def run_study(name: str, seeds: list[int], parallel: int, out: Path | None,
         ref = study["reference"]
         other = next(v for v in study["variants"] if v != ref)
         study["variants"] = {v: study["variants"][v] for v in (ref, other)}
-        study["base"] = [o for o in study["base"] if o not in BUDGET]
-        overrides = [*SMOKE, *overrides]
+        study["base"] = [o for o in study["base"] if o not in BUDGET and o not in VOLUME_SIZES]
+        overrides = [*SMOKE, *study.get("smoke", []), *overrides]
     began = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         work = (out or Path(tmp)).resolve()

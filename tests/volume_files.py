@@ -19,9 +19,11 @@ def write_nifti(path: Path, voxels: np.ndarray, affine: np.ndarray | None = None
 def write_series(folder: Path, voxels: np.ndarray, spacing: float = 2.0,
                  positions: list[float] | None = None, window: tuple | None = (40, 400),
                  intercept: float = -1024.0, seed: int = 0, series_uid: str | None = None,
-                 orientation: list[float] | None = None, prefix: str = "IM") -> Path:
+                 orientation: list[float] | None = None, prefix: str = "IM",
+                 pixel_spacing: list[float] | None = None) -> Path:
     """A CT series of ``voxels`` (slice, row, column; HU), one file per slice under random
-    names so that the name order is not the position order."""
+    names so that the name order is not the position order; ``PixelSpacing`` (row, column
+    mm) only when given."""
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
@@ -46,6 +48,8 @@ def write_series(folder: Path, voxels: np.ndarray, spacing: float = 2.0,
         ds.RescaleSlope, ds.RescaleIntercept = 1.0, intercept
         if window is not None:
             ds.WindowCenter, ds.WindowWidth = window
+        if pixel_spacing is not None:
+            ds.PixelSpacing = list(pixel_spacing)
         ds.PixelData = (np.asarray(plane) - intercept).astype(np.uint16).tobytes()
         ds.save_as(folder / f"{prefix}{names[k]:04d}.dcm", enforce_file_format=True)
     return folder

@@ -164,6 +164,8 @@ TEST_DIR = "test_images"
 POOL_LABELS_FILE = "pool_labels.csv"
 # Named intensity windows [centre, width] in the modality's units (Hounsfield for CT): the
 # usual radiology display settings, for dataset.window= and the labelling page's presets
+# dataset.spacing of volumes (al_sim.data.volume.conform)
+SPACING_MODES = ("stretch", "isotropic")
 WINDOW_PRESETS: dict[str, tuple[float, float]] = {
     "ct_soft_tissue": (40.0, 400.0),
     "ct_lung": (-600.0, 1500.0),
@@ -198,6 +200,9 @@ class FolderDatasetConf:
     # each read as image_size^3 (al_sim.data.folder_volumes)
     volumes: bool = False
     max_voxels: int = 2**28  # volumes: refuse a file that declares more voxels (1 GiB float32)
+    # volumes: stretch (each axis to image_size, spacing ignored) | isotropic (cubic voxels,
+    # the longest physical side fills image_size, the others padded; al_sim.data.volume)
+    spacing: str = "stretch"
     preprocess: PreprocessConf = field(default_factory=PreprocessConf)
 
     def __post_init__(self) -> None:
@@ -214,6 +219,10 @@ class FolderDatasetConf:
             fraction("dataset", low_open=True, test_fraction=self.test_fraction)
         self._check_window()
         positive("dataset", max_voxels=self.max_voxels)
+        if self.spacing not in SPACING_MODES:
+            raise ConfigError(f"dataset.spacing={self.spacing} is not one of "
+                              f"{', '.join(SPACING_MODES)}; stretch fills image_size on every "
+                              "axis, isotropic keeps the physical proportions and pads")
         if self.volumes and (self.manifest is not None or self.channels != 1):
             raise ConfigError("dataset.volumes=true reads greyscale volumes from class folders: "
                               "drop dataset.manifest and keep dataset.channels=1")

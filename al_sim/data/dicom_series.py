@@ -6,17 +6,18 @@ The folder must hold one series (one ``SeriesInstanceUID``), one orientation and
 one slice size; the gaps between positions must be equal (within
 ``_SPACING_TOLERANCE`` of their median): a gap of about twice the median is a
 missing slice, anything else an inconsistent spacing, and each is a DataError
-naming the series and the positions. Headers are read first (no pixels) and the
-voxel count checked against ``dataset.max_voxels``; then each slice's stored
-values go through its modality LUT (Hounsfield units for CT). The first slice's
-VOI window is the series' default window.
+naming the series and the positions. The voxel spacing is the gap between positions and
+the slices' ``PixelSpacing`` (rows, columns), which must agree between slices. Headers are
+read first (no pixels) and the voxel count checked against ``dataset.max_voxels``; then
+each slice's stored values go through its modality LUT (Hounsfield units for CT). The first
+slice's VOI window is the series' default window.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
@@ -34,11 +35,13 @@ _SHOWN = 3  # positions listed in an error
 
 @dataclass(frozen=True)
 class Series:
-    """A series' voxels (modality units, ``D x H x W``), its own window, and MONOCHROME1."""
+    """A series' voxels (modality units, ``D x H x W``), its own window, MONOCHROME1, and
+    its voxel spacing along D, H, W (mm; None where the headers do not say it)."""
 
     voxels: np.ndarray
     window: Window | None
     inverted: bool
+    spacing: tuple[float, float, float] | None = None
 
 
 def series_files(folder: Path) -> list[Path]:
@@ -68,8 +71,10 @@ def _one(values: set[object], what: str, folder: Path, fix: str) -> None:
         raise DataError(f"{folder}: the slices mix {len(values)} {what} ({shown}); {fix}")
 
 
-def _order(folder: Path, headers: list[Dataset], names: list[str]) -> list[int]:
-    """Slice indices sorted along the normal; DataError for gaps and uneven spacing."""
+def _order(folder: Path, headers: list[Dataset],
+           names: list[str]) -> tuple[list[int], float | None]:
+    """Slice indices sorted along the normal, and the gap between slices (None for one
+    slice); DataError for gaps and uneven spacing."""
     missing = [n for n, h in zip(names, headers, strict=True)
                if "ImagePositionPatient" not in h or "ImageOrientationPatient" not in h]
     if missing:
@@ -82,7 +87,7 @@ def _order(folder: Path, headers: list[Dataset], names: list[str]) -> list[int]:
     order = np.argsort(pos, kind="stable")
     gaps = np.diff(pos[order])
     if len(gaps) == 0:
-        return [int(i) for i in order]
+        return [int(i) for i in order], None
     step = float(np.median(gaps))
     if step <= 0 or np.any(gaps <= _SPACING_TOLERANCE * step):
         dup = [names[order[i]] for i in np.flatnonzero(gaps <= _SPACING_TOLERANCE * step)]
@@ -98,7 +103,27 @@ def _order(folder: Path, headers: list[Dataset], names: list[str]) -> list[int]:
         raise DataError(f"{folder}: inconsistent slice spacing {where} ({gaps[i]:.2f} mm, "
                         f"median {step:.2f} mm); resample it to even spacing or export the "
                         "complete series")
-    return [int(i) for i in order]
+    return [int(i) for i in order], step
+
+
+def _spacing(folder: Path, headers: list[Dataset],
+             step: float | None) -> tuple[float, float, float] | None:
+    """(slice gap, row spacing, column spacing) in mm; None when a part is not stated (one
+    slice without SpacingBetweenSlices/SliceThickness, or no PixelSpacing); DataError when
+    the slices state different pixel spacings."""
+    pixel: set[object] = {tuple(round(float(v), 4) for v in h.PixelSpacing)
+                          if "PixelSpacing" in h else None for h in headers}
+    _one(pixel, "pixel spacings (PixelSpacing, mm)", folder,
+         "resample the slices to one pixel spacing or put each acquisition in a folder of its "
+         "own")
+    rows_cols = cast("tuple[float, ...] | None", pixel.pop())
+    if step is None:  # one slice: its stated thickness
+        first = headers[0]
+        stated = first.get("SpacingBetweenSlices") or first.get("SliceThickness")
+        step = float(stated) if stated else None
+    if rows_cols is None or len(rows_cols) != 2 or step is None:
+        return None
+    return step, rows_cols[0], rows_cols[1]
 
 
 def read_series(folder: Path, max_voxels: int) -> Series:
@@ -121,7 +146,8 @@ def read_series(folder: Path, max_voxels: int) -> Series:
          "slice sizes", folder, "put each acquisition in a folder of its own")
     check_voxels((len(files), int(headers[0].Rows), int(headers[0].Columns)), max_voxels,
                  str(folder))
-    order = _order(folder, headers, names)
+    order, step = _order(folder, headers, names)
+    spacing = _spacing(folder, headers, step)
     slices = []
     for i in order:
         try:
@@ -140,4 +166,4 @@ def read_series(folder: Path, max_voxels: int) -> Series:
     if "WindowCenter" in first and "WindowWidth" in first:
         window = (_first(first.WindowCenter), _first(first.WindowWidth))
     inverted = str(getattr(first, "PhotometricInterpretation", "")) == "MONOCHROME1"
-    return Series(finite(np.stack(slices), str(folder)), window, inverted)
+    return Series(finite(np.stack(slices), str(folder)), window, inverted, spacing)

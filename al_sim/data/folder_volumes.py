@@ -6,13 +6,15 @@ class folder (and ``unlabeled_pool_images/``) holds NIfTI files (``.nii``,
 each (:mod:`al_sim.data.dicom_series`). A volume's name is its path relative to
 the root (``unlabeled_pool_images/case7.nii.gz``, ``unlabeled_pool_images/case8``
 for a series), as ``pool_labels.csv`` names it. Each volume is windowed and
-resampled to ``image_size`` per axis (:mod:`al_sim.data.volume`); the pool is
+resampled to ``image_size`` per axis, stretched or at isotropic spacing and padded
+(``dataset.spacing``, :mod:`al_sim.data.volume`); the pool is
 float32 ``N x 1 x D x H x W`` in [0, 1]. Unreadable volumes are reported together,
 each by name with its fix.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -22,9 +24,9 @@ from al_sim.config.data import INITIAL_DIR, POOL_DIR, TEST_DIR, FolderDatasetCon
 from al_sim.data.base import ALDataset
 from al_sim.data.dicom_series import read_series, series_files
 from al_sim.data.folder import listing, read_pool_labels
-from al_sim.data.nifti import is_nifti, read_nifti
+from al_sim.data.nifti import is_nifti, load_nifti, read_nifti
 from al_sim.data.sources import sources
-from al_sim.data.volume import Window, intensity, resample, resolve_window
+from al_sim.data.volume import Window, conform, intensity, resolve_window
 from al_sim.maths.sampling import stratified_sample
 from al_sim.runtime.errors import ConfigError, DataError
 from al_sim.runtime.reading import Unreadable
@@ -69,16 +71,20 @@ def _classes(folder: Path, root: Path) -> dict[str, list[Path]]:
     return {d.name: volumes_in(d, root) for d in _visible(folder) if d.is_dir()}
 
 
-def read_volume(path: Path, size: int, window: Window | None, max_voxels: int) -> np.ndarray:
-    """One volume as float32 ``size^3`` in [0, 1] (see the module doc)."""
+def read_volume(path: Path, size: int, window: Window | None, max_voxels: int,
+                spacing: str = "stretch") -> np.ndarray:
+    """One volume as float32 ``size^3`` in [0, 1] (see the module doc); ``spacing`` is
+    ``dataset.spacing``."""
+    voxel: Sequence[float] | None
     if path.is_dir():
         series = read_series(path, max_voxels)
-        scaled = intensity(series.voxels, window or series.window)
+        scaled, voxel = intensity(series.voxels, window or series.window), series.spacing
         if series.inverted:
             scaled = 1.0 - scaled
     else:
-        scaled = intensity(read_nifti(path, max_voxels), window)
-    return resample(scaled, size)
+        voxels, voxel = load_nifti(path, max_voxels)
+        scaled = intensity(voxels, window)
+    return conform(scaled, size, voxel, spacing, str(path))
 
 
 def original_voxels(path: Path, max_voxels: int = FolderDatasetConf.max_voxels) -> np.ndarray:
@@ -94,7 +100,7 @@ def read_volumes(paths: list[Path], root: Path, conf: FolderDatasetConf) -> np.n
     for i, path in enumerate(paths):
         with unreadable.reading(path.relative_to(root).as_posix()):
             try:
-                out[i, 0] = read_volume(path, size, window, conf.max_voxels)
+                out[i, 0] = read_volume(path, size, window, conf.max_voxels, conf.spacing)
             except DataError as exc:  # named by its relative path already: say what is wrong
                 text = str(exc).replace(f"{path}: ", "").replace(f"{path}/", "")
                 raise DataError(text) from None

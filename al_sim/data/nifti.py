@@ -3,7 +3,8 @@
 The image is reoriented to the closest canonical (RAS+) axes, so that every
 volume of a folder has the same anatomy on the same axis whatever its scanner
 stored, and returned ``D x H x W`` = (superior, anterior, right) axes reversed
-(z, y, x). The header's shape is checked against ``dataset.max_voxels`` before
+(z, y, x), with its voxel spacing (the header's zooms, mm) in the same order. The
+header's shape is checked against ``dataset.max_voxels`` before
 any voxel is read; a 4D file with one volume is taken as 3D. Every failure is a
 DataError naming the file.
 """
@@ -37,6 +38,12 @@ def nifti_stem(name: str) -> str:
 
 def read_nifti(path: Path, max_voxels: int) -> np.ndarray:
     """The volume of ``path`` as float32 ``D x H x W`` in the file's units (scaled)."""
+    return load_nifti(path, max_voxels)[0]
+
+
+def load_nifti(path: Path, max_voxels: int) -> tuple[np.ndarray, tuple[float, ...]]:
+    """The volume of ``path`` (as :func:`read_nifti`) and its voxel spacing along D, H, W
+    as the header states it (mm; checked where it is used: ``dataset.spacing``)."""
     import nibabel as nib
     from nibabel.filebasedimages import ImageFileError
 
@@ -60,4 +67,5 @@ def read_nifti(path: Path, max_voxels: int) -> np.ndarray:
         raise DataError(f"{path}: damaged voxel data ({type(exc).__name__}: "
                         f"{str(exc)[:200]}); {fix}") from None
     data = data.reshape(data.shape[:3])
-    return finite(np.ascontiguousarray(data.transpose(2, 1, 0)), str(path))
+    zooms = tuple(float(z) for z in canonical.header.get_zooms()[:3])
+    return finite(np.ascontiguousarray(data.transpose(2, 1, 0)), str(path)), zooms[::-1]
