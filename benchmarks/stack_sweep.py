@@ -9,7 +9,7 @@ repeat on 2 cores); ``--seeds``/``--reps`` and overrides make it smaller:
 
     python benchmarks/stack_sweep.py --reps 3
     python benchmarks/stack_sweep.py --seeds 0,1 --reps 2 budget=tiny    # a reduced study
-    python benchmarks/stack_sweep.py --smoke                             # 2 tiny runs, once
+    python benchmarks/stack_sweep.py --smoke                             # 2 tiny runs, once, 1 worker
     python benchmarks/stack_sweep.py --launchers lock-step,stacked --seeds 0,1,2,3,4 --reps 1 \
         budget=tiny     # lock-step's paired AULC against the same runs alone, per strategy
 """
@@ -70,7 +70,10 @@ def main() -> None:
     args, overrides = parser.parse_known_args()
     names = args.launchers.split(",") if args.launchers else [
         n for n in LAUNCHERS if not (args.smoke and n == "lock-step")]
-    chosen = {n: LAUNCHERS[n] for n in names}
+    # --smoke: one worker, so each sweep runs its jobs in the launcher's own process (the
+    # benchmark's path end to end without starting worker interpreters)
+    chosen = {n: [a.replace("n_jobs=2", "n_jobs=1") if args.smoke else a for a in LAUNCHERS[n]]
+              for n in names}
     study = [*SMOKE, *overrides] if args.smoke else list(overrides)
     if args.seeds and not args.smoke:
         study.append(f"seed={args.seeds}")
