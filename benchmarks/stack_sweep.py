@@ -9,7 +9,7 @@ repeat on 2 cores); ``--seeds``/``--reps`` and overrides make it smaller:
 
     python benchmarks/stack_sweep.py --reps 3
     python benchmarks/stack_sweep.py --seeds 0,1 --reps 2 budget=tiny    # a reduced study
-    python benchmarks/stack_sweep.py --smoke                             # 2 tiny runs, once, 1 worker
+    python benchmarks/stack_sweep.py --smoke           # 2 tiny runs, once, on 1 worker
     python benchmarks/stack_sweep.py --launchers lock-step,stacked --seeds 0,1,2,3,4 --reps 1 \
         budget=tiny     # lock-step's paired AULC against the same runs alone, per strategy
 """
