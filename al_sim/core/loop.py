@@ -28,7 +28,7 @@ from al_sim.core.events import (
 from al_sim.core.model_view import TrainedModelView, check_trained, pool_rows
 from al_sim.core.oracle import Annotator, CostedOracle, RecordingOracle
 from al_sim.core.pool import LabelPool
-from al_sim.core.scoring import PROBS, images_source
+from al_sim.core.scoring import PROBS, images_source, one_array
 from al_sim.core.training import Trainer
 from al_sim.data.base import ALDataset
 from al_sim.maths.stop_signals import PREFIX, StopMonitor, first_holding, parse_rules, stop_set
@@ -232,13 +232,11 @@ def run_active_learning(
         train_s = time.perf_counter() - start
         hooks.fire("on_progress", round_, "evaluating", 0, 0)
         start = time.perf_counter()
-        probs = trainer.score(model, test, None, PROBS)
-        assert isinstance(probs, np.ndarray)
+        probs = one_array(trainer.score(model, test, None, PROBS))
         check_trained(fit, probs, round_)
         eval_s = time.perf_counter() - start
         metrics = task.metrics(dataset.test_y, probs)
-        stop_probs = trainer.score(model, rows, stop_idx, PROBS)
-        assert isinstance(stop_probs, np.ndarray)
+        stop_probs = one_array(trainer.score(model, rows, stop_idx, PROBS))
         signals = monitor.update(task.decisions(stop_probs),
                                  np.repeat(pool.round_of(stop_idx) < 0, per_image),
                                  metrics[budget.stop_metric])

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from al_sim.core.events import FitReport
-from al_sim.core.scoring import PROBS, Need, Output, Source, source_of
+from al_sim.core.scoring import PROBS, Need, Output, Source, one_array, source_of, two_arrays
 from al_sim.core.training import Trainer
 from al_sim.data.base import ALDataset, Images
 from al_sim.models.base import ALModel
@@ -33,24 +33,20 @@ class TrainedModelView:
         return self._trainer.score(self._model, self._source, np.asarray(indices), need)
 
     def probs(self, indices: np.ndarray) -> np.ndarray:
-        probs = self._ask(indices, PROBS)
-        assert isinstance(probs, np.ndarray)
+        probs = one_array(self._ask(indices, PROBS))
         return checked_array(probs, "pool probabilities", self._axis, self._round)
 
     def features(self, indices: np.ndarray) -> np.ndarray:
-        features = self._ask(indices, Need("features"))
-        assert isinstance(features, np.ndarray)
+        features = one_array(self._ask(indices, Need("features")))
         return checked_array(features, "pool features", None, self._round)
 
     def features_and_probs(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        both = self._ask(indices, Need("features_and_probs"))
-        assert isinstance(both, tuple)
+        both = two_arrays(self._ask(indices, Need("features_and_probs")))
         return (checked_array(both[0], "pool features", None, self._round),
                 checked_array(both[1], "pool probabilities", self._axis, self._round))
 
     def mc_probs(self, indices: np.ndarray, samples: int) -> np.ndarray:
-        mc = self._ask(indices, Need("mc", samples, self._seed))
-        assert isinstance(mc, np.ndarray)
+        mc = one_array(self._ask(indices, Need("mc", samples, self._seed)))
         return checked_array(mc, "pool MC-dropout probabilities",
                              None if self._axis is None else 2, self._round)
 

@@ -41,6 +41,20 @@ class Need:
 PROBS = Need("probs")
 
 
+def one_array(out: Output) -> np.ndarray:
+    """``out`` as the one array that every need but ``features_and_probs`` answers."""
+    if isinstance(out, tuple):
+        raise TypeError("two arrays (features and probabilities) where one was asked for")
+    return out
+
+
+def two_arrays(out: Output) -> tuple[np.ndarray, np.ndarray]:
+    """``out`` as the (features, probabilities) pair that ``features_and_probs`` answers."""
+    if not isinstance(out, tuple):
+        raise TypeError("one array where features and probabilities were asked for")
+    return out
+
+
 @dataclass(frozen=True)
 class Source:
     """Images by index (``rows``), their count and identity: sources with one ``key`` hold the
