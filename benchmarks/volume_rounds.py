@@ -8,7 +8,9 @@ For each row (model x side), interleaved over ``--repeats``:
 - **score**: ``Trainer.predict_proba`` over a pool of ``--pool`` uint8 volumes (per-batch
   conversion, batches sized by ``trainer.inference_memory_mb``), seconds per volume;
 - **naive**: a bare ``model(x)`` loop over the same pool already in float32, batches of
-  ``--naive-batch``, ``torch.no_grad``, seconds per volume; **x naive** = naive / al_sim.
+  ``--naive-batch``, ``torch.no_grad``, on a copy of the same weights in torch's default
+  memory format (as ``benchmarks/pool_scoring.py``'s naive loop), seconds per volume;
+  **x naive** = naive / al_sim. Score and naive take turns going first after the fit.
 
 A round of the default budget and trainer (``trainer.min_steps`` steps of
 ``trainer.batch_size`` volumes, then scoring a pool of ``--round-pool`` volumes) is
@@ -21,6 +23,7 @@ estimated from the medians: steps x step time + pool x score time. Medians with 
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import statistics
 import time
@@ -55,26 +58,30 @@ class Row:
         self.pool = torch.from_numpy(pool[: args.pool])
         self.train_x, self.train_y = torch.from_numpy(pool[: args.batch]), labels[: args.batch]
         conf = TrainerConf(epochs=1, min_steps=1, batch_size=args.batch,
-                           inference_memory_mb=float(defaults.inference_memory_mb))
+                           inference_memory_mb=float(defaults.inference_memory_mb),
+                           eval_batch_table=dict(defaults.eval_batch_table))
         self.trainer = Trainer(conf, Preprocess(PreprocessConf(), 1, spatial_rank=3),
                                torch.device("cpu"))
         self.naive_batch = args.naive_batch
         self.step, self.score, self.naive = [], [], []  # type: ignore[var-annotated]
 
-    def measure_once(self) -> None:
+    def measure_once(self, naive_first: bool = False) -> None:
         start = time.perf_counter()
         self.trainer.fit(self.model, self.train_x, self.train_y, 2, seed=0)
         self.step.append(time.perf_counter() - start)
-        start = time.perf_counter()
-        self.trainer.predict_proba(self.model, self.pool)
-        self.score.append((time.perf_counter() - start) / len(self.pool))
+        # the bare loop's own copy in torch's default memory format, as a user's loop has it
+        # (al_sim's scoring leaves its model channels-last)
+        bare = copy.deepcopy(self.model).to(memory_format=torch.contiguous_format).eval()
         x = self.pool.float().div_(255).sub_(0.5).div_(0.5)
-        self.model.eval()
-        start = time.perf_counter()
-        with torch.no_grad():
-            for i in range(0, len(x), self.naive_batch):
-                self.model(x[i : i + self.naive_batch])
-        self.naive.append((time.perf_counter() - start) / len(x))
+        for which in ("naive", "score") if naive_first else ("score", "naive"):
+            start = time.perf_counter()
+            if which == "score":
+                self.trainer.predict_proba(self.model, self.pool)
+            else:
+                with torch.no_grad():
+                    for i in range(0, len(x), self.naive_batch):
+                        bare(x[i : i + self.naive_batch])
+            getattr(self, which).append((time.perf_counter() - start) / len(x))
 
 
 def spread(values: list[float], scale: float = 1.0, fmt: str = "{:.3f}") -> str:
@@ -104,9 +111,9 @@ def main() -> None:
     for row in rows:  # warm-up, not counted: first-call imports, the activation probe
         row.measure_once()
         row.step, row.score, row.naive = [], [], []
-    for _ in range(args.repeats):
-        for row in rows:
-            row.measure_once()
+    for repeat in range(args.repeats):
+        for row in rows:  # the first pass after a fit is slower: each side goes first in turn
+            row.measure_once(naive_first=repeat % 2 == 1)
     print(f"volume rounds: {args.repeats} repeats, {args.threads} threads, pool {args.pool}, "
           f"train batch {args.batch}, load {os.getloadavg()[0]:.2f}")
     print(f"{'row':<18} {'train step s':>22} {'score ms/vol':>22} {'naive ms/vol':>22} "

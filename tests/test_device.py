@@ -54,6 +54,21 @@ def test_auto_eval_batch_uses_the_most_specific_table_entry() -> None:
     assert _trainer(eval_batch_size=7, eval_batch_table=table).eval_batch_size(model, x) == 7
 
 
+def test_volumes_take_their_own_table_entries_before_the_2d_ones() -> None:
+    model = SimpleCNN(1, 2, widths=[4], hidden=8, dropout=0.0, spatial_dims=3)
+    v = torch.zeros(10, 1, 28, 28, 28, dtype=torch.uint8)
+    table = {"cpu": 64, "cpu-SimpleCNN-28": 512, "cpu-3d": 8}
+
+    def batch(x: torch.Tensor, table: dict[str, int]) -> int:
+        return _trainer(eval_batch_table=table, inference_memory_mb=None).eval_batch_size(model, x)
+
+    assert batch(v, table) == 8
+    assert batch(v, {**table, "cpu-SimpleCNN-3d": 16}) == 16
+    assert batch(v, {**table, "cpu-SimpleCNN-3d": 16, "cpu-SimpleCNN-28^3": 4}) == 4
+    assert batch(v, {"cpu": 32}) == 32
+    assert batch(torch.zeros(10, 1, 28, 28, dtype=torch.uint8), table) == 512  # 2D unchanged
+
+
 def test_predictions_do_not_depend_on_the_eval_batch_size() -> None:
     model, x = _model(), torch.randint(0, 256, (300, 1, 28, 28), dtype=torch.uint8)
     auto = _trainer(eval_batch_table={"cpu": 1000}).predict_proba(model, x)

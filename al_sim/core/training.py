@@ -99,7 +99,10 @@ class Trainer:
             return int(self.conf.eval_batch_size)
         table, dev = self.conf.eval_batch_table, self.device.type
         name, px = type(model).__name__, x.shape[-1]
-        for key in (f"{dev}-{name}-{px}", f"{dev}-{name}"):
+        keys = [f"{dev}-{name}-{px}", f"{dev}-{name}"]
+        if len(x.shape) == 5:  # volumes: their own entries first (a 28^3 pass is not a 28 px one)
+            keys = [f"{dev}-{name}-{px}^3", f"{dev}-{name}-3d", f"{dev}-3d", *keys]
+        for key in keys:
             if key in table:
                 return int(table[key])
         return int(table[dev])  # TrainerConf keeps an entry per device
