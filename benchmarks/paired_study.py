@@ -14,7 +14,7 @@ with ``python -m al_sim.run`` (no MLflow: the run dirs' ``metrics.csv`` are read
 
     python benchmarks/paired_study.py multilabel --seeds 0,1,2,3,4 --parallel 2 --out DIR
     python benchmarks/paired_study.py readers --seeds 0,1,2,3,4 --parallel 2 --out DIR
-    python benchmarks/paired_study.py volumes --seeds 0,1,2,3,4 --parallel 2 --out DIR
+    python benchmarks/paired_study.py volumes --seeds 0,1,2,3,4 --parallel 2 --out DIR [--side 28]
     python benchmarks/paired_study.py --smoke   # each study: two tiny runs (the test suite)
 """
 
@@ -185,10 +185,14 @@ def table(study: dict, results: dict[str, dict[int, dict[str, np.ndarray]]]) -> 
 
 
 def run_study(name: str, seeds: list[int], parallel: int, out: Path | None,
-              overrides: list[str], smoke: bool, only: list[str] | None = None) -> int:
+              overrides: list[str], smoke: bool, only: list[str] | None = None,
+              side: int | None = None) -> int:
     """Run study ``name`` (``only`` these variants and the reference) and print its table;
     the number of runs that failed."""
     study = dict(STUDIES[name])
+    if side is not None and not smoke:  # the volume side (the study's 16^3 by default)
+        study["base"] = [f"dataset.image_size={side}" if o == VOLUME_SIDE else o
+                         for o in study["base"]]
     if only:
         unknown = sorted(set(only) - set(study["variants"]))
         if unknown:
@@ -226,6 +230,8 @@ def main() -> int:
                              "is always run)")
     parser.add_argument("--out", type=Path, default=None,
                         help="folder of the run dirs (kept; finished runs are reused)")
+    parser.add_argument("--side", type=int, default=None,
+                        help="volumes: voxels a side (default 16; the dataset's own is 28)")
     parser.add_argument("--smoke", action="store_true",
                         help="two variants, one seed, tiny sizes: seconds (the tests)")
     args, overrides = parser.parse_known_args()
@@ -235,7 +241,7 @@ def main() -> int:
     seeds = [0] if args.smoke else [int(s) for s in args.seeds.split(",")]
     only = args.variants.split(",") if args.variants else None
     failed = sum(run_study(n, seeds, args.parallel, args.out and args.out / n, overrides,
-                           args.smoke, only) for n in names)
+                           args.smoke, only, args.side) for n in names)
     return 1 if failed else 0
 
 

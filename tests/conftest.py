@@ -55,6 +55,9 @@ FAST_CLI = [
     "trainer.num_threads=1",
     "progress=false",
 ]
+# A submitit launcher asks after its jobs every hydra.callbacks.sweep.status_poll_s (10 s, for a
+# SLURM scheduler's sake): a local sweep would wait up to that long after its last job ends.
+QUICK_POLL = "hydra.callbacks.sweep.status_poll_s=0.2"
 
 
 @functools.cache

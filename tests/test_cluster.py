@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import FAST_CLI, REPO, run_cli
+from tests.conftest import FAST_CLI, QUICK_POLL, REPO, run_cli
 
 pytestmark = pytest.mark.slow
 for _tool in ("initdb", "pg_ctl", "postgres"):
@@ -237,8 +237,9 @@ def test_submitit_local_sweep_gives_the_same_runs(ray_sweep: dict, server: Serve
                                                   workdir: Path) -> None:
     cwd = workdir / "submitit_launch"
     cwd.mkdir()
-    proc = sweep(["hydra/launcher=al_submitit_local", *GRID, f"tracking.uri={server.uri}",
-                  "tracking.experiment=submitit", f"hydra.sweep.dir={cwd / 'sweep'}"], cwd)
+    proc = sweep(["hydra/launcher=al_submitit_local", *GRID, QUICK_POLL,
+                  f"tracking.uri={server.uri}", "tracking.experiment=submitit",
+                  f"hydra.sweep.dir={cwd / 'sweep'}"], cwd)
     assert proc.returncode == 0, proc.stderr[-3000:]
     client, children = check_sweep(server.uri, "submitit")
     assert curves(client, children) == ray_sweep["curves"]  # same config, same curves

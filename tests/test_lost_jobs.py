@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import FAST_CLI, all_experiments
+from tests.conftest import FAST_CLI, QUICK_POLL, all_experiments
 
 pytestmark = pytest.mark.slow
 pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason='pip install -e ".[slurm]"')
@@ -27,7 +27,7 @@ STEPS = [20, 30, 40, 50, 60, 70]
 
 def sweep_args(cwd: Path) -> list[str]:
     return ["-m", "hydra/launcher=al_submitit_local", "seed=0,1", "budget=tiny",
-            "budget.rounds=5", *FAST_CLI, f"hydra.sweep.dir={cwd / 'sweep'}"]
+            "budget.rounds=5", *FAST_CLI, QUICK_POLL, f"hydra.sweep.dir={cwd / 'sweep'}"]
 
 
 def launch(cwd: Path) -> subprocess.Popen:

@@ -17,13 +17,13 @@ from mlflow.tracking import MlflowClient
 
 from al_sim.app.launchers.orphans import submitted_jobs
 from al_sim.runtime.errors import ConfigError
-from tests.conftest import FAST_CLI, all_experiments, compose_config, run_cli
+from tests.conftest import FAST_CLI, QUICK_POLL, all_experiments, compose_config, run_cli
 
 pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason='pip install -e ".[slurm]"')
 
 GIB = 2**30
 STACKED = ["hydra/launcher=al_stack_local", "hydra.launcher.stack_size=2", "budget=tiny",
-           *FAST_CLI, "hydra.sweep.dir=sweep", "tracking.query_grids=false"]
+           *FAST_CLI, QUICK_POLL, "hydra.sweep.dir=sweep", "tracking.query_grids=false"]
 
 
 def launcher(name: str, *overrides: str):
