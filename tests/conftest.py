@@ -27,6 +27,7 @@ from al_sim.config.schema import TrainerConf
 from al_sim.core.training import Trainer
 from al_sim.data.synthetic import load_synthetic
 from al_sim.data.transforms import Preprocess
+from tests import fork_server
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_MEDMNIST = REPO.parent / "shared" / "data" / "medmnist"
@@ -92,7 +93,8 @@ def run_cli(args: list[str], cwd: Path, module: str = "al_sim.run", timeout: flo
     ``store``: start from an empty MLflow store in ``cwd`` (as after a first run) rather
     than have the run create one. ``process``: in a new interpreter (True) or in this one
     (False, :func:`run_here`); by default a new one only for a sweep (``-m``), whose
-    launchers start worker processes that outlive a call."""
+    launchers start worker processes that outlive a call. A new process is forked from a
+    server that has the libraries imported (tests/fork_server.py)."""
     if process is None:
         process = any(a in ("-m", "--multirun") for a in args)
     if not process:
@@ -101,8 +103,7 @@ def run_cli(args: list[str], cwd: Path, module: str = "al_sim.run", timeout: flo
     full_env.update(env or {})
     if store and module == "al_sim.run":
         seed_store(cwd, args, full_env)
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=full_env,
-                          capture_output=True, text=True, timeout=timeout, check=False)
+    return fork_server.run(module, args, cwd, full_env, timeout=timeout)
 
 
 def run_here(args: list[str], cwd: Path, module: str = "al_sim.run",

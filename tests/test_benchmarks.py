@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests import fork_server
 
 pytestmark = pytest.mark.slow
 
@@ -34,8 +34,7 @@ def smoke(script: Path, tmp_path: Path) -> None:
     """``python <script> --smoke`` exits 0 and prints figures."""
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     env["PYTHONPATH"] = str(REPO)
-    proc = subprocess.run([sys.executable, str(script), "--smoke"], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=300)
+    proc = fork_server.run(str(script), ["--smoke"], tmp_path, env, module=False, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert any(re.search(r"\d", line) for line in proc.stdout.splitlines()), proc.stdout
 

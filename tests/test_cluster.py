@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import fork_server
 from tests.conftest import FAST_CLI, QUICK_POLL, REPO, run_cli
 
 pytestmark = pytest.mark.slow
@@ -162,14 +163,12 @@ def ray_head(workdir: Path) -> Iterator[str]:
 
 
 def sweep(args: list[str], cwd: Path, ray_address: str | None = None,
-          wait: bool = True) -> subprocess.CompletedProcess[str] | subprocess.Popen:
+          wait: bool = True) -> subprocess.CompletedProcess[str] | fork_server.Process:
     env = {"RAY_ADDRESS": ray_address} if ray_address else {}
     if wait:
         return run_cli(["-m", *args], cwd, timeout=600, env=env)
     full_env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    return subprocess.Popen([sys.executable, "-m", "al_sim.run", "-m", *args], cwd=cwd,
-                            env={**full_env, **env}, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return fork_server.start("al_sim.run", ["-m", *args], cwd, {**full_env, **env})
 
 
 def check_sweep(uri: str, experiment: str) -> tuple[MlflowClient, list]:
@@ -290,8 +289,7 @@ def test_the_server_restarting_mid_run_loses_no_metric(ray_sweep: dict, server: 
             f"tracking.uri={server.uri}", "tracking.experiment=restart",
             "tracking.retry_timeout_s=600", f"hydra.run.dir={run_dir}"]
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    proc = subprocess.Popen([sys.executable, "-m", "al_sim.run", *args], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = fork_server.start("al_sim.run", [*args], cwd, env)
     try:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and proc.poll() is None:
@@ -338,10 +336,9 @@ def test_runs_started_together_on_a_new_postgres_database(tmp_path: Path) -> Non
         start_postgres(data, port, user, root / "pg.log")
         uri = create_database(port, secret)
         env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-        procs = [subprocess.Popen(
-            [sys.executable, "-m", "al_sim.run", "budget=tiny", f"seed={seed}", *FAST_CLI,
-             f"tracking.uri={uri}", f"hydra.run.dir={tmp_path / f'run{seed}'}"],
-            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        procs = [fork_server.start(
+            "al_sim.run", ["budget=tiny", f"seed={seed}", *FAST_CLI, f"tracking.uri={uri}",
+                           f"hydra.run.dir={tmp_path / f'run{seed}'}"], tmp_path, env)
             for seed in range(3)]
         outputs = [proc.communicate(timeout=300) for proc in procs]
         for proc, (out, err) in zip(procs, outputs, strict=True):

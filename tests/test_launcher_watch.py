@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
+from tests import fork_server
 from tests.conftest import FAST_CLI, all_experiments, run_cli
 
 pytestmark = [pytest.mark.slow,
@@ -64,12 +63,11 @@ def rounds_logged(cwd: Path) -> list[int]:
 
 
 def start_then_signal(cwd: Path, sig: int, args: list[str] = SWEEP, in_round_0: bool = False,
-                      env: dict[str, str] | None = None) -> tuple[subprocess.Popen, list[int]]:
+                      env: dict[str, str] | None = None) -> tuple[fork_server.Process, list[int]]:
     """Start the sweep; once both jobs logged a round (or, ``in_round_0``, once both have an
     MLflow run and no round yet), send ``sig`` to the launcher only."""
     env = {**{k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}, **(env or {})}
-    proc = subprocess.Popen([sys.executable, "-m", "al_sim.run", *args], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = fork_server.start("al_sim.run", [*args], cwd, env)
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and proc.poll() is None:
         done = rounds_logged(cwd)

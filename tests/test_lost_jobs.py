@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from tests import fork_server
 from tests.conftest import FAST_CLI, QUICK_POLL, all_experiments
 
 pytestmark = pytest.mark.slow
@@ -30,10 +31,9 @@ def sweep_args(cwd: Path) -> list[str]:
             "budget.rounds=5", *FAST_CLI, QUICK_POLL, f"hydra.sweep.dir={cwd / 'sweep'}"]
 
 
-def launch(cwd: Path) -> subprocess.Popen:
+def launch(cwd: Path) -> fork_server.Process:
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    return subprocess.Popen([sys.executable, "-m", "al_sim.run", *sweep_args(cwd)], cwd=cwd,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return fork_server.start("al_sim.run", [*sweep_args(cwd)], cwd, env)
 
 
 def job_pids(sweep: Path) -> list[int]:

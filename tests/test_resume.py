@@ -5,8 +5,6 @@ from __future__ import annotations
 import csv
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,6 +12,7 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
+from tests import fork_server
 from tests.conftest import FAST_CLI, all_experiments, run_cli
 
 pytestmark = pytest.mark.slow
@@ -29,11 +28,10 @@ def metrics_rows(run_dir: Path) -> list[dict[str, str]]:
 
 
 def start_and_stop_after(args: list[str], cwd: Path, run_dir: Path, rounds: int,
-                         sig: int) -> subprocess.Popen:
+                         sig: int) -> fork_server.Process:
     """Start the CLI, then send ``sig`` once ``rounds`` rounds are in metrics.csv."""
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    proc = subprocess.Popen([sys.executable, "-m", "al_sim.run", *args], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = fork_server.start("al_sim.run", [*args], cwd, env)
     deadline = time.monotonic() + 240
     metrics = run_dir / "metrics.csv"
     while time.monotonic() < deadline and proc.poll() is None:

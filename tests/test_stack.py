@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -24,6 +22,7 @@ from al_sim.app.launchers.stacking import (
 from al_sim.core.footprint import free_bytes, member_bytes
 from al_sim.models.simple_cnn import SimpleCNN
 from al_sim.runtime.errors import ConfigError
+from tests import fork_server
 from tests.conftest import FAST_CLI, REPO, all_experiments, run_cli
 
 ENV = {"PYTHONPATH": str(REPO)}  # the workers import tests.stack_faults
@@ -143,8 +142,7 @@ def test_a_killed_stack_resumes_each_member_into_its_run(tmp_path: Path) -> None
     args = ["-m", "strategy=random,entropy", "seed=0", *TINY, "budget.rounds=2",
             "hydra/launcher=al_stack", "hydra.launcher.stack_size=2"]
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    proc = subprocess.Popen([sys.executable, "-m", "al_sim.run", *args], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = fork_server.start("al_sim.run", [*args], tmp_path, env)
     try:
         deadline = time.monotonic() + 300
         while not list((tmp_path / "sweep").glob("*/checkpoint.pt")):  # member 1 past round 0
