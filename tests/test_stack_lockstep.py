@@ -1,14 +1,13 @@
 """A stack whose members train in lock-step (``hydra.launcher.lockstep=true``): the mixed stack
 gives the files and the MLflow contract of an unstacked run, and its failing member fails alone;
-a killed stack resumes each member into its run; each round's pool scoring is one pass through
-the stack, each member selecting from its own outputs (in-process, the loop in member threads)."""
+a stopped stack closes each member's run KILLED and resumes it; each round's pool scoring is
+one pass through the stack, each member selecting from its own outputs (in-process, the loop
+in member threads)."""
 
 from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from al_sim.strategies.base import ArrayModelView, QueryContext, Strategy
 from al_sim.strategies.bayesian import BALD
 from al_sim.strategies.diversity import BADGE
 from al_sim.strategies.uncertainty import Entropy
+from tests import fork_server
 from tests.conftest import REPO, run_cli
 from tests.stack_faults import RaisingSampling
 from tests.test_loop import Factory, Recorder
@@ -90,24 +90,28 @@ def test_a_mixed_lockstep_stack_has_the_form_of_runs_alone_and_a_failing_member_
 
 
 @pytest.mark.slow
-def test_a_killed_lockstep_stack_resumes_each_member_into_its_run(tmp_path: Path) -> None:
+def test_a_stopped_lockstep_stack_closes_each_member_killed_and_resumes_it(tmp_path: Path
+                                                                          ) -> None:
+    """SIGTERM reaches the main thread only; each member thread still closes its own run
+    KILLED (none left RUNNING), the sweep exits 143, and the rerun resumes each run."""
     args = ["-m", "strategy=random,entropy", "seed=0", *TINY, "budget.rounds=2", *LOCKSTEP,
             "hydra.launcher.stack_size=2"]
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    proc = subprocess.Popen([sys.executable, "-m", "al_sim.run", *args], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = fork_server.start("al_sim.run", [*args], tmp_path, env)
     try:
         deadline = time.monotonic() + 300
         while len(list((tmp_path / "sweep").glob("*/checkpoint.pt"))) < 2:  # both past round 0
             assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
             time.sleep(0.05)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.communicate(timeout=60)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
+    assert proc.returncode == 143 and "Traceback" not in err, err[-3000:]
     killed = job_runs(tmp_path)
     assert len(killed) == 2
+    assert {r.info.status for r in killed.values()} == {"KILLED"}, err[-3000:]
 
     again = run_cli(args, tmp_path, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]

@@ -11,6 +11,9 @@ Members whose labelled counts differ, that hold out a validation split, or that 
 cannot train (``LockstepUnsupportedError``: another model class, fp16) train one by one; a
 joint scoring pass that fails scores its members one by one. A member that fails (its strategy
 raises, its scoring raises, its loss diverges) is that member's FAILED run; the others go on.
+An interrupt of the stack (Ctrl-C, SIGTERM, its launcher gone) reaches the main thread only:
+every member then raises it at its next turn, so each closes its own run KILLED, resumable, as
+a run alone does.
 """
 
 from __future__ import annotations
@@ -53,6 +56,25 @@ class Rendezvous:
         self._waiting: dict[int, Request] = {}
         self._done: dict[int, FitReport | Output | BaseException] = {}
         self._saved: dict[int, tuple[Any, Any, list[logging.Handler], int]] = {}
+        self._stopped: str | None = None
+
+    def stop(self, reason: str) -> None:
+        """The stack was interrupted: no more joint rounds; each member raises
+        ``KeyboardInterrupt(reason)`` in its own thread at its next turn."""
+        with self._cv:  # after a joint round under way, which holds the lock
+            self._stopped = reason
+            self._cv.notify_all()
+
+    def wait_all(self) -> None:
+        """Until every member's job has ended (not ``Thread.join``: an interrupt there marks
+        the thread it waited for as ended while it still runs, bpo-45274's fix in 3.11)."""
+        with self._cv:
+            while self._live:
+                self._cv.wait()
+
+    def _raise_if_stopped(self) -> None:
+        if self._stopped is not None:
+            raise KeyboardInterrupt(self._stopped)
 
     def take_turn(self, i: int) -> None:
         """Wait until it is member ``i``'s turn (the lowest ready index runs first)."""
@@ -64,21 +86,24 @@ class Rendezvous:
             self._turn = i
         if i in self._saved:
             _restore(self._saved.pop(i))
+        self._raise_if_stopped()  # in its own turn: its Hydra context and log handlers
 
     def _pass_turn(self, i: int) -> None:  # with the lock held
         self._turn = None
-        if self._waiting and set(self._waiting) == self._live and not self._ready:
+        if (self._stopped is None and self._waiting and set(self._waiting) == self._live
+                and not self._ready):
             self._run_all()
         self._cv.notify_all()
 
     def join(self, i: int, request: Request) -> FitReport | Output:
         """Member ``i`` trains or scores: it waits for the others, then goes on with its own
         report or outputs."""
+        self._raise_if_stopped()
         self._saved[i] = _context()
         with self._cv:
             self._waiting[i] = request
             self._pass_turn(i)
-            while i not in self._done:
+            while i not in self._done and self._stopped is None:
                 self._cv.wait()
         self.take_turn(i)
         result = self._done.pop(i)
@@ -173,16 +198,17 @@ class Rendezvous:
 def run_lockstep(members: list[tuple[int, int, list[str]]],
                  execute: Callable[[int, list[str]], JobReturn]) -> list[tuple[int, JobReturn]]:
     """Each member ``(index, job number, overrides)`` run by ``execute`` in its own thread,
-    trainings in lock-step; the members' job returns."""
+    trainings in lock-step; the members' job returns. Interrupted, the members close their
+    runs, then the interrupt goes on up."""
     rendezvous = Rendezvous(len(members))
     results: dict[int, JobReturn] = {}
 
     def member(k: int, num: int, overrides: list[str]) -> None:
         JOIN.set(lambda request: rendezvous.join(k, request))
-        rendezvous.take_turn(k)
         try:
+            rendezvous.take_turn(k)
             results[k] = execute(num, overrides)
-        except Exception as exc:  # Hydra's own failure around the task: this member's
+        except BaseException as exc:  # Hydra's failure around the task, or the interrupt
             results[k] = JobReturn(status=JobStatus.FAILED, _return_value=exc)
         finally:
             rendezvous.leave(k)
@@ -192,6 +218,12 @@ def run_lockstep(members: list[tuple[int, int, list[str]]],
                for k, (_i, num, overrides) in enumerate(members)]
     for thread in threads:
         thread.start()
+    try:
+        rendezvous.wait_all()
+    except BaseException as exc:  # in the main thread: Ctrl-C, SIGTERM, the launcher gone
+        rendezvous.stop(str(exc) or type(exc).__name__)
+        rendezvous.wait_all()
+        raise
     for thread in threads:
-        thread.join()
+        thread.join()  # past their last step
     return [(i, results[k]) for k, (i, _num, _o) in enumerate(members)]
