@@ -35,10 +35,11 @@ SHARED_MEDMNIST = REPO.parent / "shared" / "data" / "medmnist"
 # The test files that take longest (pytest --durations, on 2 workers), started first: xdist
 # hands out whole files (--dist loadfile) in collection order (--no-loadscope-reorder), and
 # one of these started last would run alone at the end while the other worker idles.
-LONGEST_FIRST = ("test_benchmarks.py", "test_cluster.py", "test_launcher_watch.py",
-                 "test_concurrency.py", "test_resume.py", "test_stack.py",
-                 "test_pool_larger_than_memory.py", "test_hardening_tracking.py", "test_cli.py",
-                 "test_lost_jobs.py", "test_compare.py", "test_config.py")
+LONGEST_FIRST = ("test_benchmarks.py", "test_cluster.py", "test_concurrency.py",
+                 "test_stack_jobs.py", "test_launcher_watch.py", "test_stack.py",
+                 "test_pool_larger_than_memory.py", "test_lost_jobs.py", "test_config.py",
+                 "test_resume.py", "test_multilabel_cli.py", "test_hardening_tracking.py",
+                 "test_bad_input.py", "test_compare.py", "test_stack_lockstep.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

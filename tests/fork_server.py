@@ -126,7 +126,8 @@ class Forked:
     """The child of a fork server, used like :class:`subprocess.Popen` with text pipes."""
 
     def __init__(self, server: _Server, args: list[str], pid: int, out: Path, err: Path):
-        self.args, self.pid, self.returncode = args, pid, None
+        self.args, self.pid = args, pid
+        self.returncode: int | None = None
         self._server, self._out, self._err = server, out, err
         self.stdout, self.stderr = out.open(errors="replace"), err.open(errors="replace")
 

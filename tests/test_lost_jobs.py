@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -79,9 +78,7 @@ def test_a_killed_job_is_reported_lost_and_resumed_alone(tmp_path: Path) -> None
     assert f"seed={lost_seed}" in parent.data.tags["al_sim.lost_jobs"]
 
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    again = subprocess.run([sys.executable, "-m", "al_sim.run", *sweep_args(tmp_path)],
-                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
-                           check=False)
+    again = fork_server.run("al_sim.run", sweep_args(tmp_path), tmp_path, env, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     parent2, jobs2 = runs(tmp_path)
     assert parent2.info.run_id == parent.info.run_id and parent2.info.status == "FINISHED"
