@@ -72,6 +72,26 @@ def test_an_auto_stack_fills_its_jobs_memory_not_the_launcher_hosts() -> None:
     assert member_size(cfg, 0.5, 8, 2, job_memory=100 * member)[0] == 4  # 2 jobs at once
 
 
+def test_al_stack_local_warns_when_its_stack_jobs_outnumber_the_cores(monkeypatch, caplog
+                                                                     ) -> None:
+    from al_sim.app.launchers import stack_jobs
+    from al_sim.app.launchers.stack_jobs import AlStackLocalLauncher
+
+    knobs = {"stack_size": 1, "memory_fraction": 0.5, "lockstep": False}
+    local = AlStackLocalLauncher(**knobs, submitit_folder="x", cpus_per_task=1)
+    monkeypatch.setattr(stack_jobs, "cores", lambda: 2)
+    monkeypatch.setattr(stack_jobs, "print_stacks", lambda *_: None)
+    monkeypatch.setattr(AlStackLocalLauncher, "plan",
+                        lambda self, refs: ([[i] for i in range(len(refs))], [None] * len(refs)))
+    with caplog.at_level("WARNING", logger="al_sim"):
+        assert len(local._units([None, None])) == 2  # two stack jobs on two cores: quiet
+        assert caplog.records == []
+        assert len(local._units([None, None, None])) == 3
+    [record] = caplog.records
+    assert "starts all 3 stack jobs at once" in record.getMessage()
+    assert "hydra/launcher=al_stack hydra.launcher.n_jobs=2" in record.getMessage()
+
+
 def job_runs(cwd: Path) -> dict[str, object]:
     client = MlflowClient(tracking_uri=f"sqlite:///{cwd / 'mlflow.db'}")
     found = client.search_runs(all_experiments(client))

@@ -16,6 +16,7 @@ interrupted one resumes from its checkpoint, the rest start.
 
 from __future__ import annotations
 
+import logging
 import sys
 from typing import Any
 
@@ -35,6 +36,7 @@ from al_sim.app.launchers.submitit_jobs import AlLocalLauncher, AlSlurmLauncher,
 from al_sim.app.lost_jobs import JobRef
 
 GIB = 2**30
+log = logging.getLogger("al_sim")
 
 
 class _Stacked(StackPlanner):
@@ -110,3 +112,15 @@ class AlStackLocalLauncher(_Stacked, AlLocalLauncher):
 
     def stack_workers(self) -> int:  # every job starts at once: one per cpus_per_task cores
         return max(1, cores() // int(self.params.get("cpus_per_task") or 1))
+
+    def _units(self, refs: list[JobRef]) -> list[list[int]]:
+        stacks = super()._units(refs)
+        workers = self.stack_workers()
+        if len(stacks) > workers:  # as al_submitit_local warns of its jobs
+            log.warning("al_stack_local starts all %d stack jobs at once, and %d cores hold %d "
+                        "of them at cpus_per_task=%s (submitit's local executor has no "
+                        "array_parallelism); raise hydra.launcher.stack_size (or set it to "
+                        "auto), or use hydra/launcher=al_stack hydra.launcher.n_jobs=%d",
+                        len(stacks), cores(), workers,
+                        self.params.get("cpus_per_task") or 1, workers)
+        return stacks
