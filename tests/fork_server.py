@@ -23,6 +23,7 @@ import importlib
 import json
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -240,6 +241,7 @@ class _Server:
         if self._proc.poll() is None:
             self._stdin.close()
             self._proc.wait(timeout=30)
+        shutil.rmtree(self._dir, ignore_errors=True)
 
 
 @functools.cache
