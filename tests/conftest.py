@@ -100,11 +100,23 @@ def run_cli(args: list[str], cwd: Path, module: str = "al_sim.run", timeout: flo
         process = any(a in ("-m", "--multirun") for a in args)
     if not process:
         return run_here(args, cwd, module=module, env=env, store=store, timeout=timeout)
-    full_env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    full_env.update(env or {})
+    full_env = cli_env(env)
     if store and module == "al_sim.run":
         seed_store(cwd, args, full_env)
     return fork_server.run(module, args, cwd, full_env, timeout=timeout)
+
+
+def cli_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """This process's environment, less ``MLFLOW_TRACKING_URI`` (a run then uses the store in
+    its folder, as a user's does), with ``env`` on top."""
+    return {**{k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}, **(env or {})}
+
+
+def start_cli(args: list[str], cwd: Path, env: dict[str, str] | None = None
+              ) -> fork_server.Process:
+    """``python -m al_sim.run <args>`` started in ``cwd`` as a process of its own, to signal,
+    kill or wait on (the store as the run creates it)."""
+    return fork_server.start("al_sim.run", args, cwd, cli_env(env))
 
 
 def run_here(args: list[str], cwd: Path, module: str = "al_sim.run",

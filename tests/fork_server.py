@@ -109,15 +109,12 @@ def _become(request: dict[str, Any]) -> None:
     os.environ.clear()
     os.environ.update(request["env"])
     target, args = request["target"], request["args"]
+    sys.argv, sys.orig_argv = [target, *args], command(target, args, request["module"])
     if request["module"]:
         sys.path[0] = request["cwd"]
-        sys.argv = [target, *args]
-        sys.orig_argv = [sys.executable, "-m", target, *args]
         runpy.run_module(target, run_name="__main__", alter_sys=True)
     else:
         sys.path[0] = os.path.dirname(os.path.abspath(target))
-        sys.argv = [target, *args]
-        sys.orig_argv = [sys.executable, target, *args]
         runpy.run_path(target, run_name="__main__")
 
 
@@ -217,8 +214,7 @@ class _Server:
             if not self._lock.wait_for(lambda: ident in self._pids, timeout=60):
                 raise RuntimeError("the fork server did not answer")
             pid = self._pids.pop(ident)
-        shown = ["-m", target] if module else [target]
-        return Forked(self, [sys.executable, *shown, *args], pid, out, err)
+        return Forked(self, command(target, args, module), pid, out, err)
 
     def status(self, pid: int, timeout: float | None) -> int | None:
         with self._lock:
@@ -227,21 +223,24 @@ class _Server:
 
     def forks_alike(self, env: dict[str, str]) -> bool:
         """Whether a child with ``env`` loads nothing differently from this server."""
-        # a request without OMP_WAIT_POLICY: the run sets the server's value before torch loads
-        env = {**{k: v for k, v in SERVER_ENV.items() if k not in env}, **env}
-        keys = {k for k in (*env, *self.env) if k.startswith(LOAD_TIME_ENV)}
-        same = {k for k in keys if env.get(k) == self.env.get(k)}
-        rest = keys - same
-        if rest <= {"PYTHONPATH"} and "PYTHONPATH" in env:
-            entries = [os.path.abspath(p) for p in env["PYTHONPATH"].split(os.pathsep) if p]
-            rest -= {"PYTHONPATH"} if set(entries) <= self.path else set()
-        return not rest
+        env = {**SERVER_ENV, **env}  # without OMP_WAIT_POLICY, a run sets the server's value
+        differ = {k for k in {*env, *self.env}
+                  if k.startswith(LOAD_TIME_ENV) and env.get(k) != self.env.get(k)}
+        if differ == {"PYTHONPATH"} and "PYTHONPATH" in env:  # entries already on the path
+            return {os.path.abspath(p) for p in env["PYTHONPATH"].split(os.pathsep) if p
+                    } <= self.path
+        return not differ
 
     def close(self) -> None:
         if self._proc.poll() is None:
             self._stdin.close()
             self._proc.wait(timeout=30)
         shutil.rmtree(self._dir, ignore_errors=True)
+
+
+def command(target: str, args: list[str], module: bool) -> list[str]:
+    """The command line the process stands for: ``python [-m] <target> <args>``."""
+    return [sys.executable, *(["-m", target] if module else [target]), *args]
 
 
 @functools.cache
@@ -257,8 +256,7 @@ def start(target: str, args: list[str], cwd: Path, env: dict[str, str] | None = 
     server = _server()
     if server.forks_alike(full_env):
         return server.start(target, args, cwd, full_env, module)
-    shown = ["-m", target] if module else [target]
-    return subprocess.Popen([sys.executable, *shown, *args], cwd=cwd, env=full_env,
+    return subprocess.Popen(command(target, args, module), cwd=cwd, env=full_env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

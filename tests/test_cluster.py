@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from tests import fork_server
-from tests.conftest import FAST_CLI, QUICK_POLL, REPO, run_cli
+from tests.conftest import FAST_CLI, QUICK_POLL, REPO, run_cli, start_cli
 
 pytestmark = pytest.mark.slow
 for _tool in ("initdb", "pg_ctl", "postgres"):
@@ -167,8 +167,7 @@ def sweep(args: list[str], cwd: Path, ray_address: str | None = None,
     env = {"RAY_ADDRESS": ray_address} if ray_address else {}
     if wait:
         return run_cli(["-m", *args], cwd, timeout=600, env=env)
-    full_env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    return fork_server.start("al_sim.run", ["-m", *args], cwd, {**full_env, **env})
+    return start_cli(["-m", *args], cwd, env)
 
 
 def check_sweep(uri: str, experiment: str) -> tuple[MlflowClient, list]:
@@ -288,8 +287,7 @@ def test_the_server_restarting_mid_run_loses_no_metric(ray_sweep: dict, server: 
     args = [*FAST_CLI, "budget=tiny", "budget.rounds=5", "strategy=entropy", "seed=0",
             f"tracking.uri={server.uri}", "tracking.experiment=restart",
             "tracking.retry_timeout_s=600", f"hydra.run.dir={run_dir}"]
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    proc = fork_server.start("al_sim.run", [*args], cwd, env)
+    proc = start_cli(args, cwd)
     try:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and proc.poll() is None:
@@ -335,11 +333,9 @@ def test_runs_started_together_on_a_new_postgres_database(tmp_path: Path) -> Non
         port = free_port()
         start_postgres(data, port, user, root / "pg.log")
         uri = create_database(port, secret)
-        env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-        procs = [fork_server.start(
-            "al_sim.run", ["budget=tiny", f"seed={seed}", *FAST_CLI, f"tracking.uri={uri}",
-                           f"hydra.run.dir={tmp_path / f'run{seed}'}"], tmp_path, env)
-            for seed in range(3)]
+        procs = [start_cli(["budget=tiny", f"seed={seed}", *FAST_CLI, f"tracking.uri={uri}",
+                            f"hydra.run.dir={tmp_path / f'run{seed}'}"], tmp_path)
+                 for seed in range(3)]
         outputs = [proc.communicate(timeout=300) for proc in procs]
         for proc, (out, err) in zip(procs, outputs, strict=True):
             assert proc.returncode == 0, err[-2000:]

@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests import fork_server
-from tests.conftest import FAST_CLI, all_experiments, run_cli
+from tests.conftest import FAST_CLI, all_experiments, run_cli, start_cli
 
 pytestmark = pytest.mark.slow
 
@@ -86,10 +85,8 @@ def test_runs_started_together_in_a_fresh_folder_share_one_new_store(tmp_path: P
     """Separate ``python -m al_sim.run`` processes (no sweep) started at once in a new folder:
     the new ``mlflow.db`` schema is built once, each run gets its own default run dir (they
     start within the same second), and every run lands FINISHED."""
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    procs = [fork_server.start(
-        "al_sim.run", ["budget=tiny", "budget.rounds=1", f"seed={seed}", *FAST_CLI], tmp_path, env)
-        for seed in range(3)]
+    procs = [start_cli(["budget=tiny", "budget.rounds=1", f"seed={seed}", *FAST_CLI], tmp_path)
+             for seed in range(3)]
     for proc in procs:
         _, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err[-2000:]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import time
 from pathlib import Path
@@ -11,7 +10,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests import fork_server
-from tests.conftest import FAST_CLI, all_experiments, run_cli
+from tests.conftest import FAST_CLI, all_experiments, run_cli, start_cli
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc")]
@@ -66,8 +65,7 @@ def start_then_signal(cwd: Path, sig: int, args: list[str] = SWEEP, in_round_0: 
                       env: dict[str, str] | None = None) -> tuple[fork_server.Process, list[int]]:
     """Start the sweep; once both jobs logged a round (or, ``in_round_0``, once both have an
     MLflow run and no round yet), send ``sig`` to the launcher only."""
-    env = {**{k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}, **(env or {})}
-    proc = fork_server.start("al_sim.run", [*args], cwd, env)
+    proc = start_cli(args, cwd, env)
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and proc.poll() is None:
         done = rounds_logged(cwd)

@@ -17,7 +17,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests import fork_server
-from tests.conftest import FAST_CLI, QUICK_POLL, all_experiments
+from tests.conftest import FAST_CLI, QUICK_POLL, all_experiments, run_cli, start_cli
 
 pytestmark = pytest.mark.slow
 pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason='pip install -e ".[slurm]"')
@@ -31,8 +31,7 @@ def sweep_args(cwd: Path) -> list[str]:
 
 
 def launch(cwd: Path) -> fork_server.Process:
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    return fork_server.start("al_sim.run", [*sweep_args(cwd)], cwd, env)
+    return start_cli(sweep_args(cwd), cwd)
 
 
 def job_pids(sweep: Path) -> list[int]:
@@ -77,8 +76,7 @@ def test_a_killed_job_is_reported_lost_and_resumed_alone(tmp_path: Path) -> None
     assert parent.info.status == "FAILED"
     assert f"seed={lost_seed}" in parent.data.tags["al_sim.lost_jobs"]
 
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    again = fork_server.run("al_sim.run", sweep_args(tmp_path), tmp_path, env, timeout=600)
+    again = run_cli(sweep_args(tmp_path), tmp_path, timeout=600)  # the store is there
     assert again.returncode == 0, again.stderr[-3000:]
     parent2, jobs2 = runs(tmp_path)
     assert parent2.info.run_id == parent.info.run_id and parent2.info.status == "FINISHED"

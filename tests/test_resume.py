@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import os
 import signal
 import time
 from pathlib import Path
@@ -13,7 +12,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests import fork_server
-from tests.conftest import FAST_CLI, all_experiments, run_cli
+from tests.conftest import FAST_CLI, all_experiments, run_cli, start_cli
 
 pytestmark = pytest.mark.slow
 
@@ -30,8 +29,7 @@ def metrics_rows(run_dir: Path) -> list[dict[str, str]]:
 def start_and_stop_after(args: list[str], cwd: Path, run_dir: Path, rounds: int,
                          sig: int) -> fork_server.Process:
     """Start the CLI, then send ``sig`` once ``rounds`` rounds are in metrics.csv."""
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    proc = fork_server.start("al_sim.run", [*args], cwd, env)
+    proc = start_cli(args, cwd)
     deadline = time.monotonic() + 240
     metrics = run_dir / "metrics.csv"
     while time.monotonic() < deadline and proc.poll() is None:

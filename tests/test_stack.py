@@ -22,8 +22,7 @@ from al_sim.app.launchers.stacking import (
 from al_sim.core.footprint import free_bytes, member_bytes
 from al_sim.models.simple_cnn import SimpleCNN
 from al_sim.runtime.errors import ConfigError
-from tests import fork_server
-from tests.conftest import FAST_CLI, REPO, all_experiments, run_cli
+from tests.conftest import FAST_CLI, REPO, all_experiments, run_cli, start_cli
 
 ENV = {"PYTHONPATH": str(REPO)}  # the workers import tests.stack_faults
 TINY = ["budget=tiny", *FAST_CLI, "hydra.sweep.dir=sweep", "tracking.query_grids=false"]
@@ -141,8 +140,7 @@ def test_a_failing_member_fails_alone_and_the_stack_goes_on(tmp_path: Path) -> N
 def test_a_killed_stack_resumes_each_member_into_its_run(tmp_path: Path) -> None:
     args = ["-m", "strategy=random,entropy", "seed=0", *TINY, "budget.rounds=2",
             "hydra/launcher=al_stack", "hydra.launcher.stack_size=2"]
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    proc = fork_server.start("al_sim.run", [*args], tmp_path, env)
+    proc = start_cli(args, tmp_path)
     try:
         deadline = time.monotonic() + 300
         while not list((tmp_path / "sweep").glob("*/checkpoint.pt")):  # member 1 past round 0

@@ -16,8 +16,7 @@ from mlflow.tracking import MlflowClient
 
 from al_sim.app.launchers.orphans import submitted_jobs
 from al_sim.runtime.errors import ConfigError
-from tests import fork_server
-from tests.conftest import FAST_CLI, QUICK_POLL, all_experiments, compose_config, run_cli
+from tests.conftest import FAST_CLI, QUICK_POLL, all_experiments, compose_config, run_cli, start_cli
 
 pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason='pip install -e ".[slurm]"')
 
@@ -141,8 +140,7 @@ def stack_job_pids(sweep: Path) -> list[int]:
 def test_a_killed_stack_job_loses_its_members_and_a_rerun_resumes_them(tmp_path: Path) -> None:
     args = ["-m", "strategy=random,entropy", "seed=0", *STACKED, "budget.rounds=4",
             f"hydra.sweep.dir={tmp_path / 'sweep'}"]
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    first = fork_server.start("al_sim.run", [*args], tmp_path, env)
+    first = start_cli(args, tmp_path)
     try:
         deadline = time.monotonic() + 300
         # member 0 finished, member 1 past its round 0: one run FINISHED, one RUNNING

@@ -6,7 +6,6 @@ in member threads)."""
 
 from __future__ import annotations
 
-import os
 import signal
 import time
 from pathlib import Path
@@ -30,8 +29,7 @@ from al_sim.strategies.base import ArrayModelView, QueryContext, Strategy
 from al_sim.strategies.bayesian import BALD
 from al_sim.strategies.diversity import BADGE
 from al_sim.strategies.uncertainty import Entropy
-from tests import fork_server
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, run_cli, start_cli
 from tests.stack_faults import RaisingSampling
 from tests.test_loop import Factory, Recorder
 from tests.test_stack import ENV, TINY, client, job_runs
@@ -96,8 +94,7 @@ def test_a_stopped_lockstep_stack_closes_each_member_killed_and_resumes_it(tmp_p
     KILLED (none left RUNNING), the sweep exits 143, and the rerun resumes each run."""
     args = ["-m", "strategy=random,entropy", "seed=0", *TINY, "budget.rounds=2", *LOCKSTEP,
             "hydra.launcher.stack_size=2"]
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    proc = fork_server.start("al_sim.run", [*args], tmp_path, env)
+    proc = start_cli(args, tmp_path)
     try:
         deadline = time.monotonic() + 300
         while len(list((tmp_path / "sweep").glob("*/checkpoint.pt"))) < 2:  # both past round 0
