@@ -200,14 +200,38 @@ def curves(client: MlflowClient, runs: list) -> dict[str, list[tuple[int, float]
 
 @pytest.fixture(scope="module")
 def ray_sweep(server: Server, ray_head: str, workdir: Path) -> dict:
-    """The reference sweep: 2 strategies through the Ray launcher (one job per node CPU)."""
+    """The Ray sweep the others are held against: 2 strategies through the Ray launcher (one
+    job per node CPU), every job process on the node SIGKILLed once a job is past its first
+    round, then the same command run again. Its curves are held against an uninterrupted
+    sweep (submitit's) below."""
     cwd = workdir / "ray_launch"
     cwd.mkdir()
-    proc = sweep(["hydra/launcher=al_ray", *GRID, f"tracking.uri={server.uri}",
-                  "tracking.experiment=ray", f"hydra.sweep.dir={cwd / 'sweep'}"], cwd, ray_head)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    client, children = check_sweep(server.uri, "ray")
-    return {"cwd": cwd, "curves": curves(client, children), "stderr": proc.stderr}
+    args = ["hydra/launcher=al_ray", *GRID, f"tracking.uri={server.uri}",
+            "tracking.experiment=ray", f"hydra.sweep.dir={cwd / 'sweep'}"]
+    first = sweep(args, cwd, ray_head, wait=False)
+    killed, deadline = [], time.monotonic() + 300
+    while not killed and time.monotonic() < deadline and first.poll() is None:
+        if any((cwd / "sweep").glob("*/checkpoint.pt")):  # a job is past its first round:
+            # kill every job process on the node
+            workers = [p for p in descendants(ray_head_pid(workdir)) if "_run_job" in cmdline(p)]
+            for pid in workers:
+                os.kill(pid, signal.SIGKILL)
+            killed = workers
+        time.sleep(0.05)
+    first.communicate(timeout=300)
+
+    again = sweep(args, cwd, ray_head)
+    assert again.returncode == 0, again.stderr[-3000:]
+    client, children = check_sweep(server.uri, "ray")  # one parent, none twice
+    return {"cwd": cwd, "curves": curves(client, children), "killed": killed,
+            "first_returncode": first.returncode}
+
+
+def test_a_killed_ray_worker_is_finished_by_rerunning_the_sweep(ray_sweep: dict) -> None:
+    """The rerun's runs are checked in ``ray_sweep``; its curves equal an uninterrupted
+    sweep's in ``test_submitit_local_sweep_gives_the_same_runs``."""
+    assert ray_sweep["killed"], "no job could be killed mid-run"
+    assert ray_sweep["first_returncode"] != 0, "the sweep finished although its jobs were killed"
 
 
 def test_ray_sweep_into_the_postgres_server_and_compare_reads_it(ray_sweep: dict,
@@ -240,34 +264,8 @@ def test_submitit_local_sweep_gives_the_same_runs(ray_sweep: dict, server: Serve
                   f"hydra.sweep.dir={cwd / 'sweep'}"], cwd)
     assert proc.returncode == 0, proc.stderr[-3000:]
     client, children = check_sweep(server.uri, "submitit")
-    assert curves(client, children) == ray_sweep["curves"]  # same config, same curves
-
-
-def test_a_killed_worker_is_finished_by_rerunning_the_sweep(ray_sweep: dict, server: Server,
-                                                            ray_head: str,
-                                                            workdir: Path) -> None:
-    cwd = workdir / "kill_launch"
-    cwd.mkdir()
-    args = ["hydra/launcher=al_ray", *GRID, f"tracking.uri={server.uri}",
-            "tracking.experiment=ray_kill", f"hydra.sweep.dir={cwd / 'sweep'}"]
-    first = sweep(args, cwd, ray_head, wait=False)
-    killed, deadline = [], time.monotonic() + 300
-    while not killed and time.monotonic() < deadline and first.poll() is None:
-        if any((cwd / "sweep").glob("*/checkpoint.pt")):  # a job is past its first round:
-            # kill every job process on the node
-            workers = [p for p in descendants(ray_head_pid(workdir)) if "_run_job" in cmdline(p)]
-            for pid in workers:
-                os.kill(pid, signal.SIGKILL)
-            killed = workers
-        time.sleep(0.05)
-    first.communicate(timeout=300)
-    assert killed, "no job could be killed mid-run"
-    assert first.returncode != 0, "the sweep finished although its jobs were killed"
-
-    again = sweep(args, cwd, ray_head)
-    assert again.returncode == 0, again.stderr[-3000:]
-    client, children = check_sweep(server.uri, "ray_kill")  # one parent, none twice
-    assert curves(client, children) == ray_sweep["curves"]  # identical to uninterrupted
+    # same config, same curves: uninterrupted here, killed and resumed on Ray
+    assert curves(client, children) == ray_sweep["curves"]
 
 
 def ray_head_pid(workdir: Path) -> int:
