@@ -102,33 +102,6 @@ def rounds(cwd: Path, run_id: str) -> list[int]:
     return sorted(m.step for m in client.get_metric_history(run_id, "round"))
 
 
-@pytest.mark.slow
-def test_submitit_local_runs_each_stack_as_one_job_with_every_members_contract(
-        tmp_path: Path) -> None:
-    out = run_cli(["-m", "strategy=random,entropy", "seed=0,1", *STACKED, "budget.rounds=1"],
-                  tmp_path, timeout=600)
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert "4 job(s) ran as 2 stack job(s)" in out.stderr
-    assert len(submitted_jobs(str(tmp_path / "sweep/.submitit/%j"))) == 2  # 2 jobs, not 4
-    runs = job_runs(tmp_path)
-    assert len(runs) == 4 and {r.info.status for r in runs.values()} == {"FINISHED"}
-    for run in runs.values():  # the contract: step = labelled images, final metrics
-        assert rounds(tmp_path, run.info.run_id) == [20, 30]
-        assert "final/aulc" in run.data.metrics
-    logs = {r.data.tags["al_sim.log"] for r in runs.values()}
-    assert len(logs) == 2 and all(log.endswith("_log.out") for log in logs)  # 2 per job
-    for job in (tmp_path / "sweep").glob("[0-9]"):
-        assert {p.name for p in job.iterdir()} >= {"config.yaml", "queries.csv",
-                                                    "metrics.csv", "checkpoint.pt"}
-    alone = run_cli(["strategy=entropy", "seed=1", "budget=tiny", "budget.rounds=1", *FAST_CLI,
-                     "hydra.run.dir=alone", "tracking.enabled=false"], tmp_path, process=False)
-    assert alone.returncode == 0, alone.stderr[-3000:]
-    [member] = [p for p in (tmp_path / "sweep").glob("*/config.yaml")
-                if "name: entropy" in p.read_text() and "seed: 1\n" in p.read_text()]
-    assert (member.parent / "queries.csv").read_text() == \
-        (tmp_path / "alone/queries.csv").read_text()  # the same bits as the run alone
-
-
 def stack_job_pids(sweep: Path) -> list[int]:
     """The submitit job processes of this sweep (``python -m submitit.core._submit``)."""
     out = subprocess.run(["pgrep", "-f", f"submitit.core._submit {sweep}"], capture_output=True,
@@ -136,37 +109,75 @@ def stack_job_pids(sweep: Path) -> list[int]:
     return [int(pid) for pid in out.split()]
 
 
+def task_of(cwd: Path, run_name: str) -> int:
+    """The task process of the stack job running ``run_name``: the child of the local
+    executor's job controller, whose pid is the job id."""
+    log = job_runs(cwd)[run_name].data.tags["al_sim.log"]  # .../<job id>/<job id>_0_log.out
+    job = Path(log).parent.name
+    [task] = [pid for pid in stack_job_pids(cwd / "sweep")
+              if f"PPid:\t{job}\n" in Path(f"/proc/{pid}/status").read_text()]
+    return task
+
+
 @pytest.mark.slow
-def test_a_killed_stack_job_loses_its_members_and_a_rerun_resumes_them(tmp_path: Path) -> None:
-    args = ["-m", "strategy=random,entropy", "seed=0", *STACKED, "budget.rounds=4",
-            f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+def test_stacks_run_as_one_job_each_and_a_killed_one_loses_its_members_then_resumes(
+        tmp_path: Path) -> None:
+    """Four jobs as two stack jobs under submitit's local executor. Once the first stack's
+    second member is past its round 0, that stack job is SIGKILLed: its two jobs are
+    reported lost (the first stays FINISHED, the second is marked KILLED), the other stack's
+    members finish, the sweep exits 3. The same command again resumes the killed member into
+    its run, skips the others, and every member has the unchanged contract and the bits of
+    the same run alone."""
+    sweep = tmp_path / "sweep"
+    args = ["-m", "strategy=random,entropy", "seed=0,1", *STACKED, "budget.rounds=4",
+            f"hydra.sweep.dir={sweep}"]
     first = start_cli(args, tmp_path)
     try:
         deadline = time.monotonic() + 300
-        # member 0 finished, member 1 past its round 0: one run FINISHED, one RUNNING
-        while not (tmp_path / "sweep/1/checkpoint.pt").exists():
-            assert first.poll() is None and time.monotonic() < deadline, first.stderr.read()
-            time.sleep(0.05)
-        [victim] = stack_job_pids(tmp_path / "sweep")
-        os.kill(victim, signal.SIGKILL)
-        _, err = first.communicate(timeout=300)
+        # jobs dealt round-robin: stack 1 is jobs 1 (random, seed 1) then 3 (entropy, seed 1);
+        # once its first member is past round 0, its task is known; it is killed when the
+        # first member finished and the second is past its round 0
+        for member in (1, 3):
+            while not (sweep / f"{member}/checkpoint.pt").exists():
+                assert first.poll() is None and time.monotonic() < deadline, first.stderr.read()
+                time.sleep(0.05)
+            if member == 1:
+                task = task_of(tmp_path, "random-synthetic-seed1")
+        os.kill(task, signal.SIGKILL)
+        out, err = first.communicate(timeout=300)
     finally:
         if first.poll() is None:
             first.kill()
     assert first.returncode == 3 and "Traceback" not in err, err[-3000:]
+    assert "stack 0 (2 member(s))" in out and "stack 1 (2 member(s))" in out, out[-3000:]
+    assert len(submitted_jobs(str(sweep / ".submitit/%j"))) == 2  # 2 jobs, not 4
     lost = sorted(line for line in err.splitlines() if line.startswith("lost: job"))
     assert len(lost) == 2 and all("its stack's 2 jobs" in line for line in lost), err[-3000:]
     assert "stays FINISHED" in lost[0] and "marked KILLED" in lost[1]
     killed = job_runs(tmp_path)
-    assert sorted(r.info.status for r in killed.values()) == ["FINISHED", "KILLED"]
+    assert {n: r.info.status for n, r in killed.items()} == {
+        "entropy-synthetic-seed0": "FINISHED", "entropy-synthetic-seed1": "KILLED",
+        "random-synthetic-seed0": "FINISHED", "random-synthetic-seed1": "FINISHED"}
+    logs = {r.data.tags["al_sim.log"] for r in killed.values()}
+    assert len(logs) == 2 and all(log.endswith("_log.out") for log in logs)  # 2 per job
 
     again = run_cli(args, tmp_path, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
+    assert "job(s) ran as" in again.stderr
     finished = job_runs(tmp_path)
-    done = next(n for n, r in killed.items() if r.info.status == "FINISHED")
-    assert finished[done].info.end_time == killed[done].info.end_time  # skipped, not re-run
     assert {n: r.info.run_id for n, r in finished.items()} == {
         n: r.info.run_id for n, r in killed.items()}  # resumed into the same runs
-    for run in finished.values():
+    for name, run in finished.items():
         assert run.info.status == "FINISHED"
+        if killed[name].info.status == "FINISHED":  # skipped, not re-run
+            assert run.info.end_time == killed[name].info.end_time
         assert rounds(tmp_path, run.info.run_id) == [20, 30, 40, 50, 60]  # each step once
+        assert "final/aulc" in run.data.metrics
+    for job in sweep.glob("[0-9]"):
+        assert {p.name for p in job.iterdir()} >= {"config.yaml", "queries.csv",
+                                                    "metrics.csv", "checkpoint.pt"}
+    alone = run_cli(["strategy=entropy", "seed=1", "budget=tiny", "budget.rounds=4", *FAST_CLI,
+                     "hydra.run.dir=alone", "tracking.enabled=false"], tmp_path, process=False)
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    # the killed and resumed member has the bits of the same run alone
+    assert (sweep / "3/queries.csv").read_text() == (tmp_path / "alone/queries.csv").read_text()
