@@ -1,7 +1,8 @@
 """One cluster job per stack on real cluster software (``-m cluster``): the single-node SLURM
 and the two-node Ray cluster of ``tests/test_cluster_real.py``, into the PostgreSQL-backed
 MLflow server. A 4-job sweep runs as 2 stack jobs; a SLURM requeue (what preemption does:
-SIGTERM, then the job queued again) resumes each member from its checkpoint."""
+SIGTERM, then the job queued again) resumes each member from its checkpoint, and so does
+submitit's requeue at the time limit (USR2), members one after another or in lock-step."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from mlflow.tracking import MlflowClient
 
 from al_sim.app.launchers.orphans import submitted_jobs
 from tests.slurm_cluster import SlurmCluster
@@ -24,6 +26,7 @@ from tests.test_cluster_real import (  # noqa: F401 - the module's fixtures, sha
     root,
     server,
     slurm,
+    slurm_args,
     sweep_runs,
     wait_for,
 )
@@ -33,8 +36,6 @@ STACKED = ["hydra.launcher.stack_size=2", *GRID, "hydra.callbacks.sweep.status_p
 
 
 def rounds_once(uri: str, runs: list) -> None:
-    from mlflow.tracking import MlflowClient
-
     client = MlflowClient(tracking_uri=uri)
     for run in runs:
         assert run.info.status == "FINISHED", run.info.run_name
@@ -69,6 +70,48 @@ def test_slurm_four_jobs_run_as_two_stack_jobs_and_a_requeue_resumes_their_membe
     assert {r.info.run_id for r in before} <= {r.info.run_id for r in children}  # resumed
     assert len({r.data.tags["al_sim.slurm_array"] for r in children}) == 2  # 2 array tasks
     rounds_once(server.uri, children)
+
+
+@pytest.mark.parametrize(("lockstep", "rounds"), [(False, 12), (True, 6)])
+def test_slurm_time_limit_requeue_of_a_stack_resumes_each_member(
+        slurm: SlurmCluster, server: Server, root: Path,  # noqa: F811
+        lockstep: bool, rounds: int) -> None:
+    """One stack job of two members under a 2-minute limit with USR2 80 s before it: each
+    USR2 requeues the whole stack job (its running members' runs KILLED meanwhile); on every
+    attempt a FINISHED member is skipped, an interrupted one resumes from its checkpoint and
+    the next starts; no failure, every round logged once.
+
+    Rounds of 100 steps (~3.5 s a member here): one after another, the first member outlasts
+    the attempt and the second starts on a later one; in lock-step both are cut mid-run. Up
+    to 5 requeues, each waiting in SLURM's queue (~2.5 min)."""
+    experiment = f"slurm_stack_requeue_{'lockstep' if lockstep else 'sequential'}"
+    cwd = root / experiment
+    cwd.mkdir()
+    args = [a.replace("al_submitit_slurm", "al_stack_slurm") for a in slurm_args(
+                cwd, server, experiment, "hydra.launcher.timeout_min=2",
+                "hydra.launcher.signal_delay_s=80", f"budget.rounds={rounds}",
+                "trainer.min_steps=100", "hydra.launcher.stack_size=2",
+                f"hydra.launcher.lockstep={str(lockstep).lower()}",
+                "hydra.launcher.max_num_timeout=5")
+            if not a.startswith(("strategy=", "seed=")) and a not in ("budget.rounds=4",
+                                                                     "trainer.min_steps=4")]
+    proc = subprocess.run([sys.executable, "-m", "al_sim.run", "-m", *args, "seed=0,1"],
+                          cwd=cwd, env=env_for(slurm.env), capture_output=True, text=True,
+                          timeout=2400, check=False)  # requeues wait in SLURM's queue
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "2 job(s) ran as 1 stack job(s)" in proc.stderr and "lost:" not in proc.stderr
+    assert len(submitted_jobs(f"{cwd}/sweep/.submitit/%j")) == 1
+    logs = "".join(p.read_text() for p in (cwd / "sweep" / ".submitit").rglob("*_log.*"))
+    assert "Requeued job" in logs and "requeued by SLURM" in logs and "resuming" in logs
+    assert not (cwd / "sweep" / "failed_jobs").exists()
+    assert not (cwd / "sweep" / "lost_jobs").exists()
+    parent, runs = sweep_runs(server.uri, experiment)
+    assert parent.info.status == "FINISHED" and len(runs) == 2
+    client = MlflowClient(tracking_uri=server.uri)
+    for run in runs:
+        assert run.info.status == "FINISHED"
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "round")]
+        assert sorted(steps) == list(range(20, 30 + 10 * rounds, 10)), run.info.run_name
 
 
 def test_ray_four_jobs_run_as_two_stack_tasks(ray2, server: Server,  # noqa: F811
