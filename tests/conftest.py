@@ -119,6 +119,14 @@ def start_cli(args: list[str], cwd: Path, env: dict[str, str] | None = None
     return fork_server.start("al_sim.run", args, cwd, cli_env(env))
 
 
+def submitit_tasks(sweep: Path) -> list[int]:
+    """The task processes of this sweep's submitit jobs (``python -m submitit.core._submit``);
+    under the local executor each is the child of its job's controller."""
+    out = subprocess.run(["pgrep", "-f", f"submitit.core._submit {sweep}"], capture_output=True,
+                         text=True, check=False).stdout
+    return [int(pid) for pid in out.split()]
+
+
 def run_here(args: list[str], cwd: Path, module: str = "al_sim.run",
              env: dict[str, str] | None = None, store: bool = True,
              timeout: float = 300) -> subprocess.CompletedProcess[str]:

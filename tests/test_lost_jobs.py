@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import time
 from pathlib import Path
 
@@ -17,7 +16,14 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests import fork_server
-from tests.conftest import FAST_CLI, QUICK_POLL, all_experiments, run_cli, start_cli
+from tests.conftest import (
+    FAST_CLI,
+    QUICK_POLL,
+    all_experiments,
+    run_cli,
+    start_cli,
+    submitit_tasks,
+)
 
 pytestmark = pytest.mark.slow
 pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason='pip install -e ".[slurm]"')
@@ -32,13 +38,6 @@ def sweep_args(cwd: Path) -> list[str]:
 
 def launch(cwd: Path) -> fork_server.Process:
     return start_cli(sweep_args(cwd), cwd)
-
-
-def job_pids(sweep: Path) -> list[int]:
-    """The submitit job processes of this sweep (``python -m submitit.core._submit``)."""
-    out = subprocess.run(["pgrep", "-f", f"submitit.core._submit {sweep}"], capture_output=True,
-                         text=True, check=False).stdout
-    return [int(pid) for pid in out.split()]
 
 
 def runs(cwd: Path) -> tuple[object, dict[str, object]]:
@@ -56,7 +55,7 @@ def test_a_killed_job_is_reported_lost_and_resumed_alone(tmp_path: Path) -> None
         while len(list((tmp_path / "sweep").glob("*/checkpoint.pt"))) < 2:  # both past round 0
             assert first.poll() is None and time.monotonic() < deadline, first.stderr.read()
             time.sleep(0.05)
-        victim = job_pids(tmp_path / "sweep")[0]
+        victim = submitit_tasks(tmp_path / "sweep")[0]
         os.kill(victim, signal.SIGKILL)
         out, err = first.communicate(timeout=300)
     finally:

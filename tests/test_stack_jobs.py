@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import time
 from pathlib import Path
 
@@ -16,7 +15,15 @@ from mlflow.tracking import MlflowClient
 
 from al_sim.app.launchers.orphans import submitted_jobs
 from al_sim.runtime.errors import ConfigError
-from tests.conftest import FAST_CLI, QUICK_POLL, all_experiments, compose_config, run_cli, start_cli
+from tests.conftest import (
+    FAST_CLI,
+    QUICK_POLL,
+    all_experiments,
+    compose_config,
+    run_cli,
+    start_cli,
+    submitit_tasks,
+)
 
 pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason='pip install -e ".[slurm]"')
 
@@ -102,19 +109,12 @@ def rounds(cwd: Path, run_id: str) -> list[int]:
     return sorted(m.step for m in client.get_metric_history(run_id, "round"))
 
 
-def stack_job_pids(sweep: Path) -> list[int]:
-    """The submitit job processes of this sweep (``python -m submitit.core._submit``)."""
-    out = subprocess.run(["pgrep", "-f", f"submitit.core._submit {sweep}"], capture_output=True,
-                         text=True, check=False).stdout
-    return [int(pid) for pid in out.split()]
-
-
 def task_of(cwd: Path, run_name: str) -> int:
     """The task process of the stack job running ``run_name``: the child of the local
     executor's job controller, whose pid is the job id."""
     log = job_runs(cwd)[run_name].data.tags["al_sim.log"]  # .../<job id>/<job id>_0_log.out
     job = Path(log).parent.name
-    [task] = [pid for pid in stack_job_pids(cwd / "sweep")
+    [task] = [pid for pid in submitit_tasks(cwd / "sweep")
               if f"PPid:\t{job}\n" in Path(f"/proc/{pid}/status").read_text()]
     return task
 
@@ -134,15 +134,18 @@ def test_stacks_run_as_one_job_each_and_a_killed_one_loses_its_members_then_resu
     first = start_cli(args, tmp_path)
     try:
         deadline = time.monotonic() + 300
-        # jobs dealt round-robin: stack 1 is jobs 1 (random, seed 1) then 3 (entropy, seed 1);
-        # once its first member is past round 0, its task is known; it is killed when the
-        # first member finished and the second is past its round 0
-        for member in (1, 3):
-            while not (sweep / f"{member}/checkpoint.pt").exists():
+
+        def past_round_0(job: int) -> None:
+            while not (sweep / f"{job}/checkpoint.pt").exists():
                 assert first.poll() is None and time.monotonic() < deadline, first.stderr.read()
                 time.sleep(0.05)
-            if member == 1:
-                task = task_of(tmp_path, "random-synthetic-seed1")
+
+        # jobs dealt round-robin: stack 1 is jobs 1 (random, seed 1) then 3 (entropy, seed 1);
+        # its task is found once its first member runs, and killed once that member finished
+        # and the second is past its round 0
+        past_round_0(1)
+        task = task_of(tmp_path, "random-synthetic-seed1")
+        past_round_0(3)
         os.kill(task, signal.SIGKILL)
         out, err = first.communicate(timeout=300)
     finally:
