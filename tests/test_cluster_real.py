@@ -40,6 +40,9 @@ from tests.test_cluster import Server  # noqa: E402
 GRID = ["strategy=random,entropy", "seed=0,1", "budget=tiny", "budget.rounds=4",
         *[a for a in FAST_CLI if a != "trainer.num_threads=1"]]
 STEPS = [20, 30, 40, 50, 60]
+# The time-limit tests' one job (their own rounds, steps and seeds): GRID less its sweep
+ONE_JOB = [a for a in GRID if not a.startswith(("strategy=", "seed=")) and a not in (
+    "budget.rounds=4", "trainer.min_steps=4")]
 # Round 0 of a launch with ENDLESS_ROUND_0 in its environment trains until it is stopped.
 ROUND_0_STEPS = "AL_SIM_TEST_ROUND_0_STEPS"
 ROUND_0 = f"trainer.min_steps=${{oc.env:{ROUND_0_STEPS},4}}"
@@ -145,8 +148,9 @@ def after_first(uri: str, experiment: str) -> dict[str, str]:
 
 
 # ------------------------------------------------------------------------------ SLURM
-def slurm_args(cwd: Path, server: Server, experiment: str, *extra: str) -> list[str]:
-    return ["hydra/launcher=al_submitit_slurm", *GRID, f"tracking.uri={server.uri}",
+def slurm_args(cwd: Path, server: Server, experiment: str, *extra: str,
+               grid: list[str] = GRID, launcher: str = "al_submitit_slurm") -> list[str]:
+    return [f"hydra/launcher={launcher}", *grid, f"tracking.uri={server.uri}",
             f"tracking.experiment={experiment}", f"hydra.sweep.dir={cwd / 'sweep'}",
             "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1",
             "hydra.launcher.timeout_min=10", "hydra.callbacks.sweep.status_poll_s=2", *extra]
@@ -245,11 +249,9 @@ def test_slurm_time_limit_requeue_resumes_with_no_failure(slurm: SlurmCluster, s
     the 12 rounds of 4 steps this test had finished in 20 s on a quiet machine, unrequeued."""
     cwd = root / "slurm_requeue"
     cwd.mkdir()
-    args = [a for a in slurm_args(cwd, server, "slurm_requeue", "hydra.launcher.timeout_min=2",
-                                  "hydra.launcher.signal_delay_s=80", "budget.rounds=20",
-                                  "trainer.min_steps=100")
-            if not a.startswith(("strategy=", "seed=")) and a not in ("budget.rounds=4",
-                                                                     "trainer.min_steps=4")]
+    args = slurm_args(cwd, server, "slurm_requeue", "hydra.launcher.timeout_min=2",
+                      "hydra.launcher.signal_delay_s=80", "budget.rounds=20",
+                      "trainer.min_steps=100", grid=ONE_JOB)
     proc = subprocess.run([sys.executable, "-m", "al_sim.run", "-m", *args, "seed=0"],
                           cwd=cwd, env=env_for(slurm.env), capture_output=True, text=True,
                           timeout=2 * WAIT_S, check=False)  # requeues wait in SLURM's queue

@@ -17,6 +17,7 @@ from al_sim.app.launchers.orphans import submitted_jobs
 from tests.slurm_cluster import SlurmCluster
 from tests.test_cluster_real import (  # noqa: F401 - the module's fixtures, shared
     GRID,
+    ONE_JOB,
     STEPS,
     Server,
     env_for,
@@ -87,14 +88,11 @@ def test_slurm_time_limit_requeue_of_a_stack_resumes_each_member(
     experiment = f"slurm_stack_requeue_{'lockstep' if lockstep else 'sequential'}"
     cwd = root / experiment
     cwd.mkdir()
-    args = [a.replace("al_submitit_slurm", "al_stack_slurm") for a in slurm_args(
-                cwd, server, experiment, "hydra.launcher.timeout_min=2",
-                "hydra.launcher.signal_delay_s=80", f"budget.rounds={rounds}",
-                "trainer.min_steps=100", "hydra.launcher.stack_size=2",
-                f"hydra.launcher.lockstep={str(lockstep).lower()}",
-                "hydra.launcher.max_num_timeout=5")
-            if not a.startswith(("strategy=", "seed=")) and a not in ("budget.rounds=4",
-                                                                     "trainer.min_steps=4")]
+    args = slurm_args(cwd, server, experiment, "hydra.launcher.timeout_min=2",
+                      "hydra.launcher.signal_delay_s=80", f"budget.rounds={rounds}",
+                      "trainer.min_steps=100", "hydra.launcher.stack_size=2",
+                      f"hydra.launcher.lockstep={str(lockstep).lower()}",
+                      "hydra.launcher.max_num_timeout=5", grid=ONE_JOB, launcher="al_stack_slurm")
     proc = subprocess.run([sys.executable, "-m", "al_sim.run", "-m", *args, "seed=0,1"],
                           cwd=cwd, env=env_for(slurm.env), capture_output=True, text=True,
                           timeout=2400, check=False)  # requeues wait in SLURM's queue
