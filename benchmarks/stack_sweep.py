@@ -81,19 +81,21 @@ def main() -> None:
     walls: dict[str, list[float]] = {name: [] for name in chosen}
     aulcs: dict[str, dict[tuple[str, str], float]] = {}
     runs = 0
-    for _ in range(reps):
+    for rep in range(reps):
         for name, launcher in chosen.items():  # interleaved: drift hits all alike
             wall, runs, finished, aulcs[name] = sweep(launcher, study)
             if finished != runs:
                 sys.exit(f"error: {name}: {finished} of {runs} runs FINISHED")
             walls[name].append(wall)
+            # an hour-long study shows its progress, and a stopped one what it measured
+            print(f"repeat {rep + 1}/{reps} {name}: {wall:.1f} s", file=sys.stderr, flush=True)
     cores = len(os.sched_getaffinity(0))
     print(f"{runs}-run study on {cores} cores, {reps} interleaved repeat(s): "
           f"experiment=screening {' '.join(study)}")
     for name, times in walls.items():
         med = statistics.median(times)
         print(f"  {name:<16} median {med:7.1f} s  (min {min(times):.1f}, max {max(times):.1f})"
-              f"  {med / max(runs, 1):.2f} s per run")
+              f"  {med / max(runs, 1):.2f} s per run  [{', '.join(f'{t:.1f}' for t in times)}]")
     if "joblib n_jobs=2" in walls:
         joblib = statistics.median(walls["joblib n_jobs=2"])
         for name in (n for n in walls if n != "joblib n_jobs=2"):
