@@ -69,6 +69,41 @@ def test_defaults_match_the_design() -> None:
     assert cfg.seed == 0
 
 
+# Each schema's defaults written out in conf/ (a config's one home; the dataclass repeats them
+# for code that builds configs without Hydra). oracle/panel is left out: its schema has no
+# default panel, conf/oracle/panel.yaml is one.
+SCHEMA_DEFAULTS = ["budget/default", "trainer/default", "tracking/mlflow", "oracle/simulated",
+                   "oracle/human", "dataset/synthetic", "dataset/synthetic_chest",
+                   "dataset/synthetic_volume", "dataset/medmnist", "dataset/folder"]
+
+
+def _differences(written: object, schema: object, key: str) -> list[str]:
+    """Where a conf file's value differs from its schema's default (interpolations skipped)."""
+    if isinstance(written, dict) and isinstance(schema, dict):
+        return [d for k, v in written.items() if k != "defaults"
+                for d in (_differences(v, schema[k], f"{key}.{k}") if k in schema
+                          else [f"{key}.{k}: not in the schema"])]
+    if isinstance(written, str) and written.startswith("${"):
+        return []
+    return [] if written == schema else [f"{key}: {written!r} in conf/, {schema!r} in the schema"]
+
+
+@pytest.mark.parametrize("path", SCHEMA_DEFAULTS)
+def test_the_schema_defaults_are_the_values_in_conf(path: str) -> None:
+    from hydra.core.config_store import ConfigStore
+
+    from al_sim.config.store import register_configs
+
+    register_configs()
+    written = OmegaConf.to_container(OmegaConf.load(CONF / f"{path}.yaml"))
+    [schema_name] = [f"{ref.split('@')[0].lstrip('/')}/{name}.yaml"
+                     for entry in written["defaults"] if isinstance(entry, dict)
+                     for ref, name in entry.items() if ref.startswith("/_schemas/")]
+    schema = OmegaConf.to_container(ConfigStore.instance().load(schema_name).node,
+                                    enum_to_str=True)
+    assert _differences(written, schema, path.split("/")[0]) == []
+
+
 def test_unknown_option_fails_at_composition() -> None:
     with pytest.raises(ConfigCompositionException, match="strategy"):
         _compose(["strategy=does_not_exist"])

@@ -52,6 +52,8 @@ def test_auto_eval_batch_uses_the_most_specific_table_entry() -> None:
     assert _trainer(eval_batch_table=table).eval_batch_size(model, x[..., :20, :20]) == 128
     assert _trainer(eval_batch_table={"cpu": 32}).eval_batch_size(model, x) == 32
     assert _trainer(eval_batch_size=7, eval_batch_table=table).eval_batch_size(model, x) == 7
+    with pytest.raises(ConfigError, match=r"no entry for cpu .* trainer\.eval_batch_table\.cpu="):
+        _trainer(eval_batch_table={"cuda": 32}).eval_batch_size(model, x)  # no code fallback
 
 
 def test_volumes_take_their_own_table_entries_before_the_2d_ones() -> None:

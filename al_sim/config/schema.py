@@ -62,8 +62,7 @@ class BudgetConf:
 
 
 # --------------------------------------------------------------------------- trainer
-# trainer.eval_batch_size=auto: the batch per device when eval_batch_table has no finer key
-EVAL_BATCH_PER_DEVICE = {"cpu": 64, "cuda": 1024}
+EVAL_DEVICES = ("cpu", "cuda")  # what an eval_batch_table key starts with
 
 @dataclass
 class TrainerConf:
@@ -74,7 +73,8 @@ class TrainerConf:
     batch_size: int = 64
     eval_batch_size: Any = "auto"  # a number, or auto: eval_batch_table
     # auto: the first key of <device>-<Model>-<px>, <device>-<Model>, <device> (measured)
-    eval_batch_table: dict[str, int] = field(default_factory=lambda: dict(EVAL_BATCH_PER_DEVICE))
+    eval_batch_table: dict[str, int] = field(default_factory=lambda: {
+        "cpu": 64, "cpu-3d": 8, "cuda": 1024, "cuda-SimpleCNN": 4096, "cuda-ResNet18-28": 4096})
     # inference batches are also capped so that one holds at most this many MB of activations
     inference_memory_mb: float | None = 1024.0
     lr: float = 1e-3
@@ -103,11 +103,10 @@ class TrainerConf:
                                   f"{self.eval_batch_size!r}")
             positive("trainer", eval_batch_size=self.eval_batch_size)
         for key, value in self.eval_batch_table.items():
-            if key.split("-")[0] not in ("cpu", "cuda"):
-                raise ConfigError(f"trainer.eval_batch_table key {key!r} must start with cpu or "
-                                  "cuda (<device>[-<Model>[-<px>]])")
+            if key.split("-")[0] not in EVAL_DEVICES:
+                raise ConfigError(f"trainer.eval_batch_table key {key!r} must start with "
+                                  f"{' or '.join(EVAL_DEVICES)} (<device>[-<Model>[-<px>]])")
             positive("trainer", **{f"eval_batch_table.{key}": value})
-        self.eval_batch_table = {**EVAL_BATCH_PER_DEVICE, **self.eval_batch_table}
         if self.inference_memory_mb is not None:
             positive("trainer", inference_memory_mb=self.inference_memory_mb)
         if self.precision not in ("fp32", "bf16", "fp16"):

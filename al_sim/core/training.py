@@ -27,6 +27,7 @@ from al_sim.data.base import Images
 from al_sim.data.transforms import Preprocess
 from al_sim.maths.task import Task
 from al_sim.models.base import ALModel
+from al_sim.runtime.errors import ConfigError
 
 _MIN_EARLY_STOPPING_IMAGES = 10
 
@@ -102,10 +103,12 @@ class Trainer:
         keys = [f"{dev}-{name}-{px}", f"{dev}-{name}"]
         if len(x.shape) == 5:  # volumes: their own entries first (a 28^3 pass is not a 28 px one)
             keys = [f"{dev}-{name}-{px}^3", f"{dev}-{name}-3d", f"{dev}-3d", *keys]
-        for key in keys:
+        for key in [*keys, dev]:
             if key in table:
                 return int(table[key])
-        return int(table[dev])  # TrainerConf keeps an entry per device
+        raise ConfigError(f"trainer.eval_batch_table has no entry for {dev} ({', '.join(keys)} "
+                          f"or {dev}); add trainer.eval_batch_table.{dev}=<batch size> or set "
+                          "trainer.eval_batch_size=<batch size>")
 
     # ------------------------------------------------------------------ training
     def fit(
