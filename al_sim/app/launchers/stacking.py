@@ -32,8 +32,9 @@ def stack_groups(keys: Sequence[str], size: int) -> list[list[int]]:
 
 
 def split(jobs: list[int], size: int) -> list[list[int]]:
-    """``jobs`` dealt round-robin into the fewest stacks of at most ``size``: a sweep's
-    strategies vary fastest, so each stack gets its share of the slow ones (BALD, BADGE)."""
+    """``jobs`` dealt round-robin into the fewest stacks of at most ``size``: neighbours in
+    sweep order (Hydra varies the last-listed key fastest) go to different stacks, so each
+    stack gets its share of every strategy, to within one member (not weighed by cost)."""
     if size < 1:
         raise ValueError(f"stack size {size} < 1")
     count = -(-len(jobs) // size)
