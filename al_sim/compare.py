@@ -11,6 +11,7 @@ Exit status: 0, or 2 with one ``error:`` line (nothing matches, curves of differ
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from al_sim.config.composition import check_known_keys, composition_error_line
 from al_sim.config.schema import DEFAULT_EXPERIMENT, CompareConf
 from al_sim.config.store import register_configs
 from al_sim.report.reader import RunReader
@@ -25,6 +27,7 @@ from al_sim.runtime.errors import ALSimError
 from al_sim.tracking.contract import tracking_uri
 
 EXIT_USER_ERROR = 2
+COMPARE_CONFIG = "conf/compare.yaml"
 
 
 def cli(cfg: DictConfig, launch_dir: Path, experiment_given: bool = False) -> int:
@@ -32,6 +35,7 @@ def cli(cfg: DictConfig, launch_dir: Path, experiment_given: bool = False) -> in
     ``experiment_given=False``: tracking.experiment was left at its default, so the sweep is
     looked for in every experiment (a sweep logs into its own, see SweepCallback)."""
     try:
+        check_known_keys(cfg, top=COMPARE_CONFIG)  # an appended typo is refused, not ignored
         conf = OmegaConf.to_object(cfg)
         assert isinstance(conf, CompareConf)
         reader = RunReader(tracking_uri(conf.tracking.uri, launch_dir), conf.tracking.http_timeout)
@@ -61,9 +65,18 @@ def report(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    """``python -m al_sim.compare [overrides]``."""
+    """``python -m al_sim.compare [overrides]``; a config Hydra refuses is one ``error:``
+    line and exit status 2, as a run's is."""
+    os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # let errors reach us instead of a trace
     register_configs()
-    hydra.main(version_base="1.3", config_path="../conf", config_name="compare")(report)()
+    try:
+        hydra.main(version_base="1.3", config_path="../conf", config_name="compare")(report)()
+    except Exception as exc:
+        line = composition_error_line(exc, top=COMPARE_CONFIG)
+        if line is None:
+            raise
+        print(line, file=sys.stderr, flush=True)
+        sys.exit(EXIT_USER_ERROR)
 
 
 if __name__ == "__main__":

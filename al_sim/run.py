@@ -20,12 +20,11 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import HydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
-from omegaconf.errors import OmegaConfBaseException
 
 from al_sim.app.sweep_callback import close_interrupted_sweep, mark_job_failed, sweep_context
+from al_sim.config.composition import composition_error_line
 from al_sim.config.store import (
     enabled_nodes,
     flat_params,
@@ -187,10 +186,8 @@ def error_line(exc: BaseException) -> str | None:
     """The one line a user reads for ``exc``; None when it is a bug (keep the traceback)."""
     if isinstance(exc, ALSimError):
         return f"error: {exc}"
-    if isinstance(exc, HydraException | OmegaConfBaseException):
-        cause = exc.__cause__
-        extra = f"\n{cause}" if cause and str(cause) not in str(exc) else ""
-        return f"error: {exc}{extra}"
+    if (composing := composition_error_line(exc)) is not None:
+        return composing
     if (memory := out_of_memory(exc)) is not None:
         return f"error: {memory}"
     if isinstance(exc, OSError):

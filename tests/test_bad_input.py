@@ -148,6 +148,12 @@ CASES: dict[str, tuple[Callable[[Path], list[str]], list[str], bool]] = {
                                     ["127.0.0.1:9", "tracking.uri"], False),
     "cuda without a GPU": (lambda t: ["trainer.device=cuda"], ["trainer.device"], True),
     "bad resume mode": (lambda t: ["resume=maybe"], ["resume"], False),
+    "misspelt key": (lambda t: ["budget.round=3"],
+                     ["budget.round is not a setting", "did you mean budget.rounds?",
+                      "conf/budget/"], False),
+    "misspelt key appended": (lambda t: ["+trainer.epoch=3"],
+                              ["trainer.epoch is not a setting",
+                               "did you mean trainer.epochs?"], False),
 }
 
 
@@ -166,7 +172,7 @@ def test_bad_input_is_refused_with_the_fix(case: str, tmp_path: Path) -> None:
     data.mkdir()
     args = build(data)
     line = refusal([*args, *_fast(args)], tmp_path)
-    assert line.startswith("error: ")
+    assert line.startswith("error: ") and "\n" not in line, line
     for word in words:
         assert word in line, f"{word!r} not in: {line}"
     if not run_may_exist:

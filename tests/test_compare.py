@@ -256,10 +256,23 @@ def test_cli_error_is_one_line_and_exit_2(study: Path) -> None:
     assert "Traceback" not in proc.stderr
 
 
+def test_a_misspelt_setting_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    """Hydra refuses the override before the report starts: our line, not Hydra's print."""
+    proc = run_cli(["tracking.urii=x"], tmp_path, module="al_sim.compare")
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        "error: tracking.urii is not a setting: tracking has no key 'urii' (conf/tracking/); "
+        "did you mean tracking.uri? its keys: artifact_location, backoff_max_s, connect_wait_s, "
+        "enabled, experiment, http_timeout, max_grid_images, query_grids, retries, "
+        "retry_timeout_s, ui_port, uri; fix or drop the override"]
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["tracking.experiment=nope"], "error: experiment 'nope' not found"),
     (["sweep_id=multirun/nope"], "error: unknown sweep_id 'multirun/nope'"),
     (["alpha=1.5"], "error: compare.alpha must be in (0, 1)"),
+    (["+metrics=test/auroc"], "error: metrics is not a setting: the config has no key "
+                              "'metrics' (conf/compare.yaml); did you mean metric?"),
 ])
 def test_nothing_matches_exits_2(study: Path, args: list[str], message: str,
                                  monkeypatch: pytest.MonkeyPatch,

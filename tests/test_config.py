@@ -124,6 +124,64 @@ def test_unknown_key_fails_at_composition() -> None:
         _compose(["budget.round=3"])
 
 
+# an appended key the schema lacks: (overrides, the key, the real key it is close to)
+APPENDED = [(["+budget.round=3"], "budget.round", "budget.rounds"),
+            (["+trainer.epoch=3"], "trainer.epoch", "trainer.epochs"),
+            (["+tracking.urii=x"], "tracking.urii", "tracking.uri"),
+            (["+dataset.n_pools=5"], "dataset.n_pools", "dataset.n_pool"),
+            (["+dataset.preprocess.hflips=true"], "dataset.preprocess.hflips",
+             "dataset.preprocess.hflip"),
+            (["oracle=panel", "+oracle.annotator=[]"], "oracle.annotator", "oracle.annotators"),
+            (["+oracle.noise=0.1"], "oracle.noise", "oracle.noise_rate"),
+            (["+sed=3"], "sed", "seed")]
+
+
+@pytest.mark.parametrize(("overrides", "key", "close"), APPENDED, ids=[a[1] for a in APPENDED])
+def test_an_appended_key_the_schema_lacks_is_refused_not_ignored(overrides: list[str], key: str,
+                                                                 close: str) -> None:
+    """``+key=value`` composes (Hydra's own message suggests it for a typo); the run would
+    ignore it. Validation names the key, its closest real one and the node's keys."""
+    with pytest.raises(ConfigError) as refused:
+        validate(_compose(overrides))
+    assert f"{key} is not a setting" in str(refused.value)
+    assert f"did you mean {close}?" in str(refused.value)
+
+
+def test_an_open_table_still_takes_new_entries() -> None:
+    cfg = _compose(["+trainer.eval_batch_table.cuda-MyNet=256"])
+    validate(cfg)
+    assert cfg.trainer.eval_batch_table["cuda-MyNet"] == 256
+
+
+def test_a_misspelt_override_is_one_line_with_the_real_key() -> None:
+    from al_sim.run import error_line
+
+    lines = {}
+    for override in ("budget.round=3", "strategy.mc_sample=3", "trainer.eval_batch_table.tpu=8"):
+        with pytest.raises(ConfigCompositionException) as refused:
+            _compose(["strategy=bald", override])
+        lines[override] = error_line(refused.value)
+    assert "did you mean budget.rounds?" in lines["budget.round=3"]
+    assert "its keys: cost_limit, full, initial" in lines["budget.round=3"]
+    assert "did you mean strategy.mc_samples?" in lines["strategy.mc_sample=3"]
+    # a strategy's knobs are its constructor's: appending one is no fix; a table takes entries
+    assert "+strategy" not in lines["strategy.mc_sample=3"]
+    assert "+trainer.eval_batch_table.tpu=<value>" in lines["trainer.eval_batch_table.tpu=8"]
+    assert all("\n" not in line and "+budget.round" not in line for line in lines.values())
+
+
+def test_hydra_messages_become_one_line() -> None:
+    from al_sim.runtime.errors import one_line
+
+    hydra_text = ("In 'config': Could not find 'strategy/smartest'\n\nAvailable options in "
+                  "'strategy':\n\tbadge\n\tbald\nConfig search path:\n\tprovider=hydra\n")
+    assert one_line(hydra_text) == ("In 'config': Could not find 'strategy/smartest'; Available "
+                                    "options in 'strategy': badge, bald")
+    omegaconf_text = ("Value 'ten' of type 'str' could not be converted to Integer\n"
+                      "    full_key: budget.rounds\n    object_type=BudgetConf")
+    assert one_line(omegaconf_text) == "Value 'ten' of type 'str' could not be converted to Integer"
+
+
 @pytest.mark.parametrize(
     ("override", "field"),
     [("budget.query_size=0", "budget.query_size"), ("budget.initial=-5", "budget.initial"),

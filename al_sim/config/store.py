@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from al_sim.config.annotators import PANEL, PanelOracleConf
+from al_sim.config.composition import check_known_keys
 from al_sim.config.data import (
     FolderDatasetConf,
     MedMNISTDatasetConf,
@@ -76,9 +77,11 @@ def _retype(cfg: DictConfig, key: str, node: DictConfig) -> None:
 
 def validate_schemas(cfg: DictConfig, groups: Sequence[str] = SCHEMA_GROUPS) -> None:
     """The typed groups' own checks (types, ranges, data paths such as ``dataset.root``):
-    cheap and without side effects, so they can run before Hydra makes the run dir."""
+    cheap and without side effects, so they can run before Hydra makes the run dir. A key a
+    group's schema lacks (appended with ``+``) is refused, not ignored."""
     for key in groups:
         node = cfg[key]
+        check_known_keys(node, key)
         if OmegaConf.get_type(node) is not dict:  # an untyped group: its loader checks it
             OmegaConf.to_object(node)
 
@@ -89,6 +92,7 @@ def validate(cfg: DictConfig) -> None:
     Imports the strategy and model modules to read their signatures and builds
     each once, so their constructors' own checks run before any data is read.
     """
+    check_known_keys(cfg)  # the top level and every typed group: nothing appended is ignored
     validate_schemas(cfg)
     _retype(cfg, "strategy", typed_node(cfg.strategy, "strategy"))
     _retype(cfg, "model", typed_node(cfg.model, "model", MODEL_SUPPLIED))

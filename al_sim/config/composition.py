@@ -1,0 +1,92 @@
+"""A config that does not compose, or has keys its schema lacks: the one line a user reads.
+
+A typo'd override (``budget.round=3``) fails Hydra's composition, whose message suggests
+appending it (``+budget.round=3``); appended, it composed and the run ignored it. Both end
+here as one line naming the key, the closest real one and the node's keys.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from collections.abc import Iterable, Iterator
+
+from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+
+from al_sim.runtime.errors import ALSimError, ConfigError, one_line
+
+HYDRA = "hydra"  # Hydra's own node at the top of a config being composed: not al_sim's to check
+RUN_CONFIG = "conf/config.yaml"  # the top-level file of python -m al_sim.run
+TARGET = "_target_"  # a node that builds a strategy, model or sink: its keys are the knobs
+
+
+def unknown_key_message(path: str, known: Iterable[object], table: bool = False,
+                        top: str = RUN_CONFIG) -> str:
+    """``path`` is not a key of its node, whose keys are ``known``; ``table``: the node is
+    an open table that takes new entries (with ``+``); ``top``: the top-level config file."""
+    parent, _, key = path.rpartition(".")
+    names = sorted(str(k) for k in known
+                   if not str(k).startswith("_") and (parent or str(k) != HYDRA))
+    close = difflib.get_close_matches(key, names, n=1, cutoff=0.6)
+    where = f"{parent} has" if parent else "the config has"
+    hint = f"did you mean {parent + '.' if parent else ''}{close[0]}? " if close else ""
+    parts = path.split(".")
+    group = (top if not parent else
+             f"conf/{'/'.join(parts[:2 if parts[0] == HYDRA and len(parts) > 2 else 1])}/")
+    keys = f"its keys: {', '.join(names)}; " if names else ""
+    add = f"; a new entry is added with +{path}=<value>" if table else ""
+    return (f"{path} is not a setting: {where} no key '{key}' ({group}); {hint}{keys}"
+            f"fix or drop the override{add}")
+
+
+def unknown_keys(node: DictConfig, path: str = "") -> Iterator[tuple[str, list[str]]]:
+    """(dotted key, the node's keys) for every key of a dataclass-typed node, at any depth,
+    that its dataclass does not declare (added with ``+``)."""
+    kind = OmegaConf.get_type(node)
+    declared = [f.name for f in dataclasses.fields(kind)] \
+        if isinstance(kind, type) and dataclasses.is_dataclass(kind) else None
+    for key in node:
+        name = str(key)
+        if not path and name == HYDRA:
+            continue
+        if declared is not None and name not in declared:
+            yield f"{path}{name}", declared
+        child = node._get_node(name)  # the node itself: its value may be an interpolation
+        if isinstance(child, DictConfig):
+            yield from unknown_keys(child, f"{path}{name}.")
+
+
+def check_known_keys(node: DictConfig, path: str = "", top: str = RUN_CONFIG) -> None:
+    """ConfigError naming the first key ``node`` (at ``path``) has that its schema lacks."""
+    for key, known in unknown_keys(node, f"{path}." if path else ""):
+        raise ConfigError(unknown_key_message(key, known, top=top))
+
+
+def composition_error_line(exc: BaseException, top: str = RUN_CONFIG) -> str | None:
+    """The ``error:`` line for a config Hydra or OmegaConf refused (an unknown key, option or
+    ill-typed value); None when ``exc`` is not one of theirs."""
+    if not isinstance(exc, HydraException | OmegaConfBaseException):
+        return None
+    if (unknown := _override_key_message(exc, top)) is not None:
+        return f"error: {unknown}"
+    cause = exc.__cause__
+    extra = f"\n{cause}" if cause and str(cause) not in str(exc) else ""
+    key = getattr(cause, "full_key", None) or getattr(exc, "full_key", None)
+    fix = f"; fix the value of {key}" if key and not isinstance(exc, ALSimError) else ""
+    return f"error: {one_line(f'{exc}{extra}')}{fix}"
+
+
+def _override_key_message(exc: BaseException, top: str) -> str | None:
+    """Hydra's "Could not override" of a key the config lacks, in our words; else None."""
+    cause = exc.__cause__
+    if not isinstance(cause, ConfigKeyError | ConfigAttributeError):
+        return None
+    parent, path = getattr(cause, "parent_node", None), getattr(cause, "full_key", None)
+    if not isinstance(parent, DictConfig) or not path:
+        return None
+    kind = OmegaConf.get_type(parent)
+    typed = isinstance(kind, type) and dataclasses.is_dataclass(kind)
+    return unknown_key_message(str(path), parent.keys(), top=top,
+                               table=not typed and TARGET not in parent)
