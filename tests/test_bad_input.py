@@ -94,6 +94,18 @@ def _wrong_keys(tmp: Path) -> list[str]:
     return _medmnist_args(tmp)
 
 
+def _empty_pool(tmp: Path) -> list[str]:
+    medmnist_npz(tmp / "pneumoniamnist.npz", train={
+        "train_images": np.zeros((0, 28, 28), np.uint8),
+        "train_labels": np.zeros((0, 1), np.uint8)})
+    return _medmnist_args(tmp)
+
+
+def _root_is_a_file(tmp: Path) -> list[str]:
+    (tmp / "pneumoniamnist.npz").write_bytes(b"")
+    return ["dataset=medmnist", f"dataset.root={tmp / 'pneumoniamnist.npz'}", "budget=tiny"]
+
+
 def _mixed_channels(tmp: Path) -> list[str]:
     rgb = np.zeros((30, 28, 28, 3), dtype=np.uint8)
     medmnist_npz(tmp / "pneumoniamnist.npz", test={"test_images": rgb})
@@ -132,6 +144,10 @@ CASES: dict[str, tuple[Callable[[Path], list[str]], list[str], bool]] = {
     "corrupt npz": (_corrupt, ["pneumoniamnist.npz", "re-download"], True),
     "npz with wrong keys": (_wrong_keys, ["train_images"], True),
     "pickled npz": (_pickled, ["train_labels"], True),
+    "archive with an empty pool": (_empty_pool, ["pneumoniamnist.npz", "'train_images' holds no "
+                                                 "images", "re-download"], True),
+    "root names a file": (_root_is_a_file, ["pneumoniamnist.npz is not a folder",
+                                            "dataset.root="], True),
     "mixed channel counts": (_mixed_channels, ["test"], True),
     "test class missing from training": (_test_class_missing, ["never occur in the pool"],
                                          True),

@@ -150,8 +150,10 @@ class MedMNISTDatasetConf:
             positive("dataset", max_pool=self.max_pool)
         non_negative("dataset", seed=self.seed)
         if not self.download and not Path(self.root).expanduser().is_dir():
+            what = "is not a folder" if Path(self.root).expanduser().exists() else \
+                "does not exist"
             raise DataError(
-                f"dataset.root={self.root} does not exist (the folder of the MedMNIST .npz "
+                f"dataset.root={self.root} {what} (the folder of the MedMNIST .npz "
                 f"files); point dataset.root= at the folder that holds {self.name}.npz (or "
                 f"{self.name}_<size>.npz), or set dataset.download=true to fetch it there")
 

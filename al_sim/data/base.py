@@ -158,9 +158,11 @@ class ALDataset:
                     "(dataset.image_size=...)"
                 )
         if len(self.pool_y) == 0:
-            raise DataError(f"{self.name}: the pool is empty")
+            raise DataError(f"{self.name}: the pool is empty (no training images); check "
+                            "dataset.root and that the dataset's files hold its pool")
         if len(self.test_y) == 0:
-            raise DataError(f"{self.name}: the test split is empty")
+            raise DataError(f"{self.name}: the test split is empty; check dataset.root and "
+                            "that the dataset's files hold its test images")
         if (self.pool_y < 0).any() or self.multilabel:
             return  # unknown pool labels; a finding may be absent from a small pool
         missing = sorted(set(np.unique(self.test_y)) - set(np.unique(self.pool_y)))

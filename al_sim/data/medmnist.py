@@ -155,6 +155,9 @@ def _check_images(x: np.ndarray, key: str, path: Path, info: dict, size: int,
     if x.ndim == axes + 2 and x.shape[-1] == 1 and channels == 1:
         x = x[..., 0]
     expected = (size,) * axes if channels == 1 else (*(size,) * axes, channels)
+    if len(x) == 0:
+        raise DataError(f"{path}: {key!r} holds no images; the archive is not a whole official "
+                        "MedMNIST file: re-download it")
     if x.dtype != np.uint8 or x.shape[1:] != expected:
         raise DataError(
             f"{path}: {key!r} must be uint8 N x {' x '.join(map(str, expected))} "
