@@ -1,0 +1,94 @@
+"""Single-label strategies held against a peer library's (small-text, 1.4): the same scores
+and the same picks on random multi-class arrays, so a definition we got wrong cannot hide.
+
+The multi-label scores are held against small-text per finding in
+tests/test_multilabel_strategies.py; here the classes are many (C = 7), the case two-class
+findings cannot show.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from al_sim.strategies.base import ArrayModelView
+from al_sim.strategies.bayesian import BALD, bald_score
+from al_sim.strategies.diversity import CoreSet, k_center_greedy
+from al_sim.strategies.uncertainty import (
+    Entropy,
+    LeastConfidence,
+    Margin,
+    entropy_score,
+    least_confidence_score,
+    margin_score,
+)
+from tests.conftest import query_context
+
+pytest.importorskip("small_text")
+from small_text.query_strategies.bayesian import _bald  # noqa: E402
+from small_text.query_strategies.coresets import greedy_coreset  # noqa: E402
+from small_text.query_strategies.strategies import (  # noqa: E402
+    BreakingTies,
+    PredictionEntropy,
+)
+from small_text.query_strategies.strategies import (  # noqa: E402
+    LeastConfidence as StLeastConfidence,
+)
+
+N, C, T = 300, 7, 12
+RNG = np.random.default_rng(11)
+PROBS = RNG.dirichlet(np.full(C, 0.6), size=N)
+MC = RNG.dirichlet(np.full(C, 0.4), size=(N, T))  # N x T x C, small-text's layout and ours
+LABELED = RNG.choice(N, size=40, replace=False)
+UNLABELED = np.setdiff1d(np.arange(N), LABELED)
+
+
+class _Clf:
+    """A small-text classifier that answers with fixed probabilities (or MC samples)."""
+
+    def __init__(self, proba: np.ndarray) -> None:
+        self.proba = proba
+
+    def predict_proba(self, _data: object, dropout_sampling: int = 1) -> np.ndarray:
+        return self.proba
+
+
+PEERS = [(Entropy(), entropy_score, PredictionEntropy(), lambda conf: conf),
+         (LeastConfidence(), least_confidence_score, StLeastConfidence(), lambda conf: 1 - conf),
+         (Margin(), margin_score, BreakingTies(), lambda conf: 1 - conf)]
+
+
+@pytest.mark.parametrize(("ours", "score", "theirs", "as_ours"), PEERS,
+                         ids=[p[0].name for p in PEERS])
+def test_uncertainty_scores_and_picks_equal_small_texts(ours, score, theirs, as_ours) -> None:
+    """small-text ranks by a confidence (lower: queried first); ours by an uncertainty."""
+    confidence = theirs.get_confidence(_Clf(PROBS), None, UNLABELED, LABELED, None)
+    np.testing.assert_allclose(score(PROBS), as_ours(confidence), atol=1e-12)
+    picked = theirs.query(_Clf(PROBS), None, UNLABELED, LABELED, None, n=25)
+    context = query_context(ArrayModelView(probs=PROBS), N, LABELED.tolist(), 0, C)
+    assert set(ours.select(context, 25).indices.tolist()) == set(picked.tolist())
+
+
+def test_bald_equals_small_texts_in_nats() -> None:
+    """small-text's BALD is in bits with a 1e-8 guard in each log; ours in nats, exact."""
+    np.testing.assert_allclose(bald_score(MC), _bald(MC) * np.log(2), atol=1e-6)
+    view = ArrayModelView(mc=MC)
+    context = query_context(view, N, LABELED.tolist(), 0, C)
+    ours = BALD(mc_samples=T).select(context, 25).indices
+    theirs = UNLABELED[np.argsort(-_bald(MC[UNLABELED]), kind="stable")[:25]]
+    assert set(ours.tolist()) == set(theirs.tolist())
+
+
+def test_coreset_picks_small_texts_greedy_coreset_in_order() -> None:
+    """Euclidean k-center greedy (Sener & Savarese 2018) from the labelled rows: the same
+    rows in the same order. small-text's picks index its unlabelled rows only where those
+    come first in ``x`` (its indices mix the two), so the pool is laid out that way."""
+    features = RNG.normal(size=(N, 16))
+    x = np.concatenate([features[UNLABELED], features[LABELED]])
+    theirs = greedy_coreset(x, np.arange(len(UNLABELED)), np.arange(len(UNLABELED), N), 20,
+                            distance_metric="euclidean", batch_size=64)
+    picked, _ = k_center_greedy(features[UNLABELED], features[LABELED], 20)
+    assert picked.tolist() == theirs.tolist()
+    context = query_context(ArrayModelView(features=features), N, LABELED.tolist(), 0, C)
+    selected = CoreSet(chunk_size=64).select(context, 20).indices
+    assert selected.tolist() == UNLABELED[theirs].tolist()
