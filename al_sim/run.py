@@ -285,11 +285,21 @@ def cli() -> None:
         sys.exit(EXIT_TERMINATED if by == SIGTERM_REASON else EXIT_INTERRUPTED)
     except Exception as exc:
         line = error_line(exc)
+        _close_failed_sweep()  # a launcher that failed, even of a bug: its parent run ends too
         if line is None:
             raise
         print(line, file=sys.stderr, flush=True)
-        close_interrupted_sweep("FAILED")  # a launcher that failed: its parent run ends too
         sys.exit(EXIT_USER_ERROR)
+
+
+def _close_failed_sweep() -> None:
+    """The sweep's parent run marked FAILED; a store that refuses is said, not raised (the
+    launcher's own failure is what the user must read)."""
+    try:
+        close_interrupted_sweep("FAILED")
+    except Exception as exc:  # noqa: BLE001 - any store failure: told, then the first error
+        print(f"note: the sweep's parent MLflow run could not be marked FAILED ({exc}); it "
+              "stays RUNNING until the sweep runs again", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""A sweep's shared data path is checked once, before any job or dir exists (issue 27)."""
+"""What a sweep's jobs share is checked once, before any job or dir exists: the data path
+(issue 27), keys appended to a group no job may have, the launcher's worker count."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from pathlib import Path
 import pytest
 from omegaconf import open_dict
 
-from al_sim.app.sweep_callback import SweepCallback, data_swept
+from al_sim.app.sweep_callback import SweepCallback
+from al_sim.app.sweep_checks import check_sweep_config, data_swept
 from tests.conftest import compose_config
 
 
@@ -26,6 +28,39 @@ def test_a_missing_root_stops_the_sweep_before_its_dir(tmp_path: Path, capsys) -
     assert not (tmp_path / "multirun").exists()
 
 
+@pytest.mark.parametrize(("sweep", "refused"), [
+    (["seed=0,1"], True),                      # every job would have trainer.epoch: refused
+    (["trainer.epochs=1,2"], False),           # trainer swept: each job checks its own
+    (["trainer=default", "seed=0,1"], True)])  # a chosen group that is not swept: refused
+def test_a_key_every_job_would_append_stops_the_sweep_before_its_dir(
+        tmp_path: Path, capsys, sweep: list[str], refused: bool) -> None:
+    cfg = compose_config(["+trainer.epoch=2"], hydra=True)
+    with open_dict(cfg):
+        cfg.hydra.sweep.dir = str(tmp_path / "multirun")
+        cfg.hydra.overrides.task = ["+trainer.epoch=2", *sweep]
+    if not refused:
+        check_sweep_config(cfg)  # passes: the jobs check their own trainer
+        return
+    with pytest.raises(SystemExit) as exit_:
+        SweepCallback().on_multirun_start(cfg)
+    assert exit_.value.code == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: trainer.epoch is not a setting") and "trainer.epochs?" in line
+    assert not (tmp_path / "multirun").exists()
+
+
+@pytest.mark.parametrize("n_jobs", [0, 1.5, "two", True])
+def test_a_worker_count_joblib_cannot_take_is_one_config_error(n_jobs: object) -> None:
+    from al_sim.app.launchers.common import check_n_jobs
+    from al_sim.runtime.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=rf"hydra.launcher.n_jobs={n_jobs} is not a number of "
+                                          "worker processes; set hydra.launcher.n_jobs=2"):
+        check_n_jobs(n_jobs)
+    for fine in (None, 1, 2, -1, -2):
+        check_n_jobs(fine)
+
+
 def test_a_swept_dataset_is_left_to_each_job() -> None:
     assert data_swept(["dataset.root=/a,/b", "seed=0"])
     assert data_swept(["dataset=medmnist,folder"])
@@ -35,13 +70,13 @@ def test_a_swept_dataset_is_left_to_each_job() -> None:
 @pytest.mark.parametrize(("cores", "warned"), [(2, True), (4, False)])
 def test_submitit_local_says_when_its_jobs_outnumber_the_cores(monkeypatch, caplog, cores: int,
                                                                warned: bool) -> None:
-    from al_sim.app import sweep_callback
+    from al_sim.app import sweep_checks
 
     cfg = compose_config(["hydra/launcher=al_submitit_local"], hydra=True)
     with open_dict(cfg):
         cfg.hydra.overrides.task = ["strategy=random,entropy", "seed=0,1"]
-    monkeypatch.setattr(sweep_callback.os, "cpu_count", lambda: cores)
-    with caplog.at_level("WARNING", logger=sweep_callback.log.name):
-        sweep_callback.warn_unbounded_launcher(cfg)
+    monkeypatch.setattr(sweep_checks.os, "cpu_count", lambda: cores)
+    with caplog.at_level("WARNING", logger=sweep_checks.log.name):
+        sweep_checks.warn_unbounded_launcher(cfg)
     said = "submitit_local starts all 4 jobs at once on 2 cores" in caplog.text
     assert said == warned and ("n_jobs=2" in caplog.text) == warned

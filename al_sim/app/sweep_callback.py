@@ -26,6 +26,7 @@ from omegaconf import DictConfig, open_dict, read_write
 
 from al_sim.app.launchers.orphans import refuse_beside_orphans, wait_for_workers
 from al_sim.app.lost_jobs import LOST_DIR, lost_jobs, set_parent
+from al_sim.app.sweep_checks import check_sweep_config, warn_unbounded_launcher
 from al_sim.config.checks import positive
 from al_sim.config.schema import DEFAULT_EXPERIMENT
 from al_sim.config.store import validate_schemas
@@ -116,56 +117,6 @@ def mark_job_failed(message: str) -> None:
     (folder / f"{job.num}.txt").write_text(f"{job.override_dirname}\n{message}\n")
 
 
-def sweep_size(config: DictConfig) -> int:
-    """How many jobs the sweep's command line and ``hydra.sweeper.params`` make."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    given = list(config.hydra.overrides.task)
-    params = config.hydra.sweeper.get("params") or {}
-    given_keys = {o.split("=", 1)[0].lstrip("+~") for o in given}
-    given += [f"{k}={v}" for k, v in params.items() if k not in given_keys]
-    size = 1
-    for override in OverridesParser.create().parse_overrides(given):
-        if override.is_sweep_override():
-            size *= len(list(override.sweep_string_iterator()))
-    return size
-
-
-def warn_unbounded_launcher(config: DictConfig) -> None:
-    """submitit's local executor starts every job at once: say so when they outnumber cores."""
-    if not str(config.hydra.launcher.get("_target_", "")).endswith((".LocalLauncher",
-                                                                  ".AlLocalLauncher")):
-        return
-    jobs, cores = sweep_size(config), os.cpu_count() or 1
-    if jobs > cores:
-        log.warning("submitit_local starts all %d jobs at once on %d cores (it has no "
-                    "array_parallelism); use hydra/launcher=joblib hydra.launcher.n_jobs=%d "
-                    "to cap them", jobs, cores, cores)
-
-
-def data_swept(overrides: list[str]) -> bool:
-    """Whether a sweep's command line sweeps a ``dataset`` value (then each job checks its own)."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    parsed = OverridesParser.create().parse_overrides(overrides)
-    return any(o.is_sweep_override() and o.key_or_group.split(".")[0] == "dataset"
-               for o in parsed)
-
-
-def check_sweep_data(config: DictConfig) -> None:
-    """A sweep whose jobs share one dataset: its checks (``dataset.root`` exists, ...) run once,
-    before anything is launched, as a single run's do: one ``error:`` line, exit 2."""
-    if data_swept(list(config.hydra.overrides.task)):
-        return
-    try:
-        validate_schemas(config, groups=("dataset",))
-    except ALSimError as exc:
-        print(f"error: {exc}", file=sys.stderr, flush=True)
-        raise SystemExit(EXIT_USER_ERROR) from None
-    except Exception:  # noqa: BLE001 - e.g. a ${hydra:} value: the jobs' own checks report it
-        pass
-
-
 class SweepCallback(Callback):
     """Creates the sweep's parent run before the jobs and closes it after them."""
 
@@ -198,7 +149,7 @@ class SweepCallback(Callback):
             pass
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        check_sweep_data(config)  # before the sweep dir, any job dir or MLflow run
+        check_sweep_config(config)  # before the sweep dir, any job dir or MLflow run
         try:  # jobs of an earlier launch still out: nothing is submitted, no run touched
             refuse_beside_orphans(config.hydra.launcher, str(config.hydra.sweep.dir))
             wait_for_workers(Path(config.hydra.sweep.dir), self._grace_s)

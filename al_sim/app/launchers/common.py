@@ -11,6 +11,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from al_sim.app.lost_jobs import JobRef, kill_run
+from al_sim.runtime.errors import ConfigError
 
 
 def job_refs(config: DictConfig, hydra_context, job_overrides: Sequence[Sequence[str]],
@@ -34,12 +35,22 @@ def joblib_setup(launcher: Any, job_overrides: Sequence[Sequence[str]],
     assert launcher.config is not None and launcher.hydra_context is not None
     setup_globals()
     configure_log(launcher.config.hydra.hydra_logging, launcher.config.hydra.verbose)
+    check_n_jobs(launcher.joblib.get("n_jobs"))
     folder = sweep_dir(launcher.config)
     refs = job_refs(launcher.config, launcher.hydra_context, job_overrides, first)
     cfg = launcher.joblib
     cfg["backend"] = "loky"
     process_joblib_cfg(cfg)
     return folder, refs, cfg
+
+
+def check_n_jobs(n_jobs: Any) -> None:
+    """``hydra.launcher.n_jobs`` as joblib takes it: a whole number of workers, not 0
+    (negative: all cores but ``-n_jobs - 1``), or null for one; ConfigError otherwise."""
+    if n_jobs is None or (isinstance(n_jobs, int) and not isinstance(n_jobs, bool) and n_jobs):
+        return
+    raise ConfigError(f"hydra.launcher.n_jobs={n_jobs} is not a number of worker processes; "
+                      "set hydra.launcher.n_jobs=2 (jobs at once), or -1 for one per core")
 
 
 def launcher_settings(config: DictConfig) -> tuple[float, float]:

@@ -1,0 +1,87 @@
+"""What a sweep checks before it launches anything: its size, the groups it sweeps, the
+settings its jobs share (appended keys a schema lacks, the shared dataset's paths), and a
+local launcher that would start more jobs than cores.
+
+A mistake every job shares is one ``error:`` line and exit 2 before the sweep dir, any job
+or MLflow run exists, as a single run's is; a swept group's settings are checked per job.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import sys
+
+from omegaconf import DictConfig, open_dict, read_write
+
+from al_sim.config.composition import HYDRA, check_known_keys
+from al_sim.config.store import validate_schemas
+from al_sim.runtime.errors import EXIT_USER_ERROR, ALSimError
+
+log = logging.getLogger("al_sim")
+
+
+def _sweep_overrides(config: DictConfig) -> list[str]:
+    """The command line's overrides and ``hydra.sweeper.params`` the command line leaves."""
+    given = list(config.hydra.overrides.task)
+    params = config.hydra.sweeper.get("params") or {}
+    given_keys = {o.split("=", 1)[0].lstrip("+~") for o in given}
+    return given + [f"{k}={v}" for k, v in params.items() if k not in given_keys]
+
+
+def sweep_size(config: DictConfig) -> int:
+    """How many jobs the sweep's command line and ``hydra.sweeper.params`` make."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    size = 1
+    for override in OverridesParser.create().parse_overrides(_sweep_overrides(config)):
+        if override.is_sweep_override():
+            size *= len(list(override.sweep_string_iterator()))
+    return size
+
+
+def swept_groups(overrides: list[str]) -> set[str]:
+    """The top-level groups whose value or choice a sweep's overrides sweep."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    return {o.key_or_group.split(".")[0].split("/")[0]
+            for o in OverridesParser.create().parse_overrides(overrides)
+            if o.is_sweep_override()}
+
+
+def data_swept(overrides: list[str]) -> bool:
+    """Whether a sweep's command line sweeps a ``dataset`` value (then each job checks its own)."""
+    return "dataset" in swept_groups(overrides)
+
+
+def check_sweep_config(config: DictConfig) -> None:
+    """The settings every job of the sweep shares, checked once before anything launches:
+    no appended key a schema lacks (outside swept groups, whose schema may change per job),
+    and the shared dataset's own checks (``dataset.root`` exists, ...)."""
+    swept = swept_groups(_sweep_overrides(config))
+    shared = copy.deepcopy(config)
+    with read_write(shared), open_dict(shared):
+        for key in [HYDRA, *swept]:
+            shared.pop(key, None)
+    try:
+        check_known_keys(shared)
+        if "dataset" not in swept:
+            validate_schemas(config, groups=("dataset",))
+    except ALSimError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(EXIT_USER_ERROR) from None
+    except Exception:  # noqa: BLE001 - e.g. a ${hydra:} value: the jobs' own checks report it
+        pass
+
+
+def warn_unbounded_launcher(config: DictConfig) -> None:
+    """submitit's local executor starts every job at once: say so when they outnumber cores."""
+    if not str(config.hydra.launcher.get("_target_", "")).endswith((".LocalLauncher",
+                                                                  ".AlLocalLauncher")):
+        return
+    jobs, cores = sweep_size(config), os.cpu_count() or 1
+    if jobs > cores:
+        log.warning("submitit_local starts all %d jobs at once on %d cores (it has no "
+                    "array_parallelism); use hydra/launcher=joblib hydra.launcher.n_jobs=%d "
+                    "to cap them", jobs, cores, cores)
