@@ -190,6 +190,9 @@ def error_line(exc: BaseException) -> str | None:
         return composing
     if (memory := out_of_memory(exc)) is not None:
         return f"error: {memory}"
+    if isinstance(exc, ConnectionError | TimeoutError):  # a socket, not a path
+        return (f"error: {exc}; a service this run connects to (tracking server, cluster head) "
+                "did not answer: check that it runs and that its address is right")
     if isinstance(exc, OSError):
         where = f": {exc.filename}" if exc.filename else ""
         return (f"error: {exc.strerror or exc}{where}; check that the path exists and is "

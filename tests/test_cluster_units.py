@@ -1,5 +1,5 @@
 """Cluster helpers in-process: where a run ran, the hint for a server, a refused host name,
-the lost-jobs record."""
+the lost-jobs record, a Ray head that is not there."""
 
 from __future__ import annotations
 
@@ -61,3 +61,52 @@ def test_a_lost_job_is_recorded_without_tracking(tmp_path: Path, capsys) -> None
 def _no_parent():
     yield
     set_parent(None, None)
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_ray_head_that_does_not_answer_is_one_cluster_error() -> None:
+    """ray.init would wait minutes on a host:port nobody listens on; we say so at once."""
+    pytest.importorskip("hydra_plugins.hydra_ray_launcher", reason='pip install -e ".[ray]"')
+    from al_sim.app.launchers.ray_tasks import check_ray_address
+    from al_sim.runtime.errors import ClusterError
+
+    port = _closed_port()
+    with pytest.raises(ClusterError, match=rf"the Ray cluster at 127.0.0.1:{port} cannot be "
+                                           r"reached in 2 s .*set RAY_ADDRESS=<head host>"):
+        check_ray_address(f"127.0.0.1:{port}", 2.0)
+    with socket.socket() as head:  # a head that listens passes
+        head.bind(("127.0.0.1", 0))
+        head.listen()
+        check_ray_address(f"127.0.0.1:{head.getsockname()[1]}", 2.0)
+    for left_to_ray in ("auto", "local", None, f"ray://127.0.0.1:{port}"):
+        check_ray_address(left_to_ray, 2.0)
+
+
+def test_a_refused_connection_is_not_told_to_check_a_path() -> None:
+    from al_sim.run import error_line
+
+    line = error_line(ConnectionRefusedError(111, "Connection refused"))
+    assert line is not None and "did not answer" in line and "hydra.run.dir" not in line
+    assert "hydra.run.dir" in (error_line(PermissionError(13, "Permission denied", "/x")) or "")
+
+
+@pytest.mark.slow
+def test_a_ray_sweep_without_its_cluster_is_one_error_line_and_a_failed_parent(
+        tmp_path: Path) -> None:
+    pytest.importorskip("hydra_plugins.hydra_ray_launcher", reason='pip install -e ".[ray]"')
+    from mlflow.tracking import MlflowClient
+
+    from tests.conftest import FAST_CLI, all_experiments, run_cli
+
+    proc = run_cli(["-m", "seed=0,1", "hydra/launcher=al_ray", "budget=tiny", *FAST_CLI],
+                   tmp_path, env={"RAY_ADDRESS": f"127.0.0.1:{_closed_port()}"})
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    [line] = [x for x in proc.stderr.splitlines() if x.startswith("error:")]
+    assert "cannot be reached" in line and "Traceback" not in proc.stderr
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert [r.info.status for r in client.search_runs(all_experiments(client))] == ["FAILED"]

@@ -125,10 +125,12 @@ class SweepCallback(Callback):
     running: ClassVar[SweepCallback | None] = None
 
     def __init__(self, launcher_poll_s: float = 1.0, interrupt_grace_s: float = 30.0,
-                 status_poll_s: float = 10.0, lost_grace_s: float = 120.0) -> None:
+                 status_poll_s: float = 10.0, lost_grace_s: float = 120.0,
+                 connect_timeout_s: float = 10.0) -> None:
         positive("hydra.callbacks.sweep", launcher_poll_s=launcher_poll_s,
                  interrupt_grace_s=interrupt_grace_s, status_poll_s=status_poll_s,
-                 lost_grace_s=lost_grace_s)  # the last two: read by al_sim.app.launchers
+                 lost_grace_s=lost_grace_s, connect_timeout_s=connect_timeout_s)
+        # the last three: read by al_sim.app.launchers (launchers.common.launcher_settings)
         self._poll_s, self._grace_s = launcher_poll_s, interrupt_grace_s
         self._parent: tuple[str, str] | None = None  # (tracking uri, run id)
         self._experiment_id = ""

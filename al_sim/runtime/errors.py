@@ -23,6 +23,10 @@ class TrackingError(ALSimError):
     """The tracking store cannot be reached or written."""
 
 
+class ClusterError(ALSimError):
+    """A cluster a launcher needs (Ray, SLURM) cannot be reached."""
+
+
 class LabelsIncompleteError(ALSimError):
     """A human oracle's batch is only partly labelled (the run keeps waiting)."""
 

@@ -53,12 +53,14 @@ def check_n_jobs(n_jobs: Any) -> None:
                       "set hydra.launcher.n_jobs=2 (jobs at once), or -1 for one per core")
 
 
-def launcher_settings(config: DictConfig) -> tuple[float, float]:
-    """(status_poll_s, lost_grace_s) from ``hydra.callbacks.sweep``: how often a cluster
-    launcher asks how its jobs are doing, how long a job the scheduler no longer knows may
-    stay without a result before it counts as lost."""
+def launcher_settings(config: DictConfig) -> tuple[float, float, float]:
+    """(status_poll_s, lost_grace_s, connect_timeout_s) from ``hydra.callbacks.sweep``: how
+    often a cluster launcher asks how its jobs are doing, how long a job the scheduler no
+    longer knows may stay without a result before it counts as lost, how long a cluster's
+    head may take to accept a connection."""
     sweep = config.hydra.callbacks.get("sweep") or {}
-    return float(sweep.get("status_poll_s", 10.0)), float(sweep.get("lost_grace_s", 120.0))
+    return (float(sweep.get("status_poll_s", 10.0)), float(sweep.get("lost_grace_s", 120.0)),
+            float(sweep.get("connect_timeout_s", 10.0)))
 
 
 def sweep_dir(config: DictConfig) -> Path:

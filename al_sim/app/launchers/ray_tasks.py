@@ -9,6 +9,7 @@ relative ``hydra.sweep.dir`` is the launch dir's, not the Ray node's working dir
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,11 @@ from al_sim.app.launchers.common import (
     sweep_dir,
 )
 from al_sim.app.lost_jobs import JobRef, report_lost
+from al_sim.runtime.errors import ClusterError
+
+RAY_CLIENT = "ray://"  # Ray Client addresses connect through their own protocol and checks
+RAY_FIX = ("start it (ray start --head), set RAY_ADDRESS=<head host>:<port> "
+           "(hydra.launcher.ray.init.address), or run here with hydra/launcher=al_joblib")
 
 # A started task and the jobs it runs (indices into the batch); its result as their returns.
 Returns = Callable[[Any], dict[int, JobReturn]]
@@ -40,10 +46,15 @@ class AlRayLauncher(RayLauncher):
         assert self.config is not None and self.hydra_context is not None
         setup_globals()
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
-        poll_s, _ = launcher_settings(self.config)
+        poll_s, _, connect_s = launcher_settings(self.config)
         folder = sweep_dir(self.config)
         refs = job_refs(self.config, self.hydra_context, job_overrides, initial_job_idx)
-        start_ray(self.ray_cfg.init)
+        address = self.ray_cfg.init.get("address")
+        check_ray_address(address, connect_s)
+        try:
+            start_ray(self.ray_cfg.init)
+        except ConnectionError as exc:  # ray.init's "no running Ray instance" (address auto)
+            raise ClusterError(f"no Ray cluster to join at {address} ({exc}); {RAY_FIX}") from exc
         tasks = self._start(refs, folder)
 
         def cancel() -> list[JobRef]:
@@ -80,6 +91,22 @@ class AlRayLauncher(RayLauncher):
                                      Singleton.get_state())
             tasks[task] = ([i], _one(i))
         return tasks
+
+
+def check_ray_address(address: object, timeout_s: float) -> None:
+    """ClusterError, with the fix, when the Ray head at ``host:port`` does not accept a
+    connection in ``timeout_s`` (ray.init would wait on it for minutes). ``auto`` (ray.init
+    says at once when no cluster runs here), ``local``, none and ``ray://`` pass."""
+    text = str(address or "").strip()
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or text.startswith(RAY_CLIENT):
+        return
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s):
+            return
+    except OSError as exc:
+        raise ClusterError(f"the Ray cluster at {text} cannot be reached in {timeout_s:g} s "
+                           f"({exc}); {RAY_FIX}") from exc
 
 
 def _one(i: int) -> Returns:

@@ -117,7 +117,7 @@ class _Waiting(BaseSubmititLauncher):
         import submitit
 
         assert self.config is not None and self.hydra_context is not None
-        self._poll_s, self._grace_s = launcher_settings(self.config)
+        self._poll_s, self._grace_s, _ = launcher_settings(self.config)
         self._check_time_limit()
         folder = sweep_dir(self.config)
         refs = job_refs(self.config, self.hydra_context, job_overrides, initial_job_idx)
