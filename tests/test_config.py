@@ -211,3 +211,19 @@ def test_every_callback_node_shows_its_target() -> None:
     for option in _options("callbacks"):
         nodes = OmegaConf.load(CONF / "callbacks" / f"{option}.yaml")
         assert nodes and all("_target_" in node for node in nodes.values())
+
+
+def test_our_refusal_inside_hydras_instantiate_is_said_alone() -> None:
+    from hydra.errors import InstantiationException
+
+    from al_sim.run import error_line
+
+    ours = ConfigError("hydra.launcher.memory_fraction=2.0 is not in (0, 1]")
+    try:
+        try:
+            raise ours
+        except ConfigError as exc:
+            raise InstantiationException("Error in call to target 'x.Launcher':\n"
+                                         f"{exc!r}") from exc
+    except InstantiationException as wrapped:
+        assert error_line(wrapped) == f"error: {ours}"

@@ -69,6 +69,11 @@ def composition_error_line(exc: BaseException, top: str = RUN_CONFIG) -> str | N
     ill-typed value); None when ``exc`` is not one of theirs."""
     if not isinstance(exc, HydraException | OmegaConfBaseException):
         return None
+    cause = exc.__cause__
+    while cause is not None:  # our own refusal, wrapped by Hydra's instantiate: ours alone
+        if isinstance(cause, ALSimError):
+            return f"error: {cause}"
+        cause = cause.__cause__
     if (unknown := _override_key_message(exc, top)) is not None:
         return f"error: {unknown}"
     cause = exc.__cause__
