@@ -110,3 +110,16 @@ def test_a_ray_sweep_without_its_cluster_is_one_error_line_and_a_failed_parent(
     assert "cannot be reached" in line and "Traceback" not in proc.stderr
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
     assert [r.info.status for r in client.search_runs(all_experiments(client))] == ["FAILED"]
+
+
+@pytest.mark.parametrize("timeout_min", [0, -5, "soon"])
+def test_a_time_limit_that_stops_every_job_at_its_start_is_refused(timeout_min: object) -> None:
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason='pip install -e ".[slurm]"')
+    from al_sim.app.launchers.submitit_jobs import AlLocalLauncher, AlSlurmLauncher
+    from al_sim.runtime.errors import ConfigError
+
+    for launcher in (AlLocalLauncher, AlSlurmLauncher):
+        with pytest.raises(ConfigError, match=rf"hydra.launcher.timeout_min={timeout_min} is "
+                                              "not a time limit"):
+            launcher(submitit_folder="x", timeout_min=timeout_min)._check_time_limit()
+    AlLocalLauncher(submitit_folder="x", timeout_min=1)._check_time_limit()
