@@ -4,6 +4,7 @@ the lost-jobs record, a Ray head that is not there."""
 from __future__ import annotations
 
 import logging
+import signal
 import socket
 from pathlib import Path
 
@@ -123,3 +124,32 @@ def test_a_time_limit_that_stops_every_job_at_its_start_is_refused(timeout_min: 
                                               "not a time limit"):
             launcher(submitit_folder="x", timeout_min=timeout_min)._check_time_limit()
     AlLocalLauncher(submitit_folder="x", timeout_min=1)._check_time_limit()
+
+
+@pytest.mark.parametrize(("argv", "said"), [
+    (["--port", "99999"], "argument --port: 99999 is not a port number (1-65535)"),
+    (["--db-port", "0"], "argument --db-port: 0 is not a port number (1-65535)"),
+    (["--workers", "0"], "argument --workers: 0 is not a whole number > 0")])
+def test_the_servers_numbers_are_checked_before_anything_starts(argv: list[str], said: str,
+                                                                capsys) -> None:
+    from al_sim.tracking.mlflow_server import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2 and said in capsys.readouterr().err
+
+
+def test_a_server_dir_that_cannot_be_made_is_one_error_line(tmp_path: Path, capsys) -> None:
+    from al_sim.tracking.mlflow_server import main
+
+    (tmp_path / "a_file").write_text("x")
+    sigterm = signal.getsignal(signal.SIGTERM)  # main() installs its own: this worker's back
+    try:
+        with pytest.raises(SystemExit) as exit_:
+            main(["--dir", str(tmp_path / "a_file" / "srv"), "--port", str(_closed_port())])
+    finally:
+        signal.signal(signal.SIGTERM, sigterm)
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"error: Not a directory: {tmp_path / 'a_file' / 'srv'}; give --dir a folder this user "
+        "can write"]

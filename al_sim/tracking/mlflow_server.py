@@ -32,6 +32,7 @@ STATE_FILE = "server.json"
 POOL_SIZE, POOL_OVERFLOW = 10, 20  # connections per mlflow worker process
 SPARE_CONNECTIONS = 20  # for psql, migrations, the driver's own checks
 EXIT_USER_ERROR = 2
+MAX_PORT = 65535
 
 
 class ServerError(Exception):
@@ -200,6 +201,24 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def _port(text: str) -> int:
+    """A TCP port number from the command line (argparse's usage error otherwise)."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 1 <= port <= MAX_PORT:
+        raise argparse.ArgumentTypeError(f"{text} is not a port number (1-{MAX_PORT})")
+    return port
+
+
+def _count(text: str) -> int:
+    """A whole number > 0 from the command line."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a whole number > 0")
+    return int(text)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Parse the command line and serve until interrupted."""
     parser = argparse.ArgumentParser(prog="python -m al_sim.server", description=__doc__.split(
@@ -208,10 +227,11 @@ def main(argv: list[str] | None = None) -> None:
                         help="where the database and the artifacts live (default: mlflow_server)")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address mlflow listens on (0.0.0.0 for other machines)")
-    parser.add_argument("--port", type=int, default=5000)
-    parser.add_argument("--db-port", type=int, default=None,
+    parser.add_argument("--port", type=_port, default=5000)
+    parser.add_argument("--db-port", type=_port, default=None,
                         help="PostgreSQL port on 127.0.0.1 (default: a free one, kept)")
-    parser.add_argument("--workers", type=int, default=2, help="mlflow server worker processes")
+    parser.add_argument("--workers", type=_count, default=2,
+                        help="mlflow server worker processes")
     parser.add_argument("--allowed-hosts", default=None, metavar="HOST[:PORT],...",
                         help="host names the jobs' tracking.uri may use (mlflow server "
                              "--allowed-hosts; default: localhost and private IP addresses)")
@@ -224,6 +244,11 @@ def main(argv: list[str] | None = None) -> None:
                        args.db_user if os.geteuid() == 0 else None, args.allowed_hosts))
     except ServerError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
+    except OSError as exc:  # --dir cannot be made or written
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"error: {exc.strerror or exc}{where}; give --dir a folder this user can write",
+              file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
     except KeyboardInterrupt:
         print("stopped", file=sys.stderr)
