@@ -33,6 +33,7 @@ from al_sim.config.store import (
     validate,
 )
 from al_sim.core.events import CallbackList, LabelsPending, RunCallback, RunInfo
+from al_sim.runtime.command_line import hydra_argv
 from al_sim.runtime.errors import (
     AlreadyFinishedError,
     ALSimError,
@@ -248,15 +249,6 @@ def main(cfg: DictConfig, failed: list[Exception]) -> float | None:
         return None
 
 
-def quote_home_path(arg: str) -> str:
-    """``key=~/x`` as ``key='~/x'``: Hydra's grammar refuses a bare ``~`` the shell left alone."""
-    key, sep, value = arg.partition("=")
-    if sep and value.startswith("~") and not any(q in value for q in "'\"") and (
-            key and not key.startswith("-")):
-        return f"{key}='{value}'"
-    return arg
-
-
 def _interrupted(signum: int, frame: object) -> None:
     stop_workers()  # a sweep's launcher: its workers first close their runs KILLED
     interrupt(SIGTERM_REASON if signum == signal.SIGTERM else SIGINT_REASON)
@@ -268,7 +260,7 @@ def cli() -> None:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # hydra/launcher=al_ray: no telemetry
     signal.signal(signal.SIGTERM, _interrupted)  # timeout, docker, SLURM: as Ctrl-C is
     signal.signal(signal.SIGINT, _interrupted)
-    sys.argv[1:] = [quote_home_path(arg) for arg in sys.argv[1:]]
+    sys.argv[1:] = hydra_argv(sys.argv[1:])
     register_configs()
     failed: list[Exception] = []
 

@@ -161,3 +161,15 @@ def test_a_launcher_that_fails_on_a_bug_still_ends_its_sweeps_parent_run(tmp_pat
     runs = client.search_runs(all_experiments(client))
     assert [(r.data.tags.get("al_sim.role"), r.info.status) for r in runs] == [
         ("sweep", "FAILED")]
+
+
+def test_the_multirun_flag_may_follow_the_overrides() -> None:
+    """Hydra's parser refuses ``strategy=entropy -m seed=0,1`` ("unrecognized arguments");
+    the entry point hands it over as ``-m strategy=entropy seed=0,1``."""
+    from al_sim.runtime.command_line import hydra_argv
+
+    assert hydra_argv(["strategy=entropy", "-m", "seed=0,1"]) == [
+        "-m", "strategy=entropy", "seed=0,1"]
+    assert hydra_argv(["a=1", "--multirun", "b=2", "-m"]) == ["--multirun", "a=1", "b=2"]
+    assert hydra_argv(["-m", "dataset.root=~/data"]) == ["-m", "dataset.root='~/data'"]
+    assert hydra_argv(["seed=1"]) == ["seed=1"]
