@@ -240,6 +240,43 @@ def test_slurm_a_second_launch_is_refused_and_sigterm_to_the_first_cancels_its_j
     assert not queued(), "the launcher's SLURM jobs outlived it"
 
 
+def test_slurm_sigterm_while_slurmctld_hangs_ends_the_launcher_in_seconds(
+        slurm: SlurmCluster, server: Server, root: Path) -> None:
+    """slurmctld stopped (SIGSTOP: it holds its port and never answers), then SIGTERM to the
+    launcher: one scancel bounded by connect_timeout_s, a note naming the jobs it could not
+    cancel, the launcher gone in seconds (submitit's unbounded scancel per job waited out
+    SLURM's message timeouts for each). slurmctld resumed, the jobs are cancelled."""
+    cwd = root / "slurm_hung"
+    cwd.mkdir()
+    args = slurm_args(cwd, server, "slurm_hung", ROUND_0,
+                      "hydra.callbacks.sweep.connect_timeout_s=3")
+    proc = launch(args, cwd, {**slurm.env, **ENDLESS_ROUND_0})
+
+    def queued() -> set[str]:
+        return set(slurm.run(["squeue", "-h", "-r", "-o", "%i"], check=False).stdout.split())
+
+    folder = f"{cwd}/sweep/.submitit/%j"
+    wait_for(lambda: len(submitted_jobs(folder)) == 4 and queued() >= submitted_jobs(folder),
+             proc, "the four jobs submitted")
+    [ctld] = [p for p in slurm.procs if Path(str(p.args[0])).name == "slurmctld"]
+    os.killpg(ctld.pid, signal.SIGSTOP)
+    try:
+        start = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        out, err = finish(proc)
+        took = time.monotonic() - start
+    finally:
+        os.killpg(ctld.pid, signal.SIGCONT)
+    assert proc.returncode == 143, err[-3000:]
+    assert "note: scancel" in err and "failed (no answer in 3 s" in err, err[-3000:]
+    assert took < 30, f"the launcher took {took:.0f} s to stop"
+    slurm.run(["scancel", *queued()], check=False)
+    deadline = time.monotonic() + 60
+    while queued() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not queued(), "the sweep's SLURM jobs outlived the cleanup"
+
+
 def test_slurm_time_limit_requeue_resumes_with_no_failure(slurm: SlurmCluster, server: Server,
                                                           root: Path) -> None:
     """A 2-minute limit with USR2 80 s before it: submitit requeues the job (an interruption,

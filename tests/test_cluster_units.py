@@ -4,6 +4,7 @@ the lost-jobs record, a Ray head that is not there."""
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import socket
 from pathlib import Path
@@ -153,3 +154,35 @@ def test_a_server_dir_that_cannot_be_made_is_one_error_line(tmp_path: Path, caps
     assert capsys.readouterr().err.strip().splitlines() == [
         f"error: Not a directory: {tmp_path / 'a_file' / 'srv'}; give --dir a folder this user "
         "can write"]
+
+
+def _fake_scancel(folder: Path, body: str) -> None:
+    """An ``scancel`` on PATH that runs ``body`` (sh), standing in for a slurmctld we cannot
+    make hang here; the real one is driven by tests/test_cluster_real.py."""
+    script = folder / "scancel"
+    script.write_text(f"#!/bin/sh\n{body}\n")
+    script.chmod(0o755)
+
+
+def test_cancelling_slurm_jobs_is_one_bounded_scancel(tmp_path: Path, monkeypatch,
+                                                      capsys) -> None:
+    """An interrupted SLURM launcher cancels its jobs with one scancel that may take at most
+    connect_timeout_s: with slurmctld down, submitit's one unbounded scancel per job held the
+    launcher for SLURM's message timeouts times the jobs."""
+    import time
+
+    pytest.importorskip("submitit", reason='pip install -e ".[slurm]"')
+    from al_sim.app.launchers.submitit_jobs import scancel
+
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    _fake_scancel(tmp_path, f'echo "$@" >> {tmp_path / "calls"}')
+    assert scancel(["41_0", "41_1", "42"], 5.0)
+    assert (tmp_path / "calls").read_text() == "41_0 41_1 42\n"  # one call for all
+
+    _fake_scancel(tmp_path, "exec sleep 30")  # slurmctld down: scancel waits
+    start = time.monotonic()
+    assert not scancel(["41_0", "41_1"], 1.0)
+    assert time.monotonic() - start < 10
+    err = capsys.readouterr().err
+    assert "note: scancel 41_0 41_1 failed (no answer in 1 s" in err
+    assert "squeue -j 41_0,41_1" in err

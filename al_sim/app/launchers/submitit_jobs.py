@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -117,7 +118,7 @@ class _Waiting(BaseSubmititLauncher):
         import submitit
 
         assert self.config is not None and self.hydra_context is not None
-        self._poll_s, self._grace_s, _ = launcher_settings(self.config)
+        self._poll_s, self._grace_s, self._connect_s = launcher_settings(self.config)
         self._check_time_limit()
         folder = sweep_dir(self.config)
         refs = job_refs(self.config, self.hydra_context, job_overrides, initial_job_idx)
@@ -135,6 +136,9 @@ class _Waiting(BaseSubmititLauncher):
 
         def cancel() -> list[JobRef]:
             out = []
+            if self._EXECUTOR == "slurm":  # one bounded scancel for all: slurmctld may be down
+                scancel([str(job.job_id) for job in pending.values()], self._connect_s)
+                return [refs[i] for u in list(pending) for i in units[u]]
             for u, job in list(pending.items()):
                 try:
                     job.cancel(check=False)
@@ -227,6 +231,28 @@ def on_node(run: Callable[[], Any]) -> Any:
         print(f"interrupted ({exc}): the MLflow run is marked KILLED", file=sys.stderr,
               flush=True)
         sys.exit(EXIT_TERMINATED)
+
+
+def scancel(job_ids: list[str], timeout_s: float) -> bool:
+    """Cancel SLURM jobs ``job_ids`` with one ``scancel``, waiting at most ``timeout_s``
+    (submitit's own cancel runs one unbounded ``scancel`` per job: with slurmctld down, each
+    waits out SLURM's message timeouts). False, after saying so, when it did not succeed."""
+    if not job_ids:
+        return True
+    try:
+        done = subprocess.run(["scancel", *job_ids], capture_output=True, text=True,
+                              timeout=timeout_s, check=False)
+        if done.returncode == 0:
+            return True
+        why = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+    except subprocess.TimeoutExpired:
+        why = f"no answer in {timeout_s:g} s (hydra.callbacks.sweep.connect_timeout_s)"
+    except OSError as exc:
+        why = str(exc)
+    print(f"note: scancel {' '.join(job_ids)} failed ({why}); the jobs may still be queued or "
+          f"running: check with squeue -j {','.join(job_ids)} and cancel them once SLURM "
+          "answers", file=sys.stderr, flush=True)
+    return False
 
 
 class AlSlurmLauncher(_Waiting, SlurmLauncher):
