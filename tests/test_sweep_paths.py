@@ -80,3 +80,15 @@ def test_submitit_local_says_when_its_jobs_outnumber_the_cores(monkeypatch, capl
         sweep_checks.warn_unbounded_launcher(cfg)
     said = "submitit_local starts all 4 jobs at once on 2 cores" in caplog.text
     assert said == warned and ("n_jobs=2" in caplog.text) == warned
+
+
+def test_the_launchers_timings_have_one_home_the_sweep_callback() -> None:
+    from al_sim.app.launchers.common import launcher_settings
+    from al_sim.runtime.errors import ConfigError
+
+    cfg = compose_config(["hydra.callbacks.sweep.connect_timeout_s=3"], hydra=True)
+    assert launcher_settings(cfg) == (10.0, 120.0, 3.0)  # conf/config.yaml's, as overridden
+    with open_dict(cfg):
+        del cfg.hydra.callbacks["sweep"]
+    with pytest.raises(ConfigError, match="hydra.callbacks.sweep .conf/config.yaml."):
+        launcher_settings(cfg)

@@ -58,9 +58,13 @@ def launcher_settings(config: DictConfig) -> tuple[float, float, float]:
     often a cluster launcher asks how its jobs are doing, how long a job the scheduler no
     longer knows may stay without a result before it counts as lost, how long a cluster's
     head may take to accept a connection."""
-    sweep = config.hydra.callbacks.get("sweep") or {}
-    return (float(sweep.get("status_poll_s", 10.0)), float(sweep.get("lost_grace_s", 120.0)),
-            float(sweep.get("connect_timeout_s", 10.0)))
+    sweep = config.hydra.callbacks.get("sweep")
+    if sweep is None:
+        raise ConfigError("al_sim's launchers read their timings from hydra.callbacks.sweep "
+                          "(conf/config.yaml), which this config removed; keep it (al_sim's "
+                          "sweep callback) and override its keys instead")
+    return (float(sweep.status_poll_s), float(sweep.lost_grace_s),
+            float(sweep.connect_timeout_s))
 
 
 def sweep_dir(config: DictConfig) -> Path:
