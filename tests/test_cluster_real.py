@@ -202,6 +202,21 @@ def test_slurm_refusing_the_jobs_is_one_error_and_the_parent_fails(
     assert parent.info.status == "FAILED"
 
 
+def queued(slurm: SlurmCluster) -> set[str]:
+    """The job ids SLURM holds, array tasks each."""
+    return set(slurm.run(["squeue", "-h", "-r", "-o", "%i"], check=False).stdout.split())
+
+
+def launch_endless(slurm: SlurmCluster, args: list[str], cwd: Path) -> subprocess.Popen:
+    """The sweep ``args`` launched with a round 0 that trains until cancelled, once its four
+    jobs are submitted and queued."""
+    proc = launch(args, cwd, {**slurm.env, **ENDLESS_ROUND_0})
+    folder = f"{cwd}/sweep/.submitit/%j"
+    wait_for(lambda: len(submitted_jobs(folder)) == 4
+             and queued(slurm) >= submitted_jobs(folder), proc, "the four jobs submitted")
+    return proc
+
+
 def test_slurm_a_second_launch_is_refused_and_sigterm_to_the_first_cancels_its_jobs(
         slurm: SlurmCluster, server: Server, root: Path) -> None:
     """While the sweep's jobs run, the same command again submits nothing: one ``error:``
@@ -210,15 +225,8 @@ def test_slurm_a_second_launch_is_refused_and_sigterm_to_the_first_cancels_its_j
     cwd = root / "slurm_term"
     cwd.mkdir()
     args = slurm_args(cwd, server, "slurm_term", ROUND_0)
-    proc = launch(args, cwd, {**slurm.env, **ENDLESS_ROUND_0})
-
-    def queued() -> set[str]:
-        return set(slurm.run(["squeue", "-h", "-r", "-o", "%i"], check=False).stdout.split())
-
-    folder = f"{cwd}/sweep/.submitit/%j"
-    wait_for(lambda: len(submitted_jobs(folder)) == 4 and queued() >= submitted_jobs(folder),
-             proc, "the four jobs submitted")
-    jobs = queued()
+    proc = launch_endless(slurm, args, cwd)
+    jobs = queued(slurm)
     again = subprocess.run([sys.executable, "-m", "al_sim.run", "-m", *args], cwd=cwd,
                            env=env_for(slurm.env), capture_output=True, text=True,
                            timeout=WAIT_S, check=False)
@@ -226,7 +234,7 @@ def test_slurm_a_second_launch_is_refused_and_sigterm_to_the_first_cancels_its_j
     errors = [line for line in again.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "Traceback" not in again.stderr, again.stderr[-3000:]
     assert all(job in errors[0] for job in jobs) and "scancel" in errors[0]
-    assert queued() == jobs  # nothing submitted
+    assert queued(slurm) == jobs  # nothing submitted
     parent, _ = sweep_runs(server.uri, "slurm_term")
     assert parent.info.status == "RUNNING"
 
@@ -235,9 +243,9 @@ def test_slurm_a_second_launch_is_refused_and_sigterm_to_the_first_cancels_its_j
     assert proc.returncode == 143, err[-3000:]
     assert "cancelled 4 SLURM jobs of the sweep" in err, err[-3000:]
     deadline = time.monotonic() + 60
-    while queued() and time.monotonic() < deadline:
+    while queued(slurm) and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert not queued(), "the launcher's SLURM jobs outlived it"
+    assert not queued(slurm), "the launcher's SLURM jobs outlived it"
 
 
 def test_slurm_sigterm_while_slurmctld_hangs_ends_the_launcher_in_seconds(
@@ -250,14 +258,7 @@ def test_slurm_sigterm_while_slurmctld_hangs_ends_the_launcher_in_seconds(
     cwd.mkdir()
     args = slurm_args(cwd, server, "slurm_hung", ROUND_0,
                       "hydra.callbacks.sweep.connect_timeout_s=3")
-    proc = launch(args, cwd, {**slurm.env, **ENDLESS_ROUND_0})
-
-    def queued() -> set[str]:
-        return set(slurm.run(["squeue", "-h", "-r", "-o", "%i"], check=False).stdout.split())
-
-    folder = f"{cwd}/sweep/.submitit/%j"
-    wait_for(lambda: len(submitted_jobs(folder)) == 4 and queued() >= submitted_jobs(folder),
-             proc, "the four jobs submitted")
+    proc = launch_endless(slurm, args, cwd)
     [ctld] = [p for p in slurm.procs if Path(str(p.args[0])).name == "slurmctld"]
     os.killpg(ctld.pid, signal.SIGSTOP)
     try:
@@ -270,11 +271,11 @@ def test_slurm_sigterm_while_slurmctld_hangs_ends_the_launcher_in_seconds(
     assert proc.returncode == 143, err[-3000:]
     assert "note: scancel" in err and "failed (no answer in 3 s" in err, err[-3000:]
     assert took < 30, f"the launcher took {took:.0f} s to stop"
-    slurm.run(["scancel", *queued()], check=False)
+    slurm.run(["scancel", *queued(slurm)], check=False)
     deadline = time.monotonic() + 60
-    while queued() and time.monotonic() < deadline:
+    while queued(slurm) and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert not queued(), "the sweep's SLURM jobs outlived the cleanup"
+    assert not queued(slurm), "the sweep's SLURM jobs outlived the cleanup"
 
 
 def test_slurm_time_limit_requeue_resumes_with_no_failure(slurm: SlurmCluster, server: Server,
