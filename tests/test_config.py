@@ -171,7 +171,7 @@ def test_a_misspelt_override_is_one_line_with_the_real_key() -> None:
 
 
 def test_hydra_messages_become_one_line() -> None:
-    from al_sim.runtime.errors import one_line
+    from al_sim.config.composition import one_line
 
     hydra_text = ("In 'config': Could not find 'strategy/smartest'\n\nAvailable options in "
                   "'strategy':\n\tbadge\n\tbald\nConfig search path:\n\tprovider=hydra\n")

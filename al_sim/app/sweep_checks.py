@@ -8,14 +8,13 @@ or MLflow run exists, as a single run's is; a swept group's settings are checked
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
 import sys
 
-from omegaconf import DictConfig, open_dict, read_write
+from omegaconf import DictConfig
 
-from al_sim.config.composition import HYDRA, check_known_keys
+from al_sim.config.composition import check_known_keys
 from al_sim.config.store import validate_schemas
 from al_sim.runtime.errors import EXIT_USER_ERROR, ALSimError
 
@@ -50,22 +49,13 @@ def swept_groups(overrides: list[str]) -> set[str]:
             if o.is_sweep_override()}
 
 
-def data_swept(overrides: list[str]) -> bool:
-    """Whether a sweep's command line sweeps a ``dataset`` value (then each job checks its own)."""
-    return "dataset" in swept_groups(overrides)
-
-
 def check_sweep_config(config: DictConfig) -> None:
     """The settings every job of the sweep shares, checked once before anything launches:
     no appended key a schema lacks (outside swept groups, whose schema may change per job),
     and the shared dataset's own checks (``dataset.root`` exists, ...)."""
     swept = swept_groups(_sweep_overrides(config))
-    shared = copy.deepcopy(config)
-    with read_write(shared), open_dict(shared):
-        for key in [HYDRA, *swept]:
-            shared.pop(key, None)
-    try:
-        check_known_keys(shared)
+    try:  # the dataset's keys: by validate_schemas below, with its other checks
+        check_known_keys(config, skip={*swept, "dataset"})
         if "dataset" not in swept:
             validate_schemas(config, groups=("dataset",))
     except ALSimError as exc:

@@ -9,17 +9,39 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
-from al_sim.runtime.errors import ALSimError, ConfigError, one_line
+from al_sim.runtime.errors import ALSimError, ConfigError
 
 HYDRA = "hydra"  # Hydra's own node at the top of a config being composed: not al_sim's to check
 RUN_CONFIG = "conf/config.yaml"  # the top-level file of python -m al_sim.run
 TARGET = "_target_"  # a node that builds a strategy, model or sink: its keys are the knobs
+
+# OmegaConf's debugging lines and Hydra's search path: said to a developer, not to a user
+_NOT_FOR_USERS = ("full_key:", "reference_type=", "object_type=")
+_SEARCH_PATH = "Config search path:"
+
+
+def one_line(text: str) -> str:
+    """A Hydra or OmegaConf message as one line: an indented list under a ``...:`` header
+    joined onto it (``Available options in 'strategy': badge, bald, ...``), the rest by
+    ``; ``, the debugging details and Hydra's config search path left out."""
+    parts: list[str] = []
+    listing = False
+    for raw in text.split(_SEARCH_PATH)[0].splitlines():
+        line = raw.strip()
+        if not line or line.startswith(_NOT_FOR_USERS):
+            continue
+        if listing and raw[:1] in (" ", "\t"):
+            parts[-1] += (" " if parts[-1].endswith(":") else ", ") + line
+            continue
+        parts.append(line)
+        listing = line.endswith(":")
+    return "; ".join(parts)
 
 
 def unknown_key_message(path: str, known: Iterable[object], table: bool = False,
@@ -41,15 +63,17 @@ def unknown_key_message(path: str, known: Iterable[object], table: bool = False,
             f"fix or drop the override{add}")
 
 
-def unknown_keys(node: DictConfig, path: str = "") -> Iterator[tuple[str, list[str]]]:
+def unknown_keys(node: DictConfig, path: str = "", skip: Collection[str] = ()
+                 ) -> Iterator[tuple[str, list[str]]]:
     """(dotted key, the node's keys) for every key of a dataclass-typed node, at any depth,
-    that its dataclass does not declare (added with ``+``)."""
+    that its dataclass does not declare (added with ``+``); the top-level keys in ``skip`` (and
+    Hydra's own node) are not looked into."""
     kind = OmegaConf.get_type(node)
     declared = [f.name for f in dataclasses.fields(kind)] \
         if isinstance(kind, type) and dataclasses.is_dataclass(kind) else None
     for key in node:
         name = str(key)
-        if not path and name == HYDRA:
+        if not path and (name == HYDRA or name in skip):
             continue
         if declared is not None and name not in declared:
             yield f"{path}{name}", declared
@@ -58,9 +82,11 @@ def unknown_keys(node: DictConfig, path: str = "") -> Iterator[tuple[str, list[s
             yield from unknown_keys(child, f"{path}{name}.")
 
 
-def check_known_keys(node: DictConfig, path: str = "", top: str = RUN_CONFIG) -> None:
-    """ConfigError naming the first key ``node`` (at ``path``) has that its schema lacks."""
-    for key, known in unknown_keys(node, f"{path}." if path else ""):
+def check_known_keys(node: DictConfig, path: str = "", top: str = RUN_CONFIG,
+                     skip: Collection[str] = ()) -> None:
+    """ConfigError naming the first key ``node`` (at ``path``) has that its schema lacks;
+    ``skip``: top-level groups checked elsewhere, or per job."""
+    for key, known in unknown_keys(node, f"{path}." if path else "", skip):
         raise ConfigError(unknown_key_message(key, known, top=top))
 
 
@@ -69,17 +95,17 @@ def composition_error_line(exc: BaseException, top: str = RUN_CONFIG) -> str | N
     ill-typed value); None when ``exc`` is not one of theirs."""
     if not isinstance(exc, HydraException | OmegaConfBaseException):
         return None
-    cause = exc.__cause__
-    while cause is not None:  # our own refusal, wrapped by Hydra's instantiate: ours alone
-        if isinstance(cause, ALSimError):
-            return f"error: {cause}"
-        cause = cause.__cause__
+    inner = exc.__cause__
+    while inner is not None:  # our own refusal, wrapped by Hydra's instantiate: ours alone
+        if isinstance(inner, ALSimError):
+            return f"error: {inner}"
+        inner = inner.__cause__
     if (unknown := _override_key_message(exc, top)) is not None:
         return f"error: {unknown}"
     cause = exc.__cause__
     extra = f"\n{cause}" if cause and str(cause) not in str(exc) else ""
     key = getattr(cause, "full_key", None) or getattr(exc, "full_key", None)
-    fix = f"; fix the value of {key}" if key and not isinstance(exc, ALSimError) else ""
+    fix = f"; fix the value of {key}" if key else ""
     return f"error: {one_line(f'{exc}{extra}')}{fix}"
 
 

@@ -92,8 +92,8 @@ def validate(cfg: DictConfig) -> None:
     Imports the strategy and model modules to read their signatures and builds
     each once, so their constructors' own checks run before any data is read.
     """
-    check_known_keys(cfg)  # the top level and every typed group: nothing appended is ignored
-    validate_schemas(cfg)
+    check_known_keys(cfg, skip=SCHEMA_GROUPS)  # nothing appended is ignored; the typed
+    validate_schemas(cfg)  # groups' keys are checked here
     _retype(cfg, "strategy", typed_node(cfg.strategy, "strategy"))
     _retype(cfg, "model", typed_node(cfg.model, "model", MODEL_SUPPLIED))
     # The constructors own the range checks: build each once (cheap: no data, no training).

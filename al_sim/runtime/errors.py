@@ -64,25 +64,3 @@ def storable(text: str) -> str:
     """``text`` as valid UTF-8: a non-UTF-8 file name's bytes escaped (``\\udce9``)."""
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
-
-# OmegaConf's debugging lines and Hydra's search path: said to a developer, not to a user
-_NOT_FOR_USERS = ("full_key:", "reference_type=", "object_type=")
-_SEARCH_PATH = "Config search path:"
-
-
-def one_line(text: str) -> str:
-    """A Hydra or OmegaConf message as one line: an indented list under a ``...:`` header
-    joined onto it (``Available options in 'strategy': badge, bald, ...``), the rest by
-    ``; ``, the debugging details and Hydra's config search path left out."""
-    parts: list[str] = []
-    listing = False
-    for raw in text.split(_SEARCH_PATH)[0].splitlines():
-        line = raw.strip()
-        if not line or line.startswith(_NOT_FOR_USERS):
-            continue
-        if listing and raw[:1] in (" ", "\t"):
-            parts[-1] += (" " if parts[-1].endswith(":") else ", ") + line
-            continue
-        parts.append(line)
-        listing = line.endswith(":")
-    return "; ".join(parts)
