@@ -17,13 +17,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from al_sim.tracking.mlflow_server import free_port
+
 JOIN_S = 300  # how long the second node may take to join
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def ray_env(env: dict[str, str]) -> dict[str, str]:

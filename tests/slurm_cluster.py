@@ -20,6 +20,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from al_sim.tracking.mlflow_server import free_port
+
 BINARIES = ("munged", "mariadbd", "mariadb-install-db", "slurmdbd", "slurmctld", "slurmd",
             "sbatch", "sacct", "squeue", "scancel")
 NODE_CPUS, NODE_MEMORY_MB = 4, 4000  # CPUs may exceed the machine's: SlurmdParameters
@@ -35,12 +37,6 @@ def missing() -> str | None:
 
 def _bin(tool: str) -> str:
     return shutil.which(tool) or f"/usr/sbin/{tool}"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _wait(check, what: str, timeout_s: float, log: Path | None = None) -> None:
@@ -97,7 +93,7 @@ class SlurmCluster:
         subprocess.run([_bin("mariadb-install-db"), "--no-defaults", f"--datadir={data}",
                         "--user=root", "--auth-root-authentication-method=normal",
                         "--skip-test-db"], check=True, capture_output=True, timeout=300)
-        self.db_port = _free_port()
+        self.db_port = free_port()
         self._spawn([_bin("mariadbd"), "--no-defaults", f"--datadir={data}", "--user=root",
                      f"--socket={self.root / 'mysql.sock'}", f"--port={self.db_port}",
                      "--bind-address=127.0.0.1", f"--pid-file={self.root / 'mysql.pid'}",
@@ -108,7 +104,7 @@ class SlurmCluster:
         r = self.root
         for sub in ("state", "spool", "log"):
             (r / sub).mkdir()
-        self.dbd_port, self.ctld_port, self.slurmd_port = (_free_port() for _ in range(3))
+        self.dbd_port, self.ctld_port, self.slurmd_port = (free_port() for _ in range(3))
         auth = f"AuthType=auth/munge\nAuthInfo=socket={self.munge_socket}\n"
         dbd = r / "slurmdbd.conf"
         dbd.write_text(

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from al_sim.tracking.mlflow_server import free_port
 from tests import fork_server
 from tests.conftest import FAST_CLI, QUICK_POLL, REPO, run_cli, start_cli
 
@@ -42,12 +43,6 @@ METRICS = ("test/accuracy", "test/f1_macro", "test/balanced_accuracy", "test/aur
            "test/loss", "round", "n_labeled")
 STEPS = [20, 30, 40]
 START_S = 300  # a loaded 2-core machine takes ~1 min to start mlflow server
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_port(port: int, proc: subprocess.Popen, what: str) -> None:

@@ -13,6 +13,7 @@ import pytest
 
 from al_sim.app.lost_jobs import JobRef, lost_jobs, report_lost, set_parent
 from al_sim.tracking.contract import where_to_look
+from al_sim.tracking.mlflow_server import free_port
 from al_sim.tracking.placement import placement_tags
 from al_sim.tracking.reachability import refused_host
 
@@ -65,19 +66,13 @@ def _no_parent():
     set_parent(None, None)
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_a_ray_head_that_does_not_answer_is_one_cluster_error() -> None:
     """ray.init would wait minutes on a host:port nobody listens on; we say so at once."""
     pytest.importorskip("hydra_plugins.hydra_ray_launcher", reason='pip install -e ".[ray]"')
     from al_sim.app.launchers.ray_tasks import check_ray_address
     from al_sim.runtime.errors import ClusterError
 
-    port = _closed_port()
+    port = free_port()
     with pytest.raises(ClusterError, match=rf"the Ray cluster at 127.0.0.1:{port} cannot be "
                                            r"reached in 2 s .*set RAY_ADDRESS=<head host>"):
         check_ray_address(f"127.0.0.1:{port}", 2.0)
@@ -106,7 +101,7 @@ def test_a_ray_sweep_without_its_cluster_is_one_error_line_and_a_failed_parent(
     from tests.conftest import FAST_CLI, all_experiments, run_cli
 
     proc = run_cli(["-m", "seed=0,1", "hydra/launcher=al_ray", "budget=tiny", *FAST_CLI],
-                   tmp_path, env={"RAY_ADDRESS": f"127.0.0.1:{_closed_port()}"})
+                   tmp_path, env={"RAY_ADDRESS": f"127.0.0.1:{free_port()}"})
     assert proc.returncode == 2, proc.stderr[-2000:]
     [line] = [x for x in proc.stderr.splitlines() if x.startswith("error:")]
     assert "cannot be reached" in line and "Traceback" not in proc.stderr
@@ -147,7 +142,7 @@ def test_a_server_dir_that_cannot_be_made_is_one_error_line(tmp_path: Path, caps
     sigterm = signal.getsignal(signal.SIGTERM)  # main() installs its own: this worker's back
     try:
         with pytest.raises(SystemExit) as exit_:
-            main(["--dir", str(tmp_path / "a_file" / "srv"), "--port", str(_closed_port())])
+            main(["--dir", str(tmp_path / "a_file" / "srv"), "--port", str(free_port())])
     finally:
         signal.signal(signal.SIGTERM, sigterm)
     assert exit_.value.code == 2

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from al_sim.tracking.mlflow_server import free_port
 from tests.conftest import FAST_CLI, all_experiments, run_cli, start_cli
 
 pytestmark = pytest.mark.slow
@@ -39,12 +40,6 @@ def count_everything(uri: str) -> None:
             steps = sorted(m.step for m in client.get_metric_history(run.info.run_id, name))
             assert steps == [20, 30, 40], (run.info.run_name, name, steps)
         assert "final/aulc" in run.data.metrics
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_four_parallel_jobs_on_one_sqlite_store(tmp_path: Path) -> None:
