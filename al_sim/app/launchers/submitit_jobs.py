@@ -135,10 +135,10 @@ class _Waiting(BaseSubmititLauncher):
         pending = dict(zip(range(len(jobs)), jobs, strict=True))
 
         def cancel() -> list[JobRef]:
-            out = []
             if self._EXECUTOR == "slurm":  # one bounded scancel for all: slurmctld may be down
                 scancel([str(job.job_id) for job in pending.values()], self._connect_s)
                 return [refs[i] for u in list(pending) for i in units[u]]
+            out = []
             for u, job in list(pending.items()):
                 try:
                     job.cancel(check=False)
