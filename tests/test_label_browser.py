@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,20 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(
            "chromium-driver)")]
 
 
-def browser():
+class _Chromium(webdriver.Chrome):
+    """Chrome whose temporary files (its singleton socket folder) go when it quits."""
+
+    scratch = ""
+
+    def quit(self) -> None:
+        try:
+            super().quit()
+        finally:
+            shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+def browser() -> _Chromium:
+    """Headless Debian Chromium; its temporary folder is removed by ``quit()``."""
     from selenium.webdriver.chrome.options import Options
     from selenium.webdriver.chrome.service import Service
 
@@ -33,7 +47,16 @@ def browser():
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                 "--window-size=1000,800", "--no-first-run", "--disable-extensions"):
         options.add_argument(arg)
-    return webdriver.Chrome(service=Service(DRIVER), options=options)
+    # Chromium's socket path must stay short (108 bytes), so not under pytest's tmp_path.
+    scratch = tempfile.mkdtemp(prefix="al_chromium_")
+    try:
+        driver = _Chromium(service=Service(DRIVER, env={**os.environ, "TMPDIR": scratch}),
+                           options=options)
+    except BaseException:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
+    driver.scratch = scratch
+    return driver
 
 
 def wait_for(driver, condition, timeout: float = 10):
