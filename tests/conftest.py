@@ -42,6 +42,40 @@ LONGEST_FIRST = ("test_benchmarks.py", "test_cluster.py", "test_concurrency.py",
                  "test_bad_input.py", "test_compare.py", "test_stack_lockstep.py")
 
 
+# What a run writes into its working directory: a test must keep it in its tmp_path.
+RUN_LITTER = ("outputs", "multirun", "mlruns", "mlartifacts", "mlflow.db")
+_litter_before: set[str] = set()
+
+
+def _litter() -> set[str]:
+    """The run-output paths in the repository, ``.gitkeep`` files aside."""
+    found = set()
+    for name in RUN_LITTER:
+        top = REPO / name
+        if top.exists():
+            found.add(name)
+        if top.is_dir():
+            found |= {str(p.relative_to(REPO)) for p in top.rglob("*") if p.name != ".gitkeep"}
+    return found
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if not hasattr(session.config, "workerinput"):
+        _litter_before.update(_litter())
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Fail the suite when a test left run output in the repository."""
+    if hasattr(session.config, "workerinput"):
+        return
+    new = sorted(_litter() - _litter_before)
+    if new:
+        session.config.get_terminal_writer().line(
+            f"\nerror: the tests left run output in the repository: {', '.join(new[:5])}"
+            f"{' ...' if len(new) > 5 else ''}; a test must run in its tmp_path", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Longest files first; every other file after them in its usual order."""
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}

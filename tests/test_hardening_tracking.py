@@ -71,7 +71,7 @@ def test_sigterm_marks_the_run_killed_and_it_resumes(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_a_rerun_after_a_kill_in_round_0_leaves_no_orphan_run(tmp_path: Path) -> None:
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
-    exp_id = client.create_experiment("al_sim")
+    exp_id = client.create_experiment("al_sim", (tmp_path / "mlartifacts").as_uri())
     orphan = client.create_run(exp_id, run_name="killed in round 0").info.run_id
     run_dir = tmp_path / "run"
     run_dir.mkdir()
