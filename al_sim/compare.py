@@ -23,10 +23,9 @@ from al_sim.config.composition import check_known_keys, composition_error_line
 from al_sim.config.schema import DEFAULT_EXPERIMENT, CompareConf
 from al_sim.config.store import register_configs
 from al_sim.report.reader import RunReader
-from al_sim.runtime.errors import ALSimError
+from al_sim.runtime.errors import EXIT_USER_ERROR, ALSimError, os_error_line
 from al_sim.tracking.contract import tracking_uri
 
-EXIT_USER_ERROR = 2
 COMPARE_CONFIG = "conf/compare.yaml"
 
 
@@ -48,9 +47,7 @@ def cli(cfg: DictConfig, launch_dir: Path, experiment_given: bool = False) -> in
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return EXIT_USER_ERROR
     except OSError as exc:  # the output dir cannot be made or written
-        where = f": {exc.filename}" if exc.filename else ""
-        print(f"error: {exc.strerror or exc}{where}; set output_dir=<a writable folder>",
-              file=sys.stderr, flush=True)
+        print(os_error_line(exc, "set output_dir="), file=sys.stderr, flush=True)
         return EXIT_USER_ERROR
     return 0
 

@@ -35,10 +35,12 @@ from al_sim.config.store import (
 from al_sim.core.events import CallbackList, LabelsPending, RunCallback, RunInfo
 from al_sim.runtime.command_line import hydra_argv
 from al_sim.runtime.errors import (
+    EXIT_USER_ERROR,
     AlreadyFinishedError,
     ALSimError,
     ConfigError,
     LabelsIncompleteError,
+    os_error_line,
     out_of_memory,
 )
 from al_sim.runtime.interrupts import interrupt
@@ -58,7 +60,6 @@ from al_sim.runtime.run_lock import RunDirLock
 from al_sim.tracking.contract import CONFIG_FILE, FULL_STRATEGY, JOB_TAG, redact
 
 log = logging.getLogger("al_sim")
-EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
 
 
@@ -195,9 +196,8 @@ def error_line(exc: BaseException) -> str | None:
         return (f"error: {exc}; a service this run connects to (tracking server, cluster head) "
                 "did not answer: check that it runs and that its address is right")
     if isinstance(exc, OSError):
-        where = f": {exc.filename}" if exc.filename else ""
-        return (f"error: {exc.strerror or exc}{where}; check that the path exists and is "
-                "writable (hydra.run.dir / hydra.sweep.dir for output dirs)")
+        return os_error_line(exc, "set hydra.run.dir / hydra.sweep.dir (outputs) or "
+                                  "tracking.uri (the store)")
     return None
 
 

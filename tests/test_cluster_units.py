@@ -147,8 +147,8 @@ def test_a_server_dir_that_cannot_be_made_is_one_error_line(tmp_path: Path, caps
         signal.signal(signal.SIGTERM, sigterm)
     assert exit_.value.code == 2
     assert capsys.readouterr().err.strip().splitlines() == [
-        f"error: Not a directory: {tmp_path / 'a_file' / 'srv'}; give --dir a folder this user "
-        "can write"]
+        f"error: Not a directory: {tmp_path / 'a_file' / 'srv'}; check that the path exists "
+        "and is writable, or give --dir a folder elsewhere"]
 
 
 def _fake_scancel(folder: Path, body: str) -> None:

@@ -230,8 +230,16 @@ def test_a_checkpoint_that_cannot_be_written_fails_the_run(tiny_dataset, fast_tr
     monkeypatch.setattr(files.os, "fsync", disk_full)
     recorder = Recorder()
     hooks = CallbackList([setup_sink(checkpoint.Checkpointer(), tmp_path), recorder])
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(OSError, match="No space left") as err:
         run(tiny_dataset, fast_trainer, Entropy(), callbacks=hooks)
     assert not recorder.ended  # never reported as a finished run
     assert not (tmp_path / checkpoint.CHECKPOINT_FILE).exists()
+    # the system names no file for a failed write: the user's line does, and the fix
+    assert err.value.filename == str(tmp_path / checkpoint.CHECKPOINT_FILE)
+    from al_sim.run import error_line
+
+    assert error_line(err.value) == (
+        f"error: No space left on device: {tmp_path / checkpoint.CHECKPOINT_FILE}; free space "
+        "on that disk, or set hydra.run.dir / hydra.sweep.dir (outputs) or tracking.uri "
+        "(the store) on another one")
     assert not list(tmp_path.glob(".*.tmp"))  # no half-written file left behind

@@ -28,9 +28,8 @@ from al_sim.config.data import INITIAL_DIR, POOL_DIR, POOL_LABELS_FILE, TEST_DIR
 from al_sim.data.medmnist import read_medmnist
 from al_sim.maths.sampling import stratified_sample
 from al_sim.maths.task import Task, TaskType
-from al_sim.runtime.errors import ALSimError, DataError
+from al_sim.runtime.errors import EXIT_USER_ERROR, ALSimError, DataError
 
-EXIT_USER_ERROR = 2
 MANIFEST, MANIFEST_IMAGES = "manifest.csv", "images"  # a multi-label export
 
 

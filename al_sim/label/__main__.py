@@ -15,9 +15,7 @@ from pathlib import Path
 from al_sim.label.batch import Batch
 from al_sim.label.rounds import current_batch
 from al_sim.label.web import MAX_REQUEST_KB, LabelServer
-from al_sim.runtime.errors import ALSimError, LabelError
-
-EXIT_USER_ERROR = 2
+from al_sim.runtime.errors import EXIT_USER_ERROR, ALSimError, LabelError, os_error_line
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -116,7 +114,8 @@ def cli() -> None:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         sys.exit(EXIT_USER_ERROR)
     except OSError as exc:
-        print(f"error: {exc.strerror or exc}: {exc.filename or ''}", file=sys.stderr, flush=True)
+        print(os_error_line(exc, "give a run dir (or --export DIR)"), file=sys.stderr,
+              flush=True)
         sys.exit(EXIT_USER_ERROR)
     except KeyboardInterrupt:
         print("stopped: the answers given so far are saved", file=sys.stderr, flush=True)

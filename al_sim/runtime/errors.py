@@ -1,5 +1,7 @@
 """User-facing errors: each message names the problem and the fix."""
 
+import errno
+
 EXIT_USER_ERROR = 2  # the exit status of a run refused with one ``error:`` line
 
 
@@ -51,6 +53,25 @@ def out_of_memory(exc: BaseException) -> str | None:
     return (f"out of memory: {first}; lower trainer.batch_size or trainer.eval_batch_size, use "
             "a smaller model, or let the pool stay on disk (dataset.in_memory_max_mb=0 "
             "memory-maps MedMNIST+ archives)")
+
+
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+_DENIED = (errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+def os_error_line(exc: OSError, elsewhere: str) -> str:
+    """One ``error:`` line for a failed file operation: the system's reason, the file, the fix.
+
+    ``elsewhere`` says how this command is pointed at another folder (``set output_dir=``).
+    """
+    name = f": {exc.filename}" if exc.filename else ""
+    if exc.errno in _FULL:
+        fix = f"free space on that disk, or {elsewhere} on another one"
+    elif exc.errno in _DENIED:
+        fix = f"make it writable for this user, or {elsewhere} elsewhere"
+    else:
+        fix = f"check that the path exists and is writable, or {elsewhere} elsewhere"
+    return storable(f"error: {exc.strerror or exc}{name}; {fix}")
 
 
 def error_message(exc: BaseException) -> str:

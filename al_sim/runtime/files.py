@@ -19,7 +19,8 @@ def atomic_write(path: Path, content: str | bytes | memoryview | Callable[[IO[by
                  ) -> Path:
     """Write ``content`` (text as UTF-8, bytes, or a function writing to a binary file) to ``path``.
 
-    The parent folder is created if missing.
+    The parent folder is created if missing. An ``OSError`` names ``path`` when the system's
+    does not (a full disk fails a write, not an open).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -33,6 +34,11 @@ def atomic_write(path: Path, content: str | bytes | memoryview | Callable[[IO[by
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if exc.filename is None:  # a failed write or fsync names no file: name the target
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

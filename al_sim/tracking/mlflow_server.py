@@ -26,12 +26,13 @@ import sys
 import time
 from pathlib import Path
 
+from al_sim.runtime.errors import EXIT_USER_ERROR, os_error_line
+
 DB_NAME = "mlflow"
 DB_ROLE = "mlflow"
 STATE_FILE = "server.json"
 POOL_SIZE, POOL_OVERFLOW = 10, 20  # connections per mlflow worker process
 SPARE_CONNECTIONS = 20  # for psql, migrations, the driver's own checks
-EXIT_USER_ERROR = 2
 MAX_PORT = 65535
 
 
@@ -246,9 +247,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
     except OSError as exc:  # --dir cannot be made or written
-        where = f": {exc.filename}" if exc.filename else ""
-        print(f"error: {exc.strerror or exc}{where}; give --dir a folder this user can write",
-              file=sys.stderr)
+        print(os_error_line(exc, "give --dir a folder"), file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
     except KeyboardInterrupt:
         print("stopped", file=sys.stderr)
