@@ -69,22 +69,34 @@ def test_the_writer_turns_a_persistent_outage_into_one_error_line() -> None:
     assert fn.calls == 3
 
 
-def test_mlflow_tracebacks_of_retried_lock_errors_are_dropped(
-        caplog: pytest.LogCaptureFixture) -> None:
+def test_mlflow_tracebacks_of_store_errors_are_dropped_for_one_line_that_says_the_fix(
+        caplog: pytest.LogCaptureFixture, tmp_path) -> None:
+    """A full disk under a sqlite store: MLflow logs a traceback per failed call (16 in one
+    run); al_sim says the error once, with the store's file and what to do."""
     import logging
 
+    from mlflow.exceptions import MlflowException
     from sqlalchemy.exc import OperationalError
 
-    import al_sim.tracking.store  # noqa: F401 - installs the filter
+    from al_sim.tracking.store import call_with_retries
 
     logger = logging.getLogger("mlflow.store.db.utils")
-    for message in ("database is locked", "no such table: runs"):
+
+    def write(message: str) -> None:  # what mlflow.store.db.utils.make_managed_session does
         try:
-            raise OperationalError("INSERT", {}, Exception(message))
-        except OperationalError:
+            raise OperationalError("UPDATE runs", {}, Exception(message))
+        except OperationalError as exc:
             logger.exception("SQLAlchemy database error. The following exception is caught.")
-    shown = [r.exc_info[1] for r in caplog.records if r.name == logger.name]
-    assert [str(e.orig) for e in shown] == ["no such table: runs"]  # a real error still shows
+            raise MlflowException(f"(raised as a result of Query-invoked autoflush; ...)\n{exc}") \
+                from exc
+
+    for message in ("database is locked", "no such table: runs", "database or disk is full"):
+        with pytest.raises(TrackingError) as err:
+            call_with_retries("run end", lambda m=message: write(m),
+                              f"sqlite:///{tmp_path / 'mlflow.db'}", RetryPolicy(retries=0))
+        assert f"(builtins.Exception) {message}" in str(err.value)  # the cause, not the note
+    assert [r for r in caplog.records if r.name == logger.name] == []
+    assert f"free space on the disk holding {tmp_path / 'mlflow.db'}" in str(err.value)
 
 
 def test_an_interrupt_waits_for_the_store_call_under_way() -> None:

@@ -8,6 +8,7 @@ report's reader (which store file a ``sqlite:`` URI names).
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import logging
 import os
@@ -20,7 +21,7 @@ from typing import TypeVar
 import sqlalchemy
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
-from sqlalchemy.exc import DatabaseError, OperationalError
+from sqlalchemy.exc import DatabaseError, OperationalError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
 from al_sim.runtime.errors import TrackingError
@@ -37,15 +38,16 @@ T = TypeVar("T")
 STORE_ERRORS = (MlflowException, OSError, OperationalError)  # sqlite's "locked" arrives raw
 
 
-class _RetriedErrors(logging.Filter):
-    """Drops MLflow's own traceback for a transient store error: al_sim retries it and says so."""
+class _ReportedErrors(logging.Filter):
+    """Drops MLflow's own traceback for a store error it raises on: al_sim retries a transient
+    one and says so, and reports any other as one line (:func:`call_with_retries`)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        return not (exc is not None and is_transient(exc))
+        return not (exc is not None and (is_transient(exc) or isinstance(exc, SQLAlchemyError)))
 
 
-logging.getLogger("mlflow.store.db.utils").addFilter(_RetriedErrors())
+logging.getLogger("mlflow.store.db.utils").addFilter(_ReportedErrors())
 
 
 def _whole(fn: Callable[[], T]) -> T:
@@ -71,12 +73,24 @@ def call_with_retries(what: str, fn: Callable[[], T], uri: str,
     except STORE_ERRORS as exc:
         if (refused := refused_host(uri, str(exc))) is not None:
             raise refused from None
-        first = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+        first = next((line for line in str(exc).splitlines() if line and not line.startswith(
+            "(raised as a result of")), type(exc).__name__)[:300]  # SQLAlchemy's note first
         raise TrackingError(
-            f"MLflow {what} failed at {redact(uri)}: {redact(first)}; check that the server is "
-            "up and tracking.uri (or MLFLOW_TRACKING_URI) is right, or set tracking.enabled=false; "
-            "the run resumes from its checkpoint when run again"
+            f"MLflow {what} failed at {redact(uri)}: {redact(first)}; {_store_fix(uri, exc)}, "
+            "or set tracking.enabled=false; the run resumes from its checkpoint when run again"
         ) from exc
+
+
+def _store_fix(uri: str, exc: BaseException) -> str:
+    """What to do about a store that keeps failing: a full disk, a local file, or a server."""
+    db = sqlite_file(uri)
+    if getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or any(
+            full in str(exc) for full in ("disk is full", "No space left")):
+        return (f"free space on the disk holding {db or 'the store'}, or set tracking.uri to a "
+                "store on another disk")
+    if db is not None:
+        return f"check that {db} is an MLflow store this user can write, or set tracking.uri"
+    return "check that the server is up and tracking.uri (or MLFLOW_TRACKING_URI) is right"
 
 
 @contextlib.contextmanager
