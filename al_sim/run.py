@@ -43,6 +43,7 @@ from al_sim.runtime.errors import (
     os_error_line,
     out_of_memory,
 )
+from al_sim.runtime.files import atomic_write
 from al_sim.runtime.interrupts import interrupt
 from al_sim.runtime.launcher_watch import (
     EXIT_TERMINATED,
@@ -145,7 +146,7 @@ def _execute_locked(cfg: DictConfig, run_dir: Path, launch_dir: Path, parallel_j
     from al_sim.sinks.checkpoint import find_resumable
 
     previous = find_resumable(run_dir, str(cfg.resume).lower(), params)
-    (run_dir / CONFIG_FILE).write_text(redact(OmegaConf.to_yaml(cfg, resolve=True)))
+    atomic_write(run_dir / CONFIG_FILE, redact(OmegaConf.to_yaml(cfg, resolve=True)))
     sweep = sweep_context()
     info = RunInfo(run_dir=run_dir, launch_dir=launch_dir, name=run_name(cfg),
                    tags=run_tags(cfg, None if sweep is None else sweep.sweep_id),

@@ -31,6 +31,7 @@ from al_sim.config.checks import positive
 from al_sim.config.schema import DEFAULT_EXPERIMENT
 from al_sim.config.store import validate_schemas
 from al_sim.runtime.errors import EXIT_USER_ERROR, ALSimError
+from al_sim.runtime.files import atomic_write
 from al_sim.runtime.launcher_watch import announce_launcher
 from al_sim.tracking.contract import (
     LOST_JOBS_TAG,
@@ -112,9 +113,7 @@ def mark_job_failed(message: str) -> None:
     if sweep_dir is None:
         return
     job = HydraConfig.get().job
-    folder = sweep_dir / FAILED_DIR
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{job.num}.txt").write_text(f"{job.override_dirname}\n{message}\n")
+    atomic_write(sweep_dir / FAILED_DIR / f"{job.num}.txt", f"{job.override_dirname}\n{message}\n")
 
 
 class SweepCallback(Callback):
