@@ -199,6 +199,8 @@ def error_line(exc: BaseException) -> str | None:
     if isinstance(exc, OSError):
         return os_error_line(exc, "set hydra.run.dir / hydra.sweep.dir (outputs) or "
                                   "tracking.uri (the store)")
+    if isinstance(exc.__cause__, OSError):  # e.g. logging's "Unable to configure handler"
+        return error_line(exc.__cause__)
     return None
 
 

@@ -92,3 +92,52 @@ def test_the_launchers_timings_have_one_home_the_sweep_callback() -> None:
         del cfg.hydra.callbacks["sweep"]
     with pytest.raises(ConfigError, match="hydra.callbacks.sweep .conf/config.yaml."):
         launcher_settings(cfg)
+
+
+def _sweep_cfg(tmp_path: Path, sweep_dir: Path):
+    cfg = compose_config(["tracking.enabled=false"], hydra=True)
+    with open_dict(cfg):
+        cfg.hydra.sweep.dir = str(sweep_dir)
+        cfg.hydra.overrides.task = ["tracking.enabled=false", "seed=0,1"]
+    return cfg
+
+
+@pytest.mark.parametrize("record", ['{"sweep_id": ', "[1, 2]", '{"sweep_id": 3}'])
+def test_a_damaged_sweep_record_stops_the_sweep_naming_the_file(tmp_path: Path, capsys,
+                                                                record: str) -> None:
+    """Hydra only warns about a callback's exception and launches anyway: every job then
+    failed on the record (a TypeError each). One line instead, before any job."""
+    sweep = tmp_path / "multirun"
+    sweep.mkdir()
+    (sweep / "al_sim_sweep.json").write_text(record)
+    with pytest.raises(SystemExit) as exit_:
+        SweepCallback().on_multirun_start(_sweep_cfg(tmp_path, sweep))
+    assert exit_.value.code == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"error: {sweep / 'al_sim_sweep.json'} is not a sweep record")
+    assert "hydra.sweep.dir" in line
+
+
+def test_a_sweep_dir_that_cannot_be_made_stops_the_sweep(tmp_path: Path, capsys) -> None:
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(SystemExit) as exit_:
+        SweepCallback().on_multirun_start(_sweep_cfg(tmp_path, tmp_path / "a_file" / "sw"))
+    assert exit_.value.code == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"error: Not a directory: {tmp_path / 'a_file' / 'sw'}; ")
+    assert line.endswith("or set hydra.sweep.dir elsewhere")
+
+
+def test_hydra_failing_to_open_its_log_in_the_run_dir_is_the_file_and_the_fix() -> None:
+    """A read-only run dir: logging's 'Unable to configure handler' hides the OSError."""
+    from al_sim.run import error_line
+
+    try:
+        try:
+            raise OSError(30, "Read-only file system", "/runs/x/run.log")
+        except OSError as exc:
+            raise ValueError("Unable to configure handler 'file'") from exc
+    except ValueError as wrapped:
+        assert error_line(wrapped) == (
+            "error: Read-only file system: /runs/x/run.log; make it writable for this user, or "
+            "set hydra.run.dir / hydra.sweep.dir (outputs) or tracking.uri (the store) elsewhere")

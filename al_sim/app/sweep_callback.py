@@ -15,6 +15,7 @@ import logging
 import os
 import shutil
 import sys
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -30,7 +31,7 @@ from al_sim.app.sweep_checks import check_sweep_config, warn_unbounded_launcher
 from al_sim.config.checks import positive
 from al_sim.config.schema import DEFAULT_EXPERIMENT
 from al_sim.config.store import validate_schemas
-from al_sim.runtime.errors import EXIT_USER_ERROR, ALSimError
+from al_sim.runtime.errors import EXIT_USER_ERROR, ALSimError, ConfigError, os_error_line
 from al_sim.runtime.files import atomic_write
 from al_sim.runtime.launcher_watch import announce_launcher
 from al_sim.tracking.contract import (
@@ -74,10 +75,10 @@ def sweep_context() -> SweepContext | None:
     sweep_dir = _sweep_dir()
     if sweep_dir is None:
         return None
-    path = sweep_dir / SWEEP_FILE
-    if path.exists():
-        data = json.loads(path.read_text())
-        return SweepContext(data["sweep_id"], data.get("parent_run_id"), data.get("experiment"))
+    data = _earlier_sweep(sweep_dir / SWEEP_FILE)
+    if data:
+        return SweepContext(data.get("sweep_id", str(sweep_dir)), data.get("parent_run_id"),
+                            data.get("experiment"))
     return SweepContext(str(sweep_dir), None)
 
 
@@ -105,6 +106,22 @@ def close_interrupted_sweep(status: str = "KILLED") -> str | None:
     set_parent(None, None)
     end_run(uri, run_id, status=status)
     return run_id
+
+
+def _earlier_sweep(path: Path) -> dict[str, str]:
+    """What an earlier launch into this sweep dir recorded (its id, parent run, experiment)."""
+    if not path.exists():
+        return {}
+    try:
+        earlier = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path} is not a sweep record ({exc}); delete it to start the sweep "
+                          "under a new parent run, or give hydra.sweep.dir a new folder") from None
+    if not isinstance(earlier, dict) or not all(
+            isinstance(v, str | None) for v in earlier.values()):
+        raise ConfigError(f"{path} is not a sweep record (a JSON object of strings); delete "
+                          "it, or give hydra.sweep.dir a new folder")
+    return earlier
 
 
 def mark_job_failed(message: str) -> None:
@@ -150,33 +167,49 @@ class SweepCallback(Callback):
             pass
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        check_sweep_config(config)  # before the sweep dir, any job dir or MLflow run
-        try:  # jobs of an earlier launch still out: nothing is submitted, no run touched
-            refuse_beside_orphans(config.hydra.launcher, str(config.hydra.sweep.dir))
-            wait_for_workers(Path(config.hydra.sweep.dir), self._grace_s)
-        except ALSimError as exc:
-            print(f"error: {exc}", file=sys.stderr, flush=True)
+        """Checks, the sweep dir and its parent run; any failure stops the sweep here (Hydra
+        would only warn about a callback's exception, then launch jobs that all fail)."""
+        try:
+            self._start(config)
+        except (ALSimError, OSError) as exc:
+            line = f"error: {exc}" if isinstance(exc, ALSimError) else os_error_line(
+                exc, "set hydra.sweep.dir")
+            print(line, file=sys.stderr, flush=True)
+            self._fail_parent()
             raise SystemExit(EXIT_USER_ERROR) from None
+        except Exception:  # a bug: its traceback, and no sweep
+            traceback.print_exc()
+            self._fail_parent()
+            raise SystemExit(1) from None
+
+    def _fail_parent(self) -> None:
+        if self._parent is not None:
+            try:
+                close_interrupted_sweep("FAILED")
+            except Exception as exc:  # noqa: BLE001 - the sweep's own error comes first
+                print(f"note: the sweep's parent MLflow run stays RUNNING ({exc})",
+                      file=sys.stderr, flush=True)
+
+    def _start(self, config: DictConfig) -> None:
+        check_sweep_config(config)  # before the sweep dir, any job dir or MLflow run
+        # jobs of an earlier launch still out: nothing is submitted, no run touched
+        refuse_beside_orphans(config.hydra.launcher, str(config.hydra.sweep.dir))
+        wait_for_workers(Path(config.hydra.sweep.dir), self._grace_s)
         warn_unbounded_launcher(config)
         sweep_dir = Path(config.hydra.sweep.dir)
         announce_launcher(self._poll_s, self._grace_s, sweep_dir)  # workers stop with us
         sweep_dir.mkdir(parents=True, exist_ok=True)
         for earlier_try in (FAILED_DIR, LOST_DIR):
             shutil.rmtree(sweep_dir / earlier_try, ignore_errors=True)
-        sweep_file = sweep_dir / SWEEP_FILE
-        earlier = json.loads(sweep_file.read_text()) if sweep_file.exists() else {}
+        earlier = _earlier_sweep(sweep_dir / SWEEP_FILE)
         sweep_id = earlier.get("sweep_id", str(sweep_dir))
         parent_id = earlier.get("parent_run_id")
         experiment = earlier.get("experiment") or (  # a re-run keeps its sweep's experiment
             str(config.tracking.experiment) if parent_id else study_experiment(config))
         if config.tracking.enabled:
-            try:
-                parent_id = self._open_parent(config, sweep_id, parent_id, experiment)
-            except ALSimError as exc:  # Hydra would only warn, then launch jobs that all fail
-                print(f"error: {exc}", file=sys.stderr, flush=True)
-                raise SystemExit(EXIT_USER_ERROR) from None
-        sweep_file.write_text(json.dumps({"sweep_id": sweep_id, "parent_run_id": parent_id,
-                                          "experiment": experiment}))
+            parent_id = self._open_parent(config, sweep_id, parent_id, experiment)
+        atomic_write(sweep_dir / SWEEP_FILE, json.dumps(
+            {"sweep_id": sweep_id, "parent_run_id": parent_id, "experiment": experiment}))
 
     def _open_parent(self, config: DictConfig, sweep_id: str, parent_id: str | None,
                      experiment: str) -> str:
