@@ -181,3 +181,21 @@ def test_cancelling_slurm_jobs_is_one_bounded_scancel(tmp_path: Path, monkeypatc
     err = capsys.readouterr().err
     assert "note: scancel 41_0 41_1 failed (no answer in 1 s" in err
     assert "squeue -j 41_0,41_1" in err
+
+
+@pytest.mark.parametrize("damage", ["{bad", "[1]", '{"password": 5, "db_port": "x"}'])
+def test_a_damaged_server_state_is_refused_only_where_it_guards_a_database(
+        tmp_path: Path, damage: str) -> None:
+    from al_sim.tracking.mlflow_server import STATE_FILE, ServerError, _state
+
+    (tmp_path / STATE_FILE).write_text(damage)
+    fresh = _state(tmp_path, 5433)  # no database yet: nothing to lose, a new state
+    assert isinstance(fresh["password"], str) and fresh["db_port"] == 5433
+    assert _state(tmp_path, None) == fresh  # and kept
+    assert oct((tmp_path / STATE_FILE).stat().st_mode & 0o777) == "0o600"
+    (tmp_path / "pgdata").mkdir()
+    (tmp_path / "pgdata" / "PG_VERSION").write_text("15\n")
+    (tmp_path / STATE_FILE).write_text(damage)
+    with pytest.raises(ServerError, match=rf"{tmp_path / STATE_FILE} is damaged .*pgdata.*"
+                                          r"restore it from a backup, or give --dir a new"):
+        _state(tmp_path, None)

@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 from al_sim.runtime.errors import EXIT_USER_ERROR, os_error_line
+from al_sim.runtime.files import atomic_write
 
 DB_NAME = "mlflow"
 DB_ROLE = "mlflow"
@@ -132,14 +133,29 @@ def create_database(port: int, password: str) -> str:
 def _state(root: Path, db_port: int | None) -> dict:
     """The cluster's password and port, created on first use and kept in ``server.json``."""
     path = root / STATE_FILE
-    state = json.loads(path.read_text()) if path.exists() else {}
+    state = _read_state(path) if path.exists() else {}
+    if not isinstance(state.get("password"), str) or not isinstance(state.get("db_port"), int):
+        if (root / "pgdata" / "PG_VERSION").exists():  # the database's password is lost
+            raise ServerError(
+                f"{path} is damaged (it holds the password of the database in "
+                f"{root / 'pgdata'}): restore it from a backup, or give --dir a new folder "
+                "(an empty store)")
+        state = {}
     state.setdefault("password", secrets.token_urlsafe(24))
     if db_port:
         state["db_port"] = db_port
     state.setdefault("db_port", free_port())
-    path.write_text(json.dumps(state))
-    path.chmod(0o600)
+    atomic_write(path, json.dumps(state))  # mode 0600: it holds the password
     return state
+
+
+def _read_state(path: Path) -> dict:
+    """``server.json`` as a dict; an unreadable or ill-formed file as an empty one."""
+    try:
+        state = json.loads(path.read_bytes())
+    except ValueError:
+        return {}
+    return state if isinstance(state, dict) else {}
 
 
 def serve(root: Path, host: str, port: int, db_port: int | None, workers: int,
