@@ -101,6 +101,29 @@ def test_labels_are_checked_written_at_once_and_survive_a_double_submit(batch: B
     assert json.loads((batch.dir / "done.json").read_text())["annotator"] == "dr.who"
 
 
+def test_an_answer_that_cannot_be_saved_says_so_to_the_expert_and_the_operator(
+        batch: Batch, monkeypatch, capsys) -> None:
+    """A full disk under the run dir: the expert reads 'not saved' (not Flask's 500 page),
+    the terminal running the page reads the file and the fix, and nothing is recorded."""
+    import errno
+
+    from al_sim.runtime import files
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(files.os, "fsync", full)
+    reply = post(client(batch), "/api/label", {"image": batch.images[0], "label": "benign"})
+    assert reply.status_code == 503
+    assert reply.get_json()["error"].startswith("not saved: No space left on device; the "
+                                                "answer is not recorded")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: No space left on device: {batch.dir / ANSWERS_FILE}; free space on "
+                   "that disk, or put the run dir on another one"]
+    monkeypatch.undo()
+    assert answers(batch) == []
+
+
 def test_the_model_suggestion_is_off_unless_asked_for(batch: Batch) -> None:
     plain = client(batch).get("/api/batch", headers={"X-Token": TOKEN}).json
     assert all("suggestion" not in i for i in plain["images"])

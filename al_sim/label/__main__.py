@@ -114,7 +114,7 @@ def cli() -> None:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         sys.exit(EXIT_USER_ERROR)
     except OSError as exc:
-        print(os_error_line(exc, "give a run dir (or --export DIR)"), file=sys.stderr,
+        print(os_error_line(exc, "give a run dir or --export DIR"), file=sys.stderr,
               flush=True)
         sys.exit(EXIT_USER_ERROR)
     except KeyboardInterrupt:

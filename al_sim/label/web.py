@@ -21,6 +21,7 @@ import logging
 import math
 import secrets
 import socket
+import sys
 import threading
 from collections.abc import Callable
 from functools import lru_cache
@@ -38,7 +39,7 @@ from al_sim.label.locks import ServerLock
 from al_sim.label.panel_book import Desk, PanelBook
 from al_sim.label.volumes import PLANES, read_volume, slice_png, volume_info, volume_path
 from al_sim.maths.task import NO_FINDING
-from al_sim.runtime.errors import ALSimError, LabelError
+from al_sim.runtime.errors import ALSimError, LabelError, os_error_line
 
 MAX_REQUEST_KB = 64  # an answer is ~100 bytes; the page sends nothing larger
 VOLUMES_CACHED = 4  # volumes kept in memory for slice requests (the one on screen, neighbours)
@@ -108,6 +109,14 @@ def create_app(batch: Batch, run_dir: Path, tokens: dict[str, str], suggest: boo
             progress = {}
         return jsonify(error=str(exc), **progress), 409 if isinstance(exc, AnswerConflictError) \
             else 400
+
+    @app.errorhandler(OSError)
+    def _not_saved(exc: OSError) -> tuple[Response, int]:
+        """A file the answer goes to cannot be written (a full disk, a read-only mount): the
+        expert reads that it was not saved, whoever runs the page reads the file and fix."""
+        print(os_error_line(exc, "put the run dir"), file=sys.stderr, flush=True)
+        return jsonify(error=f"not saved: {exc.strerror or exc}; the answer is not recorded: "
+                             "tell whoever runs this page, then answer again"), 503
 
     @app.get("/")
     def page() -> Response:
