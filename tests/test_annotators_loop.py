@@ -89,6 +89,19 @@ def test_cost_limit_stops_before_the_round_that_would_exceed_it(tiny_dataset, fa
                             fast_trainer, replace(BUDGET, cost_limit=399.0), 0, [])
 
 
+def test_the_summary_gives_the_aulc_the_report_compares_beside_accuracys(tiny_dataset,
+                                                                         fast_trainer):
+    result = run_active_learning(tiny_dataset, Factory(), RandomSampling(),
+                                 panel(tiny_dataset), fast_trainer, BUDGET, 0, [])
+    aulc_line = [line for line in summary_table(result, "test/balanced_accuracy").splitlines()
+                 if line.startswith("AULC")]
+    assert aulc_line == [
+        f"AULC (accuracy vs labelled, normalised): {result.aulc:.4f}, balanced_accuracy "
+        f"{result.aulc_of('test/balanced_accuracy'):.4f} (the report's)   images annotated: "
+        f"{result.n_annotated}"]
+    assert "the report's" not in summary_table(result, "test/accuracy")
+
+
 def test_cost_aware_scoring_prefers_cheap_informative_images():
     probs = np.array([[0.5, 0.5], [0.55, 0.45], [0.9, 0.1], [0.99, 0.01]])
     seconds = np.array([100.0, 10.0, 10.0, 10.0])  # the most uncertain image is slow to read

@@ -33,8 +33,9 @@ SUMMARY_COLUMNS = (
 )
 
 
-def summary_table(result: ALResult) -> str:
-    """The per-round results as a fixed-width text table, with the AULC underneath."""
+def summary_table(result: ALResult, primary: str | None = None) -> str:
+    """The per-round results as a fixed-width text table, with the AULC underneath (also of
+    ``primary``, the task's report metric, when that is not accuracy)."""
     header = [name for name, _, _ in SUMMARY_COLUMNS]
     rows = []
     for r in result.rounds:
@@ -50,7 +51,11 @@ def summary_table(result: ALResult) -> str:
     lines = ["  ".join(h.rjust(w) for h, w in zip(header, widths, strict=True))]
     lines.append("  ".join("-" * w for w in widths))
     lines += ["  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
-    lines.append(f"AULC (accuracy vs labelled, normalised): {result.aulc:.4f}   "
+    also = ""
+    if primary and primary != TEST_KEYS[0] and result.rounds and all(
+            primary in r.metrics for r in result.rounds):
+        also = f", {primary.removeprefix('test/')} {result.aulc_of(primary):.4f} (the report's)"
+    lines.append(f"AULC (accuracy vs labelled, normalised): {result.aulc:.4f}{also}   "
                  f"images annotated: {result.n_annotated}")
     spent = result.rounds[-1].costs.get(EXPERT_SECONDS) if result.rounds else None
     if spent is not None:  # an oracle with a cost model (oracle=panel)
@@ -121,7 +126,8 @@ class ProgressPrinter(RunCallback):
 
     def on_run_end(self, result: ALResult) -> None:
         self.close()
-        print(f"\n{self.title}\n{summary_table(result)}", file=self.stream, flush=True)
+        print(f"\n{self.title}\n{summary_table(result, self._metric)}", file=self.stream,
+              flush=True)
         print(f"results: {self.run_dir} (metrics.csv, queries.csv, plots, config.yaml)",
               file=sys.stderr, flush=True)
 
