@@ -88,6 +88,20 @@ def test_a_rerun_after_a_kill_in_round_0_leaves_no_orphan_run(tmp_path: Path) ->
 
 
 @pytest.mark.slow
+def test_a_damaged_run_id_file_is_no_orphan_and_no_traceback(tmp_path: Path) -> None:
+    """A ``.mlflow_run_id`` cut short or overwritten (here: not even text) names no run."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / ".mlflow_run_id").write_bytes(b"\x00\xff\xfe")
+    proc = run_cli(["budget=tiny", *FAST_CLI, f"hydra.run.dir={run_dir}"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    [run] = client.search_runs([client.get_experiment_by_name("al_sim").experiment_id])
+    assert run.info.status == "FINISHED"
+    assert (run_dir / ".mlflow_run_id").read_text() == f"{run.info.run_id}\n"
+
+
+@pytest.mark.slow
 def test_a_sweep_ends_saying_where_its_results_went(tmp_path: Path) -> None:
     sweep_dir = tmp_path / "sweep"
     proc = run_cli(["-m", "seed=0", "budget=tiny", *FAST_CLI,

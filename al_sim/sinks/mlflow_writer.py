@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import re
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -32,6 +33,7 @@ from al_sim.core.events import (
 )
 from al_sim.data.base import ALDataset
 from al_sim.runtime.errors import AlreadyFinishedError, TrackingError, error_message, storable
+from al_sim.runtime.files import atomic_write
 from al_sim.tracking.contract import (
     ARTIFACTS,
     ERROR_TAG,
@@ -146,7 +148,7 @@ class MLflowWriter(RunCallback):
         else:
             self._close_orphan()
             self._start(run)
-            (self.run_dir / RUN_ID_FILE).write_text(f"{self.run_id}\n")
+            atomic_write(self.run_dir / RUN_ID_FILE, f"{self.run_id}\n")
             if run.resume is not None:  # resumed with tracking switched on: log what came before
                 for done in run.resume.result.rounds:
                     self.on_round_end(done)
@@ -163,7 +165,9 @@ class MLflowWriter(RunCallback):
         path = self.run_dir / RUN_ID_FILE
         if not path.exists():
             return
-        run_id = path.read_text().strip()
+        run_id = path.read_bytes().decode("ascii", "replace").strip()
+        if not re.fullmatch(r"[0-9a-f]{32}", run_id):
+            return  # not an MLflow run id (a damaged file): no orphan to find
         try:
             found = self._call("orphan run lookup", lambda: self._store.get_run(run_id))
         except TrackingError:
