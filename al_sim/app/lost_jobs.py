@@ -20,6 +20,7 @@ from pathlib import Path
 from hydra.core.utils import JobReturn, JobStatus
 
 from al_sim.runtime.errors import ALSimError
+from al_sim.runtime.files import atomic_write
 from al_sim.tracking.contract import JOB_TAG
 
 LOST_DIR = "lost_jobs"
@@ -68,9 +69,7 @@ def report_lost(sweep_dir: Path, job: JobRef, why: str) -> None:
         run = f"its MLflow run could not be marked KILLED ({exc})"
     why = " ".join(why.split())[:300]
     print(f"lost: job {job.num} [{job.name}]: {why}; {run}", file=sys.stderr, flush=True)
-    folder = sweep_dir / LOST_DIR
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{job.num}.txt").write_text(f"{job.name}\n{why}\n{run}\n")
+    atomic_write(sweep_dir / LOST_DIR / f"{job.num}.txt", f"{job.name}\n{why}\n{run}\n")
 
 
 def lost_jobs(sweep_dir: Path) -> list[tuple[int, str, str]]:
