@@ -13,6 +13,7 @@ import pytest
 from al_sim.label.batch import ANSWERS_FILE, IMAGES_DIR, LS_TASKS_FILE, Batch
 from al_sim.label.importer import import_labels
 from al_sim.label.web import create_app
+from al_sim.runtime.errors import LabelError
 from tests.conftest import run_cli
 from tests.label_helpers import small_batch
 from tests.test_structure import loaded_after
@@ -198,6 +199,13 @@ def test_a_bad_import_file_is_one_error_line_and_writes_nothing(batch: Batch, tm
     assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
     assert __import__("re").search(message, lines[0]), lines[0]
     assert not (batch.dir / ANSWERS_FILE).exists()
+
+
+def test_an_import_file_that_is_not_there_says_check_the_path(batch: Batch,
+                                                              tmp_path: Path) -> None:
+    with pytest.raises(LabelError, match=r"cannot read .*nowhere.csv \(No such file or "
+                                         r"directory\); check the path given to --import$"):
+        import_labels(tmp_path / "nowhere.csv", batch, "dr.who")
 
 
 def test_the_label_command_stays_light() -> None:

@@ -210,8 +210,11 @@ def read_rows(path: Path) -> list[Row]:
     """Every labelled row of ``path``; LabelError for an unreadable, empty or malformed file."""
     try:
         text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError as exc:
         raise LabelError(f"cannot read {path}: {exc}; save it as UTF-8 (JSON or CSV)") from exc
+    except OSError as exc:
+        raise LabelError(f"cannot read {path} ({exc.strerror or exc}); check the path given "
+                         "to --import") from exc
     if not text.strip():
         raise LabelError(f"{path} is empty: export the labels from Label Studio (JSON or "
                          "CSV) or write a `file,label` CSV")
