@@ -119,6 +119,10 @@ def test_reading_turns_any_failure_into_one_named_error() -> None:
     with pytest.raises(TrackingError, match="f.db: cannot read"), reading(
             "f.db", "the store", error=TrackingError):
         raise OSError("boom")
+    with pytest.raises(DataError, match=r"this user can read it$"), reading("f.bin", "it"):
+        raise FileNotFoundError(2, "No such file or directory", "f.bin")
+    with pytest.raises(DataError, match=r"; fix it$"), reading("f.png", "it", "fix it"):
+        raise OSError("cannot identify image file")  # Pillow's: the content, not the path
     with pytest.raises(MemoryError), reading("f.bin", "it"):  # keeps its own message and knobs
         raise MemoryError
     unreadable = Unreadable("replace them")
@@ -162,8 +166,9 @@ def test_an_unreadable_labels_file_is_named(tmp_path: Path, monkeypatch) -> None
 
     monkeypatch.setattr(Path, "read_text", denied)  # root reads through permission bits
     with pytest.raises(DataError, match=r"pool_labels.csv: cannot read the pool labels "
-                                        r"\(PermissionError"):
-        load_folder(root=str(root))
+                                        r"\(PermissionError.*\); check that the file is there "
+                                        r"and that this user can read it$"):
+        load_folder(root=str(root))  # not "save it as UTF-8": the file never opened
 
 
 # ----------------------------------------------------------------------------- npz members

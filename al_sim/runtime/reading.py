@@ -12,6 +12,7 @@ unchanged, and so does running out of memory (its message names the knobs).
 from __future__ import annotations
 
 import contextlib
+import errno
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -34,6 +35,16 @@ def problem(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+# The file itself cannot be opened: no valid copy helps, the path or its permissions do.
+_PATH_ERRNOS = (errno.ENOENT, errno.EACCES, errno.EPERM, errno.EISDIR, errno.ENOTDIR)
+UNOPENED = "check that the file is there and that this user can read it"
+
+
+def fix_for(exc: BaseException, fix: str) -> str:
+    """``fix``, unless ``exc`` says the file could not be opened at all (then: the path)."""
+    return UNOPENED if isinstance(exc, OSError) and exc.errno in _PATH_ERRNOS else fix
+
+
 @contextlib.contextmanager
 def reading(path: Path | str, what: str, fix: str = REPLACE,
             error: type[ALSimError] = DataError) -> Iterator[None]:
@@ -48,7 +59,8 @@ def reading(path: Path | str, what: str, fix: str = REPLACE,
     except Exception as exc:
         if out_of_memory(exc) is not None:
             raise
-        raise error(f"{path}: cannot read {what} ({problem(exc)}); {fix}") from exc
+        raise error(f"{path}: cannot read {what} ({problem(exc)}); {fix_for(exc, fix)}") \
+            from exc
 
 
 class Unreadable:
