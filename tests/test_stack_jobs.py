@@ -50,6 +50,24 @@ def test_a_stacked_launcher_has_its_cluster_launchers_settings_and_the_stacks_kn
     assert joblib.memory_fraction == local.memory_fraction  # one home: stack/default.yaml
 
 
+@pytest.mark.parametrize(("knob", "value", "words"), [
+    ("lockstep", "maybe", "hydra.launcher.lockstep=maybe (conf/hydra/launcher/stack/default.yaml)"
+                          " is not true or false"),
+    ("memory_fraction", "x", "hydra.launcher.memory_fraction=x"),
+    ("memory_fraction", True, "hydra.launcher.memory_fraction=True"),
+    ("memory_fraction", 0, "is not in (0, 1]")])
+def test_a_stack_knob_of_the_wrong_kind_is_one_config_error(knob: str, value: object,
+                                                          words: str) -> None:
+    """Not truthiness: lockstep=maybe ran a sweep with lock-step on, silently."""
+    from al_sim.app.launchers.stack_plan import pop_stack_knobs
+    from al_sim.runtime.errors import ConfigError
+
+    knobs = {"stack_size": "auto", "memory_fraction": 0.5, "lockstep": False, knob: value}
+    with pytest.raises(ConfigError) as err:
+        pop_stack_knobs(knobs)
+    assert words in str(err.value)
+
+
 def test_an_auto_stack_fills_its_jobs_memory_not_the_launcher_hosts() -> None:
     from al_sim.app.launchers.stack_jobs import AlStackLocalLauncher, AlStackSlurmLauncher
     from al_sim.app.launchers.stack_plan import member_size

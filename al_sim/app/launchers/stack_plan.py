@@ -35,12 +35,15 @@ Member = tuple[int, int, list[str]]  # (index in the batch, job number, override
 def pop_stack_knobs(params: dict[str, Any]) -> tuple[Any, float, bool]:
     """The stack's knobs taken out of a launcher's settings (the rest are the plugin's)."""
     size, fraction, lockstep = (params.pop(k) for k in STACK_KNOBS)
-    fraction = float(fraction)
-    if not 0 < fraction <= 1:
+    if isinstance(fraction, bool) or not isinstance(fraction, int | float) or not 0 < fraction <= 1:
         raise ConfigError(f"hydra.launcher.memory_fraction={fraction} (conf/hydra/launcher/stack/"
                           "default.yaml) is not in (0, 1]; set e.g. "
                           "hydra.launcher.memory_fraction=0.8")
-    return size, fraction, bool(lockstep)
+    if not isinstance(lockstep, bool):
+        raise ConfigError(f"hydra.launcher.lockstep={lockstep} (conf/hydra/launcher/stack/"
+                          "default.yaml) is not true or false; set hydra.launcher.lockstep=true "
+                          "(members trained together) or false")
+    return size, float(fraction), lockstep
 
 
 def run_stack(members: list[Member], lockstep: bool, omp_wait_policy: str | None,
