@@ -94,6 +94,15 @@ def test_the_launchers_timings_have_one_home_the_sweep_callback() -> None:
         launcher_settings(cfg)
 
 
+@pytest.mark.parametrize("value", ["abc", None, True, float("nan"), -1.0])
+def test_a_sweep_timing_of_the_wrong_kind_is_one_line_naming_it(value: object) -> None:
+    """A word reached float comparison: 'Error in call to target ...: TypeError(...)'."""
+    from al_sim.runtime.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^hydra.callbacks.sweep.status_poll_s must be "):
+        SweepCallback(status_poll_s=value)  # type: ignore[arg-type]  # what a config can hold
+
+
 def _sweep_cfg(tmp_path: Path, sweep_dir: Path):
     cfg = compose_config(["tracking.enabled=false"], hydra=True)
     with open_dict(cfg):

@@ -10,8 +10,8 @@ import math
 from al_sim.runtime.errors import ConfigError
 
 
-def _finite(owner: str, name: str, value: int | float | None) -> None:
-    if value is None or isinstance(value, bool) or not math.isfinite(value):
+def _finite(owner: str, name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise ConfigError(f"{owner}.{name} must be a finite number, got {value}; "
                           f"set {owner}.{name}=<n>")
 
