@@ -26,6 +26,7 @@ REFUSED = {
     "tracking.max_grid_images=0": ["tracking.max_grid_images", "> 0"],
     "trainer.batch_size=1": ["trainer.batch_size", ">= 2"],
     "strategy.name=badge": ["strategy.name=badge", "BADGE", "strategy=badge"],
+    "callbacks.progress.refresh_s=-1": ["callbacks.progress.refresh_s", ">= 0"],
     "trainer.lr=1e8": ["diverged", "round 0", "trainer.lr"],
 }
 

@@ -10,6 +10,7 @@ from typing import TextIO
 
 from tqdm import tqdm
 
+from al_sim.config.checks import non_negative
 from al_sim.core.events import ALResult, RoundResult, RunCallback, RunInfo
 from al_sim.data.base import ALDataset
 from al_sim.tracking.contract import (
@@ -85,6 +86,7 @@ class ProgressPrinter(RunCallback):
 
     def __init__(self, bar: bool = True, stream: TextIO | None = None,
                  refresh_s: float = 0.5) -> None:
+        non_negative("callbacks.progress", refresh_s=refresh_s)
         self.title, self.run_dir = "", Path(".")
         self.bar = bar
         self.stream = stream or sys.stdout
