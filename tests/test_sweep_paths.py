@@ -150,3 +150,31 @@ def test_hydra_failing_to_open_its_log_in_the_run_dir_is_the_file_and_the_fix() 
         assert error_line(wrapped) == (
             "error: Read-only file system: /runs/x/run.log; make it writable for this user, or "
             "set hydra.run.dir / hydra.sweep.dir (outputs) or tracking.uri (the store) elsewhere")
+
+
+def test_a_store_down_at_the_sweeps_end_still_reports_the_failed_jobs(tmp_path: Path, capsys,
+                                                                      monkeypatch) -> None:
+    """Hydra only warns about a callback's exception: a parent run that could not be closed
+    made a sweep with a failed job exit 0, its failures unlisted."""
+    from al_sim.app import sweep_callback
+    from al_sim.runtime.errors import TrackingError
+    from al_sim.tracking import store
+
+    def down(*args: object, **kwargs: object) -> None:
+        raise TrackingError("MLflow run end failed at http://127.0.0.1:9: refused")
+
+    monkeypatch.setattr(store, "tag_run", down)
+    monkeypatch.setattr(store, "end_run", down)
+    sweep = tmp_path / "multirun"
+    (sweep / "failed_jobs").mkdir(parents=True)
+    (sweep / "failed_jobs" / "1.txt").write_text("seed=1\nerror: boom\n")
+    callback = SweepCallback()
+    callback._parent, callback._experiment_id = ("http://127.0.0.1:9", "p1d"), "1"
+    monkeypatch.setattr(callback, "_log_summaries", lambda: None)
+    monkeypatch.setattr(callback, "_job_runs", lambda: [])
+    with pytest.raises(SystemExit) as exit_:
+        callback.on_multirun_end(_sweep_cfg(tmp_path, sweep))
+    assert exit_.value.code == sweep_callback.EXIT_SWEEP_FAILED
+    err = capsys.readouterr().err
+    assert "note: the sweep's parent MLflow run p1d could not be closed" in err
+    assert "  job 1 [seed=1]: error: boom" in err

@@ -244,8 +244,13 @@ class SweepCallback(Callback):
             from al_sim.tracking.store import end_run, tag_run
 
             self._log_summaries()
-            tag_run(*self._parent, LOST_JOBS_TAG, listing[:5000] if lost else None)
-            end_run(*self._parent, status="FAILED" if failures or lost else "FINISHED")
+            try:  # the jobs' own results and the exit status below must not depend on it
+                tag_run(*self._parent, LOST_JOBS_TAG, listing[:5000] if lost else None)
+                end_run(*self._parent, status="FAILED" if failures or lost else "FINISHED")
+            except ALSimError as exc:
+                print(f"note: the sweep's parent MLflow run {self._parent[1]} could not be "
+                      f"closed ({exc}); it stays RUNNING until the sweep runs again",
+                      file=sys.stderr, flush=True)
             SweepCallback.running = None
             set_parent(None, None)
         print(f"sweep results: {sweep_dir.resolve()} (one dir per job)", file=sys.stderr,
