@@ -182,6 +182,24 @@ def test_hydra_messages_become_one_line() -> None:
     assert one_line(omegaconf_text) == "Value 'ten' of type 'str' could not be converted to Integer"
 
 
+@pytest.mark.parametrize("override", ["oracle=panel oracle.aggregation=median",
+                                      "budget.stop_when=kappa>=0.9, plateau<0.1"])
+def test_an_override_hydra_cannot_parse_is_named(override: str) -> None:
+    """Hydra's own line ('mismatched input '=' expecting <EOF>; See https://...') names none:
+    two overrides in one quoted argument, or an unquoted value with a space."""
+    from hydra.errors import OverrideParseException
+
+    from al_sim.config.composition import composition_error_line
+
+    with pytest.raises(OverrideParseException) as err:
+        _compose([override])
+    line = composition_error_line(err.value)
+    assert line is not None and "\n" not in line and "https://" not in line
+    assert line.startswith(f"error: cannot parse the override {override!r} (")
+    assert line.endswith("give one key=value per argument and quote a value holding spaces or "
+                         "brackets, e.g. 'budget.stop_when=\"kappa>=0.99\"'")
+
+
 @pytest.mark.parametrize(
     ("override", "field"),
     [("budget.query_size=0", "budget.query_size"), ("budget.initial=-5", "budget.initial"),

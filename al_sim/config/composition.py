@@ -11,7 +11,7 @@ import dataclasses
 import difflib
 from collections.abc import Collection, Iterable, Iterator
 
-from hydra.errors import HydraException
+from hydra.errors import HydraException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
@@ -102,6 +102,11 @@ def composition_error_line(exc: BaseException, top: str = RUN_CONFIG) -> str | N
         inner = inner.__cause__
     if (unknown := _override_key_message(exc, top)) is not None:
         return f"error: {unknown}"
+    if isinstance(exc, OverrideParseException):  # Hydra's message names no override
+        return (f"error: cannot parse the override {exc.override!r} "
+                f"({one_line(exc.message).split('; See https')[0]}); give one key=value per "
+                "argument and quote a value holding spaces or brackets, e.g. "
+                "'budget.stop_when=\"kappa>=0.99\"'")
     cause = exc.__cause__
     extra = f"\n{cause}" if cause and str(cause) not in str(exc) else ""
     key = getattr(cause, "full_key", None) or getattr(exc, "full_key", None)
