@@ -263,7 +263,6 @@ def cli() -> None:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # hydra/launcher=al_ray: no telemetry
     signal.signal(signal.SIGTERM, _interrupted)  # timeout, docker, SLURM: as Ctrl-C is
     signal.signal(signal.SIGINT, _interrupted)
-    sys.argv[1:] = hydra_argv(sys.argv[1:])
     register_configs()
     failed: list[Exception] = []
 
@@ -271,6 +270,7 @@ def cli() -> None:
         return main(cfg, failed)
 
     try:
+        sys.argv[1:] = hydra_argv(sys.argv[1:])
         hydra.main(version_base="1.3", config_path="../conf", config_name="config")(task)()
         if failed:
             raise failed.pop()

@@ -173,3 +173,16 @@ def test_the_multirun_flag_may_follow_the_overrides() -> None:
     assert hydra_argv(["a=1", "--multirun", "b=2", "-m"]) == ["--multirun", "a=1", "b=2"]
     assert hydra_argv(["-m", "dataset.root=~/data"]) == ["-m", "dataset.root='~/data'"]
     assert hydra_argv(["seed=1"]) == ["seed=1"]
+
+
+@pytest.mark.parametrize("argv", [["--cfg", "job", "-m", "seed=0,1"],
+                                  ["-m", "seed=0,1", "--info"], ["-c", "job", "--run"]])
+def test_two_of_hydras_modes_at_once_are_one_line_not_its_traceback(argv: list[str]) -> None:
+    """Hydra raises ``ValueError: Only one of --run, --multirun, --cfg, ...`` past our
+    handler (a traceback); the entry point refuses the pair first, naming both."""
+    from al_sim.runtime.command_line import hydra_argv
+    from al_sim.runtime.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^--\w+ and --\w+ cannot be given together"):
+        hydra_argv(argv)
+    assert hydra_argv(["-m", "-m", "seed=0"]) == ["-m", "seed=0"]  # one mode, twice: fine

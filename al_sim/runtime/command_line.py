@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from al_sim.runtime.errors import ConfigError
+
 MULTIRUN_FLAGS = ("-m", "--multirun")
+# Hydra's modes: at most one per command (else its ValueError, a traceback)
+MODES = {"-r": "--run", "--run": "--run", "-m": "--multirun", "--multirun": "--multirun",
+         "-c": "--cfg", "--cfg": "--cfg", "-i": "--info", "--info": "--info",
+         "-sc": "--shell-completion", "--shell-completion": "--shell-completion"}
 
 
 def quote_home_path(arg: str) -> str:
@@ -21,6 +27,15 @@ def multirun_flag_first(argv: list[str]) -> list[str]:
     return [*flags[:1], *(a for a in argv if a not in MULTIRUN_FLAGS)] if flags else argv
 
 
+def check_one_mode(argv: list[str]) -> None:
+    """ConfigError when ``argv`` asks Hydra for two modes at once (``--cfg job -m ...``)."""
+    modes = sorted({MODES[a] for a in argv if a in MODES})
+    if len(modes) > 1:
+        raise ConfigError(f"{' and '.join(modes)} cannot be given together; give one (a sweep's "
+                          "job config: python -m al_sim.run --cfg job <one job's overrides>)")
+
+
 def hydra_argv(argv: list[str]) -> list[str]:
     """``python -m al_sim.run``'s arguments made ready for Hydra's parser."""
+    check_one_mode(argv)
     return [quote_home_path(arg) for arg in multirun_flag_first(argv)]
