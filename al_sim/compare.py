@@ -23,6 +23,7 @@ from al_sim.config.composition import check_known_keys, composition_error_line
 from al_sim.config.schema import DEFAULT_EXPERIMENT, CompareConf
 from al_sim.config.store import register_configs
 from al_sim.report.reader import RunReader
+from al_sim.runtime.command_line import hydra_argv
 from al_sim.runtime.errors import EXIT_USER_ERROR, ALSimError, os_error_line
 from al_sim.tracking.contract import tracking_uri
 
@@ -67,7 +68,11 @@ def main() -> None:
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # let errors reach us instead of a trace
     register_configs()
     try:
+        sys.argv[1:] = hydra_argv(sys.argv[1:])  # a ``~`` path, one mode: as the run's
         hydra.main(version_base="1.3", config_path="../conf", config_name="compare")(report)()
+    except ALSimError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        sys.exit(EXIT_USER_ERROR)
     except Exception as exc:
         line = composition_error_line(exc, top=COMPARE_CONFIG)
         if line is None:

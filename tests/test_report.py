@@ -159,3 +159,22 @@ def test_summarize_builds_the_table_row() -> None:
     assert row.test.t_p == pytest.approx(stats.ttest_rel([0.70, 0.66], [0.56, 0.58]).pvalue)
     alone = summarize("s", "random", reference, target=None, reference=None)
     assert alone.labels_to_target is None and alone.test is None and alone.seeds_reaching == 0
+
+
+def test_compare_takes_a_sweep_dir_under_home_and_refuses_two_modes(tmp_path, monkeypatch,
+                                                                    capsys) -> None:
+    """``sweep_id=~/multirun/x``: Hydra's grammar refused the bare ``~`` and the tag holds the
+    expanded path; ``--cfg job --info`` was Hydra's ValueError traceback."""
+    import sys
+
+    from al_sim import compare
+    from al_sim.report.reader import _same_sweep
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert _same_sweep(str(tmp_path / "multirun" / "s"), "~/multirun/s")
+    assert not _same_sweep(str(tmp_path / "multirun" / "s"), "~/multirun/t")
+    monkeypatch.setattr(sys, "argv", ["compare", "--cfg", "job", "--info"])
+    with pytest.raises(SystemExit) as exit_:
+        compare.main()
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.startswith("error: --cfg and --info cannot be given together")

@@ -67,7 +67,8 @@ class SweepRef:
 
 
 def _same_sweep(tag: str, wanted: str) -> bool:
-    return Path(tag) == Path(wanted) or Path(tag).resolve() == Path(wanted).resolve()
+    """Whether the sweep dir ``wanted`` (relative, absolute or ``~/...``) is the one tagged."""
+    return Path(tag) == Path(wanted) or Path(tag).resolve() == Path(wanted).expanduser().resolve()
 
 
 class RunReader:
