@@ -233,6 +233,13 @@ def test_export_refuses_a_non_empty_folder_and_reports_errors(tmp_path: Path, ca
     assert main(["--name", "breastmnist", "--root", str(tmp_path), "--out",
                  str(tmp_path / "o2")]) == 2
     assert "breastmnist.npz not found" in capsys.readouterr().err
+    (tmp_path / "a_file").write_text("x")  # --out under a file: was a traceback, exit 1
+    assert main(["--name", "breastmnist", "--root", str(SHARED_MEDMNIST),
+                 "--out", str(tmp_path / "a_file" / "out")]) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"error: Not a directory: {tmp_path / 'a_file' / 'out'}")
+    assert line.endswith("; check that the path exists and is writable, or give --out a folder "
+                         "elsewhere")
 
 
 @needs_shared

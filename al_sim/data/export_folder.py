@@ -28,7 +28,7 @@ from al_sim.config.data import INITIAL_DIR, POOL_DIR, POOL_LABELS_FILE, TEST_DIR
 from al_sim.data.medmnist import read_medmnist
 from al_sim.maths.sampling import stratified_sample
 from al_sim.maths.task import Task, TaskType
-from al_sim.runtime.errors import EXIT_USER_ERROR, ALSimError, DataError
+from al_sim.runtime.errors import EXIT_USER_ERROR, ALSimError, DataError, os_error_line
 
 MANIFEST, MANIFEST_IMAGES = "manifest.csv", "images"  # a multi-label export
 
@@ -138,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
                         args.max_test, args.seed, args.verify_checksum)
     except ALSimError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except OSError as exc:  # --out cannot be made or written
+        print(os_error_line(exc, "give --out a folder"), file=sys.stderr)
         return EXIT_USER_ERROR
     print(f"wrote {args.out}: {counts['initial']} initial labelled, {counts['unlabeled']} "
           f"unlabelled pool and {counts['test']} test images")
