@@ -178,3 +178,16 @@ def test_compare_takes_a_sweep_dir_under_home_and_refuses_two_modes(tmp_path, mo
         compare.main()
     assert exit_.value.code == 2
     assert capsys.readouterr().err.startswith("error: --cfg and --info cannot be given together")
+
+
+def test_a_misspelt_reference_is_refused_and_an_absent_one_is_not() -> None:
+    """``reference=entopy`` gave a report without paired tests and a note; a sweep without
+    ``random`` (the default reference) still gets its report."""
+    from al_sim.report.build import ReportError, check_reference
+
+    strategies = ["bald", "entropy", "margin"]
+    with pytest.raises(ReportError, match=r"^reference=entopy is no strategy of this sweep; did "
+                                          r"you mean reference=entropy\? its strategies: bald, "):
+        check_reference("entopy", strategies)
+    check_reference("random", strategies)  # absent, not misspelt: each setting notes it
+    check_reference("margin", strategies)

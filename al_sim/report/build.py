@@ -7,6 +7,7 @@ Imports no torch.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
@@ -141,6 +142,17 @@ def _steps_text(steps: tuple[int, ...]) -> str:
     return f"[{shown}]"
 
 
+def check_reference(reference: str, strategies: list[str]) -> None:
+    """ReportError when ``reference`` is in no setting but looks like a misspelt strategy (a
+    reference simply absent, e.g. no ``random`` in the sweep, is a note per setting)."""
+    if reference in strategies:
+        return
+    close = difflib.get_close_matches(reference, strategies, n=1, cutoff=0.75)
+    if close:
+        raise ReportError(f"reference={reference} is no strategy of this sweep; did you mean "
+                          f"reference={close[0]}? its strategies: {', '.join(strategies)}")
+
+
 def check_budgets(setting: Setting, metric: str) -> None:
     """Raise ReportError unless every run of ``setting`` logged ``metric`` at the same counts."""
     kinds: dict[tuple[int, ...], list[StoredRun]] = defaultdict(list)
@@ -221,6 +233,7 @@ def build_report(conf: CompareConf, reader: RunReader, ref: SweepRef | None = No
     if unfinished:
         notes.append(f"{unfinished} run(s) not FINISHED in {where} are left out")
     settings = group_settings(runs, notes)
+    check_reference(conf.reference, sorted({name for st in settings for name in st.runs}))
     for setting in settings:
         check_budgets(setting, conf.metric)
         if conf.x == X_EXPERT:
