@@ -23,7 +23,12 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from al_sim.app.sweep_callback import close_interrupted_sweep, mark_job_failed, sweep_context
+from al_sim.app.sweep_callback import (
+    close_failed_sweep,
+    close_interrupted_sweep,
+    mark_job_failed,
+    sweep_context,
+)
 from al_sim.config.composition import composition_error_line
 from al_sim.config.store import (
     enabled_nodes,
@@ -283,21 +288,11 @@ def cli() -> None:
         sys.exit(EXIT_TERMINATED if by == SIGTERM_REASON else EXIT_INTERRUPTED)
     except Exception as exc:
         line = error_line(exc)
-        _close_failed_sweep()  # a launcher that failed, even of a bug: its parent run ends too
+        close_failed_sweep()  # a launcher that failed, even of a bug: its parent run ends too
         if line is None:
             raise
         print(line, file=sys.stderr, flush=True)
         sys.exit(EXIT_USER_ERROR)
-
-
-def _close_failed_sweep() -> None:
-    """The sweep's parent run marked FAILED; a store that refuses is said, not raised (the
-    launcher's own failure is what the user must read)."""
-    try:
-        close_interrupted_sweep("FAILED")
-    except Exception as exc:  # noqa: BLE001 - any store failure: told, then the first error
-        print(f"note: the sweep's parent MLflow run could not be marked FAILED ({exc}); it "
-              "stays RUNNING until the sweep runs again", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

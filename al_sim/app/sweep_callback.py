@@ -108,6 +108,16 @@ def close_interrupted_sweep(status: str = "KILLED") -> str | None:
     return run_id
 
 
+def close_failed_sweep() -> None:
+    """The open sweep's parent run marked FAILED; a store that refuses is said, not raised (the
+    sweep's own failure is what the user must read)."""
+    try:
+        close_interrupted_sweep("FAILED")
+    except Exception as exc:  # noqa: BLE001 - any store failure: told, then the first error
+        print(f"note: the sweep's parent MLflow run could not be marked FAILED ({exc}); it "
+              "stays RUNNING until the sweep runs again", file=sys.stderr, flush=True)
+
+
 def _earlier_sweep(path: Path) -> dict[str, str]:
     """What an earlier launch into this sweep dir recorded (its id, parent run, experiment)."""
     if not path.exists():
@@ -175,20 +185,12 @@ class SweepCallback(Callback):
             line = f"error: {exc}" if isinstance(exc, ALSimError) else os_error_line(
                 exc, "set hydra.sweep.dir")
             print(line, file=sys.stderr, flush=True)
-            self._fail_parent()
+            close_failed_sweep()
             raise SystemExit(EXIT_USER_ERROR) from None
         except Exception:  # a bug: its traceback, and no sweep
             traceback.print_exc()
-            self._fail_parent()
+            close_failed_sweep()
             raise SystemExit(1) from None
-
-    def _fail_parent(self) -> None:
-        if self._parent is not None:
-            try:
-                close_interrupted_sweep("FAILED")
-            except Exception as exc:  # noqa: BLE001 - the sweep's own error comes first
-                print(f"note: the sweep's parent MLflow run stays RUNNING ({exc})",
-                      file=sys.stderr, flush=True)
 
     def _start(self, config: DictConfig) -> None:
         check_sweep_config(config)  # before the sweep dir, any job dir or MLflow run

@@ -55,7 +55,7 @@ def out_of_memory(exc: BaseException) -> str | None:
             "memory-maps MedMNIST+ archives)")
 
 
-_FULL = (errno.ENOSPC, errno.EDQUOT)
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)  # no space, or the user's quota spent
 _DENIED = (errno.EACCES, errno.EPERM, errno.EROFS)
 
 
@@ -65,7 +65,7 @@ def os_error_line(exc: OSError, elsewhere: str) -> str:
     ``elsewhere`` says how this command is pointed at another folder (``set output_dir=``).
     """
     name = f": {exc.filename}" if exc.filename else ""
-    if exc.errno in _FULL:
+    if exc.errno in DISK_FULL:
         fix = f"free space on that disk, or {elsewhere} on another one"
     elif exc.errno in _DENIED:
         fix = f"make it writable for this user, or {elsewhere} elsewhere"

@@ -34,13 +34,10 @@ def atomic_write(path: Path, content: str | bytes | memoryview | Callable[[IO[by
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except OSError as exc:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
-        if exc.filename is None:  # a failed write or fsync names no file: name the target
-            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
-        raise
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.filename is None:  # a failed write or fsync names
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc  # no file
         raise
     fsync_dir(path.parent)
     return path

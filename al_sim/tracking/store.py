@@ -8,7 +8,6 @@ report's reader (which store file a ``sqlite:`` URI names).
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import logging
 import os
@@ -24,7 +23,7 @@ from mlflow.tracking import MlflowClient
 from sqlalchemy.exc import DatabaseError, OperationalError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
-from al_sim.runtime.errors import TrackingError
+from al_sim.runtime.errors import DISK_FULL, TrackingError
 from al_sim.runtime.files import fsync_dir
 from al_sim.runtime.interrupts import deferred
 from al_sim.runtime.reading import problem, reading
@@ -84,7 +83,7 @@ def call_with_retries(what: str, fn: Callable[[], T], uri: str,
 def _store_fix(uri: str, exc: BaseException) -> str:
     """What to do about a store that keeps failing: a full disk, a local file, or a server."""
     db = sqlite_file(uri)
-    if getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or any(
+    if getattr(exc, "errno", None) in DISK_FULL or any(
             full in str(exc) for full in ("disk is full", "No space left")):
         return (f"free space on the disk holding {db or 'the store'}, or set tracking.uri to a "
                 "store on another disk")
