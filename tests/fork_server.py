@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,12 +48,14 @@ LOAD_TIME_ENV = ("PYTHON", "LD_", "OMP_", "GOMP_", "KMP_", "MKL_", "OPENBLAS_", 
 # The server's OpenMP policy is the one a run with the default config sets before torch loads.
 SERVER_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
 REAP_EVERY_S = 0.05
+_LAUNCH_ENV: dict[str, str] = {}  # the server's environment as it was started
 
 
 # -- the server (a process of its own) ------------------------------------------------------
 
 def serve() -> None:
     """Preload, then fork a child per request line on stdin; report pids and exit statuses."""
+    _LAUNCH_ENV.update(os.environ)  # before a preloaded library adds to it (sklearn: KMP_*)
     for name in PRELOAD:
         # a hint that fails costs the child the import, no more
         with contextlib.suppress(Exception):
@@ -98,6 +101,12 @@ def _become(request: dict[str, Any]) -> None:
     """In the child: the process ``python [-m] <target> <args>`` would be, then run it."""
     import runpy
 
+    if request.get("nested"):
+        from tests import fork_nested
+
+        server_path = {os.path.abspath(p) for p in sys.path}
+        fork_nested.install(lambda child_env: loads_alike(child_env, _LAUNCH_ENV, server_path),
+                            request["nested"])
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     for fd, path in ((1, request["stdout"]), (2, request["stderr"])):
@@ -199,7 +208,7 @@ class _Server:
                 self._lock.notify_all()
 
     def start(self, target: str, args: list[str], cwd: Path, env: dict[str, str],
-              module: bool) -> Forked:
+              module: bool, nested: Sequence[str] = ()) -> Forked:
         with self._lock:
             self._count += 1
             ident = self._count
@@ -207,7 +216,7 @@ class _Server:
         out.touch()
         err.touch()
         request = {"id": ident, "target": target, "args": args, "cwd": str(cwd), "env": env,
-                   "module": module, "stdout": str(out), "stderr": str(err)}
+                   "module": module, "stdout": str(out), "stderr": str(err), "nested": list(nested)}
         self._stdin.write((json.dumps(request) + "\n").encode())
         self._stdin.flush()
         with self._lock:
@@ -223,19 +232,25 @@ class _Server:
 
     def forks_alike(self, env: dict[str, str]) -> bool:
         """Whether a child with ``env`` loads nothing differently from this server."""
-        env = {**SERVER_ENV, **env}  # without OMP_WAIT_POLICY, a run sets the server's value
-        differ = {k for k in {*env, *self.env}
-                  if k.startswith(LOAD_TIME_ENV) and env.get(k) != self.env.get(k)}
-        if differ == {"PYTHONPATH"} and "PYTHONPATH" in env:  # entries already on the path
-            return {os.path.abspath(p) for p in env["PYTHONPATH"].split(os.pathsep) if p
-                    } <= self.path
-        return not differ
+        return loads_alike(env, self.env, self.path)
 
     def close(self) -> None:
         if self._proc.poll() is None:
             self._stdin.close()
             self._proc.wait(timeout=30)
         shutil.rmtree(self._dir, ignore_errors=True)
+
+
+def loads_alike(env: dict[str, str], server_env: dict[str, str], server_path: set[str]) -> bool:
+    """Whether a process with ``env`` loads nothing differently from a server with
+    ``server_env`` and ``server_path`` (``sys.path``, absolute)."""
+    env = {**SERVER_ENV, **env}  # without OMP_WAIT_POLICY, a run sets the server's value
+    differ = {k for k in {*env, *server_env}
+              if k.startswith(LOAD_TIME_ENV) and env.get(k) != server_env.get(k)}
+    if differ == {"PYTHONPATH"} and "PYTHONPATH" in env:  # entries already on the path
+        return {os.path.abspath(p) for p in env["PYTHONPATH"].split(os.pathsep) if p
+                } <= server_path
+    return not differ
 
 
 def command(target: str, args: list[str], module: bool) -> list[str]:
@@ -249,21 +264,23 @@ def _server() -> _Server:
 
 
 def start(target: str, args: list[str], cwd: Path, env: dict[str, str] | None = None,
-          module: bool = True) -> Forked | subprocess.Popen[str]:
+          module: bool = True, nested: Sequence[str] = ()) -> Forked | subprocess.Popen[str]:
     """``python -m <target> <args>`` (``module``) or ``python <target> <args>`` in ``cwd``
-    with exactly ``env`` (default: this process's), as a process with text output pipes."""
+    with exactly ``env`` (default: this process's), as a process with text output pipes;
+    ``nested``: the ``python -m <one of these>`` it starts fork from it (tests/fork_nested.py)."""
     full_env = dict(os.environ if env is None else env)
     server = _server()
     if server.forks_alike(full_env):
-        return server.start(target, args, cwd, full_env, module)
+        return server.start(target, args, cwd, full_env, module, nested)
     return subprocess.Popen(command(target, args, module), cwd=cwd, env=full_env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def run(target: str, args: list[str], cwd: Path, env: dict[str, str] | None = None,
-        module: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        module: bool = True, timeout: float = 300, nested: Sequence[str] = ()
+        ) -> subprocess.CompletedProcess[str]:
     """:func:`start`, then wait like :func:`subprocess.run` (killed past ``timeout``)."""
-    proc = start(target, args, cwd, env, module)
+    proc = start(target, args, cwd, env, module, nested)
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests import fork_server
+from tests import fork_nested, fork_server
 
 pytestmark = pytest.mark.slow
 
@@ -34,7 +34,9 @@ def smoke(script: Path, tmp_path: Path) -> None:
     """``python <script> --smoke`` exits 0 and prints figures."""
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     env["PYTHONPATH"] = str(REPO)
-    proc = fork_server.run(str(script), ["--smoke"], tmp_path, env, module=False, timeout=300)
+    # the runs it starts fork from it, without a new interpreter's imports (tests/fork_nested.py)
+    proc = fork_server.run(str(script), ["--smoke"], tmp_path, env, module=False, timeout=300,
+                           nested=fork_nested.MODULES)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert any(re.search(r"\d", line) for line in proc.stdout.splitlines()), proc.stdout
 

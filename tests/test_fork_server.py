@@ -61,3 +61,41 @@ def test_an_environment_read_at_load_time_gets_a_new_interpreter(tmp_path: Path)
                                                                     "platform"]
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0 and out.strip()
+
+
+NESTED_PARENT = """import atexit, os, subprocess, sys, tempfile
+keep = tempfile.TemporaryDirectory()
+atexit.register(print, "parent atexit")
+print("parent line")  # still in the parent's buffer when the child forks
+env = {**os.environ, "PROBE": "seen", "PARENT": str(os.getpid())}
+for extra in ({}, {"OMP_NUM_THREADS": "1"}):
+    proc = subprocess.run([sys.executable, "-m", "nested_probe", "a b"], capture_output=True,
+                          text=True, env={**env, **extra}, cwd=sys.argv[1])
+    print(proc.returncode, proc.stdout.strip(), proc.stderr.strip(), os.path.isdir(keep.name),
+          sep="|")
+"""
+NESTED_PROBE = """import os, sys
+print("torch" in sys.modules, os.getppid() == int(os.environ["PARENT"]),
+      os.environ.get("PROBE"), sys.argv[1:], os.getcwd(), sep=";")
+print("err", file=sys.stderr)
+sys.exit(3)
+"""
+
+
+def test_a_nested_run_forks_from_its_parent_and_starts_as_a_new_interpreter(
+        tmp_path: Path) -> None:
+    """The parent's buffered output, atexit handlers and temporary folders stay the parent's;
+    an environment read at load time gets a real interpreter."""
+    (tmp_path / "parent.py").write_text(NESTED_PARENT)
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "nested_probe.py").write_text(NESTED_PROBE)
+    proc = fork_server.run(str(tmp_path / "parent.py"), [str(work)], tmp_path, module=False,
+                           nested=["nested_probe"])
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0] == "parent line" and lines[-1] == "parent atexit" and len(lines) == 4
+    forked, real = (line.split("|") for line in lines[1:3])
+    # preloaded torch: a fork of the parent; with OMP_NUM_THREADS, a new interpreter
+    assert forked == ["3", f"True;True;seen;['a b'];{work}", "err", "True"]
+    assert real == ["3", f"False;True;seen;['a b'];{work}", "err", "True"]

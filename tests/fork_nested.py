@@ -1,0 +1,132 @@
+"""In a fork server's child that starts runs of its own (a benchmark's ``--smoke``): its
+``python -m al_sim.run`` processes fork from it too.
+
+The child already holds torch, mlflow and Hydra, so a run it starts through :mod:`subprocess`
+skips the 5-7 s of imports a new interpreter pays. It is still a process of its own, started by
+``subprocess.Popen`` (pid, pipes, ``wait``, ``poll``, signals as Popen gives them), and it begins
+as a new interpreter would: the parent's atexit handlers, finalizers, signal handlers, threads
+and unflushed output are not carried over, and it exits through the interpreter's exit steps
+(non-daemon threads joined, atexit handlers, output flushed). Anything else (another program,
+``-c``, an interpreter flag, ``preexec_fn``, a user or group change, an environment a library
+reads at load time) Popen starts as usual.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import gc
+import os
+import runpy
+import signal
+import subprocess
+import sys
+import threading
+import weakref
+from collections.abc import Callable, Sequence
+from typing import Any
+
+MODULES = ("al_sim.run", "al_sim.compare")
+
+
+def install(alike: Callable[[dict[str, str]], bool], modules: Sequence[str] = MODULES) -> None:
+    """Fork this process's ``subprocess`` starts of ``python -m <one of modules>``; ``alike``
+    tells whether an environment loads nothing differently from this process's libraries."""
+    original = subprocess.Popen._execute_child  # type: ignore[attr-defined]
+
+    def execute_child(self: subprocess.Popen, args: Any, executable: Any, preexec_fn: Any,
+                      *rest: Any) -> None:
+        (_close_fds, _pass_fds, cwd, env, _startupinfo, _creationflags, shell,
+         p2cread, p2cwrite, c2pread, c2pwrite, errread, errwrite, _restore_signals,
+         gid, gids, uid, umask, start_new_session, process_group) = rest
+        argv = _python_argv(args, executable, shell, preexec_fn, (gid, gids, uid), modules)
+        full_env = {os.fsdecode(k): os.fsdecode(v)
+                    for k, v in (os.environ if env is None else env).items()}
+        if argv is None or not alike(full_env):
+            return original(self, args, executable, preexec_fn, *rest)
+        for stream in (sys.stdout, sys.stderr):  # else the child would write them out again
+            with contextlib.suppress(Exception):
+                stream.flush()
+        pid = os.fork()
+        if pid == 0:
+            _child(argv, cwd, full_env, (p2cread, c2pwrite, errwrite), umask,
+                   start_new_session, process_group)
+        self.pid = pid
+        self._child_created = True
+        self._close_pipe_fds(p2cread, p2cwrite, c2pread, c2pwrite, errread, errwrite)
+        return None
+
+    subprocess.Popen._execute_child = execute_child  # type: ignore[attr-defined]
+
+
+def _python_argv(args: Any, executable: Any, shell: bool, preexec_fn: Any,
+                 ids: tuple[Any, ...], modules: Sequence[str]) -> list[str] | None:
+    """``args`` as a list when it is ``<this python> -m <one of modules> ...``, else None."""
+    if shell or preexec_fn is not None or any(i is not None for i in ids):
+        return None
+    if not isinstance(args, Sequence) or isinstance(args, (str, bytes)):
+        return None
+    argv = [os.fsdecode(a) for a in args]
+    if executable is not None and os.fsdecode(executable) != argv[0]:
+        return None
+    if len(argv) >= 3 and argv[0] == sys.executable and argv[1] == "-m" and argv[2] in modules:
+        return argv
+    return None
+
+
+def _child(argv: list[str], cwd: Any, env: dict[str, str], fds: tuple[int, int, int],
+           umask: int, new_session: bool, process_group: int | None) -> None:
+    """Become ``argv`` and exit; never returns into the parent's stack."""
+    code = 1
+    try:
+        gc.freeze()  # the parent's objects: never collected (nor finalised) here
+        atexit._clear()
+        for finalizer in list(weakref.finalize._registry):  # type: ignore[attr-defined]
+            finalizer.atexit = False
+        for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1,
+                    signal.SIGUSR2, signal.SIGALRM, signal.SIGCHLD):
+            signal.signal(sig, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        for sig in (signal.SIGPIPE, signal.SIGXFSZ):  # as a Python interpreter starts
+            signal.signal(sig, signal.SIG_IGN)
+        signal.set_wakeup_fd(-1)
+        for fd, target in zip(fds, (0, 1, 2), strict=True):
+            if fd != -1:
+                os.dup2(fd, target)
+        sys.stdin, sys.stdout, sys.stderr = sys.__stdin__, sys.__stdout__, sys.__stderr__
+        if cwd is not None:
+            os.chdir(cwd)
+        os.environ.clear()
+        os.environ.update(env)
+        if umask >= 0:
+            os.umask(umask)
+        if new_session:
+            os.setsid()
+        if process_group is not None and process_group >= 0:
+            os.setpgid(0, process_group)
+        sys.argv, sys.orig_argv = argv[2:], argv
+        sys.path[0] = os.getcwd()
+        code = _run(argv[2])
+    finally:
+        with contextlib.suppress(BaseException):
+            threading._shutdown()  # type: ignore[attr-defined]
+            atexit._run_exitfuncs()
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(BaseException):
+                stream.flush()
+        os._exit(code)
+
+
+def _run(module: str) -> int:
+    """Run ``module`` as ``__main__``; the exit status the interpreter would give."""
+    try:
+        runpy.run_module(module, run_name="__main__", alter_sys=True)
+    except SystemExit as exc:
+        if exc.code is None or isinstance(exc.code, int):
+            return exc.code or 0
+        print(exc.code, file=sys.stderr)
+        return 1
+    except BaseException:  # noqa: BLE001 - what the interpreter does with an uncaught error
+        sys.excepthook(*sys.exc_info())
+        return 1
+    return 0
