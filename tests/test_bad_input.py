@@ -162,6 +162,10 @@ CASES: dict[str, tuple[Callable[[Path], list[str]], list[str], bool]] = {
     "unreachable tracking server": (lambda t: ["tracking.uri=http://127.0.0.1:9",
                                                "tracking.connect_wait_s=2"],
                                     ["127.0.0.1:9", "tracking.uri"], False),
+    "unreachable tracking database": (
+        lambda t: ["tracking.uri=postgresql+psycopg2://al:s3cret@127.0.0.1:9/mlflow",
+                   "tracking.connect_wait_s=0"],
+        ["database server", "127.0.0.1:9", "al:***@", "tracking.uri"], False),
     "cuda without a GPU": (lambda t: ["trainer.device=cuda"], ["trainer.device"], True),
     "bad resume mode": (lambda t: ["resume=maybe"], ["resume"], False),
     "misspelt key": (lambda t: ["budget.round=3"],

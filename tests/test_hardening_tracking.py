@@ -15,7 +15,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from al_sim.runtime.errors import TrackingError
+from al_sim.tracking.mlflow_server import free_port
 from al_sim.tracking.reachability import check_reachable
+from al_sim.tracking.store import call_with_retries
 from tests.conftest import FAST_CLI, assert_refused, run_cli
 from tests.test_resume import ARGS, start_and_stop_after
 
@@ -35,6 +37,27 @@ def test_reachability_check_is_bounded_by_its_timeout(silent_server: str) -> Non
     with pytest.raises(TrackingError, match="did not answer within 1 s"):
         check_reachable(silent_server, timeout=1.0)
     assert time.monotonic() - start < 30  # bounded (1 s asked; a wide margin for a busy machine)
+
+
+def test_a_database_server_is_checked_with_one_bounded_connection() -> None:
+    port = free_port()  # nothing listens there
+    with pytest.raises(TrackingError) as refused:
+        check_reachable(f"postgresql+psycopg2://al:s3cret@127.0.0.1:{port}/mlflow", timeout=1.0)
+    assert f"127.0.0.1:{port}" in str(refused.value) and "s3cret" not in str(refused.value)
+    with socket.create_server(("127.0.0.1", 0)) as listening:  # takes connections: no error
+        check_reachable(f"mysql+pymysql://u@127.0.0.1:{listening.getsockname()[1]}/db", 1.0)
+    check_reachable("postgresql:///mlflow?host=/run/postgresql")  # a local socket: the driver's
+
+
+def test_a_missing_database_driver_is_named_with_the_uri_that_works() -> None:
+    def connect() -> None:
+        raise ModuleNotFoundError("No module named 'psycopg'", name="psycopg")
+
+    # SQLAlchemy 2.1 reads postgresql:// as psycopg 3; the [server] extra installs psycopg2
+    with pytest.raises(TrackingError, match=r"needs the Python module 'psycopg'.*"
+                                            r"postgresql\+psycopg2://") as missing:
+        call_with_retries("store set-up", connect, "postgresql://al:s3cret@db.example/mlflow")
+    assert "s3cret" not in str(missing.value)
 
 
 @pytest.mark.slow

@@ -1,4 +1,5 @@
-"""A tracking server's reachability, checked with one bounded HTTP request. No mlflow import.
+"""A tracking server's reachability, checked with one bounded HTTP request (a database
+server's with one TCP connection). No mlflow import.
 
 Connecting is not enough: a server (or a stuck proxy) may accept the TCP
 connection and never answer, and MLflow's client then waits and retries for
@@ -9,6 +10,7 @@ by the same timeout (``MLFLOW_HTTP_REQUEST_TIMEOUT`` / ``_MAX_RETRIES``).
 from __future__ import annotations
 
 import os
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -21,6 +23,7 @@ INVALID_HOST = "invalid host header"  # MLflow's security middleware refusing th
 HEALTH_PATH = "/health"  # MLflow's server answers it; any HTTP answer proves it is alive
 CLIENT_RETRIES = 2  # MLflow HTTP client retries per request, once the server has answered
 WAIT_FIRST_S, WAIT_MAX_S = 0.5, 5.0  # back-off while waiting for a restarting server
+DATABASE_PORTS = {"postgresql": 5432, "mysql": 3306, "mariadb": 3306, "mssql": 1433}  # defaults
 
 
 def bound_client(timeout: float) -> None:
@@ -55,13 +58,17 @@ def check_reachable(uri: str, timeout: float = 10.0, wait_s: float = 0.0) -> Non
     that is restarting while a job starts.
     """
     check_writable_store(uri)
-    if urlparse(uri).scheme not in ("http", "https"):
+    if urlparse(uri).scheme in ("http", "https"):
+        bound_client(timeout)
+        probe = _answers
+    elif _database_address(uri) is not None:
+        probe = _database_answers
+    else:
         return
-    bound_client(timeout)
     deadline, delay = time.monotonic() + wait_s, WAIT_FIRST_S
     while True:
         try:
-            return _answers(uri, timeout)
+            return probe(uri, timeout)
         except TrackingError:
             if time.monotonic() + delay > deadline:
                 raise
@@ -85,6 +92,34 @@ def _answers(uri: str, timeout: float) -> None:
             f"the MLflow server at {redact(uri)} {what} {timeout:g} s ({reason}); start it "
             f"(mlflow server --host 127.0.0.1 --port {port}), fix tracking.uri, or set "
             "tracking.enabled=false"
+        ) from None
+
+
+def _database_address(uri: str) -> tuple[str, int] | None:
+    """(host, port) of a database server named in ``uri``; None for any other store or a
+    local socket."""
+    parsed = urlparse(uri)
+    default = DATABASE_PORTS.get(parsed.scheme.split("+", 1)[0])
+    if default is None or not parsed.hostname:
+        return None
+    try:
+        return parsed.hostname, parsed.port or default
+    except ValueError:  # a port that is not a number: the driver names it
+        return None
+
+
+def _database_answers(uri: str, timeout: float) -> None:
+    """TrackingError, with the fix, when the database server of ``uri`` takes no connection."""
+    address = _database_address(uri)
+    assert address is not None
+    try:
+        socket.create_connection(address, timeout=timeout).close()
+    except OSError as exc:
+        what = "did not answer within" if isinstance(exc, TimeoutError) else "cannot be reached in"
+        raise TrackingError(
+            f"the database server of tracking.uri={redact(uri)} {what} {timeout:g} s "
+            f"({address[0]}:{address[1]}: {exc.strerror or exc}); start it, fix tracking.uri "
+            "(or MLFLOW_TRACKING_URI), or set tracking.enabled=false"
         ) from None
 
 

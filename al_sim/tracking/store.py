@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import importlib.util
 import logging
 import os
 import sqlite3
@@ -69,6 +70,10 @@ def call_with_retries(what: str, fn: Callable[[], T], uri: str,
         policy = RetryPolicy() if policy is None else RetryPolicy(retries=policy)
     try:
         return retry(f"MLflow {what}", lambda: _whole(fn), policy, STORE_ERRORS)
+    except ImportError as exc:  # the database's driver (SQLAlchemy imports it on first use)
+        raise TrackingError(
+            f"MLflow {what} at {redact(uri)} needs the Python module '{exc.name}', which is not "
+            f"installed: {_driver_fix(exc.name)}, or set tracking.enabled=false") from exc
     except STORE_ERRORS as exc:
         if (refused := refused_host(uri, str(exc))) is not None:
             raise refused from None
@@ -78,6 +83,15 @@ def call_with_retries(what: str, fn: Callable[[], T], uri: str,
             f"MLflow {what} failed at {redact(uri)}: {redact(first)}; {_store_fix(uri, exc)}, "
             "or set tracking.enabled=false; the run resumes from its checkpoint when run again"
         ) from exc
+
+
+def _driver_fix(module: str | None) -> str:
+    """How to get the database driver ``module`` a store URI asks for."""
+    if module == "psycopg" and importlib.util.find_spec("psycopg2") is not None:
+        # SQLAlchemy 2.1 reads postgresql:// as psycopg 3; al_sim's [server] extra has psycopg2
+        return ("name the driver that is installed in the URI, postgresql+psycopg2://..., "
+                "or pip install 'psycopg[binary]'")
+    return "pip install the package that provides it"
 
 
 def _store_fix(uri: str, exc: BaseException) -> str:
