@@ -7,7 +7,7 @@ skips the 5-7 s of imports a new interpreter pays. It is still a process of its 
 as a new interpreter would: the parent's atexit handlers, finalizers, signal handlers, threads
 and unflushed output are not carried over, and it exits through the interpreter's exit steps
 (non-daemon threads joined, atexit handlers, output flushed). Anything else (another program,
-``-c``, an interpreter flag, ``preexec_fn``, a user or group change, an environment a library
+``-c``, an interpreter flag, a user or group change, an environment a library
 reads at load time) Popen starts as usual.
 """
 
@@ -39,7 +39,7 @@ def install(alike: Callable[[dict[str, str]], bool], modules: Sequence[str] = MO
         (_close_fds, _pass_fds, cwd, env, _startupinfo, _creationflags, shell,
          p2cread, p2cwrite, c2pread, c2pwrite, errread, errwrite, _restore_signals,
          gid, gids, uid, umask, start_new_session, process_group) = rest
-        argv = _python_argv(args, executable, shell, preexec_fn, (gid, gids, uid), modules)
+        argv = _python_argv(args, executable, shell, (gid, gids, uid), modules)
         full_env = {os.fsdecode(k): os.fsdecode(v)
                     for k, v in (os.environ if env is None else env).items()}
         if argv is None or not alike(full_env):
@@ -50,7 +50,7 @@ def install(alike: Callable[[dict[str, str]], bool], modules: Sequence[str] = MO
         pid = os.fork()
         if pid == 0:
             _child(argv, cwd, full_env, (p2cread, c2pwrite, errwrite), umask,
-                   start_new_session, process_group)
+                   start_new_session, process_group, preexec_fn)
         self.pid = pid
         self._child_created = True
         self._close_pipe_fds(p2cread, p2cwrite, c2pread, c2pwrite, errread, errwrite)
@@ -59,10 +59,10 @@ def install(alike: Callable[[dict[str, str]], bool], modules: Sequence[str] = MO
     subprocess.Popen._execute_child = execute_child  # type: ignore[attr-defined]
 
 
-def _python_argv(args: Any, executable: Any, shell: bool, preexec_fn: Any,
-                 ids: tuple[Any, ...], modules: Sequence[str]) -> list[str] | None:
+def _python_argv(args: Any, executable: Any, shell: bool, ids: tuple[Any, ...],
+                 modules: Sequence[str]) -> list[str] | None:
     """``args`` as a list when it is ``<this python> -m <one of modules> ...``, else None."""
-    if shell or preexec_fn is not None or any(i is not None for i in ids):
+    if shell or any(i is not None for i in ids):
         return None
     if not isinstance(args, Sequence) or isinstance(args, (str, bytes)):
         return None
@@ -75,7 +75,8 @@ def _python_argv(args: Any, executable: Any, shell: bool, preexec_fn: Any,
 
 
 def _child(argv: list[str], cwd: Any, env: dict[str, str], fds: tuple[int, int, int],
-           umask: int, new_session: bool, process_group: int | None) -> None:
+           umask: int, new_session: bool, process_group: int | None,
+           preexec_fn: Callable[[], object] | None) -> None:
     """Become ``argv`` and exit; never returns into the parent's stack."""
     code = 1
     try:
@@ -104,6 +105,8 @@ def _child(argv: list[str], cwd: Any, env: dict[str, str], fds: tuple[int, int, 
             os.setsid()
         if process_group is not None and process_group >= 0:
             os.setpgid(0, process_group)
+        if preexec_fn is not None:  # where Popen calls it: in the child, before the program
+            preexec_fn()
         sys.argv, sys.orig_argv = argv[2:], argv
         sys.path[0] = os.getcwd()
         code = _run(argv[2])
