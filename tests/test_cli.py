@@ -175,6 +175,16 @@ def test_the_multirun_flag_may_follow_the_overrides() -> None:
     assert hydra_argv(["seed=1"]) == ["seed=1"]
 
 
+def test_info_before_the_overrides_is_info_all_of_that_config() -> None:
+    """Hydra's ``--info`` takes an optional choice: ``--info strategy=bald`` was argparse's
+    "invalid choice" instead of the composed config's information."""
+    from al_sim.runtime.command_line import hydra_argv
+
+    assert hydra_argv(["--info", "strategy=bald"]) == ["--info", "all", "strategy=bald"]
+    assert hydra_argv(["-i", "config", "seed=1"]) == ["-i", "config", "seed=1"]
+    assert hydra_argv(["seed=1", "--info"]) == ["seed=1", "--info"]
+
+
 @pytest.mark.parametrize("argv", [["--cfg", "job", "-m", "seed=0,1"],
                                   ["-m", "seed=0,1", "--info"], ["-c", "job", "--run"]])
 def test_two_of_hydras_modes_at_once_are_one_line_not_its_traceback(argv: list[str]) -> None:

@@ -1,4 +1,5 @@
-"""The command line as Hydra's parser takes it: a home path quoted, the multirun flag first."""
+"""The command line as Hydra's parser takes it: a home path quoted, the multirun flag first,
+``--info``'s choice given."""
 
 from __future__ import annotations
 
@@ -35,7 +36,18 @@ def check_one_mode(argv: list[str]) -> None:
                           "job config: python -m al_sim.run --cfg job <one job's overrides>)")
 
 
+def info_choice_given(argv: list[str]) -> list[str]:
+    """``--info strategy=bald`` as ``--info all strategy=bald``: Hydra's ``--info`` takes an
+    optional choice and would read the override as one ("invalid choice")."""
+    out: list[str] = []
+    for i, arg in enumerate(argv):
+        out.append(arg)
+        if MODES.get(arg) == "--info" and "=" in (argv[i + 1] if i + 1 < len(argv) else ""):
+            out.append("all")
+    return out
+
+
 def hydra_argv(argv: list[str]) -> list[str]:
     """``python -m al_sim.run``'s arguments made ready for Hydra's parser."""
     check_one_mode(argv)
-    return [quote_home_path(arg) for arg in multirun_flag_first(argv)]
+    return [quote_home_path(arg) for arg in info_choice_given(multirun_flag_first(argv))]
