@@ -125,6 +125,23 @@ def test_an_answer_that_cannot_be_saved_says_so_to_the_expert_and_the_operator(
     assert answers(batch) == []
 
 
+def test_a_file_the_page_cannot_read_is_not_called_an_unsaved_answer(
+        batch: Batch, monkeypatch, capsys) -> None:
+    import errno
+
+    from al_sim.label import web
+
+    def denied(*args: object, **kwargs: object) -> None:
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(web, "send_file", denied)
+    reply = client(batch).get(f"/image/{batch.images[0]}?token={TOKEN}")
+    assert reply.status_code == 503
+    assert reply.get_json()["error"] == ("cannot read: Permission denied; tell whoever runs this "
+                                         "page, then reload it")
+    assert capsys.readouterr().err.startswith("error: Permission denied")
+
+
 def test_the_model_suggestion_is_off_unless_asked_for(batch: Batch) -> None:
     plain = client(batch).get("/api/batch", headers={"X-Token": TOKEN}).json
     assert all("suggestion" not in i for i in plain["images"])

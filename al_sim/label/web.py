@@ -111,10 +111,14 @@ def create_app(batch: Batch, run_dir: Path, tokens: dict[str, str], suggest: boo
             else 400
 
     @app.errorhandler(OSError)
-    def _not_saved(exc: OSError) -> tuple[Response, int]:
-        """A file the answer goes to cannot be written (a full disk, a read-only mount): the
-        expert reads that it was not saved, whoever runs the page reads the file and fix."""
+    def _file_failed(exc: OSError) -> tuple[Response, int]:
+        """A file of the batch cannot be written (a full disk, a read-only mount) or read: the
+        expert reads that the answer was not saved (or the page could not be read), whoever
+        runs the page reads the file and fix."""
         print(os_error_line(exc, "put the run dir"), file=sys.stderr, flush=True)
+        if request.method in ("GET", "HEAD"):
+            return jsonify(error=f"cannot read: {exc.strerror or exc}; tell whoever runs this "
+                                 "page, then reload it"), 503
         return jsonify(error=f"not saved: {exc.strerror or exc}; the answer is not recorded: "
                              "tell whoever runs this page, then answer again"), 503
 
