@@ -61,6 +61,22 @@ def test_a_worker_count_joblib_cannot_take_is_one_config_error(n_jobs: object) -
         check_n_jobs(fine)
 
 
+def test_hydras_own_joblib_launcher_with_no_workers_stops_before_the_sweep_dir(
+        tmp_path: Path, capsys) -> None:
+    """Only al_sim's launchers checked n_jobs: hydra/launcher=joblib n_jobs=0 was joblib's
+    ValueError traceback after the sweep's parent run was made."""
+    cfg = compose_config(["hydra/launcher=joblib", "hydra.launcher.n_jobs=0"], hydra=True)
+    with open_dict(cfg):
+        cfg.hydra.sweep.dir = str(tmp_path / "multirun")
+        cfg.hydra.overrides.task = ["seed=0,1"]
+    with pytest.raises(SystemExit) as exit_:
+        SweepCallback().on_multirun_start(cfg)
+    assert exit_.value.code == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: hydra.launcher.n_jobs=0 is not a number of worker processes")
+    assert not (tmp_path / "multirun").exists()
+
+
 def test_a_swept_dataset_is_left_to_each_job() -> None:
     assert "dataset" in swept_groups(["dataset.root=/a,/b", "seed=0"])
     assert "dataset" in swept_groups(["dataset=medmnist,folder"])

@@ -14,6 +14,7 @@ import sys
 
 from omegaconf import DictConfig
 
+from al_sim.app.launchers.common import check_n_jobs
 from al_sim.config.composition import check_known_keys
 from al_sim.config.store import validate_schemas
 from al_sim.runtime.errors import EXIT_USER_ERROR, ALSimError
@@ -55,6 +56,8 @@ def check_sweep_config(config: DictConfig) -> None:
     and the shared dataset's own checks (``dataset.root`` exists, ...)."""
     swept = swept_groups(_sweep_overrides(config))
     try:  # the dataset's keys: by validate_schemas below, with its other checks
+        if "n_jobs" in config.hydra.launcher:  # Hydra's own joblib launcher too (else joblib's
+            check_n_jobs(config.hydra.launcher.n_jobs)  # ValueError, after the sweep started)
         check_known_keys(config, skip={*swept, "dataset"})
         if "dataset" not in swept:
             validate_schemas(config, groups=("dataset",))
