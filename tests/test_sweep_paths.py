@@ -61,11 +61,21 @@ def test_a_worker_count_joblib_cannot_take_is_one_config_error(n_jobs: object) -
         check_n_jobs(fine)
 
 
-def test_hydras_own_joblib_launcher_with_no_workers_stops_before_the_sweep_dir(
-        tmp_path: Path, capsys) -> None:
-    """Only al_sim's launchers checked n_jobs: hydra/launcher=joblib n_jobs=0 was joblib's
-    ValueError traceback after the sweep's parent run was made."""
-    cfg = compose_config(["hydra/launcher=joblib", "hydra.launcher.n_jobs=0"], hydra=True)
+@pytest.mark.parametrize(("launcher", "said"), [
+    (["hydra/launcher=joblib", "hydra.launcher.n_jobs=0"],
+     "hydra.launcher.n_jobs=0 is not a number of worker processes"),
+    (["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=0"],
+     "hydra.launcher.timeout_min=0 is not a time limit"),
+    (["hydra/launcher=submitit_slurm", "hydra.launcher.timeout_min=1",
+      "hydra.launcher.signal_delay_s=120"],
+     "hydra.launcher.timeout_min=1 is not longer than hydra.launcher.signal_delay_s=120")])
+def test_hydras_own_launchers_with_settings_no_job_survives_stop_before_the_sweep_dir(
+        tmp_path: Path, capsys, launcher: list[str], said: str) -> None:
+    """Only al_sim's launchers checked these: Hydra's joblib launcher with n_jobs=0 was
+    joblib's ValueError, its submitit one with timeout_min=0 jobs that all ended without a
+    result, both tracebacks after the sweep's parent run was made."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason='pip install -e ".[slurm]"')
+    cfg = compose_config(launcher, hydra=True)
     with open_dict(cfg):
         cfg.hydra.sweep.dir = str(tmp_path / "multirun")
         cfg.hydra.overrides.task = ["seed=0,1"]
@@ -73,7 +83,7 @@ def test_hydras_own_joblib_launcher_with_no_workers_stops_before_the_sweep_dir(
         SweepCallback().on_multirun_start(cfg)
     assert exit_.value.code == 2
     [line] = capsys.readouterr().err.strip().splitlines()
-    assert line.startswith("error: hydra.launcher.n_jobs=0 is not a number of worker processes")
+    assert line.startswith(f"error: {said}")
     assert not (tmp_path / "multirun").exists()
 
 

@@ -14,7 +14,7 @@ import sys
 
 from omegaconf import DictConfig
 
-from al_sim.app.launchers.common import check_n_jobs
+from al_sim.app.launchers.common import check_n_jobs, check_time_limit
 from al_sim.config.composition import check_known_keys
 from al_sim.config.store import validate_schemas
 from al_sim.runtime.errors import EXIT_USER_ERROR, ALSimError
@@ -56,8 +56,7 @@ def check_sweep_config(config: DictConfig) -> None:
     and the shared dataset's own checks (``dataset.root`` exists, ...)."""
     swept = swept_groups(_sweep_overrides(config))
     try:  # the dataset's keys: by validate_schemas below, with its other checks
-        if "n_jobs" in config.hydra.launcher:  # Hydra's own joblib launcher too (else joblib's
-            check_n_jobs(config.hydra.launcher.n_jobs)  # ValueError, after the sweep started)
+        check_launcher(config.hydra.launcher)
         check_known_keys(config, skip={*swept, "dataset"})
         if "dataset" not in swept:
             validate_schemas(config, groups=("dataset",))
@@ -66,6 +65,17 @@ def check_sweep_config(config: DictConfig) -> None:
         raise SystemExit(EXIT_USER_ERROR) from None
     except Exception:  # noqa: BLE001 - e.g. a ${hydra:} value: the jobs' own checks report it
         pass
+
+
+def check_launcher(launcher: DictConfig) -> None:
+    """The worker count and time limit of any launcher that has them, Hydra's own joblib and
+    submitit launchers included (else joblib's ValueError, or submitit jobs that all end
+    without a result, after the sweep started)."""
+    if "n_jobs" in launcher:
+        check_n_jobs(launcher.n_jobs)
+    if "timeout_min" in launcher:
+        check_time_limit(launcher.timeout_min, launcher.get("signal_delay_s", 0),
+                         slurm="slurm" in str(launcher.get("_target_", "")).lower())
 
 
 def warn_unbounded_launcher(config: DictConfig) -> None:

@@ -53,6 +53,23 @@ def check_n_jobs(n_jobs: Any) -> None:
                       "set hydra.launcher.n_jobs=2 (jobs at once), or -1 for one per core")
 
 
+def check_time_limit(timeout_min: Any, signal_delay_s: Any, slurm: bool) -> None:
+    """``hydra.launcher.timeout_min`` as a submitit launcher needs it: minutes > 0 and, on
+    SLURM, longer than the requeue signal's ``signal_delay_s``; ConfigError otherwise."""
+    if isinstance(timeout_min, bool) or not isinstance(timeout_min, int | float) \
+            or timeout_min <= 0:
+        raise ConfigError(f"hydra.launcher.timeout_min={timeout_min} is not a time limit: "
+                          "every job would be stopped at its start; set it to the minutes a "
+                          "job may run, e.g. hydra.launcher.timeout_min=60")
+    timeout_s = 60 * timeout_min
+    if slurm and isinstance(signal_delay_s, int | float) and timeout_s <= signal_delay_s:
+        raise ConfigError(
+            f"hydra.launcher.timeout_min={timeout_s // 60:g} is not longer than "
+            f"hydra.launcher.signal_delay_s={signal_delay_s}: submitit signals a requeue that "
+            "long before the limit, so every attempt would be requeued at once; raise "
+            "timeout_min or lower signal_delay_s")
+
+
 def launcher_settings(config: DictConfig) -> tuple[float, float, float]:
     """(status_poll_s, lost_grace_s, connect_timeout_s) from ``hydra.callbacks.sweep``: how
     often a cluster launcher asks how its jobs are doing, how long a job the scheduler no

@@ -38,6 +38,7 @@ from omegaconf import OmegaConf
 
 from al_sim.app.launchers.common import (
     cancelled_on_interrupt,
+    check_time_limit,
     job_refs,
     launcher_settings,
     sweep_dir,
@@ -154,18 +155,8 @@ class _Waiting(BaseSubmititLauncher):
 
     def _check_time_limit(self) -> None:
         """A time limit shorter than submitit's warning would requeue every attempt at once."""
-        timeout_min = self.params.get("timeout_min", 0)
-        if not isinstance(timeout_min, int | float) or timeout_min <= 0:
-            raise ConfigError(f"hydra.launcher.timeout_min={timeout_min} is not a time limit: "
-                              "every job would be stopped at its start; set it to the minutes a "
-                              "job may run, e.g. hydra.launcher.timeout_min=60")
-        timeout_s, delay_s = 60 * timeout_min, self.params.get("signal_delay_s", 0)
-        if self._EXECUTOR == "slurm" and timeout_s <= delay_s:
-            raise ConfigError(
-                f"hydra.launcher.timeout_min={timeout_s // 60} is not longer than "
-                f"hydra.launcher.signal_delay_s={delay_s}: submitit signals a requeue that long "
-                "before the limit, so every attempt would be requeued at once; raise "
-                "timeout_min or lower signal_delay_s")
+        check_time_limit(self.params.get("timeout_min", 0), self.params.get("signal_delay_s", 0),
+                         slurm=self._EXECUTOR == "slurm")
 
     def _wait(self, jobs: list, units: list[list[int]], refs: list[JobRef], pending: dict,
               folder: Path) -> dict[int, JobReturn]:
