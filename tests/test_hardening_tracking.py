@@ -60,6 +60,24 @@ def test_a_missing_database_driver_is_named_with_the_uri_that_works() -> None:
     assert "s3cret" not in str(missing.value)
 
 
+def test_mlflows_file_store_is_answered_with_the_database_store_to_use(tmp_path: Path) -> None:
+    """MLflow refuses its file store by default now, with a paragraph: the line keeps its first
+    sentence and names the store that works, not 'check that the server is up'."""
+    from mlflow.exceptions import MlflowException
+
+    def open_file_store() -> None:
+        raise MlflowException("The filesystem tracking backend (e.g., './mlruns') is in "
+                              "maintenance mode and will not receive further updates. Please "
+                              "migrate to a database backend (e.g., 'sqlite:///mlflow.db') to "
+                              "access the latest MLflow features. See https://mlflow.org/docs.")
+
+    with pytest.raises(TrackingError) as refused:
+        call_with_retries("store set-up", open_file_store, (tmp_path / "mlruns").as_uri(), 0)
+    line = str(refused.value)
+    assert "will not receive further updates;" in line and "Please migrate" not in line
+    assert "tracking.uri=sqlite:///<dir>/mlflow.db" in line and "server is up" not in line
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("module", ["al_sim.run", "al_sim.compare"])
 def test_a_server_that_never_answers_fails_fast(module: str, silent_server: str,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import importlib.util
 import logging
 import os
 import sqlite3
@@ -24,13 +23,14 @@ from mlflow.tracking import MlflowClient
 from sqlalchemy.exc import DatabaseError, OperationalError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
-from al_sim.runtime.errors import DISK_FULL, TrackingError
+from al_sim.runtime.errors import TrackingError
 from al_sim.runtime.files import fsync_dir
 from al_sim.runtime.interrupts import deferred
 from al_sim.runtime.reading import problem, reading
 from al_sim.tracking.contract import redact, sqlite_file
 from al_sim.tracking.reachability import check_reachable, refused_host
 from al_sim.tracking.retry import RetryPolicy, is_transient, retry
+from al_sim.tracking.store_fixes import driver_fix, store_fix
 
 T = TypeVar("T")
 
@@ -73,37 +73,18 @@ def call_with_retries(what: str, fn: Callable[[], T], uri: str,
     except ImportError as exc:  # the database's driver (SQLAlchemy imports it on first use)
         raise TrackingError(
             f"MLflow {what} at {redact(uri)} needs the Python module '{exc.name}', which is not "
-            f"installed: {_driver_fix(exc.name)}, or set tracking.enabled=false") from exc
+            f"installed: {driver_fix(exc.name)}, or set tracking.enabled=false") from exc
     except STORE_ERRORS as exc:
         if (refused := refused_host(uri, str(exc))) is not None:
             raise refused from None
         first = next((line for line in str(exc).splitlines() if line and not line.startswith(
             "(raised as a result of")), type(exc).__name__)[:300]  # SQLAlchemy's note first
+        if len(first) > 200 and ". " in first:  # a paragraph (MLflow's): its first sentence
+            first = first[:first.index(". ")]
         raise TrackingError(
-            f"MLflow {what} failed at {redact(uri)}: {redact(first)}; {_store_fix(uri, exc)}, "
+            f"MLflow {what} failed at {redact(uri)}: {redact(first)}; {store_fix(uri, exc)}, "
             "or set tracking.enabled=false; the run resumes from its checkpoint when run again"
         ) from exc
-
-
-def _driver_fix(module: str | None) -> str:
-    """How to get the database driver ``module`` a store URI asks for."""
-    if module == "psycopg" and importlib.util.find_spec("psycopg2") is not None:
-        # SQLAlchemy 2.1 reads postgresql:// as psycopg 3; al_sim's [server] extra has psycopg2
-        return ("name the driver that is installed in the URI, postgresql+psycopg2://..., "
-                "or pip install 'psycopg[binary]'")
-    return "pip install the package that provides it"
-
-
-def _store_fix(uri: str, exc: BaseException) -> str:
-    """What to do about a store that keeps failing: a full disk, a local file, or a server."""
-    db = sqlite_file(uri)
-    if getattr(exc, "errno", None) in DISK_FULL or any(
-            full in str(exc) for full in ("disk is full", "No space left")):
-        return (f"free space on the disk holding {db or 'the store'}, or set tracking.uri to a "
-                "store on another disk")
-    if db is not None:
-        return f"check that {db} is an MLflow store this user can write, or set tracking.uri"
-    return "check that the server is up and tracking.uri (or MLFLOW_TRACKING_URI) is right"
 
 
 @contextlib.contextmanager

@@ -1,0 +1,34 @@
+"""What to do about a tracking store that keeps failing: the fix an error line names."""
+
+from __future__ import annotations
+
+import importlib.util
+from urllib.parse import urlparse
+
+from al_sim.runtime.errors import DISK_FULL
+from al_sim.tracking.contract import sqlite_file
+
+
+def driver_fix(module: str | None) -> str:
+    """How to get the database driver ``module`` a store URI asks for."""
+    if module == "psycopg" and importlib.util.find_spec("psycopg2") is not None:
+        # SQLAlchemy 2.1 reads postgresql:// as psycopg 3; al_sim's [server] extra has psycopg2
+        return ("name the driver that is installed in the URI, postgresql+psycopg2://..., "
+                "or pip install 'psycopg[binary]'")
+    return "pip install the package that provides it"
+
+
+def store_fix(uri: str, exc: BaseException) -> str:
+    """What to do about a store that keeps failing: a full disk, a local file, MLflow's file
+    store, or a server."""
+    db = sqlite_file(uri)
+    if getattr(exc, "errno", None) in DISK_FULL or any(
+            full in str(exc) for full in ("disk is full", "No space left")):
+        return (f"free space on the disk holding {db or 'the store'}, or set tracking.uri to a "
+                "store on another disk")
+    if db is not None:
+        return f"check that {db} is an MLflow store this user can write, or set tracking.uri"
+    if urlparse(uri).scheme in ("", "file"):  # MLflow's file store: refused by default now
+        return ("use a database store, tracking.uri=sqlite:///<dir>/mlflow.db (MLflow opens "
+                "its file store only with MLFLOW_ALLOW_FILE_STORE=true)")
+    return "check that the server is up and tracking.uri (or MLFLOW_TRACKING_URI) is right"
