@@ -64,6 +64,8 @@ def test_a_worker_count_joblib_cannot_take_is_one_config_error(n_jobs: object) -
 @pytest.mark.parametrize(("launcher", "said"), [
     (["hydra/launcher=joblib", "hydra.launcher.n_jobs=0"],
      "hydra.launcher.n_jobs=0 is not a number of worker processes"),
+    (["hydra/launcher=joblib", "hydra.launcher.prefer=nosuch"],
+     "a hydra.launcher setting is refused by joblib: prefer=nosuch is not a valid backend hint"),
     (["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=0"],
      "hydra.launcher.timeout_min=0 is not a time limit"),
     (["hydra/launcher=submitit_slurm", "hydra.launcher.timeout_min=1",
@@ -71,9 +73,10 @@ def test_a_worker_count_joblib_cannot_take_is_one_config_error(n_jobs: object) -
      "hydra.launcher.timeout_min=1 is not longer than hydra.launcher.signal_delay_s=120")])
 def test_hydras_own_launchers_with_settings_no_job_survives_stop_before_the_sweep_dir(
         tmp_path: Path, capsys, launcher: list[str], said: str) -> None:
-    """Only al_sim's launchers checked these: Hydra's joblib launcher with n_jobs=0 was
-    joblib's ValueError, its submitit one with timeout_min=0 jobs that all ended without a
-    result, both tracebacks after the sweep's parent run was made."""
+    """Only al_sim's launchers checked these: Hydra's joblib launcher with n_jobs=0 (or a
+    setting joblib.Parallel refuses) was joblib's ValueError, its submitit one with
+    timeout_min=0 jobs that all ended without a result, tracebacks after the sweep's parent
+    run was made."""
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason='pip install -e ".[slurm]"')
     cfg = compose_config(launcher, hydra=True)
     with open_dict(cfg):

@@ -12,12 +12,12 @@ import logging
 import os
 import sys
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from al_sim.app.launchers.common import check_n_jobs, check_time_limit
 from al_sim.config.composition import check_known_keys
 from al_sim.config.store import validate_schemas
-from al_sim.runtime.errors import EXIT_USER_ERROR, ALSimError
+from al_sim.runtime.errors import EXIT_USER_ERROR, ALSimError, ConfigError
 
 log = logging.getLogger("al_sim")
 
@@ -73,9 +73,28 @@ def check_launcher(launcher: DictConfig) -> None:
     without a result, after the sweep started)."""
     if "n_jobs" in launcher:
         check_n_jobs(launcher.n_jobs)
+    if str(launcher.get("_target_", "")).endswith("JoblibLauncher"):
+        _check_joblib_settings(launcher)
     if "timeout_min" in launcher:
         check_time_limit(launcher.timeout_min, launcher.get("signal_delay_s", 0),
                          slurm="slurm" in str(launcher.get("_target_", "")).lower())
+
+
+def _check_joblib_settings(launcher: DictConfig) -> None:
+    """The joblib launcher's knobs as ``joblib.Parallel`` checks them when it is made (prefer,
+    max_nbytes, backend, ...); ConfigError naming joblib's complaint."""
+    from hydra_plugins.hydra_joblib_launcher._core import process_joblib_cfg
+    from joblib import Parallel
+
+    container = OmegaConf.to_container(launcher, resolve=True)
+    assert isinstance(container, dict)
+    settings = {str(k): v for k, v in container.items() if k != "_target_"}
+    process_joblib_cfg(settings)
+    try:
+        Parallel(**settings)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"a hydra.launcher setting is refused by joblib: {exc}; fix it "
+                          "(conf/hydra/launcher/, or Hydra's joblib launcher docs)") from None
 
 
 def warn_unbounded_launcher(config: DictConfig) -> None:
