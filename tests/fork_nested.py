@@ -40,9 +40,11 @@ def install(alike: Callable[[dict[str, str]], bool], modules: Sequence[str] = MO
          p2cread, p2cwrite, c2pread, c2pwrite, errread, errwrite, _restore_signals,
          gid, gids, uid, umask, start_new_session, process_group) = rest
         argv = _python_argv(args, executable, shell, (gid, gids, uid), modules)
+        if argv is None:  # any other program: as Popen starts it
+            return original(self, args, executable, preexec_fn, *rest)
         full_env = {os.fsdecode(k): os.fsdecode(v)
                     for k, v in (os.environ if env is None else env).items()}
-        if argv is None or not alike(full_env):
+        if not alike(full_env):
             return original(self, args, executable, preexec_fn, *rest)
         for stream in (sys.stdout, sys.stderr):  # else the child would write them out again
             with contextlib.suppress(Exception):

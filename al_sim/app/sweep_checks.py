@@ -71,13 +71,14 @@ def check_launcher(launcher: DictConfig) -> None:
     """The worker count and time limit of any launcher that has them, Hydra's own joblib and
     submitit launchers included (else joblib's ValueError, or submitit jobs that all end
     without a result, after the sweep started)."""
+    target = str(launcher.get("_target_", ""))
     if "n_jobs" in launcher:
         check_n_jobs(launcher.n_jobs)
-    if str(launcher.get("_target_", "")).endswith("JoblibLauncher"):
+    if target.endswith("JoblibLauncher"):
         _check_joblib_settings(launcher)
     if "timeout_min" in launcher:
         check_time_limit(launcher.timeout_min, launcher.get("signal_delay_s", 0),
-                         slurm="slurm" in str(launcher.get("_target_", "")).lower())
+                         slurm="slurm" in target.lower())
 
 
 def _check_joblib_settings(launcher: DictConfig) -> None:

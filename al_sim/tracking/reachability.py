@@ -14,6 +14,7 @@ import socket
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from urllib.parse import urlparse
 
 from al_sim.runtime.errors import TrackingError
@@ -58,17 +59,18 @@ def check_reachable(uri: str, timeout: float = 10.0, wait_s: float = 0.0) -> Non
     that is restarting while a job starts.
     """
     check_writable_store(uri)
+    address = _database_address(uri)
     if urlparse(uri).scheme in ("http", "https"):
         bound_client(timeout)
-        probe = _answers
-    elif _database_address(uri) is not None:
-        probe = _database_answers
+        probe: Callable[[], None] = lambda: _answers(uri, timeout)  # noqa: E731
+    elif address is not None:
+        probe = lambda: _database_answers(uri, address, timeout)  # noqa: E731
     else:
         return
     deadline, delay = time.monotonic() + wait_s, WAIT_FIRST_S
     while True:
         try:
-            return probe(uri, timeout)
+            return probe()
         except TrackingError:
             if time.monotonic() + delay > deadline:
                 raise
@@ -108,10 +110,9 @@ def _database_address(uri: str) -> tuple[str, int] | None:
         return None
 
 
-def _database_answers(uri: str, timeout: float) -> None:
-    """TrackingError, with the fix, when the database server of ``uri`` takes no connection."""
-    address = _database_address(uri)
-    assert address is not None
+def _database_answers(uri: str, address: tuple[str, int], timeout: float) -> None:
+    """TrackingError, with the fix, when the database server of ``uri`` at ``address`` takes
+    no connection."""
     try:
         socket.create_connection(address, timeout=timeout).close()
     except OSError as exc:
