@@ -66,6 +66,12 @@ def test_a_worker_count_joblib_cannot_take_is_one_config_error(n_jobs: object) -
      "hydra.launcher.n_jobs=0 is not a number of worker processes"),
     (["hydra/launcher=joblib", "hydra.launcher.prefer=nosuch"],
      "a hydra.launcher setting is refused by joblib: prefer=nosuch is not a valid backend hint"),
+    (["hydra/launcher=joblib", "hydra.launcher.pre_dispatch=zz"],  # read only at launch
+     "a hydra.launcher setting is refused by joblib: 'zz' is not a valid or supported "
+     "arithmetic expression; fix it"),
+    (["hydra/launcher=joblib", "hydra.launcher.pre_dispatch=0.5"],  # joblib: no job, no error
+     "a hydra.launcher setting is refused by joblib: pre_dispatch=0.5 must be 'all', or a "
+     "number or an expression of n_jobs such as '2*n_jobs' of at least 1"),
     (["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=0"],
      "hydra.launcher.timeout_min=0 is not a time limit"),
     (["hydra/launcher=submitit_slurm", "hydra.launcher.timeout_min=1",
@@ -74,7 +80,8 @@ def test_a_worker_count_joblib_cannot_take_is_one_config_error(n_jobs: object) -
 def test_hydras_own_launchers_with_settings_no_job_survives_stop_before_the_sweep_dir(
         tmp_path: Path, capsys, launcher: list[str], said: str) -> None:
     """Only al_sim's launchers checked these: Hydra's joblib launcher with n_jobs=0 (or a
-    setting joblib.Parallel refuses) was joblib's ValueError, its submitit one with
+    setting joblib.Parallel refuses, or a pre_dispatch it reads only at launch) was joblib's
+    ValueError (or, below one job, a sweep that ran nothing), its submitit one with
     timeout_min=0 jobs that all ended without a result, tracebacks after the sweep's parent
     run was made."""
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason='pip install -e ".[slurm]"')

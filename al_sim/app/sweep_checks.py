@@ -93,9 +93,28 @@ def _check_joblib_settings(launcher: DictConfig) -> None:
     process_joblib_cfg(settings)
     try:
         Parallel(**settings)
+        _check_pre_dispatch(settings.get("pre_dispatch", "2 * n_jobs"), settings.get("n_jobs"))
     except (ValueError, TypeError) as exc:
-        raise ConfigError(f"a hydra.launcher setting is refused by joblib: {exc}; fix it "
+        raise ConfigError(f"a hydra.launcher setting is refused by joblib: "
+                          f"{str(exc).rstrip('.')}; fix it "
                           "(conf/hydra/launcher/, or Hydra's joblib launcher docs)") from None
+
+
+def _check_pre_dispatch(pre_dispatch: object, n_jobs: object) -> None:
+    """``pre_dispatch`` as ``joblib.Parallel`` reads it only when it launches: ``all``, or a
+    number or arithmetic of ``n_jobs`` (``'2*n_jobs'``) that comes to at least one job."""
+    from joblib._utils import eval_expr  # joblib's own reader of pre_dispatch
+
+    if pre_dispatch == "all":
+        return
+    amount = pre_dispatch
+    if isinstance(pre_dispatch, str):
+        workers = n_jobs if isinstance(n_jobs, int) and n_jobs > 0 else os.cpu_count() or 1
+        amount = eval_expr(pre_dispatch.replace("n_jobs", str(workers)))
+    # joblib dispatches int(amount) jobs up front: below one, the sweep returns no job at all
+    if isinstance(amount, bool) or not isinstance(amount, int | float) or int(amount) < 1:
+        raise ValueError(f"pre_dispatch={pre_dispatch} must be 'all', or a number or an "
+                         "expression of n_jobs such as '2*n_jobs' of at least 1")
 
 
 def warn_unbounded_launcher(config: DictConfig) -> None:
