@@ -27,6 +27,11 @@ REFUSED = {
     "trainer.batch_size=1": ["trainer.batch_size", ">= 2"],
     "strategy.name=badge": ["strategy.name=badge", "BADGE", "strategy=badge"],
     "callbacks.progress.refresh_s=-1": ["callbacks.progress.refresh_s", ">= 0"],
+    "callbacks.run_dir.max_grid_images=-1": ["callbacks.run_dir.max_grid_images", "> 0"],
+    "callbacks.mlflow.enabled=off": ["callbacks.mlflow.enabled must be true or false", "'off'"],
+    "dataset._target_=nosuch.Loader": ["dataset._target_=nosuch.Loader",
+                                       "No module named 'nosuch'", "check the module"],
+    "model._target_=SimpleCNN": ["model._target_=SimpleCNN", "not a dotted path"],
     "trainer.lr=1e8": ["diverged", "round 0", "trainer.lr"],
 }
 

@@ -27,9 +27,20 @@ from al_sim.runtime.errors import ConfigError
 _SCALARS = (int, float, bool, str, Path)
 
 
-def locate(target: str) -> Any:
-    """The object a dotted ``_target_`` names; ConfigError naming it when it does not exist."""
+def locate(target: str, where: str = "") -> Any:
+    """The object a dotted ``_target_`` names; ConfigError naming it (as ``<where>._target_``)
+    when it does not exist."""
+    try:
+        return _locate(target)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}.{exc}" if where else str(exc)) from exc.__cause__
+
+
+def _locate(target: str) -> Any:
     module_name, _, attr = target.rpartition(".")
+    if not module_name or not attr:
+        raise ConfigError(f"_target_={target} is not a dotted path to a class (such as "
+                          "al_sim.models.simple_cnn.SimpleCNN); check the module and class name")
     try:
         return getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError, ValueError) as exc:
@@ -78,6 +89,7 @@ def typed_node(node: DictConfig, where: str, supplied: tuple[str, ...] = ()) -> 
     target = node.get("_target_")
     if not target:
         raise ConfigError(f"{where} has no _target_; name the class that builds it")
+    locate(str(target), where)  # cached below; here to say which group's _target_ is wrong
     schema = OmegaConf.structured(signature_schema(str(target), supplied))
     try:
         merged = OmegaConf.merge(schema, node)

@@ -18,7 +18,7 @@ from al_sim.config.data import (
     SyntheticDatasetConf,
     SyntheticVolumeDatasetConf,
 )
-from al_sim.config.derive import typed_node
+from al_sim.config.derive import locate, typed_node
 from al_sim.config.human import HumanOracleConf
 from al_sim.config.schema import (
     BudgetConf,
@@ -149,9 +149,16 @@ def _without(node: DictConfig, key: str) -> DictConfig:
 def enabled_nodes(group: DictConfig | None) -> dict[str, DictConfig]:
     """The nodes of a group of callbacks that are set and not ``enabled: false``, by key."""
     out = {}
-    for key, node in (group or {}).items():
-        if node is not None and node.get(ENABLED, True):
-            out[str(key)] = _without(node, ENABLED)
+    for name, node in (group or {}).items():
+        key = str(name)
+        if node is None:
+            continue
+        enabled = node.get(ENABLED, True)
+        if not isinstance(enabled, bool):  # "no" or "off" would read as on
+            raise ConfigError(f"callbacks.{key}.{ENABLED} must be true or false, got "
+                              f"{enabled!r}; set callbacks.{key}.{ENABLED}=false")
+        if enabled:
+            out[key] = _without(node, ENABLED)
     return out
 
 
@@ -202,4 +209,6 @@ def instantiate(node: Any, **kwargs: Any) -> Any:
             raise cause from None
         if exc.__cause__ is not None and str(exc).startswith("Error in call to target"):
             raise exc.__cause__ from None  # what the target raised, not Hydra's wrapper around it
+        if str(exc).startswith("Error locating target") and isinstance(node, DictConfig):
+            locate(str(node.get("_target_")), where=node._get_full_key(None))  # says why
         raise

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from al_sim.config.checks import positive
 from al_sim.core.events import (
     PAUSED,
     ALResult,
@@ -66,6 +67,7 @@ class RunDirWriter(RunCallback):
     """Keeps the run directory's result files current after every round."""
 
     def __init__(self, grids: bool = True, max_grid_images: int = 64) -> None:
+        positive("callbacks.run_dir", max_grid_images=max_grid_images)
         self.grids = grids
         self.max_grid_images = max_grid_images
         self.run_dir = Path(".")
