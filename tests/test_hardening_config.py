@@ -32,6 +32,7 @@ REFUSED = {
     "dataset._target_=nosuch.Loader": ["dataset._target_=nosuch.Loader",
                                        "No module named 'nosuch'", "check the module"],
     "model._target_=SimpleCNN": ["model._target_=SimpleCNN", "not a dotted path"],
+    "strategy.name=' '": ["strategy.name is blank", "drop the strategy.name override"],
     "trainer.lr=1e8": ["diverged", "round 0", "trainer.lr"],
 }
 

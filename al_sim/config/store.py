@@ -107,6 +107,7 @@ def validate(cfg: DictConfig) -> None:
         _retype(cfg.callbacks, key, checked)
     if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int) or cfg.seed < 0:
         raise ConfigError(f"seed must be an integer >= 0, got {cfg.seed}; set seed=0")
+    _check_names(cfg)
     _check_strategy_name(cfg.strategy)
     _check_cost_model(cfg)
     if str(cfg.resume).lower() not in RESUME_MODES:
@@ -125,6 +126,15 @@ def _check_cost_model(cfg: DictConfig) -> None:
         raise ConfigError(f"strategy.cost_aware divides by an image's expected expert seconds, "
                           f"but oracle={cfg.oracle.name} has no cost model; use oracle=panel or "
                           "set strategy.cost_aware=false")
+
+
+def _check_names(cfg: DictConfig) -> None:
+    """The groups' names tag, name and group the runs (in MLflow and the report): not blank."""
+    for group in ("dataset", "model", "strategy", "budget"):
+        name = cfg[group].get("name")
+        if isinstance(name, str) and not name.strip():
+            raise ConfigError(f"{group}.name is blank, but runs are named, tagged and compared "
+                              f"by it; give it a name or drop the {group}.name override")
 
 
 def _check_strategy_name(node: DictConfig) -> None:
