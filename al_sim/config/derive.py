@@ -39,8 +39,8 @@ def locate(target: str, where: str = "") -> Any:
 def _locate(target: str) -> Any:
     module_name, _, attr = target.rpartition(".")
     if not module_name or not attr:
-        raise ConfigError(f"_target_={target} is not a dotted path to a class (such as "
-                          "al_sim.models.simple_cnn.SimpleCNN); check the module and class name")
+        raise ConfigError(f"_target_={target} is not a dotted path to a class "
+                          "(package.module.Class); check the module and class name")
     try:
         return getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError, ValueError) as exc:
