@@ -192,6 +192,13 @@ def paused(pending: LabelsPending, run_dir: Path) -> None:
 
 def error_line(exc: BaseException) -> str | None:
     """The one line a user reads for ``exc``; None when it is a bug (keep the traceback)."""
+    line = _error_line(exc)
+    # a library's message quoted in ours may span lines: the user still reads one
+    return None if line is None else " ".join(part.strip() for part in line.splitlines()
+                                              if part.strip())
+
+
+def _error_line(exc: BaseException) -> str | None:
     if isinstance(exc, ALSimError):
         return f"error: {exc}"
     if (composing := composition_error_line(exc)) is not None:
@@ -205,7 +212,7 @@ def error_line(exc: BaseException) -> str | None:
         return os_error_line(exc, "set hydra.run.dir / hydra.sweep.dir (outputs) or "
                                   "tracking.uri (the store)")
     if isinstance(exc.__cause__, OSError):  # e.g. logging's "Unable to configure handler"
-        return error_line(exc.__cause__)
+        return _error_line(exc.__cause__)
     return None
 
 

@@ -161,3 +161,39 @@ def test_a_second_run_into_a_run_dir_in_use_is_refused(tmp_path: Path) -> None:
     for word in (str(run_dir), "in use", f"pid {os.getpid()}", "hydra.run.dir"):
         assert word in line, f"{word!r} not in: {line}"
     assert not (run_dir / "queries.csv").exists()
+
+
+class _Payload:
+    """Pickled, it would touch a file when loaded (what a hostile checkpoint carries)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        return (Path.touch, (self.marker,))
+
+
+@pytest.mark.parametrize("content", ["garbage", "empty", "hostile", "other_torch_file"])
+def test_an_unreadable_checkpoint_is_one_line_and_runs_nothing(tmp_path: Path,
+                                                              content: str) -> None:
+    """torch's own text for a refused pickle spans lines and advises weights_only=False: the
+    user reads one line that says start over, and nothing in the file is run."""
+    from al_sim.run import error_line
+    from al_sim.runtime.errors import ALSimError
+    from al_sim.sinks import checkpoint
+
+    path, marker = tmp_path / "checkpoint.pt", tmp_path / "payload_ran"
+    if content == "garbage":
+        path.write_bytes(np.random.default_rng(0).bytes(20_000))
+    elif content == "empty":
+        path.write_bytes(b"")
+    elif content == "hostile":
+        torch.save({"version": 3, "x": _Payload(marker)}, path)
+    else:
+        torch.save({"weights": torch.zeros(3)}, path)
+    with pytest.raises(ALSimError) as refused:
+        checkpoint.load(path)
+    line = error_line(refused.value)
+    assert line is not None and "\n" not in line, line
+    assert line.startswith(f"error: cannot read the checkpoint {path}") and "resume=false" in line
+    assert "weights_only" not in line and not marker.exists()

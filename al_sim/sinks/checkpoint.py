@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import pickle
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -183,6 +184,11 @@ def load(path: Path) -> Checkpoint:
         if data.get("version") != FORMAT_VERSION:
             raise ValueError(f"format version {data.get('version')}, expected {FORMAT_VERSION}")
         return _decode(data)
+    except pickle.UnpicklingError as exc:  # torch's text advises weights_only=False: never
+        raise ALSimError(
+            f"cannot read the checkpoint {path} (not one al_sim wrote: it is damaged or holds "
+            "objects other than tensors and plain values, which are not loaded); start over "
+            "with resume=false or use a new output dir") from exc
     except Exception as exc:  # any unreadable content is the same problem to the user
         raise ALSimError(
             f"cannot read the checkpoint {path} ({type(exc).__name__}: {exc}); "
