@@ -271,6 +271,7 @@ def test_a_misspelt_setting_is_one_line_and_exit_2(tmp_path: Path) -> None:
     (["tracking.experiment=nope"], "error: experiment 'nope' not found"),
     (["sweep_id=multirun/nope"], "error: unknown sweep_id 'multirun/nope'"),
     (["alpha=1.5"], "error: compare.alpha must be in (0, 1)"),
+    (["target_value=nan"], "error: compare.target_value must be a finite number, got nan"),
     (["+metrics=test/auroc"], "error: metrics is not a setting: the config has no key "
                               "'metrics' (conf/compare.yaml); did you mean metric?"),
 ])

@@ -16,6 +16,12 @@ def _finite(owner: str, name: str, value: object) -> None:
                           f"set {owner}.{name}=<n>")
 
 
+def finite(owner: str, **values: int | float) -> None:
+    """Each value must be a finite number."""
+    for name, value in values.items():
+        _finite(owner, name, value)
+
+
 def positive(owner: str, **values: int | float) -> None:
     """Each value must be a finite number > 0."""
     for name, value in values.items():

@@ -13,7 +13,7 @@ from typing import Any
 
 from omegaconf import MISSING
 
-from al_sim.config.checks import fraction, non_negative, positive
+from al_sim.config.checks import finite, fraction, non_negative, positive
 from al_sim.maths.stop_signals import StopRuleError, parse_rules
 from al_sim.runtime.errors import ConfigError
 from al_sim.tracking.contract import AUTO_METRIC, TEST_KEYS
@@ -249,5 +249,7 @@ class CompareConf:
             except StopRuleError as exc:
                 raise ConfigError(f"compare.stop_rules: {exc}") from None
         positive("compare", target_fraction=self.target_fraction)
+        if self.target_value is not None:  # nan: "labels to target" would never be reached
+            finite("compare", target_value=self.target_value)
         if not self.metric.strip():
             raise ConfigError("compare.metric must name a logged metric, e.g. test/accuracy")
