@@ -108,6 +108,11 @@ def test_budget_larger_than_pool_fails_before_training(tiny_dataset, fast_traine
     with pytest.raises(BudgetError, match="pool has only 300"):
         run(tiny_dataset, fast_trainer, Entropy(), budget=big, factory=factory)
     assert factory.initial_states == []
+    # an initial set larger than the pool: no count of rounds would fit, so none is offered
+    too_many = BudgetConf(name="big", initial=301, query_size=10, rounds=2)
+    with pytest.raises(BudgetError, match=r"^budget.initial=301 is more than the pool's 300 "
+                                          r"images; set budget.initial below 300"):
+        run(tiny_dataset, fast_trainer, Entropy(), budget=too_many, factory=factory)
 
 
 def test_full_budget_trains_once_on_the_whole_pool(tiny_dataset, fast_trainer) -> None:

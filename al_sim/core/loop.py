@@ -66,6 +66,9 @@ def plan_sizes(budget: BudgetConf, n_pool: int, fixed_initial: int | None = None
         return [n_pool]
     initial = budget.initial if fixed_initial is None else fixed_initial
     sizes = [initial + r * budget.query_size for r in range(budget.rounds + 1)]
+    if initial > n_pool and fixed_initial is None:  # no number of rounds fits
+        raise BudgetError(f"budget.initial={initial} is more than the pool's {n_pool} images; "
+                          f"set budget.initial below {n_pool} or use a larger pool")
     if sizes[-1] > n_pool:
         room = (n_pool - initial) // budget.query_size if n_pool > initial else 0
         raise BudgetError(
