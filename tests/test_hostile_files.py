@@ -56,10 +56,21 @@ def nan_tiff(path: Path) -> None:
     Image.fromarray(pixels, mode="F").save(path)
 
 
+def dicom_without_pixels(path: Path) -> None:
+    """pydicom's own RT plan: a valid DICOM file that holds no image."""
+    from pydicom.data import get_testdata_file
+
+    path.write_bytes(Path(str(get_testdata_file("rtplan.dcm"))).read_bytes())
+
+
 HOSTILE_IMAGES = {
     "decompression bomb": ("p03.png", bomb_png, "DecompressionBombError"),
     "truncated": ("p03.png", truncated_png, "truncated"),
     "NaN pixels": ("p03.tif", nan_tiff, "2 NaN or infinite pixel(s)"),
+    # the reason in full, after the path (not the path again, clipped)
+    "DICOM without pixels": ("p03.dcm", dicom_without_pixels,
+                             "(the DICOM file has no pixel data (modality RTPLAN); "
+                             "remove it from the images)"),
 }
 
 

@@ -39,11 +39,12 @@ from al_sim.runtime.reading import MalformedError, Unreadable, reading
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 _SHOWN = 5  # names listed per problem in an error message
 _CLIP = 80  # characters shown of each (a mangled CSV may hold kilobytes in one field)
+_CLIP_PROBLEM = 240  # of an unreadable image: its path and why
 
 
-def listing(items: list[str]) -> str:
+def listing(items: list[str], clip: int = _CLIP) -> str:
     """The first few ``items`` (each clipped), and how many more."""
-    shown = ", ".join(i if len(i) <= _CLIP else f"{i[:_CLIP]}..." for i in items[:_SHOWN])
+    shown = ", ".join(i if len(i) <= clip else f"{i[:clip]}..." for i in items[:_SHOWN])
     return shown + (f" and {len(items) - _SHOWN} more" if len(items) > _SHOWN else "")
 
 
@@ -129,7 +130,7 @@ def read_images(paths: list[Path], root: Path, size: int, channels: int,
     for i, path in enumerate(paths):
         with unreadable.reading(_rel(path, root)):
             out[i] = read_image(path, size, channels, window)
-    unreadable.check("image(s)", listing)
+    unreadable.check("image(s)", lambda items: listing(items, clip=_CLIP_PROBLEM))
     return torch.from_numpy(out)
 
 

@@ -78,7 +78,11 @@ class Unreadable:
         except Exception as exc:
             if out_of_memory(exc) is not None:
                 raise
-            self.problems.append(f"{path} ({problem(exc)})")
+            text = problem(exc)
+            name = Path(path).name
+            if name and f"{name}: " in text[:_PROBLEM_CHARS // 2]:  # the message leads with
+                text = text.split(f"{name}: ", 1)[1]                # the path shown already
+            self.problems.append(f"{path} ({text})")
 
     def check(self, what: str, listing: Callable[[list[str]], str] = ", ".join) -> None:
         """DataError ``<n> <what> cannot be read: <problems>; <fix>`` if anything failed."""
