@@ -60,6 +60,10 @@ def test_truncated_nifti_and_hostile_sizes_are_refused(tmp_path) -> None:
     four = write_nifti(tmp_path / "4d.nii.gz", np.zeros((4, 4, 4, 3), np.uint8))
     with pytest.raises(DataError, match="must be 3D"):
         read_nifti(four, CAP)
+    empty = write_nifti(tmp_path / "empty.nii.gz", np.zeros((4, 0, 4), np.uint8))
+    with pytest.raises(DataError, match=r"empty.nii.gz: the header gives the volume no voxels "
+                                        r"along an axis \(4, 0, 4\)"):
+        read_nifti(empty, CAP)
 
 
 def test_series_sorted_by_position_not_name(tmp_path) -> None:

@@ -59,6 +59,9 @@ def load_nifti(path: Path, max_voxels: int) -> tuple[np.ndarray, tuple[float, ..
     if len(shape) != 3:
         raise DataError(f"{path}: a volume must be 3D, the header says {shape}; save each "
                         "volume of a time series or multi-channel file as its own file")
+    if min(shape) < 1:
+        raise DataError(f"{path}: the header gives the volume no voxels along an axis {shape}; "
+                        f"{fix}")
     check_voxels(shape, max_voxels, str(path))
     try:
         canonical = nib.as_closest_canonical(img)
