@@ -97,6 +97,27 @@ def test_hydras_own_launchers_with_settings_no_job_survives_stop_before_the_swee
     assert not (tmp_path / "multirun").exists()
 
 
+@pytest.mark.parametrize(("sweep", "said"), [
+    (["seed=0,1,1"], "the sweep repeats seed=1 (seed=0,1,1)"),
+    (["strategy=random,entropy,random", "seed=0,1"],
+     "the sweep repeats strategy=random (strategy=random,entropy,random)")])
+def test_a_value_swept_twice_is_refused_before_the_sweep_dir(
+        tmp_path: Path, capsys, sweep: list[str], said: str) -> None:
+    """Hydra runs ``seed=0,1,1`` as three jobs, two of them the same run: the report would
+    count the copy as another seed (n inflated, the spread and p-values too small)."""
+    cfg = compose_config([], hydra=True)
+    with open_dict(cfg):
+        cfg.hydra.sweep.dir = str(tmp_path / "multirun")
+        cfg.hydra.overrides.task = sweep
+    with pytest.raises(SystemExit) as exit_:
+        SweepCallback().on_multirun_start(cfg)
+    assert exit_.value.code == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"error: {said}") and line.endswith("drop the repeat")
+    assert not (tmp_path / "multirun").exists()
+    check_sweep_config(compose_config([], hydra=True))  # no sweep, nothing repeated
+
+
 def test_a_swept_dataset_is_left_to_each_job() -> None:
     assert "dataset" in swept_groups(["dataset.root=/a,/b", "seed=0"])
     assert "dataset" in swept_groups(["dataset=medmnist,folder"])

@@ -50,12 +50,30 @@ def swept_groups(overrides: list[str]) -> set[str]:
             if o.is_sweep_override()}
 
 
+def check_no_repeats(overrides: list[str]) -> None:
+    """A value swept twice (``seed=0,1,1``) would run the same job twice, and the report would
+    count the copy as another seed: ConfigError naming the repeat."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    for override in OverridesParser.create().parse_overrides(overrides):
+        if not override.is_sweep_override():
+            continue
+        values = list(override.sweep_string_iterator())
+        repeated = sorted({v for v in values if values.count(v) > 1})
+        if repeated:
+            key = override.get_key_element()
+            raise ConfigError(f"the sweep repeats {', '.join(f'{key}={v}' for v in repeated)} "
+                              f"({override.input_line}): the same job would run twice and "
+                              "count twice in the report; drop the repeat")
+
+
 def check_sweep_config(config: DictConfig) -> None:
     """The settings every job of the sweep shares, checked once before anything launches:
     no appended key a schema lacks (outside swept groups, whose schema may change per job),
     and the shared dataset's own checks (``dataset.root`` exists, ...)."""
     swept = swept_groups(_sweep_overrides(config))
     try:  # the dataset's keys: by validate_schemas below, with its other checks
+        check_no_repeats(_sweep_overrides(config))
         check_launcher(config.hydra.launcher)
         check_known_keys(config, skip={*swept, "dataset"})
         if "dataset" not in swept:
