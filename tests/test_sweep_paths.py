@@ -72,6 +72,8 @@ def test_a_worker_count_joblib_cannot_take_is_one_config_error(n_jobs: object) -
     (["hydra/launcher=joblib", "hydra.launcher.pre_dispatch=0.5"],  # joblib: no job, no error
      "a hydra.launcher setting is refused by joblib: pre_dispatch=0.5 must be 'all', or a "
      "number or an expression of n_jobs such as '2*n_jobs' of at least 1"),
+    (["hydra/launcher=al_stack", "hydra.launcher.n_jobs=2", "hydra.launcher.pre_dispatch=0"],
+     "a hydra.launcher setting is refused by joblib: pre_dispatch=0 must be"),  # built on joblib
     (["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=0"],
      "hydra.launcher.timeout_min=0 is not a time limit"),
     (["hydra/launcher=submitit_slurm", "hydra.launcher.timeout_min=1",

@@ -15,7 +15,9 @@ import sys
 from omegaconf import DictConfig, OmegaConf
 
 from al_sim.app.launchers.common import check_n_jobs, check_time_limit
+from al_sim.app.launchers.stack_plan import STACK_KNOBS
 from al_sim.config.composition import check_known_keys
+from al_sim.config.derive import locate
 from al_sim.config.store import validate_schemas
 from al_sim.runtime.errors import EXIT_USER_ERROR, ALSimError, ConfigError
 
@@ -92,11 +94,22 @@ def check_launcher(launcher: DictConfig) -> None:
     target = str(launcher.get("_target_", ""))
     if "n_jobs" in launcher:
         check_n_jobs(launcher.n_jobs)
-    if target.endswith("JoblibLauncher"):
+    if _runs_on_joblib(target):
         _check_joblib_settings(launcher)
     if "timeout_min" in launcher:
         check_time_limit(launcher.timeout_min, launcher.get("signal_delay_s", 0),
                          slurm="slurm" in target.lower())
+
+
+def _runs_on_joblib(target: str) -> bool:
+    """Whether the launcher is Hydra's joblib launcher or built on it (al_joblib, al_stack)."""
+    try:
+        cls = locate(target)
+    except ConfigError:
+        return False  # Hydra names the launcher it cannot find
+    # by name: Hydra re-executes its plugin modules when it scans them, so the class that
+    # al_sim's launchers subclass may not be the one importable now
+    return any(base.__name__ == "JoblibLauncher" for base in getattr(cls, "__mro__", ()))
 
 
 def _check_joblib_settings(launcher: DictConfig) -> None:
@@ -107,7 +120,8 @@ def _check_joblib_settings(launcher: DictConfig) -> None:
 
     container = OmegaConf.to_container(launcher, resolve=True)
     assert isinstance(container, dict)
-    settings = {str(k): v for k, v in container.items() if k != "_target_"}
+    settings = {str(k): v for k, v in container.items()
+                if k != "_target_" and k not in STACK_KNOBS}  # the stack's own, checked apart
     process_joblib_cfg(settings)
     try:
         Parallel(**settings)
