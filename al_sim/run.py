@@ -45,6 +45,7 @@ from al_sim.runtime.errors import (
     ALSimError,
     ConfigError,
     LabelsIncompleteError,
+    one_line,
     os_error_line,
     out_of_memory,
 )
@@ -193,9 +194,7 @@ def paused(pending: LabelsPending, run_dir: Path) -> None:
 def error_line(exc: BaseException) -> str | None:
     """The one line a user reads for ``exc``; None when it is a bug (keep the traceback)."""
     line = _error_line(exc)
-    # a library's message quoted in ours may span lines: the user still reads one
-    return None if line is None else " ".join(part.strip() for part in line.splitlines()
-                                              if part.strip())
+    return None if line is None else one_line(line)  # Hydra's and OSError's texts too
 
 
 def _error_line(exc: BaseException) -> str | None:

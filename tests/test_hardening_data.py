@@ -195,5 +195,7 @@ def test_an_unreadable_checkpoint_is_one_line_and_runs_nothing(tmp_path: Path,
         checkpoint.load(path)
     line = error_line(refused.value)
     assert line is not None and "\n" not in line, line
+    assert "\n" not in str(refused.value)  # as compare, label and the sweep checks print it
+    assert str(ALSimError("torch said:\n  two lines\n")) == "torch said: two lines"
     assert line.startswith(f"error: cannot read the checkpoint {path}") and "resume=false" in line
     assert "weights_only" not in line and not marker.exists()

@@ -5,8 +5,17 @@ import errno
 EXIT_USER_ERROR = 2  # the exit status of a run refused with one ``error:`` line
 
 
+def one_line(text: str) -> str:
+    """``text`` as the one line a user reads: a library's message quoted in ours may span
+    several."""
+    return " ".join(part.strip() for part in text.splitlines() if part.strip())
+
+
 class ALSimError(Exception):
     """Base class of every error al_sim reports as one clear line (no traceback)."""
+
+    def __str__(self) -> str:
+        return one_line(super().__str__())
 
 
 class ConfigError(ALSimError):
