@@ -73,9 +73,10 @@ def check_sweep_config(config: DictConfig) -> None:
     """The settings every job of the sweep shares, checked once before anything launches:
     no appended key a schema lacks (outside swept groups, whose schema may change per job),
     and the shared dataset's own checks (``dataset.root`` exists, ...)."""
-    swept = swept_groups(_sweep_overrides(config))
+    overrides = _sweep_overrides(config)
+    swept = swept_groups(overrides)
     try:  # the dataset's keys: by validate_schemas below, with its other checks
-        check_no_repeats(_sweep_overrides(config))
+        check_no_repeats(overrides)
         check_launcher(config.hydra.launcher)
         check_known_keys(config, skip={*swept, "dataset"})
         if "dataset" not in swept:
@@ -124,8 +125,8 @@ def _check_joblib_settings(launcher: DictConfig) -> None:
                 if k != "_target_" and k not in STACK_KNOBS}  # the stack's own, checked apart
     process_joblib_cfg(settings)
     try:
-        Parallel(**settings)
-        _check_pre_dispatch(settings.get("pre_dispatch", "2 * n_jobs"), settings.get("n_jobs"))
+        parallel = Parallel(**settings)
+        _check_pre_dispatch(parallel.pre_dispatch, parallel.n_jobs)  # as joblib resolved them
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"a hydra.launcher setting is refused by joblib: "
                           f"{str(exc).rstrip('.')}; fix it "
