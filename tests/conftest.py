@@ -303,16 +303,19 @@ def assert_refused(proc, cwd: Path, words: list[str]) -> str:
     return message
 
 
-def refusal(overrides: list[str], launch_dir: Path) -> str:
+def refusal(overrides: list[str], launch_dir: Path, store: bool = True) -> str:
     """The ``error:`` message ``python -m al_sim.run <overrides>`` gives, found in-process.
 
     The config is composed as the CLI composes it and the run executed as the CLI's task
     executes it (same validation, data loading, sinks, MLflow store in ``launch_dir``); the
     exception it ends with is mapped by the CLI's own ``error_line``. A bug (no error line)
-    or a run that is not refused fails the test.
+    or a run that is not refused fails the test. ``store``: start from an empty MLflow store
+    in ``launch_dir``, as :func:`run_cli` does (False: to see whether the run creates one).
     """
     from al_sim.run import error_line, execute
 
+    if store:
+        seed_store(launch_dir, overrides, cli_env())
     run_dir = next((Path(o.split("=", 1)[1]) for o in overrides
                     if o.startswith("hydra.run.dir=")), launch_dir / "run")
     try:
