@@ -8,6 +8,8 @@ findings cannot show.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
@@ -23,17 +25,6 @@ from al_sim.strategies.uncertainty import (
     margin_score,
 )
 from tests.conftest import query_context
-
-pytest.importorskip("small_text")
-from small_text.query_strategies.bayesian import _bald  # noqa: E402
-from small_text.query_strategies.coresets import greedy_coreset  # noqa: E402
-from small_text.query_strategies.strategies import (  # noqa: E402
-    BreakingTies,
-    PredictionEntropy,
-)
-from small_text.query_strategies.strategies import (  # noqa: E402
-    LeastConfidence as StLeastConfidence,
-)
 
 N, C, T = 300, 7, 12
 RNG = np.random.default_rng(11)
@@ -53,15 +44,28 @@ class _Clf:
         return self.proba
 
 
-PEERS = [(Entropy(), entropy_score, PredictionEntropy(), lambda conf: conf),
-         (LeastConfidence(), least_confidence_score, StLeastConfidence(), lambda conf: 1 - conf),
-         (Margin(), margin_score, BreakingTies(), lambda conf: 1 - conf)]
+@pytest.fixture(scope="module")
+def small_text() -> SimpleNamespace:
+    """small-text's strategies, imported where these tests run (2 s: it loads transformers)."""
+    pytest.importorskip("small_text")
+    from small_text.query_strategies import bayesian, coresets, strategies
+
+    return SimpleNamespace(bald=bayesian._bald, greedy_coreset=coresets.greedy_coreset,
+                           strategies=strategies)
+
+
+# ours, our score, small-text's class of the same strategy, its confidence as our score
+PEERS = [(Entropy(), entropy_score, "PredictionEntropy", lambda conf: conf),
+         (LeastConfidence(), least_confidence_score, "LeastConfidence", lambda conf: 1 - conf),
+         (Margin(), margin_score, "BreakingTies", lambda conf: 1 - conf)]
 
 
 @pytest.mark.parametrize(("ours", "score", "theirs", "as_ours"), PEERS,
                          ids=[p[0].name for p in PEERS])
-def test_uncertainty_scores_and_picks_equal_small_texts(ours, score, theirs, as_ours) -> None:
+def test_uncertainty_scores_and_picks_equal_small_texts(small_text, ours, score, theirs,
+                                                       as_ours) -> None:
     """small-text ranks by a confidence (lower: queried first); ours by an uncertainty."""
+    theirs = getattr(small_text.strategies, theirs)()
     confidence = theirs.get_confidence(_Clf(PROBS), None, UNLABELED, LABELED, None)
     np.testing.assert_allclose(score(PROBS), as_ours(confidence), atol=1e-12)
     picked = theirs.query(_Clf(PROBS), None, UNLABELED, LABELED, None, n=25)
@@ -69,24 +73,25 @@ def test_uncertainty_scores_and_picks_equal_small_texts(ours, score, theirs, as_
     assert set(ours.select(context, 25).indices.tolist()) == set(picked.tolist())
 
 
-def test_bald_equals_small_texts_in_nats() -> None:
+def test_bald_equals_small_texts_in_nats(small_text) -> None:
     """small-text's BALD is in bits with a 1e-8 guard in each log; ours in nats, exact."""
-    np.testing.assert_allclose(bald_score(MC), _bald(MC) * np.log(2), atol=1e-6)
+    np.testing.assert_allclose(bald_score(MC), small_text.bald(MC) * np.log(2), atol=1e-6)
     view = ArrayModelView(mc=MC)
     context = query_context(view, N, LABELED.tolist(), 0, C)
     ours = BALD(mc_samples=T).select(context, 25).indices
-    theirs = UNLABELED[np.argsort(-_bald(MC[UNLABELED]), kind="stable")[:25]]
+    theirs = UNLABELED[np.argsort(-small_text.bald(MC[UNLABELED]), kind="stable")[:25]]
     assert set(ours.tolist()) == set(theirs.tolist())
 
 
-def test_coreset_picks_small_texts_greedy_coreset_in_order() -> None:
+def test_coreset_picks_small_texts_greedy_coreset_in_order(small_text) -> None:
     """Euclidean k-center greedy (Sener & Savarese 2018) from the labelled rows: the same
     rows in the same order. small-text's picks index its unlabelled rows only where those
     come first in ``x`` (its indices mix the two), so the pool is laid out that way."""
     features = RNG.normal(size=(N, 16))
     x = np.concatenate([features[UNLABELED], features[LABELED]])
-    theirs = greedy_coreset(x, np.arange(len(UNLABELED)), np.arange(len(UNLABELED), N), 20,
-                            distance_metric="euclidean", batch_size=64)
+    theirs = small_text.greedy_coreset(x, np.arange(len(UNLABELED)),
+                                       np.arange(len(UNLABELED), N), 20,
+                                       distance_metric="euclidean", batch_size=64)
     picked, _ = k_center_greedy(features[UNLABELED], features[LABELED], 20)
     assert picked.tolist() == theirs.tolist()
     context = query_context(ArrayModelView(features=features), N, LABELED.tolist(), 0, C)
