@@ -34,8 +34,10 @@ class RayNode:
         self.temp = root / name
         self.port = free_port()
         base = 30000 + (os.getpid() * 7 + (0 if head is None else 211)) % 20000
-        where = ["--head", "--port", str(self.port), "--include-dashboard=false"] \
-            if head is None else ["--address", head]
+        # the head's dashboard port too (its process runs without the UI): another Ray on this
+        # machine (a second test worker's) holds the default, 8265
+        where = ["--head", "--port", str(self.port), "--include-dashboard=false",
+                 "--dashboard-port", str(free_port())] if head is None else ["--address", head]
         ports = ["--node-manager-port", "--object-manager-port", "--metrics-export-port",
                  "--runtime-env-agent-port", "--dashboard-agent-grpc-port",
                  "--dashboard-agent-listen-port"]

@@ -25,6 +25,7 @@ import pytest
 from al_sim.tracking.mlflow_server import free_port
 from tests import fork_server
 from tests.conftest import FAST_CLI, QUICK_POLL, REPO, run_cli, start_cli
+from tests.ray_cluster import RayNode
 
 pytestmark = pytest.mark.slow
 for _tool in ("initdb", "pg_ctl", "postgres"):
@@ -142,19 +143,12 @@ def server(workdir: Path) -> Iterator[Server]:
 
 @pytest.fixture(scope="module")
 def ray_head(workdir: Path) -> Iterator[str]:
-    port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_USAGE_STATS_ENABLED": "0"}
-    head = subprocess.Popen(
-        [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block",
-         "--num-cpus", "2", "--port", str(port), "--node-ip-address", "127.0.0.1",
-         "--include-dashboard=false", "--disable-usage-stats",
-         "--temp-dir", str(workdir / "ray")], env=env,
-        stdout=(workdir / "ray.log").open("a"), stderr=subprocess.STDOUT)
+    head = RayNode(workdir, "ray", None, {**os.environ, "PYTHONPATH": str(REPO)})
     try:
-        wait_port(port, head, "ray head")
-        yield f"127.0.0.1:{port}"
+        wait_port(head.port, head.proc, "ray head")
+        yield f"127.0.0.1:{head.port}"
     finally:
-        stop(head)
+        head.stop()
 
 
 def sweep(args: list[str], cwd: Path, ray_address: str | None = None,
