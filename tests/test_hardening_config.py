@@ -44,6 +44,27 @@ def test_bad_value_is_refused_with_one_line(override: str, tmp_path: Path) -> No
         assert word in line, f"{word!r} not in: {line}"
 
 
+# A value out of its range, one per kind of check (schemas, datasets, models, strategies): the
+# line gives the override to type, not only the rule.
+OUT_OF_RANGE = ["dataset.image_size=8", "dataset.difficulty=2", "dataset.label_noise=1",
+                "dataset.preprocess.random_resized_crop_scale=0", "dataset.preprocess.std=[0]",
+                "dataset.preprocess.mean=[0.5,0.5]", "dataset.class_proportions=[1]",
+                "model.widths=[]", "model.dropout=1", "trainer.precision=fp8",
+                "trainer.device=tpu", "trainer.lr_schedule=step",
+                "trainer.early_stopping_source=test", "trainer.omp_wait_policy=spin",
+                "trainer.eval_batch_size=big", "budget.stop_metric=test/f2",
+                "tracking.ui_port=70000", "trainer.lr=-1", "oracle.noise_rate=2"]
+
+
+@pytest.mark.parametrize("override", OUT_OF_RANGE)
+def test_a_value_out_of_range_says_what_to_set(override: str, tmp_path: Path) -> None:
+    key = override.split("=", 1)[0]
+    line = refusal([override, "budget=tiny", *FAST_CLI], tmp_path, store=False)
+    assert line.startswith(f"error: {key.rsplit('.', 1)[0]}"), line
+    fix = line.split(";")[-1]
+    assert ("set " in fix or "e.g." in fix) and f"{key}=" in fix, line
+
+
 @pytest.mark.slow
 def test_a_diverging_run_is_refused_in_round_0_through_the_cli(tmp_path: Path) -> None:
     override = "trainer.lr=1e8"

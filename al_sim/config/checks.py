@@ -45,4 +45,5 @@ def fraction(owner: str, low_open: bool = False, **values: float) -> None:
         ok = (0.0 < value < 1.0) if low_open else (0.0 <= value < 1.0)
         if not ok:
             bound = "(0, 1)" if low_open else "[0, 1)"
-            raise ConfigError(f"{owner}.{name} must be in {bound}, got {value}")
+            raise ConfigError(f"{owner}.{name} must be in {bound}, got {value}; set "
+                              f"{owner}.{name}=<a fraction in {bound}>")

@@ -34,10 +34,11 @@ class SimpleCNN(ALModel):
     ) -> None:
         super().__init__()
         if not widths:
-            raise ConfigError("model.widths must be a non-empty list of positive ints")
+            raise ConfigError("model.widths must be a non-empty list of positive ints; e.g. "
+                              "model.widths=[16,32,64]")
         if spatial_dims not in _LAYERS:
             raise ConfigError(f"model.spatial_dims must be 2 (images) or 3 (volumes), got "
-                              f"{spatial_dims}")
+                              f"{spatial_dims}; set model.spatial_dims=2")
         conv, norm, pool, global_pool = _LAYERS[spatial_dims]
         self.spatial_rank = spatial_dims
         positive("model", hidden=hidden, **{f"widths[{i}]": w for i, w in enumerate(widths)})

@@ -36,7 +36,7 @@ def check_reduction(reduction: str) -> str:
     """``reduction`` if known; ConfigError naming the choices otherwise."""
     if reduction not in REDUCTIONS:
         raise ConfigError(f"strategy.reduction must be one of {', '.join(REDUCTIONS)}, "
-                          f"got {reduction!r}")
+                          f"got {reduction!r}; set strategy.reduction={next(iter(REDUCTIONS))}")
     return reduction
 
 
