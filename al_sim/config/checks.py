@@ -5,7 +5,9 @@ Every check also refuses NaN and infinities.
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from typing import Any
 
 from al_sim.runtime.errors import ConfigError
 
@@ -47,3 +49,20 @@ def fraction(owner: str, low_open: bool = False, **values: float) -> None:
             bound = "(0, 1)" if low_open else "[0, 1)"
             raise ConfigError(f"{owner}.{name} must be in {bound}, got {value}; set "
                               f"{owner}.{name}=<a fraction in {bound}>")
+
+
+def set_default(owner: str, conf: Any, name: str) -> str:
+    """``set <owner>.<name>=<default>``: the fix a message offers, the value as typed on the
+    command line and taken from the schema (conf/ writes the same, tests/test_config.py)."""
+    spec = next(f for f in dataclasses.fields(conf) if f.name == name)
+    if spec.default_factory is not dataclasses.MISSING:
+        return f"set {owner}.{name}={_typed(spec.default_factory())}"
+    return f"set {owner}.{name}={_typed(spec.default)}"
+
+
+def _typed(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, list | tuple):
+        return f"[{','.join(_typed(v) for v in value)}]"
+    return str(value)

@@ -7,8 +7,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from al_sim.config.checks import fraction, non_negative, positive
+from al_sim.config.checks import fraction, non_negative, positive, set_default
 from al_sim.runtime.errors import ConfigError, DataError
+
+_PRE = "dataset.preprocess"
 
 
 @dataclass
@@ -27,15 +29,16 @@ class PreprocessConf:
     def __post_init__(self) -> None:
         if len(self.mean) != len(self.std):
             raise ConfigError("dataset.preprocess.mean and .std must have the same length (one "
-                              "value per channel); e.g. dataset.preprocess.mean=[0.5] "
-                              "dataset.preprocess.std=[0.5]")
+                              f"value per channel); {set_default(_PRE, self, 'mean')} and "
+                              f"{set_default(_PRE, self, 'std').removeprefix('set ')}")
         if any(s <= 0 for s in self.std):
-            raise ConfigError("dataset.preprocess.std values must be > 0; e.g. "
-                              "dataset.preprocess.std=[0.5]")
+            raise ConfigError("dataset.preprocess.std values must be > 0; "
+                              f"{set_default(_PRE, self, 'std')}")
         non_negative("dataset.preprocess", rotation_degrees=self.rotation_degrees)
         if not 0.0 < self.random_resized_crop_scale <= 1.0:
             raise ConfigError("dataset.preprocess.random_resized_crop_scale must be in (0, 1] "
-                              "(1: no crop); set dataset.preprocess.random_resized_crop_scale=0.8")
+                              "(1: no crop); "
+                              f"{set_default(_PRE, self, 'random_resized_crop_scale')}")
 
 
 def check_generated(conf: Any) -> None:
@@ -44,11 +47,11 @@ def check_generated(conf: Any) -> None:
     positive("dataset", n_pool=conf.n_pool, n_test=conf.n_test)
     non_negative("dataset", seed=conf.seed)
     if conf.image_size < 16:
-        raise ConfigError(f"dataset.image_size must be >= 16, got {conf.image_size}; set "
-                          "dataset.image_size=28")
+        raise ConfigError(f"dataset.image_size must be >= 16, got {conf.image_size}; "
+                          f"{set_default('dataset', conf, 'image_size')}")
     if not 0.0 <= conf.difficulty <= 1.0:
-        raise ConfigError(f"dataset.difficulty must be in [0, 1], got {conf.difficulty}; set "
-                          "dataset.difficulty=0.5")
+        raise ConfigError(f"dataset.difficulty must be in [0, 1], got {conf.difficulty}; "
+                          f"{set_default('dataset', conf, 'difficulty')}")
     fraction("dataset", label_noise=conf.label_noise)
 
 
@@ -74,7 +77,8 @@ class SyntheticDatasetConf:
         ):
             raise ConfigError(
                 "dataset.class_proportions must be 2 or 3 positive numbers "
-                "(normal, benign[, malignant]); e.g. dataset.class_proportions=[0.8,0.15,0.05]"
+                "(normal, benign[, malignant]); "
+                f"{set_default('dataset', self, 'class_proportions')}"
             )
 
 
@@ -99,11 +103,11 @@ class SyntheticChestDatasetConf:
         check_generated(self)
         if len(self.prevalence) != 4 or any(not 0 < p < 1 for p in self.prevalence):
             raise ConfigError("dataset.prevalence must be 4 numbers in (0, 1): cardiomegaly, "
-                              f"effusion, opacity, nodule; got {list(self.prevalence)}; e.g. "
-                              "dataset.prevalence=[0.2,0.1,0.15,0.04]")
+                              f"effusion, opacity, nodule; got {list(self.prevalence)}; "
+                              f"{set_default('dataset', self, 'prevalence')}")
         if not 0.0 <= self.co_occurrence <= 1.0:
             raise ConfigError(f"dataset.co_occurrence must be in [0, 1], got {self.co_occurrence}; "
-                              "set dataset.co_occurrence=0.5")
+                              f"{set_default('dataset', self, 'co_occurrence')}")
 
 
 @dataclass
@@ -125,8 +129,8 @@ class SyntheticVolumeDatasetConf:
         check_generated(self)
         if len(self.class_proportions) != 2 or any(p <= 0 for p in self.class_proportions):
             raise ConfigError("dataset.class_proportions must be 2 positive numbers (normal, "
-                              f"nodule), got {list(self.class_proportions)}; e.g. "
-                              "dataset.class_proportions=[0.9,0.1]")
+                              f"nodule), got {list(self.class_proportions)}; "
+                              f"{set_default('dataset', self, 'class_proportions')}")
 
 
 @dataclass
@@ -152,10 +156,11 @@ class MedMNISTDatasetConf:
             raise ConfigError("dataset.name must name a MedMNIST dataset, e.g. pneumoniamnist")
         if self.size not in (28, 64, 128, 224):
             raise ConfigError(f"dataset.size must be one of 28, 64, 128, 224, got {self.size}; "
-                              "set dataset.size=28")
+                              f"{set_default('dataset', self, 'size')}")
         if self.name.endswith("3d") and self.size not in (28, 64):
             raise ConfigError(f"dataset.size must be 28 or 64 for the 3D dataset {self.name} "
-                              f"(28^3 or 64^3 voxels), got {self.size}; set dataset.size=28")
+                              f"(28^3 or 64^3 voxels), got {self.size}; "
+                              f"{set_default('dataset', self, 'size')}")
         if self.max_pool is not None:
             positive("dataset", max_pool=self.max_pool)
         non_negative("dataset", seed=self.seed)

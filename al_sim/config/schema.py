@@ -13,7 +13,7 @@ from typing import Any
 
 from omegaconf import MISSING
 
-from al_sim.config.checks import finite, fraction, non_negative, positive
+from al_sim.config.checks import finite, fraction, non_negative, positive, set_default
 from al_sim.maths.stop_signals import StopRuleError, parse_rules
 from al_sim.runtime.errors import ConfigError
 from al_sim.tracking.contract import AUTO_METRIC, TEST_KEYS
@@ -53,8 +53,8 @@ class BudgetConf:
         positive("budget", stop_set_size=self.stop_set_size, stop_window=self.stop_window)
         if self.stop_metric not in TEST_KEYS:
             raise ConfigError(f"budget.stop_metric must be one of {', '.join(TEST_KEYS)}, "
-                              f"got {self.stop_metric!r}; set "
-                              "budget.stop_metric=test/balanced_accuracy")
+                              f"got {self.stop_metric!r}; "
+                              f"{set_default('budget', self, 'stop_metric')}")
         if self.stop_when is not None and self.stop_when.strip():
             try:
                 parse_rules(self.stop_when)
@@ -101,7 +101,8 @@ class TrainerConf:
         if self.eval_batch_size != "auto":
             if isinstance(self.eval_batch_size, bool) or not isinstance(self.eval_batch_size, int):
                 raise ConfigError("trainer.eval_batch_size must be auto or a number > 0, got "
-                                  f"{self.eval_batch_size!r}; set trainer.eval_batch_size=auto")
+                                  f"{self.eval_batch_size!r}; "
+                                  f"{set_default('trainer', self, 'eval_batch_size')}")
             positive("trainer", eval_batch_size=self.eval_batch_size)
         for key, value in self.eval_batch_table.items():
             if key.split("-")[0] not in EVAL_DEVICES:
@@ -112,7 +113,7 @@ class TrainerConf:
             positive("trainer", inference_memory_mb=self.inference_memory_mb)
         if self.precision not in ("fp32", "bf16", "fp16"):
             raise ConfigError(f"trainer.precision must be fp32, bf16 or fp16, got "
-                              f"{self.precision!r}; set trainer.precision=fp32")
+                              f"{self.precision!r}; {set_default('trainer', self, 'precision')}")
         fraction("trainer", low_open=True, resident_memory_fraction=self.resident_memory_fraction)
         if self.batch_size < 2:  # batch norm cannot train on one image: every step skipped
             raise ConfigError(f"trainer.batch_size must be >= 2 (batch norm trains on batches), "
@@ -124,21 +125,21 @@ class TrainerConf:
         if self.lr_schedule not in ("cosine", "constant"):
             raise ConfigError(
                 f"trainer.lr_schedule must be cosine or constant, got {self.lr_schedule!r}; "
-                "set trainer.lr_schedule=cosine"
+                f"{set_default('trainer', self, 'lr_schedule')}"
             )
         if self.early_stopping_source not in ("labeled", "val"):
             raise ConfigError("trainer.early_stopping_source must be labeled or val, "
-                              f"got {self.early_stopping_source!r}; set "
-                              "trainer.early_stopping_source=labeled")
+                              f"got {self.early_stopping_source!r}; "
+                              f"{set_default('trainer', self, 'early_stopping_source')}")
         if self.device not in ("cpu", "cuda", "auto"):
             raise ConfigError(f"trainer.device must be cpu, cuda or auto, got {self.device!r}; "
-                              "set trainer.device=auto")
+                              f"{set_default('trainer', self, 'device')}")
         if self.num_threads is not None:
             positive("trainer", num_threads=self.num_threads)
         if self.omp_wait_policy not in (None, "passive", "active"):
             raise ConfigError("trainer.omp_wait_policy must be passive, active or null (the "
-                              f"OpenMP library's default), got {self.omp_wait_policy!r}; set "
-                              "trainer.omp_wait_policy=passive")
+                              f"OpenMP library's default), got {self.omp_wait_policy!r}; "
+                              f"{set_default('trainer', self, 'omp_wait_policy')}")
         if self.mapped_pool_mmap_threshold_mb is not None:
             positive("trainer", mapped_pool_mmap_threshold_mb=self.mapped_pool_mmap_threshold_mb)
 
@@ -168,8 +169,8 @@ class TrackingConf:
         non_negative("tracking", retries=self.retries, connect_wait_s=self.connect_wait_s)
         if self.ui_port is not None and not 0 < self.ui_port < 65536:
             raise ConfigError(f"tracking.ui_port must be a port number 1..65535 (or null: a "
-                              f"free one from 5000), got {self.ui_port}; set "
-                              "tracking.ui_port=null")
+                              f"free one from 5000), got {self.ui_port}; "
+                              f"{set_default('tracking', self, 'ui_port')}")
 
 
 # --------------------------------------------------------------------------- oracle
