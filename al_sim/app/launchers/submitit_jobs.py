@@ -192,16 +192,24 @@ class _Waiting(BaseSubmititLauncher):
         """The job's result, or a lost job's report for each job it ran."""
         from submitit.core.utils import UncompletedJobError
 
+        if getattr(job, "_process", None) is not None and not job.paths.result_pickle.exists():
+            # a local job's process has ended on this host: a result it wrote would be here
+            # already, so submitit's wait for a shared file system's lag (15 s) only delays
+            return self._lost(unit, refs, folder, self._no_result(job))
         try:
             return self._returns(unit, job.results()[0])
         except UncompletedJobError:  # cancelled, timed out, killed, node failure
-            process = getattr(job, "_process", None)  # a local job: its exit status says more
-            code = "" if process is None else f", exit status {process.poll()}"
-            why = f"ended with no result ({job.state}{code})"
+            return self._lost(unit, refs, folder, self._no_result(job))
         except Exception as exc:  # noqa: BLE001 - the job itself raised (FailedJobError)
             lines = [line for line in str(exc).splitlines() if line.strip()]
             why = f"raised {lines[-1].strip() if lines else type(exc).__name__}"
         return self._lost(unit, refs, folder, f"{self._EXECUTOR} job {job.job_id} {why}")
+
+    def _no_result(self, job: Any) -> str:
+        """Why a job that ended without a result is lost, with a local job's exit status."""
+        process = getattr(job, "_process", None)
+        code = "" if process is None else f", exit status {process.poll()}"
+        return f"{self._EXECUTOR} job {job.job_id} ended with no result ({job.state}{code})"
 
     def _lost(self, unit: list[int], refs: list[JobRef], folder: Path, why: str
               ) -> dict[int, JobReturn]:
