@@ -164,6 +164,9 @@ class TrackingConf:
     ui_port: int | None = None  # the printed `mlflow ui` command's port; None: one free now
 
     def __post_init__(self) -> None:
+        if not str(self.experiment).strip():
+            raise ConfigError(f"tracking.experiment must be a name, got {self.experiment!r}; "
+                              f"{set_default('tracking', self, 'experiment')}")
         positive("tracking", max_grid_images=self.max_grid_images, http_timeout=self.http_timeout,
                  retry_timeout_s=self.retry_timeout_s, backoff_max_s=self.backoff_max_s)
         non_negative("tracking", retries=self.retries, connect_wait_s=self.connect_wait_s)

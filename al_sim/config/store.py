@@ -21,6 +21,7 @@ from al_sim.config.data import (
 from al_sim.config.derive import locate, typed_node
 from al_sim.config.human import HumanOracleConf
 from al_sim.config.schema import (
+    RESUME_MODES,
     BudgetConf,
     CompareConf,
     Config,
@@ -32,7 +33,6 @@ from al_sim.runtime.errors import ALSimError, ConfigError
 
 T = TypeVar("T")
 
-RESUME_MODES = ("auto", "true", "false")
 # Arguments a model receives from the data rather than from its config (input_size: the
 # image side, given only to models whose constructor takes it).
 MODEL_SUPPLIED = ("in_channels", "n_classes", "input_size")
@@ -111,7 +111,8 @@ def validate(cfg: DictConfig) -> None:
     _check_strategy_name(cfg.strategy)
     _check_cost_model(cfg)
     if str(cfg.resume).lower() not in RESUME_MODES:
-        raise ConfigError(f"resume must be one of {', '.join(RESUME_MODES)}, got {cfg.resume!r}")
+        raise ConfigError(f"resume must be one of {', '.join(RESUME_MODES)}, got {cfg.resume!r}; "
+                          f"set resume={Config.resume}")
 
 
 def _check_cost_model(cfg: DictConfig) -> None:

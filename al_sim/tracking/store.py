@@ -30,7 +30,7 @@ from al_sim.runtime.reading import problem, reading
 from al_sim.tracking.contract import redact, sqlite_file
 from al_sim.tracking.reachability import check_reachable, refused_host
 from al_sim.tracking.retry import RetryPolicy, is_transient, retry
-from al_sim.tracking.store_fixes import driver_fix, store_fix
+from al_sim.tracking.store_fixes import driver_fix, scheme_fix, store_fix
 
 T = TypeVar("T")
 
@@ -77,6 +77,8 @@ def call_with_retries(what: str, fn: Callable[[], T], uri: str,
     except STORE_ERRORS as exc:
         if (refused := refused_host(uri, str(exc))) is not None:
             raise refused from None
+        if (schemes := getattr(exc, "supported_uri_schemes", None)) is not None:
+            raise TrackingError(scheme_fix(redact(uri), schemes)) from None
         first = next((line for line in str(exc).splitlines() if line and not line.startswith(
             "(raised as a result of")), type(exc).__name__)[:300]  # SQLAlchemy's note first
         if len(first) > 200 and ". " in first:  # a paragraph (MLflow's): its first sentence

@@ -18,6 +18,14 @@ def driver_fix(module: str | None) -> str:
     return "pip install the package that provides it"
 
 
+def scheme_fix(uri: str, schemes: list[str]) -> str:
+    """The error of a store URI whose scheme MLflow has no store for (``schemes``: those it has)."""
+    named = ", ".join(f"{s}://" for s in schemes if s)
+    return (f"tracking.uri={uri} is not a store MLflow can open (it opens {named} URIs); set "
+            "tracking.uri=sqlite:///<dir>/mlflow.db or http://<host>:<port>, or set "
+            "tracking.enabled=false")
+
+
 def store_fix(uri: str, exc: BaseException) -> str:
     """What to do about a store that keeps failing: a full disk, a local file, MLflow's file
     store, or a server."""
