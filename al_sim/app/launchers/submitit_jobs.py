@@ -192,7 +192,9 @@ class _Waiting(BaseSubmititLauncher):
         """The job's result, or a lost job's report for each job it ran."""
         from submitit.core.utils import UncompletedJobError
 
-        if getattr(job, "_process", None) is not None and not job.paths.result_pickle.exists():
+        tasks = [job.task(k) for k in range(job.num_tasks)]
+        if getattr(job, "_process", None) is not None and not all(
+                task.paths.result_pickle.exists() for task in tasks):
             # a local job's process has ended on this host: a result it wrote would be here
             # already, so submitit's wait for a shared file system's lag (15 s) only delays
             return self._lost(unit, refs, folder, self._no_result(job))
