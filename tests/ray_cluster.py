@@ -56,6 +56,29 @@ class RayNode:
                              text=True, check=False).stdout
         return [int(p) for p in out.split()]
 
+    @property
+    def exit_log(self) -> Path:
+        """Where ``ray start --block`` writes which of its processes ended unexpectedly."""
+        return self.temp / "session_latest" / "logs" / "ray_process_exit.log"
+
+    def dead(self) -> bool:
+        """Whether ``ray start`` or one of the processes it watches has ended."""
+        with contextlib.suppress(OSError):
+            if self.exit_log.read_text().strip():
+                return True
+        return self.proc.poll() is not None
+
+    def log_tail(self, lines: int = 15) -> str:
+        """The end of this node's ``ray start`` output and of its raylet's logs."""
+        code = self.proc.poll()
+        out = [f"ray start: {'running' if code is None else f'exit status {code}'}"]
+        for log in [self.temp.parent / f"{self.temp.name}.log",
+                    *sorted(self.temp.glob("session_latest/logs/raylet.*")), self.exit_log]:
+            with contextlib.suppress(OSError):
+                text = log.read_text(errors="replace").splitlines()[-lines:]
+                out += [f"--- {log.name}", *text]
+        return "\n".join(out)
+
     def stop(self) -> None:
         """Kill this node's process group and every process named after its temp dir."""
         for pid in [self.proc.pid, *self.pids("")]:
@@ -93,9 +116,15 @@ def two_nodes(root: Path, env: dict[str, str], num_cpus: int = 2
         _wait_port(head.port, head.proc)
         address = f"127.0.0.1:{head.port}"
         nodes.append(RayNode(root, "ray_worker", address, env, num_cpus))
-        deadline = time.monotonic() + JOIN_S
+        deadline, starts = time.monotonic() + JOIN_S, 1
         while len(alive_nodes(address, env)) < 2:
-            assert time.monotonic() < deadline, "the second Ray node never joined"
+            assert time.monotonic() < deadline, \
+                f"the second Ray node never joined:\n{nodes[1].log_tail()}\n{head.log_tail()}"
+            if nodes[1].dead():  # e.g. a port taken since free_port() chose it
+                assert starts < 3, f"the second Ray node exited twice:\n{nodes[1].log_tail()}"
+                nodes[1].stop()
+                nodes[1] = RayNode(root, f"ray_worker{starts}", address, env, num_cpus)
+                starts += 1
             time.sleep(1)
         yield address, nodes[1]
     finally:
