@@ -146,6 +146,9 @@ CASES: dict[str, tuple[Callable[[Path], list[str]], list[str], bool]] = {
     "pickled npz": (_pickled, ["train_labels"], True),
     "archive with an empty pool": (_empty_pool, ["pneumoniamnist.npz", "'train_images' holds no "
                                                  "images", "re-download"], True),
+    "dataset file is a folder": (
+        lambda t: (t / "pneumoniamnist.npz").mkdir() or _medmnist_args(t),
+        ["pneumoniamnist.npz is not a file", "dataset.root="], True),
     "root names a file": (_root_is_a_file, ["pneumoniamnist.npz is not a folder",
                                             "dataset.root="], True),
     "mixed channel counts": (_mixed_channels, ["test"], True),

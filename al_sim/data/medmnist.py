@@ -205,6 +205,10 @@ def read_medmnist(name: str, size: int = 28, root: str | Path = "~/.medmnist",
     path = root / file_name(name, size)
     if download and not path.exists():
         _download(info, name, size, root)
+    if path.exists() and not path.is_file():
+        raise DataError(f"{path} is not a file (a folder, pipe or device); put the MedMNIST "
+                        f"archive {path.name} there, or set dataset.root= to the folder that "
+                        "holds it")
     if not path.is_file():
         where = f"in {root}" if root.is_dir() else f"(the folder {root} does not exist)"
         raise DataError(f"MedMNIST file {path.name} not found {where}; "
