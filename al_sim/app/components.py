@@ -22,7 +22,7 @@ from al_sim.data.base import ALDataset
 from al_sim.label.human_oracle import HumanOracle
 from al_sim.label.panel import Panel
 from al_sim.models import ALModel
-from al_sim.runtime.errors import ConfigError, DataError
+from al_sim.runtime.errors import ConfigError, DataError, out_of_memory
 from al_sim.strategies.base import MULTILABEL_STRATEGIES, Strategy
 
 # The datasets built while a stack runs in this process, by their resolved config: its
@@ -140,6 +140,8 @@ def check_input_size(model_factory: Callable[[int], ALModel], dataset: ALDataset
         with torch.no_grad():
             model(torch.zeros(2, *dataset.image_shape))
     except RuntimeError as exc:
+        if out_of_memory(exc) is not None:  # the images fit the model, not the memory
+            raise
         size = "x".join(map(str, dataset.image_shape[1:]))
         raise ConfigError(
             f"model {model_name} cannot take {size} images "

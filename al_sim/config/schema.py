@@ -95,6 +95,7 @@ class TrainerConf:
     resident_memory_fraction: float = 0.5  # data go to the GPU when <= this share of free memory
     fused_normalise: bool = False  # one multiply-add for uint8 -> normalised float
     mapped_pool_mmap_threshold_mb: float | None = 1.0  # see conf/trainer/default.yaml
+    memory_limit_fraction: float | None = 0.9  # a CPU run's memory cap: this share of the RAM
 
     def __post_init__(self) -> None:
         positive("trainer", epochs=self.epochs, batch_size=self.batch_size, lr=self.lr)
@@ -115,6 +116,11 @@ class TrainerConf:
             raise ConfigError(f"trainer.precision must be fp32, bf16 or fp16, got "
                               f"{self.precision!r}; {set_default('trainer', self, 'precision')}")
         fraction("trainer", low_open=True, resident_memory_fraction=self.resident_memory_fraction)
+        cap = self.memory_limit_fraction
+        if cap is not None and (isinstance(cap, bool) or not 0.0 < cap <= 1.0):
+            raise ConfigError(f"trainer.memory_limit_fraction must be in (0, 1] (or null: no "
+                              f"cap), got {cap}; "
+                              f"{set_default('trainer', self, 'memory_limit_fraction')}")
         if self.batch_size < 2:  # batch norm cannot train on one image: every step skipped
             raise ConfigError(f"trainer.batch_size must be >= 2 (batch norm trains on batches), "
                               f"got {self.batch_size}; set trainer.batch_size=32")

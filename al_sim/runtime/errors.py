@@ -59,9 +59,10 @@ def out_of_memory(exc: BaseException) -> str | None:
             isinstance(exc, RuntimeError) and any(t in str(exc) for t in OUT_OF_MEMORY)):
         return None
     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-    return (f"out of memory: {first}; lower trainer.batch_size or trainer.eval_batch_size, use "
-            "a smaller model, or let the pool stay on disk (dataset.in_memory_max_mb=0 "
-            "memory-maps MedMNIST+ archives)")
+    return (f"out of memory: {first}; lower trainer.batch_size, trainer.eval_batch_size or "
+            "dataset.image_size, use a smaller model, or let the pool stay on disk "
+            "(dataset.in_memory_max_mb=0 memory-maps MedMNIST+ archives); a CPU run stops at "
+            "trainer.memory_limit_fraction of the memory")
 
 
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)  # no space, or the user's quota spent
