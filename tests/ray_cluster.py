@@ -17,13 +17,38 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from al_sim.tracking.mlflow_server import free_port
-
 JOIN_S = 300  # how long the second node may take to join
 
 
 def ray_env(env: dict[str, str]) -> dict[str, str]:
     return {**env, "RAY_USAGE_STATS_ENABLED": "0"}
+
+
+def worker_ports(head: bool) -> range:
+    """The ports a node's worker processes take: this test process's own range, the head's
+    and the second node's apart (never 10002-19999)."""
+    base = 30000 + (os.getpid() * 7 + (0 if head else 211)) % 20000
+    return range(base, base + 201)
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` different free ports outside both nodes' worker ranges: Ray refuses to start a
+    node whose ports repeat or fall in its worker range (``ray start`` exits 1), and one
+    ``free_port()`` after another can give the same port twice or one in the range."""
+    avoid = set(worker_ports(True)) | set(worker_ports(False))
+    held: list[socket.socket] = []
+    ports: list[int] = []
+    try:
+        while len(ports) < n:
+            sock = socket.socket()
+            held.append(sock)  # held open until all are chosen: no port twice
+            sock.bind(("127.0.0.1", 0))
+            if (port := sock.getsockname()[1]) not in avoid:
+                ports.append(port)
+    finally:
+        for sock in held:
+            sock.close()
+    return ports
 
 
 class RayNode:
@@ -32,21 +57,22 @@ class RayNode:
     def __init__(self, root: Path, name: str, head: str | None, env: dict[str, str],
                  num_cpus: int = 2) -> None:
         self.temp = root / name
-        self.port = free_port()
-        base = 30000 + (os.getpid() * 7 + (0 if head is None else 211)) % 20000
+        flags = ["--node-manager-port", "--object-manager-port", "--metrics-export-port",
+                 "--runtime-env-agent-port", "--dashboard-agent-grpc-port",
+                 "--dashboard-agent-listen-port"]
+        self.port, dashboard, *ports = free_ports(len(flags) + 2)
+        workers = worker_ports(head is None)
         # the head's dashboard port too (its process runs without the UI): another Ray on this
         # machine (a second test worker's) holds the default, 8265
         where = ["--head", "--port", str(self.port), "--include-dashboard=false",
-                 "--dashboard-port", str(free_port())] if head is None else ["--address", head]
-        ports = ["--node-manager-port", "--object-manager-port", "--metrics-export-port",
-                 "--runtime-env-agent-port", "--dashboard-agent-grpc-port",
-                 "--dashboard-agent-listen-port"]
+                 "--dashboard-port", str(dashboard)] if head is None else ["--address", head]
         args = [str(Path(sys.executable).parent / "ray"), "start", "--block", *where,
                 "--num-cpus", str(num_cpus), "--node-ip-address", "127.0.0.1",
                 "--disable-usage-stats", "--temp-dir", str(self.temp),
-                "--min-worker-port", str(base), "--max-worker-port", str(base + 200)]
-        for flag in ports:
-            args += [flag, str(free_port())]
+                "--min-worker-port", str(workers.start), "--max-worker-port",
+                str(workers.stop - 1)]
+        for flag, port in zip(flags, ports, strict=True):
+            args += [flag, str(port)]
         self.proc = subprocess.Popen(args, env=ray_env(env),
                                      stdout=(root / f"{name}.log").open("a"),
                                      stderr=subprocess.STDOUT, start_new_session=True)
@@ -120,7 +146,7 @@ def two_nodes(root: Path, env: dict[str, str], num_cpus: int = 2
         while len(alive_nodes(address, env)) < 2:
             assert time.monotonic() < deadline, \
                 f"the second Ray node never joined:\n{nodes[1].log_tail()}\n{head.log_tail()}"
-            if nodes[1].dead():  # e.g. a port taken since free_port() chose it
+            if nodes[1].dead():  # e.g. a port another process took since it was chosen
                 assert starts < 3, f"the second Ray node exited twice:\n{nodes[1].log_tail()}"
                 nodes[1].stop()
                 nodes[1] = RayNode(root, f"ray_worker{starts}", address, env, num_cpus)
