@@ -178,8 +178,10 @@ def run_here(args: list[str], cwd: Path, module: str = "al_sim.run",
     global random states are restored after; a call past ``timeout`` ends the worker with
     every thread's traceback rather than hanging the suite."""
     from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
 
     saved_env, saved_cwd, saved_argv = dict(os.environ), os.getcwd(), sys.argv[:]
+    saved_hydra = HydraConfig.instance().cfg  # a multirun's stays set after it: sweep_context()
     saved_signals = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     root = logging.getLogger()
     saved_log = (root.level, root.handlers[:])
@@ -221,6 +223,7 @@ def run_here(args: list[str], cwd: Path, module: str = "al_sim.run",
                 handler.close()
         root.setLevel(saved_log[0])
         GlobalHydra.instance().clear()
+        HydraConfig.instance().cfg = saved_hydra
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(deterministic)
         random.setstate(rng[0])
@@ -312,12 +315,17 @@ def refusal(overrides: list[str], launch_dir: Path, store: bool = True) -> str:
     or a run that is not refused fails the test. ``store``: start from an empty MLflow store
     in ``launch_dir``, as :func:`run_cli` does (False: to see whether the run creates one).
     """
+    from hydra.core.hydra_config import HydraConfig
+
     from al_sim.run import error_line, execute
 
     if store:
         seed_store(launch_dir, overrides, cli_env())
     run_dir = next((Path(o.split("=", 1)[1]) for o in overrides
                     if o.startswith("hydra.run.dir=")), launch_dir / "run")
+    # a single run: no Hydra job config left set by an earlier test's in-process sweep or stack
+    # (Hydra's run_job leaves it), whose sweep would lend this run its MLflow experiment
+    saved, HydraConfig.instance().cfg = HydraConfig.instance().cfg, None
     try:
         cfg = compose_config([o for o in overrides if not o.startswith("hydra.")])
         execute(cfg, run_dir, launch_dir)
@@ -325,6 +333,8 @@ def refusal(overrides: list[str], launch_dir: Path, store: bool = True) -> str:
         line = error_line(exc)
         assert line is not None, f"a bug, not a user error: {type(exc).__name__}: {exc}"
         return line
+    finally:
+        HydraConfig.instance().cfg = saved
     raise AssertionError(f"not refused: {overrides}")
 
 
