@@ -147,7 +147,8 @@ def two_nodes(root: Path, env: dict[str, str], num_cpus: int = 2
             assert time.monotonic() < deadline, \
                 f"the second Ray node never joined:\n{nodes[1].log_tail()}\n{head.log_tail()}"
             if nodes[1].dead():  # e.g. a port another process took since it was chosen
-                assert starts < 3, f"the second Ray node exited twice:\n{nodes[1].log_tail()}"
+                assert starts < 3, \
+                    f"the second Ray node died on all {starts} starts:\n{nodes[1].log_tail()}"
                 nodes[1].stop()
                 nodes[1] = RayNode(root, f"ray_worker{starts}", address, env, num_cpus)
                 starts += 1

@@ -192,9 +192,8 @@ class _Waiting(BaseSubmititLauncher):
         """The job's result, or a lost job's report for each job it ran."""
         from submitit.core.utils import UncompletedJobError
 
-        tasks = [job.task(k) for k in range(job.num_tasks)]
         if getattr(job, "_process", None) is not None and not all(
-                task.paths.result_pickle.exists() for task in tasks):
+                job.task(k).paths.result_pickle.exists() for k in range(job.num_tasks)):
             # a local job's process has ended on this host: a result it wrote would be here
             # already, so submitit's wait for a shared file system's lag (15 s) only delays
             return self._lost(unit, refs, folder, self._no_result(job))
