@@ -230,7 +230,7 @@ class RunDirWriter(RunCallback):
 
     def _grid(self, record: QueryRecord, dataset: ALDataset) -> Path:
         show = record.indices[: self.max_grid_images]
-        images = dataset.pool_x[np.asarray(show, dtype=np.int64)].numpy()
+        images = [dataset.pool_x[int(i)].numpy() for i in show]  # views: cut before copied
         captions = []
         for idx, score, given in zip(show, record.scores, record.oracle_labels, strict=False):
             text = f"#{int(idx)} {dataset.task.describe(given)}"

@@ -14,6 +14,10 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from al_sim.runtime.files import atomic_write  # noqa: E402
 
+TILE_IN = (1.3, 1.45)  # a query-grid tile's width and height in inches, its caption included
+GRID_DPI = 90
+OVERSAMPLE = 2  # image pixels kept per drawn pixel of a tile
+
 
 def learning_curve(
     n_labeled: Sequence[int], curves: dict[str, Sequence[float]], path: Path, title: str = ""
@@ -33,32 +37,35 @@ def learning_curve(
 
 
 def query_grid(
-    images: np.ndarray,
+    images: np.ndarray | Sequence[np.ndarray],
     captions: Sequence[str],
     path: Path,
     title: str = "",
 ) -> Path:
-    """Save a grid of uint8 images ``N x C x H x W`` with one caption each; a volume
-    (``N x C x D x H x W``) is shown as its three orthogonal mid slices side by side.
+    """Save a grid of uint8 images ``C x H x W`` with one caption each; a volume
+    (``C x D x H x W``) is shown as its three orthogonal mid slices side by side.
 
-    The tiles go into one mosaic drawn on a single axes: one image artist
+    Each image is first cut to :func:`thumbnail` size, so large images cost what the drawn
+    tiles need. The tiles go into one mosaic drawn on a single axes: one image artist
     instead of one axes per tile keeps this cheap enough to run every round.
     """
-    if images.ndim == 5:
-        images = np.stack([mid_slices(v) for v in images]) if len(images) else \
-            np.zeros((0, images.shape[1], 1, 3), dtype=np.uint8)
-    n, c, h, w = images.shape
+    tiles = [thumbnail(img) for img in images]
+    tiles = [mid_slices(t) if t.ndim == 4 else t for t in tiles]
+    n = len(tiles)
+    c, h, w = (max(t.shape[i] for t in tiles) for i in range(3)) if n else (1, 1, 3)
     cols = min(8, max(n, 1))
     rows = max(1, math.ceil(n / cols))
     pad, band = max(2, h // 14), max(8, h // 2)  # gap between tiles, caption band under each
     mosaic = np.full((rows * (h + pad + band), cols * (w + pad), c), 255, dtype=np.uint8)
-    for i, img in enumerate(images):
+    for i, img in enumerate(tiles):
         r, q = divmod(i, cols)
         y, x = r * (h + pad + band), q * (w + pad)
-        mosaic[y : y + h, x : x + w] = np.transpose(img, (1, 2, 0))
+        th, tw = img.shape[1:]
+        mosaic[y : y + th, x : x + tw] = np.transpose(img, (1, 2, 0))
+    tile_w, tile_h = TILE_IN
     head = 0.16 * (title.count("\n") + 1) + 0.1 if title else 0.0  # inches for the title
-    fig = Figure(figsize=(1.3 * cols, 1.45 * rows + head), dpi=90)
-    ax = fig.add_axes((0, 0, 1, 1 - head / (1.45 * rows + head)))
+    fig = Figure(figsize=(tile_w * cols, tile_h * rows + head), dpi=GRID_DPI)
+    ax = fig.add_axes((0, 0, 1, 1 - head / (tile_h * rows + head)))
     ax.imshow(mosaic[..., 0] if c == 1 else mosaic, cmap="gray" if c == 1 else None,
               vmin=0, vmax=255, interpolation="nearest")
     ax.axis("off")
@@ -69,6 +76,15 @@ def query_grid(
     if title:
         fig.suptitle(title, fontsize=8)
     return _save(fig, path)
+
+
+def thumbnail(image: np.ndarray) -> np.ndarray:
+    """``image`` (``C x H x W``, or a ``C x D x H x W`` volume) strided to at most
+    ``OVERSAMPLE`` pixels per pixel its grid tile is drawn with: a view, not a copy."""
+    drawn = int(TILE_IN[0] * GRID_DPI)
+    across = max(image.shape[1:]) * (3 if image.ndim == 4 else 1)  # a volume: 3 slices across
+    step = max(1, math.ceil(across / (OVERSAMPLE * drawn)))
+    return image[(slice(None),) + (slice(None, None, step),) * (image.ndim - 1)]
 
 
 def mid_slices(volume: np.ndarray) -> np.ndarray:
