@@ -13,13 +13,18 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from al_sim.config.composition import check_known_keys, composition_error_line
+from al_sim.config.composition import (
+    check_bool_overrides,
+    check_known_keys,
+    composition_error_line,
+)
 from al_sim.config.schema import DEFAULT_EXPERIMENT, CompareConf
 from al_sim.config.store import register_configs
 from al_sim.report.reader import RunReader
@@ -30,12 +35,15 @@ from al_sim.tracking.contract import tracking_uri
 COMPARE_CONFIG = "conf/compare.yaml"
 
 
-def cli(cfg: DictConfig, launch_dir: Path, experiment_given: bool = False) -> int:
+def cli(cfg: DictConfig, launch_dir: Path, experiment_given: bool = False,
+        overrides: Sequence[str] = ()) -> int:
     """Report for a composed config; the exit status (2 after one ``error:`` line).
     ``experiment_given=False``: tracking.experiment was left at its default, so the sweep is
-    looked for in every experiment (a sweep logs into its own, see SweepCallback)."""
+    looked for in every experiment (a sweep logs into its own, see SweepCallback);
+    ``overrides``: the command line's, whose true/false values are checked."""
     try:
         check_known_keys(cfg, top=COMPARE_CONFIG)  # an appended typo is refused, not ignored
+        check_bool_overrides(cfg, overrides)
         conf = OmegaConf.to_object(cfg)
         assert isinstance(conf, CompareConf)
         reader = RunReader(tracking_uri(conf.tracking.uri, launch_dir), conf.tracking.http_timeout)
@@ -55,9 +63,10 @@ def cli(cfg: DictConfig, launch_dir: Path, experiment_given: bool = False) -> in
 
 def report(cfg: DictConfig) -> None:
     """Hydra task: one report."""
-    given = any(o.lstrip("+~").split("=", 1)[0] == "tracking.experiment"
-                for o in HydraConfig.get().overrides.task)
-    status = cli(cfg, Path(hydra.utils.get_original_cwd()), experiment_given=given)
+    overrides = list(HydraConfig.get().overrides.task)
+    given = any(o.lstrip("+~").split("=", 1)[0] == "tracking.experiment" for o in overrides)
+    status = cli(cfg, Path(hydra.utils.get_original_cwd()), experiment_given=given,
+                 overrides=overrides)
     if status:
         sys.exit(status)
 

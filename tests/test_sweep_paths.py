@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,8 @@ from omegaconf import open_dict
 
 from al_sim.app.sweep_callback import SweepCallback
 from al_sim.app.sweep_checks import check_sweep_config, swept_groups
+from al_sim.config.composition import check_bool_overrides
+from al_sim.runtime.errors import ConfigError
 from tests.conftest import compose_config
 
 
@@ -237,3 +240,37 @@ def test_a_store_down_at_the_sweeps_end_still_reports_the_failed_jobs(tmp_path: 
     err = capsys.readouterr().err
     assert "note: the sweep's parent MLflow run p1d could not be closed" in err
     assert "  job 1 [seed=1]: error: boom" in err
+
+
+@pytest.mark.parametrize("value", ["true", "false", "yes", "Off", "0", "1"])
+def test_a_bool_word_or_0_1_is_taken(value: str) -> None:
+    cfg = compose_config([f"progress={value}"])
+    check_bool_overrides(cfg, [f"progress={value}", f"tracking.enabled={value},true",
+                               "experiment=screening", "+a.b=1", "hydra.job.chdir=false"])
+
+
+@pytest.mark.parametrize(("override", "said"), [
+    ("progress=2", "progress is true or false, got 2 (progress=2)"),
+    ("tracking.enabled=true,-1", "tracking.enabled is true or false, got -1"),
+    ("trainer.deterministic='2'", "trainer.deterministic is true or false, got '2'")])
+def test_another_value_for_a_bool_is_refused_not_read_as_true(override: str, said: str) -> None:
+    """OmegaConf reads any integer but 0 as true: ``progress=2`` ran with progress on."""
+    with pytest.raises(ConfigError, match=re.escape(said)):
+        check_bool_overrides(compose_config([]), ["seed=0", override])
+
+
+def test_a_bool_given_2_stops_a_single_run_and_a_sweep_before_their_dirs(
+        tmp_path: Path, capsys) -> None:
+    cfg = compose_config([], hydra=True)
+    with open_dict(cfg):
+        cfg.hydra.sweep.dir = str(tmp_path / "multirun")
+        cfg.hydra.overrides.task = ["tracking.query_grids=true,2", "seed=0,1"]
+    for start in (SweepCallback().on_run_start, SweepCallback().on_multirun_start):
+        with pytest.raises(SystemExit) as exit_:
+            start(cfg)
+        assert exit_.value.code == 2
+        [line] = capsys.readouterr().err.strip().splitlines()
+        assert line == ("error: tracking.query_grids is true or false, got 2 "
+                        "(tracking.query_grids=true,2); set tracking.query_grids=true or "
+                        "tracking.query_grids=false")
+    assert not (tmp_path / "multirun").exists()

@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from al_sim.app.launchers.common import check_n_jobs, check_time_limit
 from al_sim.app.launchers.stack_plan import STACK_KNOBS
-from al_sim.config.composition import check_known_keys
+from al_sim.config.composition import check_bool_overrides, check_known_keys
 from al_sim.config.derive import locate
 from al_sim.config.store import validate_schemas
 from al_sim.runtime.errors import EXIT_USER_ERROR, ALSimError, ConfigError
@@ -79,6 +79,7 @@ def check_sweep_config(config: DictConfig) -> None:
         check_no_repeats(overrides)
         check_launcher(config.hydra.launcher)
         check_known_keys(config, skip={*swept, "dataset"})
+        check_bool_overrides(config, overrides)
         if "dataset" not in swept:
             validate_schemas(config, groups=("dataset",))
     except ALSimError as exc:

@@ -12,7 +12,7 @@ import difflib
 from collections.abc import Collection, Iterable, Iterator
 
 from hydra.errors import HydraException, OverrideParseException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import BooleanNode, DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from al_sim.runtime.errors import ALSimError, ConfigError
@@ -126,3 +126,32 @@ def _override_key_message(exc: BaseException, top: str) -> str | None:
     typed = isinstance(kind, type) and dataclasses.is_dataclass(kind)
     return unknown_key_message(str(path), parent.keys(), top=top,
                                table=not typed and TARGET not in parent)
+
+
+BOOL_WORDS = ("true", "false", "yes", "no", "on", "off")  # what OmegaConf reads as a bool
+
+
+def check_bool_overrides(config: DictConfig, overrides: Iterable[str]) -> None:
+    """ConfigError for an override giving a true/false setting anything but a bool word or
+    0/1 (each value of a sweep too): OmegaConf reads any other integer, ``2`` or ``-1``, as
+    true, so a mistyped value would run silently."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    for override in OverridesParser.create().parse_overrides(list(overrides)):
+        if override.is_delete():
+            continue
+        parent, _, leaf = override.key_or_group.rpartition(".")
+        node = OmegaConf.select(config, parent, default=None) if parent else config
+        if not isinstance(node, DictConfig) or leaf not in node \
+                or not isinstance(node._get_node(leaf), BooleanNode):  # a group's choice: no key
+            continue
+        if override.is_interval_sweep():
+            continue  # a search space of floats: Hydra's sweeper refuses it for a bool
+        values = list(override.sweep_iterator()) if override.is_sweep_override() \
+            else [override.value()]
+        for value in values:
+            if not (isinstance(value, bool) or value in (0, 1)
+                    or str(value).lower() in BOOL_WORDS):
+                raise ConfigError(f"{override.key_or_group} is true or false, got {value!r} "
+                                  f"({override.input_line}); set {override.key_or_group}=true "
+                                  f"or {override.key_or_group}=false")
