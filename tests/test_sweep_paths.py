@@ -79,6 +79,14 @@ def test_a_worker_count_joblib_cannot_take_is_one_config_error(n_jobs: object) -
      "a hydra.launcher setting is refused by joblib: pre_dispatch=0 must be"),  # built on joblib
     (["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=0"],
      "hydra.launcher.timeout_min=0 is not a time limit"),
+    (["hydra/launcher=joblib", "+hydra.launcher.njobs=4"],  # joblib's backend ignored it
+     "hydra.launcher.njobs is not a setting: hydra.launcher has no key 'njobs' "
+     "(conf/hydra/launcher/); did you mean hydra.launcher.n_jobs?"),
+    (["hydra/launcher=al_stack", "+hydra.launcher.stack_sizes=4"],  # an untyped launcher
+     "hydra.launcher.stack_sizes is not a setting: hydra.launcher has no key 'stack_sizes' "
+     "(conf/hydra/launcher/); did you mean hydra.launcher.stack_size?"),
+    (["hydra/launcher=al_submitit_local", "+hydra.launcher.stack_size=4"],  # not a stack's
+     "hydra.launcher.stack_size is not a setting"),
     (["hydra/launcher=submitit_slurm", "hydra.launcher.timeout_min=1",
       "hydra.launcher.signal_delay_s=120"],
      "hydra.launcher.timeout_min=1 is not longer than hydra.launcher.signal_delay_s=120")])

@@ -8,6 +8,7 @@ or MLflow run exists, as a single run's is; a swept group's settings are checked
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import sys
@@ -16,12 +17,18 @@ from omegaconf import DictConfig, OmegaConf
 
 from al_sim.app.launchers.common import check_n_jobs, check_time_limit
 from al_sim.app.launchers.stack_plan import STACK_KNOBS
-from al_sim.config.composition import check_bool_overrides, check_known_keys
+from al_sim.config.composition import (
+    check_bool_overrides,
+    check_known_keys,
+    unknown_key_message,
+    unknown_keys,
+)
 from al_sim.config.derive import locate
 from al_sim.config.store import validate_schemas
 from al_sim.runtime.errors import EXIT_USER_ERROR, ALSimError, ConfigError
 
 log = logging.getLogger("al_sim")
+LAUNCHER = "hydra.launcher"
 
 
 def _sweep_overrides(config: DictConfig) -> list[str]:
@@ -94,24 +101,41 @@ def check_launcher(launcher: DictConfig) -> None:
     submitit launchers included (else joblib's ValueError, or submitit jobs that all end
     without a result, after the sweep started)."""
     target = str(launcher.get("_target_", ""))
+    stack = _built_on(target, "StackPlanner")  # its knobs are beside its base's schema
+    for key, known in unknown_keys(launcher, f"{LAUNCHER}."):  # appended with +
+        if not (stack and key.rpartition(".")[2] in STACK_KNOBS):
+            raise ConfigError(unknown_key_message(key, known))
     if "n_jobs" in launcher:
         check_n_jobs(launcher.n_jobs)
-    if _runs_on_joblib(target):
+    if _built_on(target, "JoblibLauncher"):  # Hydra's joblib launcher, al_joblib, al_stack
+        if OmegaConf.get_type(launcher) is dict:  # no schema to have checked its keys
+            _check_joblib_keys(launcher)
         _check_joblib_settings(launcher)
     if "timeout_min" in launcher:
         check_time_limit(launcher.timeout_min, launcher.get("signal_delay_s", 0),
                          slurm="slurm" in target.lower())
 
 
-def _runs_on_joblib(target: str) -> bool:
-    """Whether the launcher is Hydra's joblib launcher or built on it (al_joblib, al_stack)."""
+def _built_on(target: str, base_name: str) -> bool:
+    """Whether the launcher class ``target`` is, or derives from, a class named ``base_name``."""
     try:
         cls = locate(target)
     except ConfigError:
         return False  # Hydra names the launcher it cannot find
     # by name: Hydra re-executes its plugin modules when it scans them, so the class that
     # al_sim's launchers subclass may not be the one importable now
-    return any(base.__name__ == "JoblibLauncher" for base in getattr(cls, "__mro__", ()))
+    return any(base.__name__ == base_name for base in getattr(cls, "__mro__", ()))
+
+
+def _check_joblib_keys(launcher: DictConfig) -> None:
+    """An untyped launcher built on joblib's (al_stack) takes joblib's keys and the stack's:
+    ConfigError for any other (joblib would pass it to its backend, which ignores it)."""
+    from hydra_plugins.hydra_joblib_launcher.config import JobLibLauncherConf
+
+    known = [f.name for f in dataclasses.fields(JobLibLauncherConf)] + list(STACK_KNOBS)
+    for key in map(str, launcher):
+        if key not in known:
+            raise ConfigError(unknown_key_message(f"{LAUNCHER}.{key}", known))
 
 
 def _check_joblib_settings(launcher: DictConfig) -> None:
