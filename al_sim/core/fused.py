@@ -85,8 +85,9 @@ def _fuse_leaf(parts: Sequence[nn.Module]) -> nn.Module | None:
         norm.running_var = _cat(parts, "running_var")
         norm.num_batches_tracked = None  # each member's count is kept by the stack
         return norm
-    if type(first) is nn.Linear:
-        return FusedLinear(parts)  # type: ignore[arg-type]
+    linears = [p for p in parts if type(p) is nn.Linear]
+    if type(first) is nn.Linear and len(linears) == len(parts):
+        return FusedLinear(linears)
     raise UnfusableError(f"no fused form for {type(first).__name__}")
 
 

@@ -161,7 +161,8 @@ def fit_lockstep(trainer: Trainer, models: Sequence[ALModel], xs: Sequence[Image
     weights = [trainer._class_weights(lab[t], n_classes)
                for lab, t in zip(labels, train_idx, strict=True)]
     stack = stack_of(trainer, models, xs[0][:2])
-    w_stack = None if weights[0] is None else torch.stack(weights)  # type: ignore[arg-type]
+    given = [w for w in weights if w is not None]  # all or none: one config for the stack
+    w_stack = torch.stack(given) if given else None
     optimiser = torch.optim.AdamW(stack.params, lr=conf.lr, weight_decay=conf.weight_decay)
     per_epoch = math.ceil(len(train_idx[0]) / conf.batch_size)
     epochs = max(conf.epochs, math.ceil(conf.min_steps / per_epoch))
@@ -225,7 +226,8 @@ def _early_stop(trainer: Trainer, stack: AnyStack, xs: Sequence[Images], labels:
     """Each active member's held-out loss: a better one is kept, patience ran out -> masked."""
     if splits[0][1] is None:
         return
-    val_x = [x[v.to(x.device)] for x, (_t, v) in zip(xs, splits, strict=True) if v is not None]
+    val_x: list[Images] = [x[v.to(x.device)] for x, (_t, v) in zip(xs, splits, strict=True)
+                           if v is not None]
     logits = map_members(trainer, stack, val_x, "forward")
     for k in range(stack.size):
         if not active[k]:
@@ -242,13 +244,13 @@ def _early_stop(trainer: Trainer, stack: AnyStack, xs: Sequence[Images], labels:
             active[k] = False
 
 
-def map_members(trainer: Trainer, stack: AnyStack, x: Images | Sequence[Images], name: str,
+def map_members(trainer: Trainer, stack: AnyStack, x: Images | list[Images], name: str,
                 dropout: bool = False,
                 post: Callable[[torch.Tensor], torch.Tensor] | None = None) -> np.ndarray:
     """``model.<name>`` of every member in eval mode, ``K x N x ...``: on one shared ``x`` (the
     pool passed once, preprocessed once) or on each member's own ``x[k]`` (a list)."""
-    own = list(x) if isinstance(x, list) else None
-    first: Images = own[0] if own is not None else x  # type: ignore[assignment]
+    own = x if isinstance(x, list) else None
+    first = x[0] if isinstance(x, list) else x
     stack.train(False)
     if dropout:
         for module in (stack.base if isinstance(stack, Stack) else stack.module).modules():

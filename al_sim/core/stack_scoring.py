@@ -47,8 +47,9 @@ def side_by_side(asks: Sequence[Ask]) -> bool:
 
 def describe(source: Source, asks: Sequence[Ask]) -> str:
     """The rows of a joint pass in words (for its stderr line)."""
-    if side_by_side(asks):
-        return f"{len(asks[0][0])} {source.key[1]} rows each"  # type: ignore[arg-type]
+    first = asks[0][0] if asks else None
+    if side_by_side(asks) and first is not None:
+        return f"{len(first)} {source.key[1]} rows each"
     union = rows_of(source, asks)
     return f"{source.size if union is None else len(union)} {source.key[1]} rows"
 
@@ -60,9 +61,8 @@ def score_members(trainer: Trainer, models: Sequence[ALModel], source: Source,
     ask as many, else the union of the rows shared by all."""
     own = side_by_side(asks)
     union = None if own else rows_of(source, asks)
-    x = None if own else source.take(union)
     xs = [source.rows(np.asarray(idx)) for idx, _need in asks] if own else []  # lazy rows
-    first: Images = xs[0] if own else x  # type: ignore[assignment]
+    first: Images = xs[0] if own else source.take(union)
     n = len(first)
     if n == 0:
         return [trainer.score(m, source, idx, need) for m, (idx, need) in zip(models, asks,

@@ -11,6 +11,7 @@ one without pixel data or a multi-frame one, a DataError names the file.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -43,12 +44,11 @@ def _window(x: np.ndarray, centre: float, width: float) -> np.ndarray:
         (x > centre - 0.5).astype(np.float64))
 
 
-def _first(value: object) -> float:
+def _first(value: float | str | Sequence[float]) -> float:
     """A window value that may be multi-valued (several presets): the first."""
-    try:
-        return float(value[0])  # type: ignore[index]
-    except TypeError:
-        return float(value)  # type: ignore[arg-type]
+    if isinstance(value, str) or not isinstance(value, Sequence):
+        return float(value)
+    return float(value[0])
 
 
 def _scaled(x: np.ndarray) -> np.ndarray:

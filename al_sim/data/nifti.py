@@ -46,6 +46,7 @@ def load_nifti(path: Path, max_voxels: int) -> tuple[np.ndarray, tuple[float, ..
     as the header states it (mm; checked where it is used: ``dataset.spacing``)."""
     import nibabel as nib
     from nibabel.filebasedimages import ImageFileError
+    from nibabel.spatialimages import SpatialImage
 
     fix = "replace it or re-save it with nibabel/ITK-SNAP"
     try:
@@ -53,7 +54,9 @@ def load_nifti(path: Path, max_voxels: int) -> tuple[np.ndarray, tuple[float, ..
     except (ImageFileError, EOFError, OSError, ValueError, zlib.error) as exc:
         raise DataError(f"{path}: not a readable NIfTI file ({type(exc).__name__}: "
                         f"{str(exc)[:200]}); {fix}") from None
-    shape = tuple(int(s) for s in img.shape)  # type: ignore[attr-defined]
+    if not isinstance(img, SpatialImage):  # nibabel reads other formats too
+        raise DataError(f"{path}: not a NIfTI volume (read as {type(img).__name__}); {fix}")
+    shape = tuple(int(s) for s in img.shape)
     if len(shape) == 4 and shape[3] == 1:
         shape = shape[:3]
     if len(shape) != 3:

@@ -11,6 +11,8 @@ share of images is ambiguous. Vectorised numpy, deterministic by seed.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 
@@ -74,9 +76,9 @@ def generate_chest(n: int, size: int, prevalence: list[float], co_occurrence: fl
     return _render(y, size, difficulty, rng), y
 
 
-def load_synthetic_chest(**cfg: object) -> ALDataset:
+def load_synthetic_chest(**cfg: Any) -> ALDataset:
     """Build the dataset from its config fields (see ``SyntheticChestDatasetConf``)."""
-    conf = SyntheticChestDatasetConf(**cfg)  # type: ignore[arg-type]
+    conf = SyntheticChestDatasetConf(**cfg)
     pool_seed, test_seed, noise_seed = np.random.SeedSequence(conf.seed).generate_state(3)
     args = (conf.image_size, list(conf.prevalence), conf.co_occurrence, conf.difficulty)
     pool_x, pool_y = generate_chest(conf.n_pool, *args, seed=int(pool_seed))

@@ -14,9 +14,13 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
+
+if TYPE_CHECKING:
+    from nibabel import Nifti1Image
 
 VOLUMES_DIR = "volumes"
 NIFTI_SUFFIX = ".nii.gz"
@@ -43,11 +47,19 @@ def write_volume(path: Path, voxels: np.ndarray,
     nib.save(img, path)
 
 
-def read_volume(path: Path) -> np.ndarray:
-    """A batch volume back as float32 ``D x H x W``."""
+def _batch_image(path: Path) -> Nifti1Image:
+    """The NIfTI image of a batch volume (as :func:`write_volume` wrote it)."""
     import nibabel as nib
 
-    data = nib.load(path).get_fdata(dtype=np.float32)  # type: ignore[attr-defined]
+    img = nib.load(path)
+    if not isinstance(img, nib.Nifti1Image):
+        raise ValueError(f"{path}: not the NIfTI volume a batch holds ({type(img).__name__})")
+    return img
+
+
+def read_volume(path: Path) -> np.ndarray:
+    """A batch volume back as float32 ``D x H x W``."""
+    data = _batch_image(path).get_fdata(dtype=np.float32)
     return np.ascontiguousarray(np.asarray(data, dtype=np.float32).transpose(2, 1, 0))
 
 
@@ -80,12 +92,10 @@ def slice_png(voxels: np.ndarray, plane: str, index: int,
 def volume_info(path: Path) -> dict:
     """``shape`` ``[D, H, W]`` of a batch volume, and its default ``window`` [centre, width]
     when the header has a display range (from the header: no voxels read)."""
-    import nibabel as nib
-
-    img = nib.load(path)
-    x, y, z = img.shape[:3]  # type: ignore[attr-defined]
+    img = _batch_image(path)
+    x, y, z = img.shape[:3]
     out: dict = {"shape": [int(z), int(y), int(x)]}
-    low, high = (float(img.header[k]) for k in ("cal_min", "cal_max"))  # type: ignore[index]
+    low, high = (float(img.header[k]) for k in ("cal_min", "cal_max"))
     if high > low:
         out["window"] = [(low + high) / 2.0, high - low]
     return out

@@ -53,8 +53,9 @@ class AlStackRayLauncher(StackPlanner, AlRayLauncher):
         super().__init__(**params)
 
     def _remote(self) -> dict[str, Any]:
-        remote = self.ray_cfg.get("remote") or {}
-        return dict(OmegaConf.to_container(remote, resolve=True))  # type: ignore[arg-type]
+        remote = self.ray_cfg.get("remote")
+        container = OmegaConf.to_container(remote, resolve=True) if remote else {}
+        return {str(k): v for k, v in container.items()} if isinstance(container, dict) else {}
 
     def stack_workers(self) -> int:
         """Stack tasks the cluster runs at once: its CPUs over each task's ``num_cpus``."""

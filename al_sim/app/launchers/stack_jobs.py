@@ -69,6 +69,7 @@ class _Stacked(StackPlanner):
         return dict(value)
 
     def launch(self, job_overrides: Any, initial_job_idx: int) -> list[JobReturn]:
+        # a mixin: launch is the submitit launcher's that it comes before (AlSlurmLauncher's)
         returns = super().launch(job_overrides, initial_job_idx)  # type: ignore[misc]
         jobs, stacks = self._stacked
         print(f"{jobs} job(s) ran as {stacks} stack job(s)", file=sys.stderr, flush=True)
@@ -87,6 +88,7 @@ class _Stacked(StackPlanner):
         Singleton.set_state(singleton_state)
         setup_globals()
         stack_job = submitit.JobEnvironment().job_id
+        # task_function: set by Hydra on the submitit launcher this mixin is part of
         config, context, task = self.config, self.hydra_context, self.task_function  # type: ignore[attr-defined]
 
         def execute(num: int, overrides: list[str]) -> JobReturn:
