@@ -29,7 +29,7 @@ from al_sim.app.sweep_callback import (
     mark_job_failed,
     sweep_context,
 )
-from al_sim.config.composition import check_bool_overrides, composition_error_line
+from al_sim.config.composition import composition_error_line
 from al_sim.config.store import (
     enabled_nodes,
     flat_params,
@@ -136,9 +136,8 @@ def execute(cfg: DictConfig, run_dir: Path, launch_dir: Path, parallel_jobs: int
     if sweep is not None and sweep.experiment and cfg.tracking.experiment != sweep.experiment:
         with open_dict(cfg):  # the study's own experiment, chosen by the sweep (SweepCallback)
             cfg.tracking.experiment = sweep.experiment
-    if HydraConfig.initialized():  # a job's own values: a swept group's keys included
-        check_bool_overrides(cfg, HydraConfig.get().overrides.task)
-    validate(cfg)
+    # a job's own values (a swept group's keys included) and the constructors' knobs
+    validate(cfg, HydraConfig.get().overrides.task if HydraConfig.initialized() else ())
     params = flat_params(cfg)
     lock = RunDirLock(run_dir).acquire()  # one owner per run dir, for the whole run
     try:

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from al_sim.config.annotators import PANEL, PanelOracleConf
-from al_sim.config.composition import check_known_keys
+from al_sim.config.composition import check_bool_overrides, check_known_keys
 from al_sim.config.data import (
     FolderDatasetConf,
     MedMNISTDatasetConf,
@@ -86,25 +86,33 @@ def validate_schemas(cfg: DictConfig, groups: Sequence[str] = SCHEMA_GROUPS) -> 
             OmegaConf.to_object(node)
 
 
-def validate(cfg: DictConfig) -> None:
-    """Check every group (types, ranges); ConfigError names the field.
-
-    Imports the strategy and model modules to read their signatures and builds
-    each once, so their constructors' own checks run before any data is read.
-    """
-    check_known_keys(cfg, skip=SCHEMA_GROUPS)  # nothing appended is ignored; the typed
-    validate_schemas(cfg)  # groups' keys are checked here
+def type_targets(cfg: DictConfig) -> None:
+    """The strategy, the model and each enabled sink typed by their constructors' signatures
+    (ConfigError for a knob a constructor lacks or a value of the wrong type)."""
     _retype(cfg, "strategy", typed_node(cfg.strategy, "strategy"))
     _retype(cfg, "model", typed_node(cfg.model, "model", MODEL_SUPPLIED))
-    # The constructors own the range checks: build each once (cheap: no data, no training).
-    instantiate(cfg.strategy, _convert_="all")
-    instantiate(cfg.model, in_channels=1, n_classes=2, _convert_="all")
     for key, node in enabled_nodes(cfg.get("callbacks")).items():  # a disabled sink is not read
         checked = typed_node(node, f"callbacks.{key}")
         if ENABLED in cfg.callbacks[key]:
             with open_dict(checked):
                 checked[ENABLED] = True
         _retype(cfg.callbacks, key, checked)
+
+
+def validate(cfg: DictConfig, overrides: Sequence[str] = ()) -> None:
+    """Check every group (types, ranges); ConfigError names the field. ``overrides``: the
+    command line's, whose true/false values are checked (their typed nodes read 2 as true).
+
+    Imports the strategy and model modules to read their signatures and builds
+    each once, so their constructors' own checks run before any data is read.
+    """
+    check_known_keys(cfg, skip=SCHEMA_GROUPS)  # nothing appended is ignored; the typed
+    validate_schemas(cfg)  # groups' keys are checked here
+    type_targets(cfg)
+    check_bool_overrides(cfg, overrides)  # the strategy's, model's and sinks' typed now too
+    # The constructors own the range checks: build each once (cheap: no data, no training).
+    instantiate(cfg.strategy, _convert_="all")
+    instantiate(cfg.model, in_channels=1, n_classes=2, _convert_="all")
     if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int) or cfg.seed < 0:
         raise ConfigError(f"seed must be an integer >= 0, got {cfg.seed}; set seed=0")
     _check_names(cfg)
