@@ -17,6 +17,7 @@ from hydra_plugins.hydra_joblib_launcher.joblib_launcher import JoblibLauncher
 
 from al_sim.app.launchers.common import joblib_setup
 from al_sim.app.lost_jobs import report_lost
+from al_sim.runtime.oom_kills import OomWatch
 
 
 def _numbered(i: int, *args: Any) -> tuple[int, JobReturn]:
@@ -37,6 +38,7 @@ class AlJoblibLauncher(JoblibLauncher):
             print(f"\t#{ref.num} : {' '.join(filter_overrides(ref.overrides))}", flush=True)
         state = Singleton.get_state()
         results: dict[int, JobReturn] = {}
+        oom = OomWatch()
         try:
             for i, ret in Parallel(**cfg, return_as="generator_unordered")(
                     delayed(_numbered)(i, ref.num, list(ref.overrides), self.hydra_context,
@@ -47,6 +49,7 @@ class AlJoblibLauncher(JoblibLauncher):
             first = str(exc).splitlines()[0][:200]
             for i, ref in enumerate(refs):
                 if i not in results:
-                    report_lost(folder, ref, f"a joblib worker died, loky stops the pool ({first})")
+                    report_lost(folder, ref, f"a joblib worker died{oom.cause()}, loky stops "
+                                             f"the pool ({first})")
                     results[i] = ref.returned()
         return [results[i] for i in range(len(refs))]

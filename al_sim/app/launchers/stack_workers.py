@@ -27,6 +27,7 @@ from al_sim.app.launchers.stack_plan import (
     run_stack,
 )
 from al_sim.app.lost_jobs import report_lost
+from al_sim.runtime.oom_kills import OomWatch
 
 
 def _run_stack(members: list[Member], lockstep: bool, omp_wait_policy: str | None,
@@ -61,6 +62,7 @@ class AlStackLauncher(StackPlanner, AlJoblibLauncher):
         print_stacks(stacks, refs)
         state = Singleton.get_state()
         results: dict[int, JobReturn] = {}
+        oom = OomWatch()
         try:
             for done in Parallel(**cfg, return_as="generator_unordered")(
                     delayed(_run_stack)([(i, refs[i].num, list(refs[i].overrides)) for i in stack],
@@ -72,7 +74,7 @@ class AlStackLauncher(StackPlanner, AlJoblibLauncher):
             first = str(exc).splitlines()[0][:200]
             for i, ref in enumerate(refs):
                 if i not in results:
-                    report_lost(folder, ref, f"its stack's worker died ({first})")
+                    report_lost(folder, ref, f"its stack's worker died{oom.cause()} ({first})")
                     results[i] = ref.returned()
         print(f"{len(refs)} job(s) ran as {len(stacks)} stack(s)", file=sys.stderr, flush=True)
         return [results[i] for i in range(len(refs))]

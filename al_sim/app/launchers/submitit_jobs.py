@@ -48,6 +48,7 @@ from al_sim.app.lost_jobs import JobRef, report_lost
 from al_sim.runtime.errors import ConfigError
 from al_sim.runtime.interrupts import interrupt
 from al_sim.runtime.launcher_watch import EXIT_TERMINATED
+from al_sim.runtime.oom_kills import OomWatch
 
 _requeueing = threading.Event()
 
@@ -124,6 +125,7 @@ class _Waiting(BaseSubmititLauncher):
         folder = sweep_dir(self.config)
         refs = job_refs(self.config, self.hydra_context, job_overrides, initial_job_idx)
         units = self._units(refs)
+        self._oom = OomWatch()  # a local job killed on this host: by the OOM killer?
         try:
             jobs = self._executor().map_array(
                 self, *zip(*self._arguments(units, refs), strict=True))
@@ -210,7 +212,8 @@ class _Waiting(BaseSubmititLauncher):
         """Why a job that ended without a result is lost, with a local job's exit status."""
         process = getattr(job, "_process", None)
         code = "" if process is None else f", exit status {process.poll()}"
-        return f"{self._EXECUTOR} job {job.job_id} ended with no result ({job.state}{code})"
+        oom = "" if process is None else self._oom.cause()  # a SLURM job: sacct's state says
+        return f"{self._EXECUTOR} job {job.job_id} ended with no result ({job.state}{code}){oom}"
 
     def _lost(self, unit: list[int], refs: list[JobRef], folder: Path, why: str
               ) -> dict[int, JobReturn]:
