@@ -255,7 +255,8 @@ def test_a_store_down_at_the_sweeps_end_still_reports_the_failed_jobs(tmp_path: 
 def test_a_bool_word_or_0_1_is_taken(value: str) -> None:
     cfg = compose_config([f"progress={value}"])
     check_bool_overrides(cfg, [f"progress={value}", f"tracking.enabled={value},true",
-                               "experiment=screening", "+a.b=1", "hydra.job.chdir=false"])
+                               "experiment=screening", "+a.b=1", "hydra.job.chdir=false",
+                               "tracking.query_grids=${oc.env:GRIDS,true}"])
 
 
 @pytest.mark.parametrize(("override", "said"), [

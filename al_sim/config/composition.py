@@ -150,6 +150,8 @@ def check_bool_overrides(config: DictConfig, overrides: Iterable[str]) -> None:
         values = list(override.sweep_iterator()) if override.is_sweep_override() \
             else [override.value()]
         for value in values:
+            if value is None or (isinstance(value, str) and "${" in value):
+                continue  # null and interpolations: OmegaConf's own checks when read
             if not (isinstance(value, bool) or value in (0, 1)
                     or str(value).lower() in BOOL_WORDS):
                 raise ConfigError(f"{override.key_or_group} is true or false, got {value!r} "
