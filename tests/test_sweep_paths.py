@@ -286,19 +286,10 @@ def test_a_bool_given_2_stops_a_single_run_and_a_sweep_before_their_dirs(
     assert not (tmp_path / "multirun").exists()
 
 
-def test_a_constructors_true_false_knob_given_2_is_refused_by_the_run_and_the_sweep(
-        tmp_path: Path, capsys) -> None:
-    """``strategy.cost_aware`` is typed from Entropy's signature only when checked: it too
-    read 2 as true (a run with cost-aware scoring it was not asked for, with oracle=panel)."""
+def test_a_constructors_true_false_knob_given_2_is_refused_by_each_run() -> None:
+    """``strategy.cost_aware`` is typed from Entropy's signature only in ``validate`` (each run
+    or job; a sweep's launcher imports no strategy): it too read 2 as true (a run with
+    cost-aware scoring it was not asked for, with oracle=panel)."""
     said = "strategy.cost_aware is true or false, got 2 (strategy.cost_aware=2)"
     with pytest.raises(ConfigError, match=re.escape(said)):
         validate(compose_config(["strategy.cost_aware=2"]), ["strategy.cost_aware=2"])
-    cfg = compose_config(["strategy.cost_aware=2"], hydra=True)
-    with open_dict(cfg):
-        cfg.hydra.sweep.dir = str(tmp_path / "multirun")
-        cfg.hydra.overrides.task = ["strategy.cost_aware=2", "seed=0,1"]
-    with pytest.raises(SystemExit) as exit_:
-        SweepCallback().on_multirun_start(cfg)
-    assert exit_.value.code == 2
-    assert capsys.readouterr().err.startswith(f"error: {said}")
-    assert not (tmp_path / "multirun").exists()

@@ -8,7 +8,6 @@ or MLflow run exists, as a single run's is; a swept group's settings are checked
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import logging
 import os
@@ -25,7 +24,7 @@ from al_sim.config.composition import (
     unknown_keys,
 )
 from al_sim.config.derive import locate
-from al_sim.config.store import type_targets, validate_schemas
+from al_sim.config.store import validate_schemas
 from al_sim.runtime.errors import EXIT_USER_ERROR, ALSimError, ConfigError
 
 log = logging.getLogger("al_sim")
@@ -87,7 +86,7 @@ def check_sweep_config(config: DictConfig) -> None:
         check_no_repeats(overrides)
         check_launcher(config.hydra.launcher)
         check_known_keys(config, skip={*swept, "dataset"})
-        check_bool_overrides(_typed(config, swept), overrides)
+        check_bool_overrides(config, overrides)  # strategy/model knobs: by each job (typed there)
         if "dataset" not in swept:
             validate_schemas(config, groups=("dataset",))
     except ALSimError as exc:
@@ -95,16 +94,6 @@ def check_sweep_config(config: DictConfig) -> None:
         raise SystemExit(EXIT_USER_ERROR) from None
     except Exception:  # noqa: BLE001 - e.g. a ${hydra:} value: the jobs' own checks report it
         pass
-
-
-def _typed(config: DictConfig, swept: set[str]) -> DictConfig:
-    """``config`` with its strategy, model and sinks typed (their knobs' types known), unless
-    the sweep swaps one of them: each job's own check has them then."""
-    if swept & {"strategy", "model", "callbacks"}:
-        return config
-    typed = copy.deepcopy(config)
-    type_targets(typed)
-    return typed
 
 
 def check_launcher(launcher: DictConfig) -> None:
