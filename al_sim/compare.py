@@ -21,8 +21,10 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from al_sim.config.composition import (
+    check_bool_files,
     check_bool_overrides,
     check_known_keys,
+    chosen_files,
     composition_error_line,
 )
 from al_sim.config.schema import DEFAULT_EXPERIMENT, CompareConf
@@ -36,14 +38,16 @@ COMPARE_CONFIG = "conf/compare.yaml"
 
 
 def cli(cfg: DictConfig, launch_dir: Path, experiment_given: bool = False,
-        overrides: Sequence[str] = ()) -> int:
+        overrides: Sequence[str] = (), files: Sequence[tuple[Path, str]] = ()) -> int:
     """Report for a composed config; the exit status (2 after one ``error:`` line).
     ``experiment_given=False``: tracking.experiment was left at its default, so the sweep is
     looked for in every experiment (a sweep logs into its own, see SweepCallback);
-    ``overrides``: the command line's, whose true/false values are checked."""
+    ``overrides``, ``files``: the command line's and the config files read (file, package),
+    whose true/false values are checked."""
     try:
         check_known_keys(cfg, top=COMPARE_CONFIG)  # an appended typo is refused, not ignored
         check_bool_overrides(cfg, overrides)
+        check_bool_files(cfg, files)
         conf = OmegaConf.to_object(cfg)
         assert isinstance(conf, CompareConf)
         reader = RunReader(tracking_uri(conf.tracking.uri, launch_dir), conf.tracking.http_timeout)
@@ -63,10 +67,13 @@ def cli(cfg: DictConfig, launch_dir: Path, experiment_given: bool = False,
 
 def report(cfg: DictConfig) -> None:
     """Hydra task: one report."""
-    overrides = list(HydraConfig.get().overrides.task)
+    hydra_cfg = HydraConfig.get()
+    overrides = list(hydra_cfg.overrides.task)
     given = any(o.lstrip("+~").split("=", 1)[0] == "tracking.experiment" for o in overrides)
+    files = chosen_files(hydra_cfg.runtime.config_sources, hydra_cfg.runtime.choices,
+                         hydra_cfg.job.config_name)
     status = cli(cfg, Path(hydra.utils.get_original_cwd()), experiment_given=given,
-                 overrides=overrides)
+                 overrides=overrides, files=files)
     if status:
         sys.exit(status)
 

@@ -7,14 +7,15 @@ import re
 from pathlib import Path
 
 import pytest
+from hydra.conf import ConfigSourceInfo
 from omegaconf import open_dict
 
 from al_sim.app.sweep_callback import SweepCallback
 from al_sim.app.sweep_checks import check_sweep_config, swept_groups
-from al_sim.config.composition import check_bool_overrides
+from al_sim.config.composition import check_bool_files, check_bool_overrides, chosen_files
 from al_sim.config.store import validate
 from al_sim.runtime.errors import ConfigError
-from tests.conftest import compose_config
+from tests.conftest import FAST_CLI, compose_config, run_here
 
 
 def test_a_missing_root_stops_the_sweep_before_its_dir(tmp_path: Path, capsys) -> None:
@@ -293,3 +294,65 @@ def test_a_constructors_true_false_knob_given_2_is_refused_by_each_run() -> None
     said = "strategy.cost_aware is true or false, got 2 (strategy.cost_aware=2)"
     with pytest.raises(ConfigError, match=re.escape(said)):
         validate(compose_config(["strategy.cost_aware=2"]), ["strategy.cost_aware=2"])
+
+
+def test_the_config_files_a_run_read_are_found_with_their_packages(tmp_path: Path) -> None:
+    (tmp_path / "experiment").mkdir()
+    for name in ("config.yaml", "experiment/mine.yaml"):
+        (tmp_path / name).write_text("{}\n")
+    sources = [{"schema": "pkg", "path": "hydra.conf"}, {"schema": "file", "path": str(tmp_path)}]
+    choices = {"experiment": "mine", "_schemas/trainer@trainer": "trainer", "strategy": None,
+               "hydra/launcher": "joblib", "trainer": "default"}  # the last two: not on disk
+    assert chosen_files(sources, choices, "config") == [
+        (tmp_path / "config.yaml", ""), (tmp_path / "experiment" / "mine.yaml", "experiment")]
+
+
+@pytest.mark.parametrize(("text", "package", "said"), [
+    ("# @package _global_\ntracking:\n  enabled: 2\n", "experiment", "tracking.enabled"),
+    ("deterministic: -1\n", "trainer", "trainer.deterministic"),
+    ("defaults:\n  - _self_\nprogress: maybe\n", "", "progress")])
+def test_a_true_false_value_in_a_config_file_is_refused_naming_the_file(
+        tmp_path: Path, text: str, package: str, said: str) -> None:
+    """OmegaConf read ``enabled: 2`` in a user's experiment file as true, as on the command
+    line."""
+    path = tmp_path / "mine.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=re.escape(f"{said} is true or false, got ") +
+                       rf".* in {re.escape(str(path))}; write true or false there"):
+        check_bool_files(compose_config([]), [(path, package)])
+    path.write_text(text.replace("2", "yes").replace("-1", "0")
+                    .replace("maybe", "${oc.env:PROGRESS,false}"))
+    check_bool_files(compose_config([]), [(path, package)])  # words, 0/1, interpolations
+
+
+def test_a_users_experiment_file_with_enabled_2_stops_the_run(tmp_path: Path) -> None:
+    conf = tmp_path / "my_conf" / "experiment"
+    conf.mkdir(parents=True)
+    (conf / "mine.yaml").write_text("# @package _global_\ntracking:\n  query_grids: 2\n")
+    proc = run_here(["experiment=mine", f"hydra.searchpath=[file://{tmp_path / 'my_conf'}]",
+                     "budget=tiny", *FAST_CLI], tmp_path)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    [line] = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert line == (f"error: tracking.query_grids is true or false, got 2 in "
+                    f"{conf / 'mine.yaml'}; write true or false there")
+
+
+def test_a_sweep_whose_config_file_says_enabled_2_stops_before_its_dir(tmp_path: Path,
+                                                                         capsys) -> None:
+    conf = tmp_path / "experiment"
+    conf.mkdir()
+    (conf / "mine.yaml").write_text("# @package _global_\ntracking:\n  enabled: 2\n")
+    cfg = compose_config([], hydra=True)
+    with open_dict(cfg):
+        cfg.hydra.sweep.dir = str(tmp_path / "multirun")
+        cfg.hydra.overrides.task = ["seed=0,1"]
+        cfg.hydra.runtime.choices.experiment = "mine"
+        cfg.hydra.runtime.config_sources.append(
+            ConfigSourceInfo(path=str(tmp_path), schema="file", provider="user"))
+    for start in (SweepCallback().on_run_start, SweepCallback().on_multirun_start):
+        with pytest.raises(SystemExit) as exit_:
+            start(cfg)
+        assert exit_.value.code == 2
+        assert capsys.readouterr().err == (f"error: tracking.enabled is true or false, got 2 in "
+                                           f"{conf / 'mine.yaml'}; write true or false there\n")
+    assert not (tmp_path / "multirun").exists()

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
 
 from hydra.errors import HydraException, OverrideParseException
 from omegaconf import BooleanNode, DictConfig, OmegaConf
@@ -157,3 +159,66 @@ def check_bool_overrides(config: DictConfig, overrides: Iterable[str]) -> None:
                 raise ConfigError(f"{override.key_or_group} is true or false, got {value!r} "
                                   f"({override.input_line}); set {override.key_or_group}=true "
                                   f"or {override.key_or_group}=false")
+
+
+def chosen_files(sources: Iterable[Any], choices: Mapping[str, Any], config_name: str | None
+                 ) -> list[tuple[Path, str]]:
+    """(file, package) of each config file on disk a composed run read: the primary config
+    and each group's chosen option in Hydra's file search path (``hydra.runtime``)."""
+    found = []
+    wanted = [("", config_name)] if config_name else []
+    wanted += [(str(g), str(c)) for g, c in choices.items()
+               if c is not None and not str(g).startswith("_")]
+    for source in sources:
+        if source.get("schema") != "file":
+            continue
+        for group, choice in wanted:
+            path = Path(str(source.get("path"))) / group / f"{choice}.yaml"
+            if path.is_file():
+                name = group.partition("@")[0]
+                found.append((path, group.partition("@")[2] or name.replace("/", ".")))
+    return found
+
+
+def check_bool_files(config: DictConfig, files: Iterable[tuple[Path, str]]) -> None:
+    """ConfigError for a true/false setting a config file gives anything but a bool word or
+    0/1, as :func:`check_bool_overrides` does for the command line (``enabled: 2`` in a
+    YAML file was read as true too)."""
+    import yaml
+
+    for path, package in files:
+        try:
+            text = path.read_text()
+            raw = yaml.safe_load(text)
+        except (OSError, yaml.YAMLError):
+            continue  # Hydra read it: its own errors are said where it reads it
+        header = next((line.split("@package", 1)[1].strip() for line in text.splitlines()[:5]
+                       if line.startswith("#") and "@package" in line), None)
+        base = "" if header == "_global_" else package if header in (None, "_group_") \
+            else header
+        for key, value in _leaves(raw, base):
+            parent, _, leaf = key.rpartition(".")
+            node = OmegaConf.select(config, parent, default=None) if parent else config
+            if (not isinstance(node, DictConfig) or leaf not in node
+                    or not isinstance(node._get_node(leaf), BooleanNode)):
+                continue
+            if value is None or isinstance(value, bool) or value in (0, 1) or (
+                    isinstance(value, str) and ("${" in value or value.lower() in BOOL_WORDS)):
+                continue
+            raise ConfigError(f"{key} is true or false, got {value!r} in {path}; write "
+                              f"true or false there")
+
+
+def _leaves(raw: object, prefix: str, top: bool = True) -> Iterator[tuple[str, object]]:
+    """(dotted key, value) of each non-mapping value in a YAML file's mapping (its defaults
+    list aside)."""
+    if not isinstance(raw, dict):
+        return
+    for key, value in raw.items():
+        if top and key == "defaults":
+            continue
+        full = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, dict):
+            yield from _leaves(value, full, top=False)
+        else:
+            yield full, value

@@ -10,7 +10,11 @@ from typing import Any, TypeVar
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from al_sim.config.annotators import PANEL, PanelOracleConf
-from al_sim.config.composition import check_bool_overrides, check_known_keys
+from al_sim.config.composition import (
+    check_bool_files,
+    check_bool_overrides,
+    check_known_keys,
+)
 from al_sim.config.data import (
     FolderDatasetConf,
     MedMNISTDatasetConf,
@@ -99,9 +103,11 @@ def type_targets(cfg: DictConfig) -> None:
         _retype(cfg.callbacks, key, checked)
 
 
-def validate(cfg: DictConfig, overrides: Sequence[str] = ()) -> None:
+def validate(cfg: DictConfig, overrides: Sequence[str] = (),
+             files: Sequence[tuple[Path, str]] = ()) -> None:
     """Check every group (types, ranges); ConfigError names the field. ``overrides``: the
-    command line's, whose true/false values are checked (their typed nodes read 2 as true).
+    command line's, ``files``: the config files read, (file, package) each; their true/false
+    values are checked (typed nodes read 2 as true).
 
     Imports the strategy and model modules to read their signatures and builds
     each once, so their constructors' own checks run before any data is read.
@@ -109,7 +115,8 @@ def validate(cfg: DictConfig, overrides: Sequence[str] = ()) -> None:
     check_known_keys(cfg, skip=SCHEMA_GROUPS)  # nothing appended is ignored; the typed
     validate_schemas(cfg)  # groups' keys are checked here
     type_targets(cfg)
-    check_bool_overrides(cfg, overrides)  # the strategy's, model's and sinks' typed now too
+    check_bool_files(cfg, files)  # the strategy's, model's and sinks' typed now too
+    check_bool_overrides(cfg, overrides)
     # The constructors own the range checks: build each once (cheap: no data, no training).
     instantiate(cfg.strategy, _convert_="all")
     instantiate(cfg.model, in_channels=1, n_classes=2, _convert_="all")
