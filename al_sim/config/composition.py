@@ -130,7 +130,15 @@ def _override_key_message(exc: BaseException, top: str) -> str | None:
                                table=not typed and TARGET not in parent)
 
 
-BOOL_WORDS = ("true", "false", "yes", "no", "on", "off")  # what OmegaConf reads as a bool
+BOOL_WORDS = ("true", "false", "yes", "no", "y", "n", "on", "off", "1", "0")  # OmegaConf: bools
+
+
+def _reads_as_bool(value: object) -> bool:
+    """Whether ``value`` is a true/false value: a bool, 0/1 or a bool word; null and an
+    interpolation are left to OmegaConf's own checks when the value is read."""
+    if value is None or isinstance(value, bool) or (isinstance(value, int) and value in (0, 1)):
+        return True
+    return isinstance(value, str) and ("${" in value or value.lower() in BOOL_WORDS)
 
 
 def check_bool_overrides(config: DictConfig, overrides: Iterable[str]) -> None:
@@ -152,10 +160,7 @@ def check_bool_overrides(config: DictConfig, overrides: Iterable[str]) -> None:
         values = list(override.sweep_iterator()) if override.is_sweep_override() \
             else [override.value()]
         for value in values:
-            if value is None or (isinstance(value, str) and "${" in value):
-                continue  # null and interpolations: OmegaConf's own checks when read
-            if not (isinstance(value, bool) or value in (0, 1)
-                    or str(value).lower() in BOOL_WORDS):
+            if not _reads_as_bool(value):
                 raise ConfigError(f"{override.key_or_group} is true or false, got {value!r} "
                                   f"({override.input_line}); set {override.key_or_group}=true "
                                   f"or {override.key_or_group}=false")
@@ -202,11 +207,9 @@ def check_bool_files(config: DictConfig, files: Iterable[tuple[Path, str]]) -> N
             if (not isinstance(node, DictConfig) or leaf not in node
                     or not isinstance(node._get_node(leaf), BooleanNode)):
                 continue
-            if value is None or isinstance(value, bool) or value in (0, 1) or (
-                    isinstance(value, str) and ("${" in value or value.lower() in BOOL_WORDS)):
-                continue
-            raise ConfigError(f"{key} is true or false, got {value!r} in {path}; write "
-                              f"true or false there")
+            if not _reads_as_bool(value):
+                    raise ConfigError(f"{key} is true or false, got {value!r} in {path}; write "
+                                  f"true or false there")
 
 
 def _leaves(raw: object, prefix: str, top: bool = True) -> Iterator[tuple[str, object]]:
