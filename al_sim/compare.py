@@ -24,8 +24,8 @@ from al_sim.config.composition import (
     check_bool_files,
     check_bool_overrides,
     check_known_keys,
-    chosen_files,
     composition_error_line,
+    files_read,
 )
 from al_sim.config.schema import DEFAULT_EXPERIMENT, CompareConf
 from al_sim.config.store import register_configs
@@ -70,10 +70,8 @@ def report(cfg: DictConfig) -> None:
     hydra_cfg = HydraConfig.get()
     overrides = list(hydra_cfg.overrides.task)
     given = any(o.lstrip("+~").split("=", 1)[0] == "tracking.experiment" for o in overrides)
-    files = chosen_files(hydra_cfg.runtime.config_sources, hydra_cfg.runtime.choices,
-                         hydra_cfg.job.config_name)
     status = cli(cfg, Path(hydra.utils.get_original_cwd()), experiment_given=given,
-                 overrides=overrides, files=files)
+                 overrides=overrides, files=files_read(hydra_cfg))
     if status:
         sys.exit(status)
 

@@ -29,7 +29,7 @@ from al_sim.app.sweep_callback import (
     mark_job_failed,
     sweep_context,
 )
-from al_sim.config.composition import chosen_files, composition_error_line
+from al_sim.config.composition import composition_error_line, files_read
 from al_sim.config.store import (
     enabled_nodes,
     flat_params,
@@ -138,10 +138,7 @@ def execute(cfg: DictConfig, run_dir: Path, launch_dir: Path, parallel_jobs: int
             cfg.tracking.experiment = sweep.experiment
     # a job's own values (a swept group's keys included) and the constructors' knobs
     if HydraConfig.initialized():
-        hydra_cfg = HydraConfig.get()
-        validate(cfg, hydra_cfg.overrides.task, chosen_files(
-            hydra_cfg.runtime.config_sources, hydra_cfg.runtime.choices,
-            hydra_cfg.job.config_name))
+        validate(cfg, HydraConfig.get().overrides.task, files_read(HydraConfig.get()))
     else:
         validate(cfg)
     params = flat_params(cfg)

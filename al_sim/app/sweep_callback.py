@@ -27,9 +27,9 @@ from omegaconf import DictConfig, open_dict, read_write
 
 from al_sim.app.launchers.orphans import refuse_beside_orphans, wait_for_workers
 from al_sim.app.lost_jobs import LOST_DIR, lost_jobs, set_parent
-from al_sim.app.sweep_checks import check_sweep_config, files_read, warn_unbounded_launcher
+from al_sim.app.sweep_checks import check_sweep_config, warn_unbounded_launcher
 from al_sim.config.checks import positive
-from al_sim.config.composition import check_bool_files, check_bool_overrides
+from al_sim.config.composition import check_bool_files, check_bool_overrides, files_read
 from al_sim.config.schema import DEFAULT_EXPERIMENT
 from al_sim.config.store import validate_schemas
 from al_sim.runtime.errors import EXIT_USER_ERROR, ALSimError, ConfigError, os_error_line
@@ -171,7 +171,7 @@ class SweepCallback(Callback):
             del task["hydra"]
         try:
             check_bool_overrides(task, config.hydra.overrides.task)
-            check_bool_files(task, files_read(config))
+            check_bool_files(task, files_read(config.hydra))
             validate_schemas(task)
         except ALSimError as exc:  # Hydra turns a callback's exception into a warning
             print(f"error: {exc}", file=sys.stderr, flush=True)

@@ -12,7 +12,6 @@ import dataclasses
 import logging
 import os
 import sys
-from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -22,7 +21,7 @@ from al_sim.config.composition import (
     check_bool_files,
     check_bool_overrides,
     check_known_keys,
-    chosen_files,
+    files_read,
     unknown_key_message,
     unknown_keys,
 )
@@ -90,7 +89,7 @@ def check_sweep_config(config: DictConfig) -> None:
         check_launcher(config.hydra.launcher)
         check_known_keys(config, skip={*swept, "dataset"})
         check_bool_overrides(config, overrides)  # strategy/model knobs: by each job (typed there)
-        check_bool_files(config, files_read(config))
+        check_bool_files(config, files_read(config.hydra))
         if "dataset" not in swept:
             validate_schemas(config, groups=("dataset",))
     except ALSimError as exc:
@@ -98,12 +97,6 @@ def check_sweep_config(config: DictConfig) -> None:
         raise SystemExit(EXIT_USER_ERROR) from None
     except Exception:  # noqa: BLE001 - e.g. a ${hydra:} value: the jobs' own checks report it
         pass
-
-
-def files_read(config: DictConfig) -> list[tuple[Path, str]]:
-    """The config files on disk a composed config (with its ``hydra`` node) was read from."""
-    runtime = config.hydra.runtime
-    return chosen_files(runtime.config_sources, runtime.choices, config.hydra.job.config_name)
 
 
 def check_launcher(launcher: DictConfig) -> None:

@@ -141,6 +141,15 @@ def _reads_as_bool(value: object) -> bool:
     return isinstance(value, str) and ("${" in value or value.lower() in BOOL_WORDS)
 
 
+def _is_bool_knob(config: DictConfig, key: str) -> bool:
+    """Whether the dotted ``key`` is a true/false setting of ``config`` (not a group's choice,
+    an appended key or one ``config`` lacks)."""
+    parent, _, leaf = key.rpartition(".")
+    node = OmegaConf.select(config, parent, default=None) if parent else config
+    return isinstance(node, DictConfig) and leaf in node and \
+        isinstance(node._get_node(leaf), BooleanNode)
+
+
 def check_bool_overrides(config: DictConfig, overrides: Iterable[str]) -> None:
     """ConfigError for an override giving a true/false setting anything but a bool word or
     0/1 (each value of a sweep too): OmegaConf reads any other integer, ``2`` or ``-1``, as
@@ -150,13 +159,8 @@ def check_bool_overrides(config: DictConfig, overrides: Iterable[str]) -> None:
     for override in OverridesParser.create().parse_overrides(list(overrides)):
         if override.is_delete():
             continue
-        parent, _, leaf = override.key_or_group.rpartition(".")
-        node = OmegaConf.select(config, parent, default=None) if parent else config
-        if not isinstance(node, DictConfig) or leaf not in node \
-                or not isinstance(node._get_node(leaf), BooleanNode):  # a group's choice: no key
-            continue
-        if override.is_interval_sweep():
-            continue  # a search space of floats: Hydra's sweeper refuses it for a bool
+        if not _is_bool_knob(config, override.key_or_group) or override.is_interval_sweep():
+            continue  # an interval: a search space of floats, Hydra's sweeper refuses it
         values = list(override.sweep_iterator()) if override.is_sweep_override() \
             else [override.value()]
         for value in values:
@@ -185,6 +189,13 @@ def chosen_files(sources: Iterable[Any], choices: Mapping[str, Any], config_name
     return found
 
 
+def files_read(hydra: Any) -> list[tuple[Path, str]]:
+    """:func:`chosen_files` of a composed config's Hydra node (``cfg.hydra`` or
+    ``HydraConfig.get()``)."""
+    return chosen_files(hydra.runtime.config_sources, hydra.runtime.choices,
+                        hydra.job.config_name)
+
+
 def check_bool_files(config: DictConfig, files: Iterable[tuple[Path, str]]) -> None:
     """ConfigError for a true/false setting a config file gives anything but a bool word or
     0/1, as :func:`check_bool_overrides` does for the command line (``enabled: 2`` in a
@@ -202,13 +213,8 @@ def check_bool_files(config: DictConfig, files: Iterable[tuple[Path, str]]) -> N
         base = "" if header == "_global_" else package if header in (None, "_group_") \
             else header
         for key, value in _leaves(raw, base):
-            parent, _, leaf = key.rpartition(".")
-            node = OmegaConf.select(config, parent, default=None) if parent else config
-            if (not isinstance(node, DictConfig) or leaf not in node
-                    or not isinstance(node._get_node(leaf), BooleanNode)):
-                continue
-            if not _reads_as_bool(value):
-                    raise ConfigError(f"{key} is true or false, got {value!r} in {path}; write "
+            if _is_bool_knob(config, key) and not _reads_as_bool(value):
+                raise ConfigError(f"{key} is true or false, got {value!r} in {path}; write "
                                   f"true or false there")
 
 

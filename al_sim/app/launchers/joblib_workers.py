@@ -46,10 +46,10 @@ class AlJoblibLauncher(JoblibLauncher):
                     for i, ref in enumerate(refs)):
                 results[i] = ret
         except TerminatedWorkerError as exc:
-            first = str(exc).splitlines()[0][:200]
+            first, cause = str(exc).splitlines()[0][:200], oom.cause()
             for i, ref in enumerate(refs):
                 if i not in results:
-                    report_lost(folder, ref, f"a joblib worker died{oom.cause()}, loky stops "
-                                             f"the pool ({first})")
+                    report_lost(folder, ref, f"a joblib worker died{cause}, loky stops the "
+                                             f"pool ({first})")
                     results[i] = ref.returned()
         return [results[i] for i in range(len(refs))]

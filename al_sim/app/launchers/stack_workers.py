@@ -71,10 +71,10 @@ class AlStackLauncher(StackPlanner, AlJoblibLauncher):
                     for stack, policy in zip(stacks, policies, strict=True)):
                 results.update(done)
         except TerminatedWorkerError as exc:
-            first = str(exc).splitlines()[0][:200]
+            first, cause = str(exc).splitlines()[0][:200], oom.cause()
             for i, ref in enumerate(refs):
                 if i not in results:
-                    report_lost(folder, ref, f"its stack's worker died{oom.cause()} ({first})")
+                    report_lost(folder, ref, f"its stack's worker died{cause} ({first})")
                     results[i] = ref.returned()
         print(f"{len(refs)} job(s) ran as {len(stacks)} stack(s)", file=sys.stderr, flush=True)
         return [results[i] for i in range(len(refs))]
