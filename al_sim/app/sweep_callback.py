@@ -231,7 +231,8 @@ class SweepCallback(Callback):
             parent_id = start_parent_run(uri, experiment, artifacts,
                                          name=f"sweep {sweep_id}",
                                          tags={SWEEP_ID_TAG: sweep_id, ROLE_TAG: SWEEP_ROLE,
-                                               "strategy": SWEEP_STRATEGY})
+                                               "strategy": SWEEP_STRATEGY},
+                                         configured=bool(config.tracking.artifact_location))
         self._parent = (uri, parent_id)
         SweepCallback.running = self
         set_parent(*self._parent)

@@ -60,10 +60,11 @@ from al_sim.tracking.contract import (
     tracking_uri,
     where_to_look,
 )
+from al_sim.tracking.experiments import experiment_id
 from al_sim.tracking.placement import placement_tags
 from al_sim.tracking.reachability import check_reachable
 from al_sim.tracking.retry import RetryPolicy
-from al_sim.tracking.store import call_with_retries, experiment_id, open_store
+from al_sim.tracking.store import call_with_retries, open_store
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -91,6 +92,7 @@ class MLflowWriter(RunCallback):
         self.client: MlflowClient | None = None
         self.run_id: str | None = None
         self.experiment_id = ""
+        self.artifact_uri: str | None = None  # where the run's artifacts go, once it exists
         self._in_sweep = False
         self.run_dir = Path(".")
         self._logged_steps: set[int] = set()  # rounds an interrupted attempt already logged
@@ -113,9 +115,10 @@ class MLflowWriter(RunCallback):
             raise RuntimeError("MLflowWriter used before its run exists")
         return self.run_id
 
-    def _call(self, what: str, fn: Callable[[], T]) -> T:
-        """``fn()``, retried with back-off on transient store errors."""
-        return call_with_retries(what, fn, self.uri, self.policy)
+    def _call(self, what: str, fn: Callable[[], T], artifacts: str | None = None) -> T:
+        """``fn()``, retried with back-off on transient store errors (``artifacts``: it writes
+        to the run's artifact location)."""
+        return call_with_retries(what, fn, self.uri, self.policy, artifacts)
 
     def _sync(self) -> None:
         """Upload the run directory's result files that are new or changed since last time."""
@@ -132,7 +135,7 @@ class MLflowWriter(RunCallback):
             sub = path.parent.relative_to(self.run_dir).as_posix()
             dest = None if sub == "." else sub
             self._call("artifact upload", functools.partial(
-                self._store.log_artifact, self._run, str(path), dest))
+                self._store.log_artifact, self._run, str(path), dest), self.artifact_uri)
             self._uploaded[path] = seen
 
     # ------------------------------------------------------------------ lifecycle
@@ -183,7 +186,7 @@ class MLflowWriter(RunCallback):
         location = default_artifact_location(self.artifact_location, run.launch_dir,
                                              self.uri)
         exp_id = self._call("experiment lookup", lambda: experiment_id(
-            self._store, self.experiment, location))
+            self._store, self.experiment, location, bool(self.artifact_location)))
         tags = dict(run.tags)
         parent = run.parent or self._parent_on_server(exp_id, tags.get(SWEEP_ID_TAG))
         if parent:
@@ -199,6 +202,7 @@ class MLflowWriter(RunCallback):
         created = self._call("run creation", lambda: self._store.create_run(
             exp_id, run_name=run.name, tags=tags))
         self.run_id, self.experiment_id = created.info.run_id, exp_id
+        self.artifact_uri = created.info.artifact_uri
         items = [Param(k, storable(redact(v))[:PARAM_MAX_CHARS])
                  for k, v in sorted(run.params.items())]
         for start in range(0, len(items), PARAM_BATCH):
@@ -229,6 +233,7 @@ class MLflowWriter(RunCallback):
         """Take over the run of an interrupted attempt (RUNNING, FAILED or KILLED)."""
         found = self._call("run lookup", lambda: self._store.get_run(run_id))
         self.run_id, self.experiment_id = found.info.run_id, found.info.experiment_id
+        self.artifact_uri = found.info.artifact_uri
         history = self._call("metric lookup",
                              lambda: self._store.get_metric_history(run_id, N_LABELED))
         self._logged_steps = {m.step for m in history}

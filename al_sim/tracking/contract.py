@@ -12,7 +12,7 @@ import math
 import re
 import socket
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, urlparse
 
 # Per-round test metrics, in table order; logged as ``test/<name>`` with step = labelled images.
 TEST_METRICS = ("accuracy", "f1_macro", "balanced_accuracy", "auroc", "loss")
@@ -206,7 +206,9 @@ def default_artifact_location(configured: str | None, launch_dir: Path,
     server's own store for an http(s) tracking server (``--serve-artifacts``: workers need
     no shared disk), else ``<launch dir>/mlartifacts``."""
     if configured:
-        return configured
+        if urlparse(configured).scheme == "" and not Path(configured).expanduser().is_absolute():
+            return str(Path(launch_dir).resolve() / configured)  # not the process's own cwd
+        return str(Path(configured).expanduser()) if configured.startswith("~") else configured
     if uri is not None and uri.split(":", 1)[0] in ("http", "https"):
         return None
     return (Path(launch_dir).resolve() / "mlartifacts").as_uri()

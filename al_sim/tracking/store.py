@@ -28,9 +28,10 @@ from al_sim.runtime.files import fsync_dir
 from al_sim.runtime.interrupts import deferred
 from al_sim.runtime.reading import problem, reading
 from al_sim.tracking.contract import redact, sqlite_file
+from al_sim.tracking.experiments import experiment_id
 from al_sim.tracking.reachability import check_reachable, refused_host
 from al_sim.tracking.retry import RetryPolicy, is_transient, retry
-from al_sim.tracking.store_fixes import driver_fix, scheme_fix, store_fix
+from al_sim.tracking.store_fixes import artifact_fix, driver_fix, scheme_fix, store_fix
 
 T = TypeVar("T")
 
@@ -57,14 +58,15 @@ def _whole(fn: Callable[[], T]) -> T:
 
 
 def call_with_retries(what: str, fn: Callable[[], T], uri: str,
-                      policy: RetryPolicy | int | None = None) -> T:
+                      policy: RetryPolicy | int | None = None, artifacts: str | None = None) -> T:
     """``fn()``, retried with capped back-off while the store fails transiently.
 
     Transient: locked, unreachable, restarting (``al_sim.tracking.retry``). When the
     failure persists past ``policy`` (``tracking.retries`` /
     ``tracking.retry_timeout_s``), TrackingError: the run ends with exit 2, its
     checkpoint holds the last round whose metrics reached the store, and
-    re-running the same command resumes it into the same MLflow run.
+    re-running the same command resumes it into the same MLflow run. ``artifacts``: the
+    run's artifact location, named with its fix when a call that writes there fails.
     """
     if not isinstance(policy, RetryPolicy):
         policy = RetryPolicy() if policy is None else RetryPolicy(retries=policy)
@@ -83,8 +85,10 @@ def call_with_retries(what: str, fn: Callable[[], T], uri: str,
             "(raised as a result of")), type(exc).__name__)[:300]  # SQLAlchemy's note first
         if len(first) > 200 and ". " in first:  # a paragraph (MLflow's): its first sentence
             first = first[:first.index(". ")]
+        where, fix = ((artifacts, artifact_fix(artifacts, exc)) if artifacts else
+                      (uri, store_fix(uri, exc)))
         raise TrackingError(
-            f"MLflow {what} failed at {redact(uri)}: {redact(first)}; {store_fix(uri, exc)}, "
+            f"MLflow {what} failed at {redact(where)}: {redact(first)}; {fix}, "
             "or set tracking.enabled=false; the run resumes from its checkpoint when run again"
         ) from exc
 
@@ -229,27 +233,14 @@ def _build_sqlite_store(database: Path) -> None:
     fsync_dir(database.parent)
 
 
-def experiment_id(client: MlflowClient, name: str, artifact_location: str | None) -> str:
-    """The id of experiment ``name``, created (with ``artifact_location``) if missing."""
-    found = client.get_experiment_by_name(name)
-    if found is not None:
-        return found.experiment_id
-    try:
-        return client.create_experiment(name, artifact_location=artifact_location)
-    except MlflowException:
-        found = client.get_experiment_by_name(name)  # another process created it meanwhile
-        if found is None:
-            raise
-        return found.experiment_id
-
-
 def start_parent_run(uri: str, experiment: str, artifact_location: str | None, name: str,
-                     tags: Mapping[str, str]) -> str:
-    """Create a sweep's parent run and return its id."""
+                     tags: Mapping[str, str], configured: bool = False) -> str:
+    """Create a sweep's parent run and return its id (``configured``: the artifact location
+    is ``tracking.artifact_location``'s, not the default)."""
     check_reachable(uri)
     client = open_store(uri)
-    exp_id = call_with_retries("experiment lookup",
-                               lambda: experiment_id(client, experiment, artifact_location), uri)
+    exp_id = call_with_retries("experiment lookup", lambda: experiment_id(
+        client, experiment, artifact_location, configured), uri)
     return call_with_retries("sweep run creation", lambda: client.create_run(
         exp_id, run_name=name, tags=dict(tags)).info.run_id, uri)
 

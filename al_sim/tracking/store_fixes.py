@@ -26,12 +26,16 @@ def scheme_fix(uri: str, schemes: list[str]) -> str:
             "tracking.enabled=false")
 
 
+def _disk_full(exc: BaseException) -> bool:
+    return getattr(exc, "errno", None) in DISK_FULL or any(
+        full in str(exc) for full in ("disk is full", "No space left"))
+
+
 def store_fix(uri: str, exc: BaseException) -> str:
     """What to do about a store that keeps failing: a full disk, a local file, MLflow's file
     store, or a server."""
     db = sqlite_file(uri)
-    if getattr(exc, "errno", None) in DISK_FULL or any(
-            full in str(exc) for full in ("disk is full", "No space left")):
+    if _disk_full(exc):
         return (f"free space on the disk holding {db or 'the store'}, or set tracking.uri to a "
                 "store on another disk")
     if db is not None:
@@ -40,3 +44,16 @@ def store_fix(uri: str, exc: BaseException) -> str:
         return ("use a database store, tracking.uri=sqlite:///<dir>/mlflow.db (MLflow opens "
                 "its file store only with MLFLOW_ALLOW_FILE_STORE=true)")
     return "check that the server is up and tracking.uri (or MLFLOW_TRACKING_URI) is right"
+
+
+def artifact_fix(location: str, exc: BaseException) -> str:
+    """What to do about a run's artifact location that cannot be written: a full disk, a
+    local folder, or a remote artifact store."""
+    if _disk_full(exc):
+        return (f"free space on the disk holding {location}, or log into a new experiment "
+                "(tracking.experiment) with tracking.artifact_location on another disk")
+    if urlparse(location).scheme in ("", "file"):
+        return (f"check that {location} (the experiment's artifact location) is a folder this "
+                "user can write")
+    return (f"check that the artifact store {location} is reachable and this user can write "
+            "it (its credentials in the environment)")
