@@ -120,6 +120,10 @@ def start_server(root: Path) -> tuple[subprocess.Popen, str]:
                              "--port", str(port), "--workers", "2"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_for_port("127.0.0.1", port, 300, proc, "al_sim.server")
+    # every request carries the server's token; the writers' processes inherit it
+    token = subprocess.run([sys.executable, "-m", "al_sim.server", "--dir", str(root / "srv"),
+                            "--token"], capture_output=True, text=True, check=True).stdout
+    os.environ["MLFLOW_TRACKING_TOKEN"] = token.strip()
     return proc, f"http://127.0.0.1:{port}"
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import json
 import os
 import shutil
 import signal
@@ -22,7 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from al_sim.tracking.mlflow_server import free_port
+from al_sim.tracking.contract import CLIENT_TOKEN_ENV
+from al_sim.tracking.mlflow_server import STATE_FILE, free_port
 from tests import fork_server
 from tests.conftest import FAST_CLI, QUICK_POLL, REPO, run_cli, start_cli
 from tests.ray_cluster import RayNode
@@ -109,6 +111,10 @@ class Server:
             cwd=self.root, env={**os.environ, "PYTHONPATH": str(REPO)},
             stdout=(self.root / "server.log").open("a"), stderr=subprocess.STDOUT)
         wait_port(self.port, self.proc, "mlflow server")
+        # every request needs the server's token: the runs, the sweeps and MlflowClient here
+        # read it from the environment, as a user's shell has it
+        os.environ[CLIENT_TOKEN_ENV] = json.loads((self.root / "srv" / STATE_FILE).read_text(
+            ))["token"]
 
     def stop(self) -> None:
         if self.proc is not None:
@@ -138,6 +144,7 @@ def server(workdir: Path) -> Iterator[Server]:
         yield srv
     finally:
         srv.stop()
+        os.environ.pop(CLIENT_TOKEN_ENV, None)
         assert not (workdir / "srv" / "pgdata" / "postmaster.pid").exists()
 
 
@@ -337,3 +344,22 @@ def test_runs_started_together_on_a_new_postgres_database(tmp_path: Path) -> Non
     finally:
         stop_postgres(data, user)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_the_server_answers_only_requests_with_its_token(server: Server, workdir: Path) -> None:
+    """Without the token: 401 from the server, one error line from a run, no MLflow run."""
+    import urllib.error
+    import urllib.request
+
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(f"{server.uri}/api/2.0/mlflow/experiments/search?max_results=5",
+                               timeout=30)
+    assert refused.value.code == 401
+    cwd = workdir / "no_token"
+    cwd.mkdir()
+    proc = run_cli([*FAST_CLI, "budget=tiny", f"tracking.uri={server.uri}",
+                    "tracking.experiment=no_token"], cwd, env={CLIENT_TOKEN_ENV: ""})
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "asks for a token (401" in errors[0], proc.stderr[-2000:]
+    assert MlflowClient(tracking_uri=server.uri).get_experiment_by_name("no_token") is None

@@ -6,6 +6,7 @@ a sweep must stop at its parent run with one line naming the option, before any 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -25,6 +26,8 @@ for _tool in ("initdb", "pg_ctl", "postgres"):
         pytestmark.append(pytest.mark.skip(reason=f"PostgreSQL: no {_tool}"))
 pytest.importorskip("psycopg2", reason='pip install -e ".[server]"')
 
+from al_sim.tracking.contract import CLIENT_TOKEN_ENV  # noqa: E402
+from al_sim.tracking.mlflow_server import STATE_FILE  # noqa: E402
 from tests.test_cluster import free_port, stop, wait_port  # noqa: E402
 
 HOST = socket.gethostname()
@@ -44,6 +47,7 @@ def root() -> Iterator[Path]:
     path = Path(tempfile.mkdtemp(prefix="al_host_"))
     path.chmod(0o755)  # PostgreSQL, run as another user when root, must reach it
     yield path
+    os.environ.pop(CLIENT_TOKEN_ENV, None)
     shutil.rmtree(path, ignore_errors=True)
 
 
@@ -54,6 +58,7 @@ def serve(root: Path, port: int, db_port: int, *extra: str) -> subprocess.Popen:
         env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=(root / "server.log").open("a"),
         stderr=subprocess.STDOUT)
     wait_port(port, proc, "mlflow server")
+    os.environ[CLIENT_TOKEN_ENV] = json.loads((root / "srv" / STATE_FILE).read_text())["token"]
     return proc
 
 

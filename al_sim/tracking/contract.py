@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import socket
 from pathlib import Path
@@ -36,6 +37,8 @@ PRIMARY_METRIC = BALANCED_ACCURACY  # the comparison report's default (rare clas
 MULTILABEL_PRIMARY_METRIC = "test/auroc"
 AUTO_METRIC = "auto"  # compare.metric=auto: the runs' task's primary metric
 TASK_TAG = "al_sim.task"  # binary | multiclass | multilabel (maths.task)
+
+CLIENT_TOKEN_ENV = "MLFLOW_TRACKING_TOKEN"  # MLflow's client sends it as a bearer token
 
 
 def primary_metric(task: str | None) -> str:
@@ -167,7 +170,12 @@ def where_to_look(uri: str, experiment_id: str, run_id: str | None = None,
     if uri.split(":", 1)[0] in ("http", "https"):
         if compared:
             compare = f"\n  compare: open {compare_link(experiment_id, compared, uri)}"
-        return f"{what} in {uri}\n  view: open {ui_link(experiment_id, run_id, uri)}{compare}"
+        first = ""
+        if os.environ.get(CLIENT_TOKEN_ENV):  # al_sim.server's: a browser needs it once
+            first = (f"\n  (a browser's first visit: {uri.rstrip('/')}/?token="
+                     f"${CLIENT_TOKEN_ENV})")
+        return (f"{what} in {uri}\n  view: open {ui_link(experiment_id, run_id, uri)}{compare}"
+                f"{first}")
     port = free_port() if ui_port is None else ui_port
     address = f"http://{UI_HOST}:{port}"
     if compared:

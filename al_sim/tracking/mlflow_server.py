@@ -6,7 +6,8 @@ through the server (``--serve-artifacts``, stored in ``DIR/artifacts``), so
 workers need only ``tracking.uri=http://HOST:PORT``, no shared disk. Ctrl-C
 (or SIGTERM) stops both. The database password is generated once, kept in
 ``DIR/server.json`` (mode 600) and handed to mlflow through its environment,
-never on a command line. Needs ``initdb`` / ``pg_ctl`` (PostgreSQL >= 12) on
+never on a command line; so is the token every request to the server must carry
+(:mod:`al_sim.tracking.server_token`). Needs ``initdb`` / ``pg_ctl`` (PostgreSQL >= 12) on
 PATH and ``pip install -e ".[server]"`` (the PostgreSQL driver). PostgreSQL
 refuses to run as root: as root, the cluster runs as ``--db-user`` (an
 existing system user, default ``postgres``).
@@ -28,6 +29,8 @@ from pathlib import Path
 
 from al_sim.runtime.errors import EXIT_USER_ERROR, os_error_line
 from al_sim.runtime.files import atomic_write
+from al_sim.tracking.contract import CLIENT_TOKEN_ENV
+from al_sim.tracking.server_token import TOKEN_ENV
 
 DB_NAME = "mlflow"
 DB_ROLE = "mlflow"
@@ -35,6 +38,8 @@ STATE_FILE = "server.json"
 POOL_SIZE, POOL_OVERFLOW = 10, 20  # connections per mlflow worker process
 SPARE_CONNECTIONS = 20  # for psql, migrations, the driver's own checks
 MAX_PORT = 65535
+GUARD_APP = "al-sim-token"  # pyproject.toml's mlflow.app entry point (tracking/server_token.py)
+TOKEN_MIN_CHARS = 32
 
 
 class ServerError(Exception):
@@ -131,7 +136,8 @@ def create_database(port: int, password: str) -> str:
 
 
 def _state(root: Path, db_port: int | None) -> dict:
-    """The cluster's password and port, created on first use and kept in ``server.json``."""
+    """The cluster's password and port, and the server's token, created on first use and
+    kept in ``server.json``."""
     path = root / STATE_FILE
     state = _read_state(path) if path.exists() else {}
     if not isinstance(state.get("password"), str) or not isinstance(state.get("db_port"), int):
@@ -142,6 +148,8 @@ def _state(root: Path, db_port: int | None) -> dict:
                 "(an empty store)")
         state = {}
     state.setdefault("password", secrets.token_urlsafe(24))
+    if not isinstance(state.get("token"), str) or len(state["token"]) < TOKEN_MIN_CHARS:
+        state["token"] = secrets.token_urlsafe(32)  # every request to the server carries it
     if db_port:
         state["db_port"] = db_port
     state.setdefault("db_port", free_port())
@@ -184,18 +192,22 @@ def serve(root: Path, host: str, port: int, db_port: int | None, workers: int,
         # MLflow 3's GenAI job runner (seven huey consumer processes) serves nothing al_sim
         # logs; set MLFLOW_SERVER_ENABLE_JOB_EXECUTION=true to have it anyway.
         env.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
+        env[TOKEN_ENV] = state["token"]
         artifacts = root.resolve() / "artifacts"
         artifacts.mkdir(exist_ok=True)
         security = ["--allowed-hosts", allowed_hosts] if allowed_hosts else []
         mlflow = subprocess.Popen(
             [sys.executable, "-m", "mlflow", "server", "--host", host, "--port", str(port),
              "--serve-artifacts", "--artifacts-destination", artifacts.as_uri(),
-             "--workers", str(workers), *security], env=env)
+             "--workers", str(workers), "--app-name", GUARD_APP, *security], env=env)
         wait_for_port("127.0.0.1" if host in ("0.0.0.0", "") else host, port, 180, mlflow,
                       "mlflow server")
         shown = socket.gethostname() if host in ("0.0.0.0", "") else host
         print(f"MLflow server on PostgreSQL: tracking.uri=http://{shown}:{port} "
-              f"(data in {root}; Ctrl-C stops it)", flush=True)
+              f"(data in {root}; Ctrl-C stops it)\n  every request needs its token: jobs and "
+              f"al_sim.compare read it from {CLIENT_TOKEN_ENV} (export {CLIENT_TOKEN_ENV}="
+              f"$(python -m al_sim.server --dir {root} --token)); the UI: "
+              f"http://{shown}:{port}/?token={state['token']}", flush=True)
         if not allowed_hosts and host not in ("127.0.0.1", "localhost"):
             print(f"  host names in tracking.uri need --allowed-hosts (e.g. {shown}:{port}); "
                   "IP addresses and localhost work without", flush=True)
@@ -208,6 +220,17 @@ def serve(root: Path, host: str, port: int, db_port: int | None, workers: int,
             except subprocess.TimeoutExpired:
                 mlflow.kill()
         stop_postgres(data, db_user)
+
+
+def print_token(root: Path) -> int:
+    """Print the token of the server in ``root``; exit status 2, with the fix, if it has none."""
+    state = _read_state(root / STATE_FILE) if (root / STATE_FILE).is_file() else {}
+    if not isinstance(state.get("token"), str):
+        print(f"error: {root / STATE_FILE} holds no server token: start the server once with "
+              f"python -m al_sim.server --dir {root}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    print(state["token"])
+    return 0
 
 
 def _default_db_user() -> str | None:
@@ -254,9 +277,14 @@ def main(argv: list[str] | None = None) -> None:
                              "--allowed-hosts; default: localhost and private IP addresses)")
     parser.add_argument("--db-user", default=_default_db_user(),
                         help="system user that runs PostgreSQL when started as root")
+    parser.add_argument("--token", action="store_true",
+                        help=f"print the server's token ({CLIENT_TOKEN_ENV} of its clients) "
+                             "and exit")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _interrupt)
     try:
+        if args.token:
+            sys.exit(print_token(args.dir))
         sys.exit(serve(args.dir, args.host, args.port, args.db_port, args.workers,
                        args.db_user if os.geteuid() == 0 else None, args.allowed_hosts))
     except ServerError as exc:

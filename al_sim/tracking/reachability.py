@@ -18,12 +18,13 @@ from collections.abc import Callable
 from urllib.parse import urlparse
 
 from al_sim.runtime.errors import TrackingError
-from al_sim.tracking.contract import redact, sqlite_file
+from al_sim.tracking.contract import CLIENT_TOKEN_ENV, redact, sqlite_file
 
 INVALID_HOST = "invalid host header"  # MLflow's security middleware refusing the URI's host name
 HEALTH_PATH = "/health"  # MLflow's server answers it; any HTTP answer proves it is alive
 CLIENT_RETRIES = 2  # MLflow HTTP client retries per request, once the server has answered
 WAIT_FIRST_S, WAIT_MAX_S = 0.5, 5.0  # back-off while waiting for a restarting server
+UNAUTHORIZED = 401
 DATABASE_PORTS = {"postgresql": 5432, "mysql": 3306, "mariadb": 3306, "mssql": 1433}  # defaults
 
 
@@ -82,10 +83,15 @@ def _answers(uri: str, timeout: float) -> None:
     parsed = urlparse(uri)
     port = parsed.port or (443 if parsed.scheme == "https" else 80)
     url = f"{parsed.scheme}://{parsed.netloc}{parsed.path.rstrip('/')}{HEALTH_PATH}"
+    token = os.environ.get(CLIENT_TOKEN_ENV)
+    request = urllib.request.Request(
+        url, headers={"Authorization": f"Bearer {token}"} if token else {})
     try:
-        with urllib.request.urlopen(url, timeout=timeout):  # noqa: S310 - http(s) only
+        with urllib.request.urlopen(request, timeout=timeout):  # noqa: S310 - http(s) only
             return
-    except urllib.error.HTTPError:
+    except urllib.error.HTTPError as exc:
+        if exc.code == UNAUTHORIZED:
+            raise _unauthorized(uri, bool(token)) from None
         return  # it answered (an old server without /health, or a proxy's page)
     except (OSError, ValueError) as exc:
         reason = getattr(exc, "reason", None) or exc
@@ -95,6 +101,16 @@ def _answers(uri: str, timeout: float) -> None:
             f"(mlflow server --host 127.0.0.1 --port {port}), fix tracking.uri, or set "
             "tracking.enabled=false"
         ) from None
+
+
+def _unauthorized(uri: str, sent: bool) -> TrackingError:
+    """The error, naming the fix, of a server that asks for a token (401)."""
+    what = (f"refused the token in {CLIENT_TOKEN_ENV}" if sent else "asks for a token")
+    return TrackingError(
+        f"the MLflow server at {redact(uri)} {what} (401 Unauthorized); set {CLIENT_TOKEN_ENV} to "
+        f"the server's token (python -m al_sim.server --dir <its dir> --token prints it; a "
+        "server with MLflow's basic-auth takes MLFLOW_TRACKING_USERNAME and "
+        "MLFLOW_TRACKING_PASSWORD), or set tracking.enabled=false")
 
 
 def _database_address(uri: str) -> tuple[str, int] | None:

@@ -9,6 +9,7 @@ relative ``hydra.sweep.dir`` is the launch dir's, not the Ray node's working dir
 
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, configure_log, filter_overrides, setup_globals
 from hydra_plugins.hydra_ray_launcher.ray_launcher import RayLauncher
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from al_sim.app.launchers.common import (
     cancelled_on_interrupt,
@@ -27,13 +28,30 @@ from al_sim.app.launchers.common import (
 )
 from al_sim.app.lost_jobs import JobRef, report_lost
 from al_sim.runtime.errors import ClusterError
+from al_sim.tracking.contract import CLIENT_TOKEN_ENV
 
+# what MLflow's client authenticates with, carried to Ray's workers when set here
+CREDENTIALS = (CLIENT_TOKEN_ENV, "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
 RAY_CLIENT = "ray://"  # Ray Client addresses connect through their own protocol and checks
 RAY_FIX = ("start it (ray start --head), set RAY_ADDRESS=<head host>:<port> "
            "(hydra.launcher.ray.init.address), or run here with hydra/launcher=al_joblib")
 
 # A started task and the jobs it runs (indices into the batch); its result as their returns.
 Returns = Callable[[Any], dict[int, JobReturn]]
+
+
+def with_credentials(init: DictConfig) -> DictConfig:
+    """``ray.init``'s settings with the MLflow credentials of this shell (the server's token,
+    a basic-auth login) added to the job's ``runtime_env.env_vars``: Ray's workers have the
+    environment of ``ray start``, not of the sweep's command. A value set there is kept."""
+    found = {k: os.environ[k] for k in CREDENTIALS if os.environ.get(k)}
+    if not found:
+        return init
+    given = OmegaConf.select(init, "runtime_env.env_vars")
+    own = dict(given) if isinstance(given, DictConfig) else {}
+    merged = OmegaConf.merge(init, {"runtime_env": {"env_vars": {**found, **own}}})
+    assert isinstance(merged, DictConfig)
+    return merged
 
 
 class AlRayLauncher(RayLauncher):
@@ -52,7 +70,7 @@ class AlRayLauncher(RayLauncher):
         address = self.ray_cfg.init.get("address")
         check_ray_address(address, connect_s)
         try:
-            start_ray(self.ray_cfg.init)
+            start_ray(with_credentials(self.ray_cfg.init))
         except ConnectionError as exc:  # ray.init's "no running Ray instance" (address auto)
             raise ClusterError(f"no Ray cluster to join at {address} ({exc}); {RAY_FIX}") from exc
         tasks = self._start(refs, folder)
