@@ -273,8 +273,10 @@ def ray_head_pid(workdir: Path) -> int:
     raise AssertionError("ray head not found")
 
 
-def test_the_server_restarting_mid_run_loses_no_metric(ray_sweep: dict, server: Server,
-                                                       workdir: Path) -> None:
+def test_the_database_dying_and_the_server_restarting_mid_run_lose_no_metric(
+        ray_sweep: dict, server: Server, workdir: Path) -> None:
+    """PostgreSQL killed under the server (started again by it), then the server stopped and
+    started: the run retries through both and logs every metric once."""
     cwd = workdir / "restart_launch"
     run_dir = cwd / "run"
     cwd.mkdir()
@@ -282,10 +284,19 @@ def test_the_server_restarting_mid_run_loses_no_metric(ray_sweep: dict, server: 
             f"tracking.uri={server.uri}", "tracking.experiment=restart",
             "tracking.retry_timeout_s=600", f"hydra.run.dir={run_dir}"]
     proc = start_cli(args, cwd)
+    checkpoint = run_dir / "checkpoint.pt"
     try:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and proc.poll() is None:
-            if (run_dir / "checkpoint.pt").exists():  # round 0 is in the store
+            if checkpoint.exists():  # round 0 is in the store
+                break
+            time.sleep(0.05)
+        # first its database dies under the server (kill -9): the server starts it again
+        first = checkpoint.stat().st_mtime_ns
+        pid_file = workdir / "srv" / "pgdata" / "postmaster.pid"
+        os.kill(int(pid_file.read_text().split()[0]), signal.SIGKILL)
+        while time.monotonic() < deadline and proc.poll() is None:
+            if checkpoint.stat().st_mtime_ns != first:  # a round logged since
                 break
             time.sleep(0.05)
         assert proc.poll() is None, "the run ended before the server could be stopped"
@@ -305,14 +316,15 @@ def test_the_server_restarting_mid_run_loses_no_metric(ray_sweep: dict, server: 
         steps = [m.step for m in client.get_metric_history(run.info.run_id, name)]
         assert sorted(steps) == [20, 30, 40, 50, 60, 70], (name, steps)
     assert "final/aulc" in run.data.metrics
+    assert "PostgreSQL is back" in (workdir / "server.log").read_text()
 
 
 def test_runs_started_together_on_a_new_postgres_database(tmp_path: Path) -> None:
     """Three plain runs at once, straight on a fresh PostgreSQL database (no MLflow server):
     the schema is built once under an advisory lock, every run lands FINISHED, and the
     database password is in no output, param or config file."""
-    from al_sim.tracking.mlflow_server import (
-        _default_db_user,
+    from al_sim.tracking.mlflow_server import _default_db_user
+    from al_sim.tracking.postgres import (
         create_database,
         init_cluster,
         start_postgres,

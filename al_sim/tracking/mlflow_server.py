@@ -30,20 +30,25 @@ from pathlib import Path
 from al_sim.runtime.errors import EXIT_USER_ERROR, os_error_line
 from al_sim.runtime.files import atomic_write
 from al_sim.tracking.contract import CLIENT_TOKEN_ENV
+from al_sim.tracking.postgres import (
+    ServerError,
+    create_database,
+    init_cluster,
+    postgres_alive,
+    restart_postgres,
+    start_postgres,
+    stop_postgres,
+)
 from al_sim.tracking.server_token import TOKEN_ENV
 
-DB_NAME = "mlflow"
-DB_ROLE = "mlflow"
 STATE_FILE = "server.json"
 POOL_SIZE, POOL_OVERFLOW = 10, 20  # connections per mlflow worker process
 SPARE_CONNECTIONS = 20  # for psql, migrations, the driver's own checks
 MAX_PORT = 65535
 GUARD_APP = "al-sim-token"  # pyproject.toml's mlflow.app entry point (tracking/server_token.py)
 TOKEN_MIN_CHARS = 32
-
-
-class ServerError(Exception):
-    """A problem the user fixes (missing binaries, a port in use, ...)."""
+WATCH_S = 2.0  # how often the server checks that PostgreSQL still runs
+RESTART_WAIT_S = 60.0  # how long a stopped PostgreSQL may take to start again
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -66,73 +71,6 @@ def wait_for_port(host: str, port: int, timeout_s: float, proc: subprocess.Popen
         except OSError:
             time.sleep(0.3)
     raise ServerError(f"{what} did not listen on {host}:{port} within {timeout_s:.0f} s")
-
-
-def _runner(db_user: str | None) -> dict:
-    """Popen keyword arguments that run a PostgreSQL binary as ``db_user`` when root."""
-    return {} if db_user is None else {"user": db_user}
-
-
-def _pg(args: list[str], db_user: str | None, log: Path | None = None) -> None:
-    out = subprocess.run(args, capture_output=True, text=True, check=False, timeout=120,
-                         **_runner(db_user))
-    if out.returncode != 0:
-        where = f" (see {log})" if log else ""
-        detail = (out.stderr or out.stdout)[-500:]
-        raise ServerError(f"{args[0]} failed{where}: {detail}")
-
-
-def init_cluster(data: Path, password: str, db_user: str | None) -> None:
-    """``initdb`` a new cluster at ``data`` with a password-protected ``mlflow`` role."""
-    data.mkdir(mode=0o700, parents=True)
-    pwfile = data.parent / ".pgpass.tmp"
-    pwfile.write_text(password + "\n")
-    pwfile.chmod(0o600)
-    if db_user is not None:
-        shutil.chown(data, db_user)
-        shutil.chown(pwfile, db_user)
-    try:
-        _pg(["initdb", "-D", str(data), "-U", DB_ROLE, "--auth=scram-sha-256",
-             f"--pwfile={pwfile}", "-E", "UTF8", "--no-instructions"], db_user)
-    finally:
-        pwfile.unlink(missing_ok=True)
-
-
-def start_postgres(data: Path, port: int, db_user: str | None, log: Path,
-                   max_connections: int = 100) -> None:
-    """Start the cluster on 127.0.0.1:``port`` (socket in the data dir) and wait for it."""
-    if db_user is not None and not log.exists():
-        log.touch()
-        shutil.chown(log, db_user)
-    opts = (f"-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories={data} "
-            f"-c max_connections={max_connections}")
-    _pg(["pg_ctl", "-D", str(data), "-l", str(log), "-o", opts, "-w", "-t", "60", "start"],
-        db_user, log)
-
-
-def stop_postgres(data: Path, db_user: str | None) -> None:
-    """Stop the cluster (fast shutdown: open sessions are ended, data is flushed)."""
-    subprocess.run(["pg_ctl", "-D", str(data), "-m", "fast", "-w", "stop"], capture_output=True,
-                   check=False, timeout=120, **_runner(db_user))
-
-
-def create_database(port: int, password: str) -> str:
-    """Create the ``mlflow`` database if missing; its SQLAlchemy URI."""
-    try:
-        import psycopg2
-    except ImportError as exc:
-        raise ServerError('the PostgreSQL driver is missing: pip install -e ".[server]"') from exc
-    conn = psycopg2.connect(host="127.0.0.1", port=port, user=DB_ROLE, password=password,
-                            dbname="postgres", connect_timeout=10)
-    try:
-        conn.autocommit = True
-        with conn.cursor() as cur:
-            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DB_NAME,))
-            if cur.fetchone() is None:
-                cur.execute(f"CREATE DATABASE {DB_NAME}")
-    finally:
-        conn.close()
-    return f"postgresql+psycopg2://{DB_ROLE}:{password}@127.0.0.1:{port}/{DB_NAME}"
 
 
 def _state(root: Path, db_port: int | None) -> dict:
@@ -211,7 +149,8 @@ def serve(root: Path, host: str, port: int, db_port: int | None, workers: int,
         if not allowed_hosts and host not in ("127.0.0.1", "localhost"):
             print(f"  host names in tracking.uri need --allowed-hosts (e.g. {shown}:{port}); "
                   "IP addresses and localhost work without", flush=True)
-        return mlflow.wait()
+        return _watch(mlflow, data, state["db_port"], db_user, log,
+                      workers * (POOL_SIZE + POOL_OVERFLOW) + SPARE_CONNECTIONS)
     finally:
         if mlflow is not None and mlflow.poll() is None:
             mlflow.terminate()
@@ -220,6 +159,21 @@ def serve(root: Path, host: str, port: int, db_port: int | None, workers: int,
             except subprocess.TimeoutExpired:
                 mlflow.kill()
         stop_postgres(data, db_user)
+
+
+def _watch(mlflow: subprocess.Popen, data: Path, db_port: int, db_user: str | None, log: Path,
+           max_connections: int) -> int:
+    """Wait for mlflow to exit (its exit status); start PostgreSQL again whenever it stopped."""
+    while True:
+        try:
+            return mlflow.wait(timeout=WATCH_S)
+        except subprocess.TimeoutExpired:
+            pass
+        if not postgres_alive(data):
+            print(f"warning: PostgreSQL ({data}) stopped (see {log}); starting it again; jobs "
+                  "retry what failed meanwhile", file=sys.stderr, flush=True)
+            restart_postgres(data, db_port, db_user, log, max_connections, RESTART_WAIT_S)
+            print("PostgreSQL is back", file=sys.stderr, flush=True)
 
 
 def print_token(root: Path) -> int:
