@@ -375,3 +375,15 @@ def test_the_server_answers_only_requests_with_its_token(server: Server, workdir
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "asks for a token (401" in errors[0], proc.stderr[-2000:]
     assert MlflowClient(tracking_uri=server.uri).get_experiment_by_name("no_token") is None
+    # a browser's link: the cookie is set, and the server's log keeps no token
+    import http.client
+
+    token = os.environ[CLIENT_TOKEN_ENV]
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    conn.request("GET", f"/?token={token}")
+    answer = conn.getresponse()
+    assert answer.status == 303 and token in (answer.getheader("set-cookie") or "")
+    conn.close()
+    time.sleep(0.5)
+    log = (workdir / "server.log").read_text()  # the access log: no token (the banner has it)
+    assert '"GET /?token=*** HTTP' in log and f"GET /?token={token}" not in log

@@ -111,3 +111,22 @@ def test_a_sweep_into_another_artifact_location_is_refused_before_its_jobs(
                     f"tracking.artifact_location={tmp_path / 'second'}"], tmp_path)
     assert_refused(proc, tmp_path, ["tracking.artifact_location=", "tracking.experiment="])
     assert not list(tmp_path.glob("multirun/*/*/*/metrics.csv"))
+
+
+def test_a_report_that_cannot_be_uploaded_names_the_runs_artifacts_and_the_way_out(
+        client: MlflowClient, tmp_path: Path) -> None:
+    from al_sim.report.reader import RunReader
+
+    art = tmp_path / "art"
+    run = client.create_run(experiment_id(client, "study", str(art)))
+    report = tmp_path / "compare"
+    report.mkdir()
+    (report / "table.md").write_text("| a |\n")
+    art.rmdir()
+    art.write_text("")  # the experiment's artifact folder is now a file
+    with pytest.raises(TrackingError) as err:
+        RunReader(client.tracking_uri).log_artifacts(run.info.run_id, report, "compare")
+    message = str(err.value)
+    assert f"at {run.info.artifact_uri}:" in message
+    assert "is a folder this user can write" in message
+    assert f"set log_artifacts=false (the report's files are in {report})" in message

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from omegaconf import OmegaConf
 
 from al_sim.app.launchers.ray_tasks import with_credentials
 from al_sim.tracking.mlflow_server import STATE_FILE, _state, main
-from al_sim.tracking.server_token import COOKIE, TOKEN_ENV, TokenGuard
+from al_sim.tracking.server_token import COOKIE, TOKEN_ENV, HiddenToken, TokenGuard
 
 TOKEN = "t0ken-of-the-server-0123456789abcdef"
 
@@ -72,6 +73,14 @@ def test_a_browsers_token_link_sets_the_cookie_and_drops_the_token_from_the_addr
     assert not inner.seen and sent[0]["status"] == 401
 
 
+def test_the_access_log_keeps_no_token() -> None:
+    record = logging.LogRecord("uvicorn.access", logging.INFO, "", 0, '%s - "%s %s HTTP/%s" %d',
+                               ("127.0.0.1:5", "GET", f"/?o=1&token={TOKEN}&p=2", "1.1", 303),
+                               None)
+    assert HiddenToken().filter(record)
+    assert record.getMessage() == '127.0.0.1:5 - "GET /?o=1&token=***&p=2 HTTP/1.1" 303'
+
+
 def test_lifespan_passes_and_a_websocket_without_the_token_is_closed() -> None:
     inner, _ = ask(kind="lifespan")
     assert len(inner.seen) == 1
@@ -114,3 +123,41 @@ def test_ray_workers_get_the_mlflow_credentials_of_the_sweeps_shell(
     monkeypatch.delenv("MLFLOW_TRACKING_TOKEN")
     assert with_credentials(own) is own
     assert os.environ.get("MLFLOW_TRACKING_TOKEN") is None
+
+
+def test_a_server_asking_for_a_token_is_one_error_at_once(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """401 is an answer: no waiting out tracking.connect_wait_s as for a server that is down."""
+    import http.server
+    import threading
+    import time
+
+    from al_sim.runtime.errors import TrackingError
+    from al_sim.tracking.reachability import check_reachable
+
+    class Refuse(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            self.send_response(401 if self.headers.get("Authorization") != f"Bearer {TOKEN}"
+                               else 200)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Refuse)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    uri = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        for token, words in ((None, "asks for a token"), ("wrong", "refused the token")):
+            if token is None:
+                monkeypatch.delenv("MLFLOW_TRACKING_TOKEN", raising=False)
+            else:
+                monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", token)
+            started = time.monotonic()
+            with pytest.raises(TrackingError, match=words):
+                check_reachable(uri, timeout=5, wait_s=30)
+            assert time.monotonic() - started < 5
+        monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", TOKEN)
+        check_reachable(uri, timeout=5, wait_s=30)
+    finally:
+        server.shutdown()

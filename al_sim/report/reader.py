@@ -26,6 +26,7 @@ from al_sim.tracking.contract import (
 )
 from al_sim.tracking.reachability import check_reachable
 from al_sim.tracking.store import open_store
+from al_sim.tracking.store_fixes import artifact_fix
 
 LATEST, ALL = "latest", "all"
 PARENT_TAG = "mlflow.parentRunId"
@@ -222,5 +223,11 @@ class RunReader:
         try:
             self.client.log_artifacts(run_id, str(folder), artifact_path)
         except (MlflowException, OSError) as exc:
-            raise TrackingError(f"cannot log the report to run {run_id} at {redact(self.uri)}: "
-                                f"{str(exc).splitlines()[0]}") from exc
+            try:
+                where = self.client.get_run(run_id).info.artifact_uri
+            except (MlflowException, OSError):
+                where = self.uri
+            raise TrackingError(
+                f"cannot log the report to run {run_id} at {redact(where)}: "
+                f"{str(exc).splitlines()[0]}; {artifact_fix(where, exc)}, or set "
+                f"log_artifacts=false (the report's files are in {folder})") from exc

@@ -72,6 +72,8 @@ def check_reachable(uri: str, timeout: float = 10.0, wait_s: float = 0.0) -> Non
     while True:
         try:
             return probe()
+        except AccessRefusedError:
+            raise  # it answered: waiting changes nothing
         except TrackingError:
             if time.monotonic() + delay > deadline:
                 raise
@@ -103,10 +105,14 @@ def _answers(uri: str, timeout: float) -> None:
         ) from None
 
 
+class AccessRefusedError(TrackingError):
+    """The server answered, refusing this client (no token, or the wrong one)."""
+
+
 def _unauthorized(uri: str, sent: bool) -> TrackingError:
     """The error, naming the fix, of a server that asks for a token (401)."""
     what = (f"refused the token in {CLIENT_TOKEN_ENV}" if sent else "asks for a token")
-    return TrackingError(
+    return AccessRefusedError(
         f"the MLflow server at {redact(uri)} {what} (401 Unauthorized); set {CLIENT_TOKEN_ENV} to "
         f"the server's token (python -m al_sim.server --dir <its dir> --token prints it; a "
         "server with MLflow's basic-auth takes MLFLOW_TRACKING_USERNAME and "

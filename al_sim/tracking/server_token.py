@@ -14,7 +14,9 @@ from __future__ import annotations
 import hmac
 import importlib
 import json
+import logging
 import os
+import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from http.cookies import SimpleCookie
 from typing import Any
@@ -25,6 +27,8 @@ from al_sim.tracking.contract import CLIENT_TOKEN_ENV
 TOKEN_ENV = "AL_SIM_SERVER_TOKEN"
 COOKIE = "al_sim_mlflow_token"
 MLFLOW_APP = "mlflow.server.fastapi_app:app"
+ACCESS_LOG = "uvicorn.access"  # its request lines hold a browser's ?token= link
+TOKEN_IN_QUERY = re.compile(r"([?&]token=)[^&\s]*")
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -115,4 +119,15 @@ async def _refuse(scope: Scope, send: Send) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+class HiddenToken(logging.Filter):
+    """Writes a request line's ``token=...`` as ``token=***`` (uvicorn's access log)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(TOKEN_IN_QUERY.sub(r"\1***", a) if isinstance(a, str) else a
+                                for a in record.args)
+        return True
+
+
+logging.getLogger(ACCESS_LOG).addFilter(HiddenToken())
 app = TokenGuard()
