@@ -1,4 +1,4 @@
-"""The MLflow store: calls retried while it is busy, experiments, a sweep's parent run.
+"""The MLflow store: calls retried while it is busy, a new store made once, a sweep's parent run.
 
 Shared by the writer (:mod:`al_sim.sinks.mlflow_writer`), the sweep callback
 (:mod:`al_sim.app.sweep_callback`), which creates, restarts and closes the parent run, and the
