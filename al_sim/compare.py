@@ -12,6 +12,7 @@ Exit status: 0, or 2 with one ``error:`` line (nothing matches, curves of differ
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,6 +33,13 @@ from al_sim.config.store import register_configs
 from al_sim.report.reader import RunReader
 from al_sim.runtime.command_line import hydra_argv
 from al_sim.runtime.errors import EXIT_USER_ERROR, ALSimError, os_error_line
+from al_sim.runtime.interrupts import interrupt
+from al_sim.runtime.launcher_watch import (
+    EXIT_INTERRUPTED,
+    EXIT_TERMINATED,
+    SIGINT_REASON,
+    SIGTERM_REASON,
+)
 from al_sim.tracking.contract import tracking_uri
 
 COMPARE_CONFIG = "conf/compare.yaml"
@@ -76,14 +84,26 @@ def report(cfg: DictConfig) -> None:
         sys.exit(status)
 
 
+def _interrupted(signum: int, frame: object) -> None:
+    interrupt(SIGTERM_REASON if signum == signal.SIGTERM else SIGINT_REASON)
+
+
 def main() -> None:
     """``python -m al_sim.compare [overrides]``; a config Hydra refuses is one ``error:``
-    line and exit status 2, as a run's is."""
+    line and exit status 2, as a run's is. Ctrl-C or SIGTERM is one line too, after the
+    store call under way (a summary run is logged whole or not at all)."""
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # let errors reach us instead of a trace
+    signal.signal(signal.SIGTERM, _interrupted)
+    signal.signal(signal.SIGINT, _interrupted)
     register_configs()
     try:
         sys.argv[1:] = hydra_argv(sys.argv[1:])  # a ``~`` path, one mode: as the run's
         hydra.main(version_base="1.3", config_path="../conf", config_name="compare")(report)()
+    except KeyboardInterrupt as exc:
+        by = str(exc) or SIGINT_REASON
+        print(f"interrupted ({by}): the report is not finished; run the same command again",
+              file=sys.stderr, flush=True)
+        sys.exit(EXIT_TERMINATED if by == SIGTERM_REASON else EXIT_INTERRUPTED)
     except ALSimError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         sys.exit(EXIT_USER_ERROR)

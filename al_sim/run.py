@@ -52,6 +52,7 @@ from al_sim.runtime.errors import (
 from al_sim.runtime.files import atomic_write
 from al_sim.runtime.interrupts import interrupt
 from al_sim.runtime.launcher_watch import (
+    EXIT_INTERRUPTED,
     EXIT_TERMINATED,
     SIGINT_REASON,
     SIGTERM_REASON,
@@ -67,7 +68,6 @@ from al_sim.runtime.run_lock import RunDirLock
 from al_sim.tracking.contract import CONFIG_FILE, FULL_STRATEGY, JOB_TAG, redact
 
 log = logging.getLogger("al_sim")
-EXIT_INTERRUPTED = 130
 
 
 def run_name(cfg: DictConfig) -> str:

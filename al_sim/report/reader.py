@@ -5,6 +5,7 @@ Selection problems are ConfigError (one clear line). Imports no torch.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +16,7 @@ from mlflow.exceptions import MlflowException
 
 from al_sim.config.schema import DEFAULT_EXPERIMENT
 from al_sim.runtime.errors import ConfigError, TrackingError
+from al_sim.runtime.interrupts import deferred
 from al_sim.tracking.contract import (
     FULL_STRATEGY,
     ROLE_TAG,
@@ -208,14 +210,23 @@ class RunReader:
                                 f"{str(exc).splitlines()[0]}") from exc
 
     def _log_summary(self, ref: SweepRef, run: SummaryRun) -> str:
+        """One summary run, logged whole: an interrupt waits for it, and a store that fails
+        midway leaves no RUNNING half of it (it is deleted)."""
         tags = {**run.tags, ROLE_TAG: SUMMARY_ROLE, PARENT_TAG: str(ref.parent_run_id)}
-        run_id = self.client.create_run(ref.experiment_id, run_name=run.name,
-                                        tags=tags).info.run_id
-        self.client.log_batch(run_id, params=[Param(k, v) for k, v in run.params.items()])
-        metrics = [Metric(k, float(v), 0, int(step)) for k, step, v in run.metrics]
-        for start in range(0, len(metrics), METRIC_BATCH):
-            self.client.log_batch(run_id, metrics=metrics[start:start + METRIC_BATCH])
-        self.client.set_terminated(run_id, "FINISHED")
+        with deferred():
+            run_id = self.client.create_run(ref.experiment_id, run_name=run.name,
+                                            tags=tags).info.run_id
+            try:
+                self.client.log_batch(run_id,
+                                      params=[Param(k, v) for k, v in run.params.items()])
+                metrics = [Metric(k, float(v), 0, int(step)) for k, step, v in run.metrics]
+                for start in range(0, len(metrics), METRIC_BATCH):
+                    self.client.log_batch(run_id, metrics=metrics[start:start + METRIC_BATCH])
+                self.client.set_terminated(run_id, "FINISHED")
+            except Exception:
+                with contextlib.suppress(Exception):
+                    self.client.delete_run(run_id)
+                raise
         return run_id
 
     def log_artifacts(self, run_id: str, folder: Path, artifact_path: str) -> None:

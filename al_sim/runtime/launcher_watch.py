@@ -35,6 +35,7 @@ RUNNING_DIR = ".al_sim_running"
 SIGTERM_REASON = "SIGTERM"
 SIGINT_REASON = "Ctrl-C"
 EXIT_TERMINATED = 143  # 128 + SIGTERM, what shells and schedulers expect
+EXIT_INTERRUPTED = 130  # 128 + SIGINT (Ctrl-C)
 _SIGTERM_IGNORED = 1 << (signal.SIGTERM - 1)  # its bit in /proc/<pid>/status SigIgn
 
 _gone = threading.Event()  # the launcher died
