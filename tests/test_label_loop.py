@@ -42,6 +42,10 @@ def answer_batch(run_dir: Path, leave: int = 0) -> dict[int, str]:
         if leave:
             status, reply = server.call("/api/done", {})
             assert status == 400 and f"{leave} of" in reply["error"]
+            server.proc.terminate()  # the expert's session ends: SIGTERM, one line
+            _, err = server.proc.communicate(timeout=10)
+            assert server.proc.returncode == 143, err
+            assert err.strip().endswith("stopped (SIGTERM): the answers given so far are saved")
             return given
         assert server.call("/api/done", {})[0] == 200
         assert "done" in server.wait()

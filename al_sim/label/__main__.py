@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import signal
 import sys
 from pathlib import Path
 
@@ -16,6 +17,12 @@ from al_sim.label.batch import Batch
 from al_sim.label.rounds import current_batch
 from al_sim.label.web import MAX_REQUEST_KB, LabelServer
 from al_sim.runtime.errors import EXIT_USER_ERROR, ALSimError, LabelError, os_error_line
+from al_sim.runtime.launcher_watch import (
+    EXIT_INTERRUPTED,
+    EXIT_TERMINATED,
+    SIGINT_REASON,
+    SIGTERM_REASON,
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -106,8 +113,14 @@ def _warn(text: str) -> None:
     print(f"warning: {text}", file=sys.stderr, flush=True)
 
 
+def _terminated(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(SIGTERM_REASON)
+
+
 def cli() -> None:
-    """Entry point: user errors as one ``error:`` line, exit status 2."""
+    """Entry point: user errors as one ``error:`` line, exit status 2; Ctrl-C or SIGTERM
+    stops the page with one line (each answer is already saved, atomically)."""
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         sys.exit(main())
     except ALSimError as exc:
@@ -117,9 +130,11 @@ def cli() -> None:
         print(os_error_line(exc, "give a run dir or --export DIR"), file=sys.stderr,
               flush=True)
         sys.exit(EXIT_USER_ERROR)
-    except KeyboardInterrupt:
-        print("stopped: the answers given so far are saved", file=sys.stderr, flush=True)
-        sys.exit(130)
+    except KeyboardInterrupt as exc:
+        by = str(exc) or SIGINT_REASON
+        print(f"stopped ({by}): the answers given so far are saved", file=sys.stderr,
+              flush=True)
+        sys.exit(EXIT_TERMINATED if by == SIGTERM_REASON else EXIT_INTERRUPTED)
 
 
 if __name__ == "__main__":
