@@ -108,7 +108,8 @@ def test_a_sweep_into_another_artifact_location_is_refused_before_its_jobs(
     MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}").create_experiment(
         "al_sim", artifact_location=str(tmp_path / "first"))
     proc = run_cli(["-m", "seed=0,1", "budget=tiny", *FAST_CLI, "tracking.experiment=al_sim",
-                    f"tracking.artifact_location={tmp_path / 'second'}"], tmp_path)
+                    f"tracking.artifact_location={tmp_path / 'second'}"], tmp_path,
+                   process=False)  # refused before any job: no worker to outlive the call
     assert_refused(proc, tmp_path, ["tracking.artifact_location=", "tracking.experiment="])
     assert not list(tmp_path.glob("multirun/*/*/*/metrics.csv"))
 
