@@ -11,21 +11,53 @@ is remembered and raised when the call returns.
 
 from __future__ import annotations
 
+import _thread
 import contextlib
+import sys
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 _depth = [0]  # deferred() nesting in the main thread
 _pending: list[str] = []
+REARM_S = 0.01  # a dropped interrupt is raised again this long after
+_lost: list[str] = []  # an interrupt raised where Python drops exceptions (a finalizer)
 
 
 def interrupt(reason: str) -> None:
     """From a signal handler: raise ``KeyboardInterrupt(reason)`` now, or when the
-    store call under way returns."""
+    store call under way returns (a lost interrupt's reason first)."""
+    if _lost:
+        reason = _lost.pop()
     if _depth[0]:
         _pending[:] = [reason]
         return
     raise KeyboardInterrupt(reason)
+
+
+def lost() -> bool:
+    """Whether an interrupt was dropped by a finalizer and is being raised again."""
+    return bool(_lost)
+
+
+def _unraisable(info: Any) -> None:
+    """A signal that lands in a finalizer or a weakref callback (garbage collection, any
+    library's) raises there, where Python prints "Exception ignored" and drops it: the stop
+    would be lost. Raise it again in the main thread, silently."""
+    if isinstance(info.exc_value, KeyboardInterrupt):
+        _lost[:] = [str(info.exc_value)]
+        # from another thread, a moment later: raised now, it would land in this hook (or
+        # still in the finalizer) and be dropped again; if it is, this runs again
+        rearm = threading.Timer(REARM_S, _thread.interrupt_main)
+        rearm.daemon = True
+        rearm.start()  # the SIGINT handler runs again and calls interrupt()
+        return
+    _previous_hook(info)
+
+
+_previous_hook = sys.unraisablehook
+if sys.unraisablehook is not _unraisable:
+    sys.unraisablehook = _unraisable
 
 
 @contextlib.contextmanager

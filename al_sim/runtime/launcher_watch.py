@@ -28,7 +28,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from al_sim.runtime.interrupts import interrupt
+from al_sim.runtime.interrupts import interrupt, lost
 
 LAUNCHER_ENV = "AL_SIM_LAUNCHER"  # "<pid>:<poll seconds>", set by the launching process
 RUNNING_DIR = ".al_sim_running"
@@ -125,7 +125,7 @@ def gone_reason() -> str:
 
 
 def _interrupted(signum: int, frame: object) -> None:
-    if _interrupting.is_set():
+    if _interrupting.is_set() and not lost():
         return  # already stopping: a second signal must not break the run's clean close
     _interrupting.set()
     if _gone.is_set() and not _job_running.is_set():
