@@ -35,10 +35,9 @@ from al_sim.runtime.command_line import hydra_argv
 from al_sim.runtime.errors import EXIT_USER_ERROR, ALSimError, os_error_line
 from al_sim.runtime.interrupts import interrupt
 from al_sim.runtime.launcher_watch import (
-    EXIT_INTERRUPTED,
-    EXIT_TERMINATED,
     SIGINT_REASON,
     SIGTERM_REASON,
+    interrupted_status,
 )
 from al_sim.tracking.contract import tracking_uri
 
@@ -103,7 +102,7 @@ def main() -> None:
         by = str(exc) or SIGINT_REASON
         print(f"interrupted ({by}): the report is not finished; run the same command again",
               file=sys.stderr, flush=True)
-        sys.exit(EXIT_TERMINATED if by == SIGTERM_REASON else EXIT_INTERRUPTED)
+        sys.exit(interrupted_status(by))
     except ALSimError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         sys.exit(EXIT_USER_ERROR)

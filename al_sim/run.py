@@ -52,11 +52,10 @@ from al_sim.runtime.errors import (
 from al_sim.runtime.files import atomic_write
 from al_sim.runtime.interrupts import interrupt
 from al_sim.runtime.launcher_watch import (
-    EXIT_INTERRUPTED,
-    EXIT_TERMINATED,
     SIGINT_REASON,
     SIGTERM_REASON,
     exit_if_orphaned,
+    interrupted_status,
     job_in_progress,
     stop_workers,
     stopping,
@@ -295,7 +294,7 @@ def cli() -> None:
             "the sweep's MLflow runs are"
         print(f"interrupted ({by}): {what} marked KILLED; run the same command "
               "again to resume it", file=sys.stderr, flush=True)
-        sys.exit(EXIT_TERMINATED if by == SIGTERM_REASON else EXIT_INTERRUPTED)
+        sys.exit(interrupted_status(by))
     except Exception as exc:
         line = error_line(exc)
         close_failed_sweep()  # a launcher that failed, even of a bug: its parent run ends too

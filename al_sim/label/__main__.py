@@ -18,10 +18,9 @@ from al_sim.label.rounds import current_batch
 from al_sim.label.web import MAX_REQUEST_KB, LabelServer
 from al_sim.runtime.errors import EXIT_USER_ERROR, ALSimError, LabelError, os_error_line
 from al_sim.runtime.launcher_watch import (
-    EXIT_INTERRUPTED,
-    EXIT_TERMINATED,
     SIGINT_REASON,
     SIGTERM_REASON,
+    interrupted_status,
 )
 
 
@@ -134,7 +133,7 @@ def cli() -> None:
         by = str(exc) or SIGINT_REASON
         print(f"stopped ({by}): the answers given so far are saved", file=sys.stderr,
               flush=True)
-        sys.exit(EXIT_TERMINATED if by == SIGTERM_REASON else EXIT_INTERRUPTED)
+        sys.exit(interrupted_status(by))
 
 
 if __name__ == "__main__":

@@ -118,6 +118,11 @@ def stop_workers() -> int:
     return len(busy)
 
 
+def interrupted_status(reason: str) -> int:
+    """The exit status of a process stopped for ``reason``: 143 for SIGTERM, else 130."""
+    return EXIT_TERMINATED if reason == SIGTERM_REASON else EXIT_INTERRUPTED
+
+
 def gone_reason() -> str:
     """Why a watched job was interrupted: its launcher is gone."""
     launcher = _launcher()
