@@ -13,7 +13,7 @@ import os
 import re
 import socket
 from pathlib import Path
-from urllib.parse import quote, urlparse
+from urllib.parse import quote, unquote, urlparse
 
 # Per-round test metrics, in table order; logged as ``test/<name>`` with step = labelled images.
 TEST_METRICS = ("accuracy", "f1_macro", "balanced_accuracy", "auroc", "loss")
@@ -208,13 +208,25 @@ def tracking_uri(configured: str | None, launch_dir: Path) -> str:
     return configured or default_tracking_uri(launch_dir)
 
 
+def local_folder(location: str) -> Path | None:
+    """The folder an artifact location names on this machine (a path or a file: URI), or
+    None for a remote one (s3://, mlflow-artifacts:, ...)."""
+    parsed = urlparse(location)
+    if parsed.scheme == "file":
+        return Path(unquote(parsed.path))
+    if parsed.scheme == "" or (len(parsed.scheme) == 1 and os.name == "nt"):  # C:\...
+        return Path(location)
+    return None
+
+
 def default_artifact_location(configured: str | None, launch_dir: Path,
                               uri: str | None = None) -> str | None:
     """Where a new experiment keeps artifacts: ``tracking.artifact_location``, else the
     server's own store for an http(s) tracking server (``--serve-artifacts``: workers need
     no shared disk), else ``<launch dir>/mlartifacts``."""
     if configured:
-        if urlparse(configured).scheme == "" and not Path(configured).expanduser().is_absolute():
+        folder = local_folder(configured)
+        if folder is not None and not folder.expanduser().is_absolute():
             return str(Path(launch_dir).resolve() / configured)  # not the process's own cwd
         return str(Path(configured).expanduser()) if configured.startswith("~") else configured
     if uri is not None and uri.split(":", 1)[0] in ("http", "https"):

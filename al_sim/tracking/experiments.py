@@ -8,29 +8,15 @@ as a failure of the store, after the run was created.
 
 from __future__ import annotations
 
-import os
 import tempfile
-from pathlib import Path
-from urllib.parse import unquote, urlparse
 
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from al_sim.runtime.errors import TrackingError
-from al_sim.tracking.contract import redact
+from al_sim.tracking.contract import local_folder, redact
 
 NEW_EXPERIMENT = "tracking.experiment=<a new name>"
-
-
-def local_folder(location: str) -> Path | None:
-    """The folder an artifact location names on this machine (a path or a file: URI), or
-    None for a remote one (s3://, mlflow-artifacts:, ...)."""
-    parsed = urlparse(location)
-    if parsed.scheme == "file":
-        return Path(unquote(parsed.path))
-    if parsed.scheme == "" or (len(parsed.scheme) == 1 and os.name == "nt"):  # C:\...
-        return Path(location)
-    return None
 
 
 def same_location(stored: str, configured: str) -> bool:

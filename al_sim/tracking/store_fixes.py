@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import importlib.util
-from urllib.parse import urlparse
 
 from al_sim.runtime.errors import DISK_FULL
-from al_sim.tracking.contract import sqlite_file
+from al_sim.tracking.contract import local_folder, sqlite_file
 
 
 def driver_fix(module: str | None) -> str:
@@ -40,7 +39,7 @@ def store_fix(uri: str, exc: BaseException) -> str:
                 "store on another disk")
     if db is not None:
         return f"check that {db} is an MLflow store this user can write, or set tracking.uri"
-    if urlparse(uri).scheme in ("", "file"):  # MLflow's file store: refused by default now
+    if local_folder(uri) is not None:  # MLflow's file store: refused by default now
         return ("use a database store, tracking.uri=sqlite:///<dir>/mlflow.db (MLflow opens "
                 "its file store only with MLFLOW_ALLOW_FILE_STORE=true)")
     return "check that the server is up and tracking.uri (or MLFLOW_TRACKING_URI) is right"
@@ -52,7 +51,7 @@ def artifact_fix(location: str, exc: BaseException) -> str:
     if _disk_full(exc):
         return (f"free space on the disk holding {location}, or log into a new experiment "
                 "(tracking.experiment) with tracking.artifact_location on another disk")
-    if urlparse(location).scheme in ("", "file"):
+    if local_folder(location) is not None:
         return (f"check that {location} (the experiment's artifact location) is a folder this "
                 "user can write")
     return (f"check that the artifact store {location} is reachable and this user can write "
