@@ -24,6 +24,7 @@ from al_sim.tracking.mlflow_server import free_port
 
 BINARIES = ("munged", "mariadbd", "mariadb-install-db", "slurmdbd", "slurmctld", "slurmd",
             "sbatch", "sacct", "squeue", "scancel")
+REQUEUE_WAIT_S = 30  # AuthInfo cred_expire: also how long a requeued job waits (default 120)
 NODE_CPUS, NODE_MEMORY_MB = 4, 4000  # CPUs may exceed the machine's: SlurmdParameters
 
 
@@ -115,7 +116,8 @@ class SlurmCluster:
         dbd.chmod(0o600)
         self.conf = r / "slurm.conf"
         self.conf.write_text(
-            f"ClusterName=alsim\nSlurmctldHost={self.node}(127.0.0.1)\n{auth}"
+            f"ClusterName=alsim\nSlurmctldHost={self.node}(127.0.0.1)\n"
+            f"{auth.rstrip()},cred_expire={REQUEUE_WAIT_S}\n"
             f"SlurmctldPort={self.ctld_port}\nSlurmdPort={self.slurmd_port}\n"
             "SlurmUser=root\nSlurmdUser=root\n"
             f"StateSaveLocation={r / 'state'}\nSlurmdSpoolDir={r / 'spool'}\n"

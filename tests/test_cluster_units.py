@@ -122,6 +122,35 @@ def test_a_time_limit_that_stops_every_job_at_its_start_is_refused(timeout_min: 
     AlLocalLauncher(submitit_folder="x", timeout_min=1)._check_time_limit()
 
 
+def test_a_lost_job_says_why_its_run_was_interrupted(tmp_path: Path, capsys) -> None:
+    """The line a job writes when its run is interrupted (out of requeues, say) is read back
+    from its stderr log into the launcher's lost-job line; no log or no such line adds nothing."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason='pip install -e ".[slurm]"')
+    from types import SimpleNamespace
+
+    from al_sim.app.launchers.submitit_jobs import AlSlurmLauncher, on_node
+    from al_sim.runtime.oom_kills import OomWatch
+
+    def out_of_requeues() -> None:
+        raise KeyboardInterrupt("time limit or preemption, not requeued: timed-out too many times")
+
+    with pytest.raises(SystemExit):
+        on_node(out_of_requeues)
+    log = tmp_path / "1_0_log.err"
+    log.write_text("x" * 70000 + "\nsubmitit WARNING - Caught signal SIGUSR2\n"
+                   + capsys.readouterr().err + "srun: error: task 0: Exited with exit code 143\n")
+    launcher = AlSlurmLauncher(submitit_folder=str(tmp_path))
+    launcher._oom = OomWatch(tmp_path / "no_vmstat")
+    job = SimpleNamespace(job_id="1_0", state="FAILED", paths=SimpleNamespace(stderr=log))
+    assert launcher._no_result(job) == (
+        "slurm job 1_0 ended with no result (FAILED); in the job: time limit or preemption, "
+        "not requeued: timed-out too many times")
+    log.write_text("Traceback (most recent call last):\n")
+    assert launcher._no_result(job) == "slurm job 1_0 ended with no result (FAILED)"
+    log.unlink()
+    assert launcher._no_result(job) == "slurm job 1_0 ended with no result (FAILED)"
+
+
 @pytest.mark.parametrize(("argv", "said"), [
     (["--port", "99999"], "argument --port: 99999 is not a port number (1-65535)"),
     (["--db-port", "0"], "argument --db-port: 0 is not a port number (1-65535)"),

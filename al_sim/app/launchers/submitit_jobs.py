@@ -16,6 +16,7 @@ requeue``) is an interruption, never a job failure, whatever the requeue call ra
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -51,6 +52,9 @@ from al_sim.runtime.launcher_watch import EXIT_TERMINATED
 from al_sim.runtime.oom_kills import OomWatch
 
 _requeueing = threading.Event()
+_INTERRUPTED = "interrupted ({}): the MLflow run is marked KILLED"  # the job's last words
+_SAID = re.compile(r"^interrupted \((.*)\): the MLflow run is marked KILLED$", re.MULTILINE)
+_LOG_TAIL = 65536  # bytes of a job's stderr log read for its last words
 
 
 def _guard_signals() -> None:
@@ -58,6 +62,7 @@ def _guard_signals() -> None:
     if "SLURM_JOB_ID" not in os.environ or threading.current_thread() != threading.main_thread():
         return
     import submitit
+    from submitit.core.utils import UncompletedJobError
 
     usr_sig = submitit.JobEnvironment()._usr_sig()  # USR2: time limit near, or preemption
     requeue = signal.getsignal(usr_sig)
@@ -73,6 +78,10 @@ def _guard_signals() -> None:
                 requeue(signum, frame)  # checkpoint, scontrol requeue, sys.exit
         except SystemExit:
             interrupt("requeued by SLURM (time limit or preemption); it resumes when it restarts")
+        except UncompletedJobError as exc:  # submitit's "Job not requeued because: ..."
+            interrupt(f"time limit or preemption, not requeued: {str(exc).rstrip('.')}; raise "
+                      "hydra.launcher.timeout_min or max_num_timeout, and the sweep run again "
+                      "resumes it")
         except BaseException as exc:  # noqa: BLE001 - any failure of the requeue call
             interrupt(f"time limit or preemption; requeue: {type(exc).__name__}: {exc}")
 
@@ -213,7 +222,10 @@ class _Waiting(BaseSubmititLauncher):
         process = getattr(job, "_process", None)
         code = "" if process is None else f", exit status {process.poll()}"
         oom = "" if process is None else self._oom.cause()  # a SLURM job: sacct's state says
-        return f"{self._EXECUTOR} job {job.job_id} ended with no result ({job.state}{code}){oom}"
+        said = last_words(job)
+        said = f"; in the job: {said}" if said else ""
+        return (f"{self._EXECUTOR} job {job.job_id} ended with no result ({job.state}{code}){oom}"
+                f"{said}")
 
     def _lost(self, unit: list[int], refs: list[JobRef], folder: Path, why: str
               ) -> dict[int, JobReturn]:
@@ -231,9 +243,21 @@ def on_node(run: Callable[[], Any]) -> Any:
     try:
         return run()
     except KeyboardInterrupt as exc:
-        print(f"interrupted ({exc}): the MLflow run is marked KILLED", file=sys.stderr,
-              flush=True)
+        print(_INTERRUPTED.format(exc), file=sys.stderr, flush=True)
         sys.exit(EXIT_TERMINATED)
+
+
+def last_words(job: Any) -> str:
+    """Why the job's run was interrupted, as it wrote to its stderr log ("" if it did not)."""
+    try:
+        path = Path(job.paths.stderr)
+        with path.open("rb") as log:
+            log.seek(max(0, path.stat().st_size - _LOG_TAIL))
+            tail = log.read().decode(errors="replace")
+    except (AttributeError, OSError, ValueError):  # no log (yet), or not a submitit job
+        return ""
+    found = _SAID.findall(tail)
+    return found[-1] if found else ""
 
 
 def scancel(job_ids: list[str], timeout_s: float) -> bool:
