@@ -1,5 +1,6 @@
-"""Single-label strategies held against a peer library's (small-text, 1.4): the same scores
-and the same picks on random multi-class arrays, so a definition we got wrong cannot hide.
+"""Single-label strategies held against a peer library's (small-text 1.4; scikit-activeml 1.0
+for TypiClust): the same scores and the same picks on random arrays, so a definition we got
+wrong cannot hide.
 
 The multi-label scores are held against small-text per finding in
 tests/test_multilabel_strategies.py; here the classes are many (C = 7), the case two-class
@@ -97,3 +98,39 @@ def test_coreset_picks_small_texts_greedy_coreset_in_order(small_text) -> None:
     context = query_context(ArrayModelView(features=features), N, LABELED.tolist(), 0, C)
     selected = CoreSet(chunk_size=64).select(context, 20).indices
     assert selected.tolist() == UNLABELED[theirs].tolist()
+
+
+@pytest.mark.parametrize("n_labeled", [0, 15])
+@pytest.mark.parametrize("k", [8, 20])
+def test_typiclust_picks_scikit_activemls(n_labeled: int, k: int) -> None:
+    """TypiClust against scikit-activeml's (1.0): the same k-means clusters, picked from the
+    largest uncovered first, and in each the same most typical image with the same typicality.
+    Clusters of equal size are taken in another order (ours by id, theirs at random), so the
+    clusters are compared by size and the picks where both took the cluster."""
+    pytest.importorskip("skactiveml", reason='pip install -e ".[test]"')
+    from skactiveml.pool import TypiClust as Theirs
+
+    from al_sim.strategies.typiclust import cluster_labels, typiclust_select
+
+    rng = np.random.default_rng(3)
+    sizes = rng.permutation(np.arange(8, 8 + 3 * 12, 3))  # 12 blobs of distinct sizes
+    x = np.concatenate([rng.normal(0, 6, size=8) + rng.normal(size=(s, 8)) for s in sizes])
+    labeled = np.zeros(len(x), dtype=bool)
+    labeled[rng.choice(len(x), size=n_labeled, replace=False)] = True
+    y = np.where(labeled, 0.0, np.nan)
+    ours, typicality = typiclust_select(x, labeled, k, seed=7, k_neighbors=20)
+    theirs, utilities = Theirs(k=20, random_state=7).query(x, y, batch_size=k,
+                                                           return_utilities=True)
+    cluster = cluster_labels(x, n_labeled + k, 7)
+    size = np.bincount(cluster)
+    assert size[cluster[ours]].tolist() == size[cluster[theirs]].tolist()  # largest first
+    assert not labeled[ours].any() and not set(cluster[ours]) & set(cluster[labeled])
+    both = set(cluster[ours]) & set(cluster[theirs])
+    assert len(both) >= k - 2
+    mine = {int(cluster[i]): (int(i), t) for i, t in zip(ours, typicality, strict=True)
+            if cluster[i] in both}
+    peer = {int(cluster[i]): (int(i), u) for i, u in zip(
+        theirs, utilities[np.arange(k), theirs], strict=True) if cluster[i] in both}
+    assert {c: i for c, (i, _) in mine.items()} == {c: i for c, (i, _) in peer.items()}
+    np.testing.assert_allclose([mine[c][1] for c in sorted(mine)],
+                               [peer[c][1] for c in sorted(mine)], rtol=1e-4)
