@@ -84,7 +84,8 @@ def test_slurm_time_limit_requeue_of_a_stack_resumes_each_member(
 
     Rounds of 100 steps (~3.5 s a member here): one after another, the first member outlasts
     the attempt and the second starts on a later one; in lock-step both are cut mid-run. Up
-    to 5 requeues, each waiting in SLURM's queue (~2.5 min)."""
+    to 10 requeues (a slow machine needs more attempts), each waiting in SLURM's queue (the
+    test cluster's 30 s, tests/slurm_cluster.py)."""
     experiment = f"slurm_stack_requeue_{'lockstep' if lockstep else 'sequential'}"
     cwd = root / experiment
     cwd.mkdir()
@@ -92,7 +93,7 @@ def test_slurm_time_limit_requeue_of_a_stack_resumes_each_member(
                       "hydra.launcher.signal_delay_s=80", f"budget.rounds={rounds}",
                       "trainer.min_steps=100", "hydra.launcher.stack_size=2",
                       f"hydra.launcher.lockstep={str(lockstep).lower()}",
-                      "hydra.launcher.max_num_timeout=5", grid=ONE_JOB, launcher="al_stack_slurm")
+                      "hydra.launcher.max_num_timeout=10", grid=ONE_JOB, launcher="al_stack_slurm")
     proc = subprocess.run([sys.executable, "-m", "al_sim.run", "-m", *args, "seed=0,1"],
                           cwd=cwd, env=env_for(slurm.env), capture_output=True, text=True,
                           timeout=2400, check=False)  # requeues wait in SLURM's queue
