@@ -80,7 +80,8 @@ def test_monitor_on_a_prediction_sequence() -> None:
     assert math.isnan(r0["stop/kappa"]) and math.isnan(r0["stop/class_change"])
     assert r0["stop/mean_uncertainty"] == 0.0 and math.isnan(r0["stop/plateau"])
     r1 = monitor.update(one_hot([0, 1, 0, 1], 2), unlabeled, 0.7)  # kappa 0 vs round 0
-    assert r1["stop/kappa"] == 0.0 and r1["stop/class_change"] == 0.5
+    assert r1["stop/kappa_pair"] == 0.0 and r1["stop/class_change"] == 0.5
+    assert math.isnan(r1["stop/kappa"])  # one pair: no window of 2 to average yet
     r2 = monitor.update(one_hot([0, 1, 0, 1], 2), unlabeled, 0.7)  # kappa 1 vs round 1
     assert r2["stop/kappa_pair"] == 1.0
     assert r2["stop/kappa"] == pytest.approx(0.5)  # mean of the last 2 pairs: (0 + 1) / 2
@@ -92,6 +93,45 @@ def test_monitor_on_a_prediction_sequence() -> None:
     soft = np.array([[0.5, 0.5], [0.9, 0.1], [0.5, 0.5], [0.6, 0.4]])
     assert monitor.update(soft, unlabeled, 0.7)["stop/mean_uncertainty"] == pytest.approx(
         (0.5 + 0.1 + 0.4) / 3)
+
+
+def test_stop_decisions_equal_small_texts_criteria() -> None:
+    """Round by round, a rule on our signal stops exactly when small-text's criterion does:
+    KappaAverage (window 3), ClassificationChange and OverallUncertainty, on a run whose first
+    models predict one class (perfect agreement) and whose later ones settle."""
+    pytest.importorskip("small_text")
+    from small_text.stopping_criteria import (
+        ClassificationChange,
+        KappaAverage,
+        OverallUncertainty,
+    )
+
+    rng = np.random.default_rng(5)
+    n, c = 200, 3
+    unlabeled = rng.random(n) < 0.8
+    rounds = [np.full((n, c), 1 / c) + np.eye(c)[0] * 0.5] * 2  # one class, twice
+    labels = rng.integers(0, c, n)
+    for changed in (0.5, 0.2, 0.05, 0.01, 0.0, 0.0, 0.0):
+        labels = np.where(rng.random(n) < changed, rng.integers(0, c, n), labels)
+        sharp = rng.uniform(1, 12) * (1 + len(rounds))
+        logits = np.eye(c)[labels] * sharp + rng.normal(size=(n, c))
+        rounds.append(np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True))
+    monitor = StopMonitor(c, window=3)
+    theirs = {"kappa>=0.9": KappaAverage(c, window_size=3, kappa=0.9),
+              "class_change<=0.02": ClassificationChange(c, threshold=0.02),
+              "overall_uncertainty<0.05": OverallUncertainty(c, threshold=0.05)}
+    decided = {rule: [] for rule in theirs}
+    for probs in rounds:
+        signals = monitor.update(probs, unlabeled, 0.0)
+        for rule, criterion in theirs.items():
+            peer = criterion.stop(predictions=probs.argmax(axis=1), proba=probs,
+                                  indices_stopping=np.flatnonzero(unlabeled))
+            ours = first_holding(parse_rules(rule), signals) is not None
+            decided[rule].append((ours, bool(peer)))
+    for rule, pairs in decided.items():
+        assert [o for o, _ in pairs] == [t for _, t in pairs], rule
+        assert any(t for _, t in pairs) and not all(t for _, t in pairs), rule  # both kinds
+    assert decided["kappa>=0.9"][1] == (False, False)  # one class twice: no window yet
 
 
 def test_restored_monitor_continues_like_an_uninterrupted_one() -> None:

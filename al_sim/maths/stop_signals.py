@@ -8,7 +8,7 @@ Every function is pure, on arrays. The signals (logged as ``stop/<name>``):
   normalised entropy (``H / log C``, in [0, 1]) over the same images;
 * ``kappa`` (small-text ``KappaAverage``, Bloodgood & Vijay-Shanker 2009, *stabilising
   predictions*): Cohen's kappa between successive models' predictions on the stop set,
-  averaged over the last ``window`` pairs;
+  averaged over the last ``window`` pairs (NaN until there are ``window`` pairs);
   (``kappa_pair``, also logged, is the latest pair's kappa alone);
 * ``f_change`` (small-text ``DeltaFScore``, Altschuler & Bloodgood 2019): the change in
   predicted F-score, ``1 - macro-F1`` of the new model's predictions scored against the
@@ -157,7 +157,8 @@ class StopMonitor:
         if self.previous is not None:
             self.kappas.append(cohen_kappa(self.previous, preds, self.n_classes))
             out[KAPPA_PAIR] = self.kappas[-1]
-            out["kappa"] = float(np.mean(self.kappas[-self.window:]))
+            if len(self.kappas) >= self.window:  # as the paper: a full window, never fewer
+                out["kappa"] = float(np.mean(self.kappas[-self.window:]))
             out["f_change"] = f_change(self.previous, preds, self.n_classes)
             out["class_change"] = class_change(self.previous, preds)
         self.metric.append(float(metric))
