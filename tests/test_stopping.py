@@ -50,10 +50,11 @@ def test_f_change_and_class_change_known_values() -> None:
     assert f_change(prev, prev, 2) == 0.0
     assert class_change(prev, prev) == 0.0
     cur = np.array([0, 1, 1, 1])  # class 0: F = 2*1/(2+1) = 2/3; class 1: 2*2/(2+3) = 4/5
-    assert f_change(prev, cur, 2) == pytest.approx(1 - (2 / 3 + 4 / 5) / 2)
+    assert f_change(prev, cur, 2) == pytest.approx(1 - 4 / 5)  # two classes: the positive one
     assert class_change(prev, cur) == 0.25
-    # a class neither model predicts does not count
+    # more classes: macro over those either model predicts (class 2: neither)
     assert f_change(prev, cur, 3) == pytest.approx(1 - (2 / 3 + 4 / 5) / 2)
+    assert math.isnan(f_change(prev * 0, cur * 0, 2))  # no positive predicted: no F
 
 
 def test_uncertainties_known_values() -> None:
@@ -85,29 +86,35 @@ def test_monitor_on_a_prediction_sequence() -> None:
     r2 = monitor.update(one_hot([0, 1, 0, 1], 2), unlabeled, 0.7)  # kappa 1 vs round 1
     assert r2["stop/kappa_pair"] == 1.0
     assert r2["stop/kappa"] == pytest.approx(0.5)  # mean of the last 2 pairs: (0 + 1) / 2
-    assert r2["stop/class_change"] == 0.0 and r2["stop/f_change"] == 0.0
+    assert r2["stop/class_change"] == 0.0 and r2["stop/f_change_pair"] == 0.0
+    assert math.isnan(r1["stop/f_change"]) and r1["stop/f_change_pair"] == 0.5  # 1 - F1 of 1
+    assert r2["stop/f_change"] == 0.5  # the largest of the last 2 pairs
     assert r2["stop/plateau"] == pytest.approx(0.1)  # max(0.7, 0.7) - max(0.6)
     r3 = monitor.update(one_hot([0, 1, 0, 1], 2), unlabeled, 0.7)
     assert r3["stop/kappa"] == 1.0 and r3["stop/plateau"] == pytest.approx(0.0)
+    assert r3["stop/f_change"] == 0.0
     # uncertainty counts the unlabelled stop-set images only
     soft = np.array([[0.5, 0.5], [0.9, 0.1], [0.5, 0.5], [0.6, 0.4]])
     assert monitor.update(soft, unlabeled, 0.7)["stop/mean_uncertainty"] == pytest.approx(
         (0.5 + 0.1 + 0.4) / 3)
 
 
-def test_stop_decisions_equal_small_texts_criteria() -> None:
+@pytest.mark.parametrize("c", [2, 3])
+def test_stop_decisions_equal_small_texts_criteria(c: int) -> None:
     """Round by round, a rule on our signal stops exactly when small-text's criterion does:
-    KappaAverage (window 3), ClassificationChange and OverallUncertainty, on a run whose first
-    models predict one class (perfect agreement) and whose later ones settle."""
+    KappaAverage and DeltaFScore (two classes only; windows of 3), ClassificationChange and
+    OverallUncertainty, on a run whose first models predict one class (perfect agreement, no
+    positive) and whose later ones settle."""
     pytest.importorskip("small_text")
     from small_text.stopping_criteria import (
         ClassificationChange,
+        DeltaFScore,
         KappaAverage,
         OverallUncertainty,
     )
 
     rng = np.random.default_rng(5)
-    n, c = 200, 3
+    n = 200
     unlabeled = rng.random(n) < 0.8
     rounds = [np.full((n, c), 1 / c) + np.eye(c)[0] * 0.5] * 2  # one class, twice
     labels = rng.integers(0, c, n)
@@ -118,14 +125,17 @@ def test_stop_decisions_equal_small_texts_criteria() -> None:
         rounds.append(np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True))
     monitor = StopMonitor(c, window=3)
     theirs = {"kappa>=0.9": KappaAverage(c, window_size=3, kappa=0.9),
+              **({"f_change<0.05": DeltaFScore(2, window_size=3, threshold=0.05)}
+                 if c == 2 else {}),
               "class_change<=0.02": ClassificationChange(c, threshold=0.02),
               "overall_uncertainty<0.05": OverallUncertainty(c, threshold=0.05)}
     decided = {rule: [] for rule in theirs}
     for probs in rounds:
         signals = monitor.update(probs, unlabeled, 0.0)
         for rule, criterion in theirs.items():
-            peer = criterion.stop(predictions=probs.argmax(axis=1), proba=probs,
-                                  indices_stopping=np.flatnonzero(unlabeled))
+            with np.errstate(invalid="ignore"):  # DeltaFScore's 0/0 with no positive: no stop
+                peer = criterion.stop(predictions=probs.argmax(axis=1), proba=probs,
+                                      indices_stopping=np.flatnonzero(unlabeled))
             ours = first_holding(parse_rules(rule), signals) is not None
             decided[rule].append((ours, bool(peer)))
     for rule, pairs in decided.items():

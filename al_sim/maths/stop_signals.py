@@ -11,8 +11,11 @@ Every function is pure, on arrays. The signals (logged as ``stop/<name>``):
   averaged over the last ``window`` pairs (NaN until there are ``window`` pairs);
   (``kappa_pair``, also logged, is the latest pair's kappa alone);
 * ``f_change`` (small-text ``DeltaFScore``, Altschuler & Bloodgood 2019): the change in
-  predicted F-score, ``1 - macro-F1`` of the new model's predictions scored against the
-  previous model's (agreement 1 -> 0);
+  predicted F-score, ``1 - F1`` of the new model's predictions scored against the previous
+  model's (of the positive class with two classes or per finding, as the paper; macro over
+  the classes with more), the largest over the last ``window`` pairs (NaN until there are
+  ``window``; ``f_change_pair``, also logged, is the latest pair's), so ``f_change<e`` holds
+  when every pair of the window changed less than ``e``, as the paper's rule;
 * ``class_change`` (small-text ``ClassificationChange``, Zhu et al. 2008): the share of
   stop-set predictions that changed since the previous model;
 * ``plateau`` (baal early stopping on a metric): the gain of the monitored metric over
@@ -35,6 +38,7 @@ SIGNALS = ("mean_uncertainty", "overall_uncertainty", "kappa", "f_change", "clas
            "plateau")
 PREFIX = "stop/"
 KAPPA_PAIR = "kappa_pair"  # also logged: kappa of this model vs the previous one (no average)
+F_CHANGE_PAIR = "f_change_pair"  # also logged: f_change of this model vs the previous one
 _OPS = {">=": np.greater_equal, "<=": np.less_equal, ">": np.greater, "<": np.less}
 _RULE = re.compile(r"^\s*([a-z_]+)\s*(>=|<=|>|<)\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
 NAN = float("nan")
@@ -109,15 +113,17 @@ def cohen_kappa(a: np.ndarray, b: np.ndarray, n_classes: int) -> float:
 
 
 def f_change(previous: np.ndarray, current: np.ndarray, n_classes: int) -> float:
-    """``1 -`` macro-F1 of ``current`` against ``previous`` over the classes either predicts."""
+    """``1 -`` F1 of ``current`` against ``previous``: of the positive class (1) with two classes
+    (NaN when neither predicts it: no F to compare), else macro over the classes either
+    predicts."""
     previous, current = np.asarray(previous), np.asarray(current)
     scores = []
-    for c in range(n_classes):
+    for c in (1,) if n_classes == 2 else range(n_classes):
         both = int(np.sum((previous == c) & (current == c)))
         either = int(np.sum(previous == c)) + int(np.sum(current == c))
         if either:
             scores.append(2.0 * both / either)
-    return 1.0 - float(np.mean(scores)) if scores else 0.0
+    return 1.0 - float(np.mean(scores)) if scores else NAN
 
 
 def class_change(previous: np.ndarray, current: np.ndarray) -> float:
@@ -136,14 +142,16 @@ def plateau_gain(values: Sequence[float], window: int) -> float:
 class StopMonitor:
     """Computes every signal after each round from the stop set's predicted probabilities.
 
-    ``window`` rounds are averaged for ``kappa`` and compared for ``plateau``. Its state
-    (last predictions, kappa history, metric history) is rebuilt by :meth:`restore` on resume.
+    ``window`` pairs of rounds are averaged for ``kappa`` and bound ``f_change``; ``window``
+    rounds are compared for ``plateau``. Its state (last predictions, the pairs' kappas and
+    F changes, the metric) is rebuilt by :meth:`restore` on resume.
     """
 
     n_classes: int
     window: int = 3
     previous: np.ndarray | None = None
     kappas: list[float] = field(default_factory=list)
+    deltas: list[float] = field(default_factory=list)
     metric: list[float] = field(default_factory=list)
 
     def update(self, probs: np.ndarray, unlabeled: np.ndarray, metric: float) -> dict[str, float]:
@@ -159,7 +167,10 @@ class StopMonitor:
             out[KAPPA_PAIR] = self.kappas[-1]
             if len(self.kappas) >= self.window:  # as the paper: a full window, never fewer
                 out["kappa"] = float(np.mean(self.kappas[-self.window:]))
-            out["f_change"] = f_change(self.previous, preds, self.n_classes)
+            self.deltas.append(f_change(self.previous, preds, self.n_classes))
+            out[F_CHANGE_PAIR] = self.deltas[-1]
+            if len(self.deltas) >= self.window:  # NaN in the window: no rule holds
+                out["f_change"] = float(np.max(self.deltas[-self.window:]))
             out["class_change"] = class_change(self.previous, preds)
         self.metric.append(float(metric))
         out["plateau"] = plateau_gain(self.metric, self.window)
@@ -171,6 +182,8 @@ class StopMonitor:
         """Continue after a resume: the last model's stop-set outputs, past signals and metric."""
         self.previous = np.asarray(previous_probs).argmax(axis=1)
         self.kappas = [float(s[PREFIX + KAPPA_PAIR]) for s in signals if PREFIX + KAPPA_PAIR in s]
+        self.deltas = [float(s[PREFIX + F_CHANGE_PAIR]) for s in signals
+                       if PREFIX + F_CHANGE_PAIR in s]
         self.metric = [float(m) for m in metric]
 
 
