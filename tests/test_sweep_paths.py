@@ -296,6 +296,31 @@ def test_a_constructors_true_false_knob_given_2_is_refused_by_each_run() -> None
         validate(compose_config(["strategy.cost_aware=2"]), ["strategy.cost_aware=2"])
 
 
+
+@pytest.mark.parametrize(("choice", "task", "said"), [
+    ([], ["strategy.cost_aware=true,2"], "strategy.cost_aware is true or false, got 2"),
+    (["model=resnet18"], ["model=resnet18", "model.pretrained=-1"],
+     "model.pretrained is true or false, got -1"),
+    ([], ["strategy=entropy,margin", "strategy.cost_aware=2"], None),  # each job's class
+    (["model=resnet18"], ["model=resnet18", "model.small_input_stem=auto"], None)])
+def test_a_sweep_refuses_a_constructors_true_false_knob_once_before_its_jobs(
+        tmp_path: Path, capsys, choice: list[str], task: list[str], said: str | None) -> None:
+    """The strategy's and model's own knobs are typed at the sweep's start when a value is
+    not true/false (it was each job's error, exit 1, after the sweep dir and parent run)."""
+    cfg = compose_config([o for o in task if "," not in o], hydra=True)
+    with open_dict(cfg):
+        cfg.hydra.sweep.dir = str(tmp_path / "multirun")
+        cfg.hydra.overrides.task = [*task, "seed=0,1"]
+    if said is None:
+        check_sweep_config(cfg)  # nothing refused here: a swept choice is each job's to check
+        return
+    with pytest.raises(SystemExit) as exit_:
+        SweepCallback().on_multirun_start(cfg)
+    assert exit_.value.code == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"error: {said}") and not (tmp_path / "multirun").exists()
+
+
 def test_the_config_files_a_run_read_are_found_with_their_packages(tmp_path: Path) -> None:
     (tmp_path / "experiment").mkdir()
     for name in ("config.yaml", "experiment/mine.yaml"):

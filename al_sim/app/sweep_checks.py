@@ -26,7 +26,7 @@ from al_sim.config.composition import (
     unknown_keys,
 )
 from al_sim.config.derive import locate
-from al_sim.config.store import validate_schemas
+from al_sim.config.store import check_typed_bool_overrides, validate_schemas
 from al_sim.runtime.errors import EXIT_USER_ERROR, ALSimError, ConfigError
 
 log = logging.getLogger("al_sim")
@@ -88,7 +88,8 @@ def check_sweep_config(config: DictConfig) -> None:
         check_no_repeats(overrides)
         check_launcher(config.hydra.launcher)
         check_known_keys(config, skip={*swept, "dataset"})
-        check_bool_overrides(config, overrides)  # strategy/model knobs: by each job (typed there)
+        check_bool_overrides(config, overrides)
+        check_typed_bool_overrides(config, overrides)  # the strategy's and model's own knobs
         check_bool_files(config, files_read(config.hydra))
         if "dataset" not in swept:
             validate_schemas(config, groups=("dataset",))

@@ -170,6 +170,27 @@ def check_bool_overrides(config: DictConfig, overrides: Iterable[str]) -> None:
                                   f"or {override.key_or_group}=false")
 
 
+def non_bool_values(overrides: Iterable[str]) -> dict[str, bool]:
+    """The keys overrides give a value that does not read as true/false (a sweep: any of its
+    values), each with whether its group's choice is swept beside it (its knobs then differ
+    per job)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = [o for o in OverridesParser.create().parse_overrides(list(overrides))
+              if not o.is_delete()]
+    swept = {o.key_or_group.partition("@")[0] for o in parsed if o.is_sweep_override()}
+    found = {}
+    for override in parsed:
+        if override.is_interval_sweep():
+            continue
+        values = list(override.sweep_iterator()) if override.is_sweep_override() \
+            else [override.value()]
+        if not all(_reads_as_bool(v) for v in values):
+            key = override.key_or_group
+            found[key] = key.partition(".")[0] in swept
+    return found
+
+
 def chosen_files(sources: Iterable[Any], choices: Mapping[str, Any], config_name: str | None
                  ) -> list[tuple[Path, str]]:
     """(file, package) of each config file on disk a composed run read: the primary config

@@ -14,6 +14,7 @@ from al_sim.config.composition import (
     check_bool_files,
     check_bool_overrides,
     check_known_keys,
+    non_bool_values,
 )
 from al_sim.config.data import (
     FolderDatasetConf,
@@ -101,6 +102,21 @@ def type_targets(cfg: DictConfig) -> None:
             with open_dict(checked):
                 checked[ENABLED] = True
         _retype(cfg.callbacks, key, checked)
+
+
+def check_typed_bool_overrides(cfg: DictConfig, overrides: Sequence[str]) -> None:
+    """Before a sweep: :func:`check_bool_overrides` for the strategy's and model's own knobs,
+    which only their constructors type. A group is typed (its module imported: torch, for
+    the model) only when an override gives one of its keys a value that is not true/false,
+    and not when its choice is swept (each job's class differs: each job checks)."""
+    groups = {key.partition(".")[0] for key, choice_swept in non_bool_values(overrides).items()
+              if "." in key and not choice_swept} & {"strategy", "model"}
+    if not groups:
+        return
+    view = OmegaConf.create({})
+    for group in sorted(groups):
+        view[group] = typed_node(cfg[group], group, MODEL_SUPPLIED if group == "model" else ())
+    check_bool_overrides(view, overrides)
 
 
 def validate(cfg: DictConfig, overrides: Sequence[str] = (),
