@@ -29,3 +29,17 @@ def test_an_interrupt_raised_in_a_finalizer_reaches_the_main_code(
     finally:
         signal.signal(signal.SIGINT, saved)
     assert "Exception ignored" not in capsys.readouterr().err
+
+
+def test_importing_al_sim_leaves_pythons_unraisable_hook_alone() -> None:
+    """The hook is installed by the first interrupt, in a process whose handlers call
+    ``interrupt``; a program that only imports al_sim keeps its own."""
+    import subprocess
+    import sys
+
+    code = ("import sys, al_sim.run, al_sim.compare, al_sim.runtime.interrupts as i; "
+            "assert sys.unraisablehook is sys.__unraisablehook__; "
+            "i._guard_finalizers(); assert sys.unraisablehook is i._unraisable")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]

@@ -27,6 +27,7 @@ _lost: list[str] = []  # an interrupt raised where Python drops exceptions (a fi
 def interrupt(reason: str) -> None:
     """From a signal handler: raise ``KeyboardInterrupt(reason)`` now, or when the
     store call under way returns (a lost interrupt's reason first)."""
+    _guard_finalizers()
     if _lost:
         reason = _lost.pop()
     if _depth[0]:
@@ -52,12 +53,19 @@ def _unraisable(info: Any) -> None:
         rearm.daemon = True
         rearm.start()  # the SIGINT handler runs again and calls interrupt()
         return
-    _previous_hook(info)
+    (_previous[0] if _previous else sys.__unraisablehook__)(info)
 
 
-_previous_hook = sys.unraisablehook
-if sys.unraisablehook is not _unraisable:
-    sys.unraisablehook = _unraisable
+_previous: list[Any] = []  # the unraisable hook before ours
+
+
+def _guard_finalizers() -> None:
+    """Install :func:`_unraisable` (once), before an interrupt is raised: only a process
+    whose signal handlers call :func:`interrupt` gets it, not every program importing
+    al_sim."""
+    if sys.unraisablehook is not _unraisable:
+        _previous[:] = [sys.unraisablehook]
+        sys.unraisablehook = _unraisable
 
 
 @contextlib.contextmanager
