@@ -72,6 +72,8 @@ def test_an_unwritable_location_creates_no_experiment(client: MlflowClient,
 def test_a_relative_location_is_under_the_launch_dir(tmp_path: Path) -> None:
     assert default_artifact_location("art", tmp_path) == str(tmp_path.resolve() / "art")
     assert default_artifact_location("s3://bucket/art", tmp_path) == "s3://bucket/art"
+    assert default_artifact_location("file:art", tmp_path) == str(tmp_path.resolve() / "art")
+    assert default_artifact_location("file:///x/art", tmp_path) == "file:///x/art"
     assert default_artifact_location(None, tmp_path) == (tmp_path.resolve() / "mlartifacts"
                                                           ).as_uri()
 

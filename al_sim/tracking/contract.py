@@ -227,7 +227,7 @@ def default_artifact_location(configured: str | None, launch_dir: Path,
     if configured:
         folder = local_folder(configured)
         if folder is not None and not folder.expanduser().is_absolute():
-            return str(Path(launch_dir).resolve() / configured)  # not the process's own cwd
+            return str(Path(launch_dir).resolve() / folder)  # not the process's own cwd
         return str(Path(configured).expanduser()) if configured.startswith("~") else configured
     if uri is not None and uri.split(":", 1)[0] in ("http", "https"):
         return None
