@@ -140,7 +140,7 @@ def test_a_lost_job_says_why_its_run_was_interrupted(tmp_path: Path, capsys) -> 
     log.write_text("x" * 70000 + "\nsubmitit WARNING - Caught signal SIGUSR2\n"
                    + capsys.readouterr().err + "srun: error: task 0: Exited with exit code 143\n")
     launcher = AlSlurmLauncher(submitit_folder=str(tmp_path))
-    launcher._oom = OomWatch(tmp_path / "no_vmstat")
+    launcher._oom = OomWatch(tmp_path / "no_vmstat", cgroup=tmp_path / "no_cgroup")
     job = SimpleNamespace(job_id="1_0", state="FAILED", paths=SimpleNamespace(stderr=log))
     assert launcher._no_result(job) == (
         "slurm job 1_0 ended with no result (FAILED); in the job: time limit or preemption, "
