@@ -321,6 +321,22 @@ def test_a_sweep_refuses_a_constructors_true_false_knob_once_before_its_jobs(
     assert line.startswith(f"error: {said}") and not (tmp_path / "multirun").exists()
 
 
+
+def test_a_sweep_refuses_a_constructors_true_false_knob_given_2_in_a_config_file(
+        tmp_path: Path) -> None:
+    """``cost_aware: 2`` in the user's strategy file (or an experiment's) is refused by the
+    sweep's start naming the file, as the schema's knobs are."""
+    from al_sim.config.store import check_typed_bool_overrides
+
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("# @package _global_\nstrategy:\n  cost_aware: 2\n")
+    cfg = compose_config(["strategy.cost_aware=2"])  # as the file composed it
+    with pytest.raises(ConfigError, match=re.escape(
+            f"strategy.cost_aware is true or false, got 2 in {mine}")):
+        check_typed_bool_overrides(cfg, ["seed=0,1"], [(mine, "experiment")])
+    check_typed_bool_overrides(cfg, ["strategy=entropy,margin"], [(mine, "experiment")])
+
+
 def test_the_config_files_a_run_read_are_found_with_their_packages(tmp_path: Path) -> None:
     (tmp_path / "experiment").mkdir()
     for name in ("config.yaml", "experiment/mine.yaml"):

@@ -88,9 +88,10 @@ def check_sweep_config(config: DictConfig) -> None:
         check_no_repeats(overrides)
         check_launcher(config.hydra.launcher)
         check_known_keys(config, skip={*swept, "dataset"})
+        files = files_read(config.hydra)
         check_bool_overrides(config, overrides)
-        check_typed_bool_overrides(config, overrides)  # the strategy's and model's own knobs
-        check_bool_files(config, files_read(config.hydra))
+        check_bool_files(config, files)
+        check_typed_bool_overrides(config, overrides, files)  # the strategy's and model's own
         if "dataset" not in swept:
             validate_schemas(config, groups=("dataset",))
     except ALSimError as exc:

@@ -221,6 +221,16 @@ def check_bool_files(config: DictConfig, files: Iterable[tuple[Path, str]]) -> N
     """ConfigError for a true/false setting a config file gives anything but a bool word or
     0/1, as :func:`check_bool_overrides` does for the command line (``enabled: 2`` in a
     YAML file was read as true too)."""
+    for path, key, value in non_bool_file_values(files):
+        if _is_bool_knob(config, key):
+            raise ConfigError(f"{key} is true or false, got {value!r} in {path}; write "
+                              f"true or false there")
+
+
+def non_bool_file_values(files: Iterable[tuple[Path, str]]
+                         ) -> Iterator[tuple[Path, str, object]]:
+    """(file, dotted key, value) of each value the config files give that does not read as
+    true/false, each key under the file's package."""
     import yaml
 
     for path, package in files:
@@ -234,9 +244,8 @@ def check_bool_files(config: DictConfig, files: Iterable[tuple[Path, str]]) -> N
         base = "" if header == "_global_" else package if header in (None, "_group_") \
             else header
         for key, value in _leaves(raw, base):
-            if _is_bool_knob(config, key) and not _reads_as_bool(value):
-                raise ConfigError(f"{key} is true or false, got {value!r} in {path}; write "
-                                  f"true or false there")
+            if not _reads_as_bool(value):
+                yield path, key, value
 
 
 def _leaves(raw: object, prefix: str, top: bool = True) -> Iterator[tuple[str, object]]:

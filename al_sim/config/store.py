@@ -14,6 +14,7 @@ from al_sim.config.composition import (
     check_bool_files,
     check_bool_overrides,
     check_known_keys,
+    non_bool_file_values,
     non_bool_values,
 )
 from al_sim.config.data import (
@@ -104,19 +105,25 @@ def type_targets(cfg: DictConfig) -> None:
         _retype(cfg.callbacks, key, checked)
 
 
-def check_typed_bool_overrides(cfg: DictConfig, overrides: Sequence[str]) -> None:
-    """Before a sweep: :func:`check_bool_overrides` for the strategy's and model's own knobs,
-    which only their constructors type. A group is typed (its module imported: torch, for
-    the model) only when an override gives one of its keys a value that is not true/false,
-    and not when its choice is swept (each job's class differs: each job checks)."""
-    groups = {key.partition(".")[0] for key, choice_swept in non_bool_values(overrides).items()
-              if "." in key and not choice_swept} & {"strategy", "model"}
-    if not groups:
+def check_typed_bool_overrides(cfg: DictConfig, overrides: Sequence[str],
+                               files: Sequence[tuple[Path, str]] = ()) -> None:
+    """Before a sweep: :func:`check_bool_overrides` and :func:`check_bool_files` for the
+    strategy's and model's own knobs, which only their constructors type. A group is typed
+    (its module imported: torch, for the model) only when an override or a config file gives
+    one of its keys a value that is not true/false, and not when its choice is swept (each
+    job's class differs: each job checks)."""
+    given = non_bool_values(overrides)
+    keys = {key for key, choice_swept in given.items() if not choice_swept}
+    keys |= {key for _, key, _ in non_bool_file_values(files)}
+    swept = {key.partition(".")[0] for key, choice_swept in given.items() if choice_swept}
+    groups = {key.partition(".")[0] for key in keys if "." in key} & {"strategy", "model"}
+    if not groups - swept:
         return
     view = OmegaConf.create({})
-    for group in sorted(groups):
+    for group in sorted(groups - swept):
         view[group] = typed_node(cfg[group], group, MODEL_SUPPLIED if group == "model" else ())
     check_bool_overrides(view, overrides)
+    check_bool_files(view, files)
 
 
 def validate(cfg: DictConfig, overrides: Sequence[str] = (),
