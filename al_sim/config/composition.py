@@ -154,41 +154,35 @@ def check_bool_overrides(config: DictConfig, overrides: Iterable[str]) -> None:
     """ConfigError for an override giving a true/false setting anything but a bool word or
     0/1 (each value of a sweep too): OmegaConf reads any other integer, ``2`` or ``-1``, as
     true, so a mistyped value would run silently."""
+    for key, value, given in non_bool_values(overrides):
+        if _is_bool_knob(config, key):
+            raise ConfigError(f"{key} is true or false, got {value!r} ({given}); set "
+                              f"{key}=true or {key}=false")
+
+
+def non_bool_values(overrides: Iterable[str]) -> Iterator[tuple[str, object, str | None]]:
+    """(key, value, the override as given) of each value the overrides give that does not
+    read as true/false, each value of a sweep too (an interval aside: a search space of
+    floats, Hydra's sweeper refuses it)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     for override in OverridesParser.create().parse_overrides(list(overrides)):
-        if override.is_delete():
+        if override.is_delete() or override.is_interval_sweep():
             continue
-        if not _is_bool_knob(config, override.key_or_group) or override.is_interval_sweep():
-            continue  # an interval: a search space of floats, Hydra's sweeper refuses it
         values = list(override.sweep_iterator()) if override.is_sweep_override() \
             else [override.value()]
         for value in values:
             if not _reads_as_bool(value):
-                raise ConfigError(f"{override.key_or_group} is true or false, got {value!r} "
-                                  f"({override.input_line}); set {override.key_or_group}=true "
-                                  f"or {override.key_or_group}=false")
+                yield override.key_or_group, value, override.input_line
 
 
-def non_bool_values(overrides: Iterable[str]) -> dict[str, bool]:
-    """The keys overrides give a value that does not read as true/false (a sweep: any of its
-    values), each with whether its group's choice is swept beside it (its knobs then differ
-    per job)."""
+def swept_keys(overrides: Iterable[str]) -> set[str]:
+    """The keys (a group's choice: the group) whose value the overrides sweep."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    parsed = [o for o in OverridesParser.create().parse_overrides(list(overrides))
-              if not o.is_delete()]
-    swept = {o.key_or_group.partition("@")[0] for o in parsed if o.is_sweep_override()}
-    found = {}
-    for override in parsed:
-        if override.is_interval_sweep():
-            continue
-        values = list(override.sweep_iterator()) if override.is_sweep_override() \
-            else [override.value()]
-        if not all(_reads_as_bool(v) for v in values):
-            key = override.key_or_group
-            found[key] = key.partition(".")[0] in swept
-    return found
+    return {o.key_or_group.partition("@")[0]
+            for o in OverridesParser.create().parse_overrides(list(overrides))
+            if o.is_sweep_override()}
 
 
 def chosen_files(sources: Iterable[Any], choices: Mapping[str, Any], config_name: str | None

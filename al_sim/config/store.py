@@ -16,6 +16,7 @@ from al_sim.config.composition import (
     check_known_keys,
     non_bool_file_values,
     non_bool_values,
+    swept_keys,
 )
 from al_sim.config.data import (
     FolderDatasetConf,
@@ -112,15 +113,14 @@ def check_typed_bool_overrides(cfg: DictConfig, overrides: Sequence[str],
     (its module imported: torch, for the model) only when an override or a config file gives
     one of its keys a value that is not true/false, and not when its choice is swept (each
     job's class differs: each job checks)."""
-    given = non_bool_values(overrides)
-    keys = {key for key, choice_swept in given.items() if not choice_swept}
+    keys = {key for key, _, _ in non_bool_values(overrides)}
     keys |= {key for _, key, _ in non_bool_file_values(files)}
-    swept = {key.partition(".")[0] for key, choice_swept in given.items() if choice_swept}
-    groups = {key.partition(".")[0] for key in keys if "." in key} & {"strategy", "model"}
-    if not groups - swept:
+    groups = {key.partition(".")[0] for key in keys if "." in key}
+    groups &= {"strategy", "model"} - swept_keys(overrides)
+    if not groups:
         return
     view = OmegaConf.create({})
-    for group in sorted(groups - swept):
+    for group in sorted(groups):
         view[group] = typed_node(cfg[group], group, MODEL_SUPPLIED if group == "model" else ())
     check_bool_overrides(view, overrides)
     check_bool_files(view, files)
