@@ -36,8 +36,8 @@ from al_sim.runtime.errors import EXIT_USER_ERROR, ALSimError, os_error_line
 from al_sim.runtime.interrupts import interrupt
 from al_sim.runtime.launcher_watch import (
     SIGINT_REASON,
-    SIGTERM_REASON,
     interrupted_status,
+    signal_reason,
 )
 from al_sim.tracking.contract import tracking_uri
 
@@ -84,7 +84,7 @@ def report(cfg: DictConfig) -> None:
 
 
 def _interrupted(signum: int, frame: object) -> None:
-    interrupt(SIGTERM_REASON if signum == signal.SIGTERM else SIGINT_REASON)
+    interrupt(signal_reason(signum))
 
 
 def main() -> None:

@@ -53,10 +53,10 @@ from al_sim.runtime.files import atomic_write
 from al_sim.runtime.interrupts import interrupt
 from al_sim.runtime.launcher_watch import (
     SIGINT_REASON,
-    SIGTERM_REASON,
     exit_if_orphaned,
     interrupted_status,
     job_in_progress,
+    signal_reason,
     stop_workers,
     stopping,
     watch_launcher,
@@ -268,7 +268,7 @@ def main(cfg: DictConfig, failed: list[Exception]) -> float | None:
 
 def _interrupted(signum: int, frame: object) -> None:
     stop_workers()  # a sweep's launcher: its workers first close their runs KILLED
-    interrupt(SIGTERM_REASON if signum == signal.SIGTERM else SIGINT_REASON)
+    interrupt(signal_reason(signum))
 
 
 def cli() -> None:

@@ -118,6 +118,11 @@ def stop_workers() -> int:
     return len(busy)
 
 
+def signal_reason(signum: int) -> str:
+    """What a stop by signal ``signum`` is called in the lines al_sim prints."""
+    return SIGTERM_REASON if signum == signal.SIGTERM else SIGINT_REASON
+
+
 def interrupted_status(reason: str) -> int:
     """The exit status of a process stopped for ``reason``: 143 for SIGTERM, else 130."""
     return EXIT_TERMINATED if reason == SIGTERM_REASON else EXIT_INTERRUPTED
@@ -136,8 +141,7 @@ def _interrupted(signum: int, frame: object) -> None:
     if _gone.is_set() and not _job_running.is_set():
         os._exit(EXIT_TERMINATED)  # an idle orphan: nothing to close
     if _job_running.is_set():
-        interrupt(gone_reason() if _gone.is_set() else
-                  SIGTERM_REASON if signum == signal.SIGTERM else SIGINT_REASON)
+        interrupt(gone_reason() if _gone.is_set() else signal_reason(signum))
 
 
 def _watch(pid: int, poll_s: float) -> None:
