@@ -21,8 +21,9 @@ from pathlib import Path
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
+from al_sim.app.finished_jobs import job_params
 from al_sim.app.sweep_callback import (
     close_failed_sweep,
     close_interrupted_sweep,
@@ -32,10 +33,8 @@ from al_sim.app.sweep_callback import (
 from al_sim.config.composition import composition_error_line, files_read
 from al_sim.config.store import (
     enabled_nodes,
-    flat_params,
     instantiate,
     register_configs,
-    validate,
 )
 from al_sim.core.events import CallbackList, LabelsPending, RunCallback, RunInfo
 from al_sim.runtime.command_line import hydra_argv
@@ -131,16 +130,9 @@ def _launcher_cpus() -> int | None:
 
 def execute(cfg: DictConfig, run_dir: Path, launch_dir: Path, parallel_jobs: int = 1) -> float:
     """Run one experiment from a composed config (or continue it); returns its AULC."""
-    sweep = sweep_context()
-    if sweep is not None and sweep.experiment and cfg.tracking.experiment != sweep.experiment:
-        with open_dict(cfg):  # the study's own experiment, chosen by the sweep (SweepCallback)
-            cfg.tracking.experiment = sweep.experiment
     # a job's own values (a swept group's keys included) and the constructors' knobs
-    if HydraConfig.initialized():
-        validate(cfg, HydraConfig.get().overrides.task, files_read(HydraConfig.get()))
-    else:
-        validate(cfg)
-    params = flat_params(cfg)
+    params = (job_params(cfg, HydraConfig.get().overrides.task, files_read(HydraConfig.get()))
+              if HydraConfig.initialized() else job_params(cfg))
     lock = RunDirLock(run_dir).acquire()  # one owner per run dir, for the whole run
     try:
         return _execute_locked(cfg, run_dir, launch_dir, parallel_jobs, params)

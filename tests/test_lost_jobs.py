@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from al_sim.app.launchers.orphans import submitted_jobs
 from tests import fork_server
 from tests.conftest import (
     FAST_CLI,
@@ -77,6 +78,8 @@ def test_a_killed_job_is_reported_lost_and_resumed_alone(tmp_path: Path) -> None
 
     again = run_cli(sweep_args(tmp_path), tmp_path, timeout=600)  # the store is there
     assert again.returncode == 0, again.stderr[-3000:]
+    assert f"skipped: job {other} " in again.stderr  # not submitted again: 2 jobs, then 1
+    assert len(submitted_jobs(str(tmp_path / "sweep" / ".submitit/%j"))) == 3
     parent2, jobs2 = runs(tmp_path)
     assert parent2.info.run_id == parent.info.run_id and parent2.info.status == "FINISHED"
     assert "al_sim.lost_jobs" not in parent2.data.tags

@@ -184,7 +184,10 @@ def test_stacks_run_as_one_job_each_and_a_killed_one_loses_its_members_then_resu
 
     again = run_cli(args, tmp_path, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert "job(s) ran as" in again.stderr
+    # the finished members are not started again: one stack job holds the killed one alone
+    assert "1 job(s) ran as 1 stack job(s)" in again.stderr, again.stderr[-3000:]
+    assert again.stderr.count("skipped: job ") == 3
+    assert len(submitted_jobs(str(sweep / ".submitit/%j"))) == 3
     finished = job_runs(tmp_path)
     assert {n: r.info.run_id for n, r in finished.items()} == {
         n: r.info.run_id for n, r in killed.items()}  # resumed into the same runs

@@ -35,6 +35,7 @@ class JobRef:
     num: int
     overrides: tuple[str, ...]
     name: str  # Hydra's override_dirname: the job's ``al_sim.job`` tag
+    finished_in: Path | None = None  # its run dir, when that holds its finished run
 
     def returned(self) -> JobReturn:
         """What the launcher hands Hydra for a lost job: no result, not an exception."""

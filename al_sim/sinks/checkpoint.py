@@ -37,9 +37,8 @@ from al_sim.core.pool import LabelPool
 from al_sim.data.base import ALDataset
 from al_sim.runtime.errors import AlreadyFinishedError, ALSimError, ConfigError, DataError
 from al_sim.runtime.files import atomic_write
-from al_sim.tracking.contract import results_neutral
+from al_sim.tracking.contract import CHECKPOINT_FILE, results_neutral
 
-CHECKPOINT_FILE = "checkpoint.pt"
 FORMAT_VERSION = 3
 log = logging.getLogger(__name__)
 
@@ -196,6 +195,17 @@ def load(path: Path) -> Checkpoint:
         ) from exc
 
 
+def finished_with(path: Path, config: dict[str, str]) -> bool:
+    """Whether the checkpoint at ``path`` is a finished run of ``config`` (its results'
+    settings); False when it is not, or cannot be read. Its tensors are mapped, not read."""
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        return (data.get("version") == FORMAT_VERSION and data.get("finished") is True
+                and fingerprint(data["config"]) == fingerprint(config))
+    except Exception:  # noqa: BLE001 - unreadable: the run itself says why
+        return False
+
+
 def find_resumable(run_dir: Path, mode: str, config: dict[str, str]) -> Checkpoint | None:
     """The checkpoint to continue from, per ``resume`` mode ``auto``/``true``/``false``.
 
@@ -215,11 +225,14 @@ def find_resumable(run_dir: Path, mode: str, config: dict[str, str]) -> Checkpoi
             "or a new output dir"
         )
     if checkpoint.finished:
-        raise AlreadyFinishedError(
-            f"the run in {run_dir} already finished; to run it again use resume=false "
-            "or a new output dir"
-        )
+        raise AlreadyFinishedError(already_finished(run_dir))
     return checkpoint
+
+
+def already_finished(run_dir: Path) -> str:
+    """What a run whose run dir holds its finished run says instead of running."""
+    return (f"the run in {run_dir} already finished; to run it again use resume=false "
+            "or a new output dir")
 
 
 class Checkpointer(RunCallback):

@@ -80,6 +80,7 @@ LABELED_SET_FILE = "labeled_set.csv"
 CURVE_FILE = "learning_curve.png"
 ANNOTATIONS_FILE = "annotations.csv"  # oracle=panel: every annotator's answer per queried image
 GRIDS_DIR = "queries"
+CHECKPOINT_FILE = "checkpoint.pt"  # in the run directory only: the state a resume continues
 ARTIFACTS = (CONFIG_FILE, QUERIES_FILE, METRICS_FILE, LABELED_SET_FILE, CURVE_FILE,
              ANNOTATIONS_FILE)  # a file a run did not write is not uploaded
 

@@ -8,7 +8,8 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig
+from hydra.core.utils import JobReturn
+from omegaconf import DictConfig, open_dict
 
 from al_sim.app.lost_jobs import JobRef, kill_run
 from al_sim.runtime.errors import ConfigError
@@ -16,12 +17,35 @@ from al_sim.runtime.errors import ConfigError
 
 def job_refs(config: DictConfig, hydra_context, job_overrides: Sequence[Sequence[str]],
              first: int) -> list[JobRef]:
-    """The jobs of this batch: number, overrides and ``al_sim.job`` tag (override_dirname)."""
+    """The jobs of this batch: number, overrides, ``al_sim.job`` tag (override_dirname), and
+    the run dir of each whose run already finished (:mod:`al_sim.app.finished_jobs`)."""
+    from al_sim.app.finished_jobs import finished_run_dir  # it imports the sweep's callback
+
     refs = []
     for idx, overrides in enumerate(job_overrides):
         job_cfg = hydra_context.config_loader.load_sweep_config(config, list(overrides))
-        refs.append(JobRef(first + idx, tuple(overrides), str(job_cfg.hydra.job.override_dirname)))
+        with open_dict(job_cfg):
+            job_cfg.hydra.job.num = first + idx  # its run dir's name, as the job sets it
+        refs.append(JobRef(first + idx, tuple(overrides), str(job_cfg.hydra.job.override_dirname),
+                           finished_run_dir(job_cfg)))
     return refs
+
+
+def unfinished(refs: Sequence[JobRef]) -> list[JobRef]:
+    """The jobs to start: each whose run finished is skipped, with the line the job says."""
+    for ref in refs:
+        if ref.finished_in is not None:
+            from al_sim.sinks.checkpoint import already_finished
+
+            print(f"skipped: job {ref.num} [{ref.name}]: {already_finished(ref.finished_in)}",
+                  file=sys.stderr, flush=True)
+    return [ref for ref in refs if ref.finished_in is None]
+
+
+def in_order(refs: Sequence[JobRef], returns: dict[int, JobReturn]) -> list[JobReturn]:
+    """What Hydra gets for the batch ``refs``: each job's return (by number), a skipped job's
+    as a job that skipped itself returns."""
+    return [returns[ref.num] if ref.num in returns else ref.returned() for ref in refs]
 
 
 def joblib_setup(launcher: Any, job_overrides: Sequence[Sequence[str]],

@@ -15,7 +15,7 @@ from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, filter_overrides
 from hydra_plugins.hydra_joblib_launcher.joblib_launcher import JoblibLauncher
 
-from al_sim.app.launchers.common import joblib_setup
+from al_sim.app.launchers.common import in_order, joblib_setup, unfinished
 from al_sim.app.lost_jobs import report_lost
 from al_sim.runtime.oom_kills import OomWatch
 
@@ -33,7 +33,8 @@ class AlJoblibLauncher(JoblibLauncher):
         from joblib import Parallel, delayed
         from joblib.externals.loky.process_executor import TerminatedWorkerError
 
-        folder, refs, cfg = joblib_setup(self, job_overrides, initial_job_idx)
+        folder, batch, cfg = joblib_setup(self, job_overrides, initial_job_idx)
+        refs = unfinished(batch)
         for ref in refs:
             print(f"\t#{ref.num} : {' '.join(filter_overrides(ref.overrides))}", flush=True)
         state = Singleton.get_state()
@@ -52,4 +53,4 @@ class AlJoblibLauncher(JoblibLauncher):
                     report_lost(folder, ref, f"a joblib worker died{cause}, loky stops the "
                                              f"pool ({first})")
                     results[i] = ref.returned()
-        return [results[i] for i in range(len(refs))]
+        return in_order(batch, {refs[i].num: ret for i, ret in results.items()})

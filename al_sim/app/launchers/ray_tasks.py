@@ -22,9 +22,11 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from al_sim.app.launchers.common import (
     cancelled_on_interrupt,
+    in_order,
     job_refs,
     launcher_settings,
     sweep_dir,
+    unfinished,
 )
 from al_sim.app.lost_jobs import JobRef, report_lost
 from al_sim.runtime.errors import ClusterError
@@ -66,7 +68,10 @@ class AlRayLauncher(RayLauncher):
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         poll_s, _, connect_s = launcher_settings(self.config)
         folder = sweep_dir(self.config)
-        refs = job_refs(self.config, self.hydra_context, job_overrides, initial_job_idx)
+        batch = job_refs(self.config, self.hydra_context, job_overrides, initial_job_idx)
+        refs = unfinished(batch)
+        if not refs:
+            return in_order(batch, {})
         address = self.ray_cfg.init.get("address")
         check_ray_address(address, connect_s)
         try:
@@ -82,7 +87,7 @@ class AlRayLauncher(RayLauncher):
 
         with cancelled_on_interrupt(cancel, "Ray tasks"):
             results = _wait(tasks, refs, folder, poll_s)
-        return [results[i] for i in range(len(refs))]
+        return in_order(batch, {refs[i].num: ret for i, ret in results.items()})
 
     def job_config(self, ref: JobRef, folder: Path) -> DictConfig:
         """A job's config as it runs on a node: absolute sweep dir, its number and id."""

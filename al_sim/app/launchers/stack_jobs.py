@@ -70,9 +70,11 @@ class _Stacked(StackPlanner):
 
     def launch(self, job_overrides: Any, initial_job_idx: int) -> list[JobReturn]:
         # a mixin: launch is the submitit launcher's that it comes before (AlSlurmLauncher's)
+        self._stacked = (0, 0)
         returns = super().launch(job_overrides, initial_job_idx)  # type: ignore[misc]
         jobs, stacks = self._stacked
-        print(f"{jobs} job(s) ran as {stacks} stack job(s)", file=sys.stderr, flush=True)
+        if jobs:  # none when every job had finished before
+            print(f"{jobs} job(s) ran as {stacks} stack job(s)", file=sys.stderr, flush=True)
         return returns
 
     def __call__(self, members: list[Member], policy: str | None,

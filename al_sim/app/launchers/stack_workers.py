@@ -55,9 +55,12 @@ class AlStackLauncher(StackPlanner, AlJoblibLauncher):
         from joblib import Parallel, delayed
         from joblib.externals.loky.process_executor import TerminatedWorkerError
 
-        from al_sim.app.launchers.common import joblib_setup
+        from al_sim.app.launchers.common import in_order, joblib_setup, unfinished
 
-        folder, refs, cfg = joblib_setup(self, job_overrides, initial_job_idx)
+        folder, batch, cfg = joblib_setup(self, job_overrides, initial_job_idx)
+        refs = unfinished(batch)
+        if not refs:
+            return in_order(batch, {})
         stacks, policies = self.plan(refs)
         print_stacks(stacks, refs)
         state = Singleton.get_state()
@@ -77,4 +80,4 @@ class AlStackLauncher(StackPlanner, AlJoblibLauncher):
                     report_lost(folder, ref, f"its stack's worker died{cause} ({first})")
                     results[i] = ref.returned()
         print(f"{len(refs)} job(s) ran as {len(stacks)} stack(s)", file=sys.stderr, flush=True)
-        return [results[i] for i in range(len(refs))]
+        return in_order(batch, {refs[i].num: ret for i, ret in results.items()})

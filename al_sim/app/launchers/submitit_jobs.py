@@ -40,9 +40,11 @@ from omegaconf import OmegaConf
 from al_sim.app.launchers.common import (
     cancelled_on_interrupt,
     check_time_limit,
+    in_order,
     job_refs,
     launcher_settings,
     sweep_dir,
+    unfinished,
 )
 from al_sim.app.launchers.orphans import squeue_states
 from al_sim.app.lost_jobs import JobRef, report_lost
@@ -132,7 +134,10 @@ class _Waiting(BaseSubmititLauncher):
         self._poll_s, self._grace_s, self._connect_s = launcher_settings(self.config)
         self._check_time_limit()
         folder = sweep_dir(self.config)
-        refs = job_refs(self.config, self.hydra_context, job_overrides, initial_job_idx)
+        batch = job_refs(self.config, self.hydra_context, job_overrides, initial_job_idx)
+        refs = unfinished(batch)
+        if not refs:
+            return in_order(batch, {})
         units = self._units(refs)
         self._oom = OomWatch()  # a local job killed on this host: by the OOM killer?
         try:
@@ -162,7 +167,7 @@ class _Waiting(BaseSubmititLauncher):
         what = "SLURM jobs" if self._EXECUTOR == "slurm" else "submitit jobs"
         with cancelled_on_interrupt(cancel, what):
             results = self._wait(jobs, units, refs, pending, folder)
-        return [results[i] for i in range(len(refs))]
+        return in_order(batch, {refs[i].num: ret for i, ret in results.items()})
 
     def _check_time_limit(self) -> None:
         """A time limit shorter than submitit's warning would requeue every attempt at once."""
