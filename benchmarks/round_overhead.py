@@ -24,6 +24,7 @@ from hydra import compose, initialize_config_dir
 
 from al_sim import run as run_module
 from al_sim.app import experiment as experiment_module
+from al_sim.app import finished_jobs as job_config_module
 from al_sim.config.store import register_configs
 from al_sim.core.training import Trainer
 from al_sim.sinks.checkpoint import Checkpointer
@@ -101,7 +102,7 @@ def main() -> None:
             if method in vars(cls) and (cls, method) != (Checkpointer, "on_run_start"):
                 timed(cls, method, label)
     timed(Checkpointer, "on_run_start", "data fingerprint (resume check)")
-    timed(run_module, "validate", "config check (imports the model)")
+    timed(job_config_module, "validate", "config check (imports the model)")
     timed(experiment_module, "build_dataset", "dataset build")
     timed(experiment_module, "check_input_size", "model input-size check")
     timed(Trainer, "place", "pool + test to the device (+ CUDA start)")
