@@ -38,7 +38,8 @@ class JobRef:
     finished_in: Path | None = None  # its run dir, when that holds its finished run
 
     def returned(self) -> JobReturn:
-        """What the launcher hands Hydra for a lost job: no result, not an exception."""
+        """What the launcher hands Hydra for a lost or skipped job: no result, not an
+        exception (a job that skips itself returns the same)."""
         ret = JobReturn(overrides=list(self.overrides), status=JobStatus.COMPLETED)
         ret.return_value = None
         return ret

@@ -35,6 +35,8 @@ class AlJoblibLauncher(JoblibLauncher):
 
         folder, batch, cfg = joblib_setup(self, job_overrides, initial_job_idx)
         refs = unfinished(batch)
+        if not refs:
+            return in_order(batch, {})
         for ref in refs:
             print(f"\t#{ref.num} : {' '.join(filter_overrides(ref.overrides))}", flush=True)
         state = Singleton.get_state()
