@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,10 +42,12 @@ def unfinished(refs: Sequence[JobRef]) -> list[JobRef]:
     return [ref for ref in refs if ref.finished_in is None]
 
 
-def in_order(refs: Sequence[JobRef], returns: dict[int, JobReturn]) -> list[JobReturn]:
-    """What Hydra gets for the batch ``refs``: each job's return (by number), a skipped job's
-    as a job that skipped itself returns."""
-    return [returns[ref.num] if ref.num in returns else ref.returned() for ref in refs]
+def in_order(batch: Sequence[JobRef], started: Sequence[JobRef] = (),
+             results: Mapping[int, JobReturn] | None = None) -> list[JobReturn]:
+    """What Hydra gets for ``batch``: the return of each job ``started`` (``results`` by its
+    index there), a skipped job's as a job that skipped itself returns."""
+    by_num = {started[i].num: ret for i, ret in (results or {}).items()}
+    return [by_num[ref.num] if ref.num in by_num else ref.returned() for ref in batch]
 
 
 def joblib_setup(launcher: Any, job_overrides: Sequence[Sequence[str]],

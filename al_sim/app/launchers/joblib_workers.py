@@ -36,7 +36,7 @@ class AlJoblibLauncher(JoblibLauncher):
         folder, batch, cfg = joblib_setup(self, job_overrides, initial_job_idx)
         refs = unfinished(batch)
         if not refs:
-            return in_order(batch, {})
+            return in_order(batch)
         for ref in refs:
             print(f"\t#{ref.num} : {' '.join(filter_overrides(ref.overrides))}", flush=True)
         state = Singleton.get_state()
@@ -55,4 +55,4 @@ class AlJoblibLauncher(JoblibLauncher):
                     report_lost(folder, ref, f"a joblib worker died{cause}, loky stops the "
                                              f"pool ({first})")
                     results[i] = ref.returned()
-        return in_order(batch, {refs[i].num: ret for i, ret in results.items()})
+        return in_order(batch, refs, results)

@@ -71,7 +71,7 @@ class AlRayLauncher(RayLauncher):
         batch = job_refs(self.config, self.hydra_context, job_overrides, initial_job_idx)
         refs = unfinished(batch)
         if not refs:
-            return in_order(batch, {})
+            return in_order(batch)
         address = self.ray_cfg.init.get("address")
         check_ray_address(address, connect_s)
         try:
@@ -87,7 +87,7 @@ class AlRayLauncher(RayLauncher):
 
         with cancelled_on_interrupt(cancel, "Ray tasks"):
             results = _wait(tasks, refs, folder, poll_s)
-        return in_order(batch, {refs[i].num: ret for i, ret in results.items()})
+        return in_order(batch, refs, results)
 
     def job_config(self, ref: JobRef, folder: Path) -> DictConfig:
         """A job's config as it runs on a node: absolute sweep dir, its number and id."""

@@ -60,7 +60,7 @@ class AlStackLauncher(StackPlanner, AlJoblibLauncher):
         folder, batch, cfg = joblib_setup(self, job_overrides, initial_job_idx)
         refs = unfinished(batch)
         if not refs:
-            return in_order(batch, {})
+            return in_order(batch)
         stacks, policies = self.plan(refs)
         print_stacks(stacks, refs)
         state = Singleton.get_state()
@@ -80,4 +80,4 @@ class AlStackLauncher(StackPlanner, AlJoblibLauncher):
                     report_lost(folder, ref, f"its stack's worker died{cause} ({first})")
                     results[i] = ref.returned()
         print(f"{len(refs)} job(s) ran as {len(stacks)} stack(s)", file=sys.stderr, flush=True)
-        return in_order(batch, {refs[i].num: ret for i, ret in results.items()})
+        return in_order(batch, refs, results)

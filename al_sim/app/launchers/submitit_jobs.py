@@ -137,7 +137,7 @@ class _Waiting(BaseSubmititLauncher):
         batch = job_refs(self.config, self.hydra_context, job_overrides, initial_job_idx)
         refs = unfinished(batch)
         if not refs:
-            return in_order(batch, {})
+            return in_order(batch)
         units = self._units(refs)
         self._oom = OomWatch()  # a local job killed on this host: by the OOM killer?
         try:
@@ -167,7 +167,7 @@ class _Waiting(BaseSubmititLauncher):
         what = "SLURM jobs" if self._EXECUTOR == "slurm" else "submitit jobs"
         with cancelled_on_interrupt(cancel, what):
             results = self._wait(jobs, units, refs, pending, folder)
-        return in_order(batch, {refs[i].num: ret for i, ret in results.items()})
+        return in_order(batch, refs, results)
 
     def _check_time_limit(self) -> None:
         """A time limit shorter than submitit's warning would requeue every attempt at once."""
