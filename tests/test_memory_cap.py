@@ -3,15 +3,20 @@ too much is an allocation failure, one ``error:`` line and a FAILED run, not the
 
 from __future__ import annotations
 
+import os
 import resource
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
+from al_sim.runtime.errors import ConfigError
 from al_sim.runtime.memory_cap import cgroup_memory_limit, memory_available_to_process, memory_cap
-from tests.conftest import FAST_CLI, all_experiments, assert_failed_runs_only, refusal
+from tests.conftest import FAST_CLI, REPO, all_experiments, assert_failed_runs_only, refusal
 
 MB = 2**20
 
@@ -68,8 +73,71 @@ def test_the_cgroup_limit_is_the_lowest_of_the_process_groups(tmp_path: Path) ->
     assert cgroup_memory_limit(proc, root) == 8 * 2**30
     (job / "memory.max").write_text(f"{2**30}\n")
     assert cgroup_memory_limit(proc, root) == 2**30
-    proc.write_text("12:memory:/old/v1/layout\n")  # cgroup v1: no unified limit read
+    proc.write_text("12:memory:/old/v1/layout\n")  # cgroup v1, its files absent: no limit
     assert cgroup_memory_limit(proc, root) is None
+    v1 = root / "memory" / "slurm" / "uid_0" / "job_8"
+    v1.mkdir(parents=True)
+    (v1 / "memory.limit_in_bytes").write_text(f"{3 * 2**30}\n")
+    (v1.parent / "memory.limit_in_bytes").write_text("9223372036854771712\n")  # unlimited
+    proc.write_text("4:cpu,cpuacct:/slurm/uid_0/job_8\n3:memory:/slurm/uid_0/job_8\n")
+    assert cgroup_memory_limit(proc, root) == 3 * 2**30
+    # hybrid: a v2 line without a limit and v1's memory controller with one
+    proc.write_text("3:memory:/slurm/uid_0/job_8\n0::/slurm/job_7\n")
+    assert cgroup_memory_limit(proc, root) == 2**30  # the lowest of both
+
+
+def test_the_pools_memory_budget_reads_the_same_cgroup_limit(monkeypatch) -> None:
+    """A SLURM job's limit sits in the job's own cgroup, not at the hierarchy's root: the
+    auto in-memory threshold of a pool and the run's cap read it one way."""
+    from al_sim.data import npz
+
+    monkeypatch.setattr(npz, "cgroup_memory_limit", lambda: 300 * MB)
+    assert npz.memory_budget() == 300 * MB
+
+
+def test_a_cap_below_what_the_process_holds_is_one_config_error(tmp_path: Path) -> None:
+    """A 1 GB SLURM job with the default 0.9: every allocation would fail, the error report's
+    too (a run hung so); refused before the cap is set, naming the knob and the sizes."""
+    before = resource.getrlimit(resource.RLIMIT_DATA)
+    fraction = vm_data() / 2 / memory_available_to_process()
+    with (pytest.raises(ConfigError, match=r"less than the \d+ MB the process holds already"),
+          memory_cap(fraction)):
+        pass
+    assert resource.getrlimit(resource.RLIMIT_DATA) == before
+    line = refusal(["budget=tiny", *FAST_CLI, "trainer.memory_limit_fraction=0.0001"], tmp_path)
+    assert line.startswith("error: trainer.memory_limit_fraction=0.0001 caps this run"), line
+    assert "trainer.memory_limit_fraction=null" in line
+    assert_failed_runs_only(tmp_path)
+    assert resource.getrlimit(resource.RLIMIT_DATA) == before
+
+
+def test_threads_first_needed_under_the_cap_abort_nothing_and_break_no_convolution() -> None:
+    """In a new process, torch's OpenMP threads do not exist yet. Started under a cap that
+    leaves no room for their stacks, libgomp ended the process (``Thread creation failed``,
+    no error line, the run left RUNNING) or every later convolution failed with oneDNN's
+    ``could not create a primitive`` (reported as images too small for the model). The run
+    starts them before its cap: what fails is the allocation, as an out-of-memory error."""
+    script = textwrap.dedent("""
+        import torch
+        from al_sim.core.device import start_threads
+        from al_sim.runtime.memory_cap import memory_available_to_process, memory_cap, status_bytes
+        torch.set_num_threads(2)
+        start_threads(2)
+        conv = torch.nn.Conv2d(1, 16, 3, padding=1)
+        fraction = (status_bytes("VmData") + 5 * 2**20) / memory_available_to_process()
+        with torch.no_grad():
+            with memory_cap(fraction):  # 5 MB left: a thread stack (8 MB) would not fit
+                try:
+                    conv(torch.zeros(2, 1, 512, 512))
+                except RuntimeError as exc:
+                    print("under the cap:", str(exc).splitlines()[0])
+            print("after:", tuple(conv(torch.zeros(2, 1, 512, 512)).shape))
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)}, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "can't allocate memory" in proc.stdout, proc.stdout
+    assert "after: (2, 16, 512, 512)" in proc.stdout, proc.stdout
 
 
 def test_a_run_past_its_cap_is_one_out_of_memory_line_and_a_failed_run(tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ from al_sim.app.source_watch import SourceWatch
 from al_sim.config.data import PreprocessConf
 from al_sim.config.schema import BudgetConf, TrainerConf
 from al_sim.config.store import to_object
-from al_sim.core.device import fix_mmap_threshold
+from al_sim.core.device import fix_mmap_threshold, start_threads
 from al_sim.core.events import ALResult, CallbackList, RunInfo
 from al_sim.core.loop import run_active_learning
 from al_sim.core.training import resolve_device
@@ -40,6 +40,7 @@ def run_experiment(cfg: DictConfig, run: RunInfo, callbacks: CallbackList,
     A human oracle's ``LabelsPending`` propagates after the sinks closed with ``PAUSED``.
     """
     torch.set_num_threads(threads)
+    start_threads(threads)  # before the memory cap below
     threadpool_limits(limits=threads)  # numpy/BLAS too (core-set, BADGE, metrics)
     try:
         callbacks.fire("setup", run)

@@ -1,4 +1,5 @@
-"""Where a run computes: the device, CUDA determinism, precision, and which data live on the GPU."""
+"""Where a run computes: the device, CUDA determinism, precision, which data live on the GPU,
+torch's threads and glibc's mmap threshold."""
 
 from __future__ import annotations
 
@@ -97,3 +98,18 @@ def fix_mmap_threshold(threshold_mb: float) -> bool:
         return bool(libc.mallopt(_M_MMAP_THRESHOLD, int(threshold_mb * 2**20)))
     except (OSError, AttributeError):
         return False
+
+
+_TORCH_GRAIN_SIZE = 32768  # at::internal::GRAIN_SIZE: elements a thread takes at least
+
+
+def start_threads(threads: int) -> None:
+    """Start torch's ``threads`` intra-op (OpenMP) threads now, before a memory cap is set.
+
+    Started later under ``trainer.memory_limit_fraction``'s cap, a thread that cannot get its
+    stack aborts the process (libgomp: ``Thread creation failed``) or leaves every oneDNN
+    convolution of the process failing with ``could not create a primitive``, where the run
+    should end with an out-of-memory line. Threads started once are kept by the process.
+    """
+    if threads > 1:
+        torch.ones(2 * threads * _TORCH_GRAIN_SIZE).add_(1)

@@ -28,6 +28,7 @@ import numpy as np
 
 from al_sim.runtime.errors import DataError
 from al_sim.runtime.files import atomic_write
+from al_sim.runtime.memory_cap import cgroup_memory_limit, status_bytes
 from al_sim.runtime.reading import reading
 
 try:
@@ -44,7 +45,6 @@ _COPY_CHUNK = 16 << 20  # bytes decompressed per step when extracting a member
 _MB = 1 << 20
 AUTO_SHARE = 0.25  # auto: arrays above this share of the process's memory are memory-mapped
 _FALLBACK_BUDGET = 8 << 30  # when the system says nothing about memory
-_CGROUP_LIMITS = ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")
 
 
 @dataclass(frozen=True)
@@ -187,17 +187,6 @@ def _extract(archive: zipfile.ZipFile, path: Path, m: Member, cache: Path) -> No
         raise
 
 
-def _status_bytes(field: str) -> int:
-    """A ``kB`` field of ``/proc/self/status`` in bytes (0 where there is none)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(f"{field}:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
-
-
 def memory_budget() -> int:
     """Bytes this process may still allocate: MemAvailable, lowered by what is left of
     RLIMIT_DATA / RLIMIT_AS and by a cgroup memory limit (each where the system exposes it)."""
@@ -211,14 +200,9 @@ def memory_budget() -> int:
     for name, used in (("RLIMIT_DATA", "VmData"), ("RLIMIT_AS", "VmSize")):
         soft = resource.getrlimit(getattr(resource, name))[0] if resource else -1
         if soft not in (-1, getattr(resource, "RLIM_INFINITY", -1)):
-            limits.append(max(0, soft - _status_bytes(used)))  # what is left of the limit
-    for cgroup in _CGROUP_LIMITS:
-        try:
-            text = Path(cgroup).read_text().strip()
-        except OSError:
-            continue
-        if text.isdigit() and int(text) < 1 << 60:
-            limits.append(int(text))
+            limits.append(max(0, soft - status_bytes(used)))  # what is left of the limit
+    if (cgroup := cgroup_memory_limit()) is not None:
+        limits.append(cgroup)
     return min(limits) if limits else _FALLBACK_BUDGET
 
 

@@ -6,14 +6,22 @@ from __future__ import annotations
 
 import contextlib
 import os
-import resource
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+from al_sim.runtime.errors import ConfigError
+
+try:
+    import resource
+except ImportError:  # not on Windows: no cap there
+    resource = None  # type: ignore[assignment]  # the module or None: checked before use
+
 _lock = threading.Lock()
 _holders = 0  # runs of this process inside memory_cap (a lock-step stack's members share one)
 _saved: tuple[int, int] | None = None
+_UNLIMITED = 1 << 60  # cgroup v1 writes "no limit" as a page-rounded 2**63 - 1
+_MB = 2**20
 
 
 def memory_available_to_process() -> int:
@@ -26,21 +34,43 @@ def memory_available_to_process() -> int:
 
 def cgroup_memory_limit(proc_cgroup: Path = Path("/proc/self/cgroup"),
                         root: Path = Path("/sys/fs/cgroup")) -> int | None:
-    """The cgroup v2 ``memory.max`` of this process and its ancestors (the lowest), or None."""
-    with contextlib.suppress(OSError, ValueError):
+    """The lowest memory limit of this process's cgroup and its ancestors, or None: cgroup v2's
+    ``memory.max``, else v1's ``memory.limit_in_bytes`` in the memory controller's hierarchy."""
+    found = []
+    with contextlib.suppress(OSError):
         for line in proc_cgroup.read_text().splitlines():
-            if line.startswith("0::"):
-                group = root / line[3:].strip().lstrip("/")
-                limits = []
-                for folder in [group, *group.parents]:
-                    with contextlib.suppress(OSError, ValueError):
-                        text = (folder / "memory.max").read_text().strip()
-                        if text != "max":
-                            limits.append(int(text))
-                    if folder == root:
-                        break
-                return min(limits) if limits else None
-    return None
+            number, controllers, path = (line.split(":", 2) + ["", ""])[:3]
+            if number == "0" and controllers == "":
+                found.append(_lowest_limit(root, path, "memory.max"))
+            elif "memory" in controllers.split(","):  # v1 (or v2's memory under v1: hybrid)
+                found.append(_lowest_limit(root / "memory", path, "memory.limit_in_bytes"))
+    limits = [limit for limit in found if limit is not None]
+    return min(limits) if limits else None
+
+
+def _lowest_limit(root: Path, path: str, name: str) -> int | None:
+    """The lowest ``name`` of ``root/path`` and its ancestors up to ``root``; "max" and v1's
+    "unlimited" (a number near 2**63) are no limit."""
+    group = root / path.strip().lstrip("/")
+    limits = []
+    for folder in [group, *group.parents]:
+        with contextlib.suppress(OSError, ValueError):
+            text = (folder / name).read_text().strip()
+            if text != "max" and int(text) < _UNLIMITED:
+                limits.append(int(text))
+        if folder == root:
+            break
+    return min(limits) if limits else None
+
+
+def status_bytes(field: str) -> int:
+    """A ``kB`` field of ``/proc/self/status`` (``VmData``, ``VmSize``) in bytes; 0 where the
+    system has none."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1]) * 1024
+    return 0
 
 
 @contextlib.contextmanager
@@ -49,16 +79,25 @@ def memory_cap(fraction: float | None) -> Iterator[None]:
     available to it (never raised above a lower limit already set); the previous limit is
     restored when the last run inside leaves. ``None``: no cap."""
     global _holders, _saved
-    if fraction is None:
+    if fraction is None or resource is None:
         yield
         return
     with _lock:
         if _holders == 0:
             soft, hard = resource.getrlimit(resource.RLIMIT_DATA)
-            cap = int(memory_available_to_process() * fraction)
+            available = memory_available_to_process()
+            cap = int(available * fraction)
             for limit in (soft, hard):
                 if limit != resource.RLIM_INFINITY:
                     cap = min(cap, limit)
+            held = status_bytes("VmData")
+            if cap <= held:  # every allocation would fail, the run's error report included
+                raise ConfigError(
+                    f"trainer.memory_limit_fraction={fraction} caps this run's data at "
+                    f"{cap / _MB:.0f} MB (of the {available / _MB:.0f} MB it may use), less than "
+                    f"the {held / _MB:.0f} MB the process holds already (VmData: its libraries "
+                    "and data, reserved or used); raise trainer.memory_limit_fraction, give the "
+                    "job more memory, or set trainer.memory_limit_fraction=null")
             resource.setrlimit(resource.RLIMIT_DATA, (cap, hard))
             _saved = (soft, hard)
         _holders += 1
