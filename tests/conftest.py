@@ -33,14 +33,20 @@ from tests import fork_server
 REPO = Path(__file__).resolve().parents[1]
 SHARED_MEDMNIST = REPO.parent / "shared" / "data" / "medmnist"
 
-# The test files that take longest (pytest --durations, on 2 workers), started first: xdist
-# hands out whole files (--dist loadfile) in collection order (--no-loadscope-reorder), and
-# one of these started last would run alone at the end while the other worker idles.
-LONGEST_FIRST = ("test_benchmarks.py", "test_cluster.py", "test_concurrency.py",
-                 "test_stack_jobs.py", "test_launcher_watch.py", "test_stack.py",
-                 "test_pool_larger_than_memory.py", "test_lost_jobs.py", "test_config.py",
-                 "test_resume.py", "test_multilabel_cli.py", "test_hardening_tracking.py",
-                 "test_bad_input.py", "test_compare.py", "test_stack_lockstep.py")
+# The test files by their CPU cost, largest first (each file run alone, its processes' CPU
+# counted; 2026-12-06): xdist hands out whole files (--dist loadfile) in collection order
+# (--no-loadscope-reorder), so the two workers end within a small file of each other rather
+# than one running a 15 s file alone at the end while the other idles.
+LONGEST_FIRST = ("test_concurrency.py", "test_cluster.py", "test_benchmarks.py",
+                 "test_pool_larger_than_memory.py", "test_config.py", "test_launcher_watch.py",
+                 "test_stack_jobs.py", "test_lost_jobs.py", "test_stack.py",
+                 "test_multilabel_cli.py", "test_resume.py", "test_hardening_tracking.py",
+                 "test_compare.py", "test_stack_lockstep.py", "test_volumes.py", "test_cli.py",
+                 "test_finished_jobs.py", "test_bad_input.py", "test_memory_cap.py",
+                 "test_benchmarks_kernels.py", "test_structure.py", "test_label_panel_browser.py",
+                 "test_large_pool.py", "test_sweep_paths.py", "test_hardening_config.py",
+                 "test_hostile_files.py", "test_label_loop.py", "test_resnet.py",
+                 "test_hardening_data.py")
 
 
 # What a run writes into its working directory: a test must keep it in its tmp_path.

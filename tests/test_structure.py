@@ -131,3 +131,11 @@ def test_a_run_without_tracking_never_imports_mlflow(tmp_path: Path) -> None:
     assert "mlflow" not in loaded
     # scipy.stats (~0.7 s of every run's start-up) only where a strategy or the report uses it
     assert "scipy.stats" not in loaded
+
+
+def test_the_suites_file_order_names_test_files_that_exist() -> None:
+    """A renamed file left in ``LONGEST_FIRST`` would silently lose its place in the order."""
+    from tests.conftest import LONGEST_FIRST
+
+    assert [n for n in LONGEST_FIRST if not (REPO / "tests" / n).is_file()] == []
+    assert len(set(LONGEST_FIRST)) == len(LONGEST_FIRST)
