@@ -97,6 +97,11 @@ def test_resume_with_a_different_config_is_refused(tmp_path) -> None:
     other = run_cli([*ARGS, "strategy=margin", f"hydra.run.dir={run_dir}"], tmp_path)
     assert other.returncode == 2
     assert "different config" in other.stderr and "strategy.name" in other.stderr
+    # the advice of an out-of-memory line (another cap, a pool mapped or read whole) leaves the
+    # results as they are: taken, the run resumes
+    advised = run_cli([*ARGS, "trainer.memory_limit_fraction=0.8", f"hydra.run.dir={run_dir}"],
+                      tmp_path)
+    assert advised.returncode == 0 and "resum" in advised.stderr + advised.stdout, advised.stderr
     fresh = run_cli([*ARGS, "strategy=margin", "budget.rounds=1", "resume=false",
                      f"hydra.run.dir={run_dir}"], tmp_path)
     assert fresh.returncode == 0, fresh.stderr
@@ -131,3 +136,17 @@ def test_sweep_rerun_skips_finished_jobs_and_keeps_one_parent(tmp_path) -> None:
     assert sorted(r.data.tags["strategy"] for r in summaries) == ["entropy", "margin", "random"]
     assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
     assert all(r.info.status == "FINISHED" for r in children)
+
+
+def test_the_memory_knobs_an_out_of_memory_line_advises_leave_the_fingerprint_alone() -> None:
+    from al_sim.runtime.errors import out_of_memory
+    from al_sim.sinks.checkpoint import fingerprint
+
+    advice = out_of_memory(MemoryError("x")) or ""
+    base = {"trainer.batch_size": "64", "trainer.memory_limit_fraction": "0.9",
+            "dataset.in_memory_max_mb": "None", "dataset.cache_dir": "None"}
+    for key, value in (("trainer.memory_limit_fraction", "0.5"),
+                       ("dataset.in_memory_max_mb", "0"), ("dataset.cache_dir", "/scratch")):
+        assert fingerprint({**base, key: value}) == fingerprint(base), key
+        assert key in advice or key == "dataset.cache_dir", key  # cache_dir: where a map lives
+    assert fingerprint({**base, "trainer.batch_size": "32"}) != fingerprint(base)

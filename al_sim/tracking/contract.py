@@ -85,10 +85,14 @@ ARTIFACTS = (CONFIG_FILE, QUERIES_FILE, METRICS_FILE, LABELED_SET_FILE, CURVE_FI
              ANNOTATIONS_FILE)  # a file a run did not write is not uploaded
 
 # Flattened config keys that do not change a run's results: a resume may change them and the
-# comparison report does not split settings on them. A key ending in "." is a prefix.
+# comparison report does not split settings on them. A key ending in "." is a prefix. The
+# memory knobs an out-of-memory line advises (the cap; a pool read whole or mapped, and where
+# its extracted copy lives: the same images, tests/test_large_pool.py) are among them, so a run
+# that ran out of memory resumes with the advice taken.
 RESULTS_NEUTRAL_KEYS = ("progress", "resume", "tracking.", "callbacks.", "trainer.num_threads",
                         "trainer.device", "oracle.image_size",
-                        "trainer.mapped_pool_mmap_threshold_mb")
+                        "trainer.mapped_pool_mmap_threshold_mb", "trainer.memory_limit_fraction",
+                        "dataset.in_memory_max_mb", "dataset.cache_dir")
 
 
 # Metrics where lower is better (losses, durations); every other metric ranks higher-is-better.
