@@ -10,6 +10,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+from al_sim.runtime.cgroups import PROC_CGROUP, SYSFS, memory_cgroups
 from al_sim.runtime.errors import ConfigError
 
 try:
@@ -32,34 +33,18 @@ def memory_available_to_process() -> int:
     return total if limit is None else min(total, limit)
 
 
-def cgroup_memory_limit(proc_cgroup: Path = Path("/proc/self/cgroup"),
-                        root: Path = Path("/sys/fs/cgroup")) -> int | None:
+def cgroup_memory_limit(proc_cgroup: Path = PROC_CGROUP, root: Path = SYSFS) -> int | None:
     """The lowest memory limit of this process's cgroup and its ancestors, or None: cgroup v2's
-    ``memory.max``, else v1's ``memory.limit_in_bytes`` in the memory controller's hierarchy."""
-    found = []
-    with contextlib.suppress(OSError):
-        for line in proc_cgroup.read_text().splitlines():
-            number, controllers, path = (line.split(":", 2) + ["", ""])[:3]
-            if number == "0" and controllers == "":
-                found.append(_lowest_limit(root, path, "memory.max"))
-            elif "memory" in controllers.split(","):  # v1 (or v2's memory under v1: hybrid)
-                found.append(_lowest_limit(root / "memory", path, "memory.limit_in_bytes"))
-    limits = [limit for limit in found if limit is not None]
-    return min(limits) if limits else None
-
-
-def _lowest_limit(root: Path, path: str, name: str) -> int | None:
-    """The lowest ``name`` of ``root/path`` and its ancestors up to ``root``; "max" and v1's
-    "unlimited" (a number near 2**63) are no limit."""
-    group = root / path.strip().lstrip("/")
+    ``memory.max``, v1's ``memory.limit_in_bytes`` ("max" and v1's "unlimited", a number near
+    2**63, are no limit)."""
     limits = []
-    for folder in [group, *group.parents]:
-        with contextlib.suppress(OSError, ValueError):
-            text = (folder / name).read_text().strip()
-            if text != "max" and int(text) < _UNLIMITED:
-                limits.append(int(text))
-        if folder == root:
-            break
+    for cgroup in memory_cgroups(proc_cgroup, root):
+        name = cgroup.file("memory.max", "memory.limit_in_bytes").name
+        for folder in cgroup.up_to_root():
+            with contextlib.suppress(OSError, ValueError):
+                text = (folder / name).read_text().strip()
+                if text != "max" and int(text) < _UNLIMITED:
+                    limits.append(int(text))
     return min(limits) if limits else None
 
 

@@ -13,9 +13,9 @@ import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from al_sim.runtime.cgroups import PROC_CGROUP, SYSFS, memory_cgroups
+
 VMSTAT = Path("/proc/vmstat")  # the kernel's event counters (oom_kill: Linux 4.13+)
-CGROUP = Path("/proc/self/cgroup")  # this process's cgroups, one line per hierarchy
-SYSFS = Path("/sys/fs/cgroup")
 FIX = ("run fewer or smaller jobs at once (hydra.launcher.n_jobs, dataset.image_size, "
        "trainer.batch_size)")
 
@@ -43,29 +43,21 @@ class OomCounter:
         return oom_kills(self.path)
 
 
-def oom_counter(cgroup: Path = CGROUP, sysfs: Path = SYSFS,
+def oom_counter(cgroup: Path = PROC_CGROUP, sysfs: Path = SYSFS,
                 vmstat: Path = VMSTAT) -> OomCounter | None:
     """This process's memory cgroup's OOM-kill counter, else the machine's; None if neither
     is there (no /proc, a kernel before 4.13)."""
-    with contextlib.suppress(OSError, ValueError):
-        for line in cgroup.read_text().splitlines():
-            _, controllers, path = line.split(":", 2)
-            folder = path.strip().lstrip("/")
-            if controllers == "":  # the v2 (unified) hierarchy
-                found = sysfs / folder / "memory.events"
-            elif "memory" in controllers.split(","):
-                found = sysfs / "memory" / folder / "memory.oom_control"
-            else:
-                continue
-            if oom_kills(found) is not None:
-                return OomCounter(found, "in this launcher's memory cgroup")
+    for found in memory_cgroups(cgroup, sysfs):
+        counter = found.file("memory.events", "memory.oom_control")
+        if oom_kills(counter) is not None:
+            return OomCounter(counter, "in this launcher's memory cgroup")
     return OomCounter(vmstat, "on this machine") if oom_kills(vmstat) is not None else None
 
 
 class OomWatch:
     """The OOM killer's count when made, to tell later whether it ended anything since."""
 
-    def __init__(self, vmstat: Path = VMSTAT, cgroup: Path = CGROUP,
+    def __init__(self, vmstat: Path = VMSTAT, cgroup: Path = PROC_CGROUP,
                  sysfs: Path = SYSFS) -> None:
         self._counter = oom_counter(cgroup, sysfs, vmstat)
         self._start = None if self._counter is None else self._counter.read()
