@@ -124,6 +124,13 @@ def check_strategy_task(strategy: Strategy, dataset: ALDataset) -> None:
             f"{dataset.task.kind}; use e.g. margin, entropy, bald or badge (strategy=...)")
 
 
+# What torch says when an input is too small for a model's down-sampling (pooling, strided or
+# large kernels) or does not match its fixed-size head.
+_TOO_SMALL = ("Output size is too small", "Kernel size can't be greater than actual input size",
+              "smaller than kernel size", "shapes cannot be multiplied", "size mismatch",
+              "Expected more than 1 value per channel")
+
+
 def check_input_size(model_factory: Callable[[int], ALModel], dataset: ALDataset,
                      model_name: str) -> None:
     """ConfigError when the model cannot take the dataset's images (volumes for a 2D model or
@@ -142,6 +149,8 @@ def check_input_size(model_factory: Callable[[int], ALModel], dataset: ALDataset
     except RuntimeError as exc:
         if out_of_memory(exc) is not None:  # the images fit the model, not the memory
             raise
+        if not any(words in str(exc) for words in _TOO_SMALL):  # the model's own fault: its
+            raise  # traceback, not advice about image sizes
         size = "x".join(map(str, dataset.image_shape[1:]))
         raise ConfigError(
             f"model {model_name} cannot take {size} images "
