@@ -50,7 +50,9 @@ class LabelError(ALSimError):
     """An expert's label, or a file of labels, is refused (nothing is written)."""
 
 
-OUT_OF_MEMORY = ("out of memory", "can't allocate memory")  # torch's CPU and CUDA messages
+# torch's CPU and CUDA messages, and Python's for a thread whose stack did not fit (under the
+# memory cap, which counts stacks; a limit on processes says the same)
+OUT_OF_MEMORY = ("out of memory", "can't allocate memory", "can't start new thread")
 
 
 def out_of_memory(exc: BaseException) -> str | None:
