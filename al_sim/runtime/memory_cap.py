@@ -62,7 +62,8 @@ def status_bytes(field: str) -> int:
 def memory_cap(fraction: float | None) -> Iterator[None]:
     """Within: the process's data size (``RLIMIT_DATA``) capped at ``fraction`` of the memory
     available to it (never raised above a lower limit already set); the previous limit is
-    restored when the last run inside leaves. ``None``: no cap."""
+    restored when the last run inside leaves. ``None``: no cap. A cap at or below what the
+    process holds already is a ConfigError (nothing could be allocated under it)."""
     global _holders, _saved
     if fraction is None or resource is None:
         yield
