@@ -33,16 +33,18 @@ from tests import fork_server
 REPO = Path(__file__).resolve().parents[1]
 SHARED_MEDMNIST = REPO.parent / "shared" / "data" / "medmnist"
 
-# The test files by their CPU cost, largest first (each file run alone, its processes' CPU
-# counted; 2026-12-06): xdist hands out whole files (--dist loadfile) in collection order
-# (--no-loadscope-reorder), so the two workers end within a small file of each other rather
-# than one running a 15 s file alone at the end while the other idles.
-LONGEST_FIRST = ("test_concurrency.py", "test_cluster.py", "test_benchmarks.py",
-                 "test_pool_larger_than_memory.py", "test_config.py", "test_launcher_watch.py",
-                 "test_stack_jobs.py", "test_lost_jobs.py", "test_stack.py",
-                 "test_multilabel_cli.py", "test_resume.py", "test_hardening_tracking.py",
-                 "test_compare.py", "test_stack_lockstep.py", "test_volumes.py", "test_cli.py",
-                 "test_finished_jobs.py", "test_bad_input.py", "test_memory_cap.py",
+# The test files that cost most, started first: xdist hands out whole files (--dist loadfile)
+# in collection order (--no-loadscope-reorder), and one of these started last would run alone
+# at the end while the other worker idles. The head pairs a multi-process file with one that
+# forks from the fork server (test_concurrency beside test_cluster, each starting many
+# interpreters, slowed both: 440-454 s against 423-442 s); after it, every other file of 5 CPU-s
+# or more (each file alone, its processes counted; 2026-12-06), largest first.
+LONGEST_FIRST = ("test_benchmarks.py", "test_cluster.py", "test_concurrency.py",
+                 "test_stack_jobs.py", "test_launcher_watch.py", "test_stack.py",
+                 "test_pool_larger_than_memory.py", "test_lost_jobs.py", "test_config.py",
+                 "test_resume.py", "test_multilabel_cli.py", "test_hardening_tracking.py",
+                 "test_bad_input.py", "test_compare.py", "test_stack_lockstep.py",
+                 "test_volumes.py", "test_cli.py", "test_finished_jobs.py", "test_memory_cap.py",
                  "test_benchmarks_kernels.py", "test_structure.py", "test_label_panel_browser.py",
                  "test_large_pool.py", "test_sweep_paths.py", "test_hardening_config.py",
                  "test_hostile_files.py", "test_label_loop.py", "test_resnet.py",
