@@ -35,7 +35,7 @@ from al_sim.runtime.command_line import hydra_argv
 from al_sim.runtime.errors import EXIT_USER_ERROR, ALSimError, os_error_line
 from al_sim.runtime.interrupts import interrupt
 from al_sim.runtime.launcher_watch import (
-    SIGINT_REASON,
+    interrupt_reason,
     interrupted_status,
     signal_reason,
 )
@@ -99,7 +99,7 @@ def main() -> None:
         sys.argv[1:] = hydra_argv(sys.argv[1:])  # a ``~`` path, one mode: as the run's
         hydra.main(version_base="1.3", config_path="../conf", config_name="compare")(report)()
     except KeyboardInterrupt as exc:
-        by = str(exc) or SIGINT_REASON
+        by = interrupt_reason(exc)
         print(f"interrupted ({by}): the report is not finished; run the same command again",
               file=sys.stderr, flush=True)
         sys.exit(interrupted_status(by))

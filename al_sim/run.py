@@ -51,8 +51,8 @@ from al_sim.runtime.errors import (
 from al_sim.runtime.files import atomic_write
 from al_sim.runtime.interrupts import interrupt
 from al_sim.runtime.launcher_watch import (
-    SIGINT_REASON,
     exit_if_orphaned,
+    interrupt_reason,
     interrupted_status,
     job_in_progress,
     signal_reason,
@@ -281,7 +281,7 @@ def cli() -> None:
         if failed:
             raise failed.pop()
     except KeyboardInterrupt as exc:
-        by = str(exc) or SIGINT_REASON
+        by = interrupt_reason(exc)
         what = "the MLflow run is" if close_interrupted_sweep() is None else \
             "the sweep's MLflow runs are"
         print(f"interrupted ({by}): {what} marked KILLED; run the same command "

@@ -18,8 +18,8 @@ from al_sim.label.rounds import current_batch
 from al_sim.label.web import MAX_REQUEST_KB, LabelServer
 from al_sim.runtime.errors import EXIT_USER_ERROR, ALSimError, LabelError, os_error_line
 from al_sim.runtime.launcher_watch import (
-    SIGINT_REASON,
     SIGTERM_REASON,
+    interrupt_reason,
     interrupted_status,
 )
 
@@ -130,7 +130,7 @@ def cli() -> None:
               flush=True)
         sys.exit(EXIT_USER_ERROR)
     except KeyboardInterrupt as exc:
-        by = str(exc) or SIGINT_REASON
+        by = interrupt_reason(exc)
         print(f"stopped ({by}): the answers given so far are saved", file=sys.stderr,
               flush=True)
         sys.exit(interrupted_status(by))

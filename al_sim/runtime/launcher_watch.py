@@ -123,6 +123,12 @@ def signal_reason(signum: int) -> str:
     return SIGTERM_REASON if signum == signal.SIGTERM else SIGINT_REASON
 
 
+def interrupt_reason(exc: KeyboardInterrupt) -> str:
+    """What stopped the process: the reason a signal handler raised ``exc`` with, else Ctrl-C
+    (Python's own KeyboardInterrupt carries none)."""
+    return str(exc) or SIGINT_REASON
+
+
 def interrupted_status(reason: str) -> int:
     """The exit status of a process stopped for ``reason``: 143 for SIGTERM, else 130."""
     return EXIT_TERMINATED if reason == SIGTERM_REASON else EXIT_INTERRUPTED
