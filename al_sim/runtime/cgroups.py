@@ -21,9 +21,9 @@ class MemoryCgroup:
     root: Path
     version: int
 
-    def file(self, v2: str, v1: str) -> Path:
-        """The folder's file named ``v2`` in the unified hierarchy, ``v1`` in cgroup v1."""
-        return self.folder / (v2 if self.version == 2 else v1)
+    def name(self, v2: str, v1: str) -> str:
+        """A control file's name in this hierarchy: ``v2`` in the unified one, else ``v1``."""
+        return v2 if self.version == 2 else v1
 
     def up_to_root(self) -> list[Path]:
         """The folder, then each ancestor up to the hierarchy's root (limits nest)."""

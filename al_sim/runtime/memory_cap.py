@@ -39,7 +39,7 @@ def cgroup_memory_limit(proc_cgroup: Path = PROC_CGROUP, root: Path = SYSFS) -> 
     2**63, are no limit)."""
     limits = []
     for cgroup in memory_cgroups(proc_cgroup, root):
-        name = cgroup.file("memory.max", "memory.limit_in_bytes").name
+        name = cgroup.name("memory.max", "memory.limit_in_bytes")
         for folder in cgroup.up_to_root():
             with contextlib.suppress(OSError, ValueError):
                 text = (folder / name).read_text().strip()

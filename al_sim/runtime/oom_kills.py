@@ -48,7 +48,7 @@ def oom_counter(cgroup: Path = PROC_CGROUP, sysfs: Path = SYSFS,
     """This process's memory cgroup's OOM-kill counter, else the machine's; None if neither
     is there (no /proc, a kernel before 4.13)."""
     for found in memory_cgroups(cgroup, sysfs):
-        counter = found.file("memory.events", "memory.oom_control")
+        counter = found.folder / found.name("memory.events", "memory.oom_control")
         if oom_kills(counter) is not None:
             return OomCounter(counter, "in this launcher's memory cgroup")
     return OomCounter(vmstat, "on this machine") if oom_kills(vmstat) is not None else None
