@@ -28,7 +28,7 @@ from al_sim.config.schema import TrainerConf
 from al_sim.core.training import Trainer
 from al_sim.data.synthetic import load_synthetic
 from al_sim.data.transforms import Preprocess
-from tests import fork_server
+from tests import fork_server, fork_zygote
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_MEDMNIST = REPO.parent / "shared" / "data" / "medmnist"
@@ -150,7 +150,8 @@ def run_cli(args: list[str], cwd: Path, module: str = "al_sim.run", timeout: flo
     full_env = cli_env(env)
     if store and module == "al_sim.run":
         seed_store(cwd, args, full_env)
-    return fork_server.run(module, args, cwd, full_env, timeout=timeout)
+    return fork_server.run(module, args, cwd, full_env, timeout=timeout,
+                           nested=sweep_workers(args))
 
 
 def cli_env(env: dict[str, str] | None = None) -> dict[str, str]:
@@ -163,15 +164,39 @@ def start_cli(args: list[str], cwd: Path, env: dict[str, str] | None = None
               ) -> fork_server.Process:
     """``python -m al_sim.run <args>`` started in ``cwd`` as a process of its own, to signal,
     kill or wait on (the store as the run creates it)."""
-    return fork_server.start("al_sim.run", args, cwd, cli_env(env))
+    return fork_server.start("al_sim.run", args, cwd, cli_env(env), nested=sweep_workers(args))
+
+
+def sweep_workers(args: list[str]) -> tuple[str, ...]:
+    """For a sweep: the worker processes its launcher starts, forked rather than started as
+    new interpreters (loky's workers, submitit's job controllers and their tasks:
+    tests/fork_zygote.py)."""
+    if not any(a in ("-m", "--multirun") for a in args):
+        return ()
+    return (*fork_zygote.MODULES, "submitit.core._submit")
 
 
 def submitit_tasks(sweep: Path) -> list[int]:
-    """The task processes of this sweep's submitit jobs (``python -m submitit.core._submit``);
-    under the local executor each is the child of its job's controller."""
-    out = subprocess.run(["pgrep", "-f", f"submitit.core._submit {sweep}"], capture_output=True,
-                         text=True, check=False).stdout
-    return [int(pid) for pid in out.split()]
+    """The task processes of this sweep's submitit jobs. Under the local executor each is the
+    child of its job's controller, whose pid is the job's id (its folder under ``.submitit``);
+    a task forked from its controller (tests/fork_zygote.py) keeps the controller's command
+    line, so the command line cannot tell."""
+    jobs = [int(d.name) for d in (sweep / ".submitit").glob("*") if d.name.isdigit()]
+    return [task for job in jobs for task in children(job)]
+
+
+def children(pid: int) -> list[int]:
+    """Live (not zombie) direct children of ``pid``."""
+    out = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            text = status.read_text()
+        except OSError:
+            continue
+        fields = dict(line.split(":\t", 1) for line in text.splitlines() if ":\t" in line)
+        if fields.get("PPid", "").strip() == str(pid) and not fields["State"].startswith("Z"):
+            out.append(int(status.parent.name))
+    return out
 
 
 def run_here(args: list[str], cwd: Path, module: str = "al_sim.run",

@@ -45,6 +45,9 @@ PRELOAD = ("numpy", "torch", "torch._dynamo", "torchvision", "scipy.stats", "pan
 # Read by a library (or the interpreter) when it loads, so a fork would keep the server's value.
 LOAD_TIME_ENV = ("PYTHON", "LD_", "OMP_", "GOMP_", "KMP_", "MKL_", "OPENBLAS_", "MALLOC_",
                  "CUDA_", "NUMEXPR_", "MPL")
+# Read when CUDA initialises, which the server (importing only) never does: a submitit job's
+# controller sets it.
+AT_CUDA_INIT = ("CUDA_VISIBLE_DEVICES",)
 # The server's OpenMP policy is the one a run with the default config sets before torch loads.
 SERVER_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
 REAP_EVERY_S = 0.05
@@ -245,8 +248,8 @@ def loads_alike(env: dict[str, str], server_env: dict[str, str], server_path: se
     """Whether a process with ``env`` loads nothing differently from a server with
     ``server_env`` and ``server_path`` (``sys.path``, absolute)."""
     env = {**SERVER_ENV, **env}  # without OMP_WAIT_POLICY, a run sets the server's value
-    differ = {k for k in {*env, *server_env}
-              if k.startswith(LOAD_TIME_ENV) and env.get(k) != server_env.get(k)}
+    differ = {k for k in {*env, *server_env} if k.startswith(LOAD_TIME_ENV)
+              and k not in AT_CUDA_INIT and env.get(k) != server_env.get(k)}
     if differ == {"PYTHONPATH"} and "PYTHONPATH" in env:  # entries already on the path
         return {os.path.abspath(p) for p in env["PYTHONPATH"].split(os.pathsep) if p
                 } <= server_path

@@ -5,13 +5,14 @@ Popen reports them; an environment a library reads at load time gets a real inte
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
-from tests import fork_server
+from tests import conftest, fork_server
 
 PROBE = """import os, sys, time
 print("|".join(map(str, (os.getcwd(), sys.argv[1:], os.environ.get("PROBE"), sys.path[0],
@@ -99,3 +100,54 @@ def test_a_nested_run_forks_from_its_parent_and_starts_as_a_new_interpreter(
     # preloaded torch: a fork of the parent; with OMP_NUM_THREADS, a new interpreter
     assert forked == ["3", f"True;True;seen;['a b'];{work}", "err", "True"]
     assert real == ["3", f"False;True;seen;['a b'];{work}", "err", "True"]
+
+
+SWEEP_PARENT = """import json, os, sys
+from pathlib import Path
+import submitit
+from joblib import Parallel, delayed
+
+def probe(marker):
+    import sys, os
+    forked = "mlflow" in sys.modules  # preloaded by the fork server, never imported here
+    import torch
+    links = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            links.append(os.readlink(f"/proc/self/fd/{fd}"))
+        except OSError:  # the listing's own descriptor
+            pass
+    print("task output", flush=False)
+    return {"forked": forked, "ppid": os.getppid(), "grandparent": int(
+        Path(f"/proc/{os.getppid()}/stat").read_text().split(")")[1].split()[1]),
+            "threads": torch.get_num_threads(), "omp": os.environ.get("OMP_NUM_THREADS"),
+            "cwd": os.getcwd(), "marker_open": marker in links}
+
+marker = Path("marker.txt").resolve()
+held = marker.open("w")  # the parent's own file: no worker may hold it
+loky = Parallel(n_jobs=2)(delayed(probe)(str(marker)) for _ in range(2))
+executor = submitit.LocalExecutor(folder="jobs")
+executor.update_parameters(timeout_min=5)
+job = executor.submit(probe, str(marker))
+print(json.dumps({"pid": os.getpid(), "loky": loky, "submitit": job.result(),
+                  "log": Path(job.paths.stdout).read_text()}))
+"""
+
+
+def test_a_sweeps_workers_fork_from_a_pristine_copy_of_their_launcher(tmp_path: Path) -> None:
+    """loky's workers and submitit's controller are the launcher's children (they fork from
+    its zygote) and submitit's task the controller's; each has the thread limit joblib set,
+    the launcher's folder, none of its files, and a task's output reaches its log."""
+    (tmp_path / "parent.py").write_text(SWEEP_PARENT)
+    proc = fork_server.run(str(tmp_path / "parent.py"), [], tmp_path, module=False,
+                           nested=conftest.sweep_workers(["-m"]))
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.splitlines()[-1])
+    for worker in out["loky"]:
+        assert worker["forked"] and worker["ppid"] == out["pid"]
+        assert worker["threads"] == int(worker["omp"]) and not worker["marker_open"]
+        assert worker["cwd"] == str(tmp_path)
+    task = out["submitit"]
+    assert task["forked"] and task["grandparent"] == out["pid"]  # task -> controller -> us
+    assert task["cwd"] == str(tmp_path) and not task["marker_open"]
+    assert "task output" in out["log"]

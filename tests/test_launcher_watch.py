@@ -10,7 +10,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests import fork_server
-from tests.conftest import FAST_CLI, all_experiments, run_cli, start_cli
+from tests.conftest import FAST_CLI, all_experiments, children, run_cli, start_cli
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc")]
@@ -32,20 +32,6 @@ def in_process(args: list[str]) -> list[str]:
     """The same sweep on one joblib worker, which runs its jobs in the launcher's process: a
     re-run checks what the store holds, not the workers (hydra.* keys are not the jobs')."""
     return [*args, "hydra.launcher.n_jobs=1"]
-
-
-def children(pid: int) -> list[int]:
-    """Live direct children of ``pid``."""
-    out = []
-    for status in Path("/proc").glob("[0-9]*/status"):
-        try:
-            text = status.read_text()
-        except OSError:
-            continue
-        fields = dict(line.split(":\t", 1) for line in text.splitlines() if ":\t" in line)
-        if fields.get("PPid", "").strip() == str(pid) and not fields["State"].startswith("Z"):
-            out.append(int(status.parent.name))
-    return out
 
 
 def alive(pids: list[int]) -> list[int]:
