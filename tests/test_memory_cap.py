@@ -16,7 +16,17 @@ from mlflow.tracking import MlflowClient
 
 from al_sim.runtime.errors import ConfigError
 from al_sim.runtime.memory_cap import cgroup_memory_limit, memory_available_to_process, memory_cap
-from tests.conftest import FAST_CLI, REPO, all_experiments, assert_failed_runs_only, refusal
+from tests import fork_server
+from tests.conftest import (
+    FAST_CLI,
+    REPO,
+    all_experiments,
+    assert_failed_runs_only,
+    assert_refused,
+    cli_env,
+    refusal,
+    seed_store,
+)
 
 MB = 2**20
 
@@ -140,19 +150,49 @@ def test_threads_first_needed_under_the_cap_abort_nothing_and_break_no_convoluti
     assert "after: (2, 16, 512, 512)" in proc.stdout, proc.stdout
 
 
+CAPPED_RUN = """import runpy, sys
+from al_sim.runtime.memory_cap import memory_available_to_process, status_bytes
+fraction = (status_bytes("VmData") + 150 * 2**20) / memory_available_to_process()
+sys.argv = ["al_sim.run", *sys.argv[1:], f"trainer.memory_limit_fraction={fraction:.6f}"]
+runpy.run_module("al_sim.run", run_name="__main__")
+"""
+
+
 def test_a_run_past_its_cap_is_one_out_of_memory_line_and_a_failed_run(tmp_path: Path) -> None:
-    """512 px images: their float copies pass a cap set 150 MB above what the process holds."""
-    fraction = fraction_leaving(150 * MB)
-    line = refusal(["budget=tiny", "budget.rounds=1", *FAST_CLI, "dataset.n_pool=300",
-                    "dataset.n_test=100", "dataset.image_size=512", "trainer.batch_size=64",
-                    "tracking.query_grids=false",
-                    f"trainer.memory_limit_fraction={fraction:.6f}"], tmp_path)
+    """512 px images: their float copies pass a cap set 150 MB above what the process holds.
+    In a process of its own: oneDNN, once it failed under a cap, can fail every later
+    convolution of its process."""
+    args = ["budget=tiny", "budget.rounds=1", *FAST_CLI, "dataset.n_pool=300",
+            "dataset.n_test=100", "dataset.image_size=512", "trainer.batch_size=64",
+            "tracking.query_grids=false"]
+    (tmp_path / "capped.py").write_text(CAPPED_RUN)
+    seed_store(tmp_path, args, cli_env())
+    proc = fork_server.run(str(tmp_path / "capped.py"), args, tmp_path, cli_env(),
+                           module=False)
+    line = assert_refused(proc, tmp_path, ["trainer.memory_limit_fraction", "dataset.image_size"])
     assert line.startswith("error: out of memory: "), line
-    assert "trainer.memory_limit_fraction" in line and "dataset.image_size" in line
     assert_failed_runs_only(tmp_path)
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
     [run] = client.search_runs(all_experiments(client))
     assert run.info.status == "FAILED" and "out of memory" in run.data.tags["error"]
+
+
+def test_onednn_failing_under_the_cap_is_out_of_memory() -> None:
+    """oneDNN says only ``could not create a primitive`` when it cannot allocate under the cap
+    (a traceback, "a bug", before): an out-of-memory error naming the cap; outside the cap,
+    or any other error, stays as it is."""
+    from al_sim.runtime.errors import out_of_memory
+
+    fraction = fraction_leaving(200 * MB)
+    with (pytest.raises(MemoryError, match=r"^oneDNN could not create a primitive under the "
+                                           r"\d+ MB memory cap \(trainer.memory_limit_fraction=")
+          as caught, memory_cap(fraction)):
+        raise RuntimeError("could not create a primitive")
+    assert (out_of_memory(caught.value) or "").startswith("out of memory: oneDNN could not")
+    with pytest.raises(RuntimeError, match="^another failure$"), memory_cap(fraction):
+        raise RuntimeError("another failure")
+    with pytest.raises(RuntimeError, match="^could not create a primitive$"), memory_cap(None):
+        raise RuntimeError("could not create a primitive")
 
 
 def test_the_input_size_probe_tells_memory_from_a_model_too_deep(tiny_dataset) -> None:

@@ -23,6 +23,8 @@ _holders = 0  # runs of this process inside memory_cap (a lock-step stack's memb
 _saved: tuple[int, int] | None = None
 _UNLIMITED = 1 << 60  # cgroup v1 writes "no limit" as a page-rounded 2**63 - 1
 _MB = 2**20
+# oneDNN's only word when it cannot allocate a convolution's kernel or scratch memory
+_ONEDNN_FAILED = "could not create a primitive"
 
 
 def memory_available_to_process() -> int:
@@ -63,7 +65,8 @@ def memory_cap(fraction: float | None) -> Iterator[None]:
     """Within: the process's data size (``RLIMIT_DATA``) capped at ``fraction`` of the memory
     available to it (never raised above a lower limit already set); the previous limit is
     restored when the last run inside leaves. ``None``: no cap. A cap at or below what the
-    process holds already is a ConfigError (nothing could be allocated under it)."""
+    process holds already is a ConfigError (nothing could be allocated under it). oneDNN's
+    failure to create a primitive under the cap is a MemoryError that says so."""
     global _holders, _saved
     if fraction is None or resource is None:
         yield
@@ -89,6 +92,12 @@ def memory_cap(fraction: float | None) -> Iterator[None]:
         _holders += 1
     try:
         yield
+    except RuntimeError as exc:
+        if _ONEDNN_FAILED not in str(exc):
+            raise
+        cap_mb = resource.getrlimit(resource.RLIMIT_DATA)[0] / _MB
+        raise MemoryError(f"oneDNN {_ONEDNN_FAILED} under the {cap_mb:.0f} MB memory cap "
+                          f"(trainer.memory_limit_fraction={fraction})") from exc
     finally:
         with _lock:
             _holders -= 1
