@@ -20,6 +20,7 @@ import contextlib
 import ctypes
 import json
 import os
+import signal
 import socket
 import struct
 import sys
@@ -46,8 +47,11 @@ class Zygote:
         self._sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         pid = os.fork()
         if pid == 0:
-            self._sock.close()
-            _serve(theirs, become)
+            try:  # never back into the owner's program: a second copy of it
+                self._sock.close()
+                _serve(theirs, become)
+            finally:
+                os._exit(0)
         theirs.close()
         libc = ctypes.CDLL(None, use_errno=True)
         if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
@@ -83,6 +87,7 @@ def _read(sock: socket.socket, size: int) -> bytes:
 
 def _serve(sock: socket.socket, become: Callable[..., None]) -> None:
     """The zygote: answer each request with the pid of a worker its owner has adopted."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C to the group is its owner's
     null = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(null, fd)
@@ -98,13 +103,13 @@ def _serve(sock: socket.socket, become: Callable[..., None]) -> None:
         if middle == 0:
             try:
                 worker = os.fork()
+                if worker == 0:
+                    _worker(request, fds, sock, (report_r, report_w), become)
+                os.write(report_w, struct.pack("!ii", worker, 0))
             except OSError as exc:
                 os.write(report_w, struct.pack("!ii", -1, exc.errno or 0))
+            finally:
                 os._exit(0)
-            if worker == 0:
-                _worker(request, fds, sock, (report_r, report_w), become)
-            os.write(report_w, struct.pack("!ii", worker, 0))
-            os._exit(0)
         os.close(report_w)
         answer = os.read(report_r, 8) or struct.pack("!ii", -1, 10)
         os.close(report_r)
