@@ -90,10 +90,10 @@ def _fork_loky(alike: Callable[[dict[str, str]], bool]) -> None:
 
     def fork_exec(cmd: list[str], keep_fds: Sequence[int], env: dict[str, str] | None = None
                   ) -> int:
-        argv = [os.fsdecode(a) for a in cmd]
+        argv = _python_argv(cmd, None, False, (None, None, None), (fork_zygote.LOKY,))
         full_env = {**os.environ, **(env or {})}
         zygote = fork_zygote.zygote()
-        if (zygote is None or not fork_zygote.wanted(argv) or argv[0] != sys.executable
+        if (zygote is None or argv is None
                 or not fork_zygote.thread_limits_alike(full_env, alike)):
             return original(cmd, keep_fds, env)
         _flush()
@@ -118,7 +118,7 @@ def _become_worker(request: dict[str, Any], fds: dict[int, int]) -> None:
     """In a worker forked from the zygote: the process ``request["argv"]`` would be."""
     fork_zygote.place_fds(fds)
     fork_zygote.set_thread_limits(request["env"])
-    _child(request["argv"], request["cwd"], request["env"], None, request["umask"],
+    _child(request["argv"], request["cwd"], request["env"], (-1, -1, -1), request["umask"],
            request["new_session"], request["process_group"], None)
 
 
@@ -139,7 +139,7 @@ def _python_argv(args: Any, executable: Any, shell: bool, ids: tuple[Any, ...],
     return None
 
 
-def _child(argv: list[str], cwd: Any, env: dict[str, str], fds: tuple[int, int, int] | None,
+def _child(argv: list[str], cwd: Any, env: dict[str, str], fds: tuple[int, int, int],
            umask: int, new_session: bool, process_group: int | None,
            preexec_fn: Callable[[], object] | None) -> None:
     """Become ``argv`` and exit; never returns into the parent's stack."""
@@ -156,7 +156,7 @@ def _child(argv: list[str], cwd: Any, env: dict[str, str], fds: tuple[int, int, 
         for sig in (signal.SIGPIPE, signal.SIGXFSZ):  # as a Python interpreter starts
             signal.signal(sig, signal.SIG_IGN)
         signal.set_wakeup_fd(-1)
-        for fd, target in zip(fds or (-1, -1, -1), (0, 1, 2), strict=True):
+        for fd, target in zip(fds, (0, 1, 2), strict=True):
             if fd != -1:
                 os.dup2(fd, target)
         sys.stdin, sys.stdout, sys.stderr = sys.__stdin__, sys.__stdout__, sys.__stderr__

@@ -27,7 +27,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 LOKY = "joblib.externals.loky.backend.popen_loky_posix"
@@ -176,11 +176,6 @@ def thread_limits_alike(env: dict[str, str], alike: Callable[[dict[str, str]], b
         return False
     rest = {k: v for k, v in env.items() if k not in THREAD_LIMITS}
     return all(v > 0 for v in values) and alike(rest)
-
-
-def wanted(argv: Sequence[str]) -> bool:
-    """Whether ``argv`` is ``python -m <a launcher's worker>``."""
-    return len(argv) >= 3 and argv[1] == "-m" and argv[2] in MODULES
 
 
 def install(become: Callable[..., None]) -> Zygote:
