@@ -112,7 +112,7 @@ def test_hydra_lives_in_the_entry_points_only() -> None:
     launchers = {m for m in modules() if m.startswith("al_sim.app.launchers.")}
     assert users <= {"al_sim.run", "al_sim.compare", "al_sim.app.sweep_callback",
                      "al_sim.app.sweep_checks", "al_sim.app.lost_jobs", "al_sim.app.finished_jobs",
-                     "al_sim.config.store",
+                     "al_sim.app.sweeper", "al_sim.config.store",
                      "al_sim.config.composition", *launchers}, users
 
 

@@ -1,9 +1,11 @@
-"""al_sim's Hydra launchers, named here because Hydra loads launcher plugins only from the
-``hydra_plugins`` package; the code is in :mod:`al_sim.app.launchers`. Hydra imports this
-module at every start: it stays light, and a launcher whose plugin is not installed is
-simply absent."""
+"""al_sim's Hydra launchers and sweeper, named here because Hydra loads plugins only from the
+``hydra_plugins`` package; the code is in :mod:`al_sim.app.launchers` and
+:mod:`al_sim.app.sweeper`. Hydra imports this module at every start: it stays light, and a
+launcher whose plugin is not installed is simply absent."""
 
 import contextlib
+
+from al_sim.app.sweeper import AlBasicSweeper as _Basic
 
 with contextlib.suppress(ImportError):
     from al_sim.app.launchers.submitit_jobs import AlLocalLauncher as _Local
@@ -48,3 +50,7 @@ with contextlib.suppress(ImportError):
 
     class AlStackRayLauncher(_StackRay):
         """``hydra/launcher=al_stack_ray``."""
+
+
+class AlBasicSweeper(_Basic):
+    """``hydra/sweeper=al_basic`` (al_sim's default sweeper)."""
