@@ -266,6 +266,15 @@ def run_here(args: list[str], cwd: Path, module: str = "al_sim.run",
     return subprocess.CompletedProcess([module, *args], status, out.getvalue(), err.getvalue())
 
 
+@pytest.fixture(scope="session", autouse=True)
+def store_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder of the empty MLflow store new stores copy (tracking/store_template.py): one
+    per test process, not the user's ~/.cache."""
+    folder = tmp_path_factory.mktemp("al_sim_cache")
+    os.environ["AL_SIM_CACHE_DIR"] = str(folder)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def tiny_dataset():
     """A 3-class synthetic dataset of 300 pool / 150 test images."""

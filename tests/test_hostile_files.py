@@ -255,12 +255,13 @@ def test_a_store_creation_cut_short_leaves_no_store(tmp_path: Path, monkeypatch)
     def killed(engine: object) -> None:
         raise KeyboardInterrupt("SIGTERM")
 
-    db = tmp_path / "mlflow.db"
+    db = tmp_path / "store" / "mlflow.db"
+    monkeypatch.setenv("AL_SIM_CACHE_DIR", str(tmp_path / "cache"))  # no empty store to copy
     with monkeypatch.context() as patch:
         patch.setattr(db_utils, "_upgrade_db", killed)
         with pytest.raises(KeyboardInterrupt):
             open_store(f"sqlite:///{db}")
-    assert list(tmp_path.iterdir()) == []  # neither a half-built store nor its temporary
+    assert list(db.parent.iterdir()) == []  # neither a half-built store nor its temporary
     client = open_store(f"sqlite:///{db}")  # the next run builds it whole
     assert client.get_experiment_by_name("Default") is not None
     with sqlite3.connect(db) as con:

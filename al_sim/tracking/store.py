@@ -32,6 +32,7 @@ from al_sim.tracking.experiments import experiment_id
 from al_sim.tracking.reachability import check_reachable, refused_host
 from al_sim.tracking.retry import RetryPolicy, is_transient, retry
 from al_sim.tracking.store_fixes import artifact_fix, driver_fix, scheme_fix, store_fix
+from al_sim.tracking.store_template import build_empty_store
 
 T = TypeVar("T")
 
@@ -217,8 +218,7 @@ def _build_sqlite_store(database: Path) -> None:
     # a store per URI: a name used before would give back the store built in a deleted file
     os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))  # the umask's mode
     try:
-        store = MlflowClient(tracking_uri=f"sqlite:///{tmp}")._tracking_client.store
-        store.engine.dispose()
+        build_empty_store(tmp)
         if database.exists() and database.stat().st_size == 0:
             os.replace(tmp, database)
         else:
