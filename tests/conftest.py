@@ -28,7 +28,7 @@ from al_sim.config.schema import TrainerConf
 from al_sim.core.training import Trainer
 from al_sim.data.synthetic import load_synthetic
 from al_sim.data.transforms import Preprocess
-from tests import fork_server, fork_zygote
+from tests import fork_nested, fork_server
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_MEDMNIST = REPO.parent / "shared" / "data" / "medmnist"
@@ -171,9 +171,7 @@ def sweep_workers(args: list[str]) -> tuple[str, ...]:
     """For a sweep: the worker processes its launcher starts, forked rather than started as
     new interpreters (loky's workers, submitit's job controllers and their tasks:
     tests/fork_zygote.py)."""
-    if not any(a in ("-m", "--multirun") for a in args):
-        return ()
-    return (*fork_zygote.MODULES, "submitit.core._submit")
+    return fork_nested.sweep_workers(args)
 
 
 def submitit_tasks(sweep: Path) -> list[int]:

@@ -31,14 +31,26 @@ from typing import Any
 from tests import fork_zygote
 
 MODULES = ("al_sim.run", "al_sim.compare")
+# The worker processes a sweep's launcher starts: loky's workers, submitit's job controllers
+# and their tasks (tests/fork_zygote.py)
+SWEEP_WORKERS = (*fork_zygote.MODULES, "submitit.core._submit")
+_INSTALLED: dict[str, Any] = {}  # the real functions patched here, and install()'s arguments
+
+
+def sweep_workers(args: Sequence[str]) -> tuple[str, ...]:
+    """The workers to fork for ``python -m al_sim.run <args>``: a sweep's, or none."""
+    return SWEEP_WORKERS if any(a in ("-m", "--multirun") for a in args) else ()
 
 
 def install(alike: Callable[[dict[str, str]], bool], modules: Sequence[str] = MODULES) -> None:
     """Fork this process's ``subprocess`` starts of ``python -m <one of modules>``; ``alike``
     tells whether an environment loads nothing differently from this process's libraries.
     Launcher workers among ``modules`` (tests/fork_zygote.py) fork from a zygote made now,
-    the rest from this process as it is when it starts them."""
-    original = subprocess.Popen._execute_child  # type: ignore[attr-defined]
+    the rest from this process as it is when it starts them. A sweep among the rest forks
+    its own workers in turn (from a zygote of its own)."""
+    original = _INSTALLED.setdefault(
+        "execute_child", subprocess.Popen._execute_child)  # type: ignore[attr-defined]
+    _INSTALLED.update(alike=alike, modules=tuple(modules))
     workers = [m for m in modules if m in fork_zygote.MODULES]
 
     def execute_child(self: subprocess.Popen, args: Any, executable: Any, preexec_fn: Any,
@@ -86,7 +98,7 @@ def _fork_loky(alike: Callable[[dict[str, str]], bool]) -> None:
     """Fork loky's worker processes (started by its ``fork_exec``, not Popen) from the zygote."""
     from joblib.externals.loky.backend import fork_exec as module
 
-    original = module.fork_exec
+    original = _INSTALLED.setdefault("fork_exec", module.fork_exec)
 
     def fork_exec(cmd: list[str], keep_fds: Sequence[int], env: dict[str, str] | None = None
                   ) -> int:
@@ -176,6 +188,7 @@ def _child(argv: list[str], cwd: Any, env: dict[str, str], fds: tuple[int, int, 
             preexec_fn()
         sys.argv, sys.orig_argv = argv[argv.index("-m") + 1:], argv
         sys.path[0] = os.getcwd()
+        _nest(sys.argv[1:])
         code = _run(_module(argv))
     except BaseException:  # noqa: BLE001 - a failure to become argv: said, exit status 1
         with contextlib.suppress(BaseException):
@@ -188,6 +201,14 @@ def _child(argv: list[str], cwd: Any, env: dict[str, str], fds: tuple[int, int, 
             with contextlib.suppress(BaseException):
                 stream.flush()
         os._exit(code)
+
+
+def _nest(args: list[str]) -> None:
+    """A sweep forked here forks its launcher's workers too, as one a test starts does."""
+    modules = _INSTALLED.get("modules", ())
+    workers = sweep_workers(args)
+    if workers and not set(workers) <= set(modules):
+        install(_INSTALLED["alike"], (*modules, *workers))
 
 
 def _unbuffered(fd: int, errors: str) -> io.TextIOWrapper:
