@@ -17,6 +17,9 @@ from al_sim.runtime.files import atomic_write  # noqa: E402
 TILE_IN = (1.3, 1.45)  # a query-grid tile's width and height in inches, its caption included
 GRID_DPI = 90
 OVERSAMPLE = 2  # image pixels kept per drawn pixel of a tile
+# The learning curve's axes in figure fractions, room for its labels and one-line title: fixed,
+# as tight_layout's extra drawing pass cost a third of the plot's time (every run pays it).
+CURVE_MARGINS = {"left": 0.11, "right": 0.97, "bottom": 0.12, "top": 0.92}
 
 
 def learning_curve(
@@ -32,7 +35,7 @@ def learning_curve(
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
-    fig.tight_layout()
+    fig.subplots_adjust(**CURVE_MARGINS)
     return _save(fig, path)
 
 
