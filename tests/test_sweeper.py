@@ -79,3 +79,14 @@ def test_a_sweep_composes_each_job_once(tmp_path: Path, monkeypatch) -> None:
     assert sorted(job[:2] for job in composed) == [("strategy=random", "seed=0"),
                                                    ("strategy=random", "seed=1")]
     assert len(list((tmp_path / "sweep").glob("*/metrics.csv"))) == 2
+
+
+@pytest.mark.parametrize("kept", [-1, "lots", True, 2.5])
+def test_kept_configs_that_is_not_a_count_is_a_config_error(kept: object) -> None:
+    from al_sim.app.sweeper import AlBasicSweeper
+    from al_sim.runtime.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"hydra.sweeper.kept_configs=.* is not a number of "
+                                          r"job configs; set hydra.sweeper.kept_configs=256"):
+        AlBasicSweeper(max_batch_size=None, kept_configs=kept)
+    assert AlBasicSweeper(max_batch_size=None, kept_configs=0).kept_configs == 0
