@@ -90,3 +90,16 @@ def test_kept_configs_that_is_not_a_count_is_a_config_error(kept: object) -> Non
                                           r"job configs; set hydra.sweeper.kept_configs=256"):
         AlBasicSweeper(max_batch_size=None, kept_configs=kept)
     assert AlBasicSweeper(max_batch_size=None, kept_configs=0).kept_configs == 0
+
+
+def test_a_key_the_sweeper_does_not_take_is_named_before_the_sweep() -> None:
+    from al_sim.app.sweep_checks import check_sweeper
+    from al_sim.runtime.errors import ConfigError
+
+    node = OmegaConf.load(Path(__file__).resolve().parents[1] / "conf/hydra/sweeper/al_basic.yaml")
+    check_sweeper(node)  # al_sim's own file passes
+    node.kept_config = 5
+    with pytest.raises(ConfigError, match=r"hydra.sweeper.kept_config is not a setting.*"
+                                          r"conf/hydra/sweeper/.*did you mean "
+                                          r"hydra.sweeper.kept_configs\?"):
+        check_sweeper(node)

@@ -9,6 +9,7 @@ or MLflow run exists, as a single run's is; a swept group's settings are checked
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import logging
 import os
 import sys
@@ -87,6 +88,7 @@ def check_sweep_config(config: DictConfig) -> None:
     try:  # the dataset's keys: by validate_schemas below, with its other checks
         check_no_repeats(overrides)
         check_launcher(config.hydra.launcher)
+        check_sweeper(config.hydra.sweeper)
         check_known_keys(config, skip={*swept, "dataset"})
         files = files_read(config.hydra)
         check_bool_overrides(config, overrides)
@@ -119,6 +121,21 @@ def check_launcher(launcher: DictConfig) -> None:
     if "timeout_min" in launcher:
         check_time_limit(launcher.timeout_min, launcher.get("signal_delay_s", 0),
                          slurm="slurm" in target.lower())
+
+
+def check_sweeper(sweeper: DictConfig) -> None:
+    """An untyped sweeper (al_sim's ``al_basic``) takes its constructor's keys: another one,
+    appended with +, is named here, not a TypeError once the sweep has begun."""
+    if OmegaConf.get_type(sweeper) is not dict:
+        return  # a schema (Hydra's basic sweeper's) checked its keys
+    try:
+        cls = locate(str(sweeper.get("_target_", "")))
+    except ConfigError:
+        return  # Hydra names the sweeper it cannot find
+    known = ["_target_", *inspect.signature(cls).parameters]
+    for key in map(str, sweeper):
+        if key not in known:
+            raise ConfigError(unknown_key_message(f"hydra.sweeper.{key}", known))
 
 
 def _built_on(target: str, base_name: str) -> bool:
