@@ -151,7 +151,7 @@ def run_cli(args: list[str], cwd: Path, module: str = "al_sim.run", timeout: flo
     if store and module == "al_sim.run":
         seed_store(cwd, args, full_env)
     return fork_server.run(module, args, cwd, full_env, timeout=timeout,
-                           nested=sweep_workers(args))
+                           nested=fork_nested.sweep_workers(args))
 
 
 def cli_env(env: dict[str, str] | None = None) -> dict[str, str]:
@@ -164,14 +164,8 @@ def start_cli(args: list[str], cwd: Path, env: dict[str, str] | None = None
               ) -> fork_server.Process:
     """``python -m al_sim.run <args>`` started in ``cwd`` as a process of its own, to signal,
     kill or wait on (the store as the run creates it)."""
-    return fork_server.start("al_sim.run", args, cwd, cli_env(env), nested=sweep_workers(args))
-
-
-def sweep_workers(args: list[str]) -> tuple[str, ...]:
-    """For a sweep: the worker processes its launcher starts, forked rather than started as
-    new interpreters (loky's workers, submitit's job controllers and their tasks:
-    tests/fork_zygote.py)."""
-    return fork_nested.sweep_workers(args)
+    return fork_server.start("al_sim.run", args, cwd, cli_env(env),
+                             nested=fork_nested.sweep_workers(args))
 
 
 def submitit_tasks(sweep: Path) -> list[int]:

@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests import conftest, fork_server
+from tests import fork_nested, fork_server
 
 PROBE = """import os, sys, time
 print("|".join(map(str, (os.getcwd(), sys.argv[1:], os.environ.get("PROBE"), sys.path[0],
@@ -140,7 +140,7 @@ def test_a_sweeps_workers_fork_from_a_pristine_copy_of_their_launcher(tmp_path: 
     the launcher's folder, none of its files, and a task's output reaches its log."""
     (tmp_path / "parent.py").write_text(SWEEP_PARENT)
     proc = fork_server.run(str(tmp_path / "parent.py"), [], tmp_path, module=False,
-                           nested=conftest.sweep_workers(["-m"]))
+                           nested=fork_nested.sweep_workers(["-m"]))
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout.splitlines()[-1])
     for worker in out["loky"]:
