@@ -44,10 +44,16 @@ def build_empty_store(path: Path) -> None:
     template = template_path()
     if template is not None and _copied(template, path):
         return
-    MlflowClient(tracking_uri=f"sqlite:///{path}")._tracking_client.store.engine.dispose()
+    _open(path)
     if template is not None:
         with contextlib.suppress(OSError, sqlite3.Error):  # a read-only or full home, say:
             atomic_write(template, _without_experiments(path))  # the next store is built too
+
+
+def _open(path: Path) -> None:
+    """Open the store in ``path`` as MLflow does (building it in an empty file, checking the
+    schema of any other), then let its file go."""
+    MlflowClient(tracking_uri=f"sqlite:///{path}")._tracking_client.store.engine.dispose()
 
 
 def _without_experiments(path: Path) -> bytes:
@@ -71,7 +77,7 @@ def _copied(template: Path, path: Path) -> bool:
         return False
     try:
         if _holds_nothing(path):
-            MlflowClient(tracking_uri=f"sqlite:///{path}")._tracking_client.store.engine.dispose()
+            _open(path)
             return True
     except (MlflowException, SQLAlchemyError, sqlite3.Error):
         pass
