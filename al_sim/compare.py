@@ -28,8 +28,8 @@ from al_sim.config.composition import (
     composition_error_line,
     files_read,
 )
+from al_sim.config.registry import register_configs
 from al_sim.config.schema import DEFAULT_EXPERIMENT, CompareConf
-from al_sim.config.store import register_configs
 from al_sim.report.reader import RunReader
 from al_sim.runtime.command_line import hydra_argv
 from al_sim.runtime.errors import EXIT_USER_ERROR, ALSimError, os_error_line

@@ -31,7 +31,7 @@ from al_sim.app.sweep_callback import (
     sweep_context,
 )
 from al_sim.config.composition import composition_error_line, files_read
-from al_sim.config.store import (
+from al_sim.config.registry import (
     enabled_nodes,
     instantiate,
     register_configs,

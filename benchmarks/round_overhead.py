@@ -25,7 +25,7 @@ from hydra import compose, initialize_config_dir
 from al_sim import run as run_module
 from al_sim.app import experiment as experiment_module
 from al_sim.app import finished_jobs as job_config_module
-from al_sim.config.store import register_configs
+from al_sim.config.registry import register_configs
 from al_sim.core.training import Trainer
 from al_sim.sinks.checkpoint import Checkpointer
 from al_sim.sinks.progress import ProgressPrinter

@@ -311,7 +311,7 @@ def compose_config(overrides: list[str], config_name: str = "config", hydra: boo
     """The config ``python -m al_sim.run <overrides>`` would compose (not validated)."""
     from hydra import compose, initialize_config_dir
 
-    from al_sim.config.store import register_configs
+    from al_sim.config.registry import register_configs
 
     register_configs()
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):

@@ -11,7 +11,7 @@ import pytest
 
 from al_sim.config.schema import BudgetConf
 from al_sim.core.loop import run_active_learning
-from al_sim.core.panel import PanelOracle, Reader
+from al_sim.core.panel_oracle import PanelOracle, Reader
 from al_sim.runtime.errors import BudgetError
 from al_sim.sinks.progress import summary_table
 from al_sim.sinks.run_dir import RunDirWriter

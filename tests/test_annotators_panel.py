@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from al_sim.config.annotators import AnnotatorConf, PanelOracleConf
-from al_sim.config.store import validate
-from al_sim.core.panel import PanelOracle, Reader
+from al_sim.config.registry import validate
+from al_sim.core.panel_oracle import PanelOracle, Reader
 from al_sim.runtime.errors import ConfigError
 from tests.conftest import compose_config
 

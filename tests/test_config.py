@@ -8,7 +8,7 @@ import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
-from al_sim.config.store import validate
+from al_sim.config.registry import validate
 from al_sim.runtime.errors import ConfigError
 from tests.conftest import SHARED_MEDMNIST, compose_config, run_cli
 
@@ -107,7 +107,7 @@ def test_the_schema_defaults_are_the_values_in_conf(path: str) -> None:
     conf/ sees every setting there is (a config's one home)."""
     from hydra.core.config_store import ConfigStore
 
-    from al_sim.config.store import register_configs
+    from al_sim.config.registry import register_configs
 
     register_configs()
     written = OmegaConf.to_container(OmegaConf.load(CONF / f"{path}.yaml"))

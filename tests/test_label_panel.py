@@ -149,7 +149,7 @@ def test_label_studio_export_with_two_annotations_per_task_keeps_both(tmp_path: 
     (["oracle.noise_rate=0.1"], ["oracle.noise_rate"]),
 ])
 def test_bad_human_panel_configs_fail_validation_with_one_named_error(overrides, words):
-    from al_sim.config.store import validate
+    from al_sim.config.registry import validate
     from al_sim.runtime.errors import ConfigError
     from tests.conftest import compose_config
 

@@ -13,7 +13,7 @@ from al_sim.app.source_watch import SourceWatch
 from al_sim.core.events import QueryRecord, RunCallback
 from al_sim.data.base import ALDataset
 from al_sim.data.medmnist import load_medmnist
-from al_sim.data.sources import Source, check_unchanged
+from al_sim.data.sources import SourceFile, check_unchanged
 from al_sim.runtime.errors import DataError
 from tests.conftest import assert_failed_runs_only, refusal
 from tests.test_bad_input import folder_layout
@@ -31,7 +31,7 @@ def _cp_p(src_bytes: bytes, dest: Path) -> None:
 def test_only_a_content_change_counts(tmp_path: Path) -> None:
     path = tmp_path / "a.png"
     path.write_bytes(b"first")
-    source = Source.of(path)
+    source = SourceFile.of(path)
     os.utime(path, ns=(10**9, 10**9))  # touch and chmod move the stat, not the content
     path.chmod(0o600)
     assert source.changed() is None

@@ -50,7 +50,7 @@ def test_the_report_imports_no_torch_torchvision_or_sklearn() -> None:
 
 
 @pytest.mark.parametrize("module", ["al_sim.core.events", "al_sim.tracking.contract",
-                                    "al_sim.config.store", "al_sim.run"])
+                                    "al_sim.config.registry", "al_sim.run"])
 def test_light_modules_stay_light(module: str) -> None:
     loaded = loaded_after(f"import {module}")
     assert not loaded & {*HEAVY, "mlflow"}, loaded & {*HEAVY, "mlflow"}
@@ -113,8 +113,23 @@ def test_hydra_lives_in_the_entry_points_only() -> None:
     launchers = {m for m in modules() if m.startswith("al_sim.app.launchers.")}
     assert users <= {"al_sim.run", "al_sim.compare", "al_sim.app.sweep_callback",
                      "al_sim.app.sweep_checks", "al_sim.app.lost_jobs", "al_sim.app.finished_jobs",
-                     "al_sim.app.sweeper", "al_sim.config.store",
+                     "al_sim.app.sweeper", "al_sim.config.registry",
                      "al_sim.config.composition", *launchers}, users
+
+
+def test_no_two_modules_or_classes_share_a_name() -> None:
+    """A module's or a class's name says which one it is (a ``base.py`` per package aside)."""
+    files: dict[str, list[str]] = {}
+    classes: dict[str, list[str]] = {}
+    for path in PACKAGE.rglob("*.py"):
+        where = str(path.relative_to(PACKAGE))
+        if path.name not in {"__init__.py", "__main__.py", "base.py"}:
+            files.setdefault(path.name, []).append(where)
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.ClassDef):
+                classes.setdefault(node.name, []).append(where)
+    assert not {n: w for n, w in files.items() if len(w) > 1}
+    assert not {n: w for n, w in classes.items() if len(w) > 1}
 
 
 def test_modules_stay_short() -> None:
@@ -125,7 +140,7 @@ def test_modules_stay_short() -> None:
 
 def test_a_run_without_tracking_never_imports_mlflow(tmp_path: Path) -> None:
     code = ("import sys; from tests.conftest import compose_config; "
-            "from al_sim.config.store import validate; from al_sim.run import build_callbacks; "
+            "from al_sim.config.registry import validate; from al_sim.run import build_callbacks; "
             "cfg = compose_config(['tracking.enabled=false']); validate(cfg); "
             "print(len(build_callbacks(cfg)))")
     loaded = loaded_after(code)

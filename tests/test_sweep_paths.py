@@ -13,7 +13,7 @@ from omegaconf import open_dict
 from al_sim.app.sweep_callback import SweepCallback
 from al_sim.app.sweep_checks import check_sweep_config, swept_groups
 from al_sim.config.composition import check_bool_files, check_bool_overrides, chosen_files
-from al_sim.config.store import validate
+from al_sim.config.registry import validate
 from al_sim.runtime.errors import ConfigError
 from tests.conftest import FAST_CLI, compose_config, run_here
 
@@ -326,7 +326,7 @@ def test_a_sweep_refuses_a_constructors_true_false_knob_given_2_in_a_config_file
         tmp_path: Path) -> None:
     """``cost_aware: 2`` in the user's strategy file (or an experiment's) is refused by the
     sweep's start naming the file, as the schema's knobs are."""
-    from al_sim.config.store import check_typed_bool_overrides
+    from al_sim.config.registry import check_typed_bool_overrides
 
     mine = tmp_path / "mine.yaml"
     mine.write_text("# @package _global_\nstrategy:\n  cost_aware: 2\n")

@@ -14,10 +14,10 @@ from al_sim.config.annotators import PANEL, PanelOracleConf
 from al_sim.config.data import is_folder_dataset
 from al_sim.config.derive import locate
 from al_sim.config.human import HumanOracleConf
-from al_sim.config.store import instantiate, to_object
+from al_sim.config.registry import instantiate, to_object
 from al_sim.core.loop import Seeds
 from al_sim.core.oracle import Oracle
-from al_sim.core.panel import PanelOracle
+from al_sim.core.panel_oracle import PanelOracle
 from al_sim.data.base import ALDataset
 from al_sim.label.human_oracle import HumanOracle
 from al_sim.label.panel import Panel

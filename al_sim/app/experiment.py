@@ -21,8 +21,8 @@ from al_sim.app.components import (
 from al_sim.app.lockstep_hook import trainer_class
 from al_sim.app.source_watch import SourceWatch
 from al_sim.config.data import PreprocessConf
+from al_sim.config.registry import to_object
 from al_sim.config.schema import BudgetConf, TrainerConf
-from al_sim.config.store import to_object
 from al_sim.core.device import fix_mmap_threshold, start_threads
 from al_sim.core.events import ALResult, CallbackList, RunInfo
 from al_sim.core.loop import run_active_learning

@@ -18,7 +18,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict, read_write
 
 from al_sim.app.sweep_callback import sweep_context
-from al_sim.config.store import flat_params, validate
+from al_sim.config.registry import flat_params, validate
 from al_sim.tracking.contract import CHECKPOINT_FILE
 
 
@@ -32,7 +32,7 @@ def in_study_experiment(cfg: DictConfig) -> None:
 
 def job_params(cfg: DictConfig, overrides: Sequence[str] = (),
                files: Sequence[tuple[Path, str]] = ()) -> dict[str, str]:
-    """A run's config checked (:func:`~al_sim.config.store.validate`, which types the
+    """A run's config checked (:func:`~al_sim.config.registry.validate`, which types the
     strategy and model from their constructors) and in its study's experiment, as the flat
     settings its run records and its checkpoint fingerprints."""
     in_study_experiment(cfg)

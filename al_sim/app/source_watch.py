@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from al_sim.core.events import ALResult, RoundResult, RunCallback
 from al_sim.data.base import ALDataset
-from al_sim.data.sources import Source, check_unchanged
+from al_sim.data.sources import SourceFile, check_unchanged
 
 
 class SourceWatch(RunCallback):
@@ -12,7 +12,7 @@ class SourceWatch(RunCallback):
     (``ALDataset.sources``) still hold what the run read, or a DataError names the file."""
 
     def __init__(self) -> None:
-        self.files: list[Source] = []
+        self.files: list[SourceFile] = []
 
     def on_run_start(self, dataset: ALDataset, rounds: int) -> None:
         self.files = list(dataset.sources)

@@ -30,8 +30,8 @@ from al_sim.app.lost_jobs import LOST_DIR, lost_jobs, set_parent
 from al_sim.app.sweep_checks import check_sweep_config, warn_unbounded_launcher
 from al_sim.config.checks import positive
 from al_sim.config.composition import check_bool_files, check_bool_overrides, files_read
+from al_sim.config.registry import validate_schemas
 from al_sim.config.schema import DEFAULT_EXPERIMENT
-from al_sim.config.store import validate_schemas
 from al_sim.runtime.errors import EXIT_USER_ERROR, ALSimError, ConfigError, os_error_line
 from al_sim.runtime.files import atomic_write
 from al_sim.runtime.launcher_watch import announce_launcher

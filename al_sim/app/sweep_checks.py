@@ -27,7 +27,7 @@ from al_sim.config.composition import (
     unknown_keys,
 )
 from al_sim.config.derive import locate
-from al_sim.config.store import check_typed_bool_overrides, validate_schemas
+from al_sim.config.registry import check_typed_bool_overrides, validate_schemas
 from al_sim.runtime.errors import EXIT_USER_ERROR, ALSimError, ConfigError
 
 log = logging.getLogger("al_sim")

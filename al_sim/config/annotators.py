@@ -1,7 +1,7 @@
 """Schema of ``oracle=panel``: simulated annotators, each with an error model and a cost model.
 
 Checks that need the dataset's class count (lengths of per-class lists, the shape
-of a confusion matrix) run when the panel is built (``al_sim.core.panel``), still
+of a confusion matrix) run when the panel is built (``al_sim.core.panel_oracle``), still
 before any training.
 """
 

@@ -12,7 +12,7 @@ from al_sim.maths.task import Task, TaskType
 from al_sim.runtime.errors import DataError
 
 if TYPE_CHECKING:
-    from al_sim.data.sources import Source
+    from al_sim.data.sources import SourceFile
 
 
 class ImageRows:
@@ -89,7 +89,7 @@ class ALDataset:
     pool_ids: list[str] | None = None
     memory_mapped: bool = False  # pool_x maps a file: gather it batch by batch (pool_rows)
     # the files it was read from, by content (al_sim.data.sources): a run fails if one changes
-    sources: list[Source] = field(default_factory=list)
+    sources: list[SourceFile] = field(default_factory=list)
     # what the source declares; None: binary for 2 classes, else multiclass
     task_type: InitVar[TaskType | str | None] = None
     task: Task = field(init=False)  # the task, with class_names as its outputs

@@ -27,7 +27,7 @@ import torch
 from al_sim.config.data import MedMNISTDatasetConf
 from al_sim.data.base import ALDataset
 from al_sim.data.npz import in_memory_max_bytes, read_member
-from al_sim.data.sources import Source, file_digest
+from al_sim.data.sources import SourceFile, file_digest
 from al_sim.maths.sampling import stratified_sample
 from al_sim.maths.task import Task, TaskType
 from al_sim.runtime.errors import DataError
@@ -139,7 +139,7 @@ class MedMNISTSplits:
     info: dict
     images: dict[str, np.ndarray]
     labels: dict[str, np.ndarray]
-    source: Source | None = None  # the archive as read (its MD5), to notice it change later
+    source: SourceFile | None = None  # the archive as read (its MD5), to notice it change later
 
     @property
     def class_names(self) -> list[str]:
@@ -214,7 +214,7 @@ def read_medmnist(name: str, size: int = 28, root: str | Path = "~/.medmnist",
         raise DataError(f"MedMNIST file {path.name} not found {where}; "
                         + _fetch_hint(info, name, size, root))
     with reading(path, "the MedMNIST archive", "re-download it"):
-        source = Source.of(path)  # its MD5: the checksum check's, and a later change's
+        source = SourceFile.of(path)  # its MD5: the checksum check's, and a later change's
         check_checksum(path, info, size, verify_checksum, source.content)
         splits = _read_splits(path, info, size, in_memory_max_mb, cache_dir)
     splits.source = source

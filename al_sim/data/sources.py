@@ -1,6 +1,6 @@
 """The files a dataset was read from, by content, so a run can tell when one changes under it.
 
-A :class:`Source` keeps a file's ``stat`` and a digest of its content taken when
+A :class:`SourceFile` keeps a file's ``stat`` and a digest of its content taken when
 the dataset was read (the MD5 a MedMNIST archive is checked with, a hash of each
 image or label file). :func:`check_unchanged` compares the ``stat`` first (cheap,
 every round); only a file whose ``stat`` moved is hashed again, and only a
@@ -39,7 +39,7 @@ def _seen(path: Path) -> tuple[int, ...] | None:
 
 
 @dataclass(frozen=True)
-class Source:
+class SourceFile:
     """One file a dataset came from: its ``stat`` and content digest when it was read."""
 
     path: Path
@@ -49,7 +49,7 @@ class Source:
 
     @classmethod
     def of(cls, path: Path, content: str | None = None,
-           digest: Callable[[Path], str] = file_digest) -> Source:
+           digest: Callable[[Path], str] = file_digest) -> SourceFile:
         """``path`` as it is now (``content``: a digest the reader computed already)."""
         seen = _seen(path)  # before the digest: a write during it moves the stat again
         return cls(path, seen, digest(path) if content is None else content, digest)
@@ -68,12 +68,12 @@ class Source:
         return None if content == self.content else "its content is not what the run read"
 
 
-def sources(paths: Iterable[Path]) -> list[Source]:
-    """:class:`Source` of each existing file of ``paths``."""
-    return [Source.of(p) for p in paths if p.is_file()]
+def sources(paths: Iterable[Path]) -> list[SourceFile]:
+    """:class:`SourceFile` of each existing file of ``paths``."""
+    return [SourceFile.of(p) for p in paths if p.is_file()]
 
 
-def check_unchanged(files: Sequence[Source], when: str) -> None:
+def check_unchanged(files: Sequence[SourceFile], when: str) -> None:
     """DataError naming the first file whose content changed since the dataset was read."""
     for source in files:
         how = source.changed()
