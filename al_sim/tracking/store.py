@@ -11,7 +11,6 @@ import contextlib
 import fcntl
 import logging
 import os
-import sqlite3
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -32,7 +31,7 @@ from al_sim.tracking.experiments import experiment_id
 from al_sim.tracking.reachability import check_reachable, refused_host
 from al_sim.tracking.retry import RetryPolicy, is_transient, retry
 from al_sim.tracking.store_fixes import artifact_fix, driver_fix, scheme_fix, store_fix
-from al_sim.tracking.store_template import build_empty_store
+from al_sim.tracking.store_template import build_empty_store, count_rows
 
 T = TypeVar("T")
 
@@ -183,7 +182,7 @@ def _sqlite_client(uri: str, database: Path) -> MlflowClient:
     moved = f"move {database} away (a new store is then created) or set tracking.uri="
     with reading(database, "the MLflow store", f"it is not an SQLite database: {moved}"
                  "<another store>", TrackingError):
-        runs = _count_runs(database)
+        runs = count_rows(database, "runs")["runs"] or 0
     try:
         return MlflowClient(tracking_uri=uri)
     except (MlflowException, DatabaseError) as exc:
@@ -197,16 +196,6 @@ def _sqlite_client(uri: str, database: Path) -> MlflowClient:
             f"{database} holds {runs} run(s) but MLflow cannot open it ({problem(exc)}); back "
             f"it up, then try `mlflow db upgrade sqlite:///{database}`, or {moved}"
             "<another store>") from exc
-
-
-def _count_runs(database: Path) -> int:
-    """Runs in a sqlite store (0 when it has no ``runs`` table); sqlite3 errors as they come."""
-    con = sqlite3.connect(f"{database.as_uri()}?mode=ro", uri=True)  # never creates one
-    try:
-        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        return con.execute("SELECT count(*) FROM runs").fetchone()[0] if "runs" in tables else 0
-    finally:
-        con.close()
 
 
 def _build_sqlite_store(database: Path) -> None:

@@ -87,11 +87,17 @@ def _copied(template: Path, path: Path) -> bool:
 
 
 def _holds_nothing(path: Path) -> bool:
-    """Whether the store in ``path`` has no run and no experiment."""
+    """Whether the store in ``path`` has its tables but no run and no experiment."""
+    return count_rows(path, "runs", "experiments") == {"runs": 0, "experiments": 0}
+
+
+def count_rows(path: Path, *tables: str) -> dict[str, int | None]:
+    """Rows of each of ``tables`` in the sqlite file ``path``, read-only (never creating one);
+    None for a table it lacks. sqlite3 errors as they come."""
     con = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
     try:
-        runs = con.execute("SELECT count(*) FROM runs").fetchone()[0]
-        experiments = con.execute("SELECT count(*) FROM experiments").fetchone()[0]
+        held = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        return {t: con.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0] if t in held else None
+                for t in tables}
     finally:
         con.close()
-    return runs == 0 and experiments == 0
