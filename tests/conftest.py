@@ -5,7 +5,6 @@ from __future__ import annotations
 import compileall
 import contextlib
 import faulthandler
-import functools
 import io
 import logging
 import os
@@ -14,7 +13,6 @@ import runpy
 import signal
 import subprocess
 import sys
-import tempfile
 import traceback
 from pathlib import Path
 from typing import Any
@@ -109,47 +107,20 @@ FAST_CLI = [
 QUICK_POLL = "hydra.callbacks.sweep.status_poll_s=0.2"
 
 
-@functools.cache
-def _empty_store() -> bytes:
-    """The bytes of a freshly created, empty MLflow sqlite store (made once per worker)."""
-    from mlflow.tracking import MlflowClient
-
-    with tempfile.TemporaryDirectory() as tmp:
-        db = Path(tmp) / "mlflow.db"
-        MlflowClient(tracking_uri=f"sqlite:///{db}").search_experiments()
-        return db.read_bytes()
-
-
-def seed_store(cwd: Path, args: list[str], env: dict[str, str]) -> None:
-    """Put an empty store where the run will create ``<cwd>/mlflow.db``.
-
-    MLflow builds a new sqlite store by running its schema migrations, seconds per test;
-    the store's own creation is tested in tests/test_hardening_tracking.py."""
-    db = cwd / "mlflow.db"
-    uri = env.get("MLFLOW_TRACKING_URI", "")
-    if db.exists() or (uri and str(db) not in uri) or any(
-            a.startswith(("tracking.uri=", "tracking.enabled=false", "tracking=")) for a in args):
-        return
-    db.write_bytes(_empty_store())
-
-
 def run_cli(args: list[str], cwd: Path, module: str = "al_sim.run", timeout: float = 300,
-            env: dict[str, str] | None = None, store: bool = True,
+            env: dict[str, str] | None = None,
             process: bool | None = None) -> subprocess.CompletedProcess[str]:
     """Run ``python -m <module> <args>`` in ``cwd`` like a user would; capture its output.
 
-    ``store``: start from an empty MLflow store in ``cwd`` (as after a first run) rather
-    than have the run create one. ``process``: in a new interpreter (True) or in this one
+    ``process``: in a new interpreter (True) or in this one
     (False, :func:`run_here`); by default a new one only for a sweep (``-m``), whose
     launchers start worker processes that outlive a call. A new process is forked from a
     server that has the libraries imported (tests/fork_server.py)."""
     if process is None:
         process = any(a in ("-m", "--multirun") for a in args)
     if not process:
-        return run_here(args, cwd, module=module, env=env, store=store, timeout=timeout)
+        return run_here(args, cwd, module=module, env=env, timeout=timeout)
     full_env = cli_env(env)
-    if store and module == "al_sim.run":
-        seed_store(cwd, args, full_env)
     return fork_server.run(module, args, cwd, full_env, timeout=timeout,
                            nested=fork_nested.sweep_workers(args))
 
@@ -192,7 +163,7 @@ def children(pid: int) -> list[int]:
 
 
 def run_here(args: list[str], cwd: Path, module: str = "al_sim.run",
-             env: dict[str, str] | None = None, store: bool = True,
+             env: dict[str, str] | None = None,
              timeout: float = 300) -> subprocess.CompletedProcess[str]:
     """``python -m <module> <args>`` in this process: the module run as ``__main__``, its
     exit status and output, without paying a new interpreter's imports.
@@ -215,8 +186,6 @@ def run_here(args: list[str], cwd: Path, module: str = "al_sim.run",
     rng = (random.getstate(), np.random.get_state(), torch.random.get_rng_state())
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     os.environ.update(env or {})
-    if store and module == "al_sim.run":
-        seed_store(cwd, args, dict(os.environ))
     out, err = io.StringIO(), io.StringIO()
     code: object = 0
     faulthandler.dump_traceback_later(timeout, exit=True)
@@ -340,21 +309,18 @@ def assert_refused(proc, cwd: Path, words: list[str]) -> str:
     return message
 
 
-def refusal(overrides: list[str], launch_dir: Path, store: bool = True) -> str:
+def refusal(overrides: list[str], launch_dir: Path) -> str:
     """The ``error:`` message ``python -m al_sim.run <overrides>`` gives, found in-process.
 
     The config is composed as the CLI composes it and the run executed as the CLI's task
     executes it (same validation, data loading, sinks, MLflow store in ``launch_dir``); the
     exception it ends with is mapped by the CLI's own ``error_line``. A bug (no error line)
-    or a run that is not refused fails the test. ``store``: start from an empty MLflow store
-    in ``launch_dir``, as :func:`run_cli` does (False: to see whether the run creates one).
+    or a run that is not refused fails the test.
     """
     from hydra.core.hydra_config import HydraConfig
 
     from al_sim.run import error_line, execute
 
-    if store:
-        seed_store(launch_dir, overrides, cli_env())
     run_dir = next((Path(o.split("=", 1)[1]) for o in overrides
                     if o.startswith("hydra.run.dir=")), launch_dir / "run")
     # a single run: no Hydra job config left set by an earlier test's in-process sweep or stack

@@ -201,8 +201,7 @@ def test_bad_input_is_refused_with_the_fix(case: str, tmp_path: Path) -> None:
     data = tmp_path / "data_in"
     data.mkdir()
     args = build(data)
-    # a store to begin with only where the run may open one: the others must not create it
-    line = refusal([*args, *_fast(args)], tmp_path, store=run_may_exist)
+    line = refusal([*args, *_fast(args)], tmp_path)
     assert line.startswith("error: ") and "\n" not in line, line
     for word in words:
         assert word in line, f"{word!r} not in: {line}"

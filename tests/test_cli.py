@@ -118,7 +118,7 @@ def test_budget_larger_than_pool_is_one_clear_error_and_a_failed_run(tmp_path) -
 
 
 def test_unknown_strategy_is_refused_at_composition(tmp_path) -> None:
-    proc = run_cli(["strategy=best_one", *FAST_CLI], tmp_path, store=False)
+    proc = run_cli(["strategy=best_one", *FAST_CLI], tmp_path)
     assert proc.returncode != 0
     assert "strategy/best_one" in proc.stderr and "entropy" in proc.stderr
     assert not (tmp_path / "mlflow.db").exists()

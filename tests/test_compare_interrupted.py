@@ -11,7 +11,8 @@ from mlflow.tracking import MlflowClient
 
 from al_sim.report.reader import RunReader, SummaryRun, SweepRef
 from al_sim.runtime.interrupts import interrupt
-from tests.conftest import _empty_store, run_here
+from al_sim.tracking.store_template import build_empty_store
+from tests.conftest import run_here
 
 SUMMARY = SummaryRun("entropy (summary)", {"strategy": "entropy"}, {"n_seeds": "2"},
                      [("summary/test/accuracy/mean", step, 0.5) for step in (20, 30, 40)])
@@ -20,7 +21,7 @@ SUMMARY = SummaryRun("entropy (summary)", {"strategy": "entropy"}, {"n_seeds": "
 @pytest.fixture()
 def sweep(tmp_path: Path) -> tuple[RunReader, SweepRef]:
     db = tmp_path / "mlflow.db"
-    db.write_bytes(_empty_store())
+    build_empty_store(db)
     client = MlflowClient(tracking_uri=f"sqlite:///{db}")
     exp = client.create_experiment("study", artifact_location=(tmp_path / "art").as_uri())
     parent = client.create_run(exp, tags={"al_sim.role": "sweep"}).info.run_id

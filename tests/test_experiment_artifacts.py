@@ -14,13 +14,14 @@ from al_sim.tracking.contract import default_artifact_location
 from al_sim.tracking.experiments import experiment_id
 from al_sim.tracking.retry import RetryPolicy
 from al_sim.tracking.store import call_with_retries
-from tests.conftest import FAST_CLI, _empty_store, assert_refused, refusal, run_cli
+from al_sim.tracking.store_template import build_empty_store
+from tests.conftest import FAST_CLI, assert_refused, refusal, run_cli
 
 
 @pytest.fixture()
 def client(tmp_path: Path) -> MlflowClient:
     db = tmp_path / "mlflow.db"
-    db.write_bytes(_empty_store())
+    build_empty_store(db)
     return MlflowClient(tracking_uri=f"sqlite:///{db}")
 
 
@@ -106,7 +107,7 @@ def test_a_run_with_an_unwritable_artifact_location_is_refused(tmp_path: Path) -
 @pytest.mark.slow
 def test_a_sweep_into_another_artifact_location_is_refused_before_its_jobs(
         tmp_path: Path) -> None:
-    (tmp_path / "mlflow.db").write_bytes(_empty_store())
+    build_empty_store(tmp_path / "mlflow.db")
     MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}").create_experiment(
         "al_sim", artifact_location=str(tmp_path / "first"))
     proc = run_cli(["-m", "seed=0,1", "budget=tiny", *FAST_CLI, "tracking.experiment=al_sim",

@@ -59,7 +59,7 @@ OUT_OF_RANGE = ["dataset.image_size=8", "dataset.difficulty=2", "dataset.label_n
 @pytest.mark.parametrize("override", OUT_OF_RANGE)
 def test_a_value_out_of_range_says_what_to_set(override: str, tmp_path: Path) -> None:
     key = override.split("=", 1)[0]
-    line = refusal([override, "budget=tiny", *FAST_CLI], tmp_path, store=False)
+    line = refusal([override, "budget=tiny", *FAST_CLI], tmp_path)
     assert line.startswith(f"error: {key.rsplit('.', 1)[0]}"), line
     fix = line.split(";")[-1]
     assert ("set " in fix or "e.g." in fix) and f"{key}=" in fix, line

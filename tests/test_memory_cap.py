@@ -25,7 +25,6 @@ from tests.conftest import (
     assert_refused,
     cli_env,
     refusal,
-    seed_store,
 )
 
 MB = 2**20
@@ -166,7 +165,6 @@ def test_a_run_past_its_cap_is_one_out_of_memory_line_and_a_failed_run(tmp_path:
             "dataset.n_test=100", "dataset.image_size=512", "trainer.batch_size=64",
             "tracking.query_grids=false"]
     (tmp_path / "capped.py").write_text(CAPPED_RUN)
-    seed_store(tmp_path, args, cli_env())
     proc = fork_server.run(str(tmp_path / "capped.py"), args, tmp_path, cli_env(),
                            module=False)
     line = assert_refused(proc, tmp_path, ["trainer.memory_limit_fraction", "dataset.image_size"])

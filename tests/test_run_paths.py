@@ -24,7 +24,7 @@ def test_a_missing_medmnist_root_is_a_config_check(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_a_missing_medmnist_root_fails_before_any_run_dir_or_run(tmp_path: Path) -> None:
     proc = run_cli(["dataset=medmnist", "dataset.root=/nonexistent"], tmp_path, timeout=120,
-                   store=False, process=True)
+                   process=True)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr and "UserWarning" not in proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]

@@ -98,7 +98,7 @@ def test_a_launch_beside_running_jobs_submits_nothing_and_touches_no_run(
     bin_dir = fake_tools(tmp_path / "bin", "101_1 RUNNING\n")
     proc = run_cli(["-m", "hydra/launcher=al_submitit_slurm", "strategy=random,entropy",
                     "budget=tiny", f"hydra.sweep.dir={sweep}", *FAST_CLI], tmp_path,
-                   env={"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}, store=False)
+                   env={"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"})
     assert proc.returncode == 2, proc.stderr[-3000:]
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "101_1 RUNNING" in errors[0] and "Traceback" not in proc.stderr
