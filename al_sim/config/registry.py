@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -176,16 +177,25 @@ def _check_names(cfg: DictConfig) -> None:
                               f"by it; give it a name or drop the {group}.name override")
 
 
-def _check_strategy_name(node: DictConfig) -> None:
-    """``strategy.name`` may not name another built-in strategy than its ``_target_`` builds."""
+@functools.cache
+def _builtin_strategies() -> tuple[tuple[str, object, object], ...]:
+    """(file stem, ``name``, ``_target_``) of each strategy file in ``conf/strategy``."""
+    out = []
     for path in sorted(STRATEGY_CONF.glob("*.yaml")):
         known = OmegaConf.load(path)
         assert isinstance(known, DictConfig)  # a strategy file is a mapping
-        if known.get("name") == node.name and known.get("_target_") != node._target_:
+        out.append((path.stem, known.get("name"), known.get("_target_")))
+    return tuple(out)
+
+
+def _check_strategy_name(node: DictConfig) -> None:
+    """``strategy.name`` may not name another built-in strategy than its ``_target_`` builds."""
+    for stem, name, target in _builtin_strategies():
+        if name == node.name and target != node._target_:
             raise ConfigError(
-                f"strategy.name={node.name} is the name of {known._target_}, but "
+                f"strategy.name={node.name} is the name of {target}, but "
                 f"strategy._target_={node._target_}; runs would be tagged and compared as "
-                f"{node.name}: use strategy={path.stem}, or give this strategy its own name"
+                f"{node.name}: use strategy={stem}, or give this strategy its own name"
             )
 
 
