@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -132,6 +133,24 @@ def test_no_two_modules_or_classes_share_a_name() -> None:
                 classes.setdefault(node.name, []).append(where)
     assert not {n: w for n, w in files.items() if len(w) > 1}
     assert not {n: w for n, w in classes.items() if len(w) > 1}
+
+
+def test_the_readme_map_names_every_module() -> None:
+    """README's Architecture table has a line for each module, or names it on its package's."""
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("## Architecture"):]
+    section = section[:section.index("\n## ", 1)]
+    rows = [line for line in section.splitlines() if line.startswith("| `")]
+    unnamed = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = path.relative_to(PACKAGE).as_posix()
+        package = rel.rpartition("/")[0]
+        on_package_row = any(
+            row.split("|")[1].strip(" `").startswith(f"{package}/")
+            and re.search(rf"\b{path.stem}\b", row) for row in rows) if package else False
+        if path.name != "__init__.py" and not on_package_row and not any(rel in r for r in rows):
+            unnamed.append(rel)
+    assert not unnamed, unnamed
 
 
 def test_modules_stay_short() -> None:
