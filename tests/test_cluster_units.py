@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from al_sim.app.lost_jobs import JobRef, lost_jobs, report_lost, set_parent
+from al_sim.app.lost_jobs import JobRef, lost_jobs, report_lost
+from al_sim.app.sweep_parent import close_parent
 from al_sim.tracking.contract import where_to_look
 from al_sim.tracking.mlflow_server import free_port
 from al_sim.tracking.placement import placement_tags
@@ -52,7 +53,7 @@ def test_a_refused_host_name_names_allowed_hosts() -> None:
 
 
 def test_a_lost_job_is_recorded_without_tracking(tmp_path: Path, capsys) -> None:
-    set_parent(None, None)
+    close_parent()
     report_lost(tmp_path, JobRef(2, ("seed=1",), "seed=1"), "SLURM job 9_2 CANCELLED")
     line = capsys.readouterr().err.strip()
     assert line == "lost: job 2 [seed=1]: SLURM job 9_2 CANCELLED; no MLflow run yet"
@@ -63,7 +64,7 @@ def test_a_lost_job_is_recorded_without_tracking(tmp_path: Path, capsys) -> None
 @pytest.fixture(autouse=True)
 def _no_parent():
     yield
-    set_parent(None, None)
+    close_parent()
 
 
 def test_a_ray_head_that_does_not_answer_is_one_cluster_error() -> None:

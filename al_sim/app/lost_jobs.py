@@ -19,13 +19,13 @@ from pathlib import Path
 
 from hydra.core.utils import JobReturn, JobStatus
 
+from al_sim.app.sweep_parent import open_sweep
 from al_sim.runtime.errors import ALSimError
 from al_sim.runtime.files import atomic_write
 from al_sim.tracking.contract import JOB_TAG
 
 LOST_DIR = "lost_jobs"
 PARENT_TAG = "mlflow.parentRunId"
-_PARENT: list[tuple[str, str]] = []  # (tracking uri, parent run id) of this launcher's sweep
 
 
 @dataclass(frozen=True)
@@ -45,20 +45,15 @@ class JobRef:
         return ret
 
 
-def set_parent(uri: str | None, run_id: str | None) -> None:
-    """In the launching process: the sweep's parent run (None: tracking is off)."""
-    _PARENT[:] = [] if uri is None or run_id is None else [(uri, run_id)]
-
-
 def kill_run(job: JobRef) -> tuple[str, str] | None:
     """Mark the job's RUNNING MLflow run KILLED; its id and status before (None: no run yet,
     or no tracking). A run that ended (a stack's finished member) keeps its status."""
-    if not _PARENT or "'" in job.name:
+    parent = open_sweep()
+    if parent is None or "'" in job.name:
         return None
     from al_sim.tracking.store import kill_job_run
 
-    uri, parent = _PARENT[0]
-    return kill_job_run(uri, parent, job.name, PARENT_TAG, JOB_TAG)
+    return kill_job_run(parent.uri, parent.run_id, job.name, PARENT_TAG, JOB_TAG)
 
 
 def report_lost(sweep_dir: Path, job: JobRef, why: str) -> None:

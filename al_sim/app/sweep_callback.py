@@ -18,7 +18,7 @@ import sys
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
@@ -26,8 +26,9 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict, read_write
 
 from al_sim.app.launchers.orphans import refuse_beside_orphans, wait_for_workers
-from al_sim.app.lost_jobs import LOST_DIR, lost_jobs, set_parent
+from al_sim.app.lost_jobs import LOST_DIR, lost_jobs
 from al_sim.app.sweep_checks import check_sweep_config, warn_unbounded_launcher
+from al_sim.app.sweep_parent import close_parent, open_parent
 from al_sim.config.checks import positive
 from al_sim.config.composition import check_bool_files, check_bool_overrides, files_read
 from al_sim.config.registry import validate_schemas
@@ -97,16 +98,13 @@ def study_experiment(config: DictConfig) -> str:
 def close_interrupted_sweep(status: str = "KILLED") -> str | None:
     """After a sweep was interrupted (KILLED) or its launcher failed (FAILED): end its parent
     run with ``status``; its id, or None (no sweep)."""
-    running = SweepCallback.running
-    if running is None or running._parent is None:
+    parent = close_parent()
+    if parent is None:
         return None
     from al_sim.tracking.store import end_run
 
-    SweepCallback.running = None
-    uri, run_id = running._parent
-    set_parent(None, None)
-    end_run(uri, run_id, status=status)
-    return run_id
+    end_run(parent.uri, parent.run_id, status=status)
+    return parent.run_id
 
 
 def close_failed_sweep() -> None:
@@ -146,10 +144,6 @@ def mark_job_failed(message: str) -> None:
 
 class SweepCallback(Callback):
     """Creates the sweep's parent run before the jobs and closes it after them."""
-
-    # The launcher process's sweep between its start and its end: Hydra builds the callback
-    # itself, so the entry point's interrupt handler finds the open parent run here.
-    running: ClassVar[SweepCallback | None] = None
 
     def __init__(self, launcher_poll_s: float = 1.0, interrupt_grace_s: float = 30.0,
                  status_poll_s: float = 10.0, lost_grace_s: float = 120.0,
@@ -234,8 +228,7 @@ class SweepCallback(Callback):
                                                "strategy": SWEEP_STRATEGY},
                                          configured=bool(config.tracking.artifact_location))
         self._parent = (uri, parent_id)
-        SweepCallback.running = self
-        set_parent(*self._parent)
+        open_parent(uri, parent_id)
         self._experiment_id = experiment_of(uri, parent_id)
         self._experiment = experiment
         return parent_id
@@ -257,8 +250,7 @@ class SweepCallback(Callback):
                 print(f"note: the sweep's parent MLflow run {self._parent[1]} could not be "
                       f"closed ({exc}); it stays RUNNING until the sweep runs again",
                       file=sys.stderr, flush=True)
-            SweepCallback.running = None
-            set_parent(None, None)
+            close_parent()
         print(f"sweep results: {sweep_dir.resolve()} (one dir per job)", file=sys.stderr,
               flush=True)
         if self._parent is not None:
