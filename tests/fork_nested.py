@@ -189,6 +189,7 @@ def _child(argv: list[str], cwd: Any, env: dict[str, str], fds: tuple[int, int, 
         sys.argv, sys.orig_argv = argv[argv.index("-m") + 1:], argv
         sys.path[0] = os.getcwd()
         _nest(sys.argv[1:])
+        _job_folder_first(_module(argv))
         code = _run(_module(argv))
     except BaseException:  # noqa: BLE001 - a failure to become argv: said, exit status 1
         with contextlib.suppress(BaseException):
@@ -216,6 +217,17 @@ def _unbuffered(fd: int, errors: str) -> io.TextIOWrapper:
     raw = open(fd, "wb", buffering=0, closefd=False)  # noqa: SIM115 - the stream's own
     return io.TextIOWrapper(raw, encoding=sys.getfilesystemencoding(), errors=errors,
                             write_through=True)
+
+
+def _job_folder_first(module: str) -> None:
+    """submitit's local job controller opens its logs in ``<folder>/<its pid>/``, which its
+    submitter makes just after starting it: an interpreter's start-up always lets the
+    submitter go first, a fork may not (the controller then dies, its job lost). The folder
+    is made here as the submitter makes it (``exist_ok``)."""
+    if module == "submitit.local._local":
+        from submitit.core.utils import JobPaths
+
+        JobPaths(sys.argv[1], str(os.getpid())).folder.mkdir(parents=True, exist_ok=True)
 
 
 def _run(module: str) -> int:
