@@ -229,6 +229,7 @@ def test_a_store_down_at_the_sweeps_end_still_reports_the_failed_jobs(tmp_path: 
     """Hydra only warns about a callback's exception: a parent run that could not be closed
     made a sweep with a failed job exit 0, its failures unlisted."""
     from al_sim.app import sweep_callback
+    from al_sim.app.sweep_parent import SweepParent
     from al_sim.runtime.errors import TrackingError
     from al_sim.tracking import store
 
@@ -241,7 +242,7 @@ def test_a_store_down_at_the_sweeps_end_still_reports_the_failed_jobs(tmp_path: 
     (sweep / "failed_jobs").mkdir(parents=True)
     (sweep / "failed_jobs" / "1.txt").write_text("seed=1\nerror: boom\n")
     callback = SweepCallback()
-    callback._parent, callback._experiment_id = ("http://127.0.0.1:9", "p1d"), "1"
+    callback._parent, callback._experiment_id = SweepParent("http://127.0.0.1:9", "p1d"), "1"
     monkeypatch.setattr(callback, "_log_summaries", lambda: None)
     monkeypatch.setattr(callback, "_job_runs", lambda: [])
     with pytest.raises(SystemExit) as exit_:

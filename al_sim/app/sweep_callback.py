@@ -28,7 +28,7 @@ from omegaconf import DictConfig, open_dict, read_write
 from al_sim.app.launchers.orphans import refuse_beside_orphans, wait_for_workers
 from al_sim.app.lost_jobs import LOST_DIR, lost_jobs
 from al_sim.app.sweep_checks import check_sweep_config, warn_unbounded_launcher
-from al_sim.app.sweep_parent import close_parent, open_parent
+from al_sim.app.sweep_parent import SweepParent, close_parent, open_parent
 from al_sim.config.checks import positive
 from al_sim.config.composition import check_bool_files, check_bool_overrides, files_read
 from al_sim.config.registry import validate_schemas
@@ -153,7 +153,7 @@ class SweepCallback(Callback):
                  lost_grace_s=lost_grace_s, connect_timeout_s=connect_timeout_s)
         # the last three: read by al_sim.app.launchers (launchers.common.launcher_settings)
         self._poll_s, self._grace_s = launcher_poll_s, interrupt_grace_s
-        self._parent: tuple[str, str] | None = None  # (tracking uri, run id)
+        self._parent: SweepParent | None = None  # the one it opened (None: tracking off)
         self._experiment_id = ""
         self._experiment = ""
 
@@ -227,8 +227,7 @@ class SweepCallback(Callback):
                                          tags={SWEEP_ID_TAG: sweep_id, ROLE_TAG: SWEEP_ROLE,
                                                "strategy": SWEEP_STRATEGY},
                                          configured=bool(config.tracking.artifact_location))
-        self._parent = (uri, parent_id)
-        open_parent(uri, parent_id)
+        self._parent = open_parent(uri, parent_id)
         self._experiment_id = experiment_of(uri, parent_id)
         self._experiment = experiment
         return parent_id
@@ -239,22 +238,23 @@ class SweepCallback(Callback):
         failures = sorted(failed_dir.glob("*.txt")) if failed_dir.exists() else []
         lost = lost_jobs(sweep_dir)
         listing = "; ".join(f"job {num} [{name}]: {why}" for num, name, why in lost)
-        if self._parent is not None:
+        if (parent := self._parent) is not None:
             from al_sim.tracking.store import end_run, tag_run
 
             self._log_summaries()
             try:  # the jobs' own results and the exit status below must not depend on it
-                tag_run(*self._parent, LOST_JOBS_TAG, listing[:5000] if lost else None)
-                end_run(*self._parent, status="FAILED" if failures or lost else "FINISHED")
+                tag_run(parent.uri, parent.run_id, LOST_JOBS_TAG, listing[:5000] if lost else None)
+                end_run(parent.uri, parent.run_id,
+                        status="FAILED" if failures or lost else "FINISHED")
             except ALSimError as exc:
-                print(f"note: the sweep's parent MLflow run {self._parent[1]} could not be "
+                print(f"note: the sweep's parent MLflow run {parent.run_id} could not be "
                       f"closed ({exc}); it stays RUNNING until the sweep runs again",
                       file=sys.stderr, flush=True)
             close_parent()
         print(f"sweep results: {sweep_dir.resolve()} (one dir per job)", file=sys.stderr,
               flush=True)
         if self._parent is not None:
-            hint = where_to_look(self._parent[0], self._experiment_id,
+            hint = where_to_look(self._parent.uri, self._experiment_id,
                                  ui_port=config.tracking.get("ui_port"),
                                  compared=self._job_runs())
             print(f"  parent {hint}\n"
@@ -278,7 +278,8 @@ class SweepCallback(Callback):
 
         assert self._parent is not None
         try:
-            return child_run_ids(self._parent[0], self._experiment_id, self._parent[1], ROLE_TAG)
+            return child_run_ids(self._parent.uri, self._experiment_id, self._parent.run_id,
+                                 ROLE_TAG)
         except ALSimError:
             return []
 
@@ -288,10 +289,10 @@ class SweepCallback(Callback):
 
         assert self._parent is not None
         try:
-            ids = log_sweep_summaries(self._parent[0], self._experiment, self._parent[1])
+            ids = log_sweep_summaries(self._parent.uri, self._experiment, self._parent.run_id)
         except ALSimError as exc:
             print(f"warning: no summary runs for the sweep: {exc}", file=sys.stderr)
             return
         if ids:
             print(f"logged {len(ids)} summary run(s) (mean ± std per strategy) under MLflow run "
-                  f"{self._parent[1]}")
+                  f"{self._parent.run_id}")
