@@ -132,10 +132,7 @@ def check_sweeper(sweeper: DictConfig) -> None:
         cls = locate(str(sweeper.get("_target_", "")))
     except ConfigError:
         return  # Hydra names the sweeper it cannot find
-    known = ["_target_", *inspect.signature(cls).parameters]
-    for key in map(str, sweeper):
-        if key not in known:
-            raise ConfigError(unknown_key_message(f"hydra.sweeper.{key}", known))
+    _refuse_unknown(sweeper, "hydra.sweeper", ["_target_", *inspect.signature(cls).parameters])
 
 
 def _built_on(target: str, base_name: str) -> bool:
@@ -155,9 +152,14 @@ def _check_joblib_keys(launcher: DictConfig) -> None:
     from hydra_plugins.hydra_joblib_launcher.config import JobLibLauncherConf
 
     known = [f.name for f in dataclasses.fields(JobLibLauncherConf)] + list(STACK_KNOBS)
-    for key in map(str, launcher):
+    _refuse_unknown(launcher, LAUNCHER, known)
+
+
+def _refuse_unknown(node: DictConfig, path: str, known: list[str]) -> None:
+    """ConfigError naming the first key of the untyped ``node`` (at ``path``) not in ``known``."""
+    for key in map(str, node):
         if key not in known:
-            raise ConfigError(unknown_key_message(f"{LAUNCHER}.{key}", known))
+            raise ConfigError(unknown_key_message(f"{path}.{key}", known))
 
 
 def _check_joblib_settings(launcher: DictConfig) -> None:
